@@ -1,0 +1,176 @@
+"""Send one `Job` to the endpoint and come back with its `Result`, retrying as `retry.py` says.
+
+This is the one boundary where HTTP outcomes become batchrun's: statuses and httpx exceptions
+are translated into the `errors.py` tree here and nowhere else, and every message that leaves
+this module has the API key scrubbed from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+from tenacity import RetryCallState
+
+from .config import RunConfig
+from .errors import (
+    FatalEndpointError,
+    HTTPStatusError,
+    MalformedResponse,
+    RateLimited,
+    RequestError,
+    ServerError,
+    TransportError,
+)
+from .records import Job, Result
+from .retry import Sleep, parse_retry_after, retrying
+from .transport import AiohttpTransport
+
+RETRYABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
+AUTH_STATUSES = frozenset({401, 403})
+USER_AGENT = "batchrun"
+_MAX_MESSAGE = 500
+
+
+class Client:
+    """Sends jobs; never raises for a failed request, only for a fatal one.
+
+    :param transport: any httpx transport; default `AiohttpTransport` sized to the concurrency.
+    :param sleep: what retries wait with (tests pass a fake).
+    :param on_retry: called with the error before each retry wait, for counters and logs.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = anyio.sleep,
+        on_retry: Callable[[Job, RequestError, float], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._transport = transport or AiohttpTransport(max_connections=config.concurrency)
+        self._sleep = sleep
+        self._on_retry = on_retry
+        self._secret = config.api_key.reveal() if config.api_key else None
+        headers = {"content-type": "application/json", "accept": "application/json", "user-agent": USER_AGENT}
+        if self._secret:
+            headers["authorization"] = f"Bearer {self._secret}"
+        self._headers = httpx.Headers(headers)
+        self._timeout = {"connect": config.connect_timeout, "read": config.timeout,
+                         "write": config.timeout, "pool": None}
+        self._urls: dict[str, httpx.URL] = {}
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._transport.aclose()
+
+    async def send(self, job: Job) -> Result:
+        """Send ``job`` with retries; the result is a success or a final failure.
+
+        :raises FatalEndpointError: the endpoint rejected the credentials (401/403).
+        """
+        attempts = 0
+        started = 0.0
+
+        async def attempt() -> Result:
+            nonlocal attempts, started
+            attempts += 1
+            started = time.perf_counter()
+            return await self._attempt(job)
+
+        def before_sleep(state: RetryCallState) -> None:
+            if self._on_retry is not None and state.outcome is not None:
+                error = state.outcome.exception()
+                assert isinstance(error, RequestError)
+                self._on_retry(job, error, state.upcoming_sleep)
+
+        try:
+            result: Result = await retrying(self._config.retry, sleep=self._sleep, before_sleep=before_sleep)(attempt)
+        except RequestError as exc:
+            result = Result(job.index, job.custom_id, exc.status_code, exc.request_id, exc.body,
+                            {"code": exc.code, "message": exc.message}, model=job.model)
+        result.attempts = attempts
+        result.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        return result
+
+    async def _attempt(self, job: Job) -> Result:
+        request = httpx.Request("POST", self._url(job.url), headers=self._headers, content=job.body,
+                                extensions={"timeout": self._timeout})
+        try:
+            response = await self._transport.handle_async_request(request)
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            raise TransportError("request_timeout", self._scrub(f"timed out: {exc}")) from None
+        except httpx.HTTPError as exc:
+            raise TransportError("connection_error", self._scrub(f"connection failed: {exc}")) from None
+        request_id = response.headers.get("x-request-id")
+        status = response.status_code
+        try:
+            body = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            body = None
+        if 200 <= status < 300 and body is not None:
+            model = body.get("model") if isinstance(body, dict) else None
+            return Result(job.index, job.custom_id, status, request_id, body, None, model=model or job.model)
+        raise self._status_error(status, request_id, body, content, response.headers)
+
+    def _status_error(self, status: int, request_id: str | None, body: Any, content: bytes,
+                      headers: httpx.Headers) -> RequestError:
+        if 200 <= status < 300:
+            snippet = self._scrub(content[:200].decode("utf-8", "replace"))
+            return MalformedResponse("malformed_response", f"HTTP {status} with a body that is not JSON: {snippet!r}",
+                                     status_code=status, request_id=request_id)
+        code, message = self._describe_error(status, body, content)
+        kw: dict[str, Any] = {"status_code": status, "request_id": request_id, "body": body}
+        if status in AUTH_STATUSES:
+            raise FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}")
+        if status == 429:
+            return RateLimited(code, message, retry_after=parse_retry_after(headers), **kw)
+        if status in RETRYABLE_STATUSES:
+            return ServerError(code, message, retry_after=parse_retry_after(headers), **kw)
+        return HTTPStatusError(code, message, **kw)
+
+    def _describe_error(self, status: int, body: Any, content: bytes) -> tuple[str, str]:
+        """The ``(code, message)`` of an error response, from OpenAI's error shape when present."""
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            code = error.get("code") or error.get("type") or f"http_{status}"
+            message = error.get("message") or f"HTTP {status}"
+        else:
+            code = f"http_{status}"
+            message = f"HTTP {status}: {content[:200].decode('utf-8', 'replace')}" if content else f"HTTP {status}"
+        return str(code), self._scrub(str(message))[:_MAX_MESSAGE]
+
+    def _scrub(self, text: str) -> str:
+        """Remove the key from text that came from elsewhere (a server echoing headers, a URL)."""
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(join_url(self._config.base_url, path))
+        return url
+
+
+def join_url(base_url: str, path: str) -> str:
+    """Join an endpoint path to the base URL without doubling the ``/v1`` (SPEC §1).
+
+    >>> join_url("http://h/v1", "/v1/embeddings")
+    'http://h/v1/embeddings'
+    >>> join_url("http://h/v1/", "/chat/completions")
+    'http://h/v1/chat/completions'
+    """
+    base = base_url.rstrip("/")
+    if base.endswith("/v1") and (path == "/v1" or path.startswith("/v1/")):
+        path = path[len("/v1") :]
+    return base + path

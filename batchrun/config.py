@@ -1,0 +1,161 @@
+"""The frozen configuration of a run, and every default in one place.
+
+The CLI builds a `RunConfig` from options and environment; the library only ever reads this
+object, never the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_CONCURRENCY = 64
+# Lines that may wait, finished, behind the oldest unfinished one: per concurrency slot, with a
+# floor so that small pools still ride out one slow request.
+WINDOW_PER_SLOT = 16
+MIN_WINDOW = 1024
+DEFAULT_MAX_ATTEMPTS = 6
+DEFAULT_TIMEOUT = 600.0  # seconds to wait for a response: long generations are normal
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_BACKOFF_BASE = 1.0
+DEFAULT_BACKOFF_MAX = 60.0
+DEFAULT_RATE_LIMIT_PATIENCE = 900.0
+DEFAULT_RETRY_AFTER_MAX = 300.0
+
+
+class ApiKey:
+    """A secret that does not show itself in reprs, tracebacks or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not value:
+            raise ConfigError("the API key is empty")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "ApiKey('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiKey) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try one request.
+
+    :param max_attempts: attempts per line for failures other than 429.
+    :param backoff_base: the first backoff cap in seconds; it doubles per failure.
+    :param backoff_max: the largest backoff cap in seconds (full jitter below it).
+    :param rate_limit_patience: seconds one line may spend waiting on 429s before it fails;
+        429s do not use up attempts, since the server did no work.
+    :param retry_after_max: the longest server-requested wait honoured, in seconds.
+    """
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_base: float = DEFAULT_BACKOFF_BASE
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+    rate_limit_patience: float = DEFAULT_RATE_LIMIT_PATIENCE
+    retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError("--max-attempts must be at least 1")
+        if self.backoff_base < 0 or self.backoff_max < self.backoff_base:
+            raise ConfigError("backoff must satisfy 0 <= base <= max")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs.
+
+    :param input_path: the JSONL file of requests.
+    :param output_path: where ordered results go; default ``<input stem>.results.jsonl``.
+    :param base_url: the endpoint; request paths are joined to it.
+    :param api_key: sent as ``Authorization: Bearer``; may be omitted for loopback endpoints.
+    :param concurrency: requests in flight at once (also the number of connections).
+    :param window: how many lines past the oldest unfinished one may be dispatched; bounds the
+        memory held by results waiting for their turn. Default ``max(1024, 16 * concurrency)``.
+    """
+
+    input_path: Path
+    output_path: Path | None = None
+    base_url: str = DEFAULT_BASE_URL
+    api_key: ApiKey | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    window: int | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_path", Path(self.input_path))
+        output = Path(self.output_path) if self.output_path else default_output_path(self.input_path)
+        object.__setattr__(self, "output_path", output)
+        if self.concurrency < 1:
+            raise ConfigError("--concurrency must be at least 1")
+        window = self.window or max(MIN_WINDOW, WINDOW_PER_SLOT * self.concurrency)
+        if window < self.concurrency:
+            raise ConfigError(f"--window ({window}) must be at least --concurrency ({self.concurrency})")
+        object.__setattr__(self, "window", window)
+        if self.timeout <= 0 or self.connect_timeout <= 0:
+            raise ConfigError("timeouts must be positive")
+        scheme = urlsplit(self.base_url).scheme
+        if scheme not in ("http", "https"):
+            raise ConfigError(f"--base-url must be an http(s) URL, got {self.base_url!r}")
+        if output.resolve() == self.input_path.resolve():
+            raise ConfigError(f"the output {output} is the input file; choose another -o")
+        if self.api_key is None and not is_loopback(self.base_url):
+            raise ConfigError(
+                f"no API key for {self.base_url}: set OPENAI_API_KEY (or the variable named by "
+                "--api-key-env), or use --mock for the built-in simulator"
+            )
+
+    @property
+    def out(self) -> Path:
+        """The output path, always set after construction."""
+        assert self.output_path is not None
+        return self.output_path
+
+    @property
+    def errors_path(self) -> Path:
+        return errors_path_for(self.out)
+
+
+def default_output_path(input_path: Path) -> Path:
+    """``data/in.jsonl`` → ``data/in.results.jsonl``."""
+    return input_path.with_name(f"{_stem(input_path)}.results.jsonl")
+
+
+def errors_path_for(output_path: Path) -> Path:
+    """``out.jsonl`` → ``out.errors.jsonl``, beside the output."""
+    return output_path.with_name(f"{_stem(output_path)}.errors.jsonl")
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+
+
+def is_loopback(url: str) -> bool:
+    """Whether the URL's host is this machine, where a key is not required."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,94 @@
+"""Every exception batchrun raises, in one tree.
+
+    BatchrunError
+    ├── ConfigError          bad options or environment: nothing was sent (exit 2)
+    ├── InputFileError       the input file cannot be read at all (exit 2)
+    ├── FatalEndpointError   the endpoint refuses the credentials: stop the run (exit 4)
+    └── RequestError         one request failed; the run goes on
+        ├── HTTPStatusError        a status that is not worth retrying (400, 404, 422 ...)
+        └── RetryableError         worth another attempt
+            ├── RateLimited        429
+            ├── ServerError        408, 409, 500, 502, 503, 504
+            ├── MalformedResponse  a 2xx whose body is not JSON
+            └── TransportError     timeout or connection failure, no HTTP response
+
+A `RequestError` that survives its retries becomes an error record in the output: a failed
+request is data, not a crash. Messages never contain the API key (see `client.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BatchrunError(Exception):
+    """Base class of every error batchrun raises."""
+
+
+class ConfigError(BatchrunError):
+    """Options or environment make the run impossible."""
+
+
+class InputFileError(BatchrunError):
+    """The input file is missing, unreadable or not a file."""
+
+
+class FatalEndpointError(BatchrunError):
+    """The endpoint rejects the credentials; every further request would fail too."""
+
+
+class RequestError(BatchrunError):
+    """One request failed.
+
+    :param code: the machine-readable code written to the output's ``error.code``.
+    :param status_code: the HTTP status, or ``None`` when no response arrived.
+    :param request_id: the server's ``x-request-id``, when there was one.
+    :param body: the parsed JSON body of the response, when it had one.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status_code = status_code
+        self.request_id = request_id
+        self.body = body
+
+
+class HTTPStatusError(RequestError):
+    """A status the server will answer the same way however often it is asked."""
+
+
+class RetryableError(RequestError):
+    """A failure that another attempt may not meet.
+
+    :param retry_after: seconds the server asked us to wait, when it said.
+    """
+
+    def __init__(self, code: str, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(code, message, **kw)
+        self.retry_after = retry_after
+
+
+class RateLimited(RetryableError):
+    """429: the server declined to do the work now."""
+
+
+class ServerError(RetryableError):
+    """A transient server-side status."""
+
+
+class MalformedResponse(RetryableError):
+    """A success status with a body that is not JSON (a proxy's HTML page, a cut-off body)."""
+
+
+class TransportError(RetryableError):
+    """No HTTP response: timeout, refused or dropped connection."""

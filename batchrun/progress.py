@@ -1,0 +1,91 @@
+"""Progress display: a tqdm bar on a terminal, periodic one-line logs elsewhere (cron, CI)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TextIO
+
+from tqdm import tqdm
+
+from .errors import RequestError
+from .records import Job, Result
+from .stats import RunStats
+
+DEFAULT_LOG_INTERVAL = 30.0
+log = logging.getLogger("batchrun")
+
+
+class BarProgress:
+    """A tqdm bar over lines written, with outcome counters beside it."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self._bar: tqdm | None = None  # type: ignore[type-arg]
+        self._shown = 0.0
+
+    def started(self, stats: RunStats) -> None:
+        self._bar = tqdm(total=stats.total_hint, unit="req", file=self._file, dynamic_ncols=True, smoothing=0.05)
+
+    def written(self, result: Result, stats: RunStats) -> None:
+        assert self._bar is not None
+        self._bar.update(1)
+        now = time.monotonic()
+        if now - self._shown >= 0.5:
+            self._shown = now
+            self._bar.set_postfix_str(_counters(stats), refresh=False)
+
+    def retrying(self, job: Job, error: RequestError, wait: float) -> None:
+        pass
+
+    def close(self, stats: RunStats) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(_counters(stats), refresh=False)
+            self._bar.close()
+
+
+class LogProgress:
+    """One log line every ``interval`` seconds, for logs that are read later."""
+
+    def __init__(self, interval: float = DEFAULT_LOG_INTERVAL) -> None:
+        self._total: int | None = None
+        self._interval = interval
+        self._next = time.monotonic() + interval
+
+    def started(self, stats: RunStats) -> None:
+        self._total = stats.total_hint
+        log.info("started: %s lines to %s", f"{stats.total_hint:,}" if stats.total_hint else "?", stats.output_path)
+
+    def written(self, result: Result, stats: RunStats) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self._interval
+            log.info("%s", self._line(stats))
+
+    def retrying(self, job: Job, error: RequestError, wait: float) -> None:
+        pass
+
+    def close(self, stats: RunStats) -> None:
+        pass
+
+    def _line(self, stats: RunStats) -> str:
+        rate = stats.written / stats.wall_s if stats.wall_s > 0 else 0.0
+        done = f"{stats.written:,}"
+        if self._total:
+            done += f"/{self._total:,} lines ({100 * stats.written / self._total:.0f}%)"
+            if rate > 0:
+                done += f", ETA {_duration(max(self._total - stats.written, 0) / rate)}"
+        return f"progress: {done}, {rate:,.0f} req/s, {_counters(stats)}"
+
+
+def _counters(stats: RunStats) -> str:
+    return f"ok={stats.succeeded:,} failed={stats.failed:,} retries={stats.retries:,} 429s={stats.rate_limited:,}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

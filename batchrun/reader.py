@@ -1,0 +1,113 @@
+"""Stream the input JSONL (SPEC §1) into `Job`s, and bad lines into `LineError`s.
+
+Lines are read one at a time; nothing but the duplicate-id table grows with the file. A bad
+line never stops the stream: it becomes a `LineError` in its place, so the output still has
+one line per request line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import InputFileError
+from .idset import IdSet
+from .records import DEFAULT_URL, Job, LineError
+
+_BOM = b"\xef\xbb\xbf"
+_ENVELOPE_KEYS = ("custom_id", "body")
+
+
+def open_input(path: Path) -> Any:
+    """Open the input for binary reading, with errors a user can act on."""
+    try:
+        if path.is_dir():
+            raise InputFileError(f"{path}: is a directory, not a JSONL file")
+        return path.open("rb")
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such file") from None
+    except PermissionError:
+        raise InputFileError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot open: {exc.strerror}") from None
+
+
+def read_jobs(path: Path) -> Iterator[Job | LineError]:
+    """Yield one `Job` or `LineError` per non-blank line of ``path``, in file order.
+
+    :raises InputFileError: when the file cannot be opened or read.
+    """
+    seen = IdSet()
+    index = 0
+    with open_input(path) as f:
+        try:
+            for line_no, raw in enumerate(f, start=1):
+                if line_no == 1 and raw.startswith(_BOM):
+                    raw = raw[len(_BOM) :]
+                line = raw.strip()
+                if not line:
+                    continue
+                item = parse_line(line, index, line_no, str(path))
+                if not seen.add(item.custom_id) and isinstance(item, Job):
+                    item = LineError(
+                        index, line_no, item.custom_id, "duplicate_custom_id",
+                        f"{path}:{line_no}: custom_id {item.custom_id!r} was already used by an earlier line",
+                    )
+                yield item
+                index += 1
+        except OSError as exc:
+            raise InputFileError(f"{path}: read failed: {exc.strerror}") from None
+
+
+def parse_line(line: bytes, index: int, line_no: int, source: str) -> Job | LineError:
+    """Turn one stripped, non-blank line into a `Job`, or say precisely what is wrong with it."""
+    where = f"{source}:{line_no}"
+    fallback_id = f"line-{line_no}"
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return LineError(index, line_no, fallback_id, "invalid_request_line", f"{where}: not valid JSON: {exc}")
+    if not isinstance(obj, dict):
+        kind = type(obj).__name__
+        return LineError(index, line_no, fallback_id, "invalid_request_line", f"{where}: expected a JSON object, got {kind}")
+    if any(key in obj for key in _ENVELOPE_KEYS):
+        return _parse_envelope(obj, index, line_no, where, fallback_id)
+    problem = _body_problem(obj)
+    if problem:
+        return LineError(index, line_no, fallback_id, "invalid_request_line", f"{where}: {problem}")
+    return Job(index, line_no, fallback_id, DEFAULT_URL, line, _model(obj))
+
+
+def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, fallback_id: str) -> Job | LineError:
+    custom_id = obj.get("custom_id")
+    problem = None
+    if not isinstance(custom_id, str) or not custom_id:
+        problem = "custom_id must be a non-empty string"
+        custom_id = fallback_id
+    elif obj.get("method", "POST") != "POST":
+        problem = f"method must be POST, got {obj.get('method')!r}"
+    elif not isinstance(url := obj.get("url", DEFAULT_URL), str) or not url.startswith("/"):
+        problem = f"url must be a path starting with '/', got {obj.get('url')!r}"
+    elif not isinstance(body := obj.get("body"), dict):
+        problem = "body is missing" if "body" not in obj else "body must be a JSON object"
+    else:
+        problem = _body_problem(body)
+    if problem:
+        return LineError(index, line_no, custom_id, "invalid_request_line", f"{where}: {problem}")
+    return Job(index, line_no, custom_id, url, orjson.dumps(body), _model(body))
+
+
+def _body_problem(body: dict[str, Any]) -> str | None:
+    # A streamed answer is server-sent events, not JSON: it would be retried as malformed and
+    # paid for on every attempt.
+    if body.get("stream") is True:
+        return "stream=true is not supported in a batch; remove it"
+    return None
+
+
+def _model(body: dict[str, Any]) -> str | None:
+    model = body.get("model")
+    return model if isinstance(model, str) else None

@@ -1,0 +1,90 @@
+"""The values that flow through a run, and their encoding as output lines (SPEC §2).
+
+reader → `Job` (or `LineError`) → client → `Result` → writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+DEFAULT_URL = "/v1/chat/completions"
+
+
+@dataclass(slots=True)
+class Job:
+    """One request line, ready to send.
+
+    :param index: 0-based position among the request lines (blank lines are not counted).
+    :param line_no: 1-based physical line number in the input file, for messages.
+    :param url: the endpoint path, e.g. ``/v1/chat/completions``.
+    :param body: the request body, already encoded.
+    """
+
+    index: int
+    line_no: int
+    custom_id: str
+    url: str
+    body: bytes
+    model: str | None
+
+
+@dataclass(slots=True)
+class LineError:
+    """A line that cannot be sent: it becomes an error record in its place."""
+
+    index: int
+    line_no: int
+    custom_id: str
+    code: str
+    message: str
+
+
+@dataclass(slots=True)
+class Result:
+    """The final outcome of one line.
+
+    A success has ``error is None`` and ``body`` the endpoint's JSON. A failure with an HTTP
+    response keeps its ``status_code`` and ``body``; one without has ``status_code is None``.
+    """
+
+    index: int
+    custom_id: str
+    status_code: int | None
+    request_id: str | None
+    body: Any
+    error: dict[str, str] | None
+    attempts: int = 0
+    latency_ms: float | None = None
+    model: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def from_line_error(cls, err: LineError) -> Result:
+        return cls(err.index, err.custom_id, None, None, None, {"code": err.code, "message": err.message})
+
+    def encode(self) -> bytes:
+        """The output line, newline included, in the OpenAI Batch output shape."""
+        response = None
+        if self.status_code is not None:
+            response = {"status_code": self.status_code, "request_id": self.request_id, "body": self.body}
+        record = {
+            "id": batch_request_id(self.index, self.custom_id),
+            "custom_id": self.custom_id,
+            "response": response,
+            "error": self.error,
+            "batchrun": {"attempts": self.attempts, "latency_ms": self.latency_ms},
+        }
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def batch_request_id(index: int, custom_id: str) -> str:
+    """A stable ``batch_req_…`` id, so a resumed run writes the same ids as an uninterrupted one."""
+    digest = hashlib.blake2b(f"{index}\0{custom_id}".encode(), digest_size=12).hexdigest()
+    return f"batch_req_{digest}"

@@ -1,0 +1,119 @@
+"""When to try a request again, and how long to wait first (SPEC §7).
+
+The split between worth-retrying and final is decided by `errors.py`'s classes (see
+`client.classify_status`); this module turns a `RetryPolicy` into a tenacity `AsyncRetrying`:
+
+- retry only `RetryableError`;
+- wait with exponential backoff and full jitter, capped — unless the server said how long
+  (``retry-after-ms`` / ``Retry-After``), which is honoured, plus a little jitter so that the
+  requests that were told the same wait do not all come back in the same millisecond;
+- stop after ``max_attempts`` failures that are not 429; 429s (the server did no work) are
+  bounded by time instead, ``rate_limit_patience``, so a rate-limit storm slows the run down
+  rather than failing lines.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from email.utils import parsedate_to_datetime
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from .config import RetryPolicy
+from .errors import RateLimited, RetryableError
+
+Sleep = Callable[[float], Awaitable[None]]
+BeforeSleep = Callable[[RetryCallState], None]
+
+# Spread of the extra wait added to a server-given Retry-After, as a share of it.
+RETRY_AFTER_JITTER = 0.1
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the server asks us to wait, from ``retry-after-ms`` or ``Retry-After``.
+
+    ``Retry-After`` may be delta-seconds or an HTTP-date (RFC 9110 §10.2.3). A value that cannot
+    be read, or is negative, is ignored.
+    """
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000
+        except ValueError:
+            value = -1
+        if value >= 0:
+            return value
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+        seconds = max(seconds, 0.0)
+    return seconds if seconds >= 0 else None
+
+
+class RetryBudget:
+    """The stop and wait strategies of one request: what it has spent so far, and what is left."""
+
+    def __init__(self, policy: RetryPolicy, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self.failures = 0  # retryable failures other than 429
+        self.rate_limited_wait = 0.0
+        self._rng = rng or random
+
+    def stop(self, state: RetryCallState) -> bool:
+        exc = _exception(state)
+        if isinstance(exc, RateLimited):
+            return self.rate_limited_wait >= self.policy.rate_limit_patience
+        self.failures += 1
+        return self.failures >= self.policy.max_attempts
+
+    def wait(self, state: RetryCallState) -> float:
+        exc = _exception(state)
+        if exc.retry_after is not None:
+            told = min(exc.retry_after, self.policy.retry_after_max)
+            delay = told + self._rng.uniform(0, told * RETRY_AFTER_JITTER)
+        else:
+            exponent = max(state.attempt_number - 1, 0)
+            cap = min(self.policy.backoff_max, self.policy.backoff_base * 2**exponent)
+            delay = self._rng.uniform(0, cap)
+        if isinstance(exc, RateLimited):
+            self.rate_limited_wait += delay
+        return delay
+
+
+def retrying(
+    policy: RetryPolicy,
+    *,
+    sleep: Sleep,
+    before_sleep: BeforeSleep | None = None,
+    rng: random.Random | None = None,
+) -> AsyncRetrying:
+    """A fresh `AsyncRetrying` for one request (its budget is per request).
+
+    :param sleep: injected so that the event loop is explicit and tests never sleep for real.
+    """
+    budget = RetryBudget(policy, rng)
+    return AsyncRetrying(
+        retry=retry_if_exception_type(RetryableError),
+        stop=budget.stop,
+        wait=budget.wait,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+def _exception(state: RetryCallState) -> RetryableError:
+    assert state.outcome is not None
+    exc = state.outcome.exception()
+    assert isinstance(exc, RetryableError)
+    return exc

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # aiohttp (the default transport) and the simulator run on asyncio only.
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests never see the developer's keys or endpoint settings."""
+    for name in list(os.environ):
+        if name.startswith(("OPENAI_", "BATCHRUN_")):
+            monkeypatch.delenv(name)
+    yield

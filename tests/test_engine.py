@@ -1,0 +1,200 @@
+"""The engine over `httpx.MockTransport`: order, completeness, the window, aborts, output files."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import anyio
+import httpx
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchrun import RunConfig, run_batch
+from batchrun.config import RetryPolicy
+from batchrun.records import Result
+from batchrun.writer import OrderedWriter
+
+from .helpers import chat_line, read_jsonl, write_jsonl
+
+BASE = "http://127.0.0.1:9/v1"
+
+
+def answer(request: httpx.Request) -> httpx.Response:
+    body = orjson.loads(request.content)
+    text = body["messages"][0]["content"]
+    usage = {"prompt_tokens": len(text), "completion_tokens": 2, "total_tokens": len(text) + 2,
+             "prompt_tokens_details": {"cached_tokens": 1}, "completion_tokens_details": {"reasoning_tokens": 1}}
+    return httpx.Response(200, json={"model": body["model"], "echo": text, "usage": usage},
+                          headers={"x-request-id": f"req_{text}"})
+
+
+async def no_sleep(seconds: float) -> None:
+    await anyio.lowlevel.checkpoint()
+
+
+async def test_random_completion_order_gives_input_order(tmp_path: Path) -> None:
+    rows = [chat_line(i) for i in range(500)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    rng = random.Random(7)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(rng.random() * 0.005)
+        return answer(request)
+
+    stats = await run_batch(RunConfig(source, base_url=BASE, concurrency=32), transport=httpx.MockTransport(handler))
+    out = read_jsonl(tmp_path / "in.results.jsonl")
+    assert [o["custom_id"] for o in out] == [r["custom_id"] for r in rows]
+    assert all(o["response"]["body"]["echo"] == f"question {i}" for i, o in enumerate(out))
+    assert all(o["response"]["status_code"] == 200 and o["error"] is None for o in out)
+    assert out[3]["response"]["request_id"] == "req_question 3"
+    assert out[0]["id"].startswith("batch_req_") and len({o["id"] for o in out}) == 500
+    assert (stats.exit_code, stats.succeeded, stats.failed) == (0, 500, 0)
+    usage = stats.usage.by_model["gpt-4o-mini"]
+    assert usage.prompt == sum(len(f"question {i}") for i in range(500))
+    assert (usage.completion, usage.cached, usage.reasoning) == (1000, 500, 500)
+    assert (tmp_path / "in.results.errors.jsonl").read_bytes() == b""
+    assert not list(tmp_path.glob("*.partial"))
+
+
+async def test_bad_lines_and_failed_requests_keep_their_place(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(
+        orjson.dumps(chat_line(0)) + b"\n"
+        + b"not json\n"
+        + orjson.dumps(chat_line(2, content="reject me")) + b"\n"
+        + orjson.dumps(chat_line(0)) + b"\n"  # duplicate custom_id
+        + orjson.dumps(chat_line(4)) + b"\n"
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if b"reject me" in request.content:
+            return httpx.Response(400, json={"error": {"message": "no", "code": "invalid_value"}})
+        return answer(request)
+
+    out_path = tmp_path / "out" / "r.jsonl"
+    out_path.parent.mkdir()
+    stats = await run_batch(RunConfig(source, out_path, base_url=BASE), transport=httpx.MockTransport(handler))
+    out = read_jsonl(out_path)
+    assert [o["custom_id"] for o in out] == ["req-0", "line-2", "req-2", "req-0", "req-4"]
+    assert [o["error"]["code"] if o["error"] else None for o in out] == [
+        None, "invalid_request_line", "invalid_value", "duplicate_custom_id", None]
+    assert out[1]["response"] is None and f"{source}:2:" in out[1]["error"]["message"]
+    assert out[2]["response"]["status_code"] == 400 and out[2]["batchrun"]["attempts"] == 1
+    errors = read_jsonl(tmp_path / "out" / "r.errors.jsonl")
+    assert errors == [out[1], out[2], out[3]]
+    assert stats.exit_code == 1 and stats.failures_by_code == {"invalid_request_line": 1, "invalid_value": 1,
+                                                               "duplicate_custom_id": 1}
+
+
+async def test_auth_failure_aborts_with_partial_files(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(200)])
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(401, json={"error": {"message": "Incorrect API key", "code": "invalid_api_key"}})
+
+    stats = await run_batch(RunConfig(source, base_url=BASE, concurrency=4), transport=httpx.MockTransport(handler))
+    assert stats.exit_code == 4 and stats.aborted is not None and "HTTP 401" in stats.aborted
+    assert calls <= 4  # the pool stops at the first rejection instead of burning the file
+    assert not (tmp_path / "in.results.jsonl").exists()
+    assert (tmp_path / "in.results.jsonl.partial").exists()
+
+
+async def test_retries_are_counted(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(50)])
+    seen: dict[bytes, int] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.content] = seen.get(request.content, 0) + 1
+        if seen[request.content] == 1:
+            return httpx.Response(429, headers={"retry-after-ms": "1"})
+        if seen[request.content] == 2:
+            return httpx.Response(502)
+        return answer(request)
+
+    stats = await run_batch(RunConfig(source, base_url=BASE), transport=httpx.MockTransport(handler), sleep=no_sleep)
+    assert (stats.succeeded, stats.retries, stats.rate_limited) == (50, 100, 50)
+    assert all(o["batchrun"]["attempts"] == 3 for o in read_jsonl(tmp_path / "in.results.jsonl"))
+
+
+async def test_slow_head_request_stalls_dispatch_at_the_window(tmp_path: Path) -> None:
+    """100k lines, the first one slow: never more than ``window`` lines past it are held."""
+    n, window = 100_000, 256
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"".join(b'{"model":"m","messages":[{"role":"user","content":"%d"}]}\n' % i for i in range(n)))
+    served = 0
+    served_while_head_waited = -1
+    head_may_answer = anyio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal served, served_while_head_waited
+        if request.content.endswith(b'"content":"0"}]}'):
+            await head_may_answer.wait()
+            await anyio.wait_all_tasks_blocked()  # everything that could be dispatched has been
+            served_while_head_waited = served
+        else:
+            served += 1
+            if served == window - 1:
+                head_may_answer.set()
+        return httpx.Response(200, content=b'{"model":"m","usage":{"prompt_tokens":1,"completion_tokens":1}}')
+
+    config = RunConfig(source, base_url=BASE, concurrency=16, window=window)
+    with anyio.fail_after(120):
+        stats = await run_batch(config, transport=httpx.MockTransport(handler))
+    assert served_while_head_waited == window - 1
+    assert stats.max_buffered == window - 1
+    assert stats.succeeded == n
+    with (tmp_path / "in.results.jsonl").open("rb") as f:
+        assert all(orjson.loads(line)["custom_id"] == f"line-{i + 1}" for i, line in enumerate(f))
+
+
+async def test_missing_output_directory_fails_before_sending(tmp_path: Path) -> None:
+    from batchrun.errors import ConfigError
+
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(0)])
+    calls = []
+    transport = httpx.MockTransport(lambda r: calls.append(r) or answer(r))  # type: ignore[func-returns-value]
+    with pytest.raises(ConfigError, match="does not exist"):
+        await run_batch(RunConfig(source, tmp_path / "nope" / "o.jsonl", base_url=BASE), transport=transport)
+    assert calls == []
+
+
+def _result(index: int) -> Result:
+    return Result(index, f"c{index}", 200, None, {"i": index}, None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(range(40)))
+def test_writer_restores_input_order_from_any_completion_order(tmp_path_factory: pytest.TempPathFactory,
+                                                               order: list[int]) -> None:
+    folder = tmp_path_factory.mktemp("w")
+    writer = OrderedWriter(folder / "o.jsonl", folder / "o.errors.jsonl")
+    written: list[int] = []
+    for i in order:
+        written += [r.index for r in writer.add(_result(i))]
+        assert written == list(range(len(written)))  # only a contiguous prefix is ever written
+        assert writer.buffered == i_seen(order, i) - len(written)
+    writer.commit()
+    assert [o["custom_id"] for o in read_jsonl(folder / "o.jsonl")] == [f"c{i}" for i in range(40)]
+
+
+def i_seen(order: list[int], upto: int) -> int:
+    return order.index(upto) + 1
+
+
+def test_retry_policy_is_validated() -> None:
+    from batchrun.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(ConfigError, match="window"):
+        RunConfig(Path("x.jsonl"), base_url=BASE, concurrency=64, window=8)
+    with pytest.raises(ConfigError, match="no API key"):
+        RunConfig(Path("x.jsonl"), base_url="https://api.example.com/v1")
+    with pytest.raises(ConfigError, match="is the input file"):
+        RunConfig(Path("x.jsonl"), Path("x.jsonl"), base_url=BASE)

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from batchrun.errors import InputFileError
+from batchrun.idset import IdSet
+from batchrun.reader import read_jobs
+from batchrun.records import Job, LineError
+
+
+def lines(tmp_path: Path, content: bytes) -> list[Job | LineError]:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(content)
+    return list(read_jobs(path))
+
+
+def test_envelope_and_bare_body_shapes(tmp_path: Path) -> None:
+    items = lines(tmp_path, b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"model": "e", "input": "x"}}\n'
+                            b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}\n')
+    assert [type(i) for i in items] == [Job, Job]
+    first, second = items
+    assert isinstance(first, Job) and isinstance(second, Job)
+    assert (first.custom_id, first.url, first.model, first.index, first.line_no) == ("a", "/v1/embeddings", "e", 0, 1)
+    assert orjson.loads(first.body) == {"model": "e", "input": "x"}
+    assert (second.custom_id, second.url, second.model, second.index) == ("line-2", "/v1/chat/completions", "m", 1)
+    assert orjson.loads(second.body)["messages"][0]["content"] == "hi"
+
+
+def test_envelope_defaults_method_and_url(tmp_path: Path) -> None:
+    (job,) = lines(tmp_path, b'{"custom_id": "a", "body": {"model": "m"}}\n')
+    assert isinstance(job, Job) and job.url == "/v1/chat/completions"
+
+
+def test_blank_lines_bom_and_crlf(tmp_path: Path) -> None:
+    items = lines(tmp_path, b'\xef\xbb\xbf{"model": "m"}\r\n\r\n   \n{"model": "n"}\r\n\n')
+    assert [(i.custom_id, i.index, i.line_no) for i in items] == [("line-1", 0, 1), ("line-4", 1, 4)]
+    assert all(isinstance(i, Job) for i in items)
+
+
+def test_last_line_without_newline(tmp_path: Path) -> None:
+    items = lines(tmp_path, b'{"model": "m"}\n{"model": "n"}')
+    assert [i.custom_id for i in items] == ["line-1", "line-2"]
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        (b'{"model": "m"', "not valid JSON"),
+        (b'\xff\xfe{"model": 1}', "not valid JSON"),
+        (b"[1, 2]", "expected a JSON object, got list"),
+        (b'"text"', "expected a JSON object, got str"),
+        (b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions"}', "body is missing"),
+        (b'{"custom_id": "a", "body": [1]}', "body must be a JSON object"),
+        (b'{"custom_id": 7, "body": {}}', "custom_id must be a non-empty string"),
+        (b'{"custom_id": "", "body": {}}', "custom_id must be a non-empty string"),
+        (b'{"custom_id": "a", "method": "GET", "body": {}}', "method must be POST"),
+        (b'{"custom_id": "a", "url": "v1/chat", "body": {}}', "url must be a path"),
+        (b'{"custom_id": "a", "url": 5, "body": {}}', "url must be a path"),
+        (b'{"model": "m", "stream": true}', "stream=true is not supported"),
+    ],
+)
+def test_bad_lines_become_errors_with_file_and_line(tmp_path: Path, line: bytes, fragment: str) -> None:
+    items = lines(tmp_path, b'{"model": "ok"}\n' + line + b'\n{"model": "ok2"}\n')
+    assert [type(i) for i in items] == [Job, LineError, Job]
+    error = items[1]
+    assert isinstance(error, LineError)
+    assert error.code == "invalid_request_line"
+    assert error.message.startswith(f"{tmp_path / 'in.jsonl'}:2: ")
+    assert fragment in error.message
+    assert error.index == 1 and error.line_no == 2
+
+
+def test_bad_envelope_keeps_its_custom_id(tmp_path: Path) -> None:
+    (error,) = lines(tmp_path, b'{"custom_id": "mine", "method": "PUT", "body": {}}\n')
+    assert isinstance(error, LineError) and error.custom_id == "mine"
+
+
+def test_duplicate_custom_id(tmp_path: Path) -> None:
+    items = lines(tmp_path, b'{"custom_id": "a", "body": {}}\n{"custom_id": "b", "body": {}}\n{"custom_id": "a", "body": {}}\n')
+    assert [type(i) for i in items] == [Job, Job, LineError]
+    dup = items[2]
+    assert isinstance(dup, LineError)
+    assert dup.code == "duplicate_custom_id" and dup.custom_id == "a" and ":3:" in dup.message
+
+
+def test_explicit_id_clashing_with_a_bare_line_id(tmp_path: Path) -> None:
+    items = lines(tmp_path, b'{"model": "m"}\n{"custom_id": "line-1", "body": {}}\n')
+    assert isinstance(items[1], LineError) and items[1].code == "duplicate_custom_id"
+
+
+def test_empty_file_yields_nothing(tmp_path: Path) -> None:
+    assert lines(tmp_path, b"") == []
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda p: None, "no such file"),
+        (lambda p: p.mkdir(), "is a directory"),
+    ],
+)
+def test_unopenable_input(tmp_path: Path, make, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "in.jsonl"
+    make(path)
+    with pytest.raises(InputFileError, match=fragment):
+        list(read_jobs(path))
+
+
+def test_idset_detects_repeats_across_growth() -> None:
+    ids = IdSet(capacity=4)
+    keys = [f"id-{i}" for i in range(10_000)]
+    assert all(ids.add(k) for k in keys)
+    assert len(ids) == 10_000
+    assert not any(ids.add(k) for k in keys[::97])
+    assert ids.add("fresh")
