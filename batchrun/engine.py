@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 import httpx
@@ -27,9 +27,11 @@ from .reader import open_input, read_jobs
 from .records import Job, LineError, Result
 from .retry import Sleep
 from .stats import RunStats
+from .transport import Transport
 from .writer import OrderedWriter
 
 log = logging.getLogger("batchrun")
+T = TypeVar("T")
 
 
 class Observer(Protocol):
@@ -45,7 +47,7 @@ class Observer(Protocol):
 async def run_batch(
     config: RunConfig,
     *,
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: Transport | httpx.AsyncBaseTransport | None = None,
     observer: Observer | None = None,
     sleep: Sleep = anyio.sleep,
 ) -> RunStats:
@@ -54,7 +56,8 @@ async def run_batch(
     Failed requests are error records in the output, not exceptions; the returned stats say
     what happened and `RunStats.exit_code` maps it to SPEC §5.
 
-    :param transport: the httpx transport to send with (default: `AiohttpTransport`).
+    :param transport: how to reach the endpoint (default `AiohttpTransport`); an
+        ``httpx.AsyncBaseTransport`` such as ``httpx.MockTransport`` is accepted too.
     :raises InputFileError: the input cannot be opened (nothing was sent).
     :raises ConfigError: the output files cannot be created (nothing was sent).
     """
@@ -121,31 +124,60 @@ async def _feed(items: Iterator[Job | LineError], jobs: MemoryObjectSendStream[J
                 results: MemoryObjectSendStream[Result], window: anyio.Semaphore) -> None:
     async with jobs, results:
         for item in items:
-            await window.acquire()
+            try:
+                window.acquire_nowait()
+            except anyio.WouldBlock:
+                await window.acquire()
             if isinstance(item, Job):
-                await jobs.send(item)
+                await _send(jobs, item)
             else:
                 log.warning("%s", item.message)
-                await results.send(Result.from_line_error(item))
+                await _send(results, Result.from_line_error(item))
 
 
 async def _work(client: Client, jobs: MemoryObjectReceiveStream[Job],
                 results: MemoryObjectSendStream[Result]) -> None:
     async with jobs, results:
-        async for job in jobs:
-            await results.send(await client.send(job))
+        while True:
+            try:
+                job = await _receive(jobs)
+            except anyio.EndOfStream:
+                return
+            await _send(results, await client.send(job))
 
 
 async def _write(results: MemoryObjectReceiveStream[Result], writer: OrderedWriter, window: anyio.Semaphore,
                  stats: RunStats, observer: Observer | None) -> None:
     async with results:
-        async for result in results:
+        while True:
+            try:
+                result = await _receive(results)
+            except anyio.EndOfStream:
+                return
             for done in writer.add(result):
                 window.release()
                 stats.record(done)
                 if observer is not None:
                     observer.written(done, stats)
             stats.max_buffered = max(stats.max_buffered, writer.buffered)
+
+
+# The blocking paths of memory object streams cost ~40 µs per item (PERF-NOTES); when the
+# stream can act at once, these skip that scheduling round trip.
+
+
+async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def _receive(stream: MemoryObjectReceiveStream[T]) -> T:
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        return await stream.receive()
 
 
 def count_lines(config: RunConfig) -> int:

@@ -1,34 +1,61 @@
-"""The HTTP transport under batchrun's httpx interface: aiohttp's connection pool.
+"""How a request's bytes reach the endpoint: the `Transport` seam and its two implementations.
 
-The client speaks httpx (`httpx.Request` in, `httpx.Response` out), so tests and users can put
-any `httpx.AsyncBaseTransport` underneath (``httpx.MockTransport`` in unit tests). This is the
-default one. It exists because httpcore's pool thrashes at high concurrency (a released
-connection is offered to every waiter; encode/httpx#3215): measured here, one
-``httpx.AsyncClient`` reached 2% of the ideal rate at 256 requests in flight, where aiohttp's
-connector reaches 86% (README, "HTTP transport").
+- `AiohttpTransport`, the default: aiohttp's connection pool. httpcore's pool thrashes at high
+  concurrency (a released connection is offered to every waiter, encode/httpx#3215): measured
+  here, one ``httpx.AsyncClient`` reached 2% of the ideal rate at 256 requests in flight where
+  aiohttp reaches 86% (README, "HTTP transport").
+- `HttpxTransport`: any ``httpx.AsyncBaseTransport`` underneath — ``httpx.MockTransport`` in
+  tests, or httpx's own pool, HTTP/2, proxies and mounts for whoever needs them.
 
-Foreign exceptions are translated here, once, into httpx's: the client above only ever sees
-httpx types.
+The seam is three values in and three out (no request or response objects) because building
+``httpx.Request``/``httpx.Response`` cost 40 µs per request, a third of batchrun's own overhead.
+Each transport translates its library's exceptions into `TransportError`, here and only here.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 import httpx
 from yarl import URL
 
-# Headers aiohttp computes itself from the body and URL.
-_SKIP_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
+from .errors import TransportError
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An `httpx.AsyncBaseTransport` over one `aiohttp.ClientSession`.
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds to wait for a connection, and for the response once connected."""
 
-    :param max_connections: the pool size; connections stay alive up to the same number, so at
-        steady state the pool opens about ``max_connections`` connections in all.
+    connect: float
+    read: float
+
+
+@dataclass(slots=True)
+class Reply:
+    """An HTTP response: ``headers`` look names up case-insensitively."""
+
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
+class Transport(Protocol):
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> Reply:
+        """Send one POST; :raises TransportError: when no HTTP response arrives."""
+
+    async def aclose(self) -> None: ...
+
+
+class AiohttpTransport:
+    """POSTs over one `aiohttp.ClientSession`.
+
+    :param max_connections: the pool size; idle connections are kept up to the same number, so
+        at steady state about ``max_connections`` connections are opened in all.
     :param trust_env: honour ``HTTPS_PROXY``/``NO_PROXY`` and friends, as httpx does.
     """
 
@@ -36,67 +63,60 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[str, URL] = {}
-        self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
+        self._routes: dict[str, tuple[URL, URL | None]] = {}
+        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         # Created on first use: aiohttp binds the session to the running event loop.
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            trust_env=self._trust_env,
-            # httpx.Response decodes Content-Encoding itself; decoding twice would fail.
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            # aiohttp's own trust_env looks up netrc and proxies in a thread on every request,
+            # which doubled the CPU per request here; proxies are resolved once per URL instead.
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
         )
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> Reply:
         session = self._session or self._open()
-        headers = [(k, v) for k, v in request.headers.items() if k not in _SKIP_HEADERS]
+        target, proxy = self._route(url)
         try:
-            async with session.request(
-                request.method,
-                self._url(request.url),
+            async with session.post(
+                target,
+                data=body,
                 headers=headers,
-                data=request.content,
-                timeout=self._timeout(request.extensions.get("timeout")),
+                proxy=proxy,
+                timeout=self._timeout(timeouts),
                 # Never follow: a redirect to another host must not receive the Authorization header.
                 allow_redirects=False,
             ) as resp:
-                content = await resp.read()
-                return httpx.Response(
-                    resp.status,
-                    headers=resp.raw_headers,
-                    content=content,
-                    request=request,
-                    extensions={"http_version": b"HTTP/1.1"},
-                )
+                return Reply(resp.status, resp.headers, await resp.read())
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
-            raise _timeout_error(exc, request) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(_describe(exc), request=request) from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-            raise httpx.RemoteProtocolError(_describe(exc), request=request) from None
+            raise TransportError("request_timeout", _timeout_message(exc)) from None
         except aiohttp.ClientError as exc:
-            raise httpx.TransportError(_describe(exc), request=request) from None
+            raise TransportError("connection_error", _describe(exc)) from None
 
-    def _url(self, url: httpx.URL) -> URL:
-        text = str(url)
-        parsed = self._urls.get(text)
-        if parsed is None:
-            parsed = self._urls[text] = URL(text, encoded=True)
-        return parsed
+    def _route(self, url: str) -> tuple[URL, URL | None]:
+        """The parsed URL and the proxy to reach it through, computed once per URL."""
+        route = self._routes.get(url)
+        if route is None:
+            parsed = URL(url, encoded=True)
+            route = self._routes[url] = (parsed, self._proxy_for(parsed))
+        return route
 
-    def _timeout(self, spec: dict[str, float | None] | None) -> aiohttp.ClientTimeout | None:
-        if not spec:
+    def _proxy_for(self, url: URL) -> URL | None:
+        if not self._trust_env or url.host is None or urllib.request.proxy_bypass(url.host):
             return None
-        key = (spec.get("connect"), spec.get("read"), spec.get("pool"))
-        timeout = self._timeouts.get(key)
+        proxy = urllib.request.getproxies().get(url.scheme)
+        return URL(proxy) if proxy else None
+
+    def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(timeouts)
         if timeout is None:
-            connect, read, pool = key
-            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
-                total=None, connect=pool, sock_connect=connect, sock_read=read
+            timeout = self._timeouts[timeouts] = aiohttp.ClientTimeout(
+                total=None, sock_connect=timeouts.connect, sock_read=timeouts.read
             )
         return timeout
 
@@ -106,10 +126,44 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
-def _timeout_error(exc: BaseException, request: httpx.Request) -> httpx.TimeoutException:
+class HttpxTransport:
+    """POSTs through any ``httpx.AsyncBaseTransport``."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> Reply:
+        timeout = {"connect": timeouts.connect, "read": timeouts.read, "write": timeouts.read, "pool": None}
+        request = httpx.Request("POST", url, headers=headers, content=body, extensions={"timeout": timeout})
+        try:
+            response = await self._transport.handle_async_request(request)
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            raise TransportError("request_timeout", f"timed out: {_describe(exc)}") from None
+        except httpx.TransportError as exc:
+            raise TransportError("connection_error", _describe(exc)) from None
+        return Reply(response.status_code, response.headers, content)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+def as_transport(transport: Transport | httpx.AsyncBaseTransport | None, max_connections: int) -> Transport:
+    """The transport to use: the default, or an httpx one adapted to the seam."""
+    if transport is None:
+        return AiohttpTransport(max_connections=max_connections)
+    if isinstance(transport, httpx.AsyncBaseTransport):
+        return HttpxTransport(transport)
+    return transport
+
+
+def _timeout_message(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout("timed out connecting", request=request)
-    return httpx.ReadTimeout("timed out waiting for the response", request=request)
+        return "timed out connecting"
+    return "timed out waiting for the response"
 
 
 def _describe(exc: BaseException) -> str:
