@@ -1,0 +1,361 @@
+"""The simulator's HTTP/1.1 server: asyncio Protocol + httptools, served by :func:`serve`.
+
+Each TCP connection is a :class:`_Connection`. httptools parses the bytes; every complete
+request is given its fate by the shared :class:`~.faults.FaultPlan` as it arrives, queued, and
+answered in order (HTTP/1.1 responses must follow request order, even when pipelined). Delays
+are ``loop.call_later`` timers rather than a task per request: on uvloop a timer costs about
+2 µs against 15 µs for ``create_task(asyncio.sleep())``, and a connection that goes away
+cancels its timer, so a hanging request leaks nothing.
+
+``async with serve(config) as sim`` runs it inside the current asyncio loop (tests); the
+``runners`` module runs it on a loop of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, NamedTuple, cast
+
+import httptools
+import orjson
+
+from .answers import Reply, answer, error_payload
+from .faults import MALFORMED_BODY, Fault, FaultPlan, Faults, rate_limit_reply, server_error_reply, unauthorized_reply
+
+__all__ = ["STATS_PATH", "Simulator", "SimulatorConfig", "SimulatorStats", "serve"]
+
+STATS_PATH = "/_simulator/stats"
+"""``GET`` it for :class:`SimulatorStats` as JSON; it bypasses faults, latency, the key check and
+the counters."""
+
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_HEAD = (
+    b"HTTP/1.1 %d %s\r\n"
+    b"content-type: application/json\r\n"
+    b"content-length: %d\r\n"
+    b"x-request-id: %s\r\n"
+    b"%s\r\n"  # extra headers, each ending in CRLF
+)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BAD_REQUEST = orjson.dumps(error_payload("The HTTP request could not be parsed.", "invalid_request_error"))
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Where the simulator listens and how it behaves.
+
+    :param port: 0 picks a free port (read it from :attr:`Simulator.port`).
+    :param latency_ms: fixed delay before every answer, faults included.
+    :param jitter_ms: extra delay drawn uniformly from ``[0, jitter_ms]`` per request.
+    :param seed: seeds fault and jitter draws, so a run with the same arrival order repeats.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    faults: Faults = field(default_factory=Faults)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.latency_ms < 0 or self.jitter_ms < 0:
+            raise ValueError("latency_ms and jitter_ms must be >= 0")
+
+
+@dataclass
+class SimulatorStats:
+    """Live counters; readable at any time, from any thread.
+
+    ``connections`` counts TCP connections accepted, ``open_connections`` those still open.
+    ``requests`` counts complete requests received; ``responses`` counts complete responses by
+    status (a ``malformed`` fault is a 200). ``hangs`` are requests held by a ``timeout`` fault,
+    ``truncations`` responses cut short; neither appears in ``responses``.
+    """
+
+    connections: int = 0
+    open_connections: int = 0
+    requests: int = 0
+    responses: dict[int, int] = field(default_factory=dict)
+    drops: int = 0
+    hangs: int = 0
+    truncations: int = 0
+    malformed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready snapshot (status codes become string keys, as JSON requires)."""
+        return {
+            "connections": self.connections,
+            "open_connections": self.open_connections,
+            "requests": self.requests,
+            "responses": {str(status): n for status, n in sorted(self.responses.copy().items())},
+            "drops": self.drops,
+            "hangs": self.hangs,
+            "truncations": self.truncations,
+            "malformed": self.malformed,
+        }
+
+
+@dataclass(frozen=True)
+class Simulator:
+    """A running simulator: where it listens and what it has seen."""
+
+    host: str
+    port: int
+    stats: SimulatorStats
+    config: SimulatorConfig
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL, ``http://127.0.0.1:<port>/v1``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+
+class _Request(NamedTuple):
+    method: str
+    path: str
+    body: bytes
+    keep_alive: bool
+    authorized: bool
+    control: bool  # the stats endpoint: no faults, no latency, not counted
+    fault: Fault
+    status: int  # the 5xx of a SERVER_ERROR fault
+    delay: float
+
+
+class _Shared:
+    """State common to all connections of one server."""
+
+    def __init__(self, config: SimulatorConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.loop = loop
+        self.plan = FaultPlan(config.faults, config.seed, config.latency_ms, config.jitter_ms)
+        self.stats = SimulatorStats()
+        key = config.faults.require_api_key
+        self.expected_auth = None if key is None else b"Bearer " + key.encode()
+        self.connections: set[_Connection] = set()
+        self._idle: asyncio.Future[None] | None = None
+
+    def forget(self, connection: _Connection) -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    async def close_connections(self) -> None:
+        """Abort every connection (cancelling its timers) and wait until all are gone."""
+        if not self.connections:
+            return
+        self._idle = self.loop.create_future()
+        for connection in list(self.connections):
+            connection.abort()
+        await asyncio.wait_for(self._idle, timeout=5)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parse, queue, and answer requests one at a time, in order."""
+
+    def __init__(self, shared: _Shared) -> None:
+        self._shared = shared
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport  # set by connection_made, before any other call
+        self._pending: deque[_Request] = deque()
+        self._busy = False  # a response is being delayed or a request is hanging
+        self._paused = False
+        self._closed = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._url = b""
+        self._body: list[bytes] = []
+        self._auth: bytes | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's is not registered as an asyncio.Transport subclass).
+        self._transport = cast(asyncio.Transport, transport)
+        self._shared.connections.add(self)
+        self._shared.stats.connections += 1
+        self._shared.stats.open_connections += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._pending.clear()
+        self._shared.stats.open_connections -= 1
+        self._shared.forget(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # the request is complete; we answer it in HTTP/1.1 and ignore the offer
+        except httptools.HttpParserError:
+            self._write(400, (), b"req_bad_request", _BAD_REQUEST, keep_alive=False)
+            self._close()
+            return
+        self._advance()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    # httptools callbacks: collect one request, then queue it with its fate
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._body = []
+        self._auth = None
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"authorization":
+            self._auth = value
+        elif name == b"expect" and value.lower() == b"100-continue" and not (self._busy or self._pending):
+            # curl waits a second for this before sending a body over 1 KB. Behind an unanswered
+            # request it would come out of order, so then the client waits.
+            self._transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        shared = self._shared
+        method = self._parser.get_method().decode()
+        path = self._url.decode("latin-1")
+        body = b"".join(self._body)
+        keep_alive = self._parser.should_keep_alive()
+        if method == "GET" and path == STATS_PATH:
+            self._pending.append(_Request(method, path, body, keep_alive, True, True, Fault.NONE, 0, 0.0))
+            return
+        shared.stats.requests += 1
+        authorized = shared.expected_auth is None or self._auth == shared.expected_auth
+        fault, status, delay = shared.plan.decide()  # drawn even for a 401, to keep the sequence
+        if not authorized:
+            fault = Fault.NONE  # a wrong key always gets its 401
+        self._pending.append(_Request(method, path, body, keep_alive, authorized, False, fault, status, delay))
+
+    # answering
+
+    def _advance(self) -> None:
+        """Answer queued requests until one must wait; stop reading while requests wait."""
+        while self._pending and not self._busy and not self._closed:
+            request = self._pending.popleft()
+            if request.delay > 0:
+                self._busy = True
+                self._timer = self._shared.loop.call_later(request.delay, self._after_delay, request)
+            else:
+                self._act(request)
+        if self._closed:
+            return
+        # Back-pressure for pipelining clients: don't parse more while requests are queued.
+        if self._pending and not self._paused:
+            self._transport.pause_reading()
+            self._paused = True
+        elif not self._pending and self._paused:
+            self._transport.resume_reading()
+            self._paused = False
+
+    def _after_delay(self, request: _Request) -> None:
+        self._timer = None
+        self._busy = False
+        self._act(request)
+        self._advance()
+
+    def _act(self, request: _Request) -> None:
+        """Carry out one request's fate: answer, hang, drop, truncate or garble."""
+        stats = self._shared.stats
+        fault = request.fault
+        if fault is Fault.HANG:
+            stats.hangs += 1
+            self._busy = True
+            hang_s = self._shared.config.faults.hang_s
+            self._timer = self._shared.loop.call_later(hang_s, self._close)
+            return
+        if fault is Fault.DROP:
+            stats.drops += 1
+            self._close()
+            return
+        # Deterministic, so that a rerun (or a resumed run) writes byte-identical output.
+        fingerprint = hashlib.blake2b(request.method.encode() + request.path.encode() + request.body, digest_size=12)
+        request_id = b"req_" + fingerprint.hexdigest().encode()
+        headers: tuple[tuple[str, str], ...]
+        if fault is Fault.MALFORMED:
+            stats.malformed += 1
+            status, headers, body = 200, (), MALFORMED_BODY
+        else:
+            reply = self._reply(request)
+            status, headers, body = reply.status, reply.headers, orjson.dumps(reply.payload)
+        if fault is Fault.TRUNCATE:
+            stats.truncations += 1
+            # The head promises the whole body; half of it arrives before the connection closes.
+            self._write(status, headers, request_id, body, keep_alive=True, cut=len(body) // 2)
+            self._close()
+            return
+        self._write(status, headers, request_id, body, request.keep_alive)
+        if not request.control:
+            stats.responses[status] = stats.responses.get(status, 0) + 1
+        if not request.keep_alive:
+            self._close()
+
+    def _reply(self, request: _Request) -> Reply:
+        if request.control:
+            return Reply(200, self._shared.stats.to_dict())
+        if not request.authorized:
+            return unauthorized_reply()
+        if request.fault is Fault.RATE_LIMIT:
+            return rate_limit_reply(self._shared.config.faults.retry_after_s)
+        if request.fault is Fault.SERVER_ERROR:
+            return server_error_reply(request.status)
+        return answer(request.method, request.path, request.body)
+
+    def _write(
+        self,
+        status: int,
+        headers: tuple[tuple[str, str], ...],
+        request_id: bytes,
+        body: bytes,
+        keep_alive: bool,
+        cut: int | None = None,
+    ) -> None:
+        """Send one response; with ``cut``, only that many bytes of its body."""
+        extra = b"".join(b"%s: %s\r\n" % (name.encode(), value.encode()) for name, value in headers)
+        if not keep_alive:
+            extra += b"connection: close\r\n"
+        head = _HEAD % (status, _REASONS.get(status, b""), len(body), request_id, extra)
+        self._transport.write(head + (body if cut is None else body[:cut]))
+
+    def _close(self) -> None:
+        """Close after flushing what was written (a FIN, not a reset)."""
+        if not self._closed:
+            self._closed = True
+            self._transport.close()
+
+
+@contextlib.asynccontextmanager
+async def serve(config: SimulatorConfig | None = None) -> AsyncIterator[Simulator]:
+    """Run the simulator on the current asyncio loop for the duration of the block.
+
+    :param config: defaults to ``SimulatorConfig()``: loopback, a free port, no latency, no faults.
+    :raises OSError: if the address cannot be bound.
+
+    On exit every connection is aborted and every pending timer (latency, hang) cancelled.
+    """
+    config = config or SimulatorConfig()
+    loop = asyncio.get_running_loop()
+    shared = _Shared(config, loop)
+    server = await loop.create_server(lambda: _Connection(shared), config.host, config.port, backlog=2048)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        yield Simulator(config.host, port, shared.stats, config)
+    finally:
+        server.close()
+        await shared.close_connections()
+        await server.wait_closed()
