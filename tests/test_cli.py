@@ -117,3 +117,52 @@ def test_mock_server_serves_until_interrupted() -> None:
 def test_mock_server_rejects_impossible_rates() -> None:
     code, _, err = invoke("mock-server", "--rate-429", "0.7", "--rate-500", "0.6")
     assert code == 2 and "add up to at most 1" in err
+
+
+def test_interrupt_exits_4_and_keeps_what_was_written(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(5000)])
+    with run_in_thread(SimulatorConfig(latency_ms=20)) as sim:
+        proc = subprocess.Popen([sys.executable, "-m", "batchrun", "run", str(source), "--base-url", sim.base_url,
+                                 "-c", "4", "--progress-interval", "0.05"],
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        with proc.stderr:
+            for line in proc.stderr:
+                if "progress:" in line:  # requests are flowing
+                    break
+            proc.send_signal(signal.SIGINT)
+            rest = proc.stderr.read()
+        assert proc.wait(timeout=20) == 4
+    assert "interrupted" in rest
+    assert not (tmp_path / "in.results.jsonl").exists()
+    written = read_jsonl(tmp_path / "in.results.jsonl.partial")
+    assert 0 < len(written) < 5000
+    assert [o["custom_id"] for o in written] == [f"req-{i}" for i in range(len(written))]
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(300)])
+    code, _, err = invoke("run", str(source), "--mock", "--mock-latency-ms", "5", "-c", "8",
+                          "--progress-interval", "0.05")
+    assert code == 0
+    progress = [line for line in err.splitlines() if "progress:" in line]
+    assert progress and "/300 lines" in progress[-1] and "req/s" in progress[-1]
+
+
+def test_progress_bar_counts_lines() -> None:
+    import io
+
+    from batchrun.progress import BarProgress
+    from batchrun.records import Result
+    from batchrun.stats import RunStats
+
+    stream = io.StringIO()
+    stats = RunStats(Path("o.jsonl"), Path("o.errors.jsonl"), total_hint=3)
+    bar = BarProgress(stream)
+    bar.started(stats)
+    for i in range(3):
+        result = Result(i, f"c{i}", 200, None, {}, None)
+        stats.record(result)
+        bar.written(result, stats)
+    bar.close(stats)
+    assert "3/3" in stream.getvalue() and "ok=3" in stream.getvalue()

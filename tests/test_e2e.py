@@ -147,3 +147,23 @@ async def test_base_url_with_or_without_v1(tmp_path: Path, base_suffix: str) -> 
         stats = await run_batch(RunConfig(source, base_url=base))
     assert stats.exit_code == 0
     assert orjson.loads((tmp_path / "in.results.jsonl").read_bytes())["response"]["status_code"] == 200
+
+
+async def test_a_429_storm_slows_the_run_instead_of_failing_lines(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(100)])
+    async with serve(SimulatorConfig(faults=Faults(rate_429=0.8, retry_after_s=0.005), seed=5)) as sim:
+        # Two attempts would fail most lines if 429s counted; they are bounded by patience instead.
+        policy = RetryPolicy(max_attempts=2, rate_limit_patience=30)
+        stats = await run_batch(RunConfig(source, base_url=sim.base_url, concurrency=16, retry=policy))
+        answered_429 = sim.stats.responses[429]
+    assert stats.exit_code == 0 and stats.succeeded == 100
+    assert stats.rate_limited == answered_429 > 200
+
+
+async def test_connections_opened_stay_near_the_concurrency(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(3000)])
+    async with serve(SimulatorConfig(latency_ms=2)) as sim:
+        stats = await run_batch(RunConfig(source, base_url=sim.base_url, concurrency=32))
+        opened = sim.stats.connections
+    assert stats.succeeded == 3000
+    assert 1 <= opened <= 32  # keep-alive: no connection churn
