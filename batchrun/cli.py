@@ -40,7 +40,8 @@ output shape; failed lines also go to OUTPUT's sibling <name>.errors.jsonl.
 
 \b
 Exit codes: 0 all lines succeeded, 1 some lines failed, 2 usage or input error (nothing
-sent), 4 stopped early (interrupted, or the endpoint rejected the API key).
+sent), 4 stopped early (interrupted, or the endpoint rejected the API key): run the
+same command again to continue where it stopped.
 """
 
 
@@ -84,6 +85,12 @@ def main() -> None:
               default=defaults.DEFAULT_TIMEOUT, show_default=True, help="Seconds to wait for one response.")
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True),
               default=defaults.DEFAULT_CONNECT_TIMEOUT, show_default=True, help="Seconds to wait for a connection.")
+@click.option("--restart", is_flag=True,
+              help="Discard the output's checkpoint (or finished output) and run every line again.")
+@click.option("--retry-failed", is_flag=True,
+              help="Keep the successes of the checkpoint or finished output; send only failed lines again.")
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=defaults.DEFAULT_DRAIN_TIMEOUT,
+              show_default=True, help="After Ctrl-C or SIGTERM, seconds in-flight requests get to finish.")
 @click.option("--mock", is_flag=True, help="Run against the built-in simulator: no key, no network.")
 @click.option("--mock-latency-ms", type=click.FloatRange(min=0), default=20.0, show_default=True,
               help="With --mock: the simulator's response latency.")
@@ -93,14 +100,15 @@ def main() -> None:
               help="Seconds between progress log lines when stderr is not a terminal.")
 def run(input_path: Path, output: Path | None, base_url: str, api_key_env: str, concurrency: int,
         window: int | None, max_attempts: int, rate_limit_patience: float, timeout: float,
-        connect_timeout: float, mock: bool, mock_latency_ms: float, quiet: bool, verbose: bool,
-        progress_interval: float) -> None:
+        connect_timeout: float, restart: bool, retry_failed: bool, drain_timeout: float, mock: bool,
+        mock_latency_ms: float, quiet: bool, verbose: bool, progress_interval: float) -> None:
     """Run every request line of INPUT and write the ordered results."""
     _setup_logging(quiet, verbose)
     retry = RetryPolicy(max_attempts=max_attempts, rate_limit_patience=rate_limit_patience)
     with _endpoint(base_url, api_key_env, mock, mock_latency_ms) as (url, key):
         config = RunConfig(input_path, output, base_url=url, api_key=key, concurrency=concurrency,
-                           window=window, timeout=timeout, connect_timeout=connect_timeout, retry=retry)
+                           window=window, timeout=timeout, connect_timeout=connect_timeout, retry=retry,
+                           restart=restart, retry_failed=retry_failed, drain_timeout=drain_timeout)
         stats = _run_with_progress(config, quiet, progress_interval)
     if not quiet:
         click.echo(format_summary(stats), err=True)
@@ -123,9 +131,9 @@ def _endpoint(base_url: str, api_key_env: str, mock: bool, latency_ms: float) ->
 def _run_with_progress(config: RunConfig, quiet: bool, interval: float) -> RunStats:
     progress = None if quiet else BarProgress(sys.stderr) if sys.stderr.isatty() else LogProgress(interval)
     try:
-        stats: RunStats = run_async(partial(run_batch, config, observer=progress))
-    except KeyboardInterrupt:
-        click.echo(f"\nbatchrun: interrupted; lines written so far are in {config.out}.partial", err=True)
+        stats: RunStats = run_async(partial(run_batch, config, observer=progress, handle_signals=True))
+    except KeyboardInterrupt:  # before the run installed its own handlers
+        click.echo("\nbatchrun: interrupted before any request was sent", err=True)
         sys.exit(EXIT_STOPPED)
     if progress is not None:
         progress.close(stats)

@@ -27,6 +27,7 @@ DEFAULT_BACKOFF_BASE = 1.0
 DEFAULT_BACKOFF_MAX = 60.0
 DEFAULT_RATE_LIMIT_PATIENCE = 900.0
 DEFAULT_RETRY_AFTER_MAX = 300.0
+DEFAULT_DRAIN_TIMEOUT = 30.0  # seconds in-flight requests get to finish after a stop
 
 
 class ApiKey:
@@ -90,6 +91,10 @@ class RunConfig:
     :param concurrency: requests in flight at once (also the number of connections).
     :param window: how many lines past the oldest unfinished one may be dispatched; bounds the
         memory held by results waiting for their turn. Default ``max(1024, 16 * concurrency)``.
+    :param restart: discard the output's checkpoint (or finished output) and run every line.
+    :param retry_failed: keep the successes of the checkpoint or finished output; send the
+        failed lines again.
+    :param drain_timeout: seconds in-flight requests may take to finish after a stop.
     """
 
     input_path: Path
@@ -101,6 +106,9 @@ class RunConfig:
     timeout: float = DEFAULT_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    restart: bool = False
+    retry_failed: bool = False
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -114,6 +122,8 @@ class RunConfig:
         object.__setattr__(self, "window", window)
         if self.timeout <= 0 or self.connect_timeout <= 0:
             raise ConfigError("timeouts must be positive")
+        if self.restart and self.retry_failed:
+            raise ConfigError("--restart and --retry-failed exclude each other: one runs every line, one only the failed")
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("http", "https"):
             raise ConfigError(f"--base-url must be an http(s) URL, got {self.base_url!r}")
@@ -134,6 +144,10 @@ class RunConfig:
     @property
     def errors_path(self) -> Path:
         return errors_path_for(self.out)
+
+    def request_options(self) -> dict[str, str]:
+        """The options that shape what is sent: a checkpoint only resumes with the same ones."""
+        return {"base_url": self.base_url.rstrip("/")}
 
 
 def default_output_path(input_path: Path) -> Path:

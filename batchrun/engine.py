@@ -1,37 +1,49 @@
 """The run: one task group owning a reader, a fixed pool of workers and the ordered writer.
 
-    reader ──jobs (bounded)──▶ N workers ──results (bounded)──▶ writer ──▶ output files
+    reader ──jobs (bounded)──▶ N workers ──results (bounded)──▶ writer ──▶ journal, output
        ▲                                                           │
        └────────────── window: a slot per line, released on write ─┘
 
 No task per line and no unbounded buffer: the job and result streams hold ``concurrency``
 items each, and the window lets the reader run at most ``window`` lines ahead of the oldest
 line not yet written, so a slow request at the head stalls dispatch instead of growing memory.
+
+A run resumes from its checkpoint (`checkpoint.py`): lines finished by earlier starts are
+carried over, never sent again. Stopping (a signal, later a budget) closes the door on new
+requests and lets those in flight finish, within a grace period.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import time
-from collections.abc import Callable, Iterator
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Generator
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .checkpoint import Checkpoint, scan_input
 from .client import Client
 from .config import RunConfig
-from .errors import FatalEndpointError, RequestError
+from .errors import BatchrunError, RequestError
 from .reader import open_input, read_jobs
 from .records import Job, LineError, Result
+from .resume import Carryover
 from .retry import Sleep
-from .stats import RunStats
+from .stats import EXIT_STOPPED, RunStats
 from .transport import Transport
 from .writer import OrderedWriter
 
 log = logging.getLogger("batchrun")
 T = TypeVar("T")
+
+SYNC_INTERVAL = 1.0  # seconds between fsyncs: what a power loss can take at most
+FLUSH_INTERVAL = 0.05  # seconds a finished line may sit in a user-space buffer
 
 
 class Observer(Protocol):
@@ -44,12 +56,50 @@ class Observer(Protocol):
     def retrying(self, job: Job, error: RequestError, wait: float) -> None: ...
 
 
+class Control:
+    """How the pool is told to stop: no new requests, and a deadline for those in flight."""
+
+    def __init__(self, stats: RunStats) -> None:
+        self.stats = stats
+        self.stopping = False
+        self.in_flight = 0
+        self.fed = 0  # lines handed on by the reader
+        self.fed_all = False  # the reader reached the end of the input
+        self.feed_scope = anyio.CancelScope()
+        self.workers_scope = anyio.CancelScope()
+        self.run_scope = anyio.CancelScope()
+
+    def stop(self, reason: str, code: int, grace: float | None) -> None:
+        """Stop dispatching; in-flight requests get ``grace`` seconds (``None``: no limit).
+
+        A second stop cancels the requests still in flight.
+        """
+        if self.stopping:
+            self.workers_scope.cancel()
+            return
+        self.stopping = True
+        self.stats.stop_reason, self.stats.stop_code = reason, code
+        self.feed_scope.cancel()
+        if grace is not None:
+            self.workers_scope.deadline = anyio.current_time() + grace
+
+    def abort(self, reason: str) -> None:
+        """Stop everything now: a condition that dooms the rest of the run."""
+        if self.run_scope.cancel_called:
+            return  # the first reason is the one to report
+        log.error("stopping: %s", reason)
+        self.stopping = True
+        self.stats.stop_reason, self.stats.stop_code = reason, EXIT_STOPPED
+        self.run_scope.cancel()
+
+
 async def run_batch(
     config: RunConfig,
     *,
     transport: Transport | httpx.AsyncBaseTransport | None = None,
     observer: Observer | None = None,
     sleep: Sleep = anyio.sleep,
+    handle_signals: bool = False,
 ) -> RunStats:
     """Run every line of ``config.input_path`` and write the ordered output.
 
@@ -58,100 +108,155 @@ async def run_batch(
 
     :param transport: how to reach the endpoint (default `AiohttpTransport`); an
         ``httpx.AsyncBaseTransport`` such as ``httpx.MockTransport`` is accepted too.
+    :param handle_signals: on SIGINT/SIGTERM, stop dispatching and drain (main thread only).
     :raises InputFileError: the input cannot be opened (nothing was sent).
-    :raises ConfigError: the output files cannot be created (nothing was sent).
+    :raises ConfigError: the output cannot be written, another run holds it, or its checkpoint
+        belongs to another input or options (nothing was sent).
     """
     open_input(config.input_path).close()
-    stats = RunStats(config.out, config.errors_path)
-    stats.total_hint = await anyio.to_thread.run_sync(count_lines, config)
-    writer = OrderedWriter(config.out, config.errors_path)
+    scan = await anyio.to_thread.run_sync(scan_input, config.input_path)
+    checkpoint = Checkpoint(config)
+    checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed)
+    stats = RunStats(config.out, config.errors_path, total_hint=scan.lines)
+    try:
+        recovered = await anyio.to_thread.run_sync(checkpoint.recover, stats.record)
+        writer = OrderedWriter(*checkpoint.open_files(), next_index=recovered.prefix)
+    except BaseException:
+        checkpoint.close()
+        raise
+    carryover = Carryover(recovered, retry_failed=config.retry_failed)
+    if recovered.prefix or recovered.finished:
+        log.info("resuming: %s lines were finished by an earlier start", f"{stats.written + len(recovered.finished or {}):,}")
     if observer is not None:
         observer.started(stats)
+    control = Control(stats)
+    try:
+        async with Client(config, transport=transport, sleep=sleep, on_retry=_retry_hook(stats, observer)) as client:
+            await _run_pool(config, client, writer, carryover, control, observer, handle_signals)
+    finally:
+        stats.finished = time.monotonic()
+        carryover.close()
+        saved = _close_writer(writer, stats)
+        if saved and control.fed_all and writer.next_index == carryover.prefix + control.fed:
+            _commit(checkpoint, stats)
+        else:
+            checkpoint.close()
+    return stats
 
+
+def _retry_hook(stats: RunStats, observer: Observer | None) -> Callable[[Job, RequestError, float], None]:
     def on_retry(job: Job, error: RequestError, wait: float) -> None:
         stats.record_retry(error)
         log.debug("%s (line %d): %s; retrying in %.2f s", job.custom_id, job.line_no, error.code, wait)
         if observer is not None:
             observer.retrying(job, error, wait)
 
-    try:
-        async with Client(config, transport=transport, sleep=sleep, on_retry=on_retry) as client:
-            await _run_pool(config, client, writer, stats, observer)
-    except BaseException:
-        writer.close()
-        raise
-    finally:
-        stats.finished = time.monotonic()
-    if stats.aborted is None:
-        writer.commit()
-    else:
-        writer.close()
-    return stats
+    return on_retry
 
 
-async def _run_pool(config: RunConfig, client: Client, writer: OrderedWriter, stats: RunStats,
-                    observer: Observer | None) -> None:
+async def _run_pool(config: RunConfig, client: Client, writer: OrderedWriter, carryover: Carryover,
+                    control: Control, observer: Observer | None, handle_signals: bool) -> None:
     window = anyio.Semaphore(config.window or config.concurrency)
     job_send, job_recv = anyio.create_memory_object_stream[Job](config.concurrency)
     result_send, result_recv = anyio.create_memory_object_stream[Result](config.concurrency)
-    async with anyio.create_task_group() as tg:
+    lanes = [(job_recv.clone(), result_send.clone()) for _ in range(config.concurrency)]
+    feed_results = result_send.clone()
+    job_recv.close()
+    result_send.close()
+    abort = control.abort
+    with control.run_scope:
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                tg.start_soon(_watch_signals, control, config.drain_timeout)
+            tg.start_soon(_sync_periodically, writer)
+            async with anyio.create_task_group() as pool:
+                pool.start_soon(_guarded, abort, _feed, read_jobs(config.input_path), carryover, job_send,
+                                feed_results, window, control)
+                pool.start_soon(_guarded, abort, _write, result_recv, writer, window, control.stats, observer)
+                pool.start_soon(_run_workers, abort, client, lanes, control)
+            tg.cancel_scope.cancel()  # the signal watcher and the syncer have nothing left to do
 
-        def abort(reason: str) -> None:
-            if stats.aborted is None:
-                stats.aborted = reason
-                log.error("stopping: %s", reason)
-            tg.cancel_scope.cancel()
 
-        tg.start_soon(_guarded, _feed, abort, read_jobs(config.input_path), job_send, result_send.clone(), window)
-        for _ in range(config.concurrency):
-            tg.start_soon(_guarded, _work, abort, client, job_recv.clone(), result_send.clone())
-        job_recv.close()
-        result_send.close()
-        tg.start_soon(_guarded, _write, abort, result_recv, writer, window, stats, observer)
-
-
-async def _guarded(task: Callable[..., object], abort: Callable[[str], None], *args: object) -> None:
+async def _guarded(abort: Callable[[str], None], task: Callable[..., Any], *args: Any) -> None:
     """Run a pool task; a condition that dooms the whole run stops it with a reason."""
     try:
-        await task(*args)  # type: ignore[misc]
-    except FatalEndpointError as exc:
+        await task(*args)
+    except anyio.BrokenResourceError:
+        pass  # the writer is gone: the run is being torn down, and this task with it
+    except BatchrunError as exc:
         abort(str(exc))
     except OSError as exc:
         abort(f"I/O error: {exc}")
 
 
-async def _feed(items: Iterator[Job | LineError], jobs: MemoryObjectSendStream[Job],
-                results: MemoryObjectSendStream[Result], window: anyio.Semaphore) -> None:
-    async with jobs, results:
-        for item in items:
-            try:
-                window.acquire_nowait()
-            except anyio.WouldBlock:
-                await window.acquire()
-            if isinstance(item, Job):
-                await _send(jobs, item)
-            else:
-                log.warning("%s", item.message)
-                await _send(results, Result.from_line_error(item))
+async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryover,
+                jobs: MemoryObjectSendStream[Job], results: MemoryObjectSendStream[Result],
+                window: anyio.Semaphore, control: Control) -> None:
+    with control.feed_scope, contextlib.closing(items):
+        async with jobs, results:
+            for item in items:
+                if item.index < carryover.prefix:
+                    continue  # already in the ordered output
+                try:
+                    window.acquire_nowait()
+                except anyio.WouldBlock:
+                    await window.acquire()
+                done = carryover.take(item)
+                if done is not None:
+                    await _send(results, done)
+                elif isinstance(item, Job):
+                    await _send(jobs, item)
+                else:
+                    log.warning("%s", item.message)
+                    await _send(results, Result.from_line_error(item))
+                control.fed += 1
+            control.fed_all = True
 
 
-async def _work(client: Client, jobs: MemoryObjectReceiveStream[Job],
-                results: MemoryObjectSendStream[Result]) -> None:
+async def _run_workers(abort: Callable[[str], None], client: Client,
+                       lanes: list[tuple[MemoryObjectReceiveStream[Job], MemoryObjectSendStream[Result]]],
+                       control: Control) -> None:
+    with control.workers_scope:
+        async with anyio.create_task_group() as workers:
+            for jobs, results in lanes:
+                workers.start_soon(_guarded, abort, _work, client, jobs, results, control)
+    for jobs, results in lanes:  # if the grace period ran out before a worker got to start
+        jobs.close()
+        results.close()
+
+
+async def _work(client: Client, jobs: MemoryObjectReceiveStream[Job], results: MemoryObjectSendStream[Result],
+                control: Control) -> None:
     async with jobs, results:
         while True:
             try:
                 job = await _receive(jobs)
             except anyio.EndOfStream:
                 return
-            await _send(results, await client.send(job))
+            if control.stopping:
+                continue  # not sent: the next start does it
+            control.in_flight += 1
+            try:
+                result = await client.send(job)
+            finally:
+                control.in_flight -= 1
+            await _send(results, result)
 
 
 async def _write(results: MemoryObjectReceiveStream[Result], writer: OrderedWriter, window: anyio.Semaphore,
                  stats: RunStats, observer: Observer | None) -> None:
+    flushed = time.monotonic()
     async with results:
         while True:
             try:
-                result = await _receive(results)
+                result = results.receive_nowait()
+            except anyio.WouldBlock:
+                writer.flush()  # nothing more to write right now: hand it all to the kernel
+                flushed = time.monotonic()
+                try:
+                    result = await results.receive()
+                except anyio.EndOfStream:
+                    return
             except anyio.EndOfStream:
                 return
             for done in writer.add(result):
@@ -160,6 +265,55 @@ async def _write(results: MemoryObjectReceiveStream[Result], writer: OrderedWrit
                 if observer is not None:
                     observer.written(done, stats)
             stats.max_buffered = max(stats.max_buffered, writer.buffered)
+            if time.monotonic() - flushed > FLUSH_INTERVAL:
+                writer.flush()
+                flushed = time.monotonic()
+
+
+async def _sync_periodically(writer: OrderedWriter) -> None:
+    while True:
+        await anyio.sleep(SYNC_INTERVAL)
+        writer.flush()
+        # Not cancellable mid-way: the files are closed only after this returns.
+        await anyio.to_thread.run_sync(_fsync_all, writer.fsync_targets())
+
+
+async def _watch_signals(control: Control, drain_timeout: float) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if control.stopping:
+                log.warning("%s again: cancelling the %d requests in flight", name, control.in_flight)
+            else:
+                log.warning("%s: no new requests; waiting up to %g s for the %d in flight "
+                            "(again to cancel them)", name, drain_timeout, control.in_flight)
+            control.stop(f"interrupted by {name}", EXIT_STOPPED, grace=drain_timeout)
+
+
+def _fsync_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.fsync(fd)
+
+
+def _close_writer(writer: OrderedWriter, stats: RunStats) -> bool:
+    """Flush and fsync everything written; whether that worked."""
+    try:
+        writer.close(sync=True)
+    except OSError as exc:
+        stats.stop_reason, stats.stop_code = f"I/O error while saving: {exc}", EXIT_STOPPED
+        return False
+    return True
+
+
+def _commit(checkpoint: Checkpoint, stats: RunStats) -> None:
+    """Every line is written: publish the output (a stop that came after the last line changes nothing)."""
+    try:
+        checkpoint.commit()
+    except OSError as exc:
+        checkpoint.close()
+        stats.stop_reason, stats.stop_code = f"I/O error while publishing the output: {exc}", EXIT_STOPPED
+        return
+    stats.stop_reason = None
 
 
 # The blocking paths of memory object streams cost ~40 µs per item (PERF-NOTES); when the
@@ -178,14 +332,3 @@ async def _receive(stream: MemoryObjectReceiveStream[T]) -> T:
         return stream.receive_nowait()
     except anyio.WouldBlock:
         return await stream.receive()
-
-
-def count_lines(config: RunConfig) -> int:
-    """Newlines in the input (an upper bound on its request lines), for progress; fast, not exact."""
-    count = 0
-    last = b"\n"
-    with config.input_path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    return count + (last != b"\n")

@@ -25,7 +25,8 @@ class BarProgress:
         self._shown = 0.0
 
     def started(self, stats: RunStats) -> None:
-        self._bar = tqdm(total=stats.total_hint, unit="req", file=self._file, dynamic_ncols=True, smoothing=0.05)
+        self._bar = tqdm(total=stats.total_hint, initial=stats.written, unit="req", file=self._file,
+                         dynamic_ncols=True, smoothing=0.05)
 
     def written(self, result: Result, stats: RunStats) -> None:
         assert self._bar is not None

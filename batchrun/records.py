@@ -60,6 +60,10 @@ class Result:
     attempts: int = 0
     latency_ms: float | None = None
     model: str | None = None
+    # The encoded output line, once known; carried-over results come with it.
+    line: bytes | None = None
+    # Finished by an earlier start of the run (read back from its checkpoint), not by this one.
+    carried_over: bool = False
 
     @property
     def ok(self) -> bool:
@@ -69,8 +73,29 @@ class Result:
     def from_line_error(cls, err: LineError) -> Result:
         return cls(err.index, err.custom_id, None, None, None, {"code": err.code, "message": err.message})
 
+    @classmethod
+    def from_line(cls, index: int, line: bytes) -> Result:
+        """A result carried over from an output line an earlier run wrote.
+
+        :raises ValueError: the line is not an output record (a torn or foreign line).
+        """
+        record = orjson.loads(line)
+        if not isinstance(record, dict) or not isinstance(record.get("custom_id"), str):
+            raise ValueError("not an output record")
+        response = record.get("response")
+        response = response if isinstance(response, dict) else {}
+        extra = record.get("batchrun")
+        extra = extra if isinstance(extra, dict) else {}
+        body = response.get("body")
+        model = body.get("model") if isinstance(body, dict) else None
+        return cls(index, record["custom_id"], response.get("status_code"), response.get("request_id"), body,
+                   record.get("error"), extra.get("attempts", 0), extra.get("latency_ms"), model,
+                   line=line, carried_over=True)
+
     def encode(self) -> bytes:
         """The output line, newline included, in the OpenAI Batch output shape."""
+        if self.line is not None:
+            return self.line
         response = None
         if self.status_code is not None:
             response = {"status_code": self.status_code, "request_id": self.request_id, "body": self.body}
@@ -81,7 +106,8 @@ class Result:
             "error": self.error,
             "batchrun": {"attempts": self.attempts, "latency_ms": self.latency_ms},
         }
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        self.line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        return self.line
 
 
 def batch_request_id(index: int, custom_id: str) -> str:

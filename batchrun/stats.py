@@ -22,8 +22,10 @@ EXIT_STOPPED = 4
 class RunStats:
     """Counters of one run; the writer updates them in output order.
 
-    :param aborted: why the run stopped early, when it did (fatal endpoint error, disk error,
-        interruption); such a run exits 4 and its output is left in the ``.partial`` files.
+    :param stop_reason: why the run stopped before finishing every line, when it did
+        (interrupted, fatal endpoint error, disk error, budget); its checkpoint is kept.
+    :param stop_code: the exit code such a stop maps to.
+    :param carried_over: lines finished by earlier starts of the run, read back on resume.
     :param max_buffered: the most results that ever waited for an earlier line at once.
     """
 
@@ -37,13 +39,17 @@ class RunStats:
     retries: int = 0
     rate_limited: int = 0
     usage: UsageTotals = field(default_factory=UsageTotals)
+    carried_over: int = 0
     max_buffered: int = 0
-    aborted: str | None = None
+    stop_reason: str | None = None
+    stop_code: int = EXIT_STOPPED
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
     def record(self, result: Result) -> None:
         self.written += 1
+        if result.carried_over:
+            self.carried_over += 1
         if result.error is None:
             self.succeeded += 1
             usage = Usage.from_body(result.body)
@@ -66,6 +72,6 @@ class RunStats:
 
     @property
     def exit_code(self) -> int:
-        if self.aborted is not None:
-            return EXIT_STOPPED
+        if self.stop_reason is not None:
+            return self.stop_code
         return EXIT_FAILED_LINES if self.failed else EXIT_OK

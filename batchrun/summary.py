@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .stats import RunStats
-from .writer import partial_path
 
 
 def format_summary(stats: RunStats) -> str:
@@ -17,10 +16,12 @@ def format_summary(stats: RunStats) -> str:
     usage = stats.usage.overall()
     lines.append(f"  tokens: {usage.prompt:,} prompt ({usage.cached:,} cached) + {usage.completion:,} completion "
                  f"({usage.reasoning:,} reasoning) = {usage.total:,}")
-    if stats.aborted is None:
+    if stats.carried_over:
+        lines.append(f"  resumed: {stats.carried_over:,} lines were finished by an earlier start")
+    if stats.stop_reason is None:
         lines.append(f"  output: {stats.output_path}")
         lines.append(f"  errors: {stats.errors_path}")
     else:
-        lines.append(f"  stopped early: {stats.aborted}")
-        lines.append(f"  lines written so far: {partial_path(stats.output_path)}")
+        lines.append(f"  stopped early: {stats.stop_reason}")
+        lines.append(f"  run the same command again to continue (checkpoint: {stats.output_path}.checkpoint/)")
     return "\n".join(lines)

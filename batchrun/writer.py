@@ -1,45 +1,34 @@
-"""Put results back in input order and write them out (SPEC §2).
+"""Put results back in input order and write them where a crash cannot lose them (SPEC §2, §3).
 
-Results arrive in completion order. Each waits in a reorder buffer until every earlier line
-is written; the engine's window (see `engine.py`) bounds how many can wait. Lines go to
-``<output>.partial`` (and failures also to ``<errors>.partial``); `commit` moves both to their
-final names atomically, so a half-written file never appears under the name a user reads.
+Results arrive in completion order. Each new one is appended to the journal at once; then it
+waits in a reorder buffer until every earlier line is written, and goes to the ordered output
+(and, if it failed, the errors file). The engine's window bounds how many can wait.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import BinaryIO
 
-from .errors import ConfigError
+from . import journal
 from .records import Result
-
-PARTIAL_SUFFIX = ".partial"
-
-
-def partial_path(path: Path) -> Path:
-    return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
 class OrderedWriter:
-    """Writes results in index order, starting at index 0.
+    """Writes results in index order, starting at ``next_index``.
 
-    :raises ConfigError: when the output files cannot be created (missing directory,
-        permissions) — checked before anything is sent.
+    :param out: the ordered output, open for appending.
+    :param errors: the ordered errors file, open for appending.
+    :param log: the journal, open for appending.
     """
 
-    def __init__(self, output_path: Path, errors_path: Path) -> None:
-        self.output_path = output_path
-        self.errors_path = errors_path
-        self.next_index = 0
+    def __init__(self, out: BinaryIO, errors: BinaryIO, log: BinaryIO, next_index: int = 0) -> None:
+        self.next_index = next_index
         self._pending: dict[int, Result] = {}
-        self._out = _create(partial_path(output_path))
-        try:
-            self._err = _create(partial_path(errors_path))
-        except ConfigError:
-            self._out.close()
-            raise
+        self._out = out
+        self._err = errors
+        self._log = log
+        self._files = (log, errors, out)  # flush order: the journal is the record of truth
 
     @property
     def buffered(self) -> int:
@@ -47,7 +36,9 @@ class OrderedWriter:
         return len(self._pending)
 
     def add(self, result: Result) -> list[Result]:
-        """Accept one result; return those written by this call, in order."""
+        """Accept one result; return those written to the ordered output by this call, in order."""
+        if not result.carried_over:
+            self._log.write(journal.encode(result.index, result.ok, result.encode()))
         if result.index != self.next_index:
             self._pending[result.index] = result
             return []
@@ -67,29 +58,20 @@ class OrderedWriter:
             self._err.write(line)
         self.next_index += 1
 
-    def commit(self) -> None:
-        """Make both files durable and give them their final names."""
-        for f, final in ((self._out, self.output_path), (self._err, self.errors_path)):
+    def flush(self) -> None:
+        """Hand everything to the kernel: from here a killed process loses none of it."""
+        for f in self._files:
             f.flush()
-            os.fsync(f.fileno())
+
+    def fsync_targets(self) -> list[int]:
+        """File descriptors to fsync (in a worker thread) so a power loss loses none of it."""
+        return [f.fileno() for f in self._files]
+
+    def close(self, *, sync: bool) -> None:
+        for f in self._files:
+            if f.closed:
+                continue
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
             f.close()
-            os.replace(f.name, final)
-
-    def close(self) -> None:
-        """Flush what was written and leave it under the ``.partial`` names."""
-        for f in (self._out, self._err):
-            if not f.closed:
-                f.close()
-
-
-def _create(path: Path) -> BinaryIO:
-    try:
-        return path.open("wb")
-    except FileNotFoundError:
-        raise ConfigError(f"{path.parent}: output directory does not exist") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: permission denied") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot create: {exc.strerror}") from None

@@ -23,3 +23,8 @@ def chat_line(i: int, content: str | None = None, **body: object) -> dict[str, o
         "url": "/v1/chat/completions",
         "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content or f"question {i}"}], **body},
     }
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file below ``folder``, checkpoints included."""
+    return [path for path in folder.rglob("*") if path.is_file()]

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from batchrun.cli import main
 from batchrun.simulator import Faults, SimulatorConfig, run_in_thread
 
-from .helpers import chat_line, read_jsonl, write_jsonl
+from .helpers import chat_line, files_under, read_jsonl, write_jsonl
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 
@@ -74,7 +74,7 @@ def test_rejected_key_exits_4_and_never_shows_the_key(tmp_path: Path) -> None:
                                 env={"MY_KEY": "sk-bad-0123456789"})
     assert code == 4 and "rejected the credentials (HTTP 401)" in err
     assert "sk-bad-0123456789" not in out + err
-    for path in tmp_path.iterdir():
+    for path in files_under(tmp_path):
         assert b"sk-bad-0123456789" not in path.read_bytes()
 
 
@@ -133,9 +133,9 @@ def test_interrupt_exits_4_and_keeps_what_was_written(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGINT)
             rest = proc.stderr.read()
         assert proc.wait(timeout=20) == 4
-    assert "interrupted" in rest
+    assert "interrupted by SIGINT" in rest and "run the same command again" in rest
     assert not (tmp_path / "in.results.jsonl").exists()
-    written = read_jsonl(tmp_path / "in.results.jsonl.partial")
+    written = read_jsonl(tmp_path / "in.results.jsonl.checkpoint" / "output.jsonl")
     assert 0 < len(written) < 5000
     assert [o["custom_id"] for o in written] == [f"req-{i}" for i in range(len(written))]
 

@@ -12,7 +12,7 @@ import pytest
 from batchrun import ApiKey, RetryPolicy, RunConfig, run_batch
 from batchrun.simulator import Faults, SimulatorConfig, serve
 
-from .helpers import chat_line, read_jsonl, write_jsonl
+from .helpers import chat_line, files_under, read_jsonl, write_jsonl
 
 FAST_RETRIES = RetryPolicy(max_attempts=12, backoff_base=0.01, backoff_max=0.05)
 
@@ -92,9 +92,9 @@ async def test_wrong_key_aborts_within_a_handful_of_requests(tmp_path: Path) -> 
         config = RunConfig(source, base_url=sim.base_url, api_key=ApiKey("sk-wrong-key"), concurrency=8)
         stats = await run_batch(config)
         assert sim.stats.requests <= 8
-    assert stats.exit_code == 4 and "401" in (stats.aborted or "")
+    assert stats.exit_code == 4 and "401" in (stats.stop_reason or "")
     assert not (tmp_path / "in.results.jsonl").exists()
-    for path in tmp_path.iterdir():
+    for path in files_under(tmp_path):
         assert b"sk-wrong-key" not in path.read_bytes()
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from batchrun import RunConfig, run_batch
 from batchrun.config import RetryPolicy
 from batchrun.records import Result
+from batchrun import journal
 from batchrun.writer import OrderedWriter
 
 from .helpers import chat_line, read_jsonl, write_jsonl
@@ -56,7 +57,7 @@ async def test_random_completion_order_gives_input_order(tmp_path: Path) -> None
     assert usage.prompt == sum(len(f"question {i}") for i in range(500))
     assert (usage.completion, usage.cached, usage.reasoning) == (1000, 500, 500)
     assert (tmp_path / "in.results.errors.jsonl").read_bytes() == b""
-    assert not list(tmp_path.glob("*.partial"))
+    assert not (tmp_path / "in.results.jsonl.checkpoint").exists()
 
 
 async def test_bad_lines_and_failed_requests_keep_their_place(tmp_path: Path) -> None:
@@ -99,10 +100,10 @@ async def test_auth_failure_aborts_with_partial_files(tmp_path: Path) -> None:
         return httpx.Response(401, json={"error": {"message": "Incorrect API key", "code": "invalid_api_key"}})
 
     stats = await run_batch(RunConfig(source, base_url=BASE, concurrency=4), transport=httpx.MockTransport(handler))
-    assert stats.exit_code == 4 and stats.aborted is not None and "HTTP 401" in stats.aborted
+    assert stats.exit_code == 4 and stats.stop_reason is not None and "HTTP 401" in stats.stop_reason
     assert calls <= 4  # the pool stops at the first rejection instead of burning the file
     assert not (tmp_path / "in.results.jsonl").exists()
-    assert (tmp_path / "in.results.jsonl.partial").exists()
+    assert (tmp_path / "in.results.jsonl.checkpoint" / "journal").exists()
 
 
 async def test_retries_are_counted(tmp_path: Path) -> None:
@@ -173,14 +174,17 @@ def _result(index: int) -> Result:
 def test_writer_restores_input_order_from_any_completion_order(tmp_path_factory: pytest.TempPathFactory,
                                                                order: list[int]) -> None:
     folder = tmp_path_factory.mktemp("w")
-    writer = OrderedWriter(folder / "o.jsonl", folder / "o.errors.jsonl")
+    files = [(folder / name).open("ab") for name in ("o.jsonl", "e.jsonl", "journal")]
+    writer = OrderedWriter(*files)
     written: list[int] = []
     for i in order:
         written += [r.index for r in writer.add(_result(i))]
         assert written == list(range(len(written)))  # only a contiguous prefix is ever written
         assert writer.buffered == i_seen(order, i) - len(written)
-    writer.commit()
+    writer.close(sync=False)
     assert [o["custom_id"] for o in read_jsonl(folder / "o.jsonl")] == [f"c{i}" for i in range(40)]
+    with (folder / "journal").open("rb") as f:
+        assert [entry.index for entry in journal.scan(f)] == order  # completion order
 
 
 def i_seen(order: list[int], upto: int) -> int:

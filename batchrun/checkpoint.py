@@ -1,0 +1,227 @@
+"""Where a run keeps its state between starts, so any interruption can be resumed (SPEC §3).
+
+Beside ``results.jsonl`` a run keeps ``results.jsonl.checkpoint/``:
+
+    lock          held (flock) while a run writes this output
+    meta.json     what the run is: the input's size and digest, the request-shaping options
+    output.jsonl  the ordered prefix: lines 0 … P-1, exactly as the final output will have them
+    errors.jsonl  the failed lines among them
+    journal       every line finished past the prefix, in completion order (see journal.py)
+    previous.jsonl  with --retry-failed: the finished output whose failures are being re-sent
+
+Everything is appended and flushed as lines finish, so a killed process loses nothing the
+kernel was given; a periodic fsync bounds what a power loss can take. On completion the two
+ordered files are renamed into place (atomically: no half-written file ever has the final
+name) and the directory is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from . import journal
+from .config import RunConfig
+from .errors import ConfigError
+from .lock import RunLock
+from .records import Result
+
+FORMAT = 1
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class InputScan:
+    """One pass over the input: its identity, and its newline count for the progress total."""
+
+    size: int
+    digest: str
+    lines: int
+
+
+def scan_input(path: Path) -> InputScan:
+    digest = hashlib.blake2b(digest_size=16)
+    size = lines = 0
+    last = b"\n"
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return InputScan(size, digest.hexdigest(), lines + (last != b"\n"))
+
+
+@dataclass
+class Recovered:
+    """What an earlier start of this run left finished.
+
+    :param prefix: lines already in order in ``output.jsonl``; they are not looked at again.
+    :param finished: lines past the prefix that the journal holds, by index.
+    :param previous: lines of an earlier finished output, read in step with the input.
+    """
+
+    prefix: int = 0
+    finished: dict[int, journal.Entry] | None = None
+    previous: Generator[bytes, None, None] | None = None
+
+
+class Checkpoint:
+    """The checkpoint directory of one output file."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.dir = config.out.with_name(config.out.name + ".checkpoint")
+        self.output = self.dir / "output.jsonl"
+        self.errors = self.dir / "errors.jsonl"
+        self.journal = self.dir / "journal"
+        self.previous = self.dir / "previous.jsonl"
+        self.meta = self.dir / "meta.json"
+        self._lock = RunLock(self.dir / "lock", config.out)
+
+    def open(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> None:
+        """Take the lock and make the directory describe this run.
+
+        :raises ConfigError: another run holds the lock; the checkpoint belongs to a different
+            input or options; or the output already holds a finished run and neither
+            ``restart`` nor ``retry_failed`` says what to do with it.
+        """
+        try:
+            self.dir.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            raise ConfigError(f"{self.config.out.parent}: output directory does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"{self.dir}: cannot create: {exc.strerror}") from None
+        self._lock.acquire()
+        try:
+            self._prepare(scan, restart=restart, retry_failed=retry_failed)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _prepare(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> None:
+        if restart:
+            self._clear()
+        meta = {"format": FORMAT, "input": {"size": scan.size, "digest": scan.digest},
+                "options": self.config.request_options()}
+        if self.meta.exists():
+            _check_same_run(orjson.loads(self.meta.read_bytes()), meta, self.config)
+            if retry_failed and not self.previous.exists() and self.output.exists():
+                os.replace(self.output, self.previous)  # its failures are to be re-sent
+            return
+        final = self.config.out
+        if final.exists() and not restart:
+            if not retry_failed:
+                raise ConfigError(
+                    f"{final} already holds a finished run: pass --retry-failed to re-send its failed "
+                    "lines, or --restart to run every line again"
+                )
+            # A link, not a move: the finished output stays where the user expects it until the
+            # new one replaces it.
+            os.link(final, self.previous)
+        _write_atomically(self.meta, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+
+    def recover(self, on_prefix: Callable[[Result], None]) -> Recovered:
+        """Read back what earlier starts finished; repair torn tails; compact the journal.
+
+        :param on_prefix: called with each line of the ordered prefix, to count it.
+        """
+        prefix = self._recover_prefix(on_prefix)
+        finished: dict[int, journal.Entry] = {}
+        if self.journal.exists():
+            with self.journal.open("rb") as f:
+                for entry in journal.scan(f):
+                    if entry.index >= prefix:
+                        finished[entry.index] = entry  # a later record of a line wins
+        _write_atomically(self.journal, b"".join(journal.encode(e.index, e.ok, e.line) for e in finished.values()))
+        previous = _lines_from(self.previous, prefix) if self.previous.exists() else None
+        return Recovered(prefix, finished, previous)
+
+    def _recover_prefix(self, on_prefix: Callable[[Result], None]) -> int:
+        """Count the intact ordered lines, cut anything torn after them, rebuild the errors file."""
+        count = good = 0
+        with open(self.errors, "wb") as errors:
+            if self.output.exists():
+                with self.output.open("rb") as f:
+                    for line in f:
+                        try:
+                            result = Result.from_line(count, line) if line.endswith(b"\n") else None
+                        except ValueError:
+                            result = None
+                        if result is None:
+                            break
+                        on_prefix(result)
+                        if result.error is not None:
+                            errors.write(line)
+                        count += 1
+                        good += len(line)
+                os.truncate(self.output, good)
+        return count
+
+    def open_files(self) -> tuple[BinaryIO, BinaryIO, BinaryIO]:
+        """The ordered output, errors and journal, open for appending."""
+        return self.output.open("ab"), self.errors.open("ab"), self.journal.open("ab")
+
+    def commit(self) -> None:
+        """Give the finished files their final names and remove the checkpoint."""
+        os.replace(self.output, self.config.out)
+        os.replace(self.errors, self.config.errors_path)
+        _fsync_dir(self.config.out.parent)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self._lock.release()
+
+    def close(self) -> None:
+        """Leave the checkpoint for the next start."""
+        self._lock.release()
+
+    def _clear(self) -> None:
+        for path in (self.output, self.errors, self.journal, self.previous, self.meta):
+            path.unlink(missing_ok=True)
+
+
+def _check_same_run(saved: dict, current: dict, config: RunConfig) -> None:  # type: ignore[type-arg]
+    restart = "to discard it and start over, run again with --restart"
+    where = f"{config.out} has a checkpoint of a different run"
+    if saved.get("format") != FORMAT:
+        raise ConfigError(f"{where} (checkpoint format {saved.get('format')}); {restart}")
+    old, new = saved.get("input", {}), current["input"]
+    if old.get("size") != new["size"]:
+        raise ConfigError(f"{where}: the input file changed (size {old.get('size', 0):,} → {new['size']:,} bytes); "
+                          f"restore the original input, or {restart}")
+    if old.get("digest") != new["digest"]:
+        raise ConfigError(f"{where}: the input file's content changed (same size); restore it, or {restart}")
+    changed = [f"{name} {old_value!r} → {current['options'].get(name)!r}"
+               for name, old_value in saved.get("options", {}).items() if current["options"].get(name) != old_value]
+    if changed:
+        raise ConfigError(f"{where}: options changed ({'; '.join(changed)}); use the original options, or {restart}")
+
+
+def _lines_from(path: Path, start: int) -> Generator[bytes, None, None]:
+    with path.open("rb") as f:
+        for index, line in enumerate(f):
+            if index >= start:
+                yield line
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
