@@ -1,0 +1,128 @@
+"""Killing and stopping real `batchrun run` processes against the simulator over loopback."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from batchrun import journal
+from batchrun.simulator import SimulatorConfig, run_in_thread
+
+from .helpers import chat_line, read_jsonl, write_jsonl
+
+
+def start(source: Path, out: Path, base_url: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchrun", "run", str(source), "-o", str(out), "--base-url", base_url,
+         "--progress-interval", "0.05", *extra],
+        stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for(proc: subprocess.Popen[str], text: str) -> str:
+    """Read the child's stderr until a line containing ``text``; return what was read."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"{text!r} never appeared in:\n{''.join(seen)}")
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]:
+    assert proc.stderr is not None
+    with proc.stderr:
+        rest = proc.stderr.read()
+    return proc.wait(timeout=timeout), rest
+
+
+def comparable(path: Path) -> list[dict[str, object]]:
+    """Output lines without the per-run measurements (attempts, latency)."""
+    return [{k: v for k, v in line.items() if k != "batchrun"} for line in read_jsonl(path)]
+
+
+def journal_count(checkpoint: Path) -> int:
+    with (checkpoint / "journal").open("rb") as f:
+        return sum(1 for _ in journal.scan(f))
+
+
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_output(tmp_path: Path) -> None:
+    n, concurrency, kills = 400, 8, 3
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(n)])
+    rng = random.Random(20261126)
+    out = tmp_path / "out.jsonl"
+    with run_in_thread(SimulatorConfig(latency_ms=15, jitter_ms=15, seed=1)) as sim:
+        for _ in range(kills):
+            proc = start(source, out, sim.base_url, "-c", str(concurrency))
+            wait_for(proc, "progress:")
+            time.sleep(rng.uniform(0.0, 0.4))
+            proc.kill()
+            finish(proc)
+            assert not out.exists()
+        code, err = finish(start(source, out, sim.base_url, "-c", str(concurrency)))
+        assert code == 0, err
+        assert "resumed:" in err
+        sent = sim.stats.requests
+    # Only what was in flight at each kill may have been sent twice.
+    assert n <= sent <= n + kills * concurrency
+
+    reference = tmp_path / "reference.jsonl"
+    with run_in_thread(SimulatorConfig(latency_ms=1, seed=1)) as sim:
+        code, err = finish(start(source, reference, sim.base_url, "-c", str(concurrency)))
+        assert code == 0, err
+    assert comparable(out) == comparable(reference)
+    assert [line["custom_id"] for line in comparable(out)] == [f"req-{i}" for i in range(n)]
+    assert not (tmp_path / "out.jsonl.checkpoint").exists()
+
+
+def test_sigterm_drains_in_flight_requests_and_loses_none(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(60)])
+    out = tmp_path / "out.jsonl"
+    with run_in_thread(SimulatorConfig(latency_ms=400)) as sim:
+        proc = start(source, out, sim.base_url, "-c", "4")
+        wait_for(proc, "started:")
+        while sim.stats.requests == 0 and sim.stats.connections == 0:
+            time.sleep(0.01)
+        time.sleep(0.1)  # requests are in flight
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code, err = finish(proc)
+        took = time.monotonic() - stopped_at
+        answered = sum(sim.stats.responses.values())
+        assert code == 4 and "SIGTERM: no new requests" in err and "interrupted by SIGTERM" in err
+        assert took < 5
+        checkpoint = tmp_path / "out.jsonl.checkpoint"
+        # Every request the endpoint answered is on disk: nothing paid for is lost.
+        assert journal_count(checkpoint) == answered > 0
+        assert len(read_jsonl(checkpoint / "output.jsonl")) <= answered
+
+        code, err = finish(start(source, out, sim.base_url, "-c", "4", "--drain-timeout", "1"))
+        assert code == 0, err
+        assert sim.stats.requests == 60  # drained requests were not sent again
+    assert [line["custom_id"] for line in read_jsonl(out)] == [f"req-{i}" for i in range(60)]
+
+
+def test_a_second_signal_cancels_requests_in_flight(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(20)])
+    out = tmp_path / "out.jsonl"
+    with run_in_thread(SimulatorConfig(latency_ms=10_000)) as sim:
+        proc = start(source, out, sim.base_url, "-c", "4")
+        wait_for(proc, "started:")
+        while sim.stats.requests < 4:
+            time.sleep(0.01)
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        wait_for(proc, "SIGINT: no new requests")
+        proc.send_signal(signal.SIGINT)
+        code, err = finish(proc)
+        assert code == 4 and "cancelling the 4 requests in flight" in err
+        assert time.monotonic() - stopped_at < 5
+    assert journal_count(tmp_path / "out.jsonl.checkpoint") == 0
+    assert orjson.loads((tmp_path / "out.jsonl.checkpoint" / "meta.json").read_bytes())["input"]["size"] > 0
