@@ -108,7 +108,7 @@ def run(input_path: Path, output: Path | None, base_url: str, api_key_env: str, 
     with _endpoint(base_url, api_key_env, mock, mock_latency_ms) as (url, key):
         config = RunConfig(input_path, output, base_url=url, api_key=key, concurrency=concurrency,
                            window=window, timeout=timeout, connect_timeout=connect_timeout, retry=retry,
-                           restart=restart, retry_failed=retry_failed, drain_timeout=drain_timeout)
+                           restart=restart, retry_failed=retry_failed, drain_timeout=drain_timeout, mock=mock)
         stats = _run_with_progress(config, quiet, progress_interval)
     if not quiet:
         click.echo(format_summary(stats), err=True)

@@ -95,6 +95,7 @@ class RunConfig:
     :param retry_failed: keep the successes of the checkpoint or finished output; send the
         failed lines again.
     :param drain_timeout: seconds in-flight requests may take to finish after a stop.
+    :param mock: the endpoint is the built-in simulator, whose port changes from start to start.
     """
 
     input_path: Path
@@ -109,6 +110,7 @@ class RunConfig:
     restart: bool = False
     retry_failed: bool = False
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    mock: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -147,7 +149,7 @@ class RunConfig:
 
     def request_options(self) -> dict[str, str]:
         """The options that shape what is sent: a checkpoint only resumes with the same ones."""
-        return {"base_url": self.base_url.rstrip("/")}
+        return {"base_url": "(the built-in simulator)" if self.mock else self.base_url.rstrip("/")}
 
 
 def default_output_path(input_path: Path) -> Path:

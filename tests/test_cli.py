@@ -47,6 +47,18 @@ def test_failed_lines_exit_1_and_fill_the_errors_file(tmp_path: Path) -> None:
     assert len(read_jsonl(tmp_path / "r.jsonl")) == 6
 
 
+def test_rerun_flags(tmp_path: Path) -> None:
+    sample = shutil.copy(SAMPLES / "mixed.jsonl", tmp_path / "mixed.jsonl")
+    assert invoke("run", str(sample), "--mock")[0] == 1
+    code, _, err = invoke("run", str(sample), "--mock")
+    assert code == 2 and "already holds a finished run" in err
+    code, _, err = invoke("run", str(sample), "--mock", "--retry-failed")
+    assert code == 1 and "resumed: 4 lines" in err  # the two failures were tried again, and failed again
+    assert invoke("run", str(sample), "--mock", "--restart")[0] == 1
+    code, _, err = invoke("run", str(sample), "--mock", "--restart", "--retry-failed")
+    assert code == 2 and "exclude each other" in err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
