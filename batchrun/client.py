@@ -29,7 +29,10 @@ from .errors import (
 )
 from .records import Job, Result
 from .retry import Sleep, parse_retry_after, retrying
+from .breaker import CircuitBreaker
+from .throttle import Throttle, estimate_cost
 from .transport import Timeouts, Transport, as_transport
+from .usage import Usage
 
 RETRYABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})
@@ -44,6 +47,7 @@ class Client:
         concurrency. Any ``httpx.AsyncBaseTransport`` (``httpx.MockTransport`` in tests) works too.
     :param sleep: what retries wait with (tests pass a fake).
     :param on_retry: called with the error and the wait before each retry, for counters and logs.
+    :param throttle: paces attempts (default: from the config's concurrency and limits).
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class Client:
         transport: Transport | httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = anyio.sleep,
         on_retry: Callable[[Job, RequestError, float], None] | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self._config = config
         self._transport = as_transport(transport, config.concurrency)
@@ -64,6 +69,10 @@ class Client:
             self._headers["authorization"] = f"Bearer {self._secret}"
         self._timeouts = Timeouts(connect=config.connect_timeout, read=config.timeout)
         self._urls: dict[str, str] = {}
+        self.throttle = throttle or Throttle(
+            concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm,
+            breaker=CircuitBreaker(threshold=config.outage_threshold, give_up=config.max_outage),
+        )
 
     async def __aenter__(self) -> Client:
         return self
@@ -121,10 +130,15 @@ class Client:
         return result
 
     async def _attempt(self, job: Job) -> Result:
+        permit = await self.throttle.admit(estimate_cost(job.body, job.max_output))
         try:
             reply = await self._transport.post(self._url(job.url), self._headers, job.body, self._timeouts)
         except TransportError as exc:
+            self.throttle.settle(permit, None, None, None)
             raise TransportError(exc.code, self._scrub(exc.message)) from None
+        except BaseException:
+            self.throttle.cancelled(permit)
+            raise
         headers = reply.headers
         request_id = headers.get("x-request-id")
         status = reply.status
@@ -133,12 +147,16 @@ class Client:
         except orjson.JSONDecodeError:
             body = None
         if 200 <= status < 300 and body is not None:
+            usage = Usage.from_body(body)
+            self.throttle.settle(permit, status, headers, usage.total if usage else None)
             model = body.get("model") if isinstance(body, dict) else None
             return Result(job.index, job.custom_id, status, request_id, body, None, model=model or job.model)
-        raise self._status_error(status, request_id, body, reply.content, headers)
+        error = self._status_error(status, request_id, body, reply.content, headers)
+        self.throttle.settle(permit, status, headers, None, getattr(error, "retry_after", None))
+        raise error
 
     def _status_error(self, status: int, request_id: str | None, body: Any, content: bytes,
-                      headers: Mapping[str, str]) -> RequestError:
+                      headers: Mapping[str, str]) -> RequestError | FatalEndpointError:
         if 200 <= status < 300:
             snippet = self._scrub(content[:200].decode("utf-8", "replace"))
             return MalformedResponse("malformed_response", f"HTTP {status} with a body that is not JSON: {snippet!r}",
@@ -146,7 +164,7 @@ class Client:
         code, message = self._describe_error(status, body, content)
         kw: dict[str, Any] = {"status_code": status, "request_id": request_id, "body": body}
         if status in AUTH_STATUSES:
-            raise FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}")
+            return FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}")
         if status == 429:
             return RateLimited(code, message, retry_after=parse_retry_after(headers), **kw)
         if status in RETRYABLE_STATUSES:

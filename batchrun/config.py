@@ -28,6 +28,8 @@ DEFAULT_BACKOFF_MAX = 60.0
 DEFAULT_RATE_LIMIT_PATIENCE = 900.0
 DEFAULT_RETRY_AFTER_MAX = 300.0
 DEFAULT_DRAIN_TIMEOUT = 30.0  # seconds in-flight requests get to finish after a stop
+DEFAULT_OUTAGE_THRESHOLD = 10
+DEFAULT_MAX_OUTAGE = 1800.0
 
 
 class ApiKey:
@@ -96,6 +98,11 @@ class RunConfig:
         failed lines again.
     :param drain_timeout: seconds in-flight requests may take to finish after a stop.
     :param mock: the endpoint is the built-in simulator, whose port changes from start to start.
+    :param rpm: / :param tpm: requests / tokens per minute not to exceed; limits the endpoint
+        announces in ``x-ratelimit-*`` headers are followed as well.
+    :param outage_threshold: failures in a row (no response, 5xx) that make the endpoint count
+        as down: dispatch pauses and one probe goes out at growing intervals; 0 never pauses.
+    :param max_outage: seconds the endpoint may stay down before the run stops (exit 4).
     """
 
     input_path: Path
@@ -111,6 +118,10 @@ class RunConfig:
     retry_failed: bool = False
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     mock: bool = False
+    rpm: float | None = None
+    tpm: float | None = None
+    outage_threshold: int = DEFAULT_OUTAGE_THRESHOLD
+    max_outage: float = DEFAULT_MAX_OUTAGE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -124,6 +135,8 @@ class RunConfig:
         object.__setattr__(self, "window", window)
         if self.timeout <= 0 or self.connect_timeout <= 0:
             raise ConfigError("timeouts must be positive")
+        if (self.rpm is not None and self.rpm <= 0) or (self.tpm is not None and self.tpm <= 0):
+            raise ConfigError("--rpm and --tpm must be positive")
         if self.restart and self.retry_failed:
             raise ConfigError("--restart and --retry-failed exclude each other: one runs every line, one only the failed")
         scheme = urlsplit(self.base_url).scheme

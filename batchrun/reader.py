@@ -78,7 +78,7 @@ def parse_line(line: bytes, index: int, line_no: int, source: str) -> Job | Line
     problem = _body_problem(obj)
     if problem:
         return LineError(index, line_no, fallback_id, "invalid_request_line", f"{where}: {problem}")
-    return Job(index, line_no, fallback_id, DEFAULT_URL, line, _model(obj))
+    return Job(index, line_no, fallback_id, DEFAULT_URL, line, _model(obj), _max_output(obj))
 
 
 def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, fallback_id: str) -> Job | LineError:
@@ -97,7 +97,7 @@ def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, f
         problem = _body_problem(body)
     if problem:
         return LineError(index, line_no, custom_id, "invalid_request_line", f"{where}: {problem}")
-    return Job(index, line_no, custom_id, url, orjson.dumps(body), _model(body))
+    return Job(index, line_no, custom_id, url, orjson.dumps(body), _model(body), _max_output(body))
 
 
 def _body_problem(body: dict[str, Any]) -> str | None:
@@ -105,6 +105,14 @@ def _body_problem(body: dict[str, Any]) -> str | None:
     # paid for on every attempt.
     if body.get("stream") is True:
         return "stream=true is not supported in a batch; remove it"
+    return None
+
+
+def _max_output(body: dict[str, Any]) -> int | None:
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
     return None
 
 

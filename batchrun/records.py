@@ -22,6 +22,7 @@ class Job:
     :param line_no: 1-based physical line number in the input file, for messages.
     :param url: the endpoint path, e.g. ``/v1/chat/completions``.
     :param body: the request body, already encoded.
+    :param max_output: the most output tokens the body allows, when it says.
     """
 
     index: int
@@ -30,6 +31,7 @@ class Job:
     url: str
     body: bytes
     model: str | None
+    max_output: int | None = None
 
 
 @dataclass(slots=True)

@@ -78,7 +78,8 @@ async def test_exhausted_retries_are_recorded_with_exact_attempts(tmp_path: Path
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(20)])
     async with serve(SimulatorConfig(faults=Faults(rate_500=1.0))) as sim:
         policy = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.001)
-        stats = await run_batch(RunConfig(source, base_url=sim.base_url, concurrency=4, retry=policy))
+        config = RunConfig(source, base_url=sim.base_url, concurrency=4, retry=policy, outage_threshold=0)
+        stats = await run_batch(config)
         assert sim.stats.requests == 60
     out = read_jsonl(tmp_path / "in.results.jsonl")
     assert all(o["batchrun"]["attempts"] == 3 for o in out)
@@ -108,7 +109,8 @@ async def test_right_key_is_sent(tmp_path: Path) -> None:
 async def test_unreachable_endpoint_gives_connection_errors(tmp_path: Path, free_tcp_port: int) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(5)])
     policy = RetryPolicy(max_attempts=2, backoff_base=0.001, backoff_max=0.001)
-    stats = await run_batch(RunConfig(source, base_url=f"http://127.0.0.1:{free_tcp_port}/v1", retry=policy))
+    config = RunConfig(source, base_url=f"http://127.0.0.1:{free_tcp_port}/v1", retry=policy, outage_threshold=0)
+    stats = await run_batch(config)
     out = read_jsonl(tmp_path / "in.results.jsonl")
     assert [o["error"]["code"] for o in out] == ["connection_error"] * 5
     assert all(o["response"] is None and o["batchrun"]["attempts"] == 2 for o in out)
