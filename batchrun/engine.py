@@ -132,6 +132,7 @@ async def run_batch(
     control = Control(stats)
     try:
         async with Client(config, transport=transport, sleep=sleep, on_retry=_retry_hook(stats, observer)) as client:
+            stats.throttle = client.throttle
             await _run_pool(config, client, writer, carryover, control, observer, handle_signals)
     finally:
         stats.finished = time.monotonic()

@@ -80,7 +80,26 @@ class LogProgress:
 
 
 def _counters(stats: RunStats) -> str:
-    return f"ok={stats.succeeded:,} failed={stats.failed:,} retries={stats.retries:,} 429s={stats.rate_limited:,}"
+    text = f"ok={stats.succeeded:,} failed={stats.failed:,} retries={stats.retries:,} 429s={stats.rate_limited:,}"
+    return f"{text} {_pacing(stats)}" if stats.throttle is not None else text
+
+
+def _pacing(stats: RunStats) -> str:
+    """In-flight limit, and the last minute's rates against the limits being paced to."""
+    throttle = stats.throttle
+    assert throttle is not None
+    gate = throttle.concurrency
+    parts = [f"conc={int(gate.limit)}/{gate.maximum}"]
+    limits = throttle.limits()
+    if limits:
+        requests, tokens = throttle.window.per_minute()
+        if "requests" in limits:
+            parts.append(f"rpm={requests:,}/{limits['requests']:,.0f}")
+        if "tokens" in limits:
+            parts.append(f"tpm={tokens:,}/{limits['tokens']:,.0f}")
+    if throttle.breaker.state != "closed":
+        parts.append(f"endpoint {throttle.breaker.state}")
+    return " ".join(parts)
 
 
 def _duration(seconds: float) -> str:

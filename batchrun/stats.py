@@ -6,10 +6,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import RateLimited, RequestError
 from .records import Result
 from .usage import Usage, UsageTotals
+
+if TYPE_CHECKING:
+    from .throttle import Throttle
 
 EXIT_OK = 0
 EXIT_FAILED_LINES = 1
@@ -43,6 +47,7 @@ class RunStats:
     max_buffered: int = 0
     stop_reason: str | None = None
     stop_code: int = EXIT_STOPPED
+    throttle: Throttle | None = None  # live pacing state, for the progress display
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 

@@ -19,6 +19,7 @@ With no limits set, none learned and a healthy endpoint, `admit` does not wait a
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -48,20 +49,24 @@ class Permit:
 
 
 class RateWindow:
-    """Requests and tokens over the last minute, in one-second slots, for live display."""
+    """Requests and tokens over the last minute, in one-second slots, for live display.
+
+    On the wall clock (not the throttle's), so that it reads the same inside and outside the
+    event loop.
+    """
 
     def __init__(self) -> None:
         self._slots = [(0, 0, 0)] * WINDOW_SECONDS  # (second, requests, tokens)
 
-    def add(self, now: float, tokens: int) -> None:
-        second = int(now)
+    def add(self, tokens: int) -> None:
+        second = int(time.monotonic())
         i = second % WINDOW_SECONDS
         at, requests, total = self._slots[i]
         self._slots[i] = (second, requests + 1, total + tokens) if at == second else (second, 1, tokens)
 
-    def per_minute(self, now: float) -> tuple[int, int]:
+    def per_minute(self) -> tuple[int, int]:
         """Requests and tokens answered in the last 60 s."""
-        floor = int(now) - WINDOW_SECONDS
+        floor = int(time.monotonic()) - WINDOW_SECONDS
         live = [(r, t) for at, r, t in self._slots if at > floor]
         return sum(r for r, _ in live), sum(t for _, t in live)
 
@@ -151,7 +156,7 @@ class Throttle:
                 self.paused_until = max(self.paused_until, now + retry_after + random.uniform(0, 0.1 * retry_after))
         else:
             self.concurrency.on_success()
-            self.window.add(now, tokens_used or 0)
+            self.window.add(tokens_used or 0)
 
     def _cost(self, estimate: int) -> int:
         if self._estimated <= 0:

@@ -260,3 +260,12 @@ async def test_failures_open_the_breaker_through_the_throttle() -> None:
 def test_estimate_cost() -> None:
     assert estimate_cost(b"x" * 400, 50) == 150
     assert estimate_cost(b"x" * 400, None) == 100 + 500
+
+
+def test_rate_window_counts_the_last_minute() -> None:
+    from batchrun.throttle import RateWindow
+
+    window = RateWindow()
+    for tokens in (10, 20, 30):
+        window.add(tokens)
+    assert window.per_minute() == (3, 60)
