@@ -1,28 +1,39 @@
 """The built-in OpenAI-compatible simulator of SPEC §8 (``batchrun mock-server``, ``--mock``).
 
 ``answers`` computes deterministic replies, ``faults`` decides which requests to mistreat,
-``server`` speaks HTTP/1.1 on loopback inside a running loop, and ``runners`` gives it a loop of
-its own (a thread, or the foreground)::
+``limits`` enforces OpenAI-style requests- and tokens-per-minute limits (off by default),
+``server`` speaks HTTP/1.1 on loopback inside a running loop, and ``runners`` gives it a loop
+of its own (a thread, or the foreground)::
 
     async with serve(SimulatorConfig(latency_ms=50, faults=Faults(rate_429=0.1))) as sim:
         ...  # point a client at sim.base_url; read sim.stats
+
+    async with serve(SimulatorConfig(limits=RateLimits(rpm=600, tpm=100_000))) as sim:
+        ...  # 429s past the limits, x-ratelimit-* headers; POST /_simulator/limits changes them
 """
 
 from __future__ import annotations
 
 from .answers import Reply, answer
 from .faults import Faults
+from .limits import KEEP, LIMITS_PATH, LimitChange, RateLimits, format_duration, parse_schedule
 from .runners import run_forever, run_in_thread
 from .server import STATS_PATH, Simulator, SimulatorConfig, SimulatorStats, serve
 
 __all__ = [
+    "KEEP",
+    "LIMITS_PATH",
     "STATS_PATH",
     "Faults",
+    "LimitChange",
+    "RateLimits",
     "Reply",
     "Simulator",
     "SimulatorConfig",
     "SimulatorStats",
     "answer",
+    "format_duration",
+    "parse_schedule",
     "run_forever",
     "run_in_thread",
     "serve",

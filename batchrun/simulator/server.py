@@ -7,6 +7,10 @@ are ``loop.call_later`` timers rather than a task per request: on uvloop a timer
 2 µs against 15 µs for ``create_task(asyncio.sleep())``, and a connection that goes away
 cancels its timer, so a hanging request leaks nothing.
 
+With rate limits configured, a request is also given to the :class:`~.limits.Limiter` as it
+arrives (before the fault draw), which charges it or turns it into a 429; its answer is then
+computed at arrival, since the charge depends on it. Without limits nothing of that runs.
+
 ``async with serve(config) as sim`` runs it inside the current asyncio loop (tests); the
 ``runners`` module runs it on a loop of its own.
 """
@@ -16,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, NamedTuple, cast
@@ -27,12 +32,13 @@ import orjson
 
 from .answers import Reply, answer, error_payload
 from .faults import MALFORMED_BODY, Fault, FaultPlan, Faults, rate_limit_reply, server_error_reply, unauthorized_reply
+from .limits import LIMITS_PATH, LimitChange, Limiter, RateLimits, Ticket
 
 __all__ = ["STATS_PATH", "Simulator", "SimulatorConfig", "SimulatorStats", "serve"]
 
 STATS_PATH = "/_simulator/stats"
-"""``GET`` it for :class:`SimulatorStats` as JSON; it bypasses faults, latency, the key check and
-the counters."""
+"""``GET`` it for :class:`SimulatorStats` as JSON; it bypasses faults, latency, the key check,
+the rate limits and the counters."""
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _HEAD = (
@@ -54,6 +60,9 @@ class SimulatorConfig:
     :param latency_ms: fixed delay before every answer, faults included.
     :param jitter_ms: extra delay drawn uniformly from ``[0, jitter_ms]`` per request.
     :param seed: seeds fault and jitter draws, so a run with the same arrival order repeats.
+    :param limits: OpenAI-style requests- and tokens-per-minute limits (see ``limits.py``); none
+        by default. Change them while running with ``POST /_simulator/limits``.
+    :param limits_schedule: changes to ``limits`` at given times after the server starts.
     """
 
     host: str = "127.0.0.1"
@@ -62,6 +71,8 @@ class SimulatorConfig:
     jitter_ms: float = 0.0
     faults: Faults = field(default_factory=Faults)
     seed: int = 0
+    limits: RateLimits = field(default_factory=RateLimits)
+    limits_schedule: tuple[LimitChange, ...] = ()
 
     def __post_init__(self) -> None:
         if self.latency_ms < 0 or self.jitter_ms < 0:
@@ -76,6 +87,12 @@ class SimulatorStats:
     ``requests`` counts complete requests received; ``responses`` counts complete responses by
     status (a ``malformed`` fault is a 200). ``hangs`` are requests held by a ``timeout`` fault,
     ``truncations`` responses cut short; neither appears in ``responses``.
+
+    Rate limits: ``rate_limited`` counts the 429s they caused (also in ``responses``, beside any
+    injected 429s) by the bucket that was short, ``"requests"`` or ``"tokens"``;
+    ``charged_requests`` counts the requests admitted while limits are on, and ``charged_tokens``
+    the tokens they were charged, net of refunds: once all are answered, the ``total_tokens`` of
+    their 200s (see ``limits.py`` for the accounting).
     """
 
     connections: int = 0
@@ -86,6 +103,9 @@ class SimulatorStats:
     hangs: int = 0
     truncations: int = 0
     malformed: int = 0
+    rate_limited: dict[str, int] = field(default_factory=lambda: {"requests": 0, "tokens": 0})
+    charged_requests: int = 0
+    charged_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot (status codes become string keys, as JSON requires)."""
@@ -98,6 +118,9 @@ class SimulatorStats:
             "hangs": self.hangs,
             "truncations": self.truncations,
             "malformed": self.malformed,
+            "rate_limited": self.rate_limited.copy(),
+            "charged_requests": self.charged_requests,
+            "charged_tokens": self.charged_tokens,
         }
 
 
@@ -123,20 +146,28 @@ class _Request(NamedTuple):
     body: bytes
     keep_alive: bool
     authorized: bool
-    control: bool  # the stats endpoint: no faults, no latency, not counted
+    control: bool  # a /_simulator/ endpoint: no faults, no latency, no limits, not counted
     fault: Fault
     status: int  # the 5xx of a SERVER_ERROR fault
     delay: float
+    reply: Reply | None  # under rate limits: the answer or 429, computed at arrival
+    ticket: Ticket | None  # under rate limits: the charge, settled when the answer goes out
 
 
 class _Shared:
     """State common to all connections of one server."""
 
-    def __init__(self, config: SimulatorConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, config: SimulatorConfig, loop: asyncio.AbstractEventLoop, clock: Callable[[], float] | None = None
+    ) -> None:
         self.config = config
         self.loop = loop
         self.plan = FaultPlan(config.faults, config.seed, config.latency_ms, config.jitter_ms)
         self.stats = SimulatorStats()
+        # The loop's clock, CLOCK_MONOTONIC (asyncio's loop.time() *is* time.monotonic()), read at
+        # full resolution: uvloop's loop.time() rounds down to the millisecond, which would make
+        # retry-after-ms up to 1 ms short for a client that honours it exactly.
+        self.limiter = Limiter(config.limits, clock or time.monotonic)
         key = config.faults.require_api_key
         self.expected_auth = None if key is None else b"Bearer " + key.encode()
         self.connections: set[_Connection] = set()
@@ -162,6 +193,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, shared: _Shared) -> None:
         self._shared = shared
+        self._limiter = shared.limiter
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport  # set by connection_made, before any other call
         self._pending: deque[_Request] = deque()
@@ -169,6 +201,7 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
+        self._delayed: _Request | None = None  # the request whose latency timer runs
         self._url = b""
         self._body: list[bytes] = []
         self._auth: bytes | None = None
@@ -186,6 +219,10 @@ class _Connection(asyncio.Protocol):
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        for request in (self._delayed, *self._pending):  # they will never be answered
+            if request is not None:
+                self._settle(request, delivered=False)
+        self._delayed = None
         self._pending.clear()
         self._shared.stats.open_connections -= 1
         self._shared.forget(self)
@@ -196,7 +233,8 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             pass  # the request is complete; we answer it in HTTP/1.1 and ignore the offer
         except httptools.HttpParserError:
-            self._write(400, (), b"req_bad_request", _BAD_REQUEST, keep_alive=False)
+            limits = self._limiter.header_block() if self._limiter.enabled else b""
+            self._write(400, (), b"req_bad_request", _BAD_REQUEST, False, limits)
             self._close()
             return
         self._advance()
@@ -232,15 +270,44 @@ class _Connection(asyncio.Protocol):
         path = self._url.decode("latin-1")
         body = b"".join(self._body)
         keep_alive = self._parser.should_keep_alive()
-        if method == "GET" and path == STATS_PATH:
-            self._pending.append(_Request(method, path, body, keep_alive, True, True, Fault.NONE, 0, 0.0))
+        if path in (STATS_PATH, LIMITS_PATH):  # a tuple compares; a set would hash every path
+            self._pending.append(_Request(method, path, body, keep_alive, True, True, Fault.NONE, 0, 0.0, None, None))
             return
         shared.stats.requests += 1
         authorized = shared.expected_auth is None or self._auth == shared.expected_auth
-        fault, status, delay = shared.plan.decide()  # drawn even for a 401, to keep the sequence
-        if not authorized:
-            fault = Fault.NONE  # a wrong key always gets its 401
-        self._pending.append(_Request(method, path, body, keep_alive, authorized, False, fault, status, delay))
+        # The fault is drawn even for a 401 or a refusal, so the n-th request's fate doesn't depend
+        # on them; but a wrong key always gets its 401, and a refused request its 429.
+        reply: Reply | None
+        ticket: Ticket | None
+        if self._limiter.enabled and authorized:
+            reply, ticket = self._admit(method, path, body)
+            fault, status, delay = shared.plan.decide()
+            if ticket.refusal is not None:
+                fault = Fault.NONE
+        else:
+            reply = ticket = None
+            fault, status, delay = shared.plan.decide()
+            if not authorized:
+                fault = Fault.NONE
+        request = _Request(method, path, body, keep_alive, authorized, False, fault, status, delay, reply, ticket)
+        self._pending.append(request)
+
+    def _admit(self, method: str, path: str, body: bytes) -> tuple[Reply, Ticket]:
+        """Charge an arriving request to the rate limits: its answer, or the 429 that replaces it."""
+        reply = answer(method, path, body)
+        ticket = self._limiter.admit(reply, body)
+        if ticket.refusal is not None:
+            return ticket.refusal, ticket
+        stats = self._shared.stats
+        stats.charged_requests += 1
+        stats.charged_tokens += ticket.tokens
+        return reply, ticket
+
+    def _settle(self, request: _Request, delivered: bool) -> None:
+        """Correct an admitted request's token charge as its answer goes out, or never will."""
+        ticket = request.ticket
+        if ticket is not None and ticket.refusal is None:
+            self._shared.stats.charged_tokens -= self._limiter.settle(ticket, delivered)
 
     # answering
 
@@ -250,6 +317,7 @@ class _Connection(asyncio.Protocol):
             request = self._pending.popleft()
             if request.delay > 0:
                 self._busy = True
+                self._delayed = request
                 self._timer = self._shared.loop.call_later(request.delay, self._after_delay, request)
             else:
                 self._act(request)
@@ -265,6 +333,7 @@ class _Connection(asyncio.Protocol):
 
     def _after_delay(self, request: _Request) -> None:
         self._timer = None
+        self._delayed = None
         self._busy = False
         self._act(request)
         self._advance()
@@ -274,12 +343,14 @@ class _Connection(asyncio.Protocol):
         stats = self._shared.stats
         fault = request.fault
         if fault is Fault.HANG:
+            self._settle(request, delivered=False)
             stats.hangs += 1
             self._busy = True
             hang_s = self._shared.config.faults.hang_s
             self._timer = self._shared.loop.call_later(hang_s, self._close)
             return
         if fault is Fault.DROP:
+            self._settle(request, delivered=False)
             stats.drops += 1
             self._close()
             return
@@ -293,20 +364,35 @@ class _Connection(asyncio.Protocol):
         else:
             reply = self._reply(request)
             status, headers, body = reply.status, reply.headers, orjson.dumps(reply.payload)
+        limits = b""
+        if (self._limiter.enabled or request.ticket is not None) and not request.control:
+            limits = self._limits(request, delivered=fault is Fault.NONE and status == 200)
         if fault is Fault.TRUNCATE:
             stats.truncations += 1
             # The head promises the whole body; half of it arrives before the connection closes.
-            self._write(status, headers, request_id, body, keep_alive=True, cut=len(body) // 2)
+            self._write(status, headers, request_id, body, True, limits, cut=len(body) // 2)
             self._close()
             return
-        self._write(status, headers, request_id, body, request.keep_alive)
+        self._write(status, headers, request_id, body, request.keep_alive, limits)
         if not request.control:
             stats.responses[status] = stats.responses.get(status, 0) + 1
         if not request.keep_alive:
             self._close()
 
+    def _limits(self, request: _Request, delivered: bool) -> bytes:
+        """Settle the request's charge; then the ``x-ratelimit-*`` lines of its response."""
+        self._settle(request, delivered)
+        ticket = request.ticket
+        if ticket is not None and ticket.refused is not None:
+            self._shared.stats.rate_limited[ticket.refused] += 1
+        return self._limiter.header_block() if self._limiter.enabled else b""
+
     def _reply(self, request: _Request) -> Reply:
         if request.control:
+            if request.path == LIMITS_PATH:
+                return self._limiter.handle(request.method, request.body)
+            if request.method != "GET":
+                return Reply(405, error_payload(f"Use GET for {STATS_PATH}.", "invalid_request_error"))
             return Reply(200, self._shared.stats.to_dict())
         if not request.authorized:
             return unauthorized_reply()
@@ -314,6 +400,8 @@ class _Connection(asyncio.Protocol):
             return rate_limit_reply(self._shared.config.faults.retry_after_s)
         if request.fault is Fault.SERVER_ERROR:
             return server_error_reply(request.status)
+        if request.reply is not None:
+            return request.reply
         return answer(request.method, request.path, request.body)
 
     def _write(
@@ -323,10 +411,14 @@ class _Connection(asyncio.Protocol):
         request_id: bytes,
         body: bytes,
         keep_alive: bool,
+        limits: bytes = b"",
         cut: int | None = None,
     ) -> None:
-        """Send one response; with ``cut``, only that many bytes of its body."""
-        extra = b"".join(b"%s: %s\r\n" % (name.encode(), value.encode()) for name, value in headers)
+        """Send one response; with ``cut``, only that many bytes of its body.
+
+        :param limits: header lines already encoded (the ``x-ratelimit-*`` ones), each ending in CRLF.
+        """
+        extra = b"".join(b"%s: %s\r\n" % (name.encode(), value.encode()) for name, value in headers) + limits
         if not keep_alive:
             extra += b"connection: close\r\n"
         head = _HEAD % (status, _REASONS.get(status, b""), len(body), request_id, extra)
@@ -340,22 +432,31 @@ class _Connection(asyncio.Protocol):
 
 
 @contextlib.asynccontextmanager
-async def serve(config: SimulatorConfig | None = None) -> AsyncIterator[Simulator]:
+async def serve(
+    config: SimulatorConfig | None = None, *, clock: Callable[[], float] | None = None
+) -> AsyncIterator[Simulator]:
     """Run the simulator on the current asyncio loop for the duration of the block.
 
     :param config: defaults to ``SimulatorConfig()``: loopback, a free port, no latency, no faults.
+    :param clock: the rate limits' clock in seconds: ``time.monotonic`` (the loop's clock, at full
+        resolution) unless a test fakes it.
+        Latency and ``config.limits_schedule`` always run on the loop's own timers.
     :raises OSError: if the address cannot be bound.
 
-    On exit every connection is aborted and every pending timer (latency, hang) cancelled.
+    On exit every connection is aborted and every pending timer (latency, hang, limit change)
+    cancelled.
     """
     config = config or SimulatorConfig()
     loop = asyncio.get_running_loop()
-    shared = _Shared(config, loop)
+    shared = _Shared(config, loop, clock)
     server = await loop.create_server(lambda: _Connection(shared), config.host, config.port, backlog=2048)
+    changes = [loop.call_later(change.at_s, shared.limiter.change, change) for change in config.limits_schedule]
     try:
         port = server.sockets[0].getsockname()[1]
         yield Simulator(config.host, port, shared.stats, config)
     finally:
+        for timer in changes:
+            timer.cancel()
         server.close()
         await shared.close_connections()
         await server.wait_closed()
