@@ -1,4 +1,4 @@
-"""What a run did, counted as it goes: outcomes, retries, tokens; and the exit code (SPEC §5)."""
+"""What a run did, counted as it goes, and the exit code it maps to (SPEC §5)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 from .errors import RateLimited, RequestError
 from .records import Result
-from .usage import Usage, UsageTotals
+from .report import Report
 
 if TYPE_CHECKING:
+    from .budget import Budget
     from .throttle import Throttle
 
 EXIT_OK = 0
@@ -24,7 +25,10 @@ EXIT_STOPPED = 4
 
 @dataclass
 class RunStats:
-    """Counters of one run; the writer updates them in output order.
+    """What a run did; the writer updates it in output order.
+
+    Outcomes, tokens, cost, retries and latency are counted by `report` — the same accumulator
+    ``batchrun report`` runs over a finished file — so the two always agree.
 
     :param stop_reason: why the run stopped before finishing every line, when it did
         (interrupted, fatal endpoint error, disk error, budget); its checkpoint is kept.
@@ -35,41 +39,46 @@ class RunStats:
 
     output_path: Path
     errors_path: Path
+    report: Report = field(default_factory=Report)
     total_hint: int | None = None
     written: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    failures_by_code: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    rate_limited: int = 0
-    usage: UsageTotals = field(default_factory=UsageTotals)
     carried_over: int = 0
     max_buffered: int = 0
     stop_reason: str | None = None
     stop_code: int = EXIT_STOPPED
     throttle: Throttle | None = None  # live pacing state, for the progress display
+    budget: Budget | None = None  # live spending against --max-cost, for the progress display
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
     def record(self, result: Result) -> None:
         self.written += 1
-        if result.carried_over:
-            self.carried_over += 1
-        if result.error is None:
-            self.succeeded += 1
-            usage = Usage.from_body(result.body)
-            if usage is not None:
-                self.usage.add(result.model, usage)
-        else:
-            self.failed += 1
-            self.failures_by_code[result.error["code"]] += 1
-            if result.status_code == 429:
-                self.rate_limited += 1
+        self.carried_over += result.carried_over
+        self.report.add_result(result)
 
     def record_retry(self, error: RequestError) -> None:
-        self.retries += 1
         if isinstance(error, RateLimited):
-            self.rate_limited += 1
+            self.report.note_rate_limited()
+
+    @property
+    def succeeded(self) -> int:
+        return self.report.succeeded
+
+    @property
+    def failed(self) -> int:
+        return self.report.failed
+
+    @property
+    def failures_by_code(self) -> Counter[str]:
+        return self.report.by_code
+
+    @property
+    def retries(self) -> int:
+        return self.report.retries
+
+    @property
+    def rate_limited(self) -> int:
+        return self.report.rate_limited
 
     @property
     def wall_s(self) -> float:

@@ -1,7 +1,17 @@
 """Token usage: one normalised shape for chat, Responses API and embeddings answers (SPEC §4).
 
-`Usage.from_body` reads whichever shape the endpoint returned; `UsageTotals` adds them up per
-model in constant memory.
+`Usage.from_body` reads whichever shape the endpoint returned (`report.py` adds them up per
+model). The shapes it reads:
+
+- chat and legacy completions (OpenAI, vLLM, llama.cpp …): ``prompt_tokens``,
+  ``completion_tokens``, ``total_tokens``, ``prompt_tokens_details.cached_tokens``,
+  ``completion_tokens_details.reasoning_tokens``;
+- the Responses API: ``input_tokens``, ``output_tokens``, ``input_tokens_details.cached_tokens``,
+  ``output_tokens_details.reasoning_tokens``;
+- embeddings: ``prompt_tokens`` and ``total_tokens`` only.
+
+Reasoning tokens are a part of the completion tokens and cached tokens a part of the prompt
+tokens, as the APIs report them; nothing here adds them twice.
 """
 
 from __future__ import annotations
@@ -22,8 +32,11 @@ class Usage:
     def from_body(cls, body: Any) -> Usage | None:
         """The usage of a response body, or ``None`` when it reports none."""
         usage = body.get("usage") if isinstance(body, dict) else None
-        if not isinstance(usage, dict):
-            return None
+        return cls.from_dict(usage) if isinstance(usage, dict) else None
+
+    @classmethod
+    def from_dict(cls, usage: dict[str, Any]) -> Usage:
+        """A ``usage`` object of any of the shapes above; missing or odd fields count as 0."""
         if "input_tokens" in usage or "output_tokens" in usage:  # Responses API
             prompt = _int(usage.get("input_tokens"))
             completion = _int(usage.get("output_tokens"))
@@ -37,35 +50,15 @@ class Usage:
         total = _int(usage.get("total_tokens")) or prompt + completion
         return cls(prompt, completion, total, cached, reasoning)
 
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
     def add(self, other: Usage) -> None:
         self.prompt += other.prompt
         self.completion += other.completion
         self.total += other.total
         self.cached += other.cached
         self.reasoning += other.reasoning
-
-
-class UsageTotals:
-    """Usage summed per model."""
-
-    def __init__(self) -> None:
-        self.by_model: dict[str, Usage] = {}
-
-    def add(self, model: str | None, usage: Usage) -> None:
-        key = model or "unknown"
-        totals = self.by_model.get(key)
-        if totals is None:
-            totals = self.by_model[key] = Usage()
-        totals.add(usage)
-
-    def overall(self) -> Usage:
-        total = Usage()
-        for usage in self.by_model.values():
-            total.add(usage)
-        return total
-
-    def as_dict(self) -> dict[str, dict[str, int]]:
-        return {model: asdict(usage) for model, usage in sorted(self.by_model.items())}
 
 
 def _detail(usage: dict[str, Any], group: str, key: str) -> Any:

@@ -24,5 +24,5 @@ def test_run_batch_sync_against_the_simulator(tmp_path: Path) -> None:
         config = batchrun.RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url, concurrency=8)
         stats = batchrun.run_batch_sync(config)
     assert (stats.exit_code, stats.succeeded) == (0, 30)
-    assert stats.usage.overall().total > 0
+    assert stats.report.usage().total > 0
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 30

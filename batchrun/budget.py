@@ -1,0 +1,205 @@
+"""The hard spending cap of ``batchrun run --max-cost USD``, as pure arithmetic (no I/O, no clock).
+
+The engine asks before it dispatches each request, in input order::
+
+    budget = Budget(cap_usd, prices, models_in_the_file)   # ConfigError if a model has no price
+    worst = budget.worst_case(job)       # USD the request can cost at most
+    verdict = budget.admit(worst)        # GO: reserved; WAIT: ask again after a settle; STOP
+    ...                                  # send it
+    budget.settle(worst, result)         # the reservation becomes the cost its usage reports
+
+`admit` says GO only when ``spent + reserved + worst <= cap``, and then reserves ``worst``;
+WAIT when the request would fit were nothing in flight (the engine waits for a request to
+settle and asks again); STOP when it cannot fit even then — spending only grows, so the run
+stops dispatching there and exits 3, and a re-run with a higher cap continues.
+
+Why the cap holds. A request's worst case is its input tokens' upper bound plus its output
+cap, all at full (uncached) prices: the exact count when an exact tokenizer is installed, else
+the UTF-8 length of its text (every BPE token covers at least one byte); the output cap is its
+``max_tokens``/``max_completion_tokens``/``max_output_tokens`` times ``n``. When every request
+states an output cap, no request can cost more than its reservation and the spend never exceeds
+the cap. A request that states no cap is reserved at ``default_max_output`` tokens and may
+exceed that; then the overshoot is at most the excess of the requests in flight at the last
+admission — one request's error when they run one at a time. Images are reserved at their
+fixed estimate (`tokens.IMAGE_TOKENS`), not a bound.
+
+What a settled request costs: its ``usage`` at the model's prices when the body reports usage
+(successes, and any failure that carries usage); nothing for an HTTP error without usage (the
+APIs do not bill those); the whole reservation when no response came back (a timeout or a
+dropped connection may still have been processed and billed) or a success reported no usage.
+
+Money is kept in integer nano-dollars, rounded up, so reserving and releasing never drift.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import ConfigError
+from .pricing import Price, PriceTable
+from .records import Job, Result
+from .tokens import DEFAULT_MAX_OUTPUT_TOKENS, counter_for, encoding_for, request_tokens
+from .usage import Usage
+
+_NANO = 1_000_000_000
+
+
+class Verdict(enum.Enum):
+    """The answer of `Budget.admit`."""
+
+    GO = "go"        # reserved: send it
+    WAIT = "wait"    # fits once requests in flight settle: ask again after the next settle
+    STOP = "stop"    # does not fit even with nothing in flight: stop dispatching
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetFigures:
+    """The live figures for a progress display, in USD."""
+
+    cap: float
+    spent: float
+    reserved: float
+    in_flight: int
+    settled: int
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.cap - self.spent - self.reserved)
+
+
+class Budget:
+    """Spend so far, reservations in flight, and the cap.
+
+    :param cap: USD the run may spend, > 0.
+    :param models: every model the input file asks for (``None`` for a request with none):
+        each must have a price, or the cap could not be enforced.
+    :param spent: USD already spent by an earlier part of the same run (a resumed run).
+    :param default_max_output: output tokens reserved for a request that states no cap.
+    :param exact: count input tokens exactly when an exact tokenizer is installed.
+    :raises ConfigError: the cap is not positive, or a model has no price.
+    """
+
+    def __init__(self, cap: float, prices: PriceTable, models: Iterable[str | None], *, spent: float = 0.0,
+                 default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS, exact: bool = True) -> None:
+        if not cap > 0 or math.isinf(cap):
+            raise ConfigError(f"--max-cost must be a positive number of USD, got {cap}")
+        self._table = prices
+        self._prices: dict[str, Price] = {}
+        unpriced = set()
+        for model in models:
+            price = prices.price(model) if model else None
+            if price is None:
+                unpriced.add("(no model)" if not model else model)
+            else:
+                self._prices[model] = price  # type: ignore[index]  # model is a str here
+        if unpriced:
+            raise ConfigError(
+                f"--max-cost cannot be enforced: no price for {', '.join(sorted(unpriced))}. "
+                "Add them with --prices FILE (USD per 1M tokens), or run without --max-cost.")
+        self._cap = _nano(cap)
+        self._spent = _nano(spent)
+        self._reserved = 0
+        self.in_flight = 0
+        self.settled = 0
+        self.default_max_output = default_max_output
+        self.exact = exact
+
+    # -- the engine's protocol ---------------------------------------------------------------
+
+    def worst_case(self, job: Job) -> float:
+        """The most ``job`` can cost, in USD (see the module docstring)."""
+        price = self._price(job.model)
+        body: Any = orjson.loads(job.body)
+        tokens = request_tokens(job.url, body if isinstance(body, dict) else {},
+                                counter_for(encoding_for(job.model), exact=self.exact))
+        output = self.default_max_output if tokens.max_output is None else tokens.max_output
+        return price.bound(tokens.input_bound, output)
+
+    def admit(self, worst: float) -> Verdict:
+        """May a request of this worst case be sent now? On GO its worst case is reserved."""
+        need = _nano(worst)
+        if self._spent + need > self._cap:
+            return Verdict.STOP
+        if self._spent + self._reserved + need > self._cap:
+            return Verdict.WAIT
+        self._reserved += need
+        self.in_flight += 1
+        return Verdict.GO
+
+    def settle(self, worst: float, result: Result) -> float:
+        """Replace the reservation of a finished request by what it cost; returns that, in USD."""
+        cost = self.cost_of(worst, result)
+        self._release(worst)
+        self._spent += _nano(cost)
+        self.settled += 1
+        return cost
+
+    def release(self, worst: float) -> None:
+        """Drop the reservation of a request that was admitted but never sent."""
+        self._release(worst)
+
+    def carry(self, spent: float) -> None:
+        """Count what an earlier start of the same run spent (the lines a resume carries over)."""
+        self._spent += _nano(spent)
+
+    def cost_of(self, worst: float, result: Result) -> float:
+        """What a finished request is charged (module docstring), in USD."""
+        usage = Usage.from_body(result.body)
+        if usage is not None:
+            # Priced as the model the body names (what was billed); one the table cannot price
+            # (a server-side alias of a priced model, say) is charged its reservation.
+            price = self._table.price(result.model)
+            return worst if price is None else price.cost(usage)
+        if result.status_code is None or result.error is None:
+            return worst  # no response (maybe billed), or a success without usage
+        return 0.0
+
+    # -- live figures --------------------------------------------------------------------------
+
+    @property
+    def cap(self) -> float:
+        return self._cap / _NANO
+
+    @property
+    def spent(self) -> float:
+        return self._spent / _NANO
+
+    @property
+    def reserved(self) -> float:
+        return self._reserved / _NANO
+
+    def figures(self) -> BudgetFigures:
+        return BudgetFigures(self.cap, self.spent, self.reserved, self.in_flight, self.settled)
+
+    def projected_total(self, done: int, total: int) -> float | None:
+        """The spend the whole file will come to at the rate so far (``done`` of ``total`` lines)."""
+        if done <= 0 or total <= 0:
+            return None
+        return self.spent * max(total, done) / done
+
+    def describe_stop(self, worst: float) -> str:
+        """Why dispatching stopped, for the log and the summary."""
+        return (f"budget reached: ${self.spent:,.4f} spent of the ${self.cap:,.4f} cap; the next request "
+                f"may cost up to ${worst:,.4f}. Re-run with a higher --max-cost to continue.")
+
+    def _price(self, model: str | None) -> Price:
+        price = self._prices.get(model) if model else None
+        if price is None:
+            raise ConfigError(f"--max-cost: no price for model {model!r}, which was not in the file when it was checked")
+        return price
+
+    def _release(self, worst: float) -> None:
+        need = _nano(worst)
+        self._reserved = max(0, self._reserved - need)
+        self.in_flight = max(0, self.in_flight - 1)
+
+
+def _nano(usd: float) -> int:
+    """USD as integer nano-dollars, rounded up (a reservation is never smaller than asked)."""
+    return math.ceil(usd * _NANO - 1e-6)

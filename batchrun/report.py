@@ -1,0 +1,327 @@
+"""The usage, cost and latency report of SPEC §4, accumulated line by line in constant memory.
+
+One accumulator, `Report`, serves both places a report is made:
+
+- ``batchrun report FILE``: `report_file` streams any file in the OpenAI Batch output shape
+  through `Report.add_record` — batchrun's own output, an OpenAI Batch output or error file,
+  or vLLM ``run-batch`` output (errors in the top-level ``error``, ``response.body`` null);
+- the end of a run: the engine hands each final `Result` to `Report.add_result`, 429s that
+  were retried to `Report.note_rate_limited`, and the wall time to `Report.set_wall_time`.
+
+Memory does not grow with the file: counters per outcome, per error code and per model, and
+latencies in a `LogHistogram` (percentiles within its relative error, 0.5% by default).
+Costs are computed from the per-model token sums when the report is rendered; cost is linear
+in tokens, so that equals the sum of the per-line costs.
+
+How a line is read:
+
+- outcome: succeeded when ``error`` is null and ``response.status_code`` is 2xx; otherwise failed;
+- error code: ``error.code`` (or ``error.error.code``, vLLM's ``ErrorResponse``), else the
+  ``code`` or ``type`` of ``response.body.error`` (OpenAI's error file), else ``http_<status>``;
+- model: ``response.body.model`` (what was billed), else the request's model when known;
+- tokens: ``response.body.usage`` in any shape `Usage.from_body` reads, on any line that has it;
+- retries: ``batchrun.attempts - 1`` where present (OpenAI and vLLM files do not say: null);
+- 429s: final 429 statuses, plus ``batchrun.rate_limited`` where present (the 429 answers a
+  line was given before its final outcome: batchrun does not write it yet);
+- latency: ``batchrun.latency_ms`` where present.
+
+JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
+
+    {
+      "schema": "batchrun.report/1",
+      "source": str | null,                      # the file reported on, when there was one
+      "lines": int,                              # output records counted
+      "unreadable_lines": int,                   # lines that are not output records (skipped)
+      "requests": {"succeeded": int, "failed": int,
+                   "by_error_code": {code: int},  # failures only, most frequent first
+                   "by_status": {"200" | "none": int}},
+      "retries": int | null,                     # null: the file does not record attempts
+      "rate_limited": int,                       # 429 responses seen (final, and retried when known)
+      "tokens": {"prompt", "completion", "total", "cached", "reasoning": int},
+      "models": {model: {"requests": int, "succeeded": int, "failed": int,
+                         "responses_without_usage": int,
+                         "tokens": {...as above...},
+                         "priced_as": str | null,   # the price-table row used
+                         "cost_usd": float | null}}, # null: no price known for this model
+      "cost_usd": float | null,                  # null when any model with tokens has no price
+      "cost_usd_priced": float,                  # the sum over the models that have a price
+      "prices": {"date", "source", "overrides", "multiplier", "batch_discount"},
+      "latency_ms": {"count", "mean", "p50", "p95", "p99", "max": float,
+                     "relative_error": float} | null,
+      "wall_time_s": float | null,               # known for a run, not from a file's lines
+      "throughput_rps": float | null, "tokens_per_s": float | null,
+      "warnings": [str]
+    }
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import InputFileError
+from .histogram import LogHistogram
+from .pricing import PriceTable, load_prices
+from .reader import open_input
+from .records import Result
+from .tables import render_report
+from .usage import Usage
+
+SCHEMA = "batchrun.report/1"
+UNKNOWN_MODEL = "unknown"
+_MAX_EXAMPLES = 10  # unreadable lines quoted by location; the rest are only counted
+_QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+
+
+@dataclass
+class ModelTally:
+    """Counters of one model."""
+
+    requests: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    without_usage: int = 0
+    usage: Usage = field(default_factory=Usage)
+
+
+class Report:
+    """Streaming accumulator over output records (see the module docstring).
+
+    :param prices: the table costs come from; the built-in one when not given.
+    """
+
+    def __init__(self, prices: PriceTable | None = None, *, source: str | None = None) -> None:
+        self.prices = prices if prices is not None else load_prices()
+        self.source = source
+        self.lines = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.by_code: Counter[str] = Counter()
+        self.by_status: Counter[str] = Counter()
+        self.retries = 0
+        self.lines_with_attempts = 0
+        self.rate_limited = 0
+        self.models: dict[str, ModelTally] = {}
+        self.latency = LogHistogram()
+        self.unreadable = 0
+        self.unreadable_examples: list[str] = []
+        self.wall_s: float | None = None
+
+    # -- adding ------------------------------------------------------------------------------
+
+    def add_record(self, record: Mapping[str, Any], *, model: str | None = None) -> None:
+        """Count one output line, already parsed. ``model`` is the request's, when the caller knows it."""
+        response = record.get("response")
+        status = body = None
+        if isinstance(response, dict):
+            status = response.get("status_code")
+            status = status if isinstance(status, int) and not isinstance(status, bool) else None
+            body = response.get("body")
+        extra = record.get("batchrun")
+        extra = extra if isinstance(extra, dict) else {}
+        self._count(status, body, record.get("error"), model, extra.get("attempts"), extra.get("latency_ms"))
+        rate_limited = extra.get("rate_limited")
+        if isinstance(rate_limited, int) and not isinstance(rate_limited, bool):
+            self.rate_limited += rate_limited
+
+    def add_result(self, result: Result) -> None:
+        """Count one final `Result` of a live run: no encoding or parsing on the way."""
+        self._count(result.status_code, result.body, result.error, result.model, result.attempts or None,
+                    result.latency_ms)
+
+    def note_rate_limited(self, count: int = 1) -> None:
+        """Count 429s that were retried (the final outcome of a line is counted by ``add_*``)."""
+        self.rate_limited += count
+
+    def note_unreadable(self, where: str) -> None:
+        """Count a line that is not an output record; the first few are kept for the warnings."""
+        self.unreadable += 1
+        if len(self.unreadable_examples) < _MAX_EXAMPLES:
+            self.unreadable_examples.append(where)
+
+    def set_wall_time(self, seconds: float) -> None:
+        """The run's wall time: lines alone do not tell it (their ``created`` stamps are the
+        server's clock, and a simulator's are not times at all)."""
+        self.wall_s = seconds
+
+    def _count(self, status: int | None, body: Any, error: Any, model: str | None, attempts: Any,
+               latency_ms: Any) -> None:
+        self.lines += 1
+        ok = not error and status is not None and 200 <= status < 300
+        self.by_status["none" if status is None else str(status)] += 1
+        if isinstance(body, dict):
+            billed = body.get("model")
+            if isinstance(billed, str) and billed:
+                model = billed
+        tally = self.models.get(model or UNKNOWN_MODEL)
+        if tally is None:
+            tally = self.models[model or UNKNOWN_MODEL] = ModelTally()
+        tally.requests += 1
+        usage = Usage.from_body(body)
+        if usage is not None:
+            tally.usage.add(usage)
+        if ok:
+            self.succeeded += 1
+            tally.succeeded += 1
+            tally.without_usage += usage is None
+        else:
+            self.failed += 1
+            tally.failed += 1
+            self.by_code[error_code(error, status, body)] += 1
+            self.rate_limited += status == 429
+        if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 1:
+            self.lines_with_attempts += 1
+            self.retries += attempts - 1
+        if isinstance(latency_ms, (int, float)) and not isinstance(latency_ms, bool):
+            self.latency.add(float(latency_ms))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def usage(self) -> Usage:
+        """Tokens over every model."""
+        total = Usage()
+        for tally in self.models.values():
+            total.add(tally.usage)
+        return total
+
+    def model_cost(self, model: str) -> float | None:
+        """USD for one model's tokens; 0 when it used none, ``None`` when it has no price."""
+        tally = self.models[model]
+        if tally.usage == Usage():  # no tokens cost nothing, priced or not
+            return 0.0
+        return self.prices.cost(None if model == UNKNOWN_MODEL else model, tally.usage)
+
+    def cost(self) -> tuple[float | None, float]:
+        """``(total, priced)``: the total is ``None`` when some model's cost is unknown."""
+        priced = 0.0
+        complete = True
+        for model in self.models:
+            cost = self.model_cost(model)
+            if cost is None:
+                complete = False
+            else:
+                priced += cost
+        return (priced if complete else None), priced
+
+    def warnings(self) -> list[str]:
+        notes = []
+        for model, tally in sorted(self.models.items()):
+            if self.model_cost(model) is None:
+                name = "requests with no model" if model == UNKNOWN_MODEL else f"model {model!r}"
+                notes.append(f"no price for {name}: its cost ({tally.usage.total:,} tokens) is unknown, "
+                             "not counted in the total; add it with --prices FILE")
+            if tally.without_usage:
+                notes.append(f"{tally.without_usage:,} successful {model} responses reported no usage: "
+                             "their tokens and cost are not counted")
+        if self.unreadable:
+            where = ", ".join(self.unreadable_examples)
+            more = f" and {self.unreadable - len(self.unreadable_examples):,} more" \
+                if self.unreadable > len(self.unreadable_examples) else ""
+            notes.append(f"{self.unreadable:,} lines are not output records and were skipped: {where}{more}")
+        return notes
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of the module docstring."""
+        total_cost, priced = self.cost()
+        wall = self.wall_s
+        usage = self.usage()
+        return {
+            "schema": SCHEMA,
+            "source": self.source,
+            "lines": self.lines,
+            "unreadable_lines": self.unreadable,
+            "requests": {"succeeded": self.succeeded, "failed": self.failed,
+                         "by_error_code": dict(self.by_code.most_common()),
+                         "by_status": dict(sorted(self.by_status.items()))},
+            "retries": self.retries if self.lines_with_attempts else None,
+            "rate_limited": self.rate_limited,
+            "tokens": usage.as_dict(),
+            "models": {model: self._model_dict(model) for model in sorted(self.models)},
+            "cost_usd": total_cost,
+            "cost_usd_priced": priced,
+            "prices": self.prices.provenance(),
+            "latency_ms": self._latency_dict(),
+            "wall_time_s": wall,
+            "throughput_rps": self.lines / wall if wall else None,
+            "tokens_per_s": usage.total / wall if wall else None,
+            "warnings": self.warnings(),
+        }
+
+    def _model_dict(self, model: str) -> dict[str, Any]:
+        tally = self.models[model]
+        return {"requests": tally.requests, "succeeded": tally.succeeded, "failed": tally.failed,
+                "responses_without_usage": tally.without_usage, "tokens": tally.usage.as_dict(),
+                "priced_as": self.prices.resolve(None if model == UNKNOWN_MODEL else model),
+                "cost_usd": self.model_cost(model)}
+
+    def _latency_dict(self) -> dict[str, Any] | None:
+        if not self.latency.count:
+            return None
+        doc: dict[str, Any] = {"count": self.latency.count, "mean": self.latency.mean}
+        for name, q in _QUANTILES:
+            doc[name] = self.latency.quantile(q)
+        doc["max"] = self.latency.max
+        doc["relative_error"] = self.latency.relative_error
+        return doc
+
+    def render(self) -> str:
+        """The report as a fixed-width table for a terminal."""
+        return render_report(self.to_dict())
+
+
+def error_code(error: Any, status: int | None, body: Any) -> str:
+    """The machine-readable code of a failed line (see the module docstring for the order)."""
+    for source in (error, body.get("error") if isinstance(body, dict) else None):
+        if isinstance(source, dict):
+            inner = source.get("error")
+            found = _code_of(inner if isinstance(inner, dict) else source)
+            if found:
+                return found
+    if status is not None and not 200 <= status < 300:
+        return f"http_{status}"
+    return "error" if error else "no_response"
+
+
+def _code_of(error: Mapping[str, Any]) -> str | None:
+    for key in ("code", "type"):
+        value = error.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def report_file(path: Path, prices: PriceTable | None = None) -> Report:
+    """Stream the output file at ``path`` into a `Report`.
+
+    :raises InputFileError: the file cannot be opened or read.
+    """
+    report = Report(prices, source=str(path))
+    for where, record in _records(path):
+        if record is None:
+            report.note_unreadable(where)
+        else:
+            report.add_record(record)
+    return report
+
+
+def _records(path: Path) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    with open_input(path) as f:
+        try:
+            for line_no, raw in enumerate(f, start=1):
+                line = raw.removeprefix(b"\xef\xbb\xbf") if line_no == 1 else raw
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    record = None
+                ok = isinstance(record, dict) and ("response" in record or "error" in record)
+                yield f"{path}:{line_no}", record if ok else None
+        except OSError as exc:
+            raise InputFileError(f"{path}: read failed: {exc.strerror}") from None
