@@ -1,0 +1,314 @@
+"""`batchrun label` end to end: rows become a batch, the engine runs it, answers are joined back.
+
+    DATA ──render──▶ OUT.batch/requests.jsonl ──run_batch──▶ OUT.batch/results.jsonl
+                                                                   │
+    DATA ─────────────────────────── join, row by row ◀────────────┘──▶ OUT
+
+The work folder ``OUT.batch/`` beside the output holds the batch: ``requests.jsonl`` (an
+OpenAI Batch input file), and the engine's ``results.jsonl``, ``results.errors.jsonl`` and,
+while it runs, its checkpoint. It stays after the run: ``--retry-failed`` re-sends from it,
+and ``batchrun report OUT.batch/results.jsonl`` reports on it.
+
+Running the same command again continues whatever stopped, because every step is repeatable:
+the requests are rendered again, byte for byte the same (checked line by line against the
+earlier ones: a changed data file, template or option is refused unless ``--restart``), the
+engine resumes from its checkpoint, and the join, which writes the output to a temporary file
+renamed into place, runs again from the start. A finished output is not overwritten unless
+asked (``--retry-failed`` or ``--restart``), as with ``batchrun run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, final
+
+import anyio
+import httpx
+import orjson
+
+from ..config import RunConfig, errors_path_for
+from ..engine import Observer, run_batch
+from ..errors import ConfigError
+from ..lock import RunLock
+from ..stats import EXIT_FAILED_LINES, EXIT_OK, RunStats
+from ..transport import Transport
+from .answers import AnswerSpec, FreeText, Labels, load_json_schema
+from .join import JoinCounts, join
+from .render import CHAT_URL, Renderer, Request, RequestSpec, parse_params, row_id
+from .rows import AtomicFile, Format, RowReader, RowWriter, data_format, format_of
+from .template import load_template
+
+if TYPE_CHECKING:
+    from ..estimate import Estimate
+    from ..pricing import PriceTable
+
+DEFAULT_MODEL = "gpt-4o-mini"
+
+EngineConfig = Callable[[Path, Path], RunConfig]
+"""Builds the engine's config from the requests and results paths: everything else (endpoint,
+key, concurrency, restart …) is the caller's, e.g. ``functools.partial(RunConfig, base_url=…)``."""
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    """What to label and where the answers go.
+
+    :param output_path: default ``<data stem>.labeled<data suffix>`` beside the data. Its
+        extension picks the output format (.csv, .tsv, .jsonl); another keeps the data's.
+    :param id_field: the column whose values are the rows' ``custom_id``s (unique); default
+        ``line-<N>``, N the line the row starts on.
+    :raises ConfigError: the data format is unknown, or the output is the data file.
+    """
+
+    data_path: Path
+    spec: RequestSpec
+    output_path: Path | None = None
+    id_field: str | None = None
+    data_format: Format = field(init=False)
+    output_format: Format = field(init=False)
+
+    def __post_init__(self) -> None:
+        data = Path(self.data_path)
+        fmt = data_format(data)
+        out = Path(self.output_path) if self.output_path else data.with_name(f"{data.stem}.labeled{data.suffix}")
+        if out.resolve() == data.resolve():
+            raise ConfigError(f"the output {out} is the data file; choose another -o")
+        object.__setattr__(self, "data_path", data)
+        object.__setattr__(self, "output_path", out)
+        object.__setattr__(self, "data_format", fmt)
+        object.__setattr__(self, "output_format", format_of(out) or fmt)
+
+    @classmethod
+    def from_files(cls, data_path: Path, template_path: Path, *, output_path: Path | None = None,
+                   model: str = DEFAULT_MODEL, system: str | None = None, labels: str | None = None,
+                   schema_path: Path | None = None, params: Sequence[str] = (), id_field: str | None = None,
+                   response_format: bool = True) -> LabelJob:
+        """A job from what a user types (``batchrun label``'s options): file paths, the labels as
+        ``a,b,c``, params as ``NAME=VALUE``.
+
+        :raises ConfigError: an unreadable or invalid template or schema, bad labels or params,
+            or both ``labels`` and ``schema_path``.
+        """
+        if labels is not None and schema_path is not None:
+            raise ConfigError("--labels and --json-schema exclude each other: one label, or an object of fields")
+        template = load_template(template_path)
+        if system is not None:
+            template = template.with_system(system)
+        answer: AnswerSpec = FreeText()
+        if labels is not None:
+            answer = Labels.parse_option(labels)
+        elif schema_path is not None:
+            answer = load_json_schema(schema_path)
+        spec = RequestSpec(template, model, answer, parse_params(params), response_format=response_format)
+        return cls(data_path, spec, output_path, id_field)
+
+    @property
+    def out(self) -> Path:
+        assert self.output_path is not None
+        return self.output_path
+
+
+class Workspace:
+    """The paths of the work folder beside an output."""
+
+    def __init__(self, out: Path) -> None:
+        self.dir = out.with_name(out.name + ".batch")
+        self.requests = self.dir / "requests.jsonl"
+        self.results = self.dir / "results.jsonl"
+        self.errors = errors_path_for(self.results)
+        self.checkpoint = self.results.with_name(self.results.name + ".checkpoint")
+        self.lock = self.dir / "lock"
+
+
+@dataclass
+class LabelOutcome:
+    """How a label run ended.
+
+    :param counts: what the output holds; ``None`` when the run stopped before writing it.
+    :param stats: the engine's counters; ``None`` when no request had to be sent.
+    """
+
+    output_path: Path
+    counts: JoinCounts | None
+    stats: RunStats | None
+
+    @property
+    def exit_code(self) -> int:
+        if self.counts is None:  # the engine stopped early (interrupted, budget): resumable
+            assert self.stats is not None
+            return self.stats.exit_code
+        return EXIT_FAILED_LINES if self.counts.failed else EXIT_OK
+
+
+@final
+class LabelRun:
+    """One ``batchrun label``, in three steps around the engine, under the work folder's lock::
+
+        with LabelRun(job, engine) as run:
+            config = run.prepare()            # render; None if the batch is already finished
+            stats = run_batch(config) if config else None
+            outcome = run.finish(stats)       # join
+
+    :raises ConfigError: the engine options are invalid (before anything is written).
+    """
+
+    def __init__(self, job: LabelJob, engine: EngineConfig) -> None:
+        self.job = job
+        self.work = Workspace(job.out)
+        self.config = engine(self.work.requests, self.work.results)
+        self._lock = RunLock(self.work.lock, job.out)
+        self._columns: list[str] = []
+        self._data_stamp: tuple[int, int] | None = None
+
+    def __enter__(self) -> LabelRun:
+        try:
+            self.work.dir.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            raise ConfigError(f"{self.job.out.parent}: output directory does not exist") from None
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def prepare(self) -> RunConfig | None:
+        """Check what earlier runs left, render the requests, and say what the engine must do.
+
+        :returns: the engine's config, or ``None`` when the batch already finished (only the
+            join is left, e.g. after a crash while writing the output).
+        :raises ConfigError: a finished output would be overwritten unasked, or the requests
+            now differ from those of the run being continued.
+        :raises InputFileError: rows that cannot be sent (nothing was sent).
+        """
+        work, out, config = self.work, self.job.out, self.config
+        finished = work.results.exists() and not work.checkpoint.exists()
+        started = finished or work.checkpoint.exists()
+        if not config.restart:
+            if out.exists() and not started:
+                raise ConfigError(f"{out} already exists and {work.dir} holds no run that wrote it: pass --restart "
+                                  "to label every row and replace it")
+            if out.exists() and finished and not config.retry_failed:
+                raise ConfigError(f"{out} already holds a finished label run: pass --retry-failed to send its "
+                                  "failed rows again, or --restart to label every row again")
+        self._data_stamp = _stamp(self.job.data_path)
+        self._render(compare=started and not config.restart)
+        return None if finished and not config.retry_failed and not config.restart else config
+
+    def finish(self, stats: RunStats | None) -> LabelOutcome:
+        """Join the answers with the rows into the output, unless the engine stopped early.
+
+        :raises ConfigError: the data file changed during the run.
+        """
+        job, work = self.job, self.work
+        if stats is not None and stats.stop_reason is not None:
+            return LabelOutcome(job.out, None, stats)
+        if _stamp(job.data_path) != self._data_stamp:
+            raise ConfigError(f"{job.data_path} changed while it was being labeled; the answers are kept in "
+                              f"{work.dir}: restore the data and run again, or run again with --restart")
+        writer = RowWriter(job.out, job.output_format, self._columns, job.spec.added_columns)
+        results, errors = AtomicFile(work.results), AtomicFile(work.errors)
+        try:
+            with RowReader(job.data_path, job.data_format) as rows, work.results.open("rb") as earlier:
+                counts = join(rows, earlier, job.spec.answer, lambda row: row_id(row, job.id_field), writer,
+                              results.file, errors.file)
+            results.commit()
+            errors.commit()
+            writer.commit()  # last: an output under its final name means the whole run is done
+        except BaseException:
+            for target in (writer, results, errors):
+                target.discard()
+            raise
+        return LabelOutcome(job.out, counts, stats)
+
+    def _render(self, *, compare: bool) -> None:
+        """Write the requests file anew; with ``compare``, it must equal the earlier one."""
+        requests = AtomicFile(self.work.requests)
+        earlier: IO[bytes] | None = self.work.requests.open("rb") if compare and self.work.requests.exists() else None
+        renderer = Renderer(self.job.data_path, self.job.spec, self.job.id_field)
+        try:
+            for request in renderer:
+                line = request.line()
+                requests.file.write(line)
+                if earlier is not None and earlier.readline() != line:
+                    raise self._changed(f"at row {request.row.number} (line {request.row.line})")
+            if earlier is not None and earlier.readline():
+                raise self._changed(f"after row {renderer.rows}: the data has fewer rows")
+            requests.commit()
+        except BaseException:
+            requests.discard()
+            raise
+        finally:
+            if earlier is not None:
+                earlier.close()
+        self._columns = renderer.columns
+
+    def _changed(self, where: str) -> ConfigError:
+        return ConfigError(f"{self.job.out}: the data, template or request options changed since the earlier run in "
+                           f"{self.work.dir} (the requests differ {where}); use the original ones to continue it, "
+                           "or --restart to label every row again")
+
+
+async def label_dataset(job: LabelJob, engine: EngineConfig, *,
+                        transport: Transport | httpx.AsyncBaseTransport | None = None,
+                        observer: Observer | None = None, handle_signals: bool = False) -> LabelOutcome:
+    """Label ``job.data_path`` into ``job.out``: `LabelRun`'s three steps, with `run_batch`.
+
+    The keyword arguments are `run_batch`'s.
+    """
+    with LabelRun(job, engine) as run:
+        config = await anyio.to_thread.run_sync(run.prepare)
+        stats = None
+        if config is not None:
+            stats = await run_batch(config, transport=transport, observer=observer, handle_signals=handle_signals)
+        return await anyio.to_thread.run_sync(run.finish, stats)
+
+
+@dataclass
+class Preview:
+    """What a run would send: the first requests, and the estimate of all of them."""
+
+    requests: list[Request]
+    estimate: Estimate
+
+    def render(self) -> str:
+        """The requests as a person checks a template (each message's text as it is, then the
+        other body fields as JSON), then the estimate's table; no trailing newline."""
+        from ..tables import render_estimate
+
+        parts = []
+        for request in self.requests:
+            parts.append(f"--- custom_id {request.custom_id} (row {request.row.number}, line {request.row.line}) ---")
+            parts.extend(f"[{message['role']}]\n{message['content']}" for message in request.body["messages"])
+            rest = {name: value for name, value in request.body.items() if name != "messages"}
+            parts.append(f"[other fields]\n{orjson.dumps(rest).decode()}\n")
+        parts.append(render_estimate(self.estimate.to_dict()))
+        return "\n".join(parts)
+
+
+def preview(job: LabelJob, count: int = 3, prices: PriceTable | None = None) -> Preview:
+    """Render every row without writing or sending anything (``--dry-run``).
+
+    :raises InputFileError: rows that could not be sent, as a run would find them.
+    """
+    # Imported here: only a dry run needs prices and token counts.
+    from ..estimate import Estimate
+    from ..pricing import load_prices
+
+    shown: list[Request] = []
+    estimate = Estimate(prices or load_prices(), source=str(job.data_path))
+    for request in Renderer(job.data_path, job.spec, job.id_field):
+        if len(shown) < count:
+            shown.append(request)
+        estimate.add_request(job.spec.model, CHAT_URL, request.body)
+    return Preview(shown, estimate)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Enough of a file's identity to notice that it was rewritten (``None``: it is gone)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None  # reading it says why
+    return stat.st_size, stat.st_mtime_ns

@@ -1,0 +1,259 @@
+"""Data rows in and out for `batchrun label`: CSV, TSV or JSONL, streamed one row at a time.
+
+The data file is read once to render requests and once more to join the answers back, and never
+held in memory: `RowReader` yields `Row`\\s, `RowWriter` writes the labeled rows to a temporary
+file that `RowWriter.commit` renames into place, so a half-written output never has the final
+name.
+
+- CSV/TSV: a header row, then one row per record (quoted fields may span lines). Values are
+  strings. A row with fewer fields than the header is allowed (the missing ones are empty in
+  the output, and absent for the template); one with more is an error.
+- JSONL: one JSON object per line; blank lines are skipped. JSONL written from JSONL keeps each
+  original object byte for byte and adds the new keys at its end.
+
+Both are UTF-8; a BOM is tolerated.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal, final
+
+import orjson
+
+from ..errors import ConfigError, InputFileError
+
+Format = Literal["csv", "tsv", "jsonl"]
+
+_EXTENSIONS: dict[str, Format] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_DIALECTS = {"csv": "excel", "tsv": "excel-tab"}
+_BOM = b"\xef\xbb\xbf"
+# The csv module refuses fields over 128 KiB by default; a labeled document can be longer.
+_FIELD_LIMIT = 1 << 30
+
+
+def format_of(path: Path) -> Format | None:
+    """The format a file name asks for, by its extension (``None`` when it names none)."""
+    return _EXTENSIONS.get(path.suffix.lower())
+
+
+def data_format(path: Path) -> Format:
+    """The format of a data file.
+
+    :raises ConfigError: the extension is not one of ``.csv``, ``.tsv``, ``.jsonl``, ``.ndjson``.
+    """
+    fmt = format_of(path)
+    if fmt is None:
+        raise ConfigError(f"{path}: cannot tell the data format from the name; use .csv, .tsv or .jsonl")
+    return fmt
+
+
+@dataclass(slots=True)
+class Row:
+    """One data row.
+
+    :param number: 1-based among the data rows (the header and blank lines do not count).
+    :param line: 1-based physical line on which the row starts, for messages and default ids.
+    :param values: column → value; strings for CSV, any JSON value for JSONL.
+    :param raw: for JSONL, the object exactly as read (stripped), so it can be written back as is.
+    """
+
+    number: int
+    line: int
+    values: dict[str, Any]
+    raw: bytes | None = None
+
+
+@final
+class RowReader:
+    """Streams the rows of a data file; use as a context manager, iterate once.
+
+    :param columns: the CSV header, known on opening; ``None`` for JSONL, whose objects may
+        each have other keys.
+    :raises InputFileError: the file cannot be opened, or is not in its format (with the line).
+    """
+
+    def __init__(self, path: Path, fmt: Format | None = None) -> None:
+        self.path = path
+        self.format = fmt or data_format(path)
+        self.columns: list[str] | None = None
+        self._file = _open(path)
+        if self.format != "jsonl":
+            csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
+            # strict: an unbalanced quote is an error, not a field that silently swallows
+            # every row after it.
+            self._csv = csv.reader(self._text_lines(), dialect=_DIALECTS[self.format], strict=True)
+            try:
+                self.columns = self._header()
+            except BaseException:
+                self.close()
+                raise
+
+    def __enter__(self) -> RowReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __iter__(self) -> Iterator[Row]:
+        try:
+            yield from self._jsonl() if self.format == "jsonl" else self._csv_rows()
+        except OSError as exc:
+            raise InputFileError(f"{self.path}: read failed: {exc.strerror}") from None
+
+    def _text_lines(self) -> Iterator[str]:
+        """The file's lines as text, decoded one by one so a bad byte is reported on its line."""
+        for line_no, raw in enumerate(self._file, start=1):
+            try:
+                yield (raw[len(_BOM):] if line_no == 1 and raw.startswith(_BOM) else raw).decode()
+            except UnicodeDecodeError:
+                raise InputFileError(f"{self.path}:{line_no}: not UTF-8 text") from None
+
+    def _header(self) -> list[str]:
+        try:
+            header = next((fields for fields in self._csv if fields), None)
+        except csv.Error as exc:
+            raise InputFileError(f"{self.path}:{self._csv.line_num}: not valid CSV: {exc}") from None
+        if header is None:
+            raise InputFileError(f"{self.path}: no header row: the first row must name the columns")
+        seen: set[str] = set()
+        for name in header:
+            if name in seen:
+                raise InputFileError(f"{self.path}:{self._csv.line_num}: the header names column {name!r} twice")
+            seen.add(name)
+        return header
+
+    def _csv_rows(self) -> Iterator[Row]:
+        assert self.columns is not None
+        columns, reader = self.columns, self._csv
+        number, ended = 0, reader.line_num
+        while True:
+            try:
+                fields = next(reader, None)
+            except csv.Error as exc:
+                raise InputFileError(f"{self.path}:{ended + 1}: not valid CSV: {exc}") from None
+            if fields is None:
+                return
+            start, ended = ended + 1, reader.line_num
+            if not fields:
+                continue  # a blank line
+            number += 1
+            if len(fields) > len(columns):
+                raise InputFileError(f"{self.path}:{start}: row {number} has {len(fields)} fields, "
+                                     f"the header {len(columns)}")
+            yield Row(number, start, dict(zip(columns, fields)))
+
+    def _jsonl(self) -> Iterator[Row]:
+        number = 0
+        for line_no, raw in enumerate(self._file, start=1):
+            if line_no == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            line = raw.strip()
+            if not line:
+                continue
+            number += 1
+            try:
+                values = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise InputFileError(f"{self.path}:{line_no}: row {number} is not valid JSON: {exc}") from None
+            if not isinstance(values, dict):
+                raise InputFileError(f"{self.path}:{line_no}: row {number} is a JSON {type(values).__name__}, "
+                                     "not an object")
+            yield Row(number, line_no, values, line)
+
+
+class RowWriter:
+    """Writes labeled rows to a temporary file beside ``path``; `commit` gives it its name.
+
+    :param fmt: the output format.
+    :param columns: the data's columns, in order (for CSV out; JSONL out keeps each row's own).
+    :param added: the new columns, in order, appended after the data's.
+    """
+
+    def __init__(self, path: Path, fmt: Format, columns: Sequence[str], added: Sequence[str]) -> None:
+        self.path = path
+        self.format = fmt
+        self._columns = list(columns)
+        self._target = AtomicFile(path, text=fmt != "jsonl")
+        self._file = self._target.file
+        if fmt != "jsonl":
+            # "\n", not the dialect's "\r\n": what Unix tools and pandas write and expect.
+            self._csv = csv.writer(self._file, dialect=_DIALECTS[fmt], lineterminator="\n")
+            self._csv.writerow([*self._columns, *added])
+
+    def write(self, row: Row, added: dict[str, Any]) -> None:
+        """Write ``row`` with the new columns' values, in the order given at construction."""
+        if self.format == "jsonl":
+            self._file.write(_jsonl_line(row, self._columns, added))
+        else:
+            values = row.values
+            self._csv.writerow([*(cell(values.get(name)) for name in self._columns), *map(cell, added.values())])
+
+    def commit(self) -> None:
+        self._target.commit()
+
+    def discard(self) -> None:
+        self._target.discard()
+
+
+class AtomicFile:
+    """A file written under a temporary name beside ``path``; `commit` makes it durable and
+    renames it over ``path`` in one step, so ``path`` is never seen half-written.
+
+    :param text: open for UTF-8 text with newlines as written (for the csv module), else binary.
+    """
+
+    def __init__(self, path: Path, *, text: bool = False) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.file: IO[Any] = self.tmp.open("w", encoding="utf-8", newline="") if text else self.tmp.open("wb")
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def cell(value: Any) -> str:
+    """A value as CSV text: strings as they are, null as empty, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return orjson.dumps(value).decode()
+
+
+def _jsonl_line(row: Row, columns: list[str], added: dict[str, Any]) -> bytes:
+    extra = orjson.dumps(added)
+    if row.raw is not None:
+        base, empty = row.raw, not row.values
+    else:  # a CSV row: every column, as strings, then the new keys
+        values = {name: row.values.get(name, "") for name in columns}
+        base, empty = orjson.dumps(values), not values
+    if empty:
+        return extra + b"\n"
+    # Splice the new keys in before the closing brace: the original stays byte for byte.
+    return base[:-1] + b"," + extra[1:] + b"\n"
+
+
+def _open(path: Path) -> IO[bytes]:
+    try:
+        if path.is_dir():
+            raise InputFileError(f"{path}: is a directory, not a data file")
+        return path.open("rb")
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such file") from None
+    except PermissionError:
+        raise InputFileError(f"{path}: permission denied") from None
