@@ -10,6 +10,7 @@ Past ``give_up`` seconds of continuous outage the run stops (exit 4, resumable).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import anyio
@@ -25,7 +26,7 @@ DEFAULT_MAX_PROBE = 60.0
 class CircuitBreaker:
     """:param threshold: failures in a row that open the circuit; 0 never opens it.
     :param give_up: seconds of continuous outage after which `admit` raises.
-    :param clock: seconds, monotonic (injectable for tests).
+    :param clock: seconds, monotonic (injectable for tests); only differences are used.
     """
 
     CLOSED, OPEN, PROBING = "closed", "open", "probing"
@@ -37,7 +38,7 @@ class CircuitBreaker:
         give_up: float,
         first_probe: float = DEFAULT_FIRST_PROBE,
         max_probe: float = DEFAULT_MAX_PROBE,
-        clock: Callable[[], float] = anyio.current_time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.state = self.CLOSED
         self.failures = 0

@@ -20,6 +20,7 @@ from .config import RunConfig
 from .errors import (
     FatalEndpointError,
     HTTPStatusError,
+    InvalidResponse,
     MalformedResponse,
     RateLimited,
     RequestError,
@@ -64,9 +65,10 @@ class Client:
         self._sleep = sleep
         self._on_retry = on_retry
         self._secret = config.api_key.reveal() if config.api_key else None
+        self._secret_bytes = self._secret.encode() if self._secret else None
         self._headers = {"content-type": "application/json", "accept": "application/json", "user-agent": USER_AGENT}
-        if self._secret:
-            self._headers["authorization"] = f"Bearer {self._secret}"
+        if config.api_key is not None:
+            self._headers["authorization"] = config.api_key.header()
         self._timeouts = Timeouts(connect=config.connect_timeout, read=config.timeout)
         self._urls: dict[str, str] = {}
         self.throttle = throttle or Throttle(
@@ -135,23 +137,35 @@ class Client:
             reply = await self._transport.post(self._url(job.url), self._headers, job.body, self._timeouts)
         except TransportError as exc:
             self.throttle.settle(permit, None, None, None)
+            if exc.code == "certificate_error":  # the same for every request: stop, don't burn the file
+                raise FatalEndpointError(self._scrub(f"TLS certificate verification failed: {exc.message}")) from None
             raise TransportError(exc.code, self._scrub(exc.message)) from None
+        except InvalidResponse as exc:
+            self.throttle.settle(permit, exc.status_code, None, None)
+            raise
         except BaseException:
             self.throttle.cancelled(permit)
             raise
         headers = reply.headers
         request_id = headers.get("x-request-id")
         status = reply.status
+        content = reply.content
+        if self._secret_bytes is not None and self._secret_bytes in content:
+            content = content.replace(self._secret_bytes, b"***")  # a server that echoes what it was sent
         try:
-            body = orjson.loads(reply.content)
+            body = orjson.loads(content)
         except orjson.JSONDecodeError:
             body = None
         if 200 <= status < 300 and body is not None:
             usage = Usage.from_body(body)
             self.throttle.settle(permit, status, headers, usage.total if usage else None)
-            model = body.get("model") if isinstance(body, dict) else None
+            missing = missing_answer(job.url, body)
+            if missing:
+                raise InvalidResponse("invalid_response", f"HTTP {status} but {missing}", status_code=status,
+                                      request_id=request_id, body=body)
+            model = body.get("model")
             return Result(job.index, job.custom_id, status, request_id, body, None, model=model or job.model)
-        error = self._status_error(status, request_id, body, reply.content, headers)
+        error = self._status_error(status, request_id, body, content, headers)
         self.throttle.settle(permit, status, headers, None, getattr(error, "retry_after", None))
         raise error
 
@@ -165,6 +179,10 @@ class Client:
         kw: dict[str, Any] = {"status_code": status, "request_id": request_id, "body": body}
         if status in AUTH_STATUSES:
             return FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}")
+        if 300 <= status < 400:
+            where = self._scrub(headers.get("location", "elsewhere"))
+            return HTTPStatusError(code, f"HTTP {status}: redirected to {where}, not followed (the API key "
+                                   "goes only to --base-url; point it at the final address)", **kw)
         if status == 429:
             return RateLimited(code, message, retry_after=parse_retry_after(headers), **kw)
         if status in RETRYABLE_STATUSES:
@@ -196,6 +214,21 @@ class Client:
 def _failure(job: Job, exc: RequestError, attempts: int) -> Result:
     return Result(job.index, job.custom_id, exc.status_code, exc.request_id, exc.body,
                   {"code": exc.code, "message": exc.message}, attempts=attempts, model=job.model)
+
+
+# What a success body must hold to be an answer, by endpoint.
+_ANSWER_KEYS = (("/chat/completions", "choices"), ("/completions", "choices"), ("/embeddings", "data"),
+                ("/responses", "output"))
+
+
+def missing_answer(path: str, body: Any) -> str | None:
+    """What a 2xx body lacks to be the endpoint's answer, or ``None`` when it looks right."""
+    if not isinstance(body, dict):
+        return f"the body is a JSON {type(body).__name__}, not an object"
+    for suffix, key in _ANSWER_KEYS:
+        if path.endswith(suffix):
+            return None if isinstance(body.get(key), list) else f"the body has no {key!r} list"
+    return None
 
 
 def join_url(base_url: str, path: str) -> str:

@@ -33,17 +33,28 @@ DEFAULT_MAX_OUTAGE = 1800.0
 
 
 class ApiKey:
-    """A secret that does not show itself in reprs, tracebacks or f-strings."""
+    """A secret that does not show itself in reprs, tracebacks or f-strings.
+
+    Surrounding whitespace is dropped (a key file saved with CRLF); any other control character
+    is refused, since it could not go into a header.
+    """
 
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
+        value = value.strip()
         if not value:
             raise ConfigError("the API key is empty")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigError("the API key contains a control character (a line break?); check how it is set")
         self._value = value
 
     def reveal(self) -> str:
         return self._value
+
+    def header(self) -> str:
+        """The ``Authorization`` header value, masked in reprs (tracebacks that show locals)."""
+        return _Masked(f"Bearer {self._value}")
 
     def __repr__(self) -> str:
         return "ApiKey('***')"
@@ -55,6 +66,15 @@ class ApiKey:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+class _Masked(str):
+    """A string that prints as itself but shows ``***`` in its repr."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'Bearer ***'"
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,9 @@ class RunConfig:
     :param outage_threshold: failures in a row (no response, 5xx) that make the endpoint count
         as down: dispatch pauses and one probe goes out at growing intervals; 0 never pauses.
     :param max_outage: seconds the endpoint may stay down before the run stops (exit 4).
+    :param max_cost: USD the run may spend at most (SPEC §4; exit 3 when reached).
+    :param prices_path: a price file overriding or extending the built-in table.
+    :param batch_discount: price every model at the OpenAI Batch API's discount.
     """
 
     input_path: Path
@@ -122,6 +145,9 @@ class RunConfig:
     tpm: float | None = None
     outage_threshold: int = DEFAULT_OUTAGE_THRESHOLD
     max_outage: float = DEFAULT_MAX_OUTAGE
+    max_cost: float | None = None
+    prices_path: Path | None = None
+    batch_discount: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -135,6 +161,8 @@ class RunConfig:
         object.__setattr__(self, "window", window)
         if self.timeout <= 0 or self.connect_timeout <= 0:
             raise ConfigError("timeouts must be positive")
+        if self.max_cost is not None and self.max_cost <= 0:
+            raise ConfigError("--max-cost must be positive")
         if (self.rpm is not None and self.rpm <= 0) or (self.tpm is not None and self.tpm <= 0):
             raise ConfigError("--rpm and --tpm must be positive")
         if self.restart and self.retry_failed:
@@ -159,6 +187,11 @@ class RunConfig:
     @property
     def errors_path(self) -> Path:
         return errors_path_for(self.out)
+
+    @property
+    def report_path(self) -> Path:
+        """``out.jsonl`` → ``out.report.json``: the run's usage and cost report, beside the output."""
+        return self.out.with_name(f"{_stem(self.out)}.report.json")
 
     def request_options(self) -> dict[str, str]:
         """The options that shape what is sent: a checkpoint only resumes with the same ones."""

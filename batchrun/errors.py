@@ -6,6 +6,7 @@
     ├── FatalEndpointError   the endpoint refuses the credentials: stop the run (exit 4)
     └── RequestError         one request failed; the run goes on
         ├── HTTPStatusError        a status that is not worth retrying (400, 404, 422 ...)
+        ├── InvalidResponse        a 2xx that is not an answer: wrong shape, or too large
         └── RetryableError         worth another attempt
             ├── RateLimited        429
             ├── ServerError        408, 409, 500, 502, 503, 504
@@ -65,6 +66,11 @@ class RequestError(BatchrunError):
 
 class HTTPStatusError(RequestError):
     """A status the server will answer the same way however often it is asked."""
+
+
+class InvalidResponse(RequestError):
+    """A success status whose body is not what the endpoint answers (a misconfigured proxy, a
+    body over the size cap): asking again would get the same, and may be billed again."""
 
 
 class RetryableError(RequestError):

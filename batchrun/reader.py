@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -18,6 +18,8 @@ from .idset import IdSet
 from .records import DEFAULT_URL, Job, LineError
 
 _BOM = b"\xef\xbb\xbf"
+MAX_LINE_BYTES = 32 * 2**20  # far above any real request; a bigger line is a broken file
+_SKIP_CHUNK = 2**20
 _ENVELOPE_KEYS = ("custom_id", "body")
 
 
@@ -44,7 +46,15 @@ def read_jobs(path: Path) -> Iterator[Job | LineError]:
     index = 0
     with open_input(path) as f:
         try:
-            for line_no, raw in enumerate(f, start=1):
+            for line_no, raw in enumerate(_lines(f), start=1):
+                if isinstance(raw, int):
+                    item: Job | LineError = LineError(
+                        index, line_no, f"line-{line_no}", "invalid_request_line",
+                        f"{path}:{line_no}: the line is {raw / 2**20:,.1f} MiB, over the {MAX_LINE_BYTES // 2**20} MiB "
+                        "a request may have")
+                    yield item
+                    index += 1
+                    continue
                 if line_no == 1 and raw.startswith(_BOM):
                     raw = raw[len(_BOM) :]
                 line = raw.strip()
@@ -60,6 +70,19 @@ def read_jobs(path: Path) -> Iterator[Job | LineError]:
                 index += 1
         except OSError as exc:
             raise InputFileError(f"{path}: read failed: {exc.strerror}") from None
+
+
+def _lines(f: BinaryIO) -> Iterator[bytes | int]:
+    """The file's lines; a line longer than `MAX_LINE_BYTES` comes as its length instead,
+    read past in pieces so that it never sits in memory whole."""
+    while raw := f.readline(MAX_LINE_BYTES + 1):
+        if len(raw) <= MAX_LINE_BYTES or raw.endswith(b"\n"):
+            yield raw
+            continue
+        length = len(raw)
+        while (rest := f.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
+            length += len(rest)
+        yield length + len(rest)
 
 
 def parse_line(line: bytes, index: int, line_no: int, source: str) -> Job | LineError:
@@ -97,6 +120,7 @@ def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, f
         problem = _body_problem(body)
     if problem:
         return LineError(index, line_no, custom_id, "invalid_request_line", f"{where}: {problem}")
+    assert isinstance(body, dict)  # every other case set a problem
     return Job(index, line_no, custom_id, url, orjson.dumps(body), _model(body), _max_output(body))
 
 

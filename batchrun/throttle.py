@@ -72,7 +72,10 @@ class RateWindow:
 
 
 class Throttle:
-    """:param rpm: / :param tpm: limits given by the user (``None``: learn them, if sent)."""
+    """:param rpm: / :param tpm: limits given by the user (``None``: learn them, if sent).
+    :param clock: seconds, monotonic (injectable for tests); ``time.monotonic`` is a tenth of
+        the cost of asking the event loop, and this runs twice per request.
+    """
 
     def __init__(
         self,
@@ -81,7 +84,7 @@ class Throttle:
         rpm: float | None = None,
         tpm: float | None = None,
         breaker: CircuitBreaker,
-        clock: Callable[[], float] = anyio.current_time,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = anyio.sleep,
     ) -> None:
         self._clock = clock

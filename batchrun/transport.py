@@ -24,7 +24,10 @@ import aiohttp
 import httpx
 from yarl import URL
 
-from .errors import TransportError
+from .errors import InvalidResponse, TransportError
+
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
+_CHUNK = 2**16
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,11 @@ class Reply:
 
 class Transport(Protocol):
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> Reply:
-        """Send one POST; :raises TransportError: when no HTTP response arrives."""
+        """Send one POST.
+
+        :raises TransportError: no HTTP response arrived.
+        :raises InvalidResponse: the body is larger than the transport accepts.
+        """
 
     async def aclose(self) -> None: ...
 
@@ -57,10 +64,13 @@ class AiohttpTransport:
     :param max_connections: the pool size; idle connections are kept up to the same number, so
         at steady state about ``max_connections`` connections are opened in all.
     :param trust_env: honour ``HTTPS_PROXY``/``NO_PROXY`` and friends, as httpx does.
+    :param max_response_bytes: a larger body (after decompression) fails its request.
     """
 
-    def __init__(self, *, max_connections: int, trust_env: bool = True) -> None:
+    def __init__(self, *, max_connections: int, trust_env: bool = True,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self._max_connections = max_connections
+        self._max_response_bytes = max_response_bytes
         self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
         self._routes: dict[str, tuple[URL, URL | None]] = {}
@@ -92,11 +102,30 @@ class AiohttpTransport:
                 # Never follow: a redirect to another host must not receive the Authorization header.
                 allow_redirects=False,
             ) as resp:
-                return Reply(resp.status, resp.headers, await resp.read())
+                return Reply(resp.status, resp.headers, await self._read(resp))
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
             raise TransportError("request_timeout", _timeout_message(exc)) from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise TransportError("certificate_error", _describe(exc)) from None
         except aiohttp.ClientError as exc:
             raise TransportError("connection_error", _describe(exc)) from None
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        cap = self._max_response_bytes
+        length = resp.content_length
+        if length is not None and "content-encoding" not in resp.headers:
+            if length > cap:
+                raise _too_large(resp.status, f"{length:,} bytes announced")
+            return await resp.read()
+        # Unknown or compressed length: count what decompresses, so a small body cannot
+        # inflate into gigabytes.
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > cap:
+                raise _too_large(resp.status, f"over {cap:,} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _route(self, url: str) -> tuple[URL, URL | None]:
         """The parsed URL and the proxy to reach it through, computed once per URL."""
@@ -129,8 +158,10 @@ class AiohttpTransport:
 class HttpxTransport:
     """POSTs through any ``httpx.AsyncBaseTransport``."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+    def __init__(self, transport: httpx.AsyncBaseTransport,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self._transport = transport
+        self._max_response_bytes = max_response_bytes
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> Reply:
         timeout = {"connect": timeouts.connect, "read": timeouts.read, "write": timeouts.read, "pool": None}
@@ -138,7 +169,7 @@ class HttpxTransport:
         try:
             response = await self._transport.handle_async_request(request)
             try:
-                content = await response.aread()
+                content = await self._read(response)
             finally:
                 await response.aclose()
         except httpx.TimeoutException as exc:
@@ -146,6 +177,15 @@ class HttpxTransport:
         except httpx.TransportError as exc:
             raise TransportError("connection_error", _describe(exc)) from None
         return Reply(response.status_code, response.headers, content)
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_response_bytes:
+                raise _too_large(response.status_code, f"over {self._max_response_bytes:,} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -158,6 +198,11 @@ def as_transport(transport: Transport | httpx.AsyncBaseTransport | None, max_con
     if isinstance(transport, httpx.AsyncBaseTransport):
         return HttpxTransport(transport)
     return transport
+
+
+def _too_large(status: int, how: str) -> InvalidResponse:
+    return InvalidResponse("response_too_large", f"HTTP {status} with a body too large to keep ({how})",
+                           status_code=status)
 
 
 def _timeout_message(exc: BaseException) -> str:
