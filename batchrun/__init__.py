@@ -3,7 +3,7 @@
 >>> import batchrun
 >>> config = batchrun.RunConfig("requests.jsonl", base_url="http://127.0.0.1:8000/v1")
 >>> stats = batchrun.run_batch_sync(config)        # or: await batchrun.run_batch(config)
->>> stats.exit_code, stats.succeeded, stats.usage.overall().total
+>>> stats.exit_code, stats.succeeded, stats.report.usage().total, stats.report.cost()
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ class Checkpoint:
 
 
 def _check_same_run(saved: dict, current: dict, config: RunConfig) -> None:  # type: ignore[type-arg]
-    restart = "to discard it and start over, run again with --restart"
+    restart = "run again with --restart to discard it and start over"
     where = f"{config.out} has a checkpoint of a different run"
     if saved.get("format") != FORMAT:
         raise ConfigError(f"{where} (checkpoint format {saved.get('format')}); {restart}")

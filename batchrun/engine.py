@@ -25,17 +25,22 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 import httpx
+import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .budget import Budget
 from .checkpoint import Checkpoint, scan_input
 from .client import Client
 from .config import RunConfig
 from .errors import BatchrunError, RequestError
+from .pricing import PriceTable, load_prices
 from .reader import open_input, read_jobs
 from .records import Job, LineError, Result
 from .resume import Carryover
+from .report import Report
 from .retry import Sleep
-from .stats import EXIT_STOPPED, RunStats
+from .spending import BudgetGate
+from .stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from .transport import Transport
 from .writer import OrderedWriter
 
@@ -114,10 +119,12 @@ async def run_batch(
         belongs to another input or options (nothing was sent).
     """
     open_input(config.input_path).close()
+    prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
+    budget = await _budget(config, prices)
     scan = await anyio.to_thread.run_sync(scan_input, config.input_path)
     checkpoint = Checkpoint(config)
     checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed)
-    stats = RunStats(config.out, config.errors_path, total_hint=scan.lines)
+    stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines)
     try:
         recovered = await anyio.to_thread.run_sync(checkpoint.recover, stats.record)
         writer = OrderedWriter(*checkpoint.open_files(), next_index=recovered.prefix)
@@ -125,6 +132,10 @@ async def run_batch(
         checkpoint.close()
         raise
     carryover = Carryover(recovered, retry_failed=config.retry_failed)
+    gate = None
+    if budget is not None:
+        budget.carry(stats.report.cost()[1])
+        stats.budget, gate = budget, BudgetGate(budget)
     if recovered.prefix or recovered.finished:
         log.info("resuming: %s lines were finished by an earlier start", f"{stats.written + len(recovered.finished or {}):,}")
     if observer is not None:
@@ -133,9 +144,10 @@ async def run_batch(
     try:
         async with Client(config, transport=transport, sleep=sleep, on_retry=_retry_hook(stats, observer)) as client:
             stats.throttle = client.throttle
-            await _run_pool(config, client, writer, carryover, control, observer, handle_signals)
+            await _run_pool(config, client, writer, carryover, gate, control, observer, handle_signals)
     finally:
         stats.finished = time.monotonic()
+        _save_report(config, stats)
         carryover.close()
         saved = _close_writer(writer, stats)
         if saved and control.fed_all and writer.next_index == carryover.prefix + control.fed:
@@ -156,7 +168,8 @@ def _retry_hook(stats: RunStats, observer: Observer | None) -> Callable[[Job, Re
 
 
 async def _run_pool(config: RunConfig, client: Client, writer: OrderedWriter, carryover: Carryover,
-                    control: Control, observer: Observer | None, handle_signals: bool) -> None:
+                    gate: BudgetGate | None, control: Control, observer: Observer | None,
+                    handle_signals: bool) -> None:
     window = anyio.Semaphore(config.window or config.concurrency)
     job_send, job_recv = anyio.create_memory_object_stream[Job](config.concurrency)
     result_send, result_recv = anyio.create_memory_object_stream[Result](config.concurrency)
@@ -171,10 +184,10 @@ async def _run_pool(config: RunConfig, client: Client, writer: OrderedWriter, ca
                 tg.start_soon(_watch_signals, control, config.drain_timeout)
             tg.start_soon(_sync_periodically, writer)
             async with anyio.create_task_group() as pool:
-                pool.start_soon(_guarded, abort, _feed, read_jobs(config.input_path), carryover, job_send,
+                pool.start_soon(_guarded, abort, _feed, read_jobs(config.input_path), carryover, gate, job_send,
                                 feed_results, window, control)
                 pool.start_soon(_guarded, abort, _write, result_recv, writer, window, control.stats, observer)
-                pool.start_soon(_run_workers, abort, client, lanes, control)
+                pool.start_soon(_run_workers, abort, client, gate, lanes, control)
             tg.cancel_scope.cancel()  # the signal watcher and the syncer have nothing left to do
 
 
@@ -190,7 +203,7 @@ async def _guarded(abort: Callable[[str], None], task: Callable[..., Any], *args
         abort(f"I/O error: {exc}")
 
 
-async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryover,
+async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryover, gate: BudgetGate | None,
                 jobs: MemoryObjectSendStream[Job], results: MemoryObjectSendStream[Result],
                 window: anyio.Semaphore, control: Control) -> None:
     with control.feed_scope, contextlib.closing(items):
@@ -206,6 +219,9 @@ async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryo
                 if done is not None:
                     await _send(results, done)
                 elif isinstance(item, Job):
+                    if gate is not None and (over := await gate.reserve(item)) is not None:
+                        control.stop(over, EXIT_BUDGET, grace=None)
+                        return
                     await _send(jobs, item)
                 else:
                     log.warning("%s", item.message)
@@ -214,20 +230,20 @@ async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryo
             control.fed_all = True
 
 
-async def _run_workers(abort: Callable[[str], None], client: Client,
+async def _run_workers(abort: Callable[[str], None], client: Client, gate: BudgetGate | None,
                        lanes: list[tuple[MemoryObjectReceiveStream[Job], MemoryObjectSendStream[Result]]],
                        control: Control) -> None:
     with control.workers_scope:
         async with anyio.create_task_group() as workers:
             for jobs, results in lanes:
-                workers.start_soon(_guarded, abort, _work, client, jobs, results, control)
+                workers.start_soon(_guarded, abort, _work, client, gate, jobs, results, control)
     for jobs, results in lanes:  # if the grace period ran out before a worker got to start
         jobs.close()
         results.close()
 
 
-async def _work(client: Client, jobs: MemoryObjectReceiveStream[Job], results: MemoryObjectSendStream[Result],
-                control: Control) -> None:
+async def _work(client: Client, gate: BudgetGate | None, jobs: MemoryObjectReceiveStream[Job],
+                results: MemoryObjectSendStream[Result], control: Control) -> None:
     async with jobs, results:
         while True:
             try:
@@ -235,12 +251,16 @@ async def _work(client: Client, jobs: MemoryObjectReceiveStream[Job], results: M
             except anyio.EndOfStream:
                 return
             if control.stopping:
+                if gate is not None:
+                    gate.release(job)
                 continue  # not sent: the next start does it
             control.in_flight += 1
             try:
                 result = await client.send(job)
             finally:
                 control.in_flight -= 1
+            if gate is not None:
+                gate.settle(job, result)
             await _send(results, result)
 
 
@@ -289,6 +309,32 @@ async def _watch_signals(control: Control, drain_timeout: float) -> None:
                 log.warning("%s: no new requests; waiting up to %g s for the %d in flight "
                             "(again to cancel them)", name, drain_timeout, control.in_flight)
             control.stop(f"interrupted by {name}", EXIT_STOPPED, grace=drain_timeout)
+
+
+async def _budget(config: RunConfig, prices: PriceTable) -> Budget | None:
+    """The spending cap, checked before anything else happens.
+
+    :raises ConfigError: a model in the input has no price, so the cap could not be enforced.
+    """
+    if config.max_cost is None:
+        return None
+    models = await anyio.to_thread.run_sync(_models_in, config)
+    return Budget(config.max_cost, prices, models)
+
+
+def _models_in(config: RunConfig) -> set[str | None]:
+    return {item.model for item in read_jobs(config.input_path) if isinstance(item, Job)}
+
+
+def _save_report(config: RunConfig, stats: RunStats) -> None:
+    """The report as JSON beside the output, written whole or not at all."""
+    stats.report.set_wall_time(stats.wall_s)
+    tmp = config.report_path.with_name(config.report_path.name + ".tmp")
+    try:
+        tmp.write_bytes(orjson.dumps(stats.report.to_dict(), option=orjson.OPT_INDENT_2))
+        os.replace(tmp, config.report_path)
+    except OSError as exc:
+        log.warning("could not write the report %s: %s", config.report_path, exc)
 
 
 def _fsync_all(fds: list[int]) -> None:

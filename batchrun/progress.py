@@ -81,7 +81,19 @@ class LogProgress:
 
 def _counters(stats: RunStats) -> str:
     text = f"ok={stats.succeeded:,} failed={stats.failed:,} retries={stats.retries:,} 429s={stats.rate_limited:,}"
+    text += f" {_spend(stats)}"
     return f"{text} {_pacing(stats)}" if stats.throttle is not None else text
+
+
+def _spend(stats: RunStats) -> str:
+    """Dollars so far: against the cap and projected to the end, when there is a cap."""
+    if stats.budget is None:
+        total, priced = stats.report.cost()
+        return f"spent=${priced:,.4f}" + ("" if total is not None else "+unknown")
+    figures = stats.budget.figures()
+    text = f"spent=${figures.spent:,.4f}/${figures.cap:,.2f}"
+    projected = stats.budget.projected_total(stats.written, stats.total_hint or 0)
+    return text + (f" (projected ${projected:,.2f})" if projected is not None else "")
 
 
 def _pacing(stats: RunStats) -> str:

@@ -55,7 +55,7 @@ async def test_faulty_endpoint_every_line_answered_in_order(tmp_path: Path) -> N
     attempts = sum(o["batchrun"]["attempts"] for o in out)
     assert attempts == 300 + stats.retries
     assert requests_seen <= attempts  # drops and hangs that never completed a request aren't counted
-    assert stats.usage.overall().total == sum(o["response"]["body"]["usage"]["total_tokens"]
+    assert stats.report.usage().total == sum(o["response"]["body"]["usage"]["total_tokens"]
                                               for o in out if o["error"] is None)
 
 
@@ -130,7 +130,7 @@ async def test_every_endpoint_path_and_usage_shape(tmp_path: Path) -> None:
         stats = await run_batch(RunConfig(source, base_url=sim.base_url))
     out = read_jsonl(tmp_path / "in.results.jsonl")
     assert stats.exit_code == 0, [o["error"] for o in out]
-    by_model = stats.usage.by_model
+    by_model = {m: t.usage for m, t in stats.report.models.items()}
     chat_usage = out[0]["response"]["body"]["usage"]
     assert by_model["o4-mini"].reasoning == chat_usage["completion_tokens_details"]["reasoning_tokens"] > 0
     assert by_model["o4-mini"].cached == chat_usage["prompt_tokens_details"]["cached_tokens"]

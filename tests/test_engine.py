@@ -28,7 +28,7 @@ def answer(request: httpx.Request) -> httpx.Response:
     text = body["messages"][0]["content"]
     usage = {"prompt_tokens": len(text), "completion_tokens": 2, "total_tokens": len(text) + 2,
              "prompt_tokens_details": {"cached_tokens": 1}, "completion_tokens_details": {"reasoning_tokens": 1}}
-    return httpx.Response(200, json={"model": body["model"], "echo": text, "usage": usage},
+    return httpx.Response(200, json={"model": body["model"], "choices": [], "echo": text, "usage": usage},
                           headers={"x-request-id": f"req_{text}"})
 
 
@@ -53,7 +53,7 @@ async def test_random_completion_order_gives_input_order(tmp_path: Path) -> None
     assert out[3]["response"]["request_id"] == "req_question 3"
     assert out[0]["id"].startswith("batch_req_") and len({o["id"] for o in out}) == 500
     assert (stats.exit_code, stats.succeeded, stats.failed) == (0, 500, 0)
-    usage = stats.usage.by_model["gpt-4o-mini"]
+    usage = stats.report.models["gpt-4o-mini"].usage
     assert usage.prompt == sum(len(f"question {i}") for i in range(500))
     assert (usage.completion, usage.cached, usage.reasoning) == (1000, 500, 500)
     assert (tmp_path / "in.results.errors.jsonl").read_bytes() == b""
@@ -142,7 +142,7 @@ async def test_slow_head_request_stalls_dispatch_at_the_window(tmp_path: Path) -
             served += 1
             if served == window - 1:
                 head_may_answer.set()
-        return httpx.Response(200, content=b'{"model":"m","usage":{"prompt_tokens":1,"completion_tokens":1}}')
+        return httpx.Response(200, content=b'{"model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}')
 
     config = RunConfig(source, base_url=BASE, concurrency=16, window=window)
     with anyio.fail_after(120):
