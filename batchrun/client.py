@@ -147,16 +147,16 @@ class Client:
             self.throttle.cancelled(permit)
             raise
         headers = reply.headers
-        request_id = headers.get("x-request-id")
+        request_id = _text(headers.get("x-request-id"))
         status = reply.status
         content = reply.content
         if self._secret_bytes is not None and self._secret_bytes in content:
             content = content.replace(self._secret_bytes, b"***")  # a server that echoes what it was sent
         try:
-            body = orjson.loads(content)
+            body, parsed = orjson.loads(content), True
         except orjson.JSONDecodeError:
-            body = None
-        if 200 <= status < 300 and body is not None:
+            body, parsed = None, False
+        if 200 <= status < 300 and parsed:
             usage = Usage.from_body(body)
             self.throttle.settle(permit, status, headers, usage.total if usage else None)
             missing = missing_answer(job.url, body)
@@ -180,7 +180,7 @@ class Client:
         if status in AUTH_STATUSES:
             return FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}")
         if 300 <= status < 400:
-            where = self._scrub(headers.get("location", "elsewhere"))
+            where = self._scrub(_text(headers.get("location")) or "elsewhere")
             return HTTPStatusError(code, f"HTTP {status}: redirected to {where}, not followed (the API key "
                                    "goes only to --base-url; point it at the final address)", **kw)
         if status == 429:
@@ -209,6 +209,13 @@ class Client:
         if url is None:
             url = self._urls[path] = join_url(self._config.base_url, path)
         return url
+
+
+def _text(value: str | None) -> str | None:
+    """A header's text, safe to write: bytes that were not UTF-8 become U+FFFD."""
+    if value is None or value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _failure(job: Job, exc: RequestError, attempts: int) -> Result:

@@ -170,6 +170,8 @@ class RunConfig:
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("http", "https"):
             raise ConfigError(f"--base-url must be an http(s) URL, got {self.base_url!r}")
+        if output.is_dir():
+            raise ConfigError(f"the output {output} is a directory; -o takes a file name")
         if output.resolve() == self.input_path.resolve():
             raise ConfigError(f"the output {output} is the input file; choose another -o")
         if self.api_key is None and not is_loopback(self.base_url):

@@ -121,7 +121,11 @@ def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, f
     if problem:
         return LineError(index, line_no, custom_id, "invalid_request_line", f"{where}: {problem}")
     assert isinstance(body, dict)  # every other case set a problem
-    return Job(index, line_no, custom_id, url, orjson.dumps(body), _model(body), _max_output(body))
+    try:
+        encoded = orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:  # readable, but nested deeper than orjson writes
+        return LineError(index, line_no, custom_id, "invalid_request_line", f"{where}: body cannot be sent: {exc}")
+    return Job(index, line_no, custom_id, url, encoded, _model(body), _max_output(body))
 
 
 def _body_problem(body: dict[str, Any]) -> str | None:

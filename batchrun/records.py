@@ -108,7 +108,13 @@ class Result:
             "error": self.error,
             "batchrun": {"attempts": self.attempts, "latency_ms": self.latency_ms},
         }
-        self.line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            self.line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError as exc:
+            # Valid JSON that orjson reads but cannot write back (nested over 255 levels).
+            self.body = None
+            self.error = {"code": "invalid_response", "message": f"the response body cannot be stored: {exc}"}
+            return self.encode()
         return self.line
 
 

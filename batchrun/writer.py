@@ -37,8 +37,9 @@ class OrderedWriter:
 
     def add(self, result: Result) -> list[Result]:
         """Accept one result; return those written to the ordered output by this call, in order."""
+        line = result.encode()  # first: a body that cannot be stored turns the result into a failure
         if not result.carried_over:
-            self._log.write(journal.encode(result.index, result.ok, result.encode()))
+            self._log.write(journal.encode(result.index, result.ok, line))
         if result.index != self.next_index:
             self._pending[result.index] = result
             return []
@@ -68,10 +69,25 @@ class OrderedWriter:
         return [f.fileno() for f in self._files]
 
     def close(self, *, sync: bool) -> None:
+        """Flush (and fsync) and close every file; the first failure is raised after all are closed.
+
+        A file whose flush failed is closed all the same (closing drops what could not be
+        written), so no buffered bytes are left to land in the file later.
+        """
+        first: OSError | None = None
         for f in self._files:
             if f.closed:
                 continue
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
-            f.close()
+            try:
+                f.flush()
+                if sync:
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                first = first or exc
+            finally:
+                try:
+                    f.close()
+                except OSError as exc:
+                    first = first or exc
+        if first is not None:
+            raise first

@@ -1,0 +1,261 @@
+"""The API key never leaves the Authorization header (SPEC §6, issue 7).
+
+A recognisable key (``sk-test-CANARY-…``) is required by the endpoint, so the runs below only
+get answers when it is really sent; then every file batchrun wrote and everything it printed
+(at ``-v``, debug level) is searched for it, and for pieces of it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from batchrun import ApiKey, RetryPolicy, RunConfig, run_batch
+from batchrun.simulator import Faults, SimulatorConfig, run_in_thread
+from batchrun.transport import AiohttpTransport
+
+from .helpers import chat_line, files_under, read_jsonl, write_jsonl
+from .test_hostile_endpoint import RawServer, Seen, chat_answer, http, replying
+
+KEY = "sk-test-CANARY-5f1c2b9a8e7d4c3b2a1f0e9d"
+KEY_ENV = "BATCHRUN_TEST_SECRET_KEY"
+FAST = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.005)
+
+
+def needles(key: str = KEY) -> list[bytes]:
+    """The key, its distinctive middle and its tail: a masked or cut copy is a leak too."""
+    return [key.encode(), b"CANARY", key[-12:].encode()]
+
+
+def leaks(text: str | bytes, key: str = KEY) -> list[bytes]:
+    data = text.encode() if isinstance(text, str) else text
+    return [needle for needle in needles(key) if needle in data]
+
+
+def leaking_files(folder: Path, key: str = KEY) -> dict[str, list[bytes]]:
+    return {str(path): found for path in files_under(folder) if (found := leaks(path.read_bytes(), key))}
+
+
+def hostile_input(path: Path, n: int) -> Path:
+    """Chat lines, some answered 400 (empty messages), one invalid, one duplicate id."""
+    rows: list[Any] = [chat_line(i) for i in range(n)]
+    for i in range(3, n, 20):
+        rows[i]["body"]["messages"] = []
+    rows[10] = chat_line(9)  # duplicate custom_id
+    write_jsonl(path, rows)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[5] = b'{"custom_id": "req-5", "body": {"model": \n'  # not JSON
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def batchrun_run(source: Path, out: Path, base_url: str, key: str = KEY, *extra: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATCHRUN_"))}
+    env[KEY_ENV] = key
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchrun", "run", str(source), "-o", str(out), "--base-url", base_url,
+         "--api-key-env", KEY_ENV, "-v", "--progress-interval", "0.05", "-c", "8", "--max-attempts", "8", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+def read_until(proc: subprocess.Popen[str], text: str) -> str:
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"{text!r} never appeared in:\n{''.join(seen)}")
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out + err
+
+
+def test_a_job_with_failures_retries_a_crash_and_a_resume_never_shows_the_key(tmp_path: Path) -> None:
+    source = hostile_input(tmp_path / "in.jsonl", 400)
+    out = tmp_path / "out.jsonl"
+    checkpoint = tmp_path / "out.jsonl.checkpoint"
+    # The CLI's backoff is real (1 s doubling): modest rates keep the slowest line's waits short.
+    faults = Faults(rate_429=0.08, rate_500=0.04, rate_drop=0.02, rate_truncate=0.01, rate_malformed=0.02,
+                    retry_after_s=0.01, require_api_key=KEY)
+    printed: list[str] = []
+    with run_in_thread(SimulatorConfig(faults=faults, latency_ms=10, seed=4)) as sim:
+        # 1. kill -9 mid-run: the checkpoint is what is left.
+        proc = batchrun_run(source, out, sim.base_url)
+        printed.append(read_until(proc, "progress:"))
+        time.sleep(0.15)
+        proc.kill()
+        printed.append(finish(proc)[1])
+        assert checkpoint.is_dir() and not out.exists()
+        assert leaking_files(tmp_path) == {}, "after kill -9"
+
+        # 2. SIGTERM (with most lines still to send): a clean stop writes the report and keeps the checkpoint.
+        proc = batchrun_run(source, out, sim.base_url, KEY, "--drain-timeout", "1")
+        printed.append(read_until(proc, "progress:"))
+        proc.send_signal(signal.SIGTERM)
+        code, text = finish(proc)
+        printed.append(text)
+        assert code == 4, text
+        assert (tmp_path / "out.report.json").exists() and (checkpoint / "journal").exists()
+        assert leaking_files(tmp_path) == {}, "after SIGTERM"
+
+        # 3. resume to the end.
+        code, text = finish(batchrun_run(source, out, sim.base_url))
+        printed.append(text)
+        assert code == 1, text
+        unauthorized = sim.stats.responses.get(401, 0)
+
+    everything = "".join(printed)
+    assert unauthorized == 0  # the key really was sent, on every request
+    assert "retrying in" in everything and "resum" in everything  # debug logs of retries were on
+    results = read_jsonl(out)
+    assert len(results) == 400 and [r["custom_id"] for r in results][:5] == [f"req-{i}" for i in range(5)]
+    codes = {r["error"]["code"] for r in results if r["error"]}
+    assert codes == {"invalid_request_line", "duplicate_custom_id", "empty_array"}
+    assert leaks(everything) == []
+    assert leaking_files(tmp_path) == {}
+
+
+def echo(seen: Seen, n: int) -> bytes:
+    """A server that quotes the request's Authorization header back, in every way it can."""
+    auth = seen.headers.get("authorization", "")
+    text = seen.text
+    if text == "question 0":  # a final 400 whose message quotes the header
+        return http(400, orjson.dumps({"error": {"message": f"bad request from {auth}", "code": "bad"}}))
+    if text == "question 1":  # 500s whose message quotes it, retried until the attempts run out
+        return http(500, orjson.dumps({"error": {"message": f"crashed serving {auth}", "type": "server_error"}}))
+    if text == "question 2":  # a 2xx that is not JSON, quoting it (a proxy's debug page)
+        return http(200, f"<html>debug: Authorization: {auth}</html>".encode(), {"content-type": "text/html"})
+    if text == "question 3":  # a redirect whose Location carries the key
+        return http(302, b"", {"location": f"http://127.0.0.1:1/login?token={auth.removeprefix('Bearer ')}"})
+    if text == "question 4":  # an error without JSON, quoting it
+        return http(503, f"upstream said no to {auth}".encode(), {"content-type": "text/plain"})
+    if text == "question 5":  # a 2xx of the wrong shape (kept as invalid_response), quoting it
+        return http(200, orjson.dumps({"object": "debug", "request_headers": {"authorization": auth}}))
+    answer = chat_answer(seen)
+    if text == "question 6":  # an answer that quotes it (an echo model)
+        answer["choices"][0]["message"]["content"] = f"You said: {auth}"
+    return http(200, orjson.dumps(answer))
+
+
+async def run_against(tmp_path: Path, base_url: str, n: int, key: str = KEY) -> tuple[Any, Path]:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(n)])
+    config = RunConfig(source, base_url=base_url, api_key=ApiKey(key), concurrency=4, retry=FAST,
+                       outage_threshold=0)
+    with anyio.fail_after(30):
+        stats = await run_batch(config)
+    return stats, config.out
+
+
+async def test_a_server_quoting_the_key_back_never_gets_it_written(tmp_path: Path) -> None:
+    with RawServer(replying(echo)) as server:
+        stats, out = await run_against(tmp_path, server.base_url, 8)
+        assert {s.headers["authorization"] for s in server.seen} == {f"Bearer {KEY}"}  # it did have it
+    assert stats.exit_code == 1
+    records = read_jsonl(out)
+    assert [r["error"]["code"] if r["error"] else None for r in records] == [
+        "bad", "server_error", "malformed_response", "http_302", "http_503", "invalid_response", None, None]
+    assert "***" in records[0]["error"]["message"] and "***" in records[3]["error"]["message"]
+    assert records[0]["response"]["body"]["error"]["message"] == "bad request from Bearer ***"  # bodies too
+    assert records[6]["response"]["body"]["choices"][0]["message"]["content"] == "You said: Bearer ***"
+    assert [leaks(orjson.dumps(r)) for r in records] == [[]] * 8
+    assert leaks(orjson.dumps(stats.report.to_dict())) == []
+    assert leaking_files(tmp_path) == {}  # output, errors file, report
+
+
+async def test_a_rejected_key_quoted_back_by_the_server_is_not_shown(tmp_path: Path) -> None:
+    def reject(seen: Seen, n: int) -> bytes:
+        auth = seen.headers.get("authorization", "")
+        return http(401, orjson.dumps({"error": {"message": f"Incorrect API key provided: {auth}",
+                                                  "code": "invalid_api_key"}}))
+
+    with RawServer(replying(reject)) as server:
+        stats, _ = await run_against(tmp_path, server.base_url, 50)
+    assert stats.exit_code == 4 and "Incorrect API key provided: Bearer ***" in (stats.stop_reason or "")
+    assert leaks(stats.stop_reason or "") == []
+    assert leaking_files(tmp_path) == {}
+
+
+async def test_a_crash_traceback_does_not_show_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception in the HTTP layer, with the key one frame away."""
+
+    async def explode(self: AiohttpTransport, url: str, headers: Any, body: bytes, timeouts: Any) -> Any:
+        raise RuntimeError(f"unexpected failure posting to {url}")
+
+    monkeypatch.setattr(AiohttpTransport, "post", explode)
+    with pytest.raises(BaseException) as info:
+        await run_against(tmp_path, "http://127.0.0.1:9/v1", 3)
+    text = "".join(traceback.format_exception(info.value))
+    assert "unexpected failure" in text and leaks(text) == []
+    assert leaks(repr(info.value)) == []
+    assert leaking_files(tmp_path) == {}
+
+
+def batchrun_frame_locals(exc: BaseException) -> list[str]:
+    """``name=repr`` of every local in batchrun's own frames of ``exc``'s traceback (groups, causes
+    and contexts included), as a traceback printer that shows locals renders them."""
+    found: list[str] = []
+    pending = [traceback.TracebackException.from_exception(exc, capture_locals=True)]
+    while pending:
+        tb = pending.pop()
+        for frame in tb.stack:
+            if "/batchrun/" in frame.filename and frame.locals:
+                found += [f"{frame.name}: {name}={value}" for name, value in frame.locals.items()]
+        pending += [e for e in (tb.__cause__, tb.__context__) if e is not None]
+        pending += getattr(tb, "exceptions", None) or []
+    return found
+
+
+async def test_a_traceback_with_locals_does_not_show_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sentry, rich and ``pytest -l`` print the locals of every frame: batchrun's must not hold the key
+    in a form that prints (the headers travel as a dict down to aiohttp)."""
+    original = AiohttpTransport._route
+
+    def explode(self: AiohttpTransport, url: str) -> Any:
+        original(self, url)
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(AiohttpTransport, "_route", explode)
+    with pytest.raises(BaseException) as info:
+        await run_against(tmp_path, "http://127.0.0.1:9/v1", 1)
+    shown = batchrun_frame_locals(info.value)
+    assert any("headers=" in line for line in shown)  # the frame that holds the headers was looked at
+    assert [line for line in shown if leaks(line)] == []
+
+
+def test_config_and_errors_hide_the_key(tmp_path: Path) -> None:
+    config = RunConfig(tmp_path / "in.jsonl", base_url="https://api.example.com/v1", api_key=ApiKey(KEY))
+    assert leaks(repr(config)) == [] and leaks(str(config.api_key)) == [] and leaks(f"{config.api_key}") == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "usable"),
+    [(KEY + "\n", True), (KEY + "\r\n", True), (" " + KEY + "\t", True), (KEY[:10] + "\n" + KEY[10:], False),
+     (KEY + "\x1b[0m", False)],
+    ids=["newline", "crlf", "spaces", "embedded-newline", "escape-sequence"],
+)
+def test_a_key_with_a_control_character_is_cleaned_or_refused_never_a_crash(tmp_path: Path, raw: str,
+                                                                           usable: bool) -> None:
+    """A key read from a file often ends in a line break; one inside it cannot go into a header."""
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(3)])
+    with run_in_thread(SimulatorConfig(faults=Faults(require_api_key=KEY))) as sim:
+        code, text = finish(batchrun_run(source, tmp_path / "out.jsonl", sim.base_url, raw))
+        sent = sim.stats.requests
+    assert "Traceback" not in text and leaks(text) == [] and leaking_files(tmp_path) == {}
+    if usable:  # the surrounding whitespace was dropped: the endpoint accepted the key
+        assert code == 0, text
+    else:
+        assert code == 2 and "API key" in text and sent == 0
