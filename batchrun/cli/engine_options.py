@@ -1,0 +1,153 @@
+"""The options of every command that runs the engine (`run`, `label`), and what they become:
+the endpoint and key, the `RunConfig`, logging, and a run with its progress display."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .. import config as defaults
+from ..config import ApiKey, RetryPolicy, RunConfig
+from ..engine import run_batch
+from ..progress import BarProgress, LogProgress
+from ..runner import run_async
+from ..stats import EXIT_STOPPED, RunStats
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_OPTIONS = [
+    click.option("--base-url", envvar="OPENAI_BASE_URL", default=defaults.DEFAULT_BASE_URL, show_default=True,
+                 help="OpenAI-compatible endpoint [env: OPENAI_BASE_URL]."),
+    click.option("--api-key-env", default=defaults.DEFAULT_API_KEY_ENV, show_default=True,
+                 help="Environment variable holding the API key (never pass the key itself)."),
+    click.option("--concurrency", "-c", type=click.IntRange(min=1), envvar="BATCHRUN_CONCURRENCY",
+                 default=defaults.DEFAULT_CONCURRENCY, show_default=True, help="Requests in flight at once."),
+    click.option("--window", type=click.IntRange(min=1), envvar="BATCHRUN_WINDOW",
+                 help="Most lines dispatched past the oldest unfinished one (bounds memory). "
+                      "Default: max(1024, 16 x concurrency)."),
+    click.option("--max-attempts", type=click.IntRange(min=1), envvar="BATCHRUN_MAX_ATTEMPTS",
+                 default=defaults.DEFAULT_MAX_ATTEMPTS, show_default=True,
+                 help="Attempts per line for retryable failures; 429s are bounded by --rate-limit-patience."),
+    click.option("--rate-limit-patience", type=click.FloatRange(min=0), envvar="BATCHRUN_RATE_LIMIT_PATIENCE",
+                 default=defaults.DEFAULT_RATE_LIMIT_PATIENCE, show_default=True,
+                 help="Seconds one line may wait on 429s before it is failed."),
+    click.option("--timeout", type=click.FloatRange(min=0, min_open=True), envvar="BATCHRUN_TIMEOUT",
+                 default=defaults.DEFAULT_TIMEOUT, show_default=True, help="Seconds to wait for one response."),
+    click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True),
+                 default=defaults.DEFAULT_CONNECT_TIMEOUT, show_default=True,
+                 help="Seconds to wait for a connection."),
+    click.option("--rpm", type=click.FloatRange(min=0, min_open=True), envvar="BATCHRUN_RPM",
+                 help="Requests per minute not to exceed. Without it, limits the endpoint announces "
+                      "(x-ratelimit-* headers) are learned and followed."),
+    click.option("--tpm", type=click.FloatRange(min=0, min_open=True), envvar="BATCHRUN_TPM",
+                 help="Tokens per minute not to exceed (estimated before sending, corrected by usage)."),
+    click.option("--max-outage", type=click.FloatRange(min=0), default=defaults.DEFAULT_MAX_OUTAGE,
+                 show_default=True,
+                 help="Seconds the endpoint may stay down (dispatch paused, probing) before the run stops."),
+    click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), envvar="BATCHRUN_MAX_COST",
+                 metavar="USD", help="Spend at most this many dollars: dispatch stops before a request could "
+                                     "pass it (exit 3); run again with a higher cap to continue."),
+    click.option("--prices", "prices_path", metavar="FILE", type=click.Path(path_type=Path),
+                 help="Price file (JSON or TOML) overriding or extending the built-in table."),
+    click.option("--batch-discount", is_flag=True, help="Price tokens at the OpenAI Batch API's 50% discount."),
+    click.option("--restart", is_flag=True,
+                 help="Discard earlier results for this output (checkpoint or finished) and run everything again."),
+    click.option("--retry-failed", is_flag=True,
+                 help="Keep the earlier successes for this output; send only what failed again."),
+    click.option("--drain-timeout", type=click.FloatRange(min=0), default=defaults.DEFAULT_DRAIN_TIMEOUT,
+                 show_default=True, help="After Ctrl-C or SIGTERM, seconds in-flight requests get to finish."),
+    click.option("--mock", is_flag=True, help="Run against the built-in simulator: no key, no network."),
+    click.option("--mock-latency-ms", type=click.FloatRange(min=0), default=20.0, show_default=True,
+                 help="With --mock: the simulator's response latency."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress and no summary; errors only."),
+    click.option("--verbose", "-v", is_flag=True, help="Log every retry."),
+    click.option("--progress-interval", type=click.FloatRange(min=0, min_open=True), default=30.0,
+                 show_default=True, help="Seconds between progress log lines when stderr is not a terminal."),
+]
+
+
+def engine_options(command: F) -> F:
+    """Add the shared options to a command; it receives them as keyword arguments."""
+    for option in reversed(_OPTIONS):
+        command = option(command)
+    return command
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The shared options' values, as click passes them."""
+
+    base_url: str
+    api_key_env: str
+    concurrency: int
+    window: int | None
+    max_attempts: int
+    rate_limit_patience: float
+    timeout: float
+    connect_timeout: float
+    rpm: float | None
+    tpm: float | None
+    max_outage: float
+    max_cost: float | None
+    prices_path: Path | None
+    batch_discount: bool
+    restart: bool
+    retry_failed: bool
+    drain_timeout: float
+    mock: bool
+    mock_latency_ms: float
+    quiet: bool
+    verbose: bool
+    progress_interval: float
+
+    @contextlib.contextmanager
+    def endpoint(self) -> Iterator[Callable[..., RunConfig]]:
+        """A `RunConfig` maker for the endpoint: the URL and key given, or a simulator started for
+        the run with ``--mock`` (and no key sent). Call it with the input and output paths."""
+        if self.mock:
+            from ..simulator import SimulatorConfig, run_in_thread
+
+            with run_in_thread(SimulatorConfig(latency_ms=self.mock_latency_ms)) as sim:
+                yield partial(self._config, sim.base_url, None)
+            return
+        value = os.environ.get(self.api_key_env)
+        yield partial(self._config, self.base_url, ApiKey(value) if value else None)
+
+    def _config(self, base_url: str, api_key: ApiKey | None, input_path: Path, output_path: Path | None) -> RunConfig:
+        retry = RetryPolicy(max_attempts=self.max_attempts, rate_limit_patience=self.rate_limit_patience)
+        return RunConfig(input_path, output_path, base_url=base_url, api_key=api_key, concurrency=self.concurrency,
+                         window=self.window, timeout=self.timeout, connect_timeout=self.connect_timeout,
+                         retry=retry, restart=self.restart, retry_failed=self.retry_failed,
+                         drain_timeout=self.drain_timeout, mock=self.mock, rpm=self.rpm, tpm=self.tpm,
+                         max_outage=self.max_outage, max_cost=self.max_cost, prices_path=self.prices_path,
+                         batch_discount=self.batch_discount)
+
+    def setup_logging(self) -> None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s batchrun %(levelname)s: %(message)s", "%H:%M:%S"))
+        root = logging.getLogger("batchrun")
+        root.handlers[:] = [handler]
+        root.setLevel(logging.DEBUG if self.verbose else logging.ERROR if self.quiet else logging.INFO)
+        root.propagate = False
+
+    def run(self, config: RunConfig) -> RunStats:
+        """Run the engine with a progress display: a bar on a terminal, log lines elsewhere."""
+        progress = (None if self.quiet else BarProgress(sys.stderr) if sys.stderr.isatty()
+                    else LogProgress(self.progress_interval))
+        try:
+            stats: RunStats = run_async(partial(run_batch, config, observer=progress, handle_signals=True))
+        except KeyboardInterrupt:  # before the run installed its own handlers
+            click.echo("\nbatchrun: interrupted before any request was sent", err=True)
+            sys.exit(EXIT_STOPPED)
+        if progress is not None:
+            progress.close(stats)
+        return stats

@@ -1,0 +1,126 @@
+"""``batchrun label``: a dataset in, the same rows with the model's answers out (SPEC §9)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..stats import EXIT_STOPPED
+from ..summary import format_summary
+from .engine_options import EngineOptions, engine_options
+from .group import main
+
+LABEL_EXAMPLES = """
+\b
+Examples:
+  batchrun label samples/reviews.csv --template samples/sentiment.txt \\
+      --labels positive,negative,neutral --mock
+  batchrun label reviews.csv -t sentiment.txt --labels positive,negative,neutral \\
+      --model gpt-4o-mini --param temperature=0 -o labeled.csv
+  batchrun label samples/invoices.jsonl -t samples/invoice.txt \\
+      --json-schema samples/invoice_schema.json --id-field id --mock
+  batchrun label tickets.csv -t triage.txt --labels bug,question,feature --dry-run
+
+\b
+DATA is CSV or TSV with a header row, or JSONL objects (by extension), streamed.
+The output has the same rows in the same order, followed by the answer column(s):
+  answer    the answer text (without --labels or --json-schema)
+  label     with --labels: one of the labels, spelled as given
+  <name>    with --json-schema: each top-level property of the schema
+  _error    empty, or "<code>: <message>" when the row has no valid answer
+            (invalid_label, invalid_json, schema_mismatch, no_answer, or the
+            request's own error code such as rate_limit_exceeded)
+  _raw      the answer text when it failed validation
+CSV gives CSV, JSONL gives JSONL (each object kept as it was, the new keys
+added), unless -o ends in .csv, .tsv or .jsonl.
+
+\b
+The template is one user message with {column} placeholders ({{ and }} are
+literal braces), or several messages when lines read ### system, ### user,
+### assistant (few-shot examples), or a .json list of {"role", "content"}:
+  ### system
+  You label product reviews.
+  ### user
+  Review: It broke after a week.
+  ### assistant
+  negative
+  ### user
+  Review: {text}
+
+\b
+--labels sends a JSON schema with an enum (structured outputs) and names the
+labels in the system prompt; answers are normalised (case, spaces, quotes, a
+trailing period, {"label": ...}). --json-schema sends the schema and checks
+answers against it (type, enum, const, properties, required,
+additionalProperties, items, anyOf). Rows are checked before anything is sent:
+a placeholder a row cannot fill, or a repeated --id-field, exits 2 naming rows.
+
+\b
+The batch is kept in OUT.batch/ beside the output (requests.jsonl,
+results.jsonl). Run the same command again to continue after an interruption;
+--retry-failed sends the rows with an _error again; `batchrun report
+OUT.batch/results.jsonl` shows usage and cost.
+
+\b
+Exit codes: 0 every row has an answer, 1 some rows have an _error, 2 usage or
+data error (nothing sent), 3 stopped by --max-cost, 4 stopped early (interrupted):
+for 3 and 4, run the same command again to continue.
+"""
+
+
+@main.command(epilog=LABEL_EXAMPLES)
+@click.argument("data_path", metavar="DATA", type=click.Path(path_type=Path))
+@click.option("--template", "-t", "template_path", required=True, type=click.Path(path_type=Path),
+              help="Prompt template file (formats below).")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Labeled output. Default: DATA with .labeled before its extension.")
+@click.option("--model", "-m", envvar="BATCHRUN_MODEL", default="gpt-4o-mini", show_default=True,
+              help="Model to ask [env: BATCHRUN_MODEL].")
+@click.option("--system", help="A system message in front of the template (placeholders work).")
+@click.option("--labels", metavar="A,B,...", help="The allowed answers, comma-separated; column 'label'.")
+@click.option("--json-schema", "schema_path", metavar="FILE", type=click.Path(path_type=Path),
+              help="JSON schema of the answer object; each top-level property is a column.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Request field, value read as JSON (repeatable): --param temperature=0.")
+@click.option("--id-field", metavar="COLUMN", help="Column of unique ids, sent as custom_id. Default: line-<N>.")
+@click.option("--no-response-format", is_flag=True,
+              help="Send no response_format (endpoints without structured outputs); answers are still checked.")
+@click.option("--dry-run", is_flag=True, help="Check every row; show the first requests and the cost estimate.")
+@engine_options
+def label(data_path: Path, template_path: Path, output: Path | None, model: str, system: str | None,
+          labels: str | None, schema_path: Path | None, params: tuple[str, ...], id_field: str | None,
+          no_response_format: bool, dry_run: bool, **engine: Any) -> None:
+    """Ask a model about every row of DATA; write the rows with its answers as new columns."""
+    from ..label import LabelJob, LabelRun, preview
+    from ..pricing import load_prices
+
+    options = EngineOptions(**engine)
+    options.setup_logging()
+    job = LabelJob.from_files(data_path, template_path, output_path=output, model=model, system=system,
+                              labels=labels, schema_path=schema_path, params=params, id_field=id_field,
+                              response_format=not no_response_format)
+    if dry_run:
+        prices = load_prices(options.prices_path, batch_discount=options.batch_discount)
+        click.echo(preview(job, prices=prices).render())
+        return
+    config = stats = None
+    try:
+        with options.endpoint() as make_config, LabelRun(job, make_config) as labeling:
+            config = labeling.prepare()
+            stats = options.run(config) if config is not None else None
+            outcome = labeling.finish(stats)
+    except KeyboardInterrupt:  # while rendering or joining: the engine handles its own signals
+        click.echo("\nbatchrun: interrupted; run the same command again to continue", err=True)
+        sys.exit(EXIT_STOPPED)
+    if not options.quiet:
+        if config is not None and stats is not None:
+            click.echo(format_summary(stats, str(config.report_path)), err=True)
+        counts = outcome.counts
+        if counts is not None:
+            failures = ", ".join(f"{code} {n:,}" for code, n in counts.errors.most_common())
+            click.echo(f"labeled {counts.rows:,} rows into {outcome.output_path}: {counts.ok:,} answered, "
+                       f"{counts.failed:,} with an _error{f' ({failures})' if failures else ''}", err=True)
+    sys.exit(outcome.exit_code)

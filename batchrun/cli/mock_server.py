@@ -1,0 +1,84 @@
+"""``batchrun mock-server``: the simulator of SPEC §8, in the foreground."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .group import main
+
+MOCK_EXAMPLES = """
+\b
+Examples:
+  batchrun mock-server --port 8000 --latency-ms 50
+  batchrun mock-server --rate-429 0.1 --rate-500 0.05 --rate-drop 0.01 --seed 7
+  batchrun mock-server --rpm 600 --tpm 90000 --limits-schedule 20:rpm=300
+  batchrun run requests.jsonl --base-url http://127.0.0.1:8000/v1
+"""
+
+
+@main.command("mock-server", epilog=MOCK_EXAMPLES)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Fixed delay before every answer.")
+@click.option("--jitter-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Extra delay drawn uniformly from [0, jitter] per request.")
+@click.option("--rate-429", type=click.FloatRange(0, 1), default=0.0, help="Share of requests answered 429.")
+@click.option("--retry-after", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds a 429 asks for (Retry-After and retry-after-ms).")
+@click.option("--no-retry-after", is_flag=True, help="Send 429s without any Retry-After header.")
+@click.option("--rate-500", type=click.FloatRange(0, 1), default=0.0, help="Share answered 500/502/503/504.")
+@click.option("--rate-timeout", type=click.FloatRange(0, 1), default=0.0, help="Share never answered (hang).")
+@click.option("--hang-s", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+              help="How long a hung request is held before its connection is closed.")
+@click.option("--rate-drop", type=click.FloatRange(0, 1), default=0.0, help="Share whose connection is dropped.")
+@click.option("--rate-truncate", type=click.FloatRange(0, 1), default=0.0, help="Share whose body is cut short.")
+@click.option("--rate-malformed", type=click.FloatRange(0, 1), default=0.0, help="Share answered 200 with non-JSON.")
+@click.option("--require-api-key-env", metavar="NAME",
+              help="Answer 401 unless requests carry the key held in environment variable NAME.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of fault and jitter draws.")
+@click.option("--rpm", type=click.IntRange(min=1),
+              help="Requests per minute, enforced like OpenAI: 429s past it, x-ratelimit-* headers on every answer.")
+@click.option("--tpm", type=click.IntRange(min=1),
+              help="Tokens per minute: prompt + max output tokens at arrival, corrected to the usage sent.")
+@click.option("--limits-schedule", metavar="SECONDS:rpm=N,tpm=N", multiple=True,
+              help="Change the limits that long after start (N, or none to lift one), e.g. 20:rpm=300; "
+                   "repeatable. POST /_simulator/limits changes them too.")
+def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_429: float, retry_after: float,
+                no_retry_after: bool, rate_500: float, rate_timeout: float, hang_s: float, rate_drop: float,
+                rate_truncate: float, rate_malformed: float, require_api_key_env: str | None, seed: int,
+                rpm: int | None, tpm: int | None, limits_schedule: tuple[str, ...]) -> None:
+    """Serve the OpenAI-compatible simulator on loopback until Ctrl-C (SPEC §8).
+
+    Deterministic answers with realistic usage for /v1/chat/completions, /v1/completions,
+    /v1/embeddings, /v1/responses and /v1/models; counters at /_simulator/stats.
+
+    With --rpm/--tpm it throttles as OpenAI does (token buckets refilled continuously, 429 with
+    retry-after-ms); GET or POST {"rpm": N, "tpm": N} to /_simulator/limits reads or changes them.
+    """
+    from ..simulator import Faults, RateLimits, SimulatorConfig, parse_schedule, run_forever
+
+    required = os.environ.get(require_api_key_env) if require_api_key_env else None
+    if require_api_key_env and not required:
+        raise click.UsageError(f"environment variable {require_api_key_env} is not set")
+    try:
+        faults = Faults(rate_429=rate_429, rate_500=rate_500, rate_timeout=rate_timeout, rate_drop=rate_drop,
+                        rate_truncate=rate_truncate, rate_malformed=rate_malformed,
+                        retry_after_s=None if no_retry_after else retry_after, hang_s=hang_s,
+                        require_api_key=required)
+        config = SimulatorConfig(host=host, port=port, latency_ms=latency_ms, jitter_ms=jitter_ms,
+                                 faults=faults, seed=seed, limits=RateLimits(rpm, tpm),
+                                 limits_schedule=parse_schedule(";".join(limits_schedule)))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    def ready(base_url: str) -> None:
+        limits = "".join(f", {name} {value:,}" for name, value in (("rpm", rpm), ("tpm", tpm)) if value)
+        click.echo(f"simulator listening on {base_url}  (Ctrl-C to stop{limits})", err=True)
+
+    stats = run_forever(config, on_ready=ready)
+    limited = sum(stats.rate_limited.values())
+    note = f" ({limited:,} of them rate-limited)" if limited else ""
+    click.echo(f"simulator stopped after {stats.requests:,} requests{note}", err=True)

@@ -1,0 +1,107 @@
+"""``batchrun report`` and ``batchrun estimate``: usage and cost after a run, and before one (SPEC §4)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..stats import EXIT_USAGE
+from .group import main
+
+REPORT_EXAMPLES = """
+\b
+Examples:
+  batchrun report results.jsonl
+  batchrun report results.jsonl --json > report.json
+  batchrun report batch_abc123_output.jsonl --batch-discount   # an OpenAI Batch output file
+  batchrun report vllm-output.jsonl --prices our-prices.toml
+
+\b
+Reads any file in the OpenAI Batch output shape, streamed in constant memory: batchrun's
+output, OpenAI Batch output and error files, vLLM run-batch output.
+
+\b
+Prices come from a dated built-in table (USD per 1M tokens); --prices FILE overrides or
+extends it (JSON, or TOML on Python 3.11+):
+  {"models": {"my-model": {"input": 0.10, "cached_input": 0.05, "output": 0.30}}}
+A model with no price shows its cost as unknown, never as 0.
+"""
+
+
+@main.command(epilog=REPORT_EXAMPLES)
+@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.option("--prices", "prices_path", metavar="FILE", type=click.Path(path_type=Path),
+              help="Price file (JSON or TOML) overriding or extending the built-in table.")
+@click.option("--batch-discount", is_flag=True, help="Apply the OpenAI Batch API's 50% discount to every price.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema batchrun.report/1).")
+def report(output_path: Path, prices_path: Path | None, batch_discount: bool, as_json: bool) -> None:
+    """Usage, cost and latency of OUTPUT, a file of results in the OpenAI Batch output shape."""
+    from ..pricing import load_prices
+    from ..report import report_file
+
+    summary = report_file(output_path, load_prices(prices_path, batch_discount=batch_discount))
+    doc = summary.to_dict()
+    _print_document(doc, summary.render(), as_json, doc["warnings"])
+
+
+ESTIMATE_EXAMPLES = """
+\b
+Examples:
+  batchrun estimate requests.jsonl
+  batchrun estimate requests.jsonl --json > estimate.json
+  batchrun estimate requests.jsonl --prices our-prices.json --default-max-tokens 1000
+
+\b
+Checks every line as a run would (JSON, envelope fields, duplicate custom_ids,
+stream=true) and that each request names a model; every bad line is printed with its
+file:line. Nothing is sent. The cost range: low = estimated input tokens at the input
+price; high = that plus each request's max_tokens / max_completion_tokens /
+max_output_tokens at the output price (--default-max-tokens when it sets none).
+
+\b
+Exit codes: 0 every line is fine, 2 the file cannot be read or has bad lines.
+"""
+
+
+@main.command(epilog=ESTIMATE_EXAMPLES)
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--prices", "prices_path", metavar="FILE", type=click.Path(path_type=Path),
+              help="Price file (JSON or TOML) overriding or extending the built-in table.")
+@click.option("--batch-discount", is_flag=True, help="Apply the OpenAI Batch API's 50% discount to every price.")
+@click.option("--default-max-tokens", type=click.IntRange(min=0), default=None,
+              help="Output tokens assumed for a request that sets no max_tokens. [default: 4096]")
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON (schema batchrun.estimate/1).")
+def estimate(input_path: Path, prices_path: Path | None, batch_discount: bool, default_max_tokens: int | None,
+             as_json: bool) -> None:
+    """Check every line of INPUT and estimate its tokens and cost, before anything is sent."""
+    from ..estimate import Problem, estimate_file
+    from ..pricing import load_prices
+    from ..tables import render_estimate
+    from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS
+
+    def show(problem: Problem) -> None:
+        click.echo(f"batchrun: {problem.message}", err=True)
+
+    prices = load_prices(prices_path, batch_discount=batch_discount)
+    cap = DEFAULT_MAX_OUTPUT_TOKENS if default_max_tokens is None else default_max_tokens
+    result = estimate_file(input_path, prices, default_max_output=cap, on_problem=show)
+    doc = result.to_dict()
+    _print_document(doc, render_estimate(doc), as_json, doc["warnings"])
+    if result.problems:
+        click.echo(f"batchrun: {result.problems:,} of {result.lines:,} lines would not be sent as they are",
+                   err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _print_document(doc: dict[str, object], table: str, as_json: bool, warnings: list[str]) -> None:
+    """A report or estimate on stdout: the table, or the JSON with its warnings also on stderr."""
+    if not as_json:
+        click.echo(table)
+        return
+    import orjson
+
+    click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    for note in warnings:
+        click.echo(f"batchrun: warning: {note}", err=True)

@@ -1,0 +1,48 @@
+"""``batchrun run``: every request line of a file, in order (SPEC §1-§3, §5-§7)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..summary import format_summary
+from .engine_options import EngineOptions, engine_options
+from .group import main
+
+RUN_EXAMPLES = """
+\b
+Examples:
+  batchrun run samples/chat.jsonl --mock
+  OPENAI_API_KEY=sk-... batchrun run requests.jsonl -o results.jsonl --concurrency 128
+  batchrun run requests.jsonl --base-url http://127.0.0.1:8000/v1   # vLLM, llama.cpp, Ollama
+
+\b
+Input lines are OpenAI Batch envelopes ({"custom_id", "method", "url", "body"}) or bare
+request bodies. Output has one line per input line, in input order, in the OpenAI Batch
+output shape; failed lines also go to OUTPUT's sibling <name>.errors.jsonl.
+
+\b
+Exit codes: 0 all lines succeeded, 1 some lines failed, 2 usage or input error (nothing
+sent), 3 stopped by --max-cost, 4 stopped early (interrupted, the endpoint rejected the
+API key or stayed down): run the same command again to continue where it stopped.
+"""
+
+
+@main.command(epilog=RUN_EXAMPLES)
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Results file. Default: INPUT with .jsonl replaced by .results.jsonl.")
+@engine_options
+def run(input_path: Path, output: Path | None, **engine: Any) -> None:
+    """Run every request line of INPUT and write the ordered results."""
+    options = EngineOptions(**engine)
+    options.setup_logging()
+    with options.endpoint() as make_config:
+        config = make_config(input_path, output)
+        stats = options.run(config)
+    if not options.quiet:
+        click.echo(format_summary(stats, str(config.report_path)), err=True)
+    sys.exit(stats.exit_code)
