@@ -23,11 +23,15 @@ _SKIP_CHUNK = 2**20
 _ENVELOPE_KEYS = ("custom_id", "body")
 
 
-def open_input(path: Path) -> Any:
-    """Open the input for binary reading, with errors a user can act on."""
+def open_input(path: Path, kind: str = "a JSONL file") -> BinaryIO:
+    """Open an input file for binary reading, with errors a user can act on.
+
+    :param kind: what the file should be, for the message when it is a directory.
+    :raises InputFileError: missing, a directory, unreadable.
+    """
     try:
         if path.is_dir():
-            raise InputFileError(f"{path}: is a directory, not a JSONL file")
+            raise InputFileError(f"{path}: is a directory, not {kind}")
         return path.open("rb")
     except FileNotFoundError:
         raise InputFileError(f"{path}: no such file") from None

@@ -26,6 +26,7 @@ from typing import IO, Any, Literal, final
 import orjson
 
 from ..errors import ConfigError, InputFileError
+from ..reader import open_input
 
 Format = Literal["csv", "tsv", "jsonl"]
 
@@ -81,7 +82,7 @@ class RowReader:
         self.path = path
         self.format = fmt or data_format(path)
         self.columns: list[str] | None = None
-        self._file = _open(path)
+        self._file = open_input(path, "a data file")
         if self.format != "jsonl":
             csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
             # strict: an unbalanced quote is an error, not a field that silently swallows
@@ -246,14 +247,3 @@ def _jsonl_line(row: Row, columns: list[str], added: dict[str, Any]) -> bytes:
         return extra + b"\n"
     # Splice the new keys in before the closing brace: the original stays byte for byte.
     return base[:-1] + b"," + extra[1:] + b"\n"
-
-
-def _open(path: Path) -> IO[bytes]:
-    try:
-        if path.is_dir():
-            raise InputFileError(f"{path}: is a directory, not a data file")
-        return path.open("rb")
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no such file") from None
-    except PermissionError:
-        raise InputFileError(f"{path}: permission denied") from None
