@@ -41,6 +41,7 @@ from .report import Report
 from .retry import Sleep
 from .spending import BudgetGate
 from .stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
+from .throttle import Throttle
 from .transport import Transport
 from .writer import OrderedWriter
 
@@ -329,12 +330,27 @@ def _models_in(config: RunConfig) -> set[str | None]:
 def _save_report(config: RunConfig, stats: RunStats) -> None:
     """The report as JSON beside the output, written whole or not at all."""
     stats.report.set_wall_time(stats.wall_s)
+    doc = stats.report.to_dict()
+    if stats.throttle is not None:
+        doc["pacing"] = _pacing(stats.throttle)
     tmp = config.report_path.with_name(config.report_path.name + ".tmp")
     try:
-        tmp.write_bytes(orjson.dumps(stats.report.to_dict(), option=orjson.OPT_INDENT_2))
+        tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
         os.replace(tmp, config.report_path)
     except OSError as exc:
         log.warning("could not write the report %s: %s", config.report_path, exc)
+
+
+def _pacing(throttle: Throttle) -> dict[str, object]:
+    """How the run was paced, for the report: a run's own, not in the output file."""
+    return {
+        "limits_per_minute": throttle.limits(),
+        "limits_announced_by_endpoint": throttle.learned,
+        "concurrency_limit_at_end": int(throttle.concurrency.limit),
+        "concurrency": throttle.concurrency.maximum,
+        "rate_limited_responses": throttle.rate_limited,
+        "endpoint": throttle.breaker.state,
+    }
 
 
 def _fsync_all(fds: list[int]) -> None:

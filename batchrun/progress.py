@@ -86,14 +86,16 @@ def _counters(stats: RunStats) -> str:
 
 
 def _spend(stats: RunStats) -> str:
-    """Dollars so far: against the cap and projected to the end, when there is a cap."""
-    if stats.budget is None:
-        total, priced = stats.report.cost()
-        return f"spent=${priced:,.4f}" + ("" if total is not None else "+unknown")
-    figures = stats.budget.figures()
-    text = f"spent=${figures.spent:,.4f}/${figures.cap:,.2f}"
-    projected = stats.budget.projected_total(stats.written, stats.total_hint or 0)
-    return text + (f" (projected ${projected:,.2f})" if projected is not None else "")
+    """Tokens and dollars so far, against the cap when there is one, and projected to the end."""
+    tokens = f"tokens={stats.report.usage().total:,}"
+    total, priced = stats.report.cost()
+    if stats.budget is not None:
+        spent = f"spent=${stats.budget.spent:,.4f}/${stats.budget.cap:,.2f}"
+    else:
+        spent = f"spent=${priced:,.4f}" + ("" if total is not None else "+unknown")
+    if stats.written and stats.total_hint and stats.written < stats.total_hint:
+        spent += f" (projected ${priced * stats.total_hint / stats.written:,.2f})"
+    return f"{tokens} {spent}"
 
 
 def _pacing(stats: RunStats) -> str:
