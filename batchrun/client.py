@@ -16,6 +16,7 @@ import httpx
 import orjson
 from tenacity import RetryCallState
 
+from .breaker import CircuitBreaker
 from .config import RunConfig
 from .errors import (
     FatalEndpointError,
@@ -30,7 +31,6 @@ from .errors import (
 )
 from .records import Job, Result
 from .retry import Sleep, parse_retry_after, retrying
-from .breaker import CircuitBreaker
 from .throttle import Throttle, estimate_cost
 from .transport import Timeouts, Transport, as_transport
 from .usage import Usage

@@ -36,8 +36,8 @@ from .errors import BatchrunError, RequestError
 from .pricing import PriceTable, load_prices
 from .reader import open_input, read_jobs
 from .records import Job, LineError, Result
-from .resume import Carryover
 from .report import Report
+from .resume import Carryover
 from .retry import Sleep
 from .spending import BudgetGate
 from .stats import EXIT_BUDGET, EXIT_STOPPED, RunStats

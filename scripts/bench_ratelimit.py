@@ -150,7 +150,7 @@ def summarize(case: Case, samples: list[tuple[float, dict[str, object]]], code: 
 def _follow(samples: list[tuple[float, dict[str, object]]], changed_at: float, new_rpm: int) -> dict[str, object]:
     after = [(t, s) for t, s in samples if t >= changed_at]
     limited_before = limited(after[0][1])
-    for (t, s) in after:
+    for t, _ in after:
         trailing = [(u, v) for u, v in after if t - 2.0 <= u <= t]
         if t - changed_at < 2.0 or len(trailing) < 2:
             continue

@@ -12,10 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun import RunConfig, run_batch
+from batchrun import RunConfig, journal, run_batch
 from batchrun.config import RetryPolicy
 from batchrun.records import Result
-from batchrun import journal
 from batchrun.writer import OrderedWriter
 
 from .helpers import chat_line, read_jsonl, write_jsonl

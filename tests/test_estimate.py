@@ -16,8 +16,19 @@ from batchrun.cli import main
 from batchrun.errors import InputFileError
 from batchrun.estimate import Problem, estimate_file
 from batchrun.pricing import load_prices
-from batchrun.tokens import (CL100K, DEFAULT_MAX_OUTPUT_TOKENS, IMAGE_TOKENS, IMAGE_TOKENS_LOW, O200K, REPLY_PRIMING, TOKENS_PER_MESSAGE,
-                             HeuristicCounter, counter_for, encoding_for, request_tokens)
+from batchrun.tokens import (
+    CL100K,
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    IMAGE_TOKENS,
+    IMAGE_TOKENS_LOW,
+    O200K,
+    REPLY_PRIMING,
+    TOKENS_PER_MESSAGE,
+    HeuristicCounter,
+    counter_for,
+    encoding_for,
+    request_tokens,
+)
 
 from .helpers import chat_line, write_jsonl
 

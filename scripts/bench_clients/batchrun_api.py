@@ -23,13 +23,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import batchrun
 import httpx
 import httpx_aiohttp
-from batchrun.runner import run_async
-from batchrun.transport import AiohttpTransport, Transport
 from report import Outcome, timed
 from sharded_transport import ShardedTransport
+
+import batchrun
+from batchrun.runner import run_async
+from batchrun.transport import AiohttpTransport, Transport
 
 
 def _limits(concurrency: int) -> httpx.Limits:

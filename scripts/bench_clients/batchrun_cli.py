@@ -12,8 +12,9 @@ from __future__ import annotations
 import runpy
 import sys
 
-import batchrun.cli  # noqa: F401  (imported before the clock, like every client's libraries)
 from report import Outcome, timed
+
+import batchrun.cli  # noqa: F401  (imported before the clock, like every client's libraries)
 
 
 def run_cli() -> Outcome:
