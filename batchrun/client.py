@@ -106,6 +106,7 @@ class Client:
         """Go on after a failed first attempt, which tenacity sees replayed as its own first outcome."""
         replay: list[RetryableError] = [first]
         attempts = 1
+        rate_limited = 0
         started = 0.0
 
         async def attempt() -> Result:
@@ -117,9 +118,12 @@ class Client:
             return await self._attempt(job)
 
         def before_sleep(state: RetryCallState) -> None:
-            if self._on_retry is not None and state.outcome is not None:
-                error = state.outcome.exception()
-                assert isinstance(error, RequestError)
+            nonlocal rate_limited
+            assert state.outcome is not None
+            error = state.outcome.exception()
+            assert isinstance(error, RequestError)
+            rate_limited += isinstance(error, RateLimited)
+            if self._on_retry is not None:
                 self._on_retry(job, error, state.upcoming_sleep)
 
         try:
@@ -127,6 +131,7 @@ class Client:
         except RequestError as exc:
             result = _failure(job, exc, attempts)
         result.attempts = attempts
+        result.rate_limited = rate_limited
         if started:
             result.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         return result

@@ -143,7 +143,7 @@ async def run_batch(
         observer.started(stats)
     control = Control(stats)
     try:
-        async with Client(config, transport=transport, sleep=sleep, on_retry=_retry_hook(stats, observer)) as client:
+        async with Client(config, transport=transport, sleep=sleep, on_retry=_retry_hook(observer)) as client:
             stats.throttle = client.throttle
             await _run_pool(config, client, writer, carryover, gate, control, observer, handle_signals)
     finally:
@@ -158,9 +158,8 @@ async def run_batch(
     return stats
 
 
-def _retry_hook(stats: RunStats, observer: Observer | None) -> Callable[[Job, RequestError, float], None]:
+def _retry_hook(observer: Observer | None) -> Callable[[Job, RequestError, float], None]:
     def on_retry(job: Job, error: RequestError, wait: float) -> None:
-        stats.record_retry(error)
         log.debug("%s (line %d): %s; retrying in %.2f s", job.custom_id, job.line_no, error.code, wait)
         if observer is not None:
             observer.retrying(job, error, wait)

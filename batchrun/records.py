@@ -62,6 +62,7 @@ class Result:
     attempts: int = 0
     latency_ms: float | None = None
     model: str | None = None
+    rate_limited: int = 0  # 429s answered to the attempts that were retried
     # The encoded output line, once known; carried-over results come with it.
     line: bytes | None = None
     # Finished by an earlier start of the run (read back from its checkpoint), not by this one.
@@ -92,7 +93,7 @@ class Result:
         model = body.get("model") if isinstance(body, dict) else None
         return cls(index, record["custom_id"], response.get("status_code"), response.get("request_id"), body,
                    record.get("error"), extra.get("attempts", 0), extra.get("latency_ms"), model,
-                   line=line, carried_over=True)
+                   extra.get("rate_limited", 0), line=line, carried_over=True)
 
     def encode(self) -> bytes:
         """The output line, newline included, in the OpenAI Batch output shape."""
@@ -101,12 +102,15 @@ class Result:
         response = None
         if self.status_code is not None:
             response = {"status_code": self.status_code, "request_id": self.request_id, "body": self.body}
+        extras: dict[str, Any] = {"attempts": self.attempts, "latency_ms": self.latency_ms}
+        if self.rate_limited:  # so `batchrun report` on the file counts the retried 429s too
+            extras["rate_limited"] = self.rate_limited
         record = {
             "id": batch_request_id(self.index, self.custom_id),
             "custom_id": self.custom_id,
             "response": response,
             "error": self.error,
-            "batchrun": {"attempts": self.attempts, "latency_ms": self.latency_ms},
+            "batchrun": extras,
         }
         try:
             self.line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)

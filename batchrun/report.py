@@ -5,8 +5,9 @@ One accumulator, `Report`, serves both places a report is made:
 - ``batchrun report FILE``: `report_file` streams any file in the OpenAI Batch output shape
   through `Report.add_record` — batchrun's own output, an OpenAI Batch output or error file,
   or vLLM ``run-batch`` output (errors in the top-level ``error``, ``response.body`` null);
-- the end of a run: the engine hands each final `Result` to `Report.add_result`, 429s that
-  were retried to `Report.note_rate_limited`, and the wall time to `Report.set_wall_time`.
+- the end of a run: the engine hands each final `Result` to `Report.add_result` (its retried
+  429s included, as the output line's ``batchrun.rate_limited`` carries them), and the wall
+  time to `Report.set_wall_time`; both paths count the same.
 
 Memory does not grow with the file: counters per outcome, per error code and per model, and
 latencies in a `LogHistogram` (percentiles within its relative error, 0.5% by default).
@@ -133,10 +134,7 @@ class Report:
         """Count one final `Result` of a live run: no encoding or parsing on the way."""
         self._count(result.status_code, result.body, result.error, result.model, result.attempts or None,
                     result.latency_ms)
-
-    def note_rate_limited(self, count: int = 1) -> None:
-        """Count 429s that were retried (the final outcome of a line is counted by ``add_*``)."""
-        self.rate_limited += count
+        self.rate_limited += result.rate_limited
 
     def note_unreadable(self, where: str) -> None:
         """Count a line that is not an output record; the first few are kept for the warnings."""

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import RateLimited, RequestError
 from .records import Result
 from .report import Report
 
@@ -55,10 +54,6 @@ class RunStats:
         self.written += 1
         self.carried_over += result.carried_over
         self.report.add_result(result)
-
-    def record_retry(self, error: RequestError) -> None:
-        if isinstance(error, RateLimited):
-            self.report.note_rate_limited()
 
     @property
     def succeeded(self) -> int:

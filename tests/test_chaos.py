@@ -121,6 +121,7 @@ async def test_ten_thousand_requests_through_a_storm_of_faults(tmp_path: Path) -
     assert stats.failures_by_code == from_file.by_code
     assert from_file.by_code["empty_array"] == len(bad)
     assert stats.retries == from_file.retries
+    assert stats.rate_limited == from_file.rate_limited  # retried 429s travel in the output lines
     assert stats.report.usage() == from_file.usage()
     usage = Usage()
     for o in out:

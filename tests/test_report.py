@@ -264,8 +264,7 @@ def test_live_extras_count_retried_429s_and_wall_time() -> None:
     report = Report()
     report.add_result(Result(0, "a", 200, "r", {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 100,
                                                                                "total_tokens": 100}},
-                             None, attempts=3, latency_ms=10.0, model="gpt-4o-mini"))
-    report.note_rate_limited(2)
+                             None, attempts=3, latency_ms=10.0, model="gpt-4o-mini", rate_limited=2))
     report.set_wall_time(4.0)
     doc = report.to_dict()
     assert doc["rate_limited"] == 2 and doc["retries"] == 2
