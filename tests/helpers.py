@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+
+from batchrun.records import Result
+from batchrun.stats import RunStats
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:
@@ -28,3 +33,33 @@ def chat_line(i: int, content: str | None = None, **body: object) -> dict[str, o
 def files_under(folder: Path) -> list[Path]:
     """Every file below ``folder``, checkpoints included."""
     return [path for path in folder.rglob("*") if path.is_file()]
+
+
+class OnWritten:
+    """A run observer that calls ``action`` once, when ``n`` lines have been written by this start
+    (lines carried over from an earlier start do not count)."""
+
+    def __init__(self, n: int, action: Callable[[], object]) -> None:
+        self.n, self.action, self.done = n, action, False
+
+    def started(self, stats: RunStats) -> None:
+        pass
+
+    def written(self, result: Result, stats: RunStats) -> None:
+        if not self.done and stats.written - stats.carried_over >= self.n:
+            self.done = True
+            self.action()
+
+    def retrying(self, *args: object) -> None:
+        pass
+
+
+def wait_for(proc: subprocess.Popen[str], text: str) -> str:
+    """Read a child's stderr until a line containing ``text``; return what was read."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"{text!r} never appeared in:\n{''.join(seen)}")

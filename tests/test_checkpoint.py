@@ -16,11 +16,9 @@ from hypothesis import strategies as st
 
 from batchrun import RunConfig, run_batch
 from batchrun.errors import ConfigError
-from batchrun.records import Result
 from batchrun.runner import run_async
-from batchrun.stats import RunStats
 
-from .helpers import chat_line, read_jsonl, write_jsonl
+from .helpers import OnWritten, chat_line, read_jsonl, write_jsonl
 
 BASE = "http://127.0.0.1:9/v1"
 
@@ -43,23 +41,6 @@ class Endpoint:
                                          "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
 
 
-class StopAfter:
-    """An observer that cancels the run once ``n`` lines are written (an interruption)."""
-
-    def __init__(self, n: int, scope: anyio.CancelScope) -> None:
-        self.n, self.scope = n, scope
-
-    def started(self, stats: RunStats) -> None:
-        pass
-
-    def written(self, result: Result, stats: RunStats) -> None:
-        if stats.written - stats.carried_over >= self.n:
-            self.scope.cancel()
-
-    def retrying(self, *args: object) -> None:
-        pass
-
-
 def question(i: int) -> str:
     return f"question {i}"
 
@@ -71,7 +52,7 @@ def staggered() -> Endpoint:
 
 async def interrupted_run(config: RunConfig, endpoint: Endpoint, after: int) -> None:
     with anyio.CancelScope() as scope:
-        await run_batch(config, transport=httpx.MockTransport(endpoint), observer=StopAfter(after, scope))
+        await run_batch(config, transport=httpx.MockTransport(endpoint), observer=OnWritten(after, scope.cancel))
 
 
 def answers(path: Path) -> list[tuple[str, object, object]]:

@@ -14,7 +14,7 @@ import orjson
 from batchrun import journal
 from batchrun.simulator import SimulatorConfig, run_in_thread
 
-from .helpers import chat_line, read_jsonl, write_jsonl
+from .helpers import chat_line, read_jsonl, wait_for, write_jsonl
 
 
 def start(source: Path, out: Path, base_url: str, *extra: str) -> subprocess.Popen[str]:
@@ -23,17 +23,6 @@ def start(source: Path, out: Path, base_url: str, *extra: str) -> subprocess.Pop
          "--progress-interval", "0.05", *extra],
         stderr=subprocess.PIPE, text=True,
     )
-
-
-def wait_for(proc: subprocess.Popen[str], text: str) -> str:
-    """Read the child's stderr until a line containing ``text``; return what was read."""
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if text in line:
-            return "".join(seen)
-    raise AssertionError(f"{text!r} never appeared in:\n{''.join(seen)}")
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]:

@@ -20,14 +20,21 @@ import pytest
 
 from batchrun import RunConfig, run_batch
 from batchrun.errors import ConfigError, InputFileError
-from batchrun.label import FreeText, JsonSchema, LabelJob, LabelOutcome, LabelRun, Labels, RequestSpec, label_dataset
+from batchrun.label import (
+    FreeText,
+    JsonSchema,
+    LabelJob,
+    LabelOutcome,
+    LabelRun,
+    Labels,
+    RequestSpec,
+    label_dataset,
+)
 from batchrun.label.answers import AnswerSpec
 from batchrun.label.template import parse_text_template
-from batchrun.records import Result
 from batchrun.simulator import SimulatorConfig, serve
-from batchrun.stats import RunStats
 
-from .helpers import read_jsonl
+from .helpers import OnWritten, read_jsonl
 
 BASE = "http://127.0.0.1:9/v1"
 SENTIMENT = Labels(("positive", "negative", "neutral"))
@@ -287,23 +294,6 @@ async def test_repeated_ids_are_rejected_with_both_rows(tmp_path: Path) -> None:
     ]
 
 
-class StopAfter:
-    """An observer that interrupts the run once ``n`` lines are written."""
-
-    def __init__(self, n: int, scope: anyio.CancelScope) -> None:
-        self.n, self.scope = n, scope
-
-    def started(self, stats: RunStats) -> None:
-        pass
-
-    def written(self, result: Result, stats: RunStats) -> None:
-        if stats.written >= self.n:
-            self.scope.cancel()
-
-    def retrying(self, *args: object) -> None:
-        pass
-
-
 async def test_an_interrupted_run_resumes_and_refuses_changed_options(tmp_path: Path) -> None:
     calls: Counter[str] = Counter()
 
@@ -315,7 +305,7 @@ async def test_an_interrupted_run_resumes_and_refuses_changed_options(tmp_path: 
     job = make_job(data, "{text}", SENTIMENT)
     engine = partial(RunConfig, base_url=BASE, concurrency=4)
     with anyio.CancelScope() as scope:
-        await label_dataset(job, engine, transport=httpx.MockTransport(handler), observer=StopAfter(50, scope))
+        await label_dataset(job, engine, transport=httpx.MockTransport(handler), observer=OnWritten(50, scope.cancel))
     assert not job.out.exists() and (tmp_path / "d.labeled.csv.batch/results.jsonl.checkpoint").is_dir()
 
     changed = make_job(data, "Label: {text}", SENTIMENT)

@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 from batchrun.errors import ConfigError
-from batchrun.label.template import load_template, parse_json_template, parse_text_template
+from batchrun.label.template import (
+    load_template,
+    parse_json_template,
+    parse_text_template,
+)
 
 
 def test_plain_text_is_one_user_message_with_placeholders_and_literal_braces() -> None:

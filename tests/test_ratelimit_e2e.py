@@ -7,30 +7,10 @@ from pathlib import Path
 import httpx
 
 from batchrun import RunConfig, run_batch, run_batch_sync
-from batchrun.records import Result
 from batchrun.simulator import SimulatorConfig, run_in_thread, serve
 from batchrun.simulator.limits import RateLimits
-from batchrun.stats import RunStats
 
-from .helpers import chat_line, read_jsonl, write_jsonl
-
-
-class OnWritten:
-    """An observer that calls ``action`` once, after ``n`` lines are written."""
-
-    def __init__(self, n: int, action: object) -> None:
-        self.n, self.action, self.done = n, action, False
-
-    def started(self, stats: RunStats) -> None:
-        pass
-
-    def written(self, result: Result, stats: RunStats) -> None:
-        if stats.written >= self.n and not self.done:
-            self.done = True
-            self.action()  # type: ignore[operator]
-
-    def retrying(self, *args: object) -> None:
-        pass
+from .helpers import OnWritten, chat_line, read_jsonl, write_jsonl
 
 
 async def test_limits_are_learned_from_headers(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from batchrun import ApiKey, RetryPolicy, RunConfig, run_batch
 from batchrun.simulator import Faults, SimulatorConfig, run_in_thread
 from batchrun.transport import AiohttpTransport
 
-from .helpers import chat_line, files_under, read_jsonl, write_jsonl
+from .helpers import chat_line, files_under, read_jsonl, wait_for, write_jsonl
 from .test_hostile_endpoint import RawServer, Seen, chat_answer, http, replying
 
 KEY = "sk-test-CANARY-5f1c2b9a8e7d4c3b2a1f0e9d"
@@ -69,16 +69,6 @@ def batchrun_run(source: Path, out: Path, base_url: str, key: str = KEY, *extra:
     )
 
 
-def read_until(proc: subprocess.Popen[str], text: str) -> str:
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if text in line:
-            return "".join(seen)
-    raise AssertionError(f"{text!r} never appeared in:\n{''.join(seen)}")
-
-
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
     out, err = proc.communicate(timeout=60)
     return proc.returncode, out + err
@@ -95,7 +85,7 @@ def test_a_job_with_failures_retries_a_crash_and_a_resume_never_shows_the_key(tm
     with run_in_thread(SimulatorConfig(faults=faults, latency_ms=10, seed=4)) as sim:
         # 1. kill -9 mid-run: the checkpoint is what is left.
         proc = batchrun_run(source, out, sim.base_url)
-        printed.append(read_until(proc, "progress:"))
+        printed.append(wait_for(proc, "progress:"))
         time.sleep(0.15)
         proc.kill()
         printed.append(finish(proc)[1])
@@ -104,7 +94,7 @@ def test_a_job_with_failures_retries_a_crash_and_a_resume_never_shows_the_key(tm
 
         # 2. SIGTERM (with most lines still to send): a clean stop writes the report and keeps the checkpoint.
         proc = batchrun_run(source, out, sim.base_url, KEY, "--drain-timeout", "1")
-        printed.append(read_until(proc, "progress:"))
+        printed.append(wait_for(proc, "progress:"))
         proc.send_signal(signal.SIGTERM)
         code, text = finish(proc)
         printed.append(text)
