@@ -169,7 +169,8 @@ class Client:
                 raise InvalidResponse("invalid_response", f"HTTP {status} but {missing}", status_code=status,
                                       request_id=request_id, body=body)
             model = body.get("model")
-            return Result(job.index, job.custom_id, status, request_id, body, None, model=model or job.model)
+            return Result(job.index, job.custom_id, status, request_id, body, None, model=model or job.model,
+                          usage=usage)
         error = self._status_error(status, request_id, body, content, headers)
         self.throttle.settle(permit, status, headers, None, getattr(error, "retry_after", None))
         raise error

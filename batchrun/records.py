@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from .usage import Usage
+
 DEFAULT_URL = "/v1/chat/completions"
 
 
@@ -63,6 +65,7 @@ class Result:
     latency_ms: float | None = None
     model: str | None = None
     rate_limited: int = 0  # 429s answered to the attempts that were retried
+    usage: Usage | None = None  # the body's usage, when the client already read it
     # The encoded output line, once known; carried-over results come with it.
     line: bytes | None = None
     # Finished by an earlier start of the run (read back from its checkpoint), not by this one.
@@ -71,6 +74,12 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def read_usage(self) -> Usage | None:
+        """The body's usage: as the client already read it, or read now (and kept)."""
+        if self.usage is None:
+            self.usage = Usage.from_body(self.body)
+        return self.usage
 
     @classmethod
     def from_line_error(cls, err: LineError) -> Result:
@@ -116,7 +125,7 @@ class Result:
             self.line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         except orjson.JSONEncodeError as exc:
             # Valid JSON that orjson reads but cannot write back (nested over 255 levels).
-            self.body = None
+            self.body = self.usage = None
             self.error = {"code": "invalid_response", "message": f"the response body cannot be stored: {exc}"}
             return self.encode()
         return self.line

@@ -125,14 +125,15 @@ class Report:
             body = response.get("body")
         extra = record.get("batchrun")
         extra = extra if isinstance(extra, dict) else {}
-        self._count(status, body, record.get("error"), model, extra.get("attempts"), extra.get("latency_ms"))
+        self._count(status, body, Usage.from_body(body), record.get("error"), model, extra.get("attempts"),
+                    extra.get("latency_ms"))
         rate_limited = extra.get("rate_limited")
         if isinstance(rate_limited, int) and not isinstance(rate_limited, bool):
             self.rate_limited += rate_limited
 
     def add_result(self, result: Result) -> None:
         """Count one final `Result` of a live run: no encoding or parsing on the way."""
-        self._count(result.status_code, result.body, result.error, result.model, result.attempts or None,
+        self._count(result.status_code, result.body, result.read_usage(), result.error, result.model, result.attempts or None,
                     result.latency_ms)
         self.rate_limited += result.rate_limited
 
@@ -147,8 +148,8 @@ class Report:
         server's clock, and a simulator's are not times at all)."""
         self.wall_s = seconds
 
-    def _count(self, status: int | None, body: Any, error: Any, model: str | None, attempts: Any,
-               latency_ms: Any) -> None:
+    def _count(self, status: int | None, body: Any, usage: Usage | None, error: Any, model: str | None,
+               attempts: Any, latency_ms: Any) -> None:
         self.lines += 1
         ok = not error and status is not None and 200 <= status < 300
         self.by_status["none" if status is None else str(status)] += 1
@@ -160,7 +161,6 @@ class Report:
         if tally is None:
             tally = self.models[model or UNKNOWN_MODEL] = ModelTally()
         tally.requests += 1
-        usage = Usage.from_body(body)
         if usage is not None:
             tally.usage.add(usage)
         if ok:
