@@ -45,7 +45,6 @@ from .errors import ConfigError
 from .pricing import Price, PriceTable
 from .records import Job, Result
 from .tokens import DEFAULT_MAX_OUTPUT_TOKENS, counter_for, encoding_for, request_tokens
-from .usage import Usage
 
 _NANO = 1_000_000_000
 
@@ -150,7 +149,7 @@ class Budget:
 
     def cost_of(self, worst: float, result: Result) -> float:
         """What a finished request is charged (module docstring), in USD."""
-        usage = Usage.from_body(result.body)
+        usage = result.read_usage()
         if usage is not None:
             # Priced as the model the body names (what was billed); one the table cannot price
             # (a server-side alias of a priced model, say) is charged its reservation.
@@ -179,9 +178,7 @@ class Budget:
 
     def projected_total(self, done: int, total: int) -> float | None:
         """The spend the whole file will come to at the rate so far (``done`` of ``total`` lines)."""
-        if done <= 0 or total <= 0:
-            return None
-        return self.spent * max(total, done) / done
+        return projected_spend(self.spent, done, total)
 
     def describe_stop(self, worst: float) -> str:
         """Why dispatching stopped, for the log and the summary."""
@@ -198,6 +195,13 @@ class Budget:
         need = _nano(worst)
         self._reserved = max(0, self._reserved - need)
         self.in_flight = max(0, self.in_flight - 1)
+
+
+def projected_spend(spent: float, done: int, total: int) -> float | None:
+    """What ``total`` lines will cost if the rest cost what the ``done`` ones did."""
+    if done <= 0 or total <= 0:
+        return None
+    return spent * max(total, done) / done
 
 
 def _nano(usd: float) -> int:

@@ -8,6 +8,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from .budget import projected_spend
 from .errors import RequestError
 from .records import Job, Result
 from .stats import RunStats
@@ -93,8 +94,9 @@ def _spend(stats: RunStats) -> str:
         spent = f"spent=${stats.budget.spent:,.4f}/${stats.budget.cap:,.2f}"
     else:
         spent = f"spent=${priced:,.4f}" + ("" if total is not None else "+unknown")
-    if stats.written and stats.total_hint and stats.written < stats.total_hint:
-        spent += f" (projected ${priced * stats.total_hint / stats.written:,.2f})"
+    projected = projected_spend(priced, stats.written, stats.total_hint or 0)
+    if projected is not None and stats.written < (stats.total_hint or 0):
+        spent += f" (projected ${projected:,.2f})"
     return f"{tokens} {spent}"
 
 
