@@ -8,18 +8,21 @@ Beside ``results.jsonl`` a run keeps ``results.jsonl.checkpoint/``:
     errors.jsonl  the failed lines among them
     journal       every line finished past the prefix, in completion order (see journal.py)
     previous.jsonl  with --retry-failed: the finished output whose failures are being re-sent
+    report.json   on completion: the report, published with the output
+    committed     on completion: the checkpoint is final and being published (see publish.py)
 
 Everything is appended and flushed as lines finish, so a killed process loses nothing the
-kernel was given; a periodic fsync bounds what a power loss can take. On completion the two
-ordered files are renamed into place (atomically: no half-written file ever has the final
-name) and the directory is removed.
+kernel was given; a periodic fsync bounds what a power loss can take. On completion the
+ordered files and the report are renamed into place (no half-written file ever has a final
+name) and the directory is removed, as one step that a crash cannot leave half done
+(`publish.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import shutil
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +30,13 @@ from typing import BinaryIO
 
 import orjson
 
-from . import journal
+from . import journal, publish
 from .config import RunConfig
 from .errors import ConfigError
 from .lock import RunLock
 from .records import Result
+
+log = logging.getLogger("batchrun")
 
 FORMAT = 1
 _CHUNK = 1 << 20
@@ -84,30 +89,50 @@ class Checkpoint:
         self.journal = self.dir / "journal"
         self.previous = self.dir / "previous.jsonl"
         self.meta = self.dir / "meta.json"
+        self.report = self.dir / "report.json"
         self._lock = RunLock(self.dir / "lock", config.out)
 
-    def open(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> None:
+    def open(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> bool:
         """Take the lock and make the directory describe this run.
 
+        :returns: whether an earlier start had already finished the run and committed it: then
+            its publishing has now been completed, and there is nothing left to do.
         :raises ConfigError: another run holds the lock; the checkpoint belongs to a different
             input or options; or the output already holds a finished run and neither
-            ``restart`` nor ``retry_failed`` says what to do with it.
+            ``restart`` nor ``retry_failed`` says what to do with it. A refused start leaves
+            no file behind that was not there before.
         """
         try:
-            self.dir.mkdir(exist_ok=True)
+            self.dir.mkdir()
+            created = True
+        except FileExistsError:
+            created = False
         except FileNotFoundError:
             raise ConfigError(f"{self.config.out.parent}: output directory does not exist") from None
         except OSError as exc:
             raise ConfigError(f"{self.dir}: cannot create: {exc.strerror}") from None
-        self._lock.acquire()
         try:
+            self._lock.acquire()
+        except BaseException:
+            if created:
+                self._remove_dir()
+            raise
+        try:
+            if not restart and publish.complete(self.dir):
+                self._lock.release()
+                return True
             self._prepare(scan, restart=restart, retry_failed=retry_failed)
         except BaseException:
+            if created:
+                self._remove_dir()
             self._lock.release()
             raise
+        return False
 
     def _prepare(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> None:
-        if restart:
+        if restart or not self.meta.exists():
+            # Without meta.json nothing here was started: at most a crash left the link to a
+            # finished output that --retry-failed makes before writing it.
             self._clear()
         meta = {"format": FORMAT, "input": {"size": scan.size, "digest": scan.digest},
                 "options": self.config.request_options()}
@@ -126,7 +151,7 @@ class Checkpoint:
             # A link, not a move: the finished output stays where the user expects it until the
             # new one replaces it.
             os.link(final, self.previous)
-        _write_atomically(self.meta, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+        publish.write_atomically(self.meta, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
 
     def recover(self, on_prefix: Callable[[Result], None]) -> Recovered:
         """Read back what earlier starts finished; repair torn tails; compact the journal.
@@ -140,7 +165,7 @@ class Checkpoint:
                 for entry in journal.scan(f):
                     if entry.index >= prefix:
                         finished[entry.index] = entry  # a later record of a line wins
-        _write_atomically(self.journal, b"".join(journal.encode(e.index, e.ok, e.line) for e in finished.values()))
+        publish.write_atomically(self.journal, b"".join(journal.encode(e.index, e.ok, e.line) for e in finished.values()))
         previous = _lines_from(self.previous, prefix) if self.previous.exists() else None
         return Recovered(prefix, finished, previous)
 
@@ -169,21 +194,36 @@ class Checkpoint:
         """The ordered output, errors and journal, open for appending."""
         return self.output.open("ab"), self.errors.open("ab"), self.journal.open("ab")
 
-    def commit(self) -> None:
-        """Give the finished files their final names and remove the checkpoint."""
-        os.replace(self.output, self.config.out)
-        os.replace(self.errors, self.config.errors_path)
-        _fsync_dir(self.config.out.parent)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self._lock.release()
+    def commit(self, report: bytes | None) -> None:
+        """Give the finished files (and ``report``) their final names and remove the checkpoint.
+
+        :raises OSError: publishing failed part way; the next start completes it (sending nothing).
+        """
+        moves = [(self.output, self.config.out), (self.errors, self.config.errors_path)]
+        if report is not None:
+            try:
+                publish.write_atomically(self.report, report)
+                moves.append((self.report, self.config.report_path))
+            except OSError as exc:  # the report is not worth keeping the finished output back for
+                log.warning("could not write the report %s: %s", self.config.report_path, exc)
+        try:
+            publish.commit(self.dir, moves)
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         """Leave the checkpoint for the next start."""
         self._lock.release()
 
     def _clear(self) -> None:
-        for path in (self.output, self.errors, self.journal, self.previous, self.meta):
+        for path in (self.output, self.errors, self.journal, self.previous, self.meta, self.report):
             path.unlink(missing_ok=True)
+
+    def _remove_dir(self) -> None:
+        """Undo the directory a refused start created (its lock file is all it can hold)."""
+        for path in self.dir.iterdir():
+            path.unlink(missing_ok=True)
+        self.dir.rmdir()
 
 
 def _check_same_run(saved: dict, current: dict, config: RunConfig) -> None:  # type: ignore[type-arg]
@@ -208,20 +248,3 @@ def _lines_from(path: Path, start: int) -> Generator[bytes, None, None]:
         for index, line in enumerate(f):
             if index >= start:
                 yield line
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,6 +21,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -34,6 +35,7 @@ from .client import Client
 from .config import RunConfig
 from .errors import BatchrunError, RequestError
 from .pricing import PriceTable, load_prices
+from .publish import write_atomically
 from .reader import open_input, read_jobs
 from .records import Job, LineError, Result
 from .report import Report
@@ -124,8 +126,11 @@ async def run_batch(
     budget = await _budget(config, prices)
     scan = await anyio.to_thread.run_sync(scan_input, config.input_path)
     checkpoint = Checkpoint(config)
-    checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed)
     stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines)
+    if checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed):
+        log.info("an earlier start finished this run: its output is now published; nothing to send")
+        await anyio.to_thread.run_sync(_count_published, config.out, stats)
+        return stats
     try:
         recovered = await anyio.to_thread.run_sync(checkpoint.recover, stats.record)
         writer = OrderedWriter(*checkpoint.open_files(), next_index=recovered.prefix)
@@ -148,14 +153,21 @@ async def run_batch(
             await _run_pool(config, client, writer, carryover, gate, control, observer, handle_signals)
     finally:
         stats.finished = time.monotonic()
-        _save_report(config, stats)
         carryover.close()
         saved = _close_writer(writer, stats)
         if saved and control.fed_all and writer.next_index == carryover.prefix + control.fed:
-            _commit(checkpoint, stats)
+            _commit(config, checkpoint, stats)
         else:
             checkpoint.close()
+            _save_report(config, stats)
     return stats
+
+
+def _count_published(out: Path, stats: RunStats) -> None:
+    """Count a published output into ``stats``, as a resume counts the lines it carries over."""
+    with out.open("rb") as f:
+        for index, line in enumerate(f):
+            stats.record(Result.from_line(index, line))
 
 
 def _retry_hook(observer: Observer | None) -> Callable[[Job, RequestError, float], None]:
@@ -328,16 +340,18 @@ def _models_in(config: RunConfig) -> set[str | None]:
 
 def _save_report(config: RunConfig, stats: RunStats) -> None:
     """The report as JSON beside the output, written whole or not at all."""
+    try:
+        write_atomically(config.report_path, _report_json(stats))
+    except OSError as exc:
+        log.warning("could not write the report %s: %s", config.report_path, exc)
+
+
+def _report_json(stats: RunStats) -> bytes:
     stats.report.set_wall_time(stats.wall_s)
     doc = stats.report.to_dict()
     if stats.throttle is not None:
         doc["pacing"] = _pacing(stats.throttle)
-    tmp = config.report_path.with_name(config.report_path.name + ".tmp")
-    try:
-        tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-        os.replace(tmp, config.report_path)
-    except OSError as exc:
-        log.warning("could not write the report %s: %s", config.report_path, exc)
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
 
 
 def _pacing(throttle: Throttle) -> dict[str, object]:
@@ -367,13 +381,15 @@ def _close_writer(writer: OrderedWriter, stats: RunStats) -> bool:
     return True
 
 
-def _commit(checkpoint: Checkpoint, stats: RunStats) -> None:
-    """Every line is written: publish the output (a stop that came after the last line changes nothing)."""
+def _commit(config: RunConfig, checkpoint: Checkpoint, stats: RunStats) -> None:
+    """Every line is written: publish the output and the report (a stop that came after the last
+    line changes nothing). If publishing fails part way, the next start completes it."""
+    report = _report_json(stats)
     try:
-        checkpoint.commit()
+        checkpoint.commit(report)
     except OSError as exc:
-        checkpoint.close()
         stats.stop_reason, stats.stop_code = f"I/O error while publishing the output: {exc}", EXIT_STOPPED
+        _save_report(config, stats)
         return
     stats.stop_reason = None
 

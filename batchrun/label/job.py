@@ -15,6 +15,12 @@ earlier ones: a changed data file, template or option is refused unless ``--rest
 engine resumes from its checkpoint, and the join, which writes the output to a temporary file
 renamed into place, runs again from the start. A finished output is not overwritten unless
 asked (``--retry-failed`` or ``--restart``), as with ``batchrun run``.
+
+The join is itself published in steps (the marked results, their errors, the output), so
+``OUT.batch/joined`` records which results file the output was joined from (its inode, size
+and mtime), written last. Engine results that differ from it have not been joined yet: a
+start that finds them only joins, whatever its options — the answers of a ``--retry-failed``
+that crashed before its join are kept, not bought again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import anyio
 import httpx
 import orjson
 
+from .. import publish
 from ..config import RunConfig, errors_path_for
 from ..engine import Observer, run_batch
 from ..errors import ConfigError
@@ -120,6 +127,23 @@ class Workspace:
         self.errors = errors_path_for(self.results)
         self.checkpoint = self.results.with_name(self.results.name + ".checkpoint")
         self.lock = self.dir / "lock"
+        self.joined = self.dir / "joined"
+
+    def join_pending(self) -> bool:
+        """Whether the engine finished results the output was not joined from (module docstring)."""
+        if not self.results.exists() or self.checkpoint.exists():
+            return False
+        try:
+            return bool(orjson.loads(self.joined.read_bytes()) != _identity(self.results))
+        except FileNotFoundError:
+            return True
+
+    def mark_joined(self, out: Path) -> None:
+        """Record that ``out`` was joined from the results as they are now."""
+        publish.fsync_dir(self.dir)
+        publish.fsync_dir(out.parent)
+        publish.write_atomically(self.joined, orjson.dumps(_identity(self.results)))
+        publish.fsync_dir(self.dir)
 
 
 @dataclass
@@ -185,6 +209,10 @@ class LabelRun:
         work, out, config = self.work, self.job.out, self.config
         finished = work.results.exists() and not work.checkpoint.exists()
         started = finished or work.checkpoint.exists()
+        if not config.restart and work.join_pending():
+            self._data_stamp = _stamp(self.job.data_path)
+            self._render(compare=True)
+            return None
         if not config.restart:
             if out.exists() and not started:
                 raise ConfigError(f"{out} already exists and {work.dir} holds no run that wrote it: pass --restart "
@@ -215,7 +243,8 @@ class LabelRun:
                               results.file, errors.file)
             results.commit()
             errors.commit()
-            writer.commit()  # last: an output under its final name means the whole run is done
+            writer.commit()
+            work.mark_joined(job.out)  # last: from here the results have been joined
         except BaseException:
             for target in (writer, results, errors):
                 target.discard()
@@ -303,6 +332,12 @@ def preview(job: LabelJob, count: int = 3, prices: PriceTable | None = None) -> 
             shown.append(request)
         estimate.add_request(job.spec.model, CHAT_URL, request.body)
     return Preview(shown, estimate)
+
+
+def _identity(path: Path) -> list[int]:
+    """Which file ``path`` is now: a rename puts another file there, a rewrite changes it."""
+    stat = path.stat()
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
