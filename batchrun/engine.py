@@ -52,6 +52,7 @@ T = TypeVar("T")
 
 SYNC_INTERVAL = 1.0  # seconds between fsyncs: what a power loss can take at most
 FLUSH_INTERVAL = 0.05  # seconds a finished line may sit in a user-space buffer
+WRITER_DRAIN_S = 10.0  # after an abort, how long the writer may take to save what was answered
 
 
 class Observer(Protocol):
@@ -65,16 +66,23 @@ class Observer(Protocol):
 
 
 class Control:
-    """How the pool is told to stop: no new requests, and a deadline for those in flight."""
+    """How the pool is told to stop: no new requests, and a deadline for those in flight.
+
+    An abort stops the reader and the workers at once, but the writer drains what was already
+    answered — shielded, within `WRITER_DRAIN_S` — since every answer it drops would be bought
+    again by the next start. Only a failing disk cancels the writer.
+    """
 
     def __init__(self, stats: RunStats) -> None:
         self.stats = stats
         self.stopping = False
+        self.aborted = False
         self.in_flight = 0
         self.fed = 0  # lines handed on by the reader
         self.fed_all = False  # the reader reached the end of the input
         self.feed_scope = anyio.CancelScope()
         self.workers_scope = anyio.CancelScope()
+        self.writer_scope = anyio.CancelScope()
         self.run_scope = anyio.CancelScope()
 
     def stop(self, reason: str, code: int, grace: float | None) -> None:
@@ -91,14 +99,22 @@ class Control:
         if grace is not None:
             self.workers_scope.deadline = anyio.current_time() + grace
 
-    def abort(self, reason: str) -> None:
-        """Stop everything now: a condition that dooms the rest of the run."""
-        if self.run_scope.cancel_called:
-            return  # the first reason is the one to report
-        log.error("stopping: %s", reason)
-        self.stopping = True
-        self.stats.stop_reason, self.stats.stop_code = reason, EXIT_STOPPED
-        self.run_scope.cancel()
+    def abort(self, reason: str, *, disk: bool = False) -> None:
+        """Stop now: a condition that dooms the rest of the run.
+
+        :param disk: writing failed, so the writer is stopped too (what it holds is lost).
+        """
+        if not self.aborted:  # the first reason is the one to report
+            self.aborted = self.stopping = True
+            log.error("stopping: %s", reason)
+            self.stats.stop_reason, self.stats.stop_code = reason, EXIT_STOPPED
+            self.feed_scope.cancel()
+            self.workers_scope.cancel()
+            self.writer_scope.shield = True
+            self.writer_scope.deadline = anyio.current_time() + WRITER_DRAIN_S
+        if disk:
+            self.writer_scope.cancel()
+            self.run_scope.cancel()
 
 
 async def run_batch(
@@ -198,13 +214,13 @@ async def _run_pool(config: RunConfig, client: Client, writer: OrderedWriter, ca
             async with anyio.create_task_group() as pool:
                 pool.start_soon(_guarded, abort, _feed, read_jobs(config.input_path), carryover, gate, job_send,
                                 feed_results, window, control)
-                pool.start_soon(_guarded, abort, _write, result_recv, writer, window, control.stats, observer)
+                pool.start_soon(_guarded, abort, _write, result_recv, writer, window, control, observer)
                 pool.start_soon(_run_workers, abort, client, gate, lanes, control)
             tg.cancel_scope.cancel()  # the signal watcher and the syncer have nothing left to do
 
 
-async def _guarded(abort: Callable[[str], None], task: Callable[..., Any], *args: Any) -> None:
-    """Run a pool task; a condition that dooms the whole run stops it with a reason."""
+async def _guarded(abort: Callable[..., None], task: Callable[..., Any], *args: Any) -> None:
+    """Run a pool task; a condition that dooms the whole run stops it with a reason (`Control.abort`)."""
     try:
         await task(*args)
     except anyio.BrokenResourceError:
@@ -212,7 +228,7 @@ async def _guarded(abort: Callable[[str], None], task: Callable[..., Any], *args
     except BatchrunError as exc:
         abort(str(exc))
     except OSError as exc:
-        abort(f"I/O error: {exc}")
+        abort(f"I/O error: {exc}", disk=True)
 
 
 async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryover, gate: BudgetGate | None,
@@ -277,7 +293,13 @@ async def _work(client: Client, gate: BudgetGate | None, jobs: MemoryObjectRecei
 
 
 async def _write(results: MemoryObjectReceiveStream[Result], writer: OrderedWriter, window: anyio.Semaphore,
-                 stats: RunStats, observer: Observer | None) -> None:
+                 control: Control, observer: Observer | None) -> None:
+    with control.writer_scope:
+        await _write_all(results, writer, window, control.stats, observer)
+
+
+async def _write_all(results: MemoryObjectReceiveStream[Result], writer: OrderedWriter, window: anyio.Semaphore,
+                     stats: RunStats, observer: Observer | None) -> None:
     flushed = time.monotonic()
     async with results:
         while True:
