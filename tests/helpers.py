@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,3 +64,33 @@ def wait_for(proc: subprocess.Popen[str], text: str) -> str:
         if text in line:
             return "".join(seen)
     raise AssertionError(f"{text!r} never appeared in:\n{''.join(seen)}")
+
+
+# Runs the CLI (argv: function, calls, then batchrun's arguments) with ``os.<function>`` killing
+# the process (os._exit: no cleanup, as kill -9) once it has been called ``calls`` times: for
+# ``replace``, instead of the next call whose target is outside a checkpoint (a publishing
+# rename); for ``link``, right after the next call.
+CRASH_DRIVER = """
+import os, sys
+name, limit = sys.argv[1], int(sys.argv[2])
+real, count = getattr(os, name), 0
+def crashing(src, dst, *args, **kwargs):
+    global count
+    if name == "replace" and (".checkpoint" in os.fspath(dst) or os.fspath(dst).endswith(".batch")):
+        return real(src, dst, *args, **kwargs)
+    count += 1
+    if count > limit:
+        if name == "link":
+            real(src, dst, *args, **kwargs)
+        os._exit(9)
+    return real(src, dst, *args, **kwargs)
+setattr(os, name, crashing)
+from batchrun.cli import main
+main(sys.argv[3:], prog_name="batchrun")
+"""
+
+
+def crashing(function: str, calls: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """``batchrun ARGS`` killed at its ``calls + 1``-th call of ``os.<function>`` (`CRASH_DRIVER`)."""
+    return subprocess.run([sys.executable, "-c", CRASH_DRIVER, function, str(calls), *args],
+                          check=False, capture_output=True, text=True)

@@ -17,24 +17,7 @@ import pytest
 
 from batchrun.simulator import Faults, Simulator, SimulatorConfig, run_in_thread
 
-from .helpers import chat_line, read_jsonl, wait_for, write_jsonl
-
-# Runs the CLI with os.replace dying (os._exit: no cleanup, as kill -9) on its N-th call that
-# gives a file a name outside a checkpoint: the publishing renames.
-CRASH_AT_RENAME = """
-import os, sys
-real, count, limit = os.replace, 0, int(sys.argv[1])
-def replace(src, dst, *args, **kwargs):
-    global count
-    if ".checkpoint" not in os.fspath(dst) and not os.fspath(dst).endswith(".batch"):
-        count += 1
-        if count > limit:
-            os._exit(9)
-    return real(src, dst, *args, **kwargs)
-os.replace = replace
-from batchrun.cli import main
-main(sys.argv[2:], prog_name="batchrun")
-"""
+from .helpers import chat_line, crashing, read_jsonl, wait_for, write_jsonl
 
 
 @pytest.fixture
@@ -45,12 +28,6 @@ def sim() -> Iterator[Simulator]:
 
 def batchrun(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "batchrun", *args], check=False, capture_output=True, text=True)
-
-
-def crashing(renames_done: int, *args: str) -> subprocess.CompletedProcess[str]:
-    """``batchrun ARGS`` killed when it has done ``renames_done`` publishing renames."""
-    return subprocess.run([sys.executable, "-c", CRASH_AT_RENAME, str(renames_done), *args],
-                          check=False, capture_output=True, text=True)
 
 
 def rows(n: int) -> list[object]:
@@ -85,7 +62,7 @@ def test_a_crash_while_publishing_a_resumed_run_is_completed_without_sending(
     args = ["run", str(source), "-o", str(out), "--base-url", sim.base_url, "-c", "4"]
     interrupt_with_a_prefix(args, tmp_path / "out.jsonl.checkpoint")
 
-    crashed = crashing(renames_done, *args)
+    crashed = crashing("replace", renames_done, *args)
     assert crashed.returncode == 9, crashed.stderr
     sent = sim.stats.requests
     assert sent >= 300
@@ -110,7 +87,7 @@ def test_a_crash_while_publishing_retry_failed_is_completed_without_sending(
     assert batchrun(*args).returncode == 1
     first = sim.stats.requests
 
-    crashed = crashing(renames_done, *args, "--retry-failed")
+    crashed = crashing("replace", renames_done, *args, "--retry-failed")
     assert crashed.returncode == 9, crashed.stderr
     retried = sim.stats.requests - first
     assert retried == len(range(0, 100, 7))  # only the failed lines
@@ -166,7 +143,7 @@ def test_a_crash_while_publishing_a_label_retry_is_completed_without_sending(tmp
         assert batchrun(*args[:-1]).returncode == 1
         first = sim.stats.requests
 
-        crashed = crashing(renames_done, *args)
+        crashed = crashing("replace", renames_done, *args)
         assert crashed.returncode == 9, crashed.stderr
         retried = sim.stats.requests - first
         assert retried > 0
