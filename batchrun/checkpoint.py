@@ -83,7 +83,7 @@ class Checkpoint:
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.dir = config.out.with_name(config.out.name + ".checkpoint")
+        self.dir = config.checkpoint_path
         self.output = self.dir / "output.jsonl"
         self.errors = self.dir / "errors.jsonl"
         self.journal = self.dir / "journal"

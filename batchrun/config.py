@@ -170,10 +170,8 @@ class RunConfig:
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("http", "https"):
             raise ConfigError(f"--base-url must be an http(s) URL, got {self.base_url!r}")
-        if output.is_dir():
-            raise ConfigError(f"the output {output} is a directory; -o takes a file name")
-        if output.resolve() == self.input_path.resolve():
-            raise ConfigError(f"the output {output} is the input file; choose another -o")
+        _check_paths({"input file": self.input_path, "output": output, "errors file": self.errors_path,
+                      "report": self.report_path, "checkpoint": self.checkpoint_path})
         if self.api_key is None and not is_loopback(self.base_url):
             raise ConfigError(
                 f"no API key for {self.base_url}: set OPENAI_API_KEY (or the variable named by "
@@ -192,8 +190,14 @@ class RunConfig:
 
     @property
     def report_path(self) -> Path:
-        """``out.jsonl`` → ``out.report.json``: the run's usage and cost report, beside the output."""
-        return self.out.with_name(f"{_stem(self.out)}.report.json")
+        """``out.jsonl`` → ``out.report.json`` (``out`` → ``out-report.json``): the run's usage
+        and cost report, beside the output."""
+        return _beside(self.out, "report.json")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """``out.jsonl`` → ``out.jsonl.checkpoint``: the run's state until it is published."""
+        return self.out.with_name(self.out.name + ".checkpoint")
 
     def request_options(self) -> dict[str, str]:
         """The options that shape what is sent: a checkpoint only resumes with the same ones."""
@@ -206,12 +210,43 @@ def default_output_path(input_path: Path) -> Path:
 
 
 def errors_path_for(output_path: Path) -> Path:
-    """``out.jsonl`` → ``out.errors.jsonl``, beside the output."""
-    return output_path.with_name(f"{_stem(output_path)}.errors.jsonl")
+    """``out.jsonl`` → ``out.errors.jsonl`` (``out`` → ``out-errors.jsonl``), beside the output."""
+    return _beside(output_path, "errors.jsonl")
+
+
+def _beside(output: Path, what: str) -> Path:
+    """A file derived from the output's name: ``.jsonl`` gives way to ``.<what>``; any other
+    name keeps its whole self and gets ``-<what>``. The two forms never meet, so no two outputs
+    share an errors file or a report (``out`` and ``out.jsonl`` least of all)."""
+    if output.name.endswith(".jsonl"):
+        return output.with_name(f"{output.name.removesuffix('.jsonl')}.{what}")
+    return output.with_name(f"{output.name}-{what}")
 
 
 def _stem(path: Path) -> str:
-    return path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+    return path.name.removesuffix(".jsonl")
+
+
+def _check_paths(paths: dict[str, Path]) -> None:
+    """Every file of a run is a file of its own: none is a directory (but the checkpoint), and
+    no two are one — by name, through symlinks, or as hard links.
+
+    :raises ConfigError: naming the two paths.
+    """
+    seen: dict[object, str] = {}
+    for what, path in paths.items():
+        if what not in ("input file", "checkpoint") and path.is_dir():
+            raise ConfigError(f"the {what} {path} is a directory; -o takes a file name")
+        keys: list[object] = [path.resolve()]
+        try:
+            stat = path.stat()
+            keys.append((stat.st_dev, stat.st_ino))
+        except OSError:
+            pass  # not there yet
+        for key in keys:
+            if key in seen:
+                raise ConfigError(f"the {what} {path} is the {seen[key]}; choose another -o")
+            seen[key] = f"{what} {path}"
 
 
 def is_loopback(url: str) -> bool:

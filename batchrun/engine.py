@@ -139,8 +139,8 @@ async def run_batch(
     """
     open_input(config.input_path).close()
     prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
-    budget = await _budget(config, prices)
     scan = await anyio.to_thread.run_sync(scan_input, config.input_path)
+    budget = await _budget(config, prices, scan.size)
     checkpoint = Checkpoint(config)
     stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines)
     if checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed):
@@ -166,7 +166,8 @@ async def run_batch(
     try:
         async with Client(config, transport=transport, sleep=sleep, on_retry=_retry_hook(observer)) as client:
             stats.throttle = client.throttle
-            await _run_pool(config, client, writer, carryover, gate, control, observer, handle_signals)
+            await _run_pool(config, read_jobs(config.input_path, scan.size), client, writer, carryover, gate, control,
+                            observer, handle_signals)
     finally:
         stats.finished = time.monotonic()
         carryover.close()
@@ -195,9 +196,9 @@ def _retry_hook(observer: Observer | None) -> Callable[[Job, RequestError, float
     return on_retry
 
 
-async def _run_pool(config: RunConfig, client: Client, writer: OrderedWriter, carryover: Carryover,
-                    gate: BudgetGate | None, control: Control, observer: Observer | None,
-                    handle_signals: bool) -> None:
+async def _run_pool(config: RunConfig, items: Generator[Job | LineError, None, None], client: Client,
+                    writer: OrderedWriter, carryover: Carryover, gate: BudgetGate | None, control: Control,
+                    observer: Observer | None, handle_signals: bool) -> None:
     window = anyio.Semaphore(config.window or config.concurrency)
     job_send, job_recv = anyio.create_memory_object_stream[Job](config.concurrency)
     result_send, result_recv = anyio.create_memory_object_stream[Result](config.concurrency)
@@ -210,9 +211,9 @@ async def _run_pool(config: RunConfig, client: Client, writer: OrderedWriter, ca
         async with anyio.create_task_group() as tg:
             if handle_signals:
                 tg.start_soon(_watch_signals, control, config.drain_timeout)
-            tg.start_soon(_sync_periodically, writer)
+            tg.start_soon(_sync_periodically, writer, control)
             async with anyio.create_task_group() as pool:
-                pool.start_soon(_guarded, abort, _feed, read_jobs(config.input_path), carryover, gate, job_send,
+                pool.start_soon(_guarded, abort, _feed, items, carryover, gate, job_send,
                                 feed_results, window, control)
                 pool.start_soon(_guarded, abort, _write, result_recv, writer, window, control, observer)
                 pool.start_soon(_run_workers, abort, client, gate, lanes, control)
@@ -325,12 +326,16 @@ async def _write_all(results: MemoryObjectReceiveStream[Result], writer: Ordered
                 flushed = time.monotonic()
 
 
-async def _sync_periodically(writer: OrderedWriter) -> None:
-    while True:
-        await anyio.sleep(SYNC_INTERVAL)
-        writer.flush()
-        # Not cancellable mid-way: the files are closed only after this returns.
-        await anyio.to_thread.run_sync(_fsync_all, writer.fsync_targets())
+async def _sync_periodically(writer: OrderedWriter, control: Control) -> None:
+    """Bound what a power loss can take; a disk that fails here stops the run, resumable."""
+    try:
+        while True:
+            await anyio.sleep(SYNC_INTERVAL)
+            writer.flush()
+            # Not cancellable mid-way: the files are closed only after this returns.
+            await anyio.to_thread.run_sync(_fsync_all, writer.fsync_targets())
+    except OSError as exc:
+        control.abort(f"I/O error while saving to disk: {exc}", disk=True)
 
 
 async def _watch_signals(control: Control, drain_timeout: float) -> None:
@@ -345,19 +350,19 @@ async def _watch_signals(control: Control, drain_timeout: float) -> None:
             control.stop(f"interrupted by {name}", EXIT_STOPPED, grace=drain_timeout)
 
 
-async def _budget(config: RunConfig, prices: PriceTable) -> Budget | None:
+async def _budget(config: RunConfig, prices: PriceTable, size: int) -> Budget | None:
     """The spending cap, checked before anything else happens.
 
     :raises ConfigError: a model in the input has no price, so the cap could not be enforced.
     """
     if config.max_cost is None:
         return None
-    models = await anyio.to_thread.run_sync(_models_in, config)
+    models = await anyio.to_thread.run_sync(_models_in, config, size)
     return Budget(config.max_cost, prices, models)
 
 
-def _models_in(config: RunConfig) -> set[str | None]:
-    return {item.model for item in read_jobs(config.input_path) if isinstance(item, Job)}
+def _models_in(config: RunConfig, size: int) -> set[str | None]:
+    return {item.model for item in read_jobs(config.input_path, size) if isinstance(item, Job)}
 
 
 def _save_report(config: RunConfig, stats: RunStats) -> None:

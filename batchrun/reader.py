@@ -7,7 +7,8 @@ one line per request line.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -41,16 +42,18 @@ def open_input(path: Path, kind: str = "a JSONL file") -> BinaryIO:
         raise InputFileError(f"{path}: cannot open: {exc.strerror}") from None
 
 
-def read_jobs(path: Path) -> Iterator[Job | LineError]:
+def read_jobs(path: Path, limit: int | None = None) -> Generator[Job | LineError, None, None]:
     """Yield one `Job` or `LineError` per non-blank line of ``path``, in file order.
 
+    :param limit: read no further than this many bytes: the size the run fingerprinted, so
+        that lines appended while it runs are neither sent nor make its checkpoint refused.
     :raises InputFileError: when the file cannot be opened or read.
     """
     seen = IdSet()
     index = 0
     with open_input(path) as f:
         try:
-            for line_no, raw in enumerate(_lines(f), start=1):
+            for line_no, raw in enumerate(_lines(f, sys.maxsize if limit is None else limit), start=1):
                 if isinstance(raw, int):
                     item: Job | LineError = LineError(
                         index, line_no, f"line-{line_no}", "invalid_request_line",
@@ -76,17 +79,21 @@ def read_jobs(path: Path) -> Iterator[Job | LineError]:
             raise InputFileError(f"{path}: read failed: {exc.strerror}") from None
 
 
-def _lines(f: BinaryIO) -> Iterator[bytes | int]:
-    """The file's lines; a line longer than `MAX_LINE_BYTES` comes as its length instead,
-    read past in pieces so that it never sits in memory whole."""
-    while raw := f.readline(MAX_LINE_BYTES + 1):
+def _lines(f: BinaryIO, limit: int) -> Iterator[bytes | int]:
+    """The file's lines within its first ``limit`` bytes; a line longer than `MAX_LINE_BYTES`
+    comes as its length instead, read past in pieces so that it never sits in memory whole."""
+    while limit > 0 and (raw := f.readline(min(MAX_LINE_BYTES + 1, limit))):
+        limit -= len(raw)
         if len(raw) <= MAX_LINE_BYTES or raw.endswith(b"\n"):
             yield raw
             continue
         length = len(raw)
-        while (rest := f.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
+        while limit > 0 and (rest := f.readline(min(_SKIP_CHUNK, limit))):
+            limit -= len(rest)
             length += len(rest)
-        yield length + len(rest)
+            if rest.endswith(b"\n"):
+                break
+        yield length
 
 
 def parse_line(line: bytes, index: int, line_no: int, source: str) -> Job | LineError:

@@ -494,6 +494,7 @@ def test_a_real_full_tmpfs_stops_the_run_and_it_resumes_once_space_is_back(
     code, err = invoke(*args)
     assert code == 4, err
     assert "No space left on device" in err and not out.exists()
+    assert not list(small_tmpfs.rglob("*.tmp"))  # a report that could not be written leaves nothing
 
     subprocess.run(["mount", "-o", "remount,size=8m", str(small_tmpfs)], check=True)
     code, err = invoke(*args)
