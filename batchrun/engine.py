@@ -30,7 +30,7 @@ import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .budget import Budget
-from .checkpoint import Checkpoint, scan_input
+from .checkpoint import Checkpoint, Recovered, scan_input
 from .client import Client
 from .config import RunConfig
 from .errors import BatchrunError, RequestError
@@ -156,7 +156,10 @@ async def run_batch(
     carryover = Carryover(recovered, retry_failed=config.retry_failed)
     gate = None
     if budget is not None:
-        budget.carry(stats.report.cost()[1])
+        # Everything this output will carry over was paid for, by whichever earlier start: the
+        # ordered prefix (counted by now), the journal, and a finished output being retried.
+        carried = await anyio.to_thread.run_sync(_carried_cost, recovered, checkpoint, prices)
+        budget.carry(stats.report.cost()[1] + carried)
         stats.budget, gate = budget, BudgetGate(budget)
     if recovered.prefix or recovered.finished:
         log.info("resuming: %s lines were finished by an earlier start", f"{stats.written + len(recovered.finished or {}):,}")
@@ -185,6 +188,24 @@ def _count_published(out: Path, stats: RunStats) -> None:
     with out.open("rb") as f:
         for index, line in enumerate(f):
             stats.record(Result.from_line(index, line))
+
+
+def _carried_cost(recovered: Recovered, checkpoint: Checkpoint, prices: PriceTable) -> float:
+    """USD spent on the lines past the ordered prefix that earlier starts finished."""
+    spent = Report(prices)
+
+    def charge(index: int, line: bytes) -> None:
+        with contextlib.suppress(ValueError):  # unreadable: the line is done again, and charged then
+            spent.add_result(Result.from_line(index, line))
+
+    for entry in (recovered.finished or {}).values():
+        charge(entry.index, entry.line)
+    if recovered.previous is not None:
+        with checkpoint.previous.open("rb") as f:
+            for index, line in enumerate(f):
+                if index >= recovered.prefix:
+                    charge(index, line)
+    return spent.cost()[1]
 
 
 def _retry_hook(observer: Observer | None) -> Callable[[Job, RequestError, float], None]:

@@ -98,3 +98,39 @@ async def test_a_budget_stop_then_a_resume_buys_no_answer_twice(tmp_path: Path) 
                              transport=httpx.MockTransport(handler))
     assert second.exit_code == 0
     assert sent == Counter({f"question {i}": 1 for i in range(60)})
+
+
+async def test_max_cost_caps_the_spend_across_a_resume(tmp_path: Path) -> None:
+    """The first start answers lines 1-20 but not line 0, so they wait in the journal, past the
+    ordered prefix; the resume must count them against its cap."""
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, max_tokens=10) for i in range(60)])
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"models": {"gpt-4o-mini": {"input": 1000, "output": 1000}}}')  # $0.02 an answer
+    answered, twenty = 0, anyio.Event()
+
+    async def head_stalls(request: httpx.Request) -> httpx.Response:
+        nonlocal answered
+        if content(request) == "question 0":
+            await anyio.sleep_forever()
+        answered += 1
+        if answered == 20:
+            twenty.set()
+        return answer(content(request))
+
+    config = RunConfig(source, base_url=BASE, concurrency=4, window=21, prices_path=prices)
+    async with anyio.create_task_group() as tg:
+        async def stop_when_journaled() -> None:
+            await twenty.wait()
+            await anyio.wait_all_tasks_blocked()  # the writer has journaled all twenty
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(stop_when_journaled)
+        await run_batch(config, transport=httpx.MockTransport(head_stalls))
+    with (tmp_path / "in.results.jsonl.checkpoint" / "journal").open("rb") as f:
+        assert sum(1 for _ in f) == 20
+
+    capped = RunConfig(source, base_url=BASE, concurrency=4, window=21, prices_path=prices, max_cost=0.7)
+    stats = await run_batch(capped, transport=httpx.MockTransport(lambda r: answer(content(r))))
+    assert stats.exit_code == 3
+    spent = stats.report.cost()[0]
+    assert spent is not None and 0.4 < spent <= 0.7
