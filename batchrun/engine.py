@@ -395,7 +395,7 @@ def _save_report(config: RunConfig, stats: RunStats) -> None:
 
 
 def _report_json(stats: RunStats) -> bytes:
-    stats.report.set_wall_time(stats.wall_s)
+    stats.report.set_wall_time(stats.wall_s, lines=stats.written_this_start, tokens=stats.tokens_this_start)
     doc = stats.report.to_dict()
     if stats.throttle is not None:
         doc["pacing"] = _pacing(stats.throttle)

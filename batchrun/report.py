@@ -50,7 +50,7 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
       "latency_ms": {"count", "mean", "p50", "p95", "p99", "max": float,
                      "relative_error": float} | null,
       "wall_time_s": float | null,               # known for a run, not from a file's lines
-      "throughput_rps": float | null, "tokens_per_s": float | null,
+      "throughput_rps": float | null, "tokens_per_s": float | null,  # a resumed run: its own lines only
       "warnings": [str]
     }
 """
@@ -112,6 +112,8 @@ class Report:
         self.unreadable = 0
         self.unreadable_examples: list[str] = []
         self.wall_s: float | None = None
+        self._rate_lines: int | None = None
+        self._rate_tokens: int | None = None
 
     # -- adding ------------------------------------------------------------------------------
 
@@ -143,10 +145,15 @@ class Report:
         if len(self.unreadable_examples) < _MAX_EXAMPLES:
             self.unreadable_examples.append(where)
 
-    def set_wall_time(self, seconds: float) -> None:
+    def set_wall_time(self, seconds: float, *, lines: int | None = None, tokens: int | None = None) -> None:
         """The run's wall time: lines alone do not tell it (their ``created`` stamps are the
-        server's clock, and a simulator's are not times at all)."""
+        server's clock, and a simulator's are not times at all).
+
+        :param lines: / :param tokens: what was done in that time, when it is not every line
+            counted (a resumed run: the lines carried over took none of it); the rates use them.
+        """
         self.wall_s = seconds
+        self._rate_lines, self._rate_tokens = lines, tokens
 
     def _count(self, status: int | None, body: Any, usage: Usage | None, error: Any, model: str | None,
                attempts: Any, latency_ms: Any) -> None:
@@ -245,8 +252,8 @@ class Report:
             "prices": self.prices.provenance(),
             "latency_ms": self._latency_dict(),
             "wall_time_s": wall,
-            "throughput_rps": self.lines / wall if wall else None,
-            "tokens_per_s": usage.total / wall if wall else None,
+            "throughput_rps": _rate(self.lines if self._rate_lines is None else self._rate_lines, wall),
+            "tokens_per_s": _rate(usage.total if self._rate_tokens is None else self._rate_tokens, wall),
             "warnings": self.warnings(),
         }
 
@@ -270,6 +277,10 @@ class Report:
     def render(self) -> str:
         """The report as a fixed-width table for a terminal."""
         return render_report(self.to_dict())
+
+
+def _rate(count: int, seconds: float | None) -> float | None:
+    return count / seconds if seconds else None
 
 
 def error_code(error: Any, status: int | None, body: Any) -> str:

@@ -33,6 +33,7 @@ class RunStats:
         (interrupted, fatal endpoint error, disk error, budget); its checkpoint is kept.
     :param stop_code: the exit code such a stop maps to.
     :param carried_over: lines finished by earlier starts of the run, read back on resume.
+    :param tokens_this_start: tokens of the lines this start finished (not carried over).
     :param max_buffered: the most results that ever waited for an earlier line at once.
     """
 
@@ -42,6 +43,7 @@ class RunStats:
     total_hint: int | None = None
     written: int = 0
     carried_over: int = 0
+    tokens_this_start: int = 0
     max_buffered: int = 0
     stop_reason: str | None = None
     stop_code: int = EXIT_STOPPED
@@ -52,8 +54,16 @@ class RunStats:
 
     def record(self, result: Result) -> None:
         self.written += 1
-        self.carried_over += result.carried_over
         self.report.add_result(result)
+        if result.carried_over:
+            self.carried_over += 1
+        elif (usage := result.read_usage()) is not None:
+            self.tokens_this_start += usage.total
+
+    @property
+    def written_this_start(self) -> int:
+        """Lines this start finished: what its rates count (carried-over lines took no time of it)."""
+        return self.written - self.carried_over
 
     @property
     def succeeded(self) -> int:

@@ -246,3 +246,15 @@ def test_any_interruption_resumes_to_the_uninterrupted_output(
         None if question(i) in failing else question(i).upper() for i in range(40)]
     assert [e["custom_id"] for e in read_jsonl(config.errors_path)] == [
         f"req-{i}" for i in range(40) if question(i) in failing]
+
+
+async def test_a_resumed_run_reports_rates_of_its_own_lines_only(source: Path, tmp_path: Path) -> None:
+    config = RunConfig(source, base_url=BASE, concurrency=4)
+    await interrupted_run(config, staggered(), after=30)
+    stats = await run_batch(config, transport=httpx.MockTransport(Endpoint()))
+    assert stats.exit_code == 0 and 30 <= stats.carried_over < 60
+    doc = orjson.loads((tmp_path / "in.results.report.json").read_bytes())
+    assert doc["lines"] == 60 and doc["tokens"]["total"] == 120
+    sent_now = 60 - stats.carried_over
+    assert doc["throughput_rps"] * doc["wall_time_s"] == pytest.approx(sent_now)
+    assert doc["tokens_per_s"] * doc["wall_time_s"] == pytest.approx(2 * sent_now)
