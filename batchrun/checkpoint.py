@@ -118,7 +118,7 @@ class Checkpoint:
                 self._remove_dir()
             raise
         try:
-            if not restart and publish.complete(self.dir):
+            if not restart and self._complete_publishing():
                 self._lock.release()
                 return True
             self._prepare(scan, restart=restart, retry_failed=retry_failed)
@@ -128,6 +128,13 @@ class Checkpoint:
             self._lock.release()
             raise
         return False
+
+    def _complete_publishing(self) -> bool:
+        try:
+            return publish.complete(self.dir)
+        except OSError as exc:
+            raise ConfigError(f"{self.dir}: could not finish publishing the finished run: {exc}; nothing was "
+                              "sent: run the same command again once the disk is writable") from None
 
     def _prepare(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> None:
         if restart or not self.meta.exists():

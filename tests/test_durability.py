@@ -165,3 +165,24 @@ def test_a_refused_start_leaves_nothing_behind(tmp_path: Path, sim: Simulator) -
     assert code == 2 and "already holds a finished run" in err
     assert {path: path.read_bytes() for path in files_under(tmp_path)} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in before)
+
+
+def test_a_start_that_cannot_finish_publishing_says_so_and_sends_nothing(
+        tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(5)])
+    args = ["run", str(source), "-o", str(tmp_path / "out.jsonl"), "--base-url", sim.base_url]
+    real = os.replace
+
+    def failing(src: object, dst: object) -> None:
+        if os.fspath(dst) == str(tmp_path / "out.errors.jsonl"):  # type: ignore[arg-type]
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", failing)
+    assert invoke(*args)[0] == 4  # committed, the output renamed, the errors file not
+    code, err = invoke(*args)
+    assert code == 2 and "could not finish publishing the finished run" in err and "Input/output error" in err
+    monkeypatch.undo()
+    assert sim.stats.requests == 5
+    assert invoke(*args)[0] == 0 and sim.stats.requests == 5
+    assert not (tmp_path / "out.jsonl.checkpoint").exists() and (tmp_path / "out.errors.jsonl").exists()
