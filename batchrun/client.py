@@ -7,16 +7,14 @@ this module has the API key scrubbed from it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import httpx
 import orjson
 from tenacity import RetryCallState
 
-from .breaker import CircuitBreaker
 from .config import RunConfig
 from .errors import (
     FatalEndpointError,
@@ -29,9 +27,9 @@ from .errors import (
     ServerError,
     TransportError,
 )
+from .pacing import SYSTEM_CLOCK, CircuitBreaker, Clock, Pacer, estimate_cost
 from .records import Job, Result
-from .retry import Sleep, parse_retry_after, retrying
-from .throttle import Throttle, estimate_cost
+from .retry import parse_retry_after, retrying
 from .transport import Timeouts, Transport, as_transport
 from .usage import Usage
 
@@ -41,14 +39,34 @@ USER_AGENT = "batchrun"
 _MAX_MESSAGE = 500
 
 
+@dataclass(slots=True)
+class Tally:
+    """One line's attempts so far, and where its time went: on the wire, or waiting."""
+
+    attempts: int = 0
+    rate_limited: int = 0  # 429s answered to attempts that were retried
+    wire_s: float = 0.0  # every attempt, from sending to its answer (or failure)
+    answer_s: float | None = None  # the latest attempt alone
+    waited_s: float = 0.0  # for pacing, the breaker and backoff
+
+
+@dataclass(slots=True)
+class Retrying:
+    """A line whose first attempt failed in a way worth retrying: `Client.finish` goes on with it."""
+
+    job: Job
+    error: RetryableError
+    tally: Tally
+
+
 class Client:
     """Sends jobs; never raises for a failed request, only for a fatal one.
 
     :param transport: how bytes reach the endpoint; default `AiohttpTransport` sized to the
         concurrency. Any ``httpx.AsyncBaseTransport`` (``httpx.MockTransport`` in tests) works too.
-    :param sleep: what retries wait with (tests pass a fake).
+    :param clock: what pacing and retries read and wait with (tests pass a fake).
     :param on_retry: called with the error and the wait before each retry, for counters and logs.
-    :param throttle: paces attempts (default: from the config's concurrency and limits).
+    :param pacer: paces attempts (default: from the config's concurrency and limits).
     """
 
     def __init__(
@@ -56,13 +74,13 @@ class Client:
         config: RunConfig,
         *,
         transport: Transport | httpx.AsyncBaseTransport | None = None,
-        sleep: Sleep = anyio.sleep,
+        clock: Clock = SYSTEM_CLOCK,
         on_retry: Callable[[Job, RequestError, float], None] | None = None,
-        throttle: Throttle | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._config = config
         self._transport = as_transport(transport, config.concurrency)
-        self._sleep = sleep
+        self._clock = clock
         self._on_retry = on_retry
         self._secret = config.api_key.reveal() if config.api_key else None
         self._secret_bytes = self._secret.encode() if self._secret else None
@@ -71,9 +89,9 @@ class Client:
             self._headers["authorization"] = config.api_key.header()
         self._timeouts = Timeouts(connect=config.connect_timeout, read=config.timeout)
         self._urls: dict[str, str] = {}
-        self.throttle = throttle or Throttle(
-            concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm,
-            breaker=CircuitBreaker(threshold=config.outage_threshold, give_up=config.max_outage),
+        self.pacer = pacer or Pacer(
+            concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm, clock=clock,
+            breaker=CircuitBreaker(threshold=config.outage_threshold, give_up=config.max_outage, clock=clock),
         )
 
     async def __aenter__(self) -> Client:
@@ -87,70 +105,77 @@ class Client:
 
         :raises FatalEndpointError: the endpoint rejected the credentials (401/403).
         """
-        started = time.perf_counter()
-        # The first attempt runs outside tenacity: nearly every request succeeds at once, and
-        # tenacity's per-call machinery cost ~25 µs, a fifth of batchrun's own CPU per request.
-        try:
-            result = await self._attempt(job)
-        except RetryableError as exc:
-            result = await self._retry(job, exc)
-        except RequestError as exc:
-            result = _failure(job, exc, attempts=1)
-        else:
-            result.attempts = 1
-        if result.attempts == 1:
-            result.latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        return result
+        outcome = await self.first_attempt(job)
+        return await self.finish(outcome) if isinstance(outcome, Retrying) else outcome
 
-    async def _retry(self, job: Job, first: RetryableError) -> Result:
+    async def first_attempt(self, job: Job) -> Result | Retrying:
+        """Try ``job`` once: its final result, or what `finish` needs to go on.
+
+        Split from the retries so that a caller can go on to other lines while this one waits
+        out its backoff. The first attempt runs outside tenacity: nearly every request succeeds
+        at once, and tenacity's per-call machinery cost ~25 µs, a fifth of batchrun's own CPU per
+        request (``scripts/bench.py``).
+        """
+        tally = Tally()
+        try:
+            result = await self._attempt(job, tally)
+        except RetryableError as exc:
+            return Retrying(job, exc, tally)
+        except RequestError as exc:
+            result = _failure(job, exc)
+        return _finished(result, tally)
+
+    async def finish(self, pending: Retrying) -> Result:
         """Go on after a failed first attempt, which tenacity sees replayed as its own first outcome."""
-        replay: list[RetryableError] = [first]
-        attempts = 1
-        rate_limited = 0
-        started = 0.0
+        job, tally = pending.job, pending.tally
+        replay: list[RetryableError] = [pending.error]
 
         async def attempt() -> Result:
-            nonlocal attempts, started
             if replay:
                 raise replay.pop()
-            attempts += 1
-            started = time.perf_counter()
-            return await self._attempt(job)
+            return await self._attempt(job, tally)
 
         def before_sleep(state: RetryCallState) -> None:
-            nonlocal rate_limited
             assert state.outcome is not None
             error = state.outcome.exception()
             assert isinstance(error, RequestError)
-            rate_limited += isinstance(error, RateLimited)
+            tally.rate_limited += isinstance(error, RateLimited)
             if self._on_retry is not None:
                 self._on_retry(job, error, state.upcoming_sleep)
 
-        try:
-            result: Result = await retrying(self._config.retry, sleep=self._sleep, before_sleep=before_sleep)(attempt)
-        except RequestError as exc:
-            result = _failure(job, exc, attempts)
-        result.attempts = attempts
-        result.rate_limited = rate_limited
-        if started:
-            result.latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        return result
+        async def sleep(seconds: float) -> None:
+            tally.waited_s += seconds
+            await self._clock.sleep(seconds)
 
-    async def _attempt(self, job: Job) -> Result:
-        permit = await self.throttle.admit(estimate_cost(job.body, job.max_output))
+        try:
+            result: Result = await retrying(self._config.retry, sleep=sleep, before_sleep=before_sleep)(attempt)
+        except RequestError as exc:
+            result = _failure(job, exc)
+        return _finished(result, tally)
+
+    async def _attempt(self, job: Job, tally: Tally) -> Result:
+        tally.attempts += 1
+        clock = self._clock
+        asked = clock.now()
+        permit = await self.pacer.admit(estimate_cost(job.body, job.max_output))
+        sent = clock.now()
+        tally.waited_s += sent - asked
         try:
             reply = await self._transport.post(self._url(job.url), self._headers, job.body, self._timeouts)
         except TransportError as exc:
-            self.throttle.settle(permit, None, None, None)
+            _on_wire(tally, sent, clock.now())
+            self.pacer.settle(permit, None, None)
             if exc.code == "certificate_error":  # the same for every request: stop, don't burn the file
                 raise FatalEndpointError(self._scrub(f"TLS certificate verification failed: {exc.message}")) from None
             raise TransportError(exc.code, self._scrub(exc.message)) from None
         except InvalidResponse as exc:
-            self.throttle.settle(permit, exc.status_code, None, None)
+            _on_wire(tally, sent, clock.now())
+            self.pacer.settle(permit, exc.status_code, None)
             raise
         except BaseException:
-            self.throttle.cancelled(permit)
+            self.pacer.cancelled(permit)
             raise
+        _on_wire(tally, sent, clock.now())
         headers = reply.headers
         request_id = _text(headers.get("x-request-id"))
         status = reply.status
@@ -163,7 +188,7 @@ class Client:
             body, parsed = None, False
         if 200 <= status < 300 and parsed:
             usage = Usage.from_body(body)
-            self.throttle.settle(permit, status, headers, usage.total if usage else None)
+            self.pacer.settle(permit, status, headers, usage.total if usage else None)
             missing = missing_answer(job.url, body)
             if missing:
                 raise InvalidResponse("invalid_response", f"HTTP {status} but {missing}", status_code=status,
@@ -171,9 +196,8 @@ class Client:
             model = body.get("model")
             return Result(job.index, job.custom_id, status, request_id, body, None, model=model or job.model,
                           usage=usage)
-        error = self._status_error(status, request_id, body, content, headers)
-        self.throttle.settle(permit, status, headers, None, getattr(error, "retry_after", None))
-        raise error
+        self.pacer.settle(permit, status, headers)
+        raise self._status_error(status, request_id, body, content, headers)
 
     def _status_error(self, status: int, request_id: str | None, body: Any, content: bytes,
                       headers: Mapping[str, str]) -> RequestError | FatalEndpointError:
@@ -224,9 +248,27 @@ def _text(value: str | None) -> str | None:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _failure(job: Job, exc: RequestError, attempts: int) -> Result:
+def _failure(job: Job, exc: RequestError) -> Result:
     return Result(job.index, job.custom_id, exc.status_code, exc.request_id, exc.body,
-                  {"code": exc.code, "message": exc.message}, attempts=attempts, model=job.model)
+                  {"code": exc.code, "message": exc.message}, model=job.model)
+
+
+def _on_wire(tally: Tally, sent: float, answered: float) -> None:
+    tally.answer_s = answered - sent
+    tally.wire_s += tally.answer_s
+
+
+def _finished(result: Result, tally: Tally) -> Result:
+    result.attempts = tally.attempts
+    result.rate_limited = tally.rate_limited
+    if tally.answer_s is not None:
+        result.latency_ms = round(tally.answer_s * 1000, 1)
+    if tally.attempts > 1:
+        result.wire_ms = round(tally.wire_s * 1000, 1)
+    waited_ms = round(tally.waited_s * 1000, 1)
+    if waited_ms:
+        result.waited_ms = waited_ms
+    return result
 
 
 # What a success body must hold to be an answer, by endpoint.

@@ -1,12 +1,17 @@
 """The run: one task group owning a reader, a fixed pool of workers and the ordered writer.
 
     reader ──jobs (bounded)──▶ N workers ──results (bounded)──▶ writer ──▶ journal, output
-       ▲                                                           │
+       ▲                          │  ▲                              │
+       │           a retry task ◀─┘  └─ (its own result stream end) │
        └────────────── window: a slot per line, released on write ─┘
 
 No task per line and no unbounded buffer: the job and result streams hold ``concurrency``
 items each, and the window lets the reader run at most ``window`` lines ahead of the oldest
 line not yet written, so a slow request at the head stalls dispatch instead of growing memory.
+A line whose first attempt fails is handed to a task of its own to wait out its backoff and
+retry, and its worker goes on with the next line: a line waiting keeps no other from being
+sent, while the pacer's slots keep the requests actually in flight within ``concurrency``.
+Those tasks are few when the endpoint is healthy, and never more than the window.
 
 A run resumes from its checkpoint (`checkpoint.py`): lines finished by earlier starts are
 carried over, never sent again. Stopping (a signal, later a budget) closes the door on new
@@ -27,23 +32,23 @@ from typing import Any, Protocol, TypeVar
 import anyio
 import httpx
 import orjson
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .budget import Budget
 from .checkpoint import Checkpoint, Recovered, scan_input
-from .client import Client
+from .client import Client, Retrying
 from .config import RunConfig
 from .errors import BatchrunError, RequestError
+from .pacing import SYSTEM_CLOCK, Clock, Pacer
 from .pricing import PriceTable, load_prices
 from .publish import write_atomically
 from .reader import open_input, read_jobs
 from .records import Job, LineError, Result
 from .report import Report
 from .resume import Carryover
-from .retry import Sleep
 from .spending import BudgetGate
 from .stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
-from .throttle import Throttle
 from .transport import Transport
 from .writer import OrderedWriter
 
@@ -122,7 +127,7 @@ async def run_batch(
     *,
     transport: Transport | httpx.AsyncBaseTransport | None = None,
     observer: Observer | None = None,
-    sleep: Sleep = anyio.sleep,
+    clock: Clock = SYSTEM_CLOCK,
     handle_signals: bool = False,
 ) -> RunStats:
     """Run every line of ``config.input_path`` and write the ordered output.
@@ -132,6 +137,7 @@ async def run_batch(
 
     :param transport: how to reach the endpoint (default `AiohttpTransport`); an
         ``httpx.AsyncBaseTransport`` such as ``httpx.MockTransport`` is accepted too.
+    :param clock: what pacing and retries read and wait with (tests pass a fake).
     :param handle_signals: on SIGINT/SIGTERM, stop dispatching and drain (main thread only).
     :raises InputFileError: the input cannot be opened (nothing was sent).
     :raises ConfigError: the output cannot be written, another run holds it, or its checkpoint
@@ -167,8 +173,8 @@ async def run_batch(
         observer.started(stats)
     control = Control(stats)
     try:
-        async with Client(config, transport=transport, sleep=sleep, on_retry=_retry_hook(observer)) as client:
-            stats.throttle = client.throttle
+        async with Client(config, transport=transport, clock=clock, on_retry=_retry_hook(observer)) as client:
+            stats.pacer = client.pacer
             await _run_pool(config, read_jobs(config.input_path, scan.size), client, writer, carryover, gate, control,
                             observer, handle_signals)
     finally:
@@ -286,14 +292,15 @@ async def _run_workers(abort: Callable[[str], None], client: Client, gate: Budge
     with control.workers_scope:
         async with anyio.create_task_group() as workers:
             for jobs, results in lanes:
-                workers.start_soon(_guarded, abort, _work, client, gate, jobs, results, control)
+                workers.start_soon(_guarded, abort, _work, abort, client, gate, jobs, results, control, workers)
     for jobs, results in lanes:  # if the grace period ran out before a worker got to start
         jobs.close()
         results.close()
 
 
-async def _work(client: Client, gate: BudgetGate | None, jobs: MemoryObjectReceiveStream[Job],
-                results: MemoryObjectSendStream[Result], control: Control) -> None:
+async def _work(abort: Callable[[str], None], client: Client, gate: BudgetGate | None,
+                jobs: MemoryObjectReceiveStream[Job], results: MemoryObjectSendStream[Result], control: Control,
+                retries: TaskGroup) -> None:
     async with jobs, results:
         while True:
             try:
@@ -306,12 +313,37 @@ async def _work(client: Client, gate: BudgetGate | None, jobs: MemoryObjectRecei
                 continue  # not sent: the next start does it
             control.in_flight += 1
             try:
-                result = await client.send(job)
-            finally:
+                outcome = await client.first_attempt(job)
+            except BaseException:
                 control.in_flight -= 1
-            if gate is not None:
-                gate.settle(job, result)
-            await _send(results, result)
+                raise
+            if isinstance(outcome, Retrying):
+                retries.start_soon(_guarded, abort, _retry, client, gate, outcome, results.clone(), control)
+            else:
+                control.in_flight -= 1
+                await _deliver(gate, outcome, job, results)
+
+
+async def _retry(client: Client, gate: BudgetGate | None, pending: Retrying, results: MemoryObjectSendStream[Result],
+                 control: Control) -> None:
+    async with results:
+        try:
+            result = await client.finish(pending)
+        finally:
+            control.in_flight -= 1
+        await _deliver(gate, result, pending.job, results)
+
+
+async def _deliver(gate: BudgetGate | None, result: Result, job: Job, results: MemoryObjectSendStream[Result]) -> None:
+    """Hand an answer to the writer. Shielded: an abort stops the workers, but what they were
+    answered is written (and not bought again); a writer gone closes the stream, which ends this."""
+    if gate is not None:
+        gate.settle(job, result)
+    try:
+        results.send_nowait(result)
+    except anyio.WouldBlock:
+        with anyio.CancelScope(shield=True):
+            await results.send(result)
 
 
 async def _write(results: MemoryObjectReceiveStream[Result], writer: OrderedWriter, window: anyio.Semaphore,
@@ -397,20 +429,23 @@ def _save_report(config: RunConfig, stats: RunStats) -> None:
 def _report_json(stats: RunStats) -> bytes:
     stats.report.set_wall_time(stats.wall_s, lines=stats.written_this_start, tokens=stats.tokens_this_start)
     doc = stats.report.to_dict()
-    if stats.throttle is not None:
-        doc["pacing"] = _pacing(stats.throttle)
+    if stats.pacer is not None:
+        doc["pacing"] = _pacing(stats.pacer)
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
 
 
-def _pacing(throttle: Throttle) -> dict[str, object]:
+def _pacing(pacer: Pacer) -> dict[str, object]:
     """How the run was paced, for the report: a run's own, not in the output file."""
+    acceptance = pacer.acceptance
     return {
-        "limits_per_minute": throttle.limits(),
-        "limits_announced_by_endpoint": throttle.learned,
-        "concurrency_limit_at_end": int(throttle.concurrency.limit),
-        "concurrency": throttle.concurrency.maximum,
-        "rate_limited_responses": throttle.rate_limited,
-        "endpoint": throttle.breaker.state,
+        "limits_per_minute": pacer.limits(),
+        "limits_announced_by_endpoint": pacer.quota.announced,
+        "token_charge_scale": pacer.quota.scale,
+        "concurrency": pacer.concurrency,
+        "rate_limited_responses": pacer.rate_limited,
+        "unexplained_429s": {"state_at_end": acceptance.state, "shedding_share": acceptance.noise,
+                             "paced_rps_at_end": acceptance.rate},
+        "endpoint": pacer.breaker.state,
     }
 
 

@@ -83,7 +83,7 @@ class LogProgress:
 def _counters(stats: RunStats) -> str:
     text = f"ok={stats.succeeded:,} failed={stats.failed:,} retries={stats.retries:,} 429s={stats.rate_limited:,}"
     text += f" {_spend(stats)}"
-    return f"{text} {_pacing(stats)}" if stats.throttle is not None else text
+    return f"{text} {_pacing(stats)}" if stats.pacer is not None else text
 
 
 def _spend(stats: RunStats) -> str:
@@ -101,20 +101,19 @@ def _spend(stats: RunStats) -> str:
 
 
 def _pacing(stats: RunStats) -> str:
-    """In-flight limit, and the last minute's rates against the limits being paced to."""
-    throttle = stats.throttle
-    assert throttle is not None
-    gate = throttle.concurrency
-    parts = [f"conc={int(gate.limit)}/{gate.maximum}"]
-    limits = throttle.limits()
+    """Requests in flight, and the last minute's rates against the limits being paced to."""
+    pacer = stats.pacer
+    assert pacer is not None
+    parts = [f"in-flight={pacer.slots.borrowed_tokens}/{pacer.concurrency}"]
+    limits = pacer.limits()
     if limits:
-        requests, tokens = throttle.window.per_minute()
+        requests, tokens = pacer.meter.per_minute()
         if "requests" in limits:
             parts.append(f"rpm={requests:,}/{limits['requests']:,.0f}")
         if "tokens" in limits:
             parts.append(f"tpm={tokens:,}/{limits['tokens']:,.0f}")
-    if throttle.breaker.state != "closed":
-        parts.append(f"endpoint {throttle.breaker.state}")
+    if pacer.breaker.state != "closed":
+        parts.append(f"endpoint {pacer.breaker.state}")
     return " ".join(parts)
 
 

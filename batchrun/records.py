@@ -62,9 +62,11 @@ class Result:
     body: Any
     error: dict[str, str] | None
     attempts: int = 0
-    latency_ms: float | None = None
+    latency_ms: float | None = None  # the last attempt on the wire, from sending to its answer
     model: str | None = None
     rate_limited: int = 0  # 429s answered to the attempts that were retried
+    wire_ms: float | None = None  # every attempt on the wire, when there was more than one
+    waited_ms: float | None = None  # waiting to be sent: pacing, the breaker, backoff
     usage: Usage | None = None  # the body's usage, when the client already read it
     # The encoded output line, once known; carried-over results come with it.
     line: bytes | None = None
@@ -102,7 +104,8 @@ class Result:
         model = body.get("model") if isinstance(body, dict) else None
         return cls(index, record["custom_id"], response.get("status_code"), response.get("request_id"), body,
                    record.get("error"), extra.get("attempts", 0), extra.get("latency_ms"), model,
-                   extra.get("rate_limited", 0), line=line, carried_over=True)
+                   extra.get("rate_limited", 0), extra.get("wire_ms"), extra.get("waited_ms"), line=line,
+                   carried_over=True)
 
     def encode(self) -> bytes:
         """The output line, newline included, in the OpenAI Batch output shape."""
@@ -114,6 +117,10 @@ class Result:
         extras: dict[str, Any] = {"attempts": self.attempts, "latency_ms": self.latency_ms}
         if self.rate_limited:  # so `batchrun report` on the file counts the retried 429s too
             extras["rate_limited"] = self.rate_limited
+        if self.wire_ms is not None:
+            extras["wire_ms"] = self.wire_ms
+        if self.waited_ms is not None:
+            extras["waited_ms"] = self.waited_ms
         record = {
             "id": batch_request_id(self.index, self.custom_id),
             "custom_id": self.custom_id,

@@ -24,7 +24,10 @@ How a line is read:
 - retries: ``batchrun.attempts - 1`` where present (OpenAI and vLLM files do not say: null);
 - 429s: final 429 statuses, plus ``batchrun.rate_limited`` where present (the 429 answers a
   line was given before its final outcome: batchrun does not write it yet);
-- latency: ``batchrun.latency_ms`` where present.
+- latency: ``batchrun.latency_ms`` where present — the time on the wire of the attempt that
+  gave the line its outcome, from sending to the answer; waiting to be sent is not in it;
+- time on the wire over all attempts (``batchrun.wire_ms``, else ``latency_ms``) and time spent
+  waiting — pacing, the breaker, backoff — (``batchrun.waited_ms``), summed over the lines.
 
 JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
 
@@ -49,6 +52,7 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
       "prices": {"date", "source", "overrides", "multiplier", "batch_discount"},
       "latency_ms": {"count", "mean", "p50", "p95", "p99", "max": float,
                      "relative_error": float} | null,
+      "time_s": {"on_the_wire": float, "waiting": float} | null,  # summed over lines; null: not recorded
       "wall_time_s": float | null,               # known for a run, not from a file's lines
       "throughput_rps": float | null, "tokens_per_s": float | null,  # a resumed run: its own lines only
       "warnings": [str]
@@ -109,6 +113,8 @@ class Report:
         self.rate_limited = 0
         self.models: dict[str, ModelTally] = {}
         self.latency = LogHistogram()
+        self.wire_s = 0.0
+        self.waited_s = 0.0
         self.unreadable = 0
         self.unreadable_examples: list[str] = []
         self.wall_s: float | None = None
@@ -127,16 +133,17 @@ class Report:
             body = response.get("body")
         extra = record.get("batchrun")
         extra = extra if isinstance(extra, dict) else {}
-        self._count(status, body, Usage.from_body(body), record.get("error"), model, extra.get("attempts"),
-                    extra.get("latency_ms"))
+        self._count(status, body, Usage.from_body(body), record.get("error"), model, extra.get("attempts"))
+        self._time(_number(extra.get("latency_ms")), _number(extra.get("wire_ms")), _number(extra.get("waited_ms")))
         rate_limited = extra.get("rate_limited")
         if isinstance(rate_limited, int) and not isinstance(rate_limited, bool):
             self.rate_limited += rate_limited
 
     def add_result(self, result: Result) -> None:
         """Count one final `Result` of a live run: no encoding or parsing on the way."""
-        self._count(result.status_code, result.body, result.read_usage(), result.error, result.model, result.attempts or None,
-                    result.latency_ms)
+        self._count(result.status_code, result.body, result.read_usage(), result.error, result.model,
+                    result.attempts or None)
+        self._time(result.latency_ms, result.wire_ms, result.waited_ms)
         self.rate_limited += result.rate_limited
 
     def note_unreadable(self, where: str) -> None:
@@ -156,7 +163,7 @@ class Report:
         self._rate_lines, self._rate_tokens = lines, tokens
 
     def _count(self, status: int | None, body: Any, usage: Usage | None, error: Any, model: str | None,
-               attempts: Any, latency_ms: Any) -> None:
+               attempts: Any) -> None:
         self.lines += 1
         ok = not error and status is not None and 200 <= status < 300
         self.by_status["none" if status is None else str(status)] += 1
@@ -182,8 +189,15 @@ class Report:
         if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 1:
             self.lines_with_attempts += 1
             self.retries += attempts - 1
-        if isinstance(latency_ms, (int, float)) and not isinstance(latency_ms, bool):
-            self.latency.add(float(latency_ms))
+
+    def _time(self, latency_ms: float | None, wire_ms: float | None, waited_ms: float | None) -> None:
+        if latency_ms is not None:
+            self.latency.add(latency_ms)
+        wire = wire_ms if wire_ms is not None else latency_ms
+        if wire is not None:
+            self.wire_s += wire / 1000
+        if waited_ms is not None:
+            self.waited_s += waited_ms / 1000
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -251,6 +265,7 @@ class Report:
             "cost_usd_priced": priced,
             "prices": self.prices.provenance(),
             "latency_ms": self._latency_dict(),
+            "time_s": {"on_the_wire": self.wire_s, "waiting": self.waited_s} if self.latency.count else None,
             "wall_time_s": wall,
             "throughput_rps": _rate(self.lines if self._rate_lines is None else self._rate_lines, wall),
             "tokens_per_s": _rate(usage.total if self._rate_tokens is None else self._rate_tokens, wall),
@@ -281,6 +296,11 @@ class Report:
 
 def _rate(count: int, seconds: float | None) -> float | None:
     return count / seconds if seconds else None
+
+
+def _number(value: Any) -> float | None:
+    """A count or duration from a file's line: JSON numbers only (``true`` is not 1 ms)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def error_code(error: Any, status: int | None, body: Any) -> str:

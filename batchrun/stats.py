@@ -13,7 +13,7 @@ from .report import Report
 
 if TYPE_CHECKING:
     from .budget import Budget
-    from .throttle import Throttle
+    from .pacing import Pacer
 
 EXIT_OK = 0
 EXIT_FAILED_LINES = 1
@@ -47,7 +47,7 @@ class RunStats:
     max_buffered: int = 0
     stop_reason: str | None = None
     stop_code: int = EXIT_STOPPED
-    throttle: Throttle | None = None  # live pacing state, for the progress display
+    pacer: Pacer | None = None  # live pacing state, for the progress display
     budget: Budget | None = None  # live spending against --max-cost, for the progress display
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None

@@ -7,12 +7,13 @@ from .stats import RunStats
 
 def format_summary(stats: RunStats, report_path: str) -> str:
     lines = [stats.report.render().rstrip()]
-    if stats.throttle is not None and (stats.throttle.limits() or stats.throttle.rate_limited):
-        throttle = stats.throttle
+    pacer = stats.pacer
+    if pacer is not None and (pacer.limits() or pacer.rate_limited):
         limits = ", ".join(f"{value:,.0f} {'rpm' if kind == 'requests' else 'tpm'}"
-                           for kind, value in throttle.limits().items()) or "none"
-        lines.append(f"pacing: limits {limits}; {throttle.rate_limited:,} responses were 429; in-flight limit "
-                     f"ended at {int(throttle.concurrency.limit)}/{throttle.concurrency.maximum}")
+                           for kind, value in pacer.limits().items()) or "none"
+        shedding = pacer.acceptance.noise
+        shed = f" (the endpoint shed about {shedding:.0%} of requests at random)" if shedding else ""
+        lines.append(f"pacing: limits {limits}; {pacer.rate_limited:,} responses were 429{shed}")
     if stats.carried_over:
         lines.append(f"resumed: {stats.carried_over:,} lines were finished by an earlier start")
     if stats.stop_reason is None:

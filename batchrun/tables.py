@@ -27,6 +27,9 @@ def render_report(doc: dict[str, Any]) -> str:
     retries = "unknown (not recorded in this file)" if doc["retries"] is None else f"{doc['retries']:,}"
     rows.append(("retries", f"{retries}; 429s: {doc['rate_limited']:,}"))
     rows.append(("latency", _latency(doc["latency_ms"])))
+    if doc.get("time_s"):
+        rows.append(("time", f"{_seconds(doc['time_s']['on_the_wire'])} on the wire, "
+                             f"{_seconds(doc['time_s']['waiting'])} waiting (pacing, backoff), summed over lines"))
     rows.append(("wall time", _wall(doc)))
     cost = doc["cost_usd"]
     rows.append(("cost", _usd(cost) if cost is not None

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import orjson
 
 from batchrun.records import Result
@@ -29,6 +30,42 @@ def chat_line(i: int, content: str | None = None, **body: object) -> dict[str, o
         "url": "/v1/chat/completions",
         "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content or f"question {i}"}], **body},
     }
+
+
+class FakeClock:
+    """A `batchrun.pacing.Clock` on which sleeping takes no time: it moves the clock on and lets
+    the other tasks run. ``waits`` records every sleep."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+        self.waits: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.t += max(seconds, 0.0)
+        await anyio.lowlevel.checkpoint()
+
+
+class HeldClock(FakeClock):
+    """A fake clock whose sleeps last until the test sets ``release``; ``sleepers`` counts those
+    asleep now."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = anyio.Event()
+        self.sleepers = 0
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.sleepers += 1
+        try:
+            await self.release.wait()
+        finally:
+            self.sleepers -= 1
+        self.t += seconds
 
 
 def files_under(folder: Path) -> list[Path]:

@@ -30,7 +30,7 @@ from batchrun.runner import run_async
 from batchrun.simulator import Faults, SimulatorConfig, serve
 from batchrun.usage import Usage
 
-from .helpers import chat_line, read_jsonl, write_jsonl
+from .helpers import FakeClock, chat_line, read_jsonl, write_jsonl
 
 RETRYABLE_CODES = {"request_timeout", "connection_error", "malformed_response", "server_error",
                    "rate_limit_exceeded"}
@@ -303,9 +303,6 @@ class Scripted:
         return httpx.Response(400, json={"error": {"message": "no", "code": "bad_request"}})
 
 
-async def _no_wait(seconds: float) -> None:
-    await anyio.lowlevel.checkpoint()
-
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
@@ -325,7 +322,7 @@ def test_any_fault_schedule_and_completion_order(tmp_path_factory: pytest.TempPa
                        window=max(concurrency, 4), outage_threshold=0,
                        retry=RetryPolicy(max_attempts=max_attempts, backoff_base=0.001, backoff_max=0.001))
 
-    stats = run_async(lambda: run_batch(config, transport=httpx.MockTransport(endpoint), sleep=_no_wait))
+    stats = run_async(lambda: run_batch(config, transport=httpx.MockTransport(endpoint), clock=FakeClock()))
 
     out = read_jsonl(config.out)
     assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(n)]

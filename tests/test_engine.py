@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import httpx
 import orjson
 import pytest
@@ -17,7 +18,7 @@ from batchrun.config import RetryPolicy
 from batchrun.records import Result
 from batchrun.writer import OrderedWriter
 
-from .helpers import chat_line, read_jsonl, write_jsonl
+from .helpers import FakeClock, HeldClock, chat_line, read_jsonl, write_jsonl
 
 BASE = "http://127.0.0.1:9/v1"
 
@@ -30,9 +31,6 @@ def answer(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"model": body["model"], "choices": [], "echo": text, "usage": usage},
                           headers={"x-request-id": f"req_{text}"})
 
-
-async def no_sleep(seconds: float) -> None:
-    await anyio.lowlevel.checkpoint()
 
 
 async def test_random_completion_order_gives_input_order(tmp_path: Path) -> None:
@@ -117,9 +115,34 @@ async def test_retries_are_counted(tmp_path: Path) -> None:
             return httpx.Response(502)
         return answer(request)
 
-    stats = await run_batch(RunConfig(source, base_url=BASE), transport=httpx.MockTransport(handler), sleep=no_sleep)
+    stats = await run_batch(RunConfig(source, base_url=BASE), transport=httpx.MockTransport(handler), clock=FakeClock())
     assert (stats.succeeded, stats.retries, stats.rate_limited) == (50, 100, 50)
     assert all(o["batchrun"]["attempts"] == 3 for o in read_jsonl(tmp_path / "in.results.jsonl"))
+
+
+async def test_a_line_waiting_out_its_backoff_keeps_no_other_line_from_being_sent(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(10)])
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        text = orjson.loads(request.content)["messages"][0]["content"]
+        sent.append(text)
+        if text in ("question 0", "question 1") and sent.count(text) == 1:
+            return httpx.Response(500, json={"error": {"message": "busy", "type": "server_error"}})
+        return answer(request)
+
+    clock = HeldClock()  # backoff sleeps last until released
+    config = RunConfig(source, base_url=BASE, concurrency=2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: run_batch(config, transport=httpx.MockTransport(handler), clock=clock))
+        while clock.sleepers < 2:  # lines 0 and 1 fail first, whatever else happens
+            await anyio.lowlevel.checkpoint()
+        await anyio.wait_all_tasks_blocked()
+        # Both pool places' first lines are asleep in their backoff; the other lines went anyway.
+        assert sorted(set(sent)) == sorted(f"question {i}" for i in range(10))
+        clock.release.set()
+    out = read_jsonl(tmp_path / "in.results.jsonl")
+    assert [o["error"] for o in out] == [None] * 10 and [o["batchrun"]["attempts"] for o in out[:3]] == [2, 2, 1]
 
 
 async def test_slow_head_request_stalls_dispatch_at_the_window(tmp_path: Path) -> None:
@@ -201,3 +224,46 @@ def test_retry_policy_is_validated() -> None:
         RunConfig(Path("x.jsonl"), base_url="https://api.example.com/v1")
     with pytest.raises(ConfigError, match="is the input file"):
         RunConfig(Path("x.jsonl"), Path("x.jsonl"), base_url=BASE)
+
+
+async def test_a_huge_retry_after_delays_its_own_line_only_and_counts_against_patience(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(6)])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if orjson.loads(request.content)["messages"][0]["content"] == "question 0":
+            return httpx.Response(429, json={"error": {"message": "slow down", "code": "rate_limit_exceeded"}},
+                                  headers={"retry-after": "86400"})
+        return answer(request)
+
+    clock = FakeClock()
+    config = RunConfig(source, base_url=BASE, retry=RetryPolicy(rate_limit_patience=900))
+    stats = await run_batch(config, transport=httpx.MockTransport(handler), clock=clock)
+    out = read_jsonl(tmp_path / "in.results.jsonl")
+    # Each wait capped at 300 s; a third would pass the 900 s of patience, so the line gives up.
+    assert out[0]["error"]["code"] == "rate_limit_exceeded" and out[0]["batchrun"]["attempts"] == 3
+    assert [w for w in clock.waits if w >= 300] == [pytest.approx(300, rel=0.1)] * 2
+    assert all(o["error"] is None and "waited_ms" not in o["batchrun"] for o in out[1:])  # nobody else waited
+    assert stats.exit_code == 1
+
+
+async def test_latency_is_time_on_the_wire_and_waiting_is_counted_apart(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(0)])
+    clock = FakeClock()
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        clock.t += 0.25  # each attempt spends 250 ms on the wire
+        if calls == 1:
+            return httpx.Response(503, json={"error": {"message": "busy", "type": "server_error"}},
+                                  headers={"retry-after": "2"})
+        return answer(request)
+
+    stats = await run_batch(RunConfig(source, base_url=BASE), transport=httpx.MockTransport(handler), clock=clock)
+    extra = read_jsonl(tmp_path / "in.results.jsonl")[0]["batchrun"]
+    assert extra["latency_ms"] == 250.0 and extra["wire_ms"] == 500.0  # the answering attempt; all attempts
+    assert 2000 <= extra["waited_ms"] <= 2200  # the Retry-After, with its jitter
+    doc = stats.report.to_dict()
+    assert doc["latency_ms"]["max"] == pytest.approx(250, rel=0.01)
+    assert doc["time_s"]["on_the_wire"] == pytest.approx(0.5) and doc["time_s"]["waiting"] >= 2.0

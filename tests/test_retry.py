@@ -17,15 +17,9 @@ from batchrun.errors import FatalEndpointError, RateLimited, ServerError
 from batchrun.records import Job
 from batchrun.retry import RetryBudget, parse_retry_after
 
+from .helpers import FakeClock
+
 OK_BODY = {"model": "m", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-
-
-class FakeSleep:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
 
 
 def scripted(*responses: httpx.Response | Exception) -> tuple[httpx.MockTransport, list[httpx.Request]]:
@@ -42,10 +36,10 @@ def scripted(*responses: httpx.Response | Exception) -> tuple[httpx.MockTranspor
     return httpx.MockTransport(handler), seen
 
 
-def make_client(tmp_path: Path, transport: httpx.AsyncBaseTransport, sleep: FakeSleep, **policy: float) -> Client:
+def make_client(tmp_path: Path, transport: httpx.AsyncBaseTransport, sleep: FakeClock, **policy: float) -> Client:
     config = RunConfig(tmp_path / "in.jsonl", base_url="http://127.0.0.1:9/v1",
                        api_key=ApiKey("sk-test-SECRET"), retry=RetryPolicy(**policy))  # type: ignore[arg-type]
-    return Client(config, transport=transport, sleep=sleep)
+    return Client(config, transport=transport, clock=sleep)
 
 
 JOB = Job(0, 1, "req-0", "/v1/chat/completions", b'{"model": "m"}', "m")
@@ -115,7 +109,7 @@ def test_429s_do_not_use_up_attempts_but_patience() -> None:
 async def test_retryable_statuses_are_retried(tmp_path: Path, status: int) -> None:
     transport, seen = scripted(httpx.Response(status, json={"error": {"message": "later"}}),
                                httpx.Response(200, json=OK_BODY))
-    sleep = FakeSleep()
+    sleep = FakeClock()
     async with make_client(tmp_path, transport, sleep) as client:
         result = await client.send(JOB)
     assert result.ok and result.attempts == 2 and len(seen) == 2 and len(sleep.waits) == 1
@@ -125,7 +119,7 @@ async def test_retryable_statuses_are_retried(tmp_path: Path, status: int) -> No
 async def test_final_statuses_are_sent_once_and_recorded(tmp_path: Path, status: int) -> None:
     body = {"error": {"message": "bad thing", "type": "invalid_request_error", "code": "bad_param"}}
     transport, seen = scripted(httpx.Response(status, json=body, headers={"x-request-id": "req_1"}))
-    sleep = FakeSleep()
+    sleep = FakeClock()
     async with make_client(tmp_path, transport, sleep) as client:
         result = await client.send(JOB)
     assert len(seen) == 1 and sleep.waits == [] and result.attempts == 1
@@ -137,7 +131,7 @@ async def test_retry_after_header_drives_the_wait(tmp_path: Path) -> None:
     transport, _ = scripted(httpx.Response(429, headers={"retry-after-ms": "1200"}),
                             httpx.Response(429, headers={"retry-after": "3"}),
                             httpx.Response(200, json=OK_BODY))
-    sleep = FakeSleep()
+    sleep = FakeClock()
     async with make_client(tmp_path, transport, sleep) as client:
         result = await client.send(JOB)
     assert result.ok and result.attempts == 3
@@ -146,7 +140,7 @@ async def test_retry_after_header_drives_the_wait(tmp_path: Path) -> None:
 
 async def test_exhausted_attempts_record_the_last_failure(tmp_path: Path) -> None:
     transport, seen = scripted(httpx.Response(503, json={"error": {"message": "overloaded", "type": "server_error"}}))
-    sleep = FakeSleep()
+    sleep = FakeClock()
     async with make_client(tmp_path, transport, sleep, max_attempts=4) as client:
         result = await client.send(JOB)
     assert len(seen) == 4 and result.attempts == 4 and len(sleep.waits) == 3
@@ -160,7 +154,7 @@ async def test_exhausted_attempts_record_the_last_failure(tmp_path: Path) -> Non
 ])
 async def test_transport_failures_retry_then_record_no_response(tmp_path: Path, exc: Exception, code: str) -> None:
     transport, seen = scripted(exc)
-    async with make_client(tmp_path, transport, FakeSleep(), max_attempts=3) as client:
+    async with make_client(tmp_path, transport, FakeClock(), max_attempts=3) as client:
         result = await client.send(JOB)
     assert len(seen) == 3 and result.status_code is None and result.body is None
     assert result.error is not None and result.error["code"] == code
@@ -168,11 +162,11 @@ async def test_transport_failures_retry_then_record_no_response(tmp_path: Path, 
 
 async def test_non_json_success_is_retried_as_malformed(tmp_path: Path) -> None:
     transport, seen = scripted(httpx.Response(200, content=b"<html>gateway</html>"), httpx.Response(200, json=OK_BODY))
-    async with make_client(tmp_path, transport, FakeSleep()) as client:
+    async with make_client(tmp_path, transport, FakeClock()) as client:
         result = await client.send(JOB)
     assert result.ok and len(seen) == 2
     transport, _ = scripted(httpx.Response(200, content=b"{truncated"))
-    async with make_client(tmp_path, transport, FakeSleep(), max_attempts=2) as client:
+    async with make_client(tmp_path, transport, FakeClock(), max_attempts=2) as client:
         result = await client.send(JOB)
     assert result.error is not None and result.error["code"] == "malformed_response" and result.status_code == 200
 
@@ -180,7 +174,7 @@ async def test_non_json_success_is_retried_as_malformed(tmp_path: Path) -> None:
 @pytest.mark.parametrize("status", [401, 403])
 async def test_auth_failure_is_fatal_and_not_retried(tmp_path: Path, status: int) -> None:
     transport, seen = scripted(httpx.Response(status, json={"error": {"message": "Incorrect API key provided: sk-test-SECRET"}}))
-    async with make_client(tmp_path, transport, FakeSleep()) as client:
+    async with make_client(tmp_path, transport, FakeClock()) as client:
         with pytest.raises(FatalEndpointError) as info:
             await client.send(JOB)
     assert len(seen) == 1
@@ -189,7 +183,7 @@ async def test_auth_failure_is_fatal_and_not_retried(tmp_path: Path, status: int
 
 async def test_request_carries_key_and_body_and_joined_url(tmp_path: Path) -> None:
     transport, seen = scripted(httpx.Response(200, json=OK_BODY))
-    async with make_client(tmp_path, transport, FakeSleep()) as client:
+    async with make_client(tmp_path, transport, FakeClock()) as client:
         await client.send(JOB)
     (request,) = seen
     assert str(request.url) == "http://127.0.0.1:9/v1/chat/completions"
@@ -199,11 +193,11 @@ async def test_request_carries_key_and_body_and_joined_url(tmp_path: Path) -> No
 
 async def test_error_messages_never_contain_the_key(tmp_path: Path) -> None:
     transport, _ = scripted(httpx.Response(400, text="you sent Bearer sk-test-SECRET"))
-    async with make_client(tmp_path, transport, FakeSleep()) as client:
+    async with make_client(tmp_path, transport, FakeClock()) as client:
         result = await client.send(JOB)
     assert result.error is not None and "SECRET" not in result.error["message"]
     transport, _ = scripted(httpx.ConnectError("cannot reach sk-test-SECRET"))
-    async with make_client(tmp_path, transport, FakeSleep(), max_attempts=1) as client:
+    async with make_client(tmp_path, transport, FakeClock(), max_attempts=1) as client:
         result = await client.send(JOB)
     assert result.error is not None and "SECRET" not in result.error["message"]
 

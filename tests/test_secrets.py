@@ -92,8 +92,9 @@ def test_a_job_with_failures_retries_a_crash_and_a_resume_never_shows_the_key(tm
         assert checkpoint.is_dir() and not out.exists()
         assert leaking_files(tmp_path) == {}, "after kill -9"
 
-        # 2. SIGTERM (with most lines still to send): a clean stop writes the report and keeps the checkpoint.
-        proc = batchrun_run(source, out, sim.base_url, KEY, "--drain-timeout", "1")
+        # 2. SIGTERM (with most lines still to send — paced at 2 a second, they cannot all be done
+        # first): a clean stop writes the report and keeps the checkpoint.
+        proc = batchrun_run(source, out, sim.base_url, KEY, "--drain-timeout", "1", "--rpm", "120")
         printed.append(wait_for(proc, "progress:"))
         proc.send_signal(signal.SIGTERM)
         code, text = finish(proc)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import click
 
 from .group import main
+
+if TYPE_CHECKING:
+    from ..simulator import TokenCharge
 
 MOCK_EXAMPLES = """
 \b
@@ -14,6 +18,8 @@ Examples:
   batchrun mock-server --port 8000 --latency-ms 50
   batchrun mock-server --rate-429 0.1 --rate-500 0.05 --rate-drop 0.01 --seed 7
   batchrun mock-server --rpm 600 --tpm 90000 --limits-schedule 20:rpm=300
+  batchrun mock-server --rpm 600 --tpm 90000 --token-charge max --no-limit-headers
+  batchrun mock-server --rate-429 0.05 --retry-after 2 --no-retry-after-ms
   batchrun run requests.jsonl --base-url http://127.0.0.1:8000/v1
 """
 
@@ -29,6 +35,8 @@ Examples:
 @click.option("--retry-after", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Seconds a 429 asks for (Retry-After and retry-after-ms).")
 @click.option("--no-retry-after", is_flag=True, help="Send 429s without any Retry-After header.")
+@click.option("--no-retry-after-ms", is_flag=True,
+              help="Send --rate-429's 429s with Retry-After in whole seconds only, as most gateways do.")
 @click.option("--rate-500", type=click.FloatRange(0, 1), default=0.0, help="Share answered 500/502/503/504.")
 @click.option("--rate-timeout", type=click.FloatRange(0, 1), default=0.0, help="Share never answered (hang).")
 @click.option("--hang-s", type=click.FloatRange(min=0), default=3600.0, show_default=True,
@@ -42,14 +50,21 @@ Examples:
 @click.option("--rpm", type=click.IntRange(min=1),
               help="Requests per minute, enforced like OpenAI: 429s past it, x-ratelimit-* headers on every answer.")
 @click.option("--tpm", type=click.IntRange(min=1),
-              help="Tokens per minute: prompt + max output tokens at arrival, corrected to the usage sent.")
+              help="Tokens per minute, charged as --token-charge says.")
+@click.option("--token-charge", type=click.Choice(["usage", "max", "sum"]), default="usage", show_default=True,
+              help="Tokens a request costs: usage = prompt + max output at arrival, corrected to the usage sent; "
+                   "max = the larger of prompt and max output (OpenAI's rule); sum = prompt + max output; "
+                   "max and sum are never refunded.")
+@click.option("--no-limit-headers", is_flag=True,
+              help="Send no x-ratelimit-* headers, and limit 429s with Retry-After in whole seconds only.")
 @click.option("--limits-schedule", metavar="SECONDS:rpm=N,tpm=N", multiple=True,
               help="Change the limits that long after start (N, or none to lift one), e.g. 20:rpm=300; "
                    "repeatable. POST /_simulator/limits changes them too.")
 def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_429: float, retry_after: float,
-                no_retry_after: bool, rate_500: float, rate_timeout: float, hang_s: float, rate_drop: float,
-                rate_truncate: float, rate_malformed: float, require_api_key_env: str | None, seed: int,
-                rpm: int | None, tpm: int | None, limits_schedule: tuple[str, ...]) -> None:
+                no_retry_after: bool, no_retry_after_ms: bool, rate_500: float, rate_timeout: float, hang_s: float,
+                rate_drop: float, rate_truncate: float, rate_malformed: float, require_api_key_env: str | None,
+                seed: int, rpm: int | None, tpm: int | None, token_charge: TokenCharge, no_limit_headers: bool,
+                limits_schedule: tuple[str, ...]) -> None:
     """Serve the OpenAI-compatible simulator on loopback until Ctrl-C (SPEC §8).
 
     Deterministic answers with realistic usage for /v1/chat/completions, /v1/completions,
@@ -57,8 +72,16 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
 
     With --rpm/--tpm it throttles as OpenAI does (token buckets refilled continuously, 429 with
     retry-after-ms); GET or POST {"rpm": N, "tpm": N} to /_simulator/limits reads or changes them.
+    --token-charge and --no-limit-headers model providers that charge or report otherwise;
+    /_simulator/stats counts limit 429s (rate_limited) apart from --rate-429's (shed).
     """
-    from ..simulator import Faults, RateLimits, SimulatorConfig, parse_schedule, run_forever
+    from ..simulator import (
+        Faults,
+        RateLimits,
+        SimulatorConfig,
+        parse_schedule,
+        run_forever,
+    )
 
     required = os.environ.get(require_api_key_env) if require_api_key_env else None
     if require_api_key_env and not required:
@@ -66,19 +89,30 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
     try:
         faults = Faults(rate_429=rate_429, rate_500=rate_500, rate_timeout=rate_timeout, rate_drop=rate_drop,
                         rate_truncate=rate_truncate, rate_malformed=rate_malformed,
-                        retry_after_s=None if no_retry_after else retry_after, hang_s=hang_s,
-                        require_api_key=required)
+                        retry_after_s=None if no_retry_after else retry_after,
+                        retry_after_ms=not no_retry_after_ms, hang_s=hang_s, require_api_key=required)
+        limits = RateLimits(rpm, tpm, headers=not no_limit_headers, token_charge=token_charge)
         config = SimulatorConfig(host=host, port=port, latency_ms=latency_ms, jitter_ms=jitter_ms,
-                                 faults=faults, seed=seed, limits=RateLimits(rpm, tpm),
+                                 faults=faults, seed=seed, limits=limits,
                                  limits_schedule=parse_schedule(";".join(limits_schedule)))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
     def ready(base_url: str) -> None:
-        limits = "".join(f", {name} {value:,}" for name, value in (("rpm", rpm), ("tpm", tpm)) if value)
-        click.echo(f"simulator listening on {base_url}  (Ctrl-C to stop{limits})", err=True)
+        notes = [f"{name} {value:,}" for name, value in (("rpm", rpm), ("tpm", tpm)) if value]
+        if token_charge != "usage":
+            notes.append(f"token charge {token_charge}, never refunded")
+        if no_limit_headers:
+            notes.append("no x-ratelimit-* headers")
+        if no_retry_after_ms and not no_retry_after:
+            notes.append("--rate-429 without retry-after-ms")
+        extra = "".join(f", {note}" for note in notes)
+        click.echo(f"simulator listening on {base_url}  (Ctrl-C to stop{extra})", err=True)
 
     stats = run_forever(config, on_ready=ready)
     limited = sum(stats.rate_limited.values())
-    note = f" ({limited:,} of them rate-limited)" if limited else ""
+    counts = [f"{limited:,} of them rate-limited"] if limited else []
+    if stats.shed:
+        counts.append(f"{stats.shed:,} shed")
+    note = f" ({', '.join(counts)})" if counts else ""
     click.echo(f"simulator stopped after {stats.requests:,} requests{note}", err=True)

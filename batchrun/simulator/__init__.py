@@ -10,13 +10,24 @@ of its own (a thread, or the foreground)::
 
     async with serve(SimulatorConfig(limits=RateLimits(rpm=600, tpm=100_000))) as sim:
         ...  # 429s past the limits, x-ratelimit-* headers; POST /_simulator/limits changes them
+
+    RateLimits(rpm=600, headers=False, token_charge="max")  # a provider that publishes nothing
+    Faults(rate_429=0.05, retry_after_ms=False)  # random shedding, Retry-After in whole seconds
 """
 
 from __future__ import annotations
 
 from .answers import Reply, answer
 from .faults import Faults
-from .limits import KEEP, LIMITS_PATH, LimitChange, RateLimits, format_duration, parse_schedule
+from .limits import (
+    KEEP,
+    LIMITS_PATH,
+    LimitChange,
+    RateLimits,
+    TokenCharge,
+    format_duration,
+    parse_schedule,
+)
 from .runners import run_forever, run_in_thread
 from .server import STATS_PATH, Simulator, SimulatorConfig, SimulatorStats, serve
 
@@ -31,6 +42,7 @@ __all__ = [
     "Simulator",
     "SimulatorConfig",
     "SimulatorStats",
+    "TokenCharge",
     "answer",
     "format_duration",
     "parse_schedule",

@@ -13,6 +13,7 @@ import enum
 import math
 import random
 from dataclasses import dataclass, fields
+from typing import Any
 
 from .answers import Reply, error_payload
 
@@ -53,10 +54,15 @@ class Fault(enum.Enum):
 class Faults:
     """Fault rates, each the probability in [0, 1] that an arriving request gets that fault.
 
-    A request gets at most one fault, so the rates must add up to at most 1.
+    A request gets at most one fault, so the rates must add up to at most 1. ``rate_429`` sheds
+    requests at random, whatever the load, as an overloaded provider does; ``/_simulator/stats``
+    counts those 429s as ``shed``, apart from the refusals of the rate limits.
 
     :param retry_after_s: the wait a 429 asks for, sent as ``Retry-After`` (whole seconds,
         rounded up) and ``retry-after-ms``; ``None`` sends neither header.
+    :param retry_after_ms: ``False`` leaves ``retry-after-ms`` out, as overloaded gateways and
+        most non-OpenAI servers do: a client then only learns the wait to the whole second, and a
+        pacing that needs the precise value shows it.
     :param hang_s: how long a ``timeout`` fault holds a request before closing the connection.
     :param require_api_key: when set, any request not sent with ``Authorization: Bearer <key>``
         gets 401 ``invalid_api_key``, whatever the rates say.
@@ -69,6 +75,7 @@ class Faults:
     rate_truncate: float = 0.0
     rate_malformed: float = 0.0
     retry_after_s: float | None = 1.0
+    retry_after_ms: bool = True
     hang_s: float = 3600.0
     require_api_key: str | None = None
 
@@ -124,17 +131,25 @@ class FaultPlan:
         return fault, status, delay
 
 
-def rate_limit_reply(retry_after_s: float | None) -> Reply:
-    """429 as OpenAI sends it, with its two Retry-After headers unless ``retry_after_s`` is None."""
-    wait = "" if retry_after_s is None else f" Please try again in {retry_after_s:g}s."
-    payload = error_payload(
-        f"Rate limit reached for requests (simulated).{wait}", "requests", None, "rate_limit_exceeded"
-    )
+def rate_limit_reply(retry_after_s: float | None, retry_after_ms: bool = True) -> Reply:
+    """429 as OpenAI sends it, with its two Retry-After headers unless ``retry_after_s`` is None.
+
+    The body is the one of a quota refusal (``rate_limit_exceeded``, type ``requests``), so a client
+    cannot tell shedding from a quota by its shape. With ``retry_after_ms`` false only the whole
+    seconds go out, in the header and in the message alike.
+    """
     if retry_after_s is None:
-        return Reply(429, payload)
+        return Reply(429, _shed_payload(""))
     # HTTP's Retry-After takes whole seconds; OpenAI's retry-after-ms carries the precise value.
-    headers = (("retry-after", str(math.ceil(retry_after_s))), ("retry-after-ms", str(round(retry_after_s * 1000))))
-    return Reply(429, payload, headers)
+    seconds = math.ceil(retry_after_s)
+    if not retry_after_ms:
+        return Reply(429, _shed_payload(f" Please try again in {seconds}s."), (("retry-after", str(seconds)),))
+    headers = (("retry-after", str(seconds)), ("retry-after-ms", str(round(retry_after_s * 1000))))
+    return Reply(429, _shed_payload(f" Please try again in {retry_after_s:g}s."), headers)
+
+
+def _shed_payload(wait: str) -> dict[str, Any]:
+    return error_payload(f"Rate limit reached for requests (simulated).{wait}", "requests", None, "rate_limit_exceeded")
 
 
 def server_error_reply(status: int) -> Reply:

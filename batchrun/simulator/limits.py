@@ -13,43 +13,55 @@ tests inject a fake. A new limit applies at once: capacity and refill rate chang
 is kept but clamped to the new capacity (so a raised limit refills at its new rate, a lowered one
 starts full at most); a limit that did not exist starts full; ``None`` removes a limit.
 
-**Accounting** (batchrun's client mirrors this, so change both together):
+**Accounting** (batchrun's client mirrors the default, so change both together). Providers
+charge tokens differently, and a client's pacing must cope with each; ``RateLimits.token_charge``
+picks the rule:
 
-1. *At arrival* a request with the right API key is charged 1 request and T tokens::
+1. *At arrival* a request with the right API key is charged 1 request and T tokens. With P the
+   prompt tokens of its answer (usage.prompt_tokens; input_tokens on /v1/responses) and C its
+   output cap when it sets one (chat: max_completion_tokens, else max_tokens; completions:
+   max_tokens; responses: max_output_tokens)::
 
-       T = prompt tokens of its answer (usage.prompt_tokens; input_tokens on /v1/responses)
-         + its output cap when it sets one (chat: max_completion_tokens, else max_tokens;
-           completions: max_tokens; responses: max_output_tokens),
-           else the completion tokens its answer has (completion_tokens / output_tokens)
+       "usage" (the default)   T = P + C
+       "max"                   T = max(P, C)     OpenAI's documented rule
+       "sum"                   T = P + C
+
+   and in every mode, without a cap, T = P + the completion tokens its answer has
+   (completion_tokens / output_tokens), i.e. its total tokens.
 
    An answer without usage (400, 404, ``GET /v1/models``) is charged 0 tokens; embeddings are
    charged their prompt tokens. A request with a wrong API key gets its 401 and is not charged.
 2. If a bucket holds less than the charge, the request is *refused*: 429, nothing charged. A
    token charge above ``tpm`` can never fit: that 429 says "Request too large" and carries no
    Retry-After, as OpenAI's does.
-3. *When the answer is sent* (after the latency) the token charge is corrected to the tokens the
-   client can read from it, and the difference refunded (up to capacity): ``usage.total_tokens``
-   of a 200 with its JSON body intact; 0 for anything else (an injected 429 or 5xx, a dropped,
-   hung, truncated or malformed answer, a client gone before its answer, a 400/404). So a capped
-   request returns ``cap - completion_tokens`` of its reservation. The request charge stays.
+3. *When the answer is sent* (after the latency), under ``"usage"`` only, the token charge is
+   corrected to the tokens the client can read from it, and the difference refunded (up to
+   capacity): ``usage.total_tokens`` of a 200 with its JSON body intact; 0 for anything else (an
+   injected 429 or 5xx, a dropped, hung, truncated or malformed answer, a client gone before its
+   answer, a 400/404). So a capped request returns ``cap - completion_tokens`` of its
+   reservation. Under ``"max"`` and ``"sum"`` the charge stands as made, whatever becomes of the
+   answer: nothing is corrected or refunded. The request charge always stays.
 
 **Headers.** Every response but the ``/_simulator/*`` ones carries, for each configured limit
 only, ``x-ratelimit-limit-{requests,tokens}`` (the per-minute limit),
 ``x-ratelimit-remaining-{requests,tokens}`` (the bucket level as the response is written, this
 request's charge and correction included, rounded down) and ``x-ratelimit-reset-{requests,tokens}``
 (the time until that bucket is full again, in :func:`format_duration`'s format). A refusal also
-carries ``retry-after`` (whole seconds, rounded up) and ``retry-after-ms`` (the time until every
-bucket holds the charge, in whole milliseconds rounded up), both measured at arrival, when the
-decision is made.
+carries ``retry-after`` (whole seconds, rounded up, at least 1) and ``retry-after-ms`` (the time
+until every bucket holds the charge, in whole milliseconds rounded up), both measured at arrival,
+when the decision is made. With ``RateLimits.headers`` false, as from the many providers that
+publish nothing of their quotas, no ``x-ratelimit-*`` header goes out and a refusal carries
+``retry-after`` alone: a client must pace itself from the 429s and whole seconds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 import orjson
 
@@ -64,6 +76,7 @@ __all__ = [
     "RateLimits",
     "Ticket",
     "TokenBucket",
+    "TokenCharge",
     "format_duration",
     "parse_schedule",
 ]
@@ -83,6 +96,10 @@ _CAPS = {
 }
 
 
+TokenCharge = Literal["usage", "max", "sum"]
+"""How the token bucket charges a request (see the module docstring)."""
+
+
 class Keep(enum.Enum):
     """The type of :data:`KEEP`."""
 
@@ -95,15 +112,26 @@ KEEP: Final = Keep.KEEP
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Requests and tokens per minute; ``None`` leaves that dimension unlimited (the default)."""
+    """Requests and tokens per minute; ``None`` leaves that dimension unlimited (the default).
+
+    :param headers: ``False`` sends no ``x-ratelimit-*`` header, and 429s with ``retry-after``
+        alone (no ``retry-after-ms``), as providers that publish nothing of their quotas do.
+    :param token_charge: how tokens are charged: ``"usage"`` (reserve at arrival, refund to the
+        usage sent), ``"max"`` (OpenAI's documented rule) or ``"sum"``; the module docstring
+        has the formulas. Kept by :class:`LimitChange` and ``POST /_simulator/limits``.
+    """
 
     rpm: int | None = None
     tpm: int | None = None
+    headers: bool = True
+    token_charge: TokenCharge = "usage"
 
     def __post_init__(self) -> None:
         for name, value in (("rpm", self.rpm), ("tpm", self.tpm)):
             if value is not None and (type(value) is not int or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if self.token_charge not in get_args(TokenCharge):
+            raise ValueError(f"token_charge must be one of {get_args(TokenCharge)}, got {self.token_charge!r}")
 
     @property
     def enabled(self) -> bool:
@@ -131,10 +159,10 @@ class LimitChange:
         self.apply(RateLimits())  # validates the values
 
     def apply(self, limits: RateLimits) -> RateLimits:
-        """``limits`` with this change made."""
+        """``limits`` with this change made (its ``headers`` and ``token_charge`` kept)."""
         rpm = limits.rpm if isinstance(self.rpm, Keep) else self.rpm
         tpm = limits.tpm if isinstance(self.tpm, Keep) else self.tpm
-        return RateLimits(rpm, tpm)
+        return dataclasses.replace(limits, rpm=rpm, tpm=tpm)
 
 
 def parse_schedule(text: str) -> tuple[LimitChange, ...]:
@@ -210,7 +238,7 @@ class TokenBucket:
         elapsed = now - self._stamp
         if elapsed > 0:  # a clock that goes back (a test's) refills nothing
             level = self.level + elapsed * self.rate
-            self.level = level if level < self._full else self._full
+            self.level = level if level < self._full else self._full  # noqa: FURB136 (min() is a call, per request)
             self._stamp = now
         return self.level
 
@@ -228,7 +256,7 @@ class TokenBucket:
     def give(self, amount: float, now: float) -> None:
         """Refund ``amount``, never above capacity."""
         level = self.refill(now) + amount
-        self.level = level if level < self._full else self._full
+        self.level = level if level < self._full else self._full  # noqa: FURB136
 
     def remaining(self) -> int:
         """The level rounded down (after :meth:`refill`), as forgiving of float dust as admission is."""
@@ -265,6 +293,7 @@ class Ticket:
     total: int  # the answer's usage.total_tokens: what the charge becomes if it is delivered
     refused: str | None = None  # "requests" or "tokens": the bucket that was short
     refusal: Reply | None = None  # the 429 to send instead of the answer
+    refunds: bool = True  # False: the charge stands as made (token_charge "max" or "sum")
 
 
 class Limiter:
@@ -280,6 +309,9 @@ class Limiter:
         self.requests: TokenBucket | None = None
         self.tokens: TokenBucket | None = None
         self.enabled = False  # read on the hot path: a plain attribute, not a property
+        self._headers = True
+        self._charge: TokenCharge = "usage"
+        self._refunds = True
         self.set(limits)
 
     def set(self, limits: RateLimits) -> RateLimits:
@@ -289,6 +321,9 @@ class Limiter:
         self.tokens = _resized(self.tokens, limits.tpm, now, b"tokens")
         self.limits = limits
         self.enabled = limits.enabled
+        self._headers = limits.headers
+        self._charge = limits.token_charge
+        self._refunds = limits.token_charge == "usage"
         return limits
 
     def change(self, change: LimitChange) -> RateLimits:
@@ -299,7 +334,7 @@ class Limiter:
 
         :param body: the raw request body, for its output cap.
         """
-        tokens, total = charge_of(reply, body)
+        tokens, total = charge_of(reply, body, self._charge)
         now = self._clock()
         requests, bucket = self.requests, self.tokens
         if (requests is None or requests.refill(now) + _EPSILON >= 1) and (
@@ -309,7 +344,7 @@ class Limiter:
                 requests.take(1)
             if bucket is not None:
                 bucket.take(tokens)
-            return Ticket(tokens, total)
+            return Ticket(tokens, total) if self._refunds else Ticket(tokens, total, refunds=False)
         wait_requests = 0.0 if requests is None else requests.wait_s(1, now)
         wait_tokens = 0.0 if bucket is None else bucket.wait_s(tokens, now)
         refused = "tokens" if wait_tokens > wait_requests else "requests"
@@ -321,8 +356,10 @@ class Limiter:
         """Correct an admitted request's token charge as its answer goes out (or never will).
 
         :param delivered: a 200 whose JSON body (and usage) reaches the client whole.
-        :returns: the tokens refunded.
+        :returns: the tokens refunded: always 0 unless the charge was made under ``"usage"``.
         """
+        if not ticket.refunds:
+            return 0
         refund = ticket.tokens - ticket.total if delivered else ticket.tokens
         bucket = self.tokens
         if refund and bucket is not None:
@@ -331,6 +368,8 @@ class Limiter:
 
     def header_block(self) -> bytes:
         """The ``x-ratelimit-*`` header lines of a response written now, each ending in CRLF."""
+        if not self._headers:
+            return b""
         now = self._clock()
         requests, tokens = self.requests, self.tokens
         if tokens is None:
@@ -361,17 +400,21 @@ class Limiter:
             )
             return Reply(429, error_payload(message, kind, None, "rate_limit_exceeded"))
         used = bucket.capacity - bucket.remaining()
+        ms = _ceil_ms(wait)
+        seconds = max(1, math.ceil(ms / 1000))
+        # Without headers the message, too, gives the wait in whole seconds only.
         message = (
             f"Rate limit reached for {who}: Limit {bucket.capacity}, Used {used}, Requested {requested}. "
-            f"Please try again in {format_duration(wait)}."
+            f"Please try again in {format_duration(wait) if self._headers else f'{seconds}s'}."
         )
-        ms = _ceil_ms(wait)
-        headers = (("retry-after", str(math.ceil(ms / 1000))), ("retry-after-ms", str(ms)))
+        headers: tuple[tuple[str, str], ...] = (("retry-after", str(seconds)),)
+        if self._headers:
+            headers += (("retry-after-ms", str(ms)),)
         return Reply(429, error_payload(message, kind, None, "rate_limit_exceeded"), headers)
 
 
-def charge_of(reply: Reply, body: bytes) -> tuple[int, int]:
-    """(token charge at arrival, the answer's total tokens) of a request answered by ``reply``."""
+def charge_of(reply: Reply, body: bytes, rule: TokenCharge = "usage") -> tuple[int, int]:
+    """(token charge at arrival under ``rule``, the answer's total tokens) of a request answered by ``reply``."""
     usage = reply.payload.get("usage") if reply.status == 200 else None
     if not isinstance(usage, dict):
         return 0, 0
@@ -384,7 +427,7 @@ def charge_of(reply: Reply, body: bytes) -> tuple[int, int]:
         cap = request.get(name)
         if cap is not None:
             prompt: int = usage["prompt_tokens"] if "prompt_tokens" in usage else usage["input_tokens"]
-            return prompt + cap, total
+            return (max(prompt, cap) if rule == "max" else prompt + cap), total
     return total, total
 
 

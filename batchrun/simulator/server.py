@@ -31,7 +31,15 @@ import httptools
 import orjson
 
 from .answers import Reply, answer, error_payload
-from .faults import MALFORMED_BODY, Fault, FaultPlan, Faults, rate_limit_reply, server_error_reply, unauthorized_reply
+from .faults import (
+    MALFORMED_BODY,
+    Fault,
+    FaultPlan,
+    Faults,
+    rate_limit_reply,
+    server_error_reply,
+    unauthorized_reply,
+)
 from .limits import LIMITS_PATH, LimitChange, Limiter, RateLimits, Ticket
 
 __all__ = ["STATS_PATH", "Simulator", "SimulatorConfig", "SimulatorStats", "serve"]
@@ -61,7 +69,9 @@ class SimulatorConfig:
     :param jitter_ms: extra delay drawn uniformly from ``[0, jitter_ms]`` per request.
     :param seed: seeds fault and jitter draws, so a run with the same arrival order repeats.
     :param limits: OpenAI-style requests- and tokens-per-minute limits (see ``limits.py``); none
-        by default. Change them while running with ``POST /_simulator/limits``.
+        by default. Change them while running with ``POST /_simulator/limits``. Their
+        ``headers`` and ``token_charge`` model providers that publish no limits or charge
+        tokens another way.
     :param limits_schedule: changes to ``limits`` at given times after the server starts.
     """
 
@@ -88,11 +98,13 @@ class SimulatorStats:
     status (a ``malformed`` fault is a 200). ``hangs`` are requests held by a ``timeout`` fault,
     ``truncations`` responses cut short; neither appears in ``responses``.
 
-    Rate limits: ``rate_limited`` counts the 429s they caused (also in ``responses``, beside any
-    injected 429s) by the bucket that was short, ``"requests"`` or ``"tokens"``;
+    429s come from two causes a benchmark must tell apart, both also in ``responses``: ``shed``
+    counts those of the ``rate_429`` fault (random shedding, whatever the load), ``rate_limited``
+    the refusals of the rate limits by the bucket that was short, ``"requests"`` or ``"tokens"``.
     ``charged_requests`` counts the requests admitted while limits are on, and ``charged_tokens``
-    the tokens they were charged, net of refunds: once all are answered, the ``total_tokens`` of
-    their 200s (see ``limits.py`` for the accounting).
+    the tokens the buckets kept of their charges: net of refunds under ``token_charge="usage"``
+    (once all are answered, the ``total_tokens`` of their 200s), the charges as made under
+    ``"max"`` and ``"sum"`` (see ``limits.py`` for the accounting).
     """
 
     connections: int = 0
@@ -103,6 +115,7 @@ class SimulatorStats:
     hangs: int = 0
     truncations: int = 0
     malformed: int = 0
+    shed: int = 0
     rate_limited: dict[str, int] = field(default_factory=lambda: {"requests": 0, "tokens": 0})
     charged_requests: int = 0
     charged_tokens: int = 0
@@ -118,6 +131,7 @@ class SimulatorStats:
             "hangs": self.hangs,
             "truncations": self.truncations,
             "malformed": self.malformed,
+            "shed": self.shed,
             "rate_limited": self.rate_limited.copy(),
             "charged_requests": self.charged_requests,
             "charged_tokens": self.charged_tokens,
@@ -397,7 +411,9 @@ class _Connection(asyncio.Protocol):
         if not request.authorized:
             return unauthorized_reply()
         if request.fault is Fault.RATE_LIMIT:
-            return rate_limit_reply(self._shared.config.faults.retry_after_s)
+            self._shared.stats.shed += 1
+            faults = self._shared.config.faults
+            return rate_limit_reply(faults.retry_after_s, faults.retry_after_ms)
         if request.fault is Fault.SERVER_ERROR:
             return server_error_reply(request.status)
         if request.reply is not None:

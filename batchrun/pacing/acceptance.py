@@ -1,0 +1,220 @@
+"""Tell a provider shedding load from a quota, when its headers do not say which.
+
+An overloaded service answers a share of requests with 429 whatever the sending rate; a quota
+refuses what is sent beyond its rate. Slowing down helps against the second only: cutting the
+rate on every 429 of the first ratchets down to nothing, TCP Reno's failure on a lossy link.
+Both may send the same body and a ``Retry-After``, so the test is the one that tells them apart:
+whether the 429s follow the sending rate. Each slowdown is such a test, and is undone when the
+429s stayed.
+
+Answers are counted in periods: a period ends after `PERIOD` seconds and `MIN_ANSWERS` answers,
+or sooner, once the last `MIN_ANSWERS` answers are mostly 429s
+(over 1 − 1/K: the SRE book's point where sending more only adds refusals) — a quota that runs
+dry mid-period is answered at once, not a second of refusals later. Only answers to requests sent since the pace last changed count: those sent before say
+nothing about it. 429s that the ``x-ratelimit-*`` headers explain are the quota's business
+(`quota.Quota`) and not counted here.
+
+- **free** — nothing is paced. A period whose share of 429s is above the *noise floor* (the
+  share of random shedding learned so far) by more than chance allows starts a test.
+- **testing** — send a little below the rate the server accepted between the period's first and
+  last 429 (under a quota it had nothing to spare then: that is the quota's rate). If the share
+  falls by half or to the floor, the 429s followed the rate: a quota. If it stays through two
+  such slowdowns, they did not: the share becomes the floor and pacing stops — unless most
+  requests are refused, when pacing goes on as for a quota (the SRE book's rule). Otherwise the
+  estimate was off (a short period, the tail of a burst): test again at the new accepted rate.
+- **quota** — send at ``rate``. A period with more 429s than the floor explains — in itself, or
+  pooled with every period since the last cut, so that small excesses add up — cuts the rate a
+  little below what the server accepted; if the next period's share is the same, the cut was
+  wrong (shedding, perhaps on top of the quota): that share becomes the floor and pacing stops,
+  to be tested again against the new floor. Any other period raises the rate by a fiftieth.
+  Once the server takes half again the quota's rate for a hundred answers with no more 429s
+  than the floor, the quota is gone and pacing stops: it ends as it began, in one step.
+
+This is the client-side adaptive throttling of Google's SRE book ("Handling Overload") turned
+from rejecting requests into pacing them, with one change: its rule — throttle when requests
+exceed K × accepts — stays as a ceiling on the noise floor (1 − 1/K), so a server refusing most
+of what it gets is still paced, while one shedding a steady minority is not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from .bucket import TokenBucket
+
+PERIOD = 1.0  # seconds
+MIN_ANSWERS = 20
+K = 2.0  # the SRE book's multiplier: beyond 1 − 1/K refused, sending more only adds 429s
+SIGMAS = 3.0  # how far above the floor a period's share must be to count
+POOLED_SIGMAS = 2.5  # since the last cut, answers are pooled: small excesses add up
+BELOW_ACCEPTED = 0.9  # pace at this share of the accepted rate, so the quota's bucket refills
+RAISE = 1.02  # per period without excess 429s while a quota is paced
+GONE = 1.5  # a quota taking this multiple of its rate without excess 429s is no longer there
+ANSWERS_TO_END = 100  # answers sent past GONE before a quota may be declared gone
+SHEDDING_TESTS = 2  # slowdowns that left the share as it was before it counts as shedding
+MAX_TESTS = 5
+MIN_RATE = 0.1  # requests per second: never pace slower than this
+PACE_BURST = 0.1  # seconds of the pace that may leave at once: a test must not start with a burst
+
+FREE, TESTING, QUOTA = "free", "testing", "quota"
+
+
+class Acceptance:
+    """:param now: the clock reading at creation."""
+
+    def __init__(self, now: float) -> None:
+        self.state = FREE
+        self.noise = 0.0
+        self.pace: TokenBucket | None = None  # the request rate to keep to, when one is paced
+        self._start = now
+        self._answers = self._refused = 0
+        self._first_refusal: float | None = None
+        self._last_refusal = 0.0
+        self._accepted_since = 0  # answers accepted since the period's first 429 ...
+        self._accepted_until_last = 0  # ... and before its last one
+        self._last_share = 0.0  # the share of the test or cut being checked, and of how many answers
+        self._last_answers = 1
+        self._same = 0  # slowdowns in a row that left the share where it was
+        self._tests = 0
+        self._before_cut: float | None = None  # the rate a cut being checked came from
+        self._quota_rate = 0.0  # what the server accepted when the quota last refused
+        self._pooled = self._pooled_refused = 0  # answers since the last cut
+        self._beyond = 0  # answers sent past GONE times the quota's rate
+        self._changed = now  # when the pace last changed
+        self._recent: deque[bool] = deque()  # the last MIN_ANSWERS answers: were they 429s
+        self._recent_refused = 0
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per second being paced to, if any."""
+        return self.pace.per_minute / 60 if self.pace is not None else None
+
+    def record(self, refused: bool, sent: float, now: float) -> None:
+        """Count an answer: a 429 no header explains (``refused``), or anything else.
+
+        :param sent: when its request was sent.
+        """
+        if sent < self._changed:
+            return
+        recent = self._recent
+        if len(recent) == MIN_ANSWERS:
+            self._recent_refused -= recent.popleft()
+        recent.append(refused)
+        self._recent_refused += refused
+        self._answers += 1
+        if refused:
+            self._refused += 1
+            if self._first_refusal is None:
+                self._first_refusal = now
+            self._last_refusal, self._accepted_until_last = now, self._accepted_since
+        elif self._first_refusal is not None:
+            self._accepted_since += 1
+        if self._answers >= MIN_ANSWERS and (now - self._start >= PERIOD
+                                             or self._recent_refused > (1 - 1 / K) * MIN_ANSWERS):
+            self._end_period(now)
+
+    def _end_period(self, now: float) -> None:
+        elapsed = max(now - self._start, 1e-9)
+        share = self._refused / self._answers
+        sent = self._answers / elapsed
+        accepted = self._accepted_rate(elapsed)
+        if self.state == FREE:
+            if self._excess(self._answers, self._refused):
+                self.state, self._tests, self._same = TESTING, 1, 0
+                self._last_share, self._last_answers = share, self._answers
+                self._cut(accepted, now)
+        elif self.state == TESTING:
+            self._test(share, accepted, now)
+        else:
+            self._follow_quota(share, sent, accepted, now)
+        self._start, self._answers, self._refused = now, 0, 0
+        self._first_refusal, self._accepted_since, self._accepted_until_last = None, 0, 0
+
+    def _test(self, share: float, accepted: float, now: float) -> None:
+        margin = self._margin(self._answers)
+        if share <= max(self.noise + margin, self._last_share / 2):
+            self.state, self._before_cut = QUOTA, None
+            self._pooled = self._pooled_refused = self._beyond = 0
+            return
+        self._same = self._same + 1 if self._same_share(share) else 0
+        if self._same >= SHEDDING_TESTS and share <= 1 - 1 / K:
+            self._learn_floor(share)
+            self._free(now)
+            return
+        if self._tests >= MAX_TESTS:
+            # Refused mostly, whatever the rate: pace, as the SRE book's rule would.
+            self.state, self._before_cut = QUOTA, None
+            self._pooled = self._pooled_refused = self._beyond = 0
+            return
+        self._tests += 1
+        self._last_share, self._last_answers = share, self._answers
+        self._cut(accepted, now)
+
+    def _follow_quota(self, share: float, sent: float, accepted: float, now: float) -> None:
+        self._pooled += self._answers
+        self._pooled_refused += self._refused
+        over = self._excess(self._answers, self._refused) \
+            or self._excess(self._pooled, self._pooled_refused, POOLED_SIGMAS)
+        checking, self._before_cut = self._before_cut, None
+        if over and checking is not None and self._same_share(share):
+            # The cut left the share as it was: shedding, not the quota. Learn it and look again.
+            self._learn_floor(share)
+            self._free(now)
+        elif over:
+            self._before_cut, self._last_share, self._last_answers = self.rate, share, self._answers
+            self._cut(accepted, now)
+        else:
+            self._beyond += self._answers if sent > GONE * self._quota_rate else 0
+            if self._beyond >= ANSWERS_TO_END:
+                self._free(now)  # the pace no longer holds anything back
+            else:
+                self._set_rate(RAISE * (self.rate or MIN_RATE), now)
+
+    def _cut(self, accepted: float, now: float) -> None:
+        """Pace a little below what the server accepted while it refused: the quota's rate."""
+        self._quota_rate = accepted
+        self._pooled = self._pooled_refused = self._beyond = 0
+        self._set_rate(BELOW_ACCEPTED * accepted, now)
+
+    def _accepted_rate(self, elapsed: float) -> float:
+        """What the server accepted per second while it was refusing: between the period's first
+        and last 429 it had nothing to spare, so what it took then is what it refills."""
+        span = self._last_refusal - self._first_refusal if self._first_refusal is not None else 0.0
+        if span > 0:
+            return (self._accepted_until_last + 1) / span  # + 1: a short span may hold none
+        return (self._answers - self._refused) / elapsed
+
+    def _excess(self, answers: int, refused: int, sigmas: float = SIGMAS) -> bool:
+        """Whether ``refused`` of ``answers`` is more than the noise floor and chance explain."""
+        return refused > self.noise * answers + self._margin(answers, sigmas) * answers
+
+    def _learn_floor(self, share: float) -> None:
+        """The share of two periods alike is random shedding's: the new floor (the SRE ceiling kept)."""
+        a, b = self._answers, self._last_answers
+        self.noise = min(max(self.noise, (share * a + self._last_share * b) / (a + b)), 1 - 1 / K)
+
+    def _same_share(self, share: float) -> bool:
+        """Whether this period's share and the one before the last slowdown differ by chance only."""
+        a, b = self._answers, self._last_answers
+        pooled = (share * a + self._last_share * b) / (a + b)
+        return abs(share - self._last_share) <= SIGMAS * math.sqrt(max(pooled * (1 - pooled), 0.01) * (1 / a + 1 / b))
+
+    def _margin(self, answers: int, sigmas: float = SIGMAS) -> float:
+        """How far a share of ``answers`` may stray from the floor by chance: ``sigmas`` standard
+        deviations of the count, and never less than one: with no floor, a lone 429 is not
+        yet evidence."""
+        spread = math.sqrt(max(answers * self.noise * (1 - self.noise), 1.0))
+        return sigmas * spread / answers
+
+    def _free(self, now: float) -> None:
+        self.state, self.pace, self._changed = FREE, None, now
+
+    def _set_rate(self, rate: float, now: float) -> None:
+        self._changed = now
+        rate = max(rate, MIN_RATE)
+        capacity = max(1.0, rate * PACE_BURST)
+        if self.pace is None:
+            self.pace = TokenBucket(rate * 60, now, capacity=capacity, level=0.0)
+        else:
+            self.pace.set_rate(rate * 60, now, capacity)

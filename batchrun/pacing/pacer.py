@@ -1,0 +1,156 @@
+"""One composition of the pacing policies: what an attempt passes before it is sent.
+
+    admit ─▶ breaker ─▶ quota buckets + discovered pace ─▶ an in-flight slot ─▶ send
+    settle ◀─ status, x-ratelimit-* headers
+
+The breaker holds everything while the endpoint is down. The buckets (`quota.Quota`: limits
+given or announced, the ``remaining`` headers as truth) and the pace the server's 429s call for
+(`acceptance.Acceptance`) must all have room; while one does not, attempts wait in line holding
+no slot, and the first is charged to every bucket at the moment it leaves, so no limit's
+budget is spent in the past. Only then does it take one of the ``concurrency`` slots, so the requests
+actually in flight never exceed it while a line waiting out its pace or its backoff keeps no
+other line from being sent. A 429's ``Retry-After`` delays that request alone (its retry
+waits it out); nothing holds the whole pool.
+
+With no limits set or announced and the server accepting, `admit` does not wait at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import anyio
+
+from .acceptance import Acceptance
+from .breaker import CircuitBreaker
+from .bucket import TokenBucket
+from .clock import SYSTEM_CLOCK, Clock
+from .meter import RateWindow
+from .quota import Quota
+
+DEFAULT_OUTPUT_TOKENS = 500  # assumed for a request that sets no maximum output
+BREAKER_STATUSES = frozenset({500, 502, 503, 504})
+RESCHEDULE = 0.5  # seconds: the longest the first request in line goes without looking again
+
+
+@dataclass(slots=True, eq=False)
+class Permit:
+    """One admitted attempt: the tokens it was charged, and its place in the dispatch order."""
+
+    tokens: float
+    seq: int
+    probe: bool
+    sent: float  # when it left the line
+
+
+class Pacer:
+    """:param concurrency: requests in flight at most.
+    :param rpm: / :param tpm: limits given by the user (``None``: only what the server announces).
+    """
+
+    def __init__(self, *, concurrency: int, rpm: float | None = None, tpm: float | None = None,
+                 breaker: CircuitBreaker, clock: Clock = SYSTEM_CLOCK) -> None:
+        now = clock.now()
+        self.clock = clock
+        self.breaker = breaker
+        self.quota = Quota(rpm, tpm, now)
+        self.acceptance = Acceptance(now)
+        self.concurrency = concurrency
+        self.slots = anyio.CapacityLimiter(concurrency)
+        self.meter = RateWindow()
+        self.rate_limited = 0
+        self._seq = 0
+        self._line = anyio.Lock()
+
+    async def admit(self, estimate: int) -> Permit:
+        """Wait until an attempt estimated to cost at most ``estimate`` tokens may be sent."""
+        probe = await self.breaker.admit() if self.breaker.state != CircuitBreaker.CLOSED else False
+        tokens = self.quota.charge(estimate)
+        try:
+            pace = await self._wait_turn(tokens)
+        except BaseException:
+            if probe:
+                self.breaker.cancelled_probe()
+            raise
+        self._seq += 1
+        permit = Permit(tokens, self._seq, probe, self.clock.now())
+        try:
+            self.slots.acquire_on_behalf_of_nowait(permit)
+        except anyio.WouldBlock:
+            try:
+                await self.slots.acquire_on_behalf_of(permit)
+            except BaseException:
+                self.quota.cancel(tokens, reached_server=False, pace=pace)
+                if probe:
+                    self.breaker.cancelled_probe()
+                raise
+        return permit
+
+    async def _wait_turn(self, tokens: float) -> TokenBucket | None:
+        """Wait until the request fits every limit, then charge it; return the pace it was charged to.
+
+        Requests wait in line (a FIFO lock) and the first one is charged only when it leaves, so
+        each leaves at its own time whatever changes meanwhile: it looks again at least every
+        `RESCHEDULE` seconds, and a new ``remaining`` or a pace cut or lifted applies at once.
+        """
+        pace = self.acceptance.pace
+        if not self.quota.buckets and pace is None:
+            self.quota.take(tokens, 0.0)
+            return None
+        if not self._line.locked():
+            now = self.clock.now()
+            if self.quota.due(tokens, now, pace) <= now:
+                self.quota.take(tokens, now, pace)
+                return pace
+        async with self._line:
+            while True:
+                now = self.clock.now()
+                pace = self.acceptance.pace
+                at = self.quota.due(tokens, now, pace)
+                if at <= now:
+                    self.quota.take(tokens, now, pace)
+                    return pace
+                await self.clock.sleep(min(at - now, RESCHEDULE))
+
+    def settle(self, permit: Permit, status: int | None, headers: Mapping[str, str] | None,
+               tokens_used: int | None = None) -> None:
+        """Account for an attempt's outcome (``status`` ``None``: no response arrived)."""
+        self.slots.release_on_behalf_of(permit)
+        now = self.clock.now()
+        refused = status == 429
+        exhausted = self.quota.settle(permit.seq, permit.tokens, headers, refused=refused, now=now)
+        if status is None:
+            self.breaker.failed("no response")
+            return
+        if status in BREAKER_STATUSES:
+            self.breaker.failed(f"HTTP {status}")
+        else:
+            self.breaker.succeeded()
+        if refused:
+            self.rate_limited += 1
+            if exhausted:
+                return  # the quota's own bucket paces it; not the shedding test's business
+        elif 200 <= status < 300:
+            self.meter.add(tokens_used or 0)
+        self.acceptance.record(refused, permit.sent, now)
+
+    def cancelled(self, permit: Permit) -> None:
+        """The attempt was cancelled in flight: give its slot back."""
+        self.slots.release_on_behalf_of(permit)
+        self.quota.cancel(permit.tokens, reached_server=True)
+        if permit.probe:
+            self.breaker.cancelled_probe()
+
+    def limits(self) -> dict[str, float]:
+        """The per-minute request and token limits being paced to now, the discovered pace included."""
+        limits = self.quota.limits()
+        rate = self.acceptance.rate
+        if rate is not None:
+            limits["requests"] = min(limits.get("requests", rate * 60), rate * 60)
+        return limits
+
+
+def estimate_cost(body: bytes, max_output: int | None) -> int:
+    """Tokens a request may be charged, before it is sent: about 4 bytes of JSON per prompt token."""
+    return len(body) // 4 + (max_output if max_output is not None else DEFAULT_OUTPUT_TOKENS)

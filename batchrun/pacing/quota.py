@@ -1,0 +1,151 @@
+"""The provider's quotas on requests and tokens per minute, and where each one stands.
+
+Limits come from ``--rpm``/``--tpm`` and from the ``x-ratelimit-limit-*`` headers (the lower
+wins; an announced limit is followed when the provider changes it). The headers' word is the
+truth: after every response the bucket holds what ``x-ratelimit-remaining-*`` says is left,
+less what is promised to requests scheduled but not yet answered. So a quota that starts full
+is used at once, up to what it holds and never beyond, and then at its refill rate; an
+estimate's error never outlives the requests in flight.
+
+A request is charged at admission what the provider charges then — its prompt estimate plus
+its output cap, the upper bound of the usual rules (OpenAI's larger-of, some servers' sum) —
+and nothing is refunded when the answer turns out shorter: a provider that refunds says so in
+its next ``remaining`` header. When both ``remaining`` headers are sent, the tokens charged per
+request are measured from their drops, and a provider that charges more than the estimate
+(a large default output cap, say) scales every later charge up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .bucket import TokenBucket
+from .headers import LimitState, parse_limits
+
+REQUESTS, TOKENS = "requests", "tokens"
+MAX_SCALE = 4.0
+SCALE_MEMORY = 0.5  # per measurement (of ten requests): how slowly the charge scale forgets
+ESTIMATE_MEMORY = 0.05  # per request: how fast the mean estimate follows
+REQUESTS_MEASURED = 10.0  # drops are summed over this many requests: fewer are mostly noise
+
+
+class Quota:
+    """:param rpm: / :param tpm: limits the user gave (``None``: only what the server announces)."""
+
+    def __init__(self, rpm: float | None, tpm: float | None, now: float) -> None:
+        self._given = {REQUESTS: rpm, TOKENS: tpm}
+        self.buckets: dict[str, TokenBucket] = {}
+        self.announced: dict[str, float] = {}
+        self.scale = 1.0  # the provider's charge per request over our estimate, never below 1
+        self._pending = {REQUESTS: 0.0, TOKENS: 0.0}  # charged here, not yet answered
+        self._truth_seq = 0
+        self._last: tuple[float, float, float] | None = None  # (time, requests left, tokens left)
+        self._served = self._charged = 0.0  # since the last measurement of the charge per request
+        self._mean_estimate = 0.0  # of recent requests, what a measured charge per request is compared with
+        for kind, limit in self._given.items():
+            if limit:
+                self.buckets[kind] = TokenBucket(limit, now)
+
+    def charge(self, estimate: int) -> float:
+        """The tokens a request estimated at ``estimate`` is charged at admission."""
+        return estimate * self.scale
+
+    def due(self, tokens: float, now: float, pace: TokenBucket | None = None) -> float:
+        """When a request charged ``tokens`` fits in every bucket (and ``pace``, a request rate
+        of the client's own)."""
+        at = now
+        for kind, bucket in self.buckets.items():
+            at = max(at, bucket.due(1.0 if kind == REQUESTS else tokens, now))
+        return max(at, pace.due(1.0, now)) if pace is not None else at
+
+    def take(self, tokens: float, now: float, pace: TokenBucket | None = None) -> None:
+        """Charge a departing request to every bucket: it is pending until `settle` or `cancel`."""
+        for kind, bucket in self.buckets.items():
+            bucket.take(1.0 if kind == REQUESTS else tokens, now)
+        if pace is not None:
+            pace.take(1.0, now)
+        self._pending[REQUESTS] += 1.0
+        self._pending[TOKENS] += tokens
+        self._mean_estimate += (ESTIMATE_MEMORY if self._mean_estimate else 1.0) * (tokens / self.scale
+                                                                                  - self._mean_estimate)
+
+    def cancel(self, tokens: float, *, reached_server: bool, pace: TokenBucket | None = None) -> None:
+        """A request taken will not be answered; give its charge back if it was never sent."""
+        self._release(tokens)
+        if not reached_server:
+            self._give(tokens)
+            if pace is not None:
+                pace.give(1.0)
+
+    def settle(self, seq: int, tokens: float, headers: Mapping[str, str] | None, *, refused: bool,
+               now: float) -> bool:
+        """Account for an answer; return whether the server says a quota is exhausted.
+
+        :param seq: the request's place in the dispatch order (an older answer's ``remaining``
+            is stale by the time a newer one's has been read).
+        :param refused: a 429: the provider charged nothing.
+        """
+        self._release(tokens)
+        if refused:
+            self._give(tokens)
+        limits = parse_limits(headers) if headers is not None else None
+        if limits is None:
+            return False
+        exhausted = False
+        fresh = seq > self._truth_seq
+        for kind, state, cost in ((REQUESTS, limits.requests, 1.0), (TOKENS, limits.tokens, tokens)):
+            if state is not None:
+                self._follow(kind, state, now, fresh)
+                exhausted |= state.remaining is not None and state.remaining < cost
+        if fresh:
+            self._truth_seq = seq
+            self._calibrate(limits.requests, limits.tokens, now)
+        return exhausted
+
+    def _follow(self, kind: str, state: LimitState, now: float, fresh: bool) -> None:
+        given = self._given[kind]
+        announced_wins = given is None or state.limit <= given
+        limit = state.limit if announced_wins else given
+        assert limit is not None
+        capacity = state.limit if announced_wins else None  # the server's bucket, or the user's pace
+        self.announced[kind] = state.limit
+        bucket = self.buckets.get(kind)
+        if bucket is None:
+            bucket = self.buckets[kind] = TokenBucket(limit, now, capacity=capacity)
+        elif bucket.per_minute != limit:
+            bucket.set_rate(limit, now, capacity)
+        if fresh and state.remaining is not None:
+            bucket.set_level(state.remaining - self._pending[kind], now)
+
+    def _calibrate(self, requests: LimitState | None, tokens: LimitState | None, now: float) -> None:
+        """Tokens the provider charged per request between two answers, against our estimates."""
+        if requests is None or tokens is None or requests.remaining is None or tokens.remaining is None:
+            return
+        last, self._last = self._last, (now, requests.remaining, tokens.remaining)
+        if last is None or self._mean_estimate <= 0:
+            return
+        elapsed = now - last[0]
+        # Away from full, each bucket's level drops by what it charged less what it refilled.
+        if max(last[1], requests.remaining) >= requests.limit or max(last[2], tokens.remaining) >= tokens.limit:
+            self._served = self._charged = 0.0
+            return
+        self._served += last[1] + elapsed * requests.limit / 60 - requests.remaining
+        self._charged += last[2] + elapsed * tokens.limit / 60 - tokens.remaining
+        if self._served < REQUESTS_MEASURED:
+            return
+        if self._charged > 0:
+            measured = (self._charged / self._served) / self._mean_estimate
+            self.scale = min(MAX_SCALE, max(1.0, SCALE_MEMORY * self.scale + (1 - SCALE_MEMORY) * measured))
+        self._served = self._charged = 0.0
+
+    def _release(self, tokens: float) -> None:
+        self._pending[REQUESTS] -= 1.0
+        self._pending[TOKENS] -= tokens
+
+    def _give(self, tokens: float) -> None:
+        for kind, bucket in self.buckets.items():
+            bucket.give(1.0 if kind == REQUESTS else tokens)
+
+    def limits(self) -> dict[str, float]:
+        """The per-minute limits being paced to now."""
+        return {kind: bucket.per_minute for kind, bucket in self.buckets.items()}
