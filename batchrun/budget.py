@@ -115,8 +115,9 @@ class Budget:
         """The most ``job`` can cost, in USD (see the module docstring)."""
         price = self._price(job.model)
         body: Any = orjson.loads(job.body)
+        # The bound alone: the reader asks this for every line, on the event loop.
         tokens = request_tokens(job.url, body if isinstance(body, dict) else {},
-                                counter_for(encoding_for(job.model), exact=self.exact))
+                                counter_for(encoding_for(job.model), exact=self.exact), estimate=False)
         output = self.default_max_output if tokens.max_output is None else tokens.max_output
         return price.bound(tokens.input_bound, output)
 

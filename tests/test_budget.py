@@ -65,6 +65,24 @@ def test_worst_case_is_the_input_bound_plus_the_output_cap_at_full_price() -> No
     assert budget.worst_case(job(body)) == pytest.approx((16 * 1.0 + 200 * 2.0) * MICRO)
 
 
+def test_worst_case_asks_the_counter_for_its_bound_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader asks for every line, on the event loop: the heuristic's estimate (~100x the
+    bound's cost) would be thrown away."""
+
+    class BoundOnly:
+        name, exact = "bound only", False
+
+        def count(self, text: str) -> int:
+            raise AssertionError("the budget needs no estimate")
+
+        def bound(self, text: str) -> int:
+            return len(text.encode())
+
+    monkeypatch.setattr("batchrun.budget.counter_for", lambda encoding, exact: BoundOnly())
+    body = {"model": "m", "messages": [{"role": "user", "content": "héllo"}], "max_tokens": 100}
+    assert Budget(1.0, PRICES, ["m"]).worst_case(job(body)) == pytest.approx((16 * 1.0 + 100 * 2.0) * MICRO)
+
+
 def test_worst_case_without_a_cap_uses_the_default_and_embeddings_have_no_output() -> None:
     budget = Budget(1.0, PRICES, ["m"], default_max_output=1000, exact=False)
     chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

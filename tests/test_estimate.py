@@ -242,6 +242,7 @@ def test_chat_counts_roles_contents_parts_names_tools_and_images() -> None:
     assert counted.input == expected
     assert counted.images == 2 and counted.max_output == 7
     assert counted.input_bound > counted.input   # each text adds its own +1 in Letters.bound
+    assert request_tokens(CHAT, body, Letters(), estimate=False).input == counted.input_bound
 
 
 def test_responses_counts_instructions_and_input_items() -> None:
