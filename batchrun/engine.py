@@ -1,13 +1,16 @@
 """The run: one task group owning a reader, a fixed pool of workers and the ordered writer.
 
-    reader ──jobs (bounded)──▶ N workers ──results (bounded)──▶ writer ──▶ journal, output
-       ▲                          │  ▲                              │
-       │           a retry task ◀─┘  └─ (its own result stream end) │
-       └────────────── window: a slot per line, released on write ─┘
+    reader ──jobs (bounded)──▶ N workers ──each answer, at once──▶ writer ──▶ journal, output
+       ▲                          │  ▲                                  │
+       │           a retry task ◀─┘  └──────────────────────────────────┤
+       └──────────────── window: a slot per line, released on write ───┘
 
-No task per line and no unbounded buffer: the job and result streams hold ``concurrency``
-items each, and the window lets the reader run at most ``window`` lines ahead of the oldest
-line not yet written, so a slow request at the head stalls dispatch instead of growing memory.
+No task per line and no unbounded buffer: the job stream holds ``concurrency`` items, and the
+window lets the reader run at most ``window`` lines ahead of the oldest line not yet written,
+so a slow request at the head stalls dispatch instead of growing memory. A worker hands its
+answer to the writer in the same step of the event loop that received it (`Sink.put`, no
+await), so an answer is in the kernel before its request stops holding a slot: a ``kill -9``
+can cost only the requests in flight.
 A line whose first attempt fails is handed to a task of its own to wait out its backoff and
 retry, and its worker goes on with the next line: a line waiting keeps no other from being
 sent, while the pacer's slots keep the requests actually in flight within ``concurrency``.
@@ -56,8 +59,6 @@ log = logging.getLogger("batchrun")
 T = TypeVar("T")
 
 SYNC_INTERVAL = 1.0  # seconds between fsyncs: what a power loss can take at most
-FLUSH_INTERVAL = 0.05  # seconds a finished line may sit in a user-space buffer
-WRITER_DRAIN_S = 10.0  # after an abort, how long the writer may take to save what was answered
 
 
 class Observer(Protocol):
@@ -73,9 +74,8 @@ class Observer(Protocol):
 class Control:
     """How the pool is told to stop: no new requests, and a deadline for those in flight.
 
-    An abort stops the reader and the workers at once, but the writer drains what was already
-    answered — shielded, within `WRITER_DRAIN_S` — since every answer it drops would be bought
-    again by the next start. Only a failing disk cancels the writer.
+    An abort stops the reader and the workers at once; every answer already received was
+    written when it arrived (`Sink`), so none is bought again by the next start.
     """
 
     def __init__(self, stats: RunStats) -> None:
@@ -87,7 +87,6 @@ class Control:
         self.fed_all = False  # the reader reached the end of the input
         self.feed_scope = anyio.CancelScope()
         self.workers_scope = anyio.CancelScope()
-        self.writer_scope = anyio.CancelScope()
         self.run_scope = anyio.CancelScope()
 
     def stop(self, reason: str, code: int, grace: float | None) -> None:
@@ -107,7 +106,7 @@ class Control:
     def abort(self, reason: str, *, disk: bool = False) -> None:
         """Stop now: a condition that dooms the rest of the run.
 
-        :param disk: writing failed, so the writer is stopped too (what it holds is lost).
+        :param disk: writing failed: everything stops.
         """
         if not self.aborted:  # the first reason is the one to report
             self.aborted = self.stopping = True
@@ -115,10 +114,7 @@ class Control:
             self.stats.stop_reason, self.stats.stop_code = reason, EXIT_STOPPED
             self.feed_scope.cancel()
             self.workers_scope.cancel()
-            self.writer_scope.shield = True
-            self.writer_scope.deadline = anyio.current_time() + WRITER_DRAIN_S
         if disk:
-            self.writer_scope.cancel()
             self.run_scope.cancel()
 
 
@@ -227,12 +223,10 @@ async def _run_pool(config: RunConfig, items: Generator[Job | LineError, None, N
                     writer: OrderedWriter, carryover: Carryover, gate: BudgetGate | None, control: Control,
                     observer: Observer | None, handle_signals: bool) -> None:
     window = anyio.Semaphore(config.window or config.concurrency)
+    sink = Sink(writer, window, control.stats, observer)
     job_send, job_recv = anyio.create_memory_object_stream[Job](config.concurrency)
-    result_send, result_recv = anyio.create_memory_object_stream[Result](config.concurrency)
-    lanes = [(job_recv.clone(), result_send.clone()) for _ in range(config.concurrency)]
-    feed_results = result_send.clone()
+    lanes = [job_recv.clone() for _ in range(config.concurrency)]
     job_recv.close()
-    result_send.close()
     abort = control.abort
     with control.run_scope:
         async with anyio.create_task_group() as tg:
@@ -240,10 +234,8 @@ async def _run_pool(config: RunConfig, items: Generator[Job | LineError, None, N
                 tg.start_soon(_watch_signals, control, config.drain_timeout)
             tg.start_soon(_sync_periodically, writer, control)
             async with anyio.create_task_group() as pool:
-                pool.start_soon(_guarded, abort, _feed, items, carryover, gate, job_send,
-                                feed_results, window, control)
-                pool.start_soon(_guarded, abort, _write, result_recv, writer, window, control, observer)
-                pool.start_soon(_run_workers, abort, client, gate, lanes, control)
+                pool.start_soon(_guarded, abort, _feed, items, carryover, gate, job_send, sink, window, control)
+                pool.start_soon(_run_workers, abort, client, gate, lanes, sink, control)
             tg.cancel_scope.cancel()  # the signal watcher and the syncer have nothing left to do
 
 
@@ -251,8 +243,6 @@ async def _guarded(abort: Callable[..., None], task: Callable[..., Any], *args: 
     """Run a pool task; a condition that dooms the whole run stops it with a reason (`Control.abort`)."""
     try:
         await task(*args)
-    except anyio.BrokenResourceError:
-        pass  # the writer is gone: the run is being torn down, and this task with it
     except BatchrunError as exc:
         abort(str(exc))
     except OSError as exc:
@@ -260,10 +250,9 @@ async def _guarded(abort: Callable[..., None], task: Callable[..., Any], *args: 
 
 
 async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryover, gate: BudgetGate | None,
-                jobs: MemoryObjectSendStream[Job], results: MemoryObjectSendStream[Result],
-                window: anyio.Semaphore, control: Control) -> None:
+                jobs: MemoryObjectSendStream[Job], sink: Sink, window: anyio.Semaphore, control: Control) -> None:
     with control.feed_scope, contextlib.closing(items):
-        async with jobs, results:
+        async with jobs:
             for item in items:
                 if item.index < carryover.prefix:
                     continue  # already in the ordered output
@@ -273,7 +262,7 @@ async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryo
                     await window.acquire()
                 done = carryover.take(item)
                 if done is not None:
-                    await _send(results, done)
+                    sink.put(done)
                 elif isinstance(item, Job):
                     if gate is not None and (over := await gate.reserve(item)) is not None:
                         control.stop(over, EXIT_BUDGET, grace=None)
@@ -281,27 +270,24 @@ async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryo
                     await _send(jobs, item)
                 else:
                     log.warning("%s", item.message)
-                    await _send(results, Result.from_line_error(item))
+                    sink.put(Result.from_line_error(item))
                 control.fed += 1
             control.fed_all = True
 
 
 async def _run_workers(abort: Callable[[str], None], client: Client, gate: BudgetGate | None,
-                       lanes: list[tuple[MemoryObjectReceiveStream[Job], MemoryObjectSendStream[Result]]],
-                       control: Control) -> None:
+                       lanes: list[MemoryObjectReceiveStream[Job]], sink: Sink, control: Control) -> None:
     with control.workers_scope:
         async with anyio.create_task_group() as workers:
-            for jobs, results in lanes:
-                workers.start_soon(_guarded, abort, _work, abort, client, gate, jobs, results, control, workers)
-    for jobs, results in lanes:  # if the grace period ran out before a worker got to start
+            for jobs in lanes:
+                workers.start_soon(_guarded, abort, _work, abort, client, gate, jobs, sink, control, workers)
+    for jobs in lanes:  # if the grace period ran out before a worker got to start
         jobs.close()
-        results.close()
 
 
 async def _work(abort: Callable[[str], None], client: Client, gate: BudgetGate | None,
-                jobs: MemoryObjectReceiveStream[Job], results: MemoryObjectSendStream[Result], control: Control,
-                retries: TaskGroup) -> None:
-    async with jobs, results:
+                jobs: MemoryObjectReceiveStream[Job], sink: Sink, control: Control, retries: TaskGroup) -> None:
+    async with jobs:
         while True:
             try:
                 job = await _receive(jobs)
@@ -318,65 +304,47 @@ async def _work(abort: Callable[[str], None], client: Client, gate: BudgetGate |
                 control.in_flight -= 1
                 raise
             if isinstance(outcome, Retrying):
-                retries.start_soon(_guarded, abort, _retry, client, gate, outcome, results.clone(), control)
+                retries.start_soon(_guarded, abort, _retry, client, gate, outcome, sink, control)
             else:
                 control.in_flight -= 1
-                await _deliver(gate, outcome, job, results)
+                _deliver(gate, outcome, job, sink)
 
 
-async def _retry(client: Client, gate: BudgetGate | None, pending: Retrying, results: MemoryObjectSendStream[Result],
-                 control: Control) -> None:
-    async with results:
-        try:
-            result = await client.finish(pending)
-        finally:
-            control.in_flight -= 1
-        await _deliver(gate, result, pending.job, results)
+async def _retry(client: Client, gate: BudgetGate | None, pending: Retrying, sink: Sink, control: Control) -> None:
+    try:
+        result = await client.finish(pending)
+    finally:
+        control.in_flight -= 1
+    _deliver(gate, result, pending.job, sink)
 
 
-async def _deliver(gate: BudgetGate | None, result: Result, job: Job, results: MemoryObjectSendStream[Result]) -> None:
-    """Hand an answer to the writer. Shielded: an abort stops the workers, but what they were
-    answered is written (and not bought again); a writer gone closes the stream, which ends this."""
+def _deliver(gate: BudgetGate | None, result: Result, job: Job, sink: Sink) -> None:
     if gate is not None:
         gate.settle(job, result)
-    try:
-        results.send_nowait(result)
-    except anyio.WouldBlock:
-        with anyio.CancelScope(shield=True):
-            await results.send(result)
+    sink.put(result)
 
 
-async def _write(results: MemoryObjectReceiveStream[Result], writer: OrderedWriter, window: anyio.Semaphore,
-                 control: Control, observer: Observer | None) -> None:
-    with control.writer_scope:
-        await _write_all(results, writer, window, control.stats, observer)
+class Sink:
+    """Where every finished line goes, synchronously: into the files, then counted and shown.
 
+    No await between an answer's arrival and `put`: a cancellation (an abort, the end of the
+    grace period) cannot come between them, and no other request can be sent in the slot the
+    answer just freed before the answer is in the kernel.
+    """
 
-async def _write_all(results: MemoryObjectReceiveStream[Result], writer: OrderedWriter, window: anyio.Semaphore,
-                     stats: RunStats, observer: Observer | None) -> None:
-    flushed = time.monotonic()
-    async with results:
-        while True:
-            try:
-                result = results.receive_nowait()
-            except anyio.WouldBlock:
-                writer.flush()  # nothing more to write right now: hand it all to the kernel
-                flushed = time.monotonic()
-                try:
-                    result = await results.receive()
-                except anyio.EndOfStream:
-                    return
-            except anyio.EndOfStream:
-                return
-            for done in writer.add(result):
-                window.release()
-                stats.record(done)
-                if observer is not None:
-                    observer.written(done, stats)
-            stats.max_buffered = max(stats.max_buffered, writer.buffered)
-            if time.monotonic() - flushed > FLUSH_INTERVAL:
-                writer.flush()
-                flushed = time.monotonic()
+    def __init__(self, writer: OrderedWriter, window: anyio.Semaphore, stats: RunStats,
+                 observer: Observer | None) -> None:
+        self._writer, self._window, self._stats, self._observer = writer, window, stats, observer
+
+    def put(self, result: Result) -> None:
+        """:raises OSError: writing failed (the run stops: `_guarded`)."""
+        stats, observer = self._stats, self._observer
+        for done in self._writer.add(result):
+            self._window.release()
+            stats.record(done)
+            if observer is not None:
+                observer.written(done, stats)
+        stats.max_buffered = max(stats.max_buffered, self._writer.buffered)
 
 
 async def _sync_periodically(writer: OrderedWriter, control: Control) -> None:

@@ -1,8 +1,12 @@
-"""Put results back in input order and write them where a crash cannot lose them (SPEC §2, §3).
+"""Put results back in input order and hand each to the kernel as it arrives (SPEC §2, §3).
 
-Results arrive in completion order. Each new one is appended to the journal at once; then it
-waits in a reorder buffer until every earlier line is written, and goes to the ordered output
-(and, if it failed, the errors file). The engine's window bounds how many can wait.
+Results arrive in completion order. One that is next in input order goes to the ordered output
+at once, with every later one it was holding up; one that is not must wait in the reorder
+buffer, so it goes to the journal instead — the ordered output cannot recover it yet. Either way
+the answer is in the kernel before `add` returns: a killed process loses none of it. A line in
+order is written once, not also to the journal (at concurrency 1 the journal stays empty).
+The errors file is derived from the ordered output (a resume rebuilds it), so it is buffered.
+The engine's window bounds how many results can wait.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class OrderedWriter:
         self._out = out
         self._err = errors
         self._log = log
-        self._files = (log, errors, out)  # flush order: the journal is the record of truth
+        self._files = (log, errors, out)
 
     @property
     def buffered(self) -> int:
@@ -36,31 +40,32 @@ class OrderedWriter:
         return len(self._pending)
 
     def add(self, result: Result) -> list[Result]:
-        """Accept one result; return those written to the ordered output by this call, in order."""
+        """Accept one result and hand it to the kernel; return those written to the ordered output
+        by this call, in order.
+
+        :raises OSError: writing failed; the result may or may not be on disk.
+        """
         line = result.encode()  # first: a body that cannot be stored turns the result into a failure
-        if not result.carried_over:
-            self._log.write(journal.encode(result.index, result.ok, line))
         if result.index != self.next_index:
+            if not result.carried_over:  # a carried-over line is in the journal or previous.jsonl already
+                self._log.write(journal.encode(result.index, result.ok, line))
+                self._log.flush()
             self._pending[result.index] = result
             return []
         written = [result]
-        self._write(result)
         pending = self._pending
-        while self.next_index in pending:
-            nxt = pending.pop(self.next_index)
-            self._write(nxt)
-            written.append(nxt)
+        while self.next_index + len(written) in pending:
+            written.append(pending.pop(self.next_index + len(written)))
+        self.next_index += len(written)
+        self._out.write(b"".join(done.encode() for done in written) if len(written) > 1 else line)
+        self._out.flush()
+        for done in written:
+            if done.error is not None:
+                self._err.write(done.encode())
         return written
 
-    def _write(self, result: Result) -> None:
-        line = result.encode()
-        self._out.write(line)
-        if result.error is not None:
-            self._err.write(line)
-        self.next_index += 1
-
     def flush(self) -> None:
-        """Hand everything to the kernel: from here a killed process loses none of it."""
+        """Hand the errors file to the kernel too (the other files always are)."""
         for f in self._files:
             f.flush()
 

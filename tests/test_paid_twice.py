@@ -33,7 +33,7 @@ def content(request: httpx.Request) -> str:
 async def test_an_abort_keeps_every_answer_already_received(tmp_path: Path, late: int, abort: int) -> None:
     """Eight requests are answered at once: four at once, three ``late`` scheduling steps later,
     and one with a 401 (which aborts the run) ``abort`` steps later. Whatever the interleaving,
-    the seven answers received (already written, or still in the result stream) reach the disk."""
+    the seven answers received (each written in the step it arrived) reach the disk."""
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(40)])
     config = RunConfig(source, base_url=BASE, concurrency=8)
     arrived, gate = 0, anyio.Event()
