@@ -6,13 +6,16 @@ Beside ``results.jsonl`` a run keeps ``results.jsonl.checkpoint/``:
     meta.json     what the run is: the input's size and digest, the request-shaping options
     output.jsonl  the ordered prefix: lines 0 … P-1, exactly as the final output will have them
     errors.jsonl  the failed lines among them
-    journal       every line finished past the prefix, in completion order (see journal.py)
+    journal       the lines finished before an earlier line, in completion order (see journal.py);
+                  with output.jsonl, every finished line
+    prefix.json   the report's counters over the prefix as of the last fsync (see snapshot.py)
     previous.jsonl  with --retry-failed: the finished output whose failures are being re-sent
     report.json   on completion: the report, published with the output
     committed     on completion: the checkpoint is final and being published (see publish.py)
 
-Everything is appended and flushed as lines finish, so a killed process loses nothing the
-kernel was given; a periodic fsync bounds what a power loss can take. On completion the
+Every finished line is in the kernel (the output or the journal) before the next event-loop
+step, so a killed process loses only requests in flight; a periodic fsync bounds what a power
+loss can take. On completion the
 ordered files and the report are renamed into place (no half-written file ever has a final
 name) and the directory is removed, as one step that a crash cannot leave half done
 (`publish.py`).
@@ -21,16 +24,17 @@ name) and the directory is removed, as one step that a crash cannot leave half d
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
-from . import journal, publish
+from . import journal, publish, snapshot
 from .config import RunConfig
 from .errors import ConfigError
 from .lock import RunLock
@@ -64,18 +68,30 @@ def scan_input(path: Path) -> InputScan:
     return InputScan(size, digest.hexdigest(), lines + (last != b"\n"))
 
 
+class PrefixCounter(Protocol):
+    """What counts the ordered prefix a resume carries over (`RunStats`)."""
+
+    def record(self, result: Result) -> None: ...
+
+    def restore(self, report: dict[str, Any], lines: int) -> None: ...
+
+
 @dataclass
 class Recovered:
     """What an earlier start of this run left finished.
 
     :param prefix: lines already in order in ``output.jsonl``; they are not looked at again.
     :param finished: lines past the prefix that the journal holds, by index.
-    :param previous: lines of an earlier finished output, read in step with the input.
+    :param previous: lines of an earlier finished output past the prefix, read in step with the input.
+    :param sizes: bytes in ``output.jsonl`` and ``errors.jsonl``.
+    :param last_custom_id: of the prefix's last line.
     """
 
     prefix: int = 0
     finished: dict[int, journal.Entry] | None = None
     previous: Generator[bytes, None, None] | None = None
+    sizes: tuple[int, int] = (0, 0)
+    last_custom_id: str | None = None
 
 
 class Checkpoint:
@@ -90,6 +106,7 @@ class Checkpoint:
         self.previous = self.dir / "previous.jsonl"
         self.meta = self.dir / "meta.json"
         self.report = self.dir / "report.json"
+        self.snapshot = self.dir / "prefix.json"
         self._lock = RunLock(self.dir / "lock", config.out)
 
     def open(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> bool:
@@ -146,6 +163,7 @@ class Checkpoint:
         if self.meta.exists():
             _check_same_run(orjson.loads(self.meta.read_bytes()), meta, self.config)
             if retry_failed and not self.previous.exists() and self.output.exists():
+                self.snapshot.unlink(missing_ok=True)  # it describes the output moved away
                 os.replace(self.output, self.previous)  # its failures are to be re-sent
             return
         final = self.config.out
@@ -160,12 +178,13 @@ class Checkpoint:
             os.link(final, self.previous)
         publish.write_atomically(self.meta, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
 
-    def recover(self, on_prefix: Callable[[Result], None]) -> Recovered:
+    def recover(self, counter: PrefixCounter) -> Recovered:
         """Read back what earlier starts finished; repair torn tails; compact the journal.
 
-        :param on_prefix: called with each line of the ordered prefix, to count it.
+        :param counter: told the ordered prefix: the snapshot's counters (`snapshot.py`), then
+            each line after them.
         """
-        prefix = self._recover_prefix(on_prefix)
+        prefix, sizes, last_custom_id = self._recover_prefix(counter)
         finished: dict[int, journal.Entry] = {}
         if self.journal.exists():
             with self.journal.open("rb") as f:
@@ -174,14 +193,27 @@ class Checkpoint:
                         finished[entry.index] = entry  # a later record of a line wins
         publish.write_atomically(self.journal, b"".join(journal.encode(e.index, e.ok, e.line) for e in finished.values()))
         previous = _lines_from(self.previous, prefix) if self.previous.exists() else None
-        return Recovered(prefix, finished, previous)
+        return Recovered(prefix, finished, previous, sizes, last_custom_id)
 
-    def _recover_prefix(self, on_prefix: Callable[[Result], None]) -> int:
-        """Count the intact ordered lines, cut anything torn after them, rebuild the errors file."""
+    def _recover_prefix(self, counter: PrefixCounter) -> tuple[int, tuple[int, int], str | None]:
+        """Count the intact ordered lines, cut anything torn after them, rebuild the errors file
+        after the snapshot (all of it without one); the prefix's length, the two files' sizes
+        and the last line's custom_id."""
+        saved = snapshot.load(self.snapshot, self.output, self.errors)
         count = good = 0
-        with open(self.errors, "wb") as errors:
+        last_custom_id = None
+        if saved is not None:
+            try:
+                counter.restore(saved.report, saved.lines)
+            except (KeyError, TypeError, ValueError):
+                saved = None  # a report state this version cannot read: count every line
+            else:
+                count, good, last_custom_id = saved.lines, saved.output_bytes, saved.last_custom_id
+                os.truncate(self.errors, saved.errors_bytes)
+        with open(self.errors, "ab" if saved is not None else "wb") as errors:
             if self.output.exists():
                 with self.output.open("rb") as f:
+                    f.seek(good)
                     for line in f:
                         try:
                             result = Result.from_line(count, line) if line.endswith(b"\n") else None
@@ -189,13 +221,22 @@ class Checkpoint:
                             result = None
                         if result is None:
                             break
-                        on_prefix(result)
+                        counter.record(result)
+                        last_custom_id = result.custom_id
                         if result.error is not None:
                             errors.write(line)
                         count += 1
                         good += len(line)
                 os.truncate(self.output, good)
-        return count
+            errors_size = errors.tell()
+        return count, (good, errors_size), last_custom_id
+
+    def save_snapshot(self, saved: snapshot.Snapshot) -> None:
+        """Record the prefix as of the last fsync (`snapshot.py`); call only once its bytes are fsynced.
+
+        :raises OSError: it was not written (the previous one stays, still true).
+        """
+        publish.write_atomically(self.snapshot, snapshot.encode(saved))
 
     def open_files(self) -> tuple[BinaryIO, BinaryIO, BinaryIO]:
         """The ordered output, errors and journal, open for appending."""
@@ -223,7 +264,7 @@ class Checkpoint:
         self._lock.release()
 
     def _clear(self) -> None:
-        for path in (self.output, self.errors, self.journal, self.previous, self.meta, self.report):
+        for path in (self.output, self.errors, self.journal, self.previous, self.meta, self.report, self.snapshot):
             path.unlink(missing_ok=True)
 
     def _remove_dir(self) -> None:
@@ -251,7 +292,16 @@ def _check_same_run(saved: dict, current: dict, config: RunConfig) -> None:  # t
 
 
 def _lines_from(path: Path, start: int) -> Generator[bytes, None, None]:
+    """The lines of ``path`` from line ``start`` on; those before are read past now, in the
+    caller's thread (a resume's worker thread), not at the first ``next`` on the event loop."""
+    lines = _lines_after(path, start)
+    next(lines)
+    return lines
+
+
+def _lines_after(path: Path, start: int) -> Generator[bytes, None, None]:
     with path.open("rb") as f:
-        for index, line in enumerate(f):
-            if index >= start:
-                yield line
+        for _ in itertools.islice(f, start):
+            pass
+        yield b""  # primed: the lines before ``start`` are read past
+        yield from f

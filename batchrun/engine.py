@@ -46,10 +46,11 @@ from .errors import BatchrunError, RequestError
 from .pacing import SYSTEM_CLOCK, Clock, Pacer
 from .pricing import PriceTable, load_prices
 from .publish import write_atomically
-from .reader import open_input, read_jobs
+from .reader import open_input, read_jobs, skip_requests
 from .records import Job, LineError, Result
 from .report import Report
 from .resume import Carryover
+from .snapshot import Snapshot
 from .spending import BudgetGate
 from .stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from .transport import Transport
@@ -150,8 +151,11 @@ async def run_batch(
         await anyio.to_thread.run_sync(_count_published, config.out, stats)
         return stats
     try:
-        recovered = await anyio.to_thread.run_sync(checkpoint.recover, stats.record)
-        writer = OrderedWriter(*checkpoint.open_files(), next_index=recovered.prefix)
+        recovered = await anyio.to_thread.run_sync(checkpoint.recover, stats)
+        # The finished lines' ids still go into the duplicate table, but nothing else of them.
+        position = await anyio.to_thread.run_sync(skip_requests, config.input_path, recovered.prefix, scan.size)
+        writer = OrderedWriter(*checkpoint.open_files(), next_index=recovered.prefix, sizes=recovered.sizes,
+                               last_custom_id=recovered.last_custom_id)
     except BaseException:
         checkpoint.close()
         raise
@@ -171,12 +175,15 @@ async def run_batch(
     try:
         async with Client(config, transport=transport, clock=clock, on_retry=_retry_hook(observer)) as client:
             stats.pacer = client.pacer
-            await _run_pool(config, read_jobs(config.input_path, scan.size), client, writer, carryover, gate, control,
-                            observer, handle_signals)
+            items = read_jobs(config.input_path, scan.size, start=position)
+            await _run_pool(config, items, client, writer, checkpoint, carryover, gate, control, observer,
+                            handle_signals)
     finally:
         stats.finished = time.monotonic()
         carryover.close()
         saved = _close_writer(writer, stats)
+        if saved:
+            _save_snapshot(checkpoint, writer, stats)
         if saved and control.fed_all and writer.next_index == carryover.prefix + control.fed:
             _commit(config, checkpoint, stats)
         else:
@@ -220,7 +227,7 @@ def _retry_hook(observer: Observer | None) -> Callable[[Job, RequestError, float
 
 
 async def _run_pool(config: RunConfig, items: Generator[Job | LineError, None, None], client: Client,
-                    writer: OrderedWriter, carryover: Carryover, gate: BudgetGate | None, control: Control,
+                    writer: OrderedWriter, checkpoint: Checkpoint, carryover: Carryover, gate: BudgetGate | None, control: Control,
                     observer: Observer | None, handle_signals: bool) -> None:
     window = anyio.Semaphore(config.window or config.concurrency)
     sink = Sink(writer, window, control.stats, observer)
@@ -232,7 +239,7 @@ async def _run_pool(config: RunConfig, items: Generator[Job | LineError, None, N
         async with anyio.create_task_group() as tg:
             if handle_signals:
                 tg.start_soon(_watch_signals, control, config.drain_timeout)
-            tg.start_soon(_sync_periodically, writer, control)
+            tg.start_soon(_sync_periodically, writer, checkpoint, control)
             async with anyio.create_task_group() as pool:
                 pool.start_soon(_guarded, abort, _feed, items, carryover, gate, job_send, sink, window, control)
                 pool.start_soon(_run_workers, abort, client, gate, lanes, sink, control)
@@ -253,9 +260,7 @@ async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryo
                 jobs: MemoryObjectSendStream[Job], sink: Sink, window: anyio.Semaphore, control: Control) -> None:
     with control.feed_scope, contextlib.closing(items):
         async with jobs:
-            for item in items:
-                if item.index < carryover.prefix:
-                    continue  # already in the ordered output
+            for item in items:  # from the end of the ordered prefix on
                 try:
                     window.acquire_nowait()
                 except anyio.WouldBlock:
@@ -347,16 +352,32 @@ class Sink:
         stats.max_buffered = max(stats.max_buffered, self._writer.buffered)
 
 
-async def _sync_periodically(writer: OrderedWriter, control: Control) -> None:
-    """Bound what a power loss can take; a disk that fails here stops the run, resumable."""
+async def _sync_periodically(writer: OrderedWriter, checkpoint: Checkpoint, control: Control) -> None:
+    """Bound what a power loss can take, and what a resume must read back (`snapshot.py`); a
+    disk that fails here stops the run, resumable."""
     try:
         while True:
             await anyio.sleep(SYNC_INTERVAL)
             writer.flush()
+            prefix = _snapshot(writer, control.stats)  # what the bytes about to be fsynced hold
             # Not cancellable mid-way: the files are closed only after this returns.
             await anyio.to_thread.run_sync(_fsync_all, writer.fsync_targets())
+            await anyio.to_thread.run_sync(checkpoint.save_snapshot, prefix)
     except OSError as exc:
         control.abort(f"I/O error while saving to disk: {exc}", disk=True)
+
+
+def _snapshot(writer: OrderedWriter, stats: RunStats) -> Snapshot:
+    output_bytes, errors_bytes = writer.sizes
+    return Snapshot(writer.next_index, output_bytes, errors_bytes, writer.last_custom_id, stats.report.state())
+
+
+def _save_snapshot(checkpoint: Checkpoint, writer: OrderedWriter, stats: RunStats) -> None:
+    """After the files are closed (and fsynced): the next start reads back none of the prefix."""
+    try:
+        checkpoint.save_snapshot(_snapshot(writer, stats))
+    except OSError as exc:  # only a resume's speed depends on it
+        log.warning("could not save %s: %s", checkpoint.snapshot, exc)
 
 
 async def _watch_signals(control: Control, drain_timeout: float) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Any
 
 DEFAULT_RELATIVE_ERROR = 0.005
 _ZERO = 1e-9  # values at or below this (a latency rounded to 0.0) are counted as exactly 0
@@ -60,6 +61,22 @@ class LogHistogram:
         self.total += other.total
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
+
+    def state(self) -> dict[str, object]:
+        """Everything it holds, as JSON-ready values (`restore` reads it back exactly)."""
+        return {"relative_error": self.relative_error, "buckets": [[k, n] for k, n in self._buckets.items()],
+                "zeros": self.zeros, "count": self.count, "total": self.total,
+                "min": self.min if self.count else None, "max": self.max if self.count else None}
+
+    @classmethod
+    def restore(cls, state: dict[str, Any]) -> LogHistogram:
+        """:raises (KeyError, TypeError, ValueError): not a `state` of a histogram."""
+        histogram = cls(float(state["relative_error"]))
+        histogram._buckets.update({int(k): int(n) for k, n in state["buckets"]})
+        histogram.zeros, histogram.count, histogram.total = int(state["zeros"]), int(state["count"]), float(state["total"])
+        if histogram.count:
+            histogram.min, histogram.max = float(state["min"]), float(state["max"])
+        return histogram
 
     @property
     def buckets(self) -> int:

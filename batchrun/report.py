@@ -199,6 +199,36 @@ class Report:
         if waited_ms is not None:
             self.waited_s += waited_ms / 1000
 
+    # -- saving and restoring the counters --------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The counters, as JSON-ready values: a resume restores them instead of recounting the
+        lines they counted (`restore`)."""
+        return {"lines": self.lines, "succeeded": self.succeeded, "failed": self.failed,
+                "by_code": dict(self.by_code), "by_status": dict(self.by_status), "retries": self.retries,
+                "lines_with_attempts": self.lines_with_attempts, "rate_limited": self.rate_limited,
+                "models": {name: {"requests": t.requests, "succeeded": t.succeeded, "failed": t.failed,
+                                  "without_usage": t.without_usage, "usage": t.usage.as_dict()}
+                           for name, t in self.models.items()},
+                "latency": self.latency.state(), "wire_s": self.wire_s, "waited_s": self.waited_s}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Replace the counters by a `state` (the report of a run so far).
+
+        :raises (KeyError, TypeError, ValueError): not a `state`; nothing was changed.
+        """
+        models = {name: ModelTally(int(t["requests"]), int(t["succeeded"]), int(t["failed"]),
+                                   int(t["without_usage"]), Usage(**{k: int(v) for k, v in t["usage"].items()}))
+                  for name, t in state["models"].items()}
+        latency = LogHistogram.restore(state["latency"])
+        counts = [int(state[key]) for key in ("lines", "succeeded", "failed", "retries", "lines_with_attempts",
+                                              "rate_limited")]
+        by_code, by_status = Counter(state["by_code"]), Counter(state["by_status"])
+        wire_s, waited_s = float(state["wire_s"]), float(state["waited_s"])
+        (self.lines, self.succeeded, self.failed, self.retries, self.lines_with_attempts, self.rate_limited) = counts
+        self.by_code, self.by_status, self.models, self.latency = by_code, by_status, models, latency
+        self.wire_s, self.waited_s = wire_s, waited_s
+
     # -- reading -----------------------------------------------------------------------------
 
     def usage(self) -> Usage:

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .records import Result
 from .report import Report
@@ -59,6 +59,16 @@ class RunStats:
             self.carried_over += 1
         elif (usage := result.read_usage()) is not None:
             self.tokens_this_start += usage.total
+
+    def restore(self, report: dict[str, Any], lines: int) -> None:
+        """Count ``lines`` carried over whose report counters were saved (`Report.state`), as if
+        each had been recorded.
+
+        :raises (KeyError, TypeError, ValueError): ``report`` is not a saved state; nothing changed.
+        """
+        self.report.restore(report)
+        self.written += lines
+        self.carried_over += lines
 
     @property
     def written_this_start(self) -> int:

@@ -24,10 +24,15 @@ class OrderedWriter:
     :param out: the ordered output, open for appending.
     :param errors: the ordered errors file, open for appending.
     :param log: the journal, open for appending.
+    :param sizes: bytes already in ``out`` and ``errors``.
+    :param last_custom_id: of the last line already in ``out``.
     """
 
-    def __init__(self, out: BinaryIO, errors: BinaryIO, log: BinaryIO, next_index: int = 0) -> None:
+    def __init__(self, out: BinaryIO, errors: BinaryIO, log: BinaryIO, next_index: int = 0,
+                 sizes: tuple[int, int] = (0, 0), last_custom_id: str | None = None) -> None:
         self.next_index = next_index
+        self.sizes = sizes  # bytes in the ordered output and errors file, flushed or not
+        self.last_custom_id = last_custom_id
         self._pending: dict[int, Result] = {}
         self._out = out
         self._err = errors
@@ -57,11 +62,15 @@ class OrderedWriter:
         while self.next_index + len(written) in pending:
             written.append(pending.pop(self.next_index + len(written)))
         self.next_index += len(written)
-        self._out.write(b"".join(done.encode() for done in written) if len(written) > 1 else line)
+        data = b"".join(done.encode() for done in written) if len(written) > 1 else line
+        self._out.write(data)
         self._out.flush()
+        errors = 0
         for done in written:
             if done.error is not None:
-                self._err.write(done.encode())
+                errors += self._err.write(done.encode())
+        self.sizes = (self.sizes[0] + len(data), self.sizes[1] + errors)
+        self.last_custom_id = written[-1].custom_id
         return written
 
     def flush(self) -> None:

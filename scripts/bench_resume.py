@@ -5,7 +5,9 @@
 Builds a checkpoint in which all but ``--left`` lines are finished (a run over an in-process
 endpoint that answers at once, interrupted near the end), then times the resume: reading the
 checkpoint back (ordered prefix, journal) and the input up to the unfinished lines, and
-finishing them. The figure is the resume's wall time; the first run's time is shown for scale.
+finishing them. The figures are the resume's wall time, and the longest the event loop went
+without running a task (signals and the periodic fsync wait on it): a probe task asks to wake
+every millisecond and records how late it woke. The first run's time is shown for scale.
 """
 
 from __future__ import annotations
@@ -57,6 +59,27 @@ class StopAt:
         pass
 
 
+class LoopProbe:
+    """How long the event loop went, at most, without letting a task run."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+
+    async def run(self) -> None:
+        while True:
+            asked = time.perf_counter()
+            await anyio.sleep(0.001)
+            self.longest = max(self.longest, time.perf_counter() - asked - 0.001)
+
+
+async def resume(config: batchrun.RunConfig, probe: LoopProbe) -> RunStats:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(probe.run)
+        stats = await batchrun.run_batch(config, transport=Instant())
+        tg.cancel_scope.cancel()
+    return stats
+
+
 async def interrupted(config: batchrun.RunConfig, stop_at: int) -> None:
     with anyio.CancelScope() as scope:
         await batchrun.run_batch(config, transport=Instant(), observer=StopAt(stop_at, scope))
@@ -78,12 +101,14 @@ def main() -> None:
         run_async(interrupted, config, args.lines - args.left)
         first = time.perf_counter() - began
         began = time.perf_counter()
-        stats = run_async(lambda: batchrun.run_batch(config, transport=Instant()))
-        resume = time.perf_counter() - began
+        probe = LoopProbe()
+        stats = run_async(resume, config, probe)
+        took = time.perf_counter() - began
         assert stats.exit_code == 0 and stats.written == args.lines, stats
         print(f"first run, interrupted after {args.lines - args.left:,} lines: {first:.1f} s")
         print(f"resume: {stats.carried_over:,} finished lines carried over and {args.lines - stats.carried_over:,} "
-              f"sent in {resume:.1f} s ({resume / args.lines * 1e6:.1f} µs per line)")
+              f"sent in {took:.1f} s ({took / args.lines * 1e6:.1f} µs per line); the event loop went at most "
+              f"{probe.longest * 1000:.0f} ms without running a task")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 
 from batchrun.errors import InputFileError
 from batchrun.idset import IdSet
-from batchrun.reader import read_jobs
+from batchrun.reader import read_jobs, skip_requests
 from batchrun.records import Job, LineError
 
 
@@ -116,3 +116,29 @@ def test_idset_detects_repeats_across_growth() -> None:
     assert len(ids) == 10_000
     assert not any(ids.add(k) for k in keys[::97])
     assert ids.add("fresh")
+
+
+_MIXED = [
+    b'\xef\xbb\xbf{"custom_id": "a", "body": {"model": "m"}}\n',   # a BOM on line 1
+    b"\n", b"   \r\n",                                                # blank lines count for no request
+    b'{"custom_id": "b", "body": {"model": "m"}}\r\n',
+    b'{"custom_id": "a", "body": {"model": "m"}}\n',                  # a duplicate of line 1
+    b"not json\n", b"[1, 2]\n",
+    b'{"model": "m", "messages": []}\n',                              # a bare body: line-N
+    b'{"custom_id": "", "body": {"model": "m"}}\n',                   # an empty id: line-N
+    b'{"custom_id": "line-10", "body": {"model": "m"}}\n',            # the fallback id of line 10, taken
+    b'{"custom_id": "b", "body": "x"}\n',                             # a duplicate id on a bad line
+    b'{"custom_id": "c", "body": {"model": "m"}}',                    # no final newline
+]
+
+
+@pytest.mark.parametrize("skipped", range(10))
+def test_skipping_requests_then_reading_on_is_reading_from_the_start(tmp_path: Path, skipped: int) -> None:
+    """A resume reads the finished lines for their ids only (`skip_requests`), then goes on:
+    every later line comes out as a read from the start gives it, duplicates included."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(_MIXED))
+    everything = list(read_jobs(path))
+    position = skip_requests(path, skipped, limit=path.stat().st_size)
+    assert position.index == skipped
+    assert list(read_jobs(path, path.stat().st_size, start=position)) == everything[skipped:]
