@@ -85,6 +85,11 @@ class Control:
         self.in_flight = 0
         self.fed = 0  # lines handed on by the reader
         self.fed_all = False  # the reader reached the end of the input
+        # Lines refused 401/403 after other lines were answered: held back until an answer to a
+        # request sent later shows the key still works (then they are that line's failure), or
+        # the refusals show it does not (an abort: then they are not written, and the next start
+        # sends them).
+        self.held: list[Result] = []
         self.feed_scope = anyio.CancelScope()
         self.workers_scope = anyio.CancelScope()
         self.writer_scope = anyio.CancelScope()
@@ -289,10 +294,14 @@ async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryo
 async def _run_workers(abort: Callable[[str], None], client: Client, gate: BudgetGate | None,
                        lanes: list[tuple[MemoryObjectReceiveStream[Job], MemoryObjectSendStream[Result]]],
                        control: Control) -> None:
-    with control.workers_scope:
-        async with anyio.create_task_group() as workers:
-            for jobs, results in lanes:
-                workers.start_soon(_guarded, abort, _work, abort, client, gate, jobs, results, control, workers)
+    async with lanes[0][1].clone() as leftover:
+        with control.workers_scope:
+            async with anyio.create_task_group() as workers:
+                for jobs, results in lanes:
+                    workers.start_soon(_guarded, abort, _work, abort, client, gate, jobs, results, control, workers)
+        if not control.aborted:  # nothing answered since: the refusals were those lines' own
+            for result in control.held:
+                await _send(leftover, result)
     for jobs, results in lanes:  # if the grace period ran out before a worker got to start
         jobs.close()
         results.close()
@@ -321,7 +330,7 @@ async def _work(abort: Callable[[str], None], client: Client, gate: BudgetGate |
                 retries.start_soon(_guarded, abort, _retry, client, gate, outcome, results.clone(), control)
             else:
                 control.in_flight -= 1
-                await _deliver(gate, outcome, job, results)
+                await _deliver(gate, outcome, job, results, control)
 
 
 async def _retry(client: Client, gate: BudgetGate | None, pending: Retrying, results: MemoryObjectSendStream[Result],
@@ -331,19 +340,29 @@ async def _retry(client: Client, gate: BudgetGate | None, pending: Retrying, res
             result = await client.finish(pending)
         finally:
             control.in_flight -= 1
-        await _deliver(gate, result, pending.job, results)
+        await _deliver(gate, result, pending.job, results, control)
 
 
-async def _deliver(gate: BudgetGate | None, result: Result, job: Job, results: MemoryObjectSendStream[Result]) -> None:
-    """Hand an answer to the writer. Shielded: an abort stops the workers, but what they were
-    answered is written (and not bought again); a writer gone closes the stream, which ends this."""
+async def _deliver(gate: BudgetGate | None, result: Result, job: Job, results: MemoryObjectSendStream[Result],
+                   control: Control) -> None:
+    """Hand an answer to the writer (see `Control.held` for lines refused 401/403). Shielded: an
+    abort stops the workers, but what they were answered is written (and not bought again); a
+    writer gone closes the stream, which ends this."""
     if gate is not None:
         gate.settle(job, result)
-    try:
-        results.send_nowait(result)
-    except anyio.WouldBlock:
-        with anyio.CancelScope(shield=True):
-            await results.send(result)
+    if result.auth_refused:
+        control.held.append(result)
+        return
+    ready = [result]
+    if control.held and result.ok:  # the key works: refusals sent before this were those lines' own
+        ready += [held for held in control.held if held.sent < result.sent]
+        control.held = [held for held in control.held if held.sent > result.sent]
+    for item in ready:
+        try:
+            results.send_nowait(item)
+        except anyio.WouldBlock:
+            with anyio.CancelScope(shield=True):
+                await results.send(item)
 
 
 async def _write(results: MemoryObjectReceiveStream[Result], writer: OrderedWriter, window: anyio.Semaphore,
