@@ -15,8 +15,12 @@ free, the floor follows the share seen, so shedding that eases is not kept as it
 nothing about it. 429s that the ``x-ratelimit-*`` headers explain are the quota's business
 (`quota.Quota`) and not counted here.
 
-- **free** — nothing is paced. A period whose share of 429s is above the *noise floor* (the
-  share of random shedding learned so far) by more than chance allows starts a test.
+- **free** — nothing is paced. A period in which most requests are refused — more than
+  1 − 1/K of them, the SRE book's rule, and more than the *noise floor* (the share of random
+  shedding learned so far) and chance explain — starts a test. Fewer 429s than that are retried
+  line by line, each after its own ``Retry-After``, and slow nothing else down: whether they
+  are shedding or a quota a little below the sending rate, sending less would not get more
+  lines answered sooner.
 - **testing** — send a little below the rate the server accepted between the period's first and
   last 429 (under a quota it had nothing to spare then: that is the quota's rate). If the share
   falls by half or to the floor, the 429s followed the rate: a quota. If it stays through two
@@ -125,7 +129,8 @@ class Acceptance:
         sent = self._answers / elapsed
         accepted = self._accepted_rate(elapsed)
         if self.state == FREE:
-            if self._excess(self._answers, self._refused):  # more than the floor and chance explain
+            most = 1 - 1 / K + SIGMAS * math.sqrt(0.25 / self._answers)  # beyond chance, at any count
+            if share > most and self._excess(self._answers, self._refused):
                 self.state, self._tests, self._same = TESTING, 1, 0
                 self._last_share, self._last_answers = share, self._answers
                 self._cut(accepted, now)
