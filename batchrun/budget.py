@@ -27,6 +27,10 @@ What a settled request costs: its ``usage`` at the model's prices when the body 
 (successes, and any failure that carries usage); nothing for an HTTP error without usage (the
 APIs do not bill those); the whole reservation when no response came back (a timeout or a
 dropped connection may still have been processed and billed) or a success reported no usage.
+Each retried attempt whose answer was lost the same way (``Result.unanswered``) is charged
+its worst case on top. Those are known only when the line settles, so the cap may be passed
+by them: at most the worst cases of the lost attempts of the lines in flight at the last
+admission, and only when answers are being lost.
 
 Money is kept in integer nano-dollars, rounded up, so reserving and releasing never drift.
 """
@@ -150,6 +154,9 @@ class Budget:
 
     def cost_of(self, worst: float, result: Result) -> float:
         """What a finished request is charged (module docstring), in USD."""
+        return self._final_cost(worst, result) + result.unanswered * worst
+
+    def _final_cost(self, worst: float, result: Result) -> float:
         usage = result.read_usage()
         if usage is not None:
             # Priced as the model the body names (what was billed); one the table cannot price

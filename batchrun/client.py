@@ -17,6 +17,7 @@ from tenacity import RetryCallState
 
 from .config import RunConfig
 from .errors import (
+    AuthRefused,
     FatalEndpointError,
     HTTPStatusError,
     InvalidResponse,
@@ -35,6 +36,9 @@ from .usage import Usage
 
 RETRYABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})
+# 401/403 in a row, after an earlier success, that mean the key itself stopped working (revoked,
+# out of credit) rather than one line's model or resource being off limits to it.
+AUTH_FAILURES_TO_STOP = 5
 USER_AGENT = "batchrun"
 _MAX_MESSAGE = 500
 
@@ -48,6 +52,8 @@ class Tally:
     wire_s: float = 0.0  # every attempt, from sending to its answer (or failure)
     answer_s: float | None = None  # the latest attempt alone
     waited_s: float = 0.0  # for pacing, the breaker and backoff
+    unanswered: int = 0  # retried attempts that were sent but whose answer was lost (maybe billed)
+    sent: int = 0  # the last attempt's place in the dispatch order
 
 
 @dataclass(slots=True)
@@ -89,6 +95,8 @@ class Client:
             self._headers["authorization"] = config.api_key.header()
         self._timeouts = Timeouts(connect=config.connect_timeout, read=config.timeout)
         self._urls: dict[str, str] = {}
+        self._answered = False  # some request was answered with anything but 401/403
+        self._auth_failures = 0  # 401/403 in a row
         self.pacer = pacer or Pacer(
             concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm, clock=clock,
             breaker=CircuitBreaker(threshold=config.outage_threshold, give_up=config.max_outage, clock=clock),
@@ -140,6 +148,7 @@ class Client:
             error = state.outcome.exception()
             assert isinstance(error, RequestError)
             tally.rate_limited += isinstance(error, RateLimited)
+            tally.unanswered += isinstance(error, (TransportError, MalformedResponse))
             if self._on_retry is not None:
                 self._on_retry(job, error, state.upcoming_sleep)
 
@@ -158,6 +167,7 @@ class Client:
         clock = self._clock
         asked = clock.now()
         permit = await self.pacer.admit(estimate_cost(job.body, job.max_output))
+        tally.sent = permit.seq
         sent = clock.now()
         tally.waited_s += sent - asked
         try:
@@ -168,7 +178,7 @@ class Client:
             if exc.code == "certificate_error":  # the same for every request: stop, don't burn the file
                 raise FatalEndpointError(self._scrub(f"TLS certificate verification failed: {exc.message}")) from None
             raise TransportError(exc.code, self._scrub(exc.message)) from None
-        except InvalidResponse as exc:
+        except (InvalidResponse, MalformedResponse) as exc:
             _on_wire(tally, sent, clock.now())
             self.pacer.settle(permit, exc.status_code, None)
             raise
@@ -187,6 +197,7 @@ class Client:
         except orjson.JSONDecodeError:
             body, parsed = None, False
         if 200 <= status < 300 and parsed:
+            self._auth_failures, self._answered = 0, True
             usage = Usage.from_body(body)
             self.pacer.settle(permit, status, headers, usage.total if usage else None)
             missing = missing_answer(job.url, body)
@@ -208,7 +219,11 @@ class Client:
         code, message = self._describe_error(status, body, content)
         kw: dict[str, Any] = {"status_code": status, "request_id": request_id, "body": body}
         if status in AUTH_STATUSES:
-            return FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}")
+            self._auth_failures += 1
+            if not self._answered or self._auth_failures >= AUTH_FAILURES_TO_STOP:
+                return FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}")
+            return AuthRefused(code, message, **kw)  # this line's model or resource, or the key: not yet known
+        self._auth_failures, self._answered = 0, True
         if 300 <= status < 400:
             where = self._scrub(_text(headers.get("location")) or "elsewhere")
             return HTTPStatusError(code, f"HTTP {status}: redirected to {where}, not followed (the API key "
@@ -250,7 +265,9 @@ def _text(value: str | None) -> str | None:
 
 def _failure(job: Job, exc: RequestError) -> Result:
     return Result(job.index, job.custom_id, exc.status_code, exc.request_id, exc.body,
-                  {"code": exc.code, "message": exc.message}, model=job.model)
+                  {"code": exc.code, "message": exc.message}, model=job.model,
+                  auth_refused=isinstance(exc, AuthRefused))
+
 
 
 def _on_wire(tally: Tally, sent: float, answered: float) -> None:
@@ -261,6 +278,8 @@ def _on_wire(tally: Tally, sent: float, answered: float) -> None:
 def _finished(result: Result, tally: Tally) -> Result:
     result.attempts = tally.attempts
     result.rate_limited = tally.rate_limited
+    result.unanswered = tally.unanswered
+    result.sent = tally.sent
     if tally.answer_s is not None:
         result.latency_ms = round(tally.answer_s * 1000, 1)
     if tally.attempts > 1:

@@ -86,6 +86,11 @@ class Control:
         self.in_flight = 0
         self.fed = 0  # lines handed on by the reader
         self.fed_all = False  # the reader reached the end of the input
+        # Lines refused 401/403 after other lines were answered: held back until an answer to a
+        # request sent later shows the key still works (then they are that line's failure), or
+        # the refusals show it does not (an abort: then they are not written, and the next start
+        # sends them).
+        self.held: list[Result] = []
         self.feed_scope = anyio.CancelScope()
         self.workers_scope = anyio.CancelScope()
         self.run_scope = anyio.CancelScope()
@@ -286,6 +291,9 @@ async def _run_workers(abort: Callable[[str], None], client: Client, gate: Budge
         async with anyio.create_task_group() as workers:
             for jobs in lanes:
                 workers.start_soon(_guarded, abort, _work, abort, client, gate, jobs, sink, control, workers)
+    if not control.aborted:  # nothing answered since: the refusals were those lines' own
+        for result in control.held:
+            sink.put(result)
     for jobs in lanes:  # if the grace period ran out before a worker got to start
         jobs.close()
 
@@ -312,7 +320,7 @@ async def _work(abort: Callable[[str], None], client: Client, gate: BudgetGate |
                 retries.start_soon(_guarded, abort, _retry, client, gate, outcome, sink, control)
             else:
                 control.in_flight -= 1
-                _deliver(gate, outcome, job, sink)
+                _deliver(gate, outcome, job, sink, control)
 
 
 async def _retry(client: Client, gate: BudgetGate | None, pending: Retrying, sink: Sink, control: Control) -> None:
@@ -320,12 +328,20 @@ async def _retry(client: Client, gate: BudgetGate | None, pending: Retrying, sin
         result = await client.finish(pending)
     finally:
         control.in_flight -= 1
-    _deliver(gate, result, pending.job, sink)
+    _deliver(gate, result, pending.job, sink, control)
 
 
-def _deliver(gate: BudgetGate | None, result: Result, job: Job, sink: Sink) -> None:
+def _deliver(gate: BudgetGate | None, result: Result, job: Job, sink: Sink, control: Control) -> None:
+    """Hand an answer to the files (see `Control.held` for lines refused 401/403)."""
     if gate is not None:
         gate.settle(job, result)
+    if result.auth_refused:
+        control.held.append(result)
+        return
+    if control.held and result.ok:  # the key works: refusals sent before this were those lines' own
+        for held in [held for held in control.held if held.sent < result.sent]:
+            sink.put(held)
+        control.held = [held for held in control.held if held.sent > result.sent]
     sink.put(result)
 
 

@@ -6,6 +6,7 @@
     ├── FatalEndpointError   the endpoint refuses the credentials: stop the run (exit 4)
     └── RequestError         one request failed; the run goes on
         ├── HTTPStatusError        a status that is not worth retrying (400, 404, 422 ...)
+        │   └── AuthRefused        401/403 once the key has worked: this line's, or the key's
         ├── InvalidResponse        a 2xx that is not an answer: wrong shape, or too large
         └── RetryableError         worth another attempt
             ├── RateLimited        429
@@ -66,6 +67,11 @@ class RequestError(BatchrunError):
 
 class HTTPStatusError(RequestError):
     """A status the server will answer the same way however often it is asked."""
+
+
+class AuthRefused(HTTPStatusError):
+    """A 401/403 after other requests were answered: final for its line, but whether the key
+    itself stopped working shows only in what the next answers are."""
 
 
 class InvalidResponse(RequestError):

@@ -67,6 +67,9 @@ class Result:
     rate_limited: int = 0  # 429s answered to the attempts that were retried
     wire_ms: float | None = None  # every attempt on the wire, when there was more than one
     waited_ms: float | None = None  # waiting to be sent: pacing, the breaker, backoff
+    unanswered: int = 0  # retried attempts whose answer was lost: the provider may have billed them
+    auth_refused: bool = False  # a 401/403 that may be this line's alone, or the key's (not written)
+    sent: int = 0  # its last attempt's place in the dispatch order
     usage: Usage | None = None  # the body's usage, when the client already read it
     # The encoded output line, once known; carried-over results come with it.
     line: bytes | None = None
@@ -104,8 +107,8 @@ class Result:
         model = body.get("model") if isinstance(body, dict) else None
         return cls(index, record["custom_id"], response.get("status_code"), response.get("request_id"), body,
                    record.get("error"), extra.get("attempts", 0), extra.get("latency_ms"), model,
-                   extra.get("rate_limited", 0), extra.get("wire_ms"), extra.get("waited_ms"), line=line,
-                   carried_over=True)
+                   extra.get("rate_limited", 0), extra.get("wire_ms"), extra.get("waited_ms"),
+                   extra.get("unanswered", 0), line=line, carried_over=True)
 
     def encode(self) -> bytes:
         """The output line, newline included, in the OpenAI Batch output shape."""
@@ -121,6 +124,8 @@ class Result:
             extras["wire_ms"] = self.wire_ms
         if self.waited_ms is not None:
             extras["waited_ms"] = self.waited_ms
+        if self.unanswered:
+            extras["unanswered"] = self.unanswered
         record = {
             "id": batch_request_id(self.index, self.custom_id),
             "custom_id": self.custom_id,

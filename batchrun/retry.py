@@ -4,9 +4,10 @@ The split between worth-retrying and final is decided by `errors.py`'s classes (
 `client.classify_status`); this module turns a `RetryPolicy` into a tenacity `AsyncRetrying`:
 
 - retry only `RetryableError`;
-- wait with exponential backoff and full jitter, capped — unless the server said how long
-  (``retry-after-ms`` / ``Retry-After``), which is honoured, plus a little jitter so that the
-  requests that were told the same wait do not all come back in the same millisecond;
+- wait with exponential backoff and full jitter, capped at 8 s as the openai SDK caps it (an
+  endpoint down for longer is the circuit breaker's, see `pacing.breaker`) — unless the server
+  said how long (``retry-after-ms`` / ``Retry-After``), which is honoured, plus a little jitter
+  so that the requests that were told the same wait do not all come back in the same millisecond;
 - stop after ``max_attempts`` failures that are not 429; 429s (the server did no work) are
   bounded by time instead, ``rate_limit_patience``, so a rate-limit storm slows the run down
   rather than failing lines.
@@ -66,6 +67,7 @@ class RetryBudget:
     def __init__(self, policy: RetryPolicy, rng: random.Random | None = None) -> None:
         self.policy = policy
         self.failures = 0  # retryable failures other than 429
+        self.rate_limited = 0
         self.rate_limited_wait = 0.0
         self._rng = rng or random
 
@@ -82,10 +84,14 @@ class RetryBudget:
             told = min(exc.retry_after, self.policy.retry_after_max)
             delay = told + self._rng.uniform(0, told * RETRY_AFTER_JITTER)
         else:
-            exponent = max(state.attempt_number - 1, 0)
+            # Each kind of failure backs off on its own count: 429s answered after a server
+            # error say nothing about how long that error lasts, nor the other way round. (Tenacity
+            # asks `wait` before `stop`, which counts this failure.)
+            exponent = self.rate_limited if isinstance(exc, RateLimited) else self.failures
             cap = min(self.policy.backoff_max, self.policy.backoff_base * 2**exponent)
             delay = self._rng.uniform(0, cap)
         if isinstance(exc, RateLimited):
+            self.rate_limited += 1
             self.rate_limited_wait += delay
         return delay
 

@@ -24,7 +24,7 @@ import aiohttp
 import httpx
 from yarl import URL
 
-from .errors import InvalidResponse, TransportError
+from .errors import InvalidResponse, MalformedResponse, TransportError
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
 _CHUNK = 2**16
@@ -166,8 +166,10 @@ class HttpxTransport:
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> Reply:
         timeout = {"connect": timeouts.connect, "read": timeouts.read, "write": timeouts.read, "pool": None}
         request = httpx.Request("POST", url, headers=headers, content=body, extensions={"timeout": timeout})
+        status: int | None = None  # a transport may decode the body before it hands the response on
         try:
             response = await self._transport.handle_async_request(request)
+            status = response.status_code
             try:
                 content = await self._read(response)
             finally:
@@ -176,6 +178,9 @@ class HttpxTransport:
             raise TransportError("request_timeout", f"timed out: {_describe(exc)}") from None
         except httpx.TransportError as exc:
             raise TransportError("connection_error", _describe(exc)) from None
+        except httpx.DecodingError as exc:  # a corrupt gzip/brotli body: another attempt may not be
+            raise MalformedResponse("malformed_response", f"a body that cannot be decoded: {_describe(exc)}",
+                                    status_code=status) from None
         return Reply(response.status_code, response.headers, content)
 
     async def _read(self, response: httpx.Response) -> bytes:

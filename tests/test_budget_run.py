@@ -53,3 +53,32 @@ async def test_a_model_without_a_price_refuses_the_cap(tmp_path: Path) -> None:
     async with serve() as sim:
         stats = await run_batch(RunConfig(source, base_url=sim.base_url, max_cost=1.0, prices_path=prices))
     assert stats.exit_code == 0 and stats.report.cost()[0] is not None
+
+
+async def test_an_attempt_whose_answer_was_lost_is_charged_as_if_billed(tmp_path: Path) -> None:
+    import httpx
+    import orjson
+
+    from .helpers import FakeClock
+
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, max_completion_tokens=10) for i in range(2)])
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # sent, maybe processed and billed, but the answer never came back
+            raise httpx.ReadTimeout("timed out", request=request)
+        body = orjson.loads(request.content)
+        usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        return httpx.Response(200, json={"model": body["model"], "choices": [], "usage": usage})
+
+    config = RunConfig(source, base_url="http://127.0.0.1:9/v1", concurrency=1, max_cost=1.0)
+    stats = await run_batch(config, transport=httpx.MockTransport(handler), clock=FakeClock())
+    assert stats.exit_code == 0 and stats.budget is not None
+    out = read_jsonl(tmp_path / "in.results.jsonl")
+    assert out[0]["batchrun"]["unanswered"] == 1 and "unanswered" not in out[1]["batchrun"]
+    answered = stats.report.cost()[0]
+    assert answered is not None
+    # The lost attempt is charged its worst case on top of what the two answers cost.
+    assert stats.budget.spent > answered * 1.5

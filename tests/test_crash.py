@@ -99,16 +99,12 @@ def test_sigterm_drains_in_flight_requests_and_loses_none(tmp_path: Path) -> Non
     with run_in_thread(SimulatorConfig(latency_ms=400)) as sim:
         proc = start(source, out, sim.base_url, "-c", "4")
         wait_for(proc, "started:")
-        while sim.stats.requests == 0 and sim.stats.connections == 0:
+        while sim.stats.requests < 4:  # the pool's four requests are in flight (400 ms each)
             time.sleep(0.01)
-        time.sleep(0.1)  # requests are in flight
-        stopped_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code, err = finish(proc)
-        took = time.monotonic() - stopped_at
         answered = sum(sim.stats.responses.values())
         assert code == 4 and "SIGTERM: no new requests" in err and "interrupted by SIGTERM" in err
-        assert took < 5
         checkpoint = tmp_path / "out.jsonl.checkpoint"
         # Every request the endpoint answered is on disk: nothing paid for is lost.
         assert len(checkpoint_survivors(checkpoint)) == answered > 0
@@ -127,12 +123,11 @@ def test_a_second_signal_cancels_requests_in_flight(tmp_path: Path) -> None:
         wait_for(proc, "started:")
         while sim.stats.requests < 4:
             time.sleep(0.01)
-        stopped_at = time.monotonic()
         proc.send_signal(signal.SIGINT)
         wait_for(proc, "SIGINT: no new requests")
         proc.send_signal(signal.SIGINT)
         code, err = finish(proc)
+        # Answers take 10 s: had the four not been cancelled, they would be in the journal.
         assert code == 4 and "cancelling the 4 requests in flight" in err
-        assert time.monotonic() - stopped_at < 5
     assert checkpoint_survivors(tmp_path / "out.jsonl.checkpoint") == set()
     assert orjson.loads((tmp_path / "out.jsonl.checkpoint" / "meta.json").read_bytes())["input"]["size"] > 0

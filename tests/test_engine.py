@@ -270,3 +270,49 @@ async def test_latency_is_time_on_the_wire_and_waiting_is_counted_apart(tmp_path
     doc = stats.report.to_dict()
     assert doc["latency_ms"]["max"] == pytest.approx(250, rel=0.01)
     assert doc["time_s"]["on_the_wire"] == pytest.approx(0.5) and doc["time_s"]["waiting"] >= 2.0
+
+
+async def test_a_403_for_one_line_is_that_lines_failure_but_a_revoked_key_stops_the_run(tmp_path: Path) -> None:
+    rows = [chat_line(i) for i in range(40)]
+    rows[7]["body"]["model"] = "gpt-secret"  # a model the key may not use
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if orjson.loads(request.content)["model"] == "gpt-secret":
+            return httpx.Response(403, json={"error": {"message": "no access to gpt-secret", "code": "model_not_found"}})
+        return answer(request)
+
+    stats = await run_batch(RunConfig(source, base_url=BASE, concurrency=1), transport=httpx.MockTransport(handler))
+    out = read_jsonl(tmp_path / "in.results.jsonl")
+    assert stats.exit_code == 1 and out[7]["error"]["code"] == "model_not_found"
+    assert all(o["error"] is None for i, o in enumerate(out) if i != 7)
+
+    revoked = write_jsonl(tmp_path / "later.jsonl", [chat_line(i) for i in range(200)])
+    calls = 0
+
+    def revoking(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls > 20:  # the key is revoked mid-run: every request from now on
+            return httpx.Response(401, json={"error": {"message": "key revoked", "code": "invalid_api_key"}})
+        return answer(request)
+
+    stats = await run_batch(RunConfig(revoked, base_url=BASE, concurrency=1), transport=httpx.MockTransport(revoking))
+    assert stats.exit_code == 4 and "HTTP 401" in (stats.stop_reason or "")
+    assert calls == 20 + 5  # a few in a row are enough: the rest of the file is not burnt
+
+
+async def test_a_body_that_cannot_be_decoded_is_retried_as_malformed(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(0)])
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return httpx.Response(200, content=b"\x1f\x8bnot gzip at all", headers={"content-encoding": "gzip"})
+        return answer(request)
+
+    stats = await run_batch(RunConfig(source, base_url=BASE), transport=httpx.MockTransport(handler), clock=FakeClock())
+    out = read_jsonl(tmp_path / "in.results.jsonl")
+    assert stats.exit_code == 0 and out[0]["error"] is None and out[0]["batchrun"]["attempts"] == 2

@@ -32,8 +32,8 @@ async def test_random_shedding_is_retried_per_request_and_never_paced(tmp_path: 
     assert stats.exit_code == 0 and stats.succeeded == 4000
     assert stats.pacer is not None and shed > 1000
     acceptance = stats.pacer.acceptance
-    assert acceptance.state == FREE and acceptance.pace is None  # told apart from a quota ...
-    assert acceptance.noise > 0.15  # ... as shedding of about its share
+    assert acceptance.state == FREE and acceptance.pace is None  # never paced ...
+    assert acceptance.noise == 0  # ... not even for a test: most requests were accepted
 
 
 async def test_a_quota_without_headers_is_found_and_paced(tmp_path: Path) -> None:

@@ -32,8 +32,10 @@ def content(request: httpx.Request) -> str:
 @pytest.mark.parametrize(("late", "abort"), [(late, late + extra) for late in range(4) for extra in range(3)])
 async def test_an_abort_keeps_every_answer_already_received(tmp_path: Path, late: int, abort: int) -> None:
     """Eight requests are answered at once: four at once, three ``late`` scheduling steps later,
-    and one with a 401 (which aborts the run) ``abort`` steps later. Whatever the interleaving,
-    the seven answers received (each written in the step it arrived) reach the disk."""
+    and one with a 401 ``abort`` steps later — the key is revoked: every later request gets 401
+    too, and a few in a row abort the run. Whatever the interleaving, the answers received (each
+    written in the step it arrived) reach the disk, and the lines refused are not written: the
+    next start sends them."""
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(40)])
     config = RunConfig(source, base_url=BASE, concurrency=8)
     arrived, gate = 0, anyio.Event()
@@ -45,8 +47,8 @@ async def test_an_abort_keeps_every_answer_already_received(tmp_path: Path, late
         me, arrived = arrived, arrived + 1
         if arrived == 8:
             all_arrived.set()
-        if me >= 8:
-            await anyio.sleep_forever()  # in flight when the abort comes: never answered
+        if me >= 8:  # the key is revoked
+            return httpx.Response(401, json={"error": {"message": "no", "code": "invalid_api_key"}})
         await gate.wait()
         for _ in range(0 if me < 4 else late if me < 7 else abort):
             await anyio.lowlevel.checkpoint()
@@ -63,7 +65,7 @@ async def test_an_abort_keeps_every_answer_already_received(tmp_path: Path, late
         tg.start_soon(release_together)
         stats = await run_batch(config, transport=httpx.MockTransport(handler))
     assert stats.exit_code == 4 and "HTTP 401" in (stats.stop_reason or "")
-    assert len(answered) == 7
+    assert len(answered) >= 4  # how many of the late ones beat the abort depends on the interleaving
 
     sent: list[str] = []
 
@@ -72,9 +74,9 @@ async def test_an_abort_keeps_every_answer_already_received(tmp_path: Path, late
         return answer(content(request))
 
     stats = await run_batch(config, transport=httpx.MockTransport(second))
-    assert stats.exit_code == 0 and stats.carried_over == 7
+    assert stats.exit_code == 0 and stats.carried_over == len(answered)
     assert not set(sent) & set(answered)
-    assert len(sent) == 33
+    assert len(sent) == 40 - len(answered)
     assert [line["custom_id"] for line in read_jsonl(config.out)] == [f"req-{i}" for i in range(40)]
 
 

@@ -75,12 +75,22 @@ def _state(error: Exception, attempt: int) -> RetryCallState:
 
 
 def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
-    budget = RetryBudget(RetryPolicy(backoff_base=1.0, backoff_max=8.0), random.Random(1))
     err = ServerError("http_500", "boom")
-    for attempt, cap in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 8.0), (9, 8.0)]:
-        waits = [budget.wait(_state(err, attempt)) for _ in range(200)]
+    for failures, cap in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (4, 8.0), (8, 8.0)]:
+        budget = RetryBudget(RetryPolicy(backoff_base=1.0, backoff_max=8.0), random.Random(1))
+        budget.failures = failures  # earlier server errors of this line
+        waits = [budget.wait(_state(err, failures + 1)) for _ in range(200)]
         assert all(0 <= w <= cap for w in waits)
         assert max(waits) > cap * 0.9 and min(waits) < cap * 0.1  # spread over the whole range
+
+
+def test_429s_and_server_errors_back_off_on_their_own_counts() -> None:
+    budget = RetryBudget(RetryPolicy(backoff_base=1.0, backoff_max=8.0), random.Random(4))
+    for attempt in range(1, 6):  # five 429s without Retry-After: their own doubling
+        budget.wait(_state(RateLimited("rate_limit", "slow"), attempt))
+    assert budget.rate_limited == 5
+    waits = [budget.wait(_state(ServerError("http_500", "boom"), 6)) for _ in range(100)]
+    assert max(waits) <= 1.0  # the first server error of the line: the first cap, not the sixth
 
 
 def test_retry_after_is_honoured_with_small_jitter_and_capped() -> None:

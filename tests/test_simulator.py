@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -162,8 +161,8 @@ async def test_stats_endpoint_reports_without_counting_itself() -> None:
 # Latency
 
 
-async def test_latency_holds_at_256_concurrent_requests() -> None:
-    """256 connections x 2 sequential requests at 50 ms: ideally 100 ms, whatever the concurrency."""
+async def test_256_connections_with_two_requests_each_are_all_answered() -> None:
+    """256 connections x 2 sequential requests at 50 ms (how fast: ``scripts/bench_simulator.py``)."""
     request = http_request(orjson.dumps(CHAT_BODY))
 
     async def two_requests(port: int) -> None:
@@ -173,13 +172,10 @@ async def test_latency_holds_at_256_concurrent_requests() -> None:
                 assert (await read_response(reader))[0] == 200
 
     async with serve(SimulatorConfig(latency_ms=50)) as sim:
-        started = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for _ in range(256):
                 tg.start_soon(two_requests, sim.port)
-        elapsed = time.perf_counter() - started
-    assert 0.1 <= elapsed < 1.0  # one after another would take 25 s
-    assert sim.stats.requests == 512
+    assert sim.stats.requests == 512 and sim.stats.responses == {200: 512}
 
 
 # Faults, as a client sees them

@@ -8,20 +8,26 @@ whether the 429s follow the sending rate. Each slowdown is such a test, and is u
 429s stayed.
 
 Answers are counted in periods: a period ends after `PERIOD` seconds and `MIN_ANSWERS` answers,
-or sooner, once the last `MIN_ANSWERS` answers are mostly 429s
-(over 1 − 1/K: the SRE book's point where sending more only adds refusals) — a quota that runs
-dry mid-period is answered at once, not a second of refusals later. Only answers to requests sent since the pace last changed count: those sent before say
+or sooner, once the last `MIN_ANSWERS` answers are mostly 429s beyond the floor (over
+1 − 1/K of what the floor leaves: the SRE book's point where sending more only adds refusals) —
+a quota that runs dry mid-period is answered at once, not a second of refusals later. While
+free, the floor follows the share seen, so shedding that eases is not kept as it was. Only answers to requests sent since the pace last changed count: those sent before say
 nothing about it. 429s that the ``x-ratelimit-*`` headers explain are the quota's business
 (`quota.Quota`) and not counted here.
 
-- **free** — nothing is paced. A period whose share of 429s is above the *noise floor* (the
-  share of random shedding learned so far) by more than chance allows starts a test.
+- **free** — nothing is paced. A period in which most requests are refused — more than
+  1 − 1/K of them, the SRE book's rule, and more than the *noise floor* (the share of random
+  shedding learned so far) and chance explain — starts a test. Fewer 429s than that are retried
+  line by line, each after its own ``Retry-After``, and slow nothing else down: whether they
+  are shedding or a quota a little below the sending rate, sending less would not get more
+  lines answered sooner.
 - **testing** — send a little below the rate the server accepted between the period's first and
   last 429 (under a quota it had nothing to spare then: that is the quota's rate). If the share
   falls by half or to the floor, the 429s followed the rate: a quota. If it stays through two
-  such slowdowns, they did not: the share becomes the floor and pacing stops — unless most
-  requests are refused, when pacing goes on as for a quota (the SRE book's rule). Otherwise the
-  estimate was off (a short period, the tail of a burst): test again at the new accepted rate.
+  such slowdowns, they did not: the share becomes the floor and pacing stops, whatever the
+  share — slowing down would only slow the run. Otherwise the estimate was off (a short
+  period, the tail of a burst): test again at the new accepted rate, up to five times, and then
+  keep pacing as for a quota.
 - **quota** — send at ``rate``. A period with more 429s than the floor explains — in itself, or
   pooled with every period since the last cut, so that small excesses add up — cuts the rate a
   little below what the server accepted; if the next period's share is the same, the cut was
@@ -32,8 +38,10 @@ nothing about it. 429s that the ``x-ratelimit-*`` headers explain are the quota'
 
 This is the client-side adaptive throttling of Google's SRE book ("Handling Overload") turned
 from rejecting requests into pacing them, with one change: its rule — throttle when requests
-exceed K × accepts — stays as a ceiling on the noise floor (1 − 1/K), so a server refusing most
-of what it gets is still paced, while one shedding a steady minority is not.
+exceed K × accepts — ends a period at once (a quota running dry is answered in twenty answers,
+not a second), and starts a test rather than throttling outright, since a line refused here is
+sent again, not dropped: against shedding that does not depend on the rate, throttling would
+cost time and save nothing.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ ANSWERS_TO_END = 100  # answers sent past GONE before a quota may be declared go
 SHEDDING_TESTS = 2  # slowdowns that left the share as it was before it counts as shedding
 MAX_TESTS = 5
 MIN_RATE = 0.1  # requests per second: never pace slower than this
+FLOOR_MEMORY = 500  # answers: how slowly the noise floor follows the share seen while free
 PACE_BURST = 0.1  # seconds of the pace that may leave at once: a test must not start with a burst
 
 FREE, TESTING, QUOTA = "free", "testing", "quota"
@@ -110,8 +119,8 @@ class Acceptance:
             self._last_refusal, self._accepted_until_last = now, self._accepted_since
         elif self._first_refusal is not None:
             self._accepted_since += 1
-        if self._answers >= MIN_ANSWERS and (now - self._start >= PERIOD
-                                             or self._recent_refused > (1 - 1 / K) * MIN_ANSWERS):
+        if self._answers >= MIN_ANSWERS and (now - self._start >= PERIOD or self._recent_refused > (
+                self.noise + (1 - self.noise) * (1 - 1 / K)) * MIN_ANSWERS):
             self._end_period(now)
 
     def _end_period(self, now: float) -> None:
@@ -120,10 +129,13 @@ class Acceptance:
         sent = self._answers / elapsed
         accepted = self._accepted_rate(elapsed)
         if self.state == FREE:
-            if self._excess(self._answers, self._refused):
+            most = 1 - 1 / K + SIGMAS * math.sqrt(0.25 / self._answers)  # beyond chance, at any count
+            if share > most and self._excess(self._answers, self._refused):
                 self.state, self._tests, self._same = TESTING, 1, 0
                 self._last_share, self._last_answers = share, self._answers
                 self._cut(accepted, now)
+            elif self.noise:  # shedding drifts: follow it, weighing a period by its answers
+                self.noise += (share - self.noise) * self._answers / (self._answers + FLOOR_MEMORY)
         elif self.state == TESTING:
             self._test(share, accepted, now)
         else:
@@ -138,12 +150,11 @@ class Acceptance:
             self._pooled = self._pooled_refused = self._beyond = 0
             return
         self._same = self._same + 1 if self._same_share(share) else 0
-        if self._same >= SHEDDING_TESTS and share <= 1 - 1 / K:
+        if self._same >= SHEDDING_TESTS:
             self._learn_floor(share)
             self._free(now)
             return
-        if self._tests >= MAX_TESTS:
-            # Refused mostly, whatever the rate: pace, as the SRE book's rule would.
+        if self._tests >= MAX_TESTS:  # the share moved, but never fell away: keep the pace
             self.state, self._before_cut = QUOTA, None
             self._pooled = self._pooled_refused = self._beyond = 0
             return
@@ -190,9 +201,9 @@ class Acceptance:
         return refused > self.noise * answers + self._margin(answers, sigmas) * answers
 
     def _learn_floor(self, share: float) -> None:
-        """The share of two periods alike is random shedding's: the new floor (the SRE ceiling kept)."""
+        """The share of two periods alike is random shedding's: the new floor."""
         a, b = self._answers, self._last_answers
-        self.noise = min(max(self.noise, (share * a + self._last_share * b) / (a + b)), 1 - 1 / K)
+        self.noise = max(self.noise, (share * a + self._last_share * b) / (a + b))
 
     def _same_share(self, share: float) -> bool:
         """Whether this period's share and the one before the last slowdown differ by chance only."""

@@ -3,8 +3,9 @@
 Each client imports what it needs first, then calls :func:`timed` around its request phase,
 so interpreter start-up and imports are outside the clock for every client alike. The report
 is one JSON line on stdout, the last line the client prints:
-``{"ok": successes or null, "wall_s": ..., "cpu_s": ...}``, where ``cpu_s`` is this process's
-user + system time over the phase, all threads included.
+``{"ok": successes or null, "failed": failures or null, "wall_s": ..., "cpu_s": ...}``, where
+``failed`` counts the lines a client gave up on (null when it does not say) and ``cpu_s`` is this
+process's user + system time over the phase, all threads included.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ class Outcome(NamedTuple):
 
     ok: int | None
     exit_code: int = 0
+    failed: int | None = None
 
 
 def timed(phase: Callable[[], Outcome]) -> int:
     """Run ``phase``, print the report, and return the exit code the client should exit with."""
     wall, cpu = time.perf_counter(), time.process_time()
     outcome = phase()
-    report = {"ok": outcome.ok, "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+    report = {"ok": outcome.ok, "failed": outcome.failed, "wall_s": time.perf_counter() - wall,
+              "cpu_s": time.process_time() - cpu}
     print(json.dumps(report), flush=True)
     return outcome.exit_code
