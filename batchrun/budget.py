@@ -98,7 +98,7 @@ class Budget:
         for model in models:
             price = prices.price(model) if model else None
             if price is None:
-                unpriced.add("(no model)" if not model else model)
+                unpriced.add(model if model else "(no model)")
             else:
                 self._prices[model] = price  # type: ignore[index]  # model is a str here
         if unpriced:

@@ -17,9 +17,12 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 DEFAULT_CONCURRENCY = 64
 # Lines that may wait, finished, behind the oldest unfinished one: per concurrency slot, with a
-# floor so that small pools still ride out one slow request.
-WINDOW_PER_SLOT = 16
-MIN_WINDOW = 1024
+# floor so that small pools still ride out one slow request. Lines waiting out a Retry-After
+# hold their place too: at 10% random 429s with whole-second Retry-After, 2,000 lines at C=64
+# took 6.7 s with a window of 1,024 and 4.6 s with 4,096 (the pacing benchmark's shed-10-429 case,
+# scripts/bench_pacing.py). A waiting line costs its encoded output line, about a kilobyte.
+WINDOW_PER_SLOT = 64
+MIN_WINDOW = 4096
 DEFAULT_MAX_ATTEMPTS = 6
 DEFAULT_TIMEOUT = 600.0  # seconds to wait for a response: long generations are normal
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -112,7 +115,7 @@ class RunConfig:
     :param api_key: sent as ``Authorization: Bearer``; may be omitted for loopback endpoints.
     :param concurrency: requests in flight at once (also the number of connections).
     :param window: how many lines past the oldest unfinished one may be dispatched; bounds the
-        memory held by results waiting for their turn. Default ``max(1024, 16 * concurrency)``.
+        memory held by results waiting for their turn. Default ``max(4096, 64 * concurrency)``.
     :param restart: discard the output's checkpoint (or finished output) and run every line.
     :param retry_failed: keep the successes of the checkpoint or finished output; send the
         failed lines again.

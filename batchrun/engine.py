@@ -232,8 +232,8 @@ def _retry_hook(observer: Observer | None) -> Callable[[Job, RequestError, float
 
 
 async def _run_pool(config: RunConfig, items: Generator[Job | LineError, None, None], client: Client,
-                    writer: OrderedWriter, checkpoint: Checkpoint, carryover: Carryover, gate: BudgetGate | None, control: Control,
-                    observer: Observer | None, handle_signals: bool) -> None:
+                    writer: OrderedWriter, checkpoint: Checkpoint, carryover: Carryover, gate: BudgetGate | None,
+                    control: Control, observer: Observer | None, handle_signals: bool) -> None:
     window = anyio.Semaphore(config.window or config.concurrency)
     sink = Sink(writer, window, control.stats, observer)
     job_send, job_recv = anyio.create_memory_object_stream[Job](config.concurrency)

@@ -171,7 +171,7 @@ class HeuristicCounter:
     def count(self, text: str) -> int:
         if not text:
             return 0
-        estimate = sum(w * f for w, f in zip(self._weights, features(text)))
+        estimate = sum(w * f for w, f in zip(self._weights, features(text), strict=False))
         return max(1, round(estimate))
 
     def bound(self, text: str) -> int:
@@ -216,7 +216,7 @@ def request_tokens(url: str, body: dict[str, Any], counter: TokenCounter, *, est
         cap = _first_int(body, "max_tokens")
         cap = LEGACY_COMPLETIONS_MAX_TOKENS if cap is None else cap
         max_output = cap * max(1, _first_int(body, "n") or 1, _first_int(body, "best_of") or 1)
-    elif route.endswith("/embeddings") or route.endswith("/moderations"):
+    elif route.endswith(("/embeddings", "/moderations")):
         tally.prompt(body.get("input"))
         max_output = 0
     else:  # an endpoint we do not know: every string in the body but the model name

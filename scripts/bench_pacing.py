@@ -95,6 +95,7 @@ from pacing_runs import Run, Sample, batchrun_argv, measure, sdk_argv, simulator
 
 LATENCY_MS = 50
 WARMUP_S = 5.0
+SETTLE_S = 5.0  # after the bucket ran dry: the requests in flight then meet it empty, whatever a client does
 FOLLOW_WINDOW_S = 2.0
 DRY_SHARE = 0.02
 
@@ -261,6 +262,7 @@ class Sustained:
     rate: float | None = None
     share_429: float | None = None
     dry_at_s: float | None = None  # when the bucket first ran dry; None: never, before the end
+    share_429_settled: float | None = None  # from SETTLE_S after it ran dry: the transient left out
 
 
 def sustained(case: Case, run: Run) -> Sustained:
@@ -284,7 +286,13 @@ def sustained(case: Case, run: Run) -> Sustained:
         return Sustained(dry_at_s=dry_at)
     s0, s1 = window[0], window[-1]
     rate = (getattr(s1, counter) - getattr(s0, counter) - held) * 60 / (s1.t - s0.t)
-    return Sustained(rate, (s1.status_429 - s0.status_429) / max(s1.requests - s0.requests, 1), dry_at)
+    settled = [s for s in window if s.t >= start_t + SETTLE_S]
+    settled_share = None
+    if dry_at is not None and len(settled) >= 2:
+        u0, u1 = settled[0], settled[-1]
+        settled_share = (u1.status_429 - u0.status_429) / max(u1.requests - u0.requests, 1)
+    return Sustained(rate, (s1.status_429 - s0.status_429) / max(s1.requests - s0.requests, 1), dry_at,
+                     settled_share)
 
 
 def followed(run: Run, new_rpm: int) -> tuple[float | None, int]:
@@ -402,9 +410,10 @@ def judge_sustained(case: Case, runs: list[Run]) -> Row:
     measured = "—" if phase.rate is None else f"{phase.rate:,.0f} {unit} sustained"
     measured += f", bucket dry at {phase.dry_at_s:.1f} s" if phase.dry_at_s is not None else ", bucket never dry"
     row = Row(measured, f"limit {limit:,} {unit}", _pct(share),
-              f"{_429(ours)}; sustained phase {_pct(phase.share_429, 2)}", target, missed,
+              f"{_429(ours)}; sustained phase {_pct(phase.share_429, 2)}; "
+              f"{SETTLE_S:g} s after dry {_pct(phase.share_429_settled, 2)}", target, missed,
               {"rate": phase.rate, "share": share, "bucket_dry_at_s": phase.dry_at_s, "429_share": share_429(ours),
-               "429_share_sustained": phase.share_429})
+               "429_share_sustained": phase.share_429, "429_share_settled": phase.share_429_settled})
     if case.change_after_s is not None:
         _judge_change(case, ours, row)
     return row

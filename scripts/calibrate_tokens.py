@@ -31,7 +31,7 @@ import numpy as np
 import toktok
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from batchrun.tokens import CL100K, FEATURES, O200K, WEIGHTS, features  # noqa: E402
+from batchrun.tokens import CL100K, FEATURES, O200K, WEIGHTS, features
 
 LANGUAGES = ("de", "fr", "es", "it", "pt_BR", "nl", "sv", "pl", "cs", "tr", "vi", "id", "fi", "hu", "ro",
              "ru", "uk", "bg", "sr", "el", "ja", "zh_CN", "zh_TW", "ko", "ar", "he", "hi", "th", "ka", "fa")
@@ -167,13 +167,13 @@ def main() -> None:
         y = np.array(toktok.batch_count(texts, encoding), dtype=float)
         keep = y > 0
         train = keep & ~test
-        groups = [_group(c) for c, t in zip(categories, train) if t]
+        groups = [_group(c) for c, t in zip(categories, train, strict=False) if t]
         weights = np.array(WEIGHTS[encoding]) if args.measure else fit(x[train], y[train], groups)
         if not args.measure:
             print(f"\n{encoding} weights:\n    " + ", ".join(f"{w:.4f}" for w in weights))
         mask = keep & test
         chars = np.array([len(t) for t in texts], dtype=float)
-        cats = [c for c, m in zip(categories, mask) if m]
+        cats = [c for c, m in zip(categories, mask, strict=False) if m]
         measure(f"{encoding}: heuristic on the test half", np.maximum(1, np.round(x[mask] @ weights)), y[mask], cats)
         measure(f"{encoding}: chars/4 on the test half (for comparison)", np.maximum(1, chars[mask] / 4), y[mask], cats)
 

@@ -336,7 +336,7 @@ def test_any_fault_schedule_and_completion_order(tmp_path_factory: pytest.TempPa
     assert stats.succeeded == sum(o["error"] is None for o in out)
     assert stats.retries == sum(o["batchrun"]["attempts"] - 1 for o in out)
     assert stats.rate_limited == sum(s[: a].count("429") for s, (_, a) in
-                                     zip(schedules, (expected_outcome(s, max_attempts) for s in schedules)))
+                                     zip(schedules, (expected_outcome(s, max_attempts) for s in schedules), strict=False))
     assert stats.report.usage() == usage == report_file(config.out).usage()
     assert stats.exit_code == (0 if stats.failed == 0 else 1)
     assert [e["custom_id"] for e in read_jsonl(config.errors_path)] == [

@@ -105,7 +105,7 @@ async def test_changed_input_is_refused(source: Path) -> None:
     rows = read_jsonl(source)
     rows[3]["body"]["messages"][0]["content"] = "QUESTION 3"
     write_jsonl(source, rows)
-    with pytest.raises(ConfigError, match="content changed.*--restart"):
+    with pytest.raises(ConfigError, match=r"content changed.*--restart"):
         await run_batch(config, transport=httpx.MockTransport(Endpoint()))
     write_jsonl(source, rows[:-1])
     with pytest.raises(ConfigError, match=r"input file changed \(size"):
@@ -129,7 +129,7 @@ async def test_changed_options_are_refused(source: Path) -> None:
 async def test_a_finished_output_is_not_overwritten_silently(source: Path) -> None:
     config = RunConfig(source, base_url=BASE)
     await run_batch(config, transport=httpx.MockTransport(Endpoint()))
-    with pytest.raises(ConfigError, match="already holds a finished run.*--retry-failed.*--restart"):
+    with pytest.raises(ConfigError, match=r"already holds a finished run.*--retry-failed.*--restart"):
         await run_batch(config, transport=httpx.MockTransport(Endpoint()))
     endpoint = Endpoint()
     stats = await run_batch(RunConfig(source, base_url=BASE, restart=True), transport=httpx.MockTransport(endpoint))

@@ -123,7 +123,7 @@ def test_estimate_finds_every_kind_of_bad_line_with_its_line_number(bad_file: Pa
     result = estimate_file(bad_file, on_problem=seen.append)
     assert {p.line: p.code for p in seen} == {line: code for line, (code, _) in EXPECTED_PROBLEMS.items()}
     for problem in seen:
-        code, words = EXPECTED_PROBLEMS[problem.line]
+        _code, words = EXPECTED_PROBLEMS[problem.line]
         assert problem.message.startswith(f"{bad_file}:{problem.line}: ")
         assert words in problem.message
     assert result.lines == 18 and result.problems == 15 and result.requests == 3

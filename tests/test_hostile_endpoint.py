@@ -322,7 +322,7 @@ async def test_a_2xx_that_is_not_the_answer_is_kept_not_retried(tmp_path: Path, 
 
 async def test_a_2xx_json_null_is_invalid_response_not_malformed(tmp_path: Path) -> None:
     with RawServer(replying(lambda seen, n: http(200, b"null"))) as server:
-        stats, out = await run(tmp_path, server.base_url, n=1)
+        _stats, out = await run(tmp_path, server.base_url, n=1)
         assert len(server.seen) == 1
     assert out[0]["error"]["code"] == "invalid_response"
 

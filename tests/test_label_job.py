@@ -110,7 +110,7 @@ async def test_jsonl_round_trip_keeps_objects_byte_for_byte(tmp_path: Path) -> N
     outcome = await label(make_job(data, "{text}"), echo)
     written = outcome.output_path.read_bytes().splitlines()
     assert outcome.exit_code == 0 and len(written) == 3
-    for original, line in zip(lines, written):
+    for original, line in zip(lines, written, strict=False):
         assert line.startswith(original[:-1] + b",")  # the object as it was, new keys after
         assert orjson.loads(line) == {**orjson.loads(original), "answer": orjson.loads(original)["text"],
                                       "_error": None, "_raw": None}

@@ -18,7 +18,8 @@ def lines(tmp_path: Path, content: bytes) -> list[Job | LineError]:
 
 
 def test_envelope_and_bare_body_shapes(tmp_path: Path) -> None:
-    items = lines(tmp_path, b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"model": "e", "input": "x"}}\n'
+    items = lines(tmp_path, b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", '
+                            b'"body": {"model": "e", "input": "x"}}\n'
                             b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}\n')
     assert [type(i) for i in items] == [Job, Job]
     first, second = items

@@ -171,10 +171,9 @@ async def test_256_connections_with_two_requests_each_are_all_answered() -> None
                 writer.write(request)
                 assert (await read_response(reader))[0] == 200
 
-    async with serve(SimulatorConfig(latency_ms=50)) as sim:
-        async with anyio.create_task_group() as tg:
-            for _ in range(256):
-                tg.start_soon(two_requests, sim.port)
+    async with serve(SimulatorConfig(latency_ms=50)) as sim, anyio.create_task_group() as tg:
+        for _ in range(256):
+            tg.start_soon(two_requests, sim.port)
     assert sim.stats.requests == 512 and sim.stats.responses == {200: 512}
 
 

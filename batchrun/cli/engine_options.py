@@ -33,7 +33,7 @@ _OPTIONS = [
                  default=defaults.DEFAULT_CONCURRENCY, show_default=True, help="Requests in flight at once."),
     click.option("--window", type=click.IntRange(min=1), envvar="BATCHRUN_WINDOW",
                  help="Most lines dispatched past the oldest unfinished one (bounds memory). "
-                      "Default: max(1024, 16 x concurrency)."),
+                      "Default: max(4096, 64 x concurrency)."),
     click.option("--max-attempts", type=click.IntRange(min=1), envvar="BATCHRUN_MAX_ATTEMPTS",
                  default=defaults.DEFAULT_MAX_ATTEMPTS, show_default=True,
                  help="Attempts per line for retryable failures; 429s are bounded by --rate-limit-patience."),

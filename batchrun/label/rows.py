@@ -149,7 +149,7 @@ class RowReader:
             if len(fields) > len(columns):
                 raise InputFileError(f"{self.path}:{start}: row {number} has {len(fields)} fields, "
                                      f"the header {len(columns)}")
-            yield Row(number, start, dict(zip(columns, fields)))
+            yield Row(number, start, dict(zip(columns, fields, strict=False)))
 
     def _jsonl(self) -> Iterator[Row]:
         number = 0

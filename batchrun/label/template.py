@@ -143,7 +143,7 @@ def parse_text_template(text: str, source: str = "template") -> Template:
         return Template((MessageTemplate("user", _content(lines, 0, source)),), source)
     messages = []
     starts = [i for i in range(first, len(lines)) if _SECTION.match(lines[i])]
-    for start, end in zip(starts, [*starts[1:], len(lines)]):
+    for start, end in zip(starts, [*starts[1:], len(lines)], strict=False):
         role = _SECTION.match(lines[start]).group(1).lower()  # type: ignore[union-attr]
         body = lines[start + 1:end]
         parts = _content(body, start + 1, source)

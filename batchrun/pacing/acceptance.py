@@ -10,10 +10,11 @@ whether the 429s follow the sending rate. Each slowdown is such a test, and is u
 Answers are counted in periods: a period ends after `PERIOD` seconds and `MIN_ANSWERS` answers,
 or sooner, once the last `MIN_ANSWERS` answers are mostly 429s beyond the floor (over
 1 − 1/K of what the floor leaves: the SRE book's point where sending more only adds refusals) —
-a quota that runs dry mid-period is answered at once, not a second of refusals later. While
-free, the floor follows the share seen, so shedding that eases is not kept as it was. Only answers to requests sent since the pace last changed count: those sent before say
-nothing about it. 429s that the ``x-ratelimit-*`` headers explain are the quota's business
-(`quota.Quota`) and not counted here.
+a quota that runs dry mid-period is answered at once, not a second of refusals later. Only
+answers to requests sent since the pace last changed count: those sent before say nothing about
+it. 429s that the ``x-ratelimit-*`` headers explain are the quota's business (`quota.Quota`) and
+not counted here. Once shedding has been learned, the floor follows the share seen while free,
+so shedding that eases is not kept as it was.
 
 - **free** — nothing is paced. A period in which most requests are refused — more than
   1 − 1/K of them, the SRE book's rule, and more than the *noise floor* (the share of random
@@ -24,7 +25,9 @@ nothing about it. 429s that the ``x-ratelimit-*`` headers explain are the quota'
 - **testing** — send a little below the rate the server accepted between the period's first and
   last 429 (under a quota it had nothing to spare then: that is the quota's rate). If the share
   falls by half or to the floor, the 429s followed the rate: a quota. If it stays through two
-  such slowdowns, they did not: the share becomes the floor and pacing stops, whatever the
+  such slowdowns — and what the server accepted fell with the rate, as it does under shedding,
+  where a quota above its rate goes on accepting as much — they did not: the share becomes
+  the floor and pacing stops, whatever the
   share — slowing down would only slow the run. Otherwise the estimate was off (a short
   period, the tail of a burst): test again at the new accepted rate, up to five times, and then
   keep pacing as for a quota.
@@ -46,6 +49,7 @@ cost time and save nothing.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 
@@ -61,12 +65,15 @@ RAISE = 1.02  # per period without excess 429s while a quota is paced
 GONE = 1.5  # a quota taking this multiple of its rate without excess 429s is no longer there
 ANSWERS_TO_END = 100  # answers sent past GONE before a quota may be declared gone
 SHEDDING_TESTS = 2  # slowdowns that left the share as it was before it counts as shedding
+FOLLOWED = 1.5  # accepted rate over sent rate, against the period before: at most this, shedding
 MAX_TESTS = 5
 MIN_RATE = 0.1  # requests per second: never pace slower than this
 FLOOR_MEMORY = 500  # answers: how slowly the noise floor follows the share seen while free
 PACE_BURST = 0.1  # seconds of the pace that may leave at once: a test must not start with a burst
 
 FREE, TESTING, QUOTA = "free", "testing", "quota"
+
+log = logging.getLogger("batchrun")
 
 
 class Acceptance:
@@ -84,6 +91,7 @@ class Acceptance:
         self._accepted_until_last = 0  # ... and before its last one
         self._last_share = 0.0  # the share of the test or cut being checked, and of how many answers
         self._last_answers = 1
+        self._last_sent = self._last_taken = 0.0  # requests sent and accepted per second, then
         self._same = 0  # slowdowns in a row that left the share where it was
         self._tests = 0
         self._before_cut: float | None = None  # the rate a cut being checked came from
@@ -128,28 +136,38 @@ class Acceptance:
         share = self._refused / self._answers
         sent = self._answers / elapsed
         accepted = self._accepted_rate(elapsed)
+        taken = (self._answers - self._refused) / elapsed
         if self.state == FREE:
             most = 1 - 1 / K + SIGMAS * math.sqrt(0.25 / self._answers)  # beyond chance, at any count
             if share > most and self._excess(self._answers, self._refused):
                 self.state, self._tests, self._same = TESTING, 1, 0
                 self._last_share, self._last_answers = share, self._answers
+                self._last_sent, self._last_taken = sent, taken
                 self._cut(accepted, now)
             elif self.noise:  # shedding drifts: follow it, weighing a period by its answers
                 self.noise += (share - self.noise) * self._answers / (self._answers + FLOOR_MEMORY)
         elif self.state == TESTING:
-            self._test(share, accepted, now)
+            self._test(share, sent, taken, accepted, now)
         else:
             self._follow_quota(share, sent, accepted, now)
+        if log.isEnabledFor(logging.DEBUG):  # the trace `batchrun run -v` shows of unexplained 429s
+            pace = "none" if self.rate is None else f"{self.rate:.1f}/s"
+            log.debug("429s: %d of %d answers (%.0f%%) at %.1f sent/s, %.1f accepted/s; %s, pace %s, floor %.0f%%",
+                      self._refused, self._answers, 100 * share, sent, taken, self.state, pace, 100 * self.noise)
         self._start, self._answers, self._refused = now, 0, 0
         self._first_refusal, self._accepted_since, self._accepted_until_last = None, 0, 0
 
-    def _test(self, share: float, accepted: float, now: float) -> None:
+    def _test(self, share: float, sent: float, taken: float, accepted: float, now: float) -> None:
         margin = self._margin(self._answers)
         if share <= max(self.noise + margin, self._last_share / 2):
             self.state, self._before_cut = QUOTA, None
             self._pooled = self._pooled_refused = self._beyond = 0
             return
-        self._same = self._same + 1 if self._same_share(share) else 0
+        # Shedding takes the same share of whatever is sent, so what it accepts falls with the
+        # rate; a quota still above its rate accepts as much as before. Near a share of 1 the
+        # shares look alike either way: what was accepted tells them apart.
+        followed = taken * self._last_sent <= FOLLOWED * self._last_taken * sent
+        self._same = self._same + 1 if self._same_share(share) and followed else 0
         if self._same >= SHEDDING_TESTS:
             self._learn_floor(share)
             self._free(now)
@@ -160,6 +178,7 @@ class Acceptance:
             return
         self._tests += 1
         self._last_share, self._last_answers = share, self._answers
+        self._last_sent, self._last_taken = sent, taken
         self._cut(accepted, now)
 
     def _follow_quota(self, share: float, sent: float, accepted: float, now: float) -> None:

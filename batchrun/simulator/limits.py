@@ -238,7 +238,7 @@ class TokenBucket:
         elapsed = now - self._stamp
         if elapsed > 0:  # a clock that goes back (a test's) refills nothing
             level = self.level + elapsed * self.rate
-            self.level = level if level < self._full else self._full  # noqa: FURB136 (min() is a call, per request)
+            self.level = level if level < self._full else self._full
             self._stamp = now
         return self.level
 
@@ -256,7 +256,7 @@ class TokenBucket:
     def give(self, amount: float, now: float) -> None:
         """Refund ``amount``, never above capacity."""
         level = self.refill(now) + amount
-        self.level = level if level < self._full else self._full  # noqa: FURB136
+        self.level = level if level < self._full else self._full
 
     def remaining(self) -> int:
         """The level rounded down (after :meth:`refill`), as forgiving of float dust as admission is."""
