@@ -20,6 +20,7 @@ import anyio
 import orjson
 import pytest
 
+import batchrun
 from batchrun import ApiKey, RetryPolicy, RunConfig, run_batch
 from batchrun.simulator import Faults, SimulatorConfig, run_in_thread
 from batchrun.transport import AiohttpTransport
@@ -198,12 +199,15 @@ async def test_a_crash_traceback_does_not_show_the_key(tmp_path: Path, monkeypat
 def batchrun_frame_locals(exc: BaseException) -> list[str]:
     """``name=repr`` of every local in batchrun's own frames of ``exc``'s traceback (groups, causes
     and contexts included), as a traceback printer that shows locals renders them."""
+    # The package's own folder, not any path with "batchrun" in it: the repository itself may be
+    # cloned into a folder of that name, and then this file would match too.
+    package = os.path.dirname(os.path.abspath(batchrun.__file__)) + os.sep
     found: list[str] = []
     pending = [traceback.TracebackException.from_exception(exc, capture_locals=True)]
     while pending:
         tb = pending.pop()
         for frame in tb.stack:
-            if "/batchrun/" in frame.filename and frame.locals:
+            if os.path.abspath(frame.filename).startswith(package) and frame.locals:
                 found += [f"{frame.name}: {name}={value}" for name, value in frame.locals.items()]
         pending += [e for e in (tb.__cause__, tb.__context__) if e is not None]
         pending += getattr(tb, "exceptions", None) or []
