@@ -164,28 +164,30 @@ class Client:
 
     async def _attempt(self, job: Job, tally: Tally) -> Result:
         tally.attempts += 1
-        clock = self._clock
-        asked = clock.now()
+        now = self._clock.now
+        asked = now()
         permit = await self.pacer.admit(estimate_cost(job.body, job.max_output))
         tally.sent = permit.seq
-        sent = clock.now()
+        sent = permit.sent
         tally.waited_s += sent - asked
         try:
             reply = await self._transport.post(self._url(job.url), self._headers, job.body, self._timeouts)
         except TransportError as exc:
-            _on_wire(tally, sent, clock.now())
+            _on_wire(tally, now() - sent)
             self.pacer.settle(permit, None, None)
             if exc.code == "certificate_error":  # the same for every request: stop, don't burn the file
                 raise FatalEndpointError(self._scrub(f"TLS certificate verification failed: {exc.message}")) from None
             raise TransportError(exc.code, self._scrub(exc.message)) from None
         except (InvalidResponse, MalformedResponse) as exc:
-            _on_wire(tally, sent, clock.now())
+            _on_wire(tally, now() - sent)
             self.pacer.settle(permit, exc.status_code, None)
             raise
         except BaseException:
             self.pacer.cancelled(permit)
             raise
-        _on_wire(tally, sent, clock.now())
+        wire = now() - sent
+        tally.answer_s = wire
+        tally.wire_s += wire
         headers = reply.headers
         request_id = _text(headers.get("x-request-id"))
         status = reply.status
@@ -270,9 +272,9 @@ def _failure(job: Job, exc: RequestError) -> Result:
 
 
 
-def _on_wire(tally: Tally, sent: float, answered: float) -> None:
-    tally.answer_s = answered - sent
-    tally.wire_s += tally.answer_s
+def _on_wire(tally: Tally, seconds: float) -> None:
+    tally.answer_s = seconds
+    tally.wire_s += seconds
 
 
 def _finished(result: Result, tally: Tally) -> Result:

@@ -67,4 +67,4 @@ def _detail(usage: dict[str, Any], group: str, key: str) -> Any:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return value if type(value) is int else 0  # not a bool: True is no token count

@@ -11,6 +11,7 @@ The engine's window bounds how many results can wait.
 
 from __future__ import annotations
 
+import io
 import os
 from typing import BinaryIO
 
@@ -35,6 +36,11 @@ class OrderedWriter:
         self.last_custom_id = last_custom_id
         self._pending: dict[int, Result] = {}
         self._out = out
+        # Straight to the kernel through the raw file, one system call a line (a buffered write
+        # and a flush took two calls and a copy); nothing else writes to these two files.
+        out.flush()
+        log.flush()
+        self._out_raw, self._log_raw = _raw(out), _raw(log)
         self._err = errors
         self._log = log
         self._files = (log, errors, out)
@@ -53,8 +59,7 @@ class OrderedWriter:
         line = result.encode()  # first: a body that cannot be stored turns the result into a failure
         if result.index != self.next_index:
             if not result.carried_over:  # a carried-over line is in the journal or previous.jsonl already
-                self._log.write(journal.encode(result.index, result.ok, line))
-                self._log.flush()
+                _write_all(self._log_raw, journal.encode(result.index, result.ok, line))
             self._pending[result.index] = result
             return []
         written = [result]
@@ -63,8 +68,7 @@ class OrderedWriter:
             written.append(pending.pop(self.next_index + len(written)))
         self.next_index += len(written)
         data = b"".join(done.encode() for done in written) if len(written) > 1 else line
-        self._out.write(data)
-        self._out.flush()
+        _write_all(self._out_raw, data)
         errors = 0
         for done in written:
             if done.error is not None:
@@ -105,3 +109,17 @@ class OrderedWriter:
                     first = first or exc
         if first is not None:
             raise first
+
+
+def _raw(f: BinaryIO) -> io.RawIOBase:
+    raw = getattr(f, "raw", None)
+    if not isinstance(raw, io.RawIOBase):
+        raise TypeError(f"{f!r} is not a buffered file over a raw one")
+    return raw
+
+
+def _write_all(raw: io.RawIOBase, data: bytes) -> None:
+    """Write until all of ``data`` is written (a regular file takes it whole, nearly always)."""
+    written = raw.write(data) or 0
+    while written < len(data):
+        written += raw.write(memoryview(data)[written:]) or 0

@@ -114,12 +114,17 @@ class Acceptance:
         """
         if sent < self._changed:
             return
+        self._answers += 1
+        if not refused and not self._refused and self.state == FREE and not self.noise:
+            # A healthy endpoint: a period without a 429 only counts (this runs per answer).
+            if now - self._start >= PERIOD:
+                self._start, self._answers = now, 0
+            return
         recent = self._recent
         if len(recent) == MIN_ANSWERS:
             self._recent_refused -= recent.popleft()
         recent.append(refused)
         self._recent_refused += refused
-        self._answers += 1
         if refused:
             self._refused += 1
             if self._first_refusal is None:

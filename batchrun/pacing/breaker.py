@@ -50,6 +50,7 @@ class CircuitBreaker:
         self._threshold = threshold
         self._recent: deque[bool] = deque(maxlen=max(threshold * WINDOW_PER_THRESHOLD, 1))
         self.failures = 0  # in the window
+        self._clean = 0  # successes since the window last held a failure, not yet put in it
         self._first_probe = first_probe
         self._max_probe = max_probe
         self._give_up = give_up
@@ -79,6 +80,9 @@ class CircuitBreaker:
         return False
 
     def succeeded(self) -> None:
+        if not self.failures and self.state == self.CLOSED:
+            self._clean += 1  # the per-answer path: counted, put in the window when it matters
+            return
         self._count(False)
         if self.state != self.CLOSED:
             log.warning("the endpoint answers again after %.0f s; resuming", self._clock.now() - self._opened_at)
@@ -89,6 +93,9 @@ class CircuitBreaker:
             self._probe_done.set()
 
     def failed(self, why: str) -> None:
+        for _ in range(min(self._clean, self._recent.maxlen or 0)):
+            self._count(False)
+        self._clean = 0
         self._count(True)
         now = self._clock.now()
         if self.state == self.PROBING:

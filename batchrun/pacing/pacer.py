@@ -67,12 +67,16 @@ class Pacer:
         """Wait until an attempt estimated to cost at most ``estimate`` tokens may be sent."""
         probe = await self.breaker.admit() if self.breaker.state != CircuitBreaker.CLOSED else False
         tokens = self.quota.charge(estimate)
-        try:
-            pace = await self._wait_turn(tokens)
-        except BaseException:
-            if probe:
-                self.breaker.cancelled_probe()
-            raise
+        pace = self.acceptance.pace
+        if not self.quota.buckets and pace is None:  # nothing to pace: no coroutine, no clock
+            self.quota.take(tokens, 0.0)
+        else:
+            try:
+                pace = await self._wait_turn(tokens)
+            except BaseException:
+                if probe:
+                    self.breaker.cancelled_probe()
+                raise
         self._seq += 1
         permit = Permit(tokens, self._seq, probe, self.clock.now())
         try:
@@ -95,9 +99,6 @@ class Pacer:
         `RESCHEDULE` seconds, and a new ``remaining`` or a pace cut or lifted applies at once.
         """
         pace = self.acceptance.pace
-        if not self.quota.buckets and pace is None:
-            self.quota.take(tokens, 0.0)
-            return None
         if not self._line.locked():
             now = self.clock.now()
             if self.quota.due(tokens, now, pace) <= now:
@@ -131,7 +132,7 @@ class Pacer:
             self.rate_limited += 1
             if exhausted:
                 return  # the quota's own bucket paces it; not the shedding test's business
-        elif 200 <= status < 300:
+        elif 200 <= status < 300 and self.quota.buckets:  # shown beside the limits, when there are some
             self.meter.add(tokens_used or 0)
         self.acceptance.record(refused, permit.sent, now)
 

@@ -37,7 +37,7 @@ class Quota:
         self.buckets: dict[str, TokenBucket] = {}
         self.announced: dict[str, float] = {}
         self.scale = 1.0  # the provider's charge per request over our estimate, never below 1
-        self._pending = {REQUESTS: 0.0, TOKENS: 0.0}  # charged here, not yet answered
+        self._pending_requests = self._pending_tokens = 0.0  # charged here, not yet answered
         self._truth_seq = 0
         self._last: tuple[float, float, float] | None = None  # (time, requests left, tokens left)
         self._served = self._charged = 0.0  # since the last measurement of the charge per request
@@ -64,8 +64,8 @@ class Quota:
             bucket.take(1.0 if kind == REQUESTS else tokens, now)
         if pace is not None:
             pace.take(1.0, now)
-        self._pending[REQUESTS] += 1.0
-        self._pending[TOKENS] += tokens
+        self._pending_requests += 1.0
+        self._pending_tokens += tokens
         self._mean_estimate += (ESTIMATE_MEMORY if self._mean_estimate else 1.0) * (tokens / self.scale
                                                                                   - self._mean_estimate)
 
@@ -115,7 +115,8 @@ class Quota:
         elif bucket.per_minute != limit:
             bucket.set_rate(limit, now, capacity)
         if fresh and state.remaining is not None:
-            bucket.set_level(state.remaining - self._pending[kind], now)
+            pending = self._pending_requests if kind == REQUESTS else self._pending_tokens
+            bucket.set_level(state.remaining - pending, now)
 
     def _calibrate(self, requests: LimitState | None, tokens: LimitState | None, now: float) -> None:
         """Tokens the provider charged per request between two answers, against our estimates."""
@@ -139,8 +140,8 @@ class Quota:
         self._served = self._charged = 0.0
 
     def _release(self, tokens: float) -> None:
-        self._pending[REQUESTS] -= 1.0
-        self._pending[TOKENS] -= tokens
+        self._pending_requests -= 1.0
+        self._pending_tokens -= tokens
 
     def _give(self, tokens: float) -> None:
         for kind, bucket in self.buckets.items():
