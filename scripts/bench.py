@@ -260,12 +260,17 @@ def simulator(latency_ms: float, space: Workspace) -> Iterator[Simulator]:
     try:
         yield Simulator(_wait_listening(proc, log), psutil.Process(proc.pid))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a simulator, and kill it if it has not gone within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], log: Path) -> str:

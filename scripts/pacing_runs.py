@@ -34,6 +34,7 @@ from bench import (
     _wait_listening,
     count_successes,
     run_process,
+    stop,
 )
 
 SAMPLE_S = 0.1
@@ -69,12 +70,7 @@ def simulator(flags: list[str], space: Workspace) -> Iterator[str]:
     try:
         yield _wait_listening(proc, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def simulator_help(space: Workspace) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import anyio
 import orjson
+import pytest
 
 from batchrun.records import Result
 from batchrun.stats import RunStats
@@ -131,3 +134,16 @@ def crashing(function: str, calls: int, *args: str) -> subprocess.CompletedProce
     """``batchrun ARGS`` killed at its ``calls + 1``-th call of ``os.<function>`` (`CRASH_DRIVER`)."""
     return subprocess.run([sys.executable, "-c", CRASH_DRIVER, function, str(calls), *args],
                           check=False, capture_output=True, text=True)
+
+
+def fail_replacing_onto(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:
+    """``os.replace`` fails with EIO when it would rename onto ``target``: a publish stopped
+    between two of its renames."""
+    real = os.replace
+
+    def failing(src: object, dst: object) -> None:
+        if os.fspath(dst) == str(target):  # type: ignore[arg-type]
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", failing)

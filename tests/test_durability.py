@@ -24,6 +24,7 @@ from .helpers import (
     OnWritten,
     chat_line,
     crashing,
+    fail_replacing_onto,
     files_under,
     read_jsonl,
     write_jsonl,
@@ -171,14 +172,7 @@ def test_a_start_that_cannot_finish_publishing_says_so_and_sends_nothing(
         tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(5)])
     args = ["run", str(source), "-o", str(tmp_path / "out.jsonl"), "--base-url", sim.base_url]
-    real = os.replace
-
-    def failing(src: object, dst: object) -> None:
-        if os.fspath(dst) == str(tmp_path / "out.errors.jsonl"):  # type: ignore[arg-type]
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real(src, dst)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "replace", failing)
+    fail_replacing_onto(monkeypatch, tmp_path / "out.errors.jsonl")
     assert invoke(*args)[0] == 4  # committed, the output renamed, the errors file not
     code, err = invoke(*args)
     assert code == 2 and "could not finish publishing the finished run" in err and "Input/output error" in err

@@ -4,8 +4,6 @@ twice). Real `batchrun` processes against the simulator, killed at an exact rena
 
 from __future__ import annotations
 
-import errno
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +15,7 @@ import pytest
 
 from batchrun.simulator import Faults, Simulator, SimulatorConfig, run_in_thread
 
-from .helpers import chat_line, crashing, read_jsonl, wait_for, write_jsonl
+from .helpers import chat_line, crashing, fail_replacing_onto, read_jsonl, wait_for, write_jsonl
 
 
 @pytest.fixture
@@ -107,14 +105,7 @@ def test_an_io_error_while_publishing_is_exit_4_and_the_next_start_completes_it(
     source = write_jsonl(tmp_path / "in.jsonl", rows(50))
     out = tmp_path / "out.jsonl"
     args = ["run", str(source), "-o", str(out), "--base-url", sim.base_url]
-    real = os.replace
-
-    def failing(src: object, dst: object) -> None:
-        if os.fspath(dst) == str(tmp_path / "out.errors.jsonl"):  # type: ignore[arg-type]
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real(src, dst)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "replace", failing)
+    fail_replacing_onto(monkeypatch, tmp_path / "out.errors.jsonl")
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 4, result.stderr
     assert "I/O error while publishing the output" in result.stderr
