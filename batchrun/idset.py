@@ -18,6 +18,7 @@ class IdSet:
     """Remembers hashes of strings; ``add`` says whether the string was new."""
 
     def __init__(self, capacity: int = 1024) -> None:
+        """:param capacity: ids expected; the table grows past them, by rehashing every id."""
         size = 1
         while size < capacity * 2:
             size <<= 1
