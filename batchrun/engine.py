@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import anyio
+import anyio.lowlevel
 import httpx
 import orjson
 from anyio.abc import TaskGroup
@@ -46,7 +47,7 @@ from .errors import BatchrunError, RequestError
 from .pacing import SYSTEM_CLOCK, Clock, Pacer
 from .pricing import PriceTable, load_prices
 from .publish import write_atomically
-from .reader import open_input, read_jobs, skip_requests
+from .reader import Position, open_input, read_jobs, skip_in_steps
 from .records import Job, LineError, Result
 from .report import Report
 from .resume import Carryover
@@ -158,7 +159,7 @@ async def run_batch(
     try:
         recovered = await anyio.to_thread.run_sync(checkpoint.recover, stats)
         # The finished lines' ids still go into the duplicate table, but nothing else of them.
-        position = await anyio.to_thread.run_sync(skip_requests, config.input_path, recovered.prefix, scan.size)
+        position = await _skip(config.input_path, recovered.prefix, scan.size)
         writer = OrderedWriter(*checkpoint.open_files(), next_index=recovered.prefix, sizes=recovered.sizes,
                                last_custom_id=recovered.last_custom_id)
     except BaseException:
@@ -220,6 +221,17 @@ def _carried_cost(recovered: Recovered, checkpoint: Checkpoint, prices: PriceTab
                 if index >= recovered.prefix:
                     charge(index, line)
     return spent.cost()[1]
+
+
+async def _skip(path: Path, count: int, limit: int) -> Position:
+    """Read past the finished prefix for its ids, letting the loop run between steps (signals,
+    the fsync of a previous start's files) and nothing else: there is nothing else to do yet."""
+    steps = skip_in_steps(path, count, limit)
+    with contextlib.closing(steps):
+        position = next(steps)
+        for position in steps:  # noqa: B007 -- the last one is the answer
+            await anyio.lowlevel.checkpoint()
+    return position
 
 
 def _retry_hook(observer: Observer | None) -> Callable[[Job, RequestError, float], None]:
