@@ -84,8 +84,9 @@ def test_a_job_with_failures_retries_a_crash_and_a_resume_never_shows_the_key(tm
                     retry_after_s=0.01, require_api_key=KEY)
     printed: list[str] = []
     with run_in_thread(SimulatorConfig(faults=faults, latency_ms=10, seed=4)) as sim:
-        # 1. kill -9 mid-run: the checkpoint is what is left.
-        proc = batchrun_run(source, out, sim.base_url)
+        # 1. kill -9 mid-run: the checkpoint is what is left (paced at 10 a second, so that "mid-run"
+        # does not depend on how fast the machine is).
+        proc = batchrun_run(source, out, sim.base_url, KEY, "--rpm", "600")
         printed.append(wait_for(proc, "progress:"))
         time.sleep(0.15)
         proc.kill()
@@ -93,9 +94,9 @@ def test_a_job_with_failures_retries_a_crash_and_a_resume_never_shows_the_key(tm
         assert checkpoint.is_dir() and not out.exists()
         assert leaking_files(tmp_path) == {}, "after kill -9"
 
-        # 2. SIGTERM (with most lines still to send — paced at 2 a second, they cannot all be done
-        # first): a clean stop writes the report and keeps the checkpoint.
-        proc = batchrun_run(source, out, sim.base_url, KEY, "--drain-timeout", "1", "--rpm", "120")
+        # 2. SIGTERM (with most lines still to send — paced at one every 5 s, they cannot all be
+        # done first): a clean stop writes the report and keeps the checkpoint.
+        proc = batchrun_run(source, out, sim.base_url, KEY, "--drain-timeout", "1", "--rpm", "12")
         printed.append(wait_for(proc, "progress:"))
         proc.send_signal(signal.SIGTERM)
         code, text = finish(proc)
