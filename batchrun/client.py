@@ -53,7 +53,7 @@ class Tally:
     answer_s: float | None = None  # the latest attempt alone
     waited_s: float = 0.0  # for pacing, the breaker and backoff
     unanswered: int = 0  # retried attempts that were sent but whose answer was lost (maybe billed)
-    sent: int = 0  # the last attempt's place in the dispatch order
+    dispatched: int = 0  # the last attempt's place in the dispatch order
 
 
 @dataclass(slots=True)
@@ -167,7 +167,7 @@ class Client:
         now = self._clock.now
         asked = now()
         permit = await self.pacer.admit(estimate_cost(job.body, job.max_output))
-        tally.sent = permit.seq
+        tally.dispatched = permit.seq
         sent = permit.sent
         tally.waited_s += sent - asked
         try:
@@ -185,9 +185,7 @@ class Client:
         except BaseException:
             self.pacer.cancelled(permit)
             raise
-        wire = now() - sent
-        tally.answer_s = wire
-        tally.wire_s += wire
+        _on_wire(tally, now() - sent)
         headers = reply.headers
         request_id = _text(headers.get("x-request-id"))
         status = reply.status
@@ -281,7 +279,7 @@ def _finished(result: Result, tally: Tally) -> Result:
     result.attempts = tally.attempts
     result.rate_limited = tally.rate_limited
     result.unanswered = tally.unanswered
-    result.sent = tally.sent
+    result.dispatched = tally.dispatched
     if tally.answer_s is not None:
         result.latency_ms = round(tally.answer_s * 1000, 1)
     if tally.attempts > 1:

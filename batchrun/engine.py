@@ -351,9 +351,9 @@ def _deliver(gate: BudgetGate | None, result: Result, job: Job, sink: Sink, cont
         control.held.append(result)
         return
     if control.held and result.ok:  # the key works: refusals sent before this were those lines' own
-        for held in [held for held in control.held if held.sent < result.sent]:
+        for held in [held for held in control.held if held.dispatched < result.dispatched]:
             sink.put(held)
-        control.held = [held for held in control.held if held.sent > result.sent]
+        control.held = [held for held in control.held if held.dispatched > result.dispatched]
     sink.put(result)
 
 

@@ -69,7 +69,7 @@ class Result:
     waited_ms: float | None = None  # waiting to be sent: pacing, the breaker, backoff
     unanswered: int = 0  # retried attempts whose answer was lost: the provider may have billed them
     auth_refused: bool = False  # a 401/403 that may be this line's alone, or the key's (not written)
-    sent: int = 0  # its last attempt's place in the dispatch order
+    dispatched: int = 0  # its last attempt's place in the dispatch order
     usage: Usage | None = None  # the body's usage, when the client already read it
     # The encoded output line, once known; carried-over results come with it.
     line: bytes | None = None

@@ -79,7 +79,6 @@ from .usage import Usage
 
 SCHEMA = "batchrun.report/1"
 UNKNOWN_MODEL = "unknown"
-_STATUS_KEYS: dict[int | None, str] = {200: "200", None: "none"}  # nearly every line: no str() each
 _MAX_EXAMPLES = 10  # unreadable lines quoted by location; the rest are only counted
 _QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 
@@ -167,7 +166,7 @@ class Report:
                attempts: Any) -> None:
         self.lines += 1
         ok = not error and status is not None and 200 <= status < 300
-        self.by_status[_STATUS_KEYS.get(status) or str(status)] += 1
+        self.by_status["none" if status is None else str(status)] += 1
         if isinstance(body, dict):
             billed = body.get("model")
             if isinstance(billed, str) and billed:

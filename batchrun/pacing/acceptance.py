@@ -94,12 +94,14 @@ class Acceptance:
         self._last_sent = self._last_taken = 0.0  # requests sent and accepted per second, then
         self._same = 0  # slowdowns in a row that left the share where it was
         self._tests = 0
-        self._before_cut: float | None = None  # the rate a cut being checked came from
+        self._checking = False  # the last period cut the pace: does the share fall now?
         self._quota_rate = 0.0  # what the server accepted when the quota last refused
         self._pooled = self._pooled_refused = 0  # answers since the last cut
         self._beyond = 0  # answers sent past GONE times the quota's rate
         self._changed = now  # when the pace last changed
-        self._recent: deque[bool] = deque()  # the last MIN_ANSWERS answers: were they 429s
+        # The last MIN_ANSWERS answers counted since 429s came (a healthy period keeps none):
+        # were they 429s.
+        self._recent: deque[bool] = deque()
         self._recent_refused = 0
 
     @property
@@ -165,8 +167,7 @@ class Acceptance:
     def _test(self, share: float, sent: float, taken: float, accepted: float, now: float) -> None:
         margin = self._margin(self._answers)
         if share <= max(self.noise + margin, self._last_share / 2):
-            self.state, self._before_cut = QUOTA, None
-            self._pooled = self._pooled_refused = self._beyond = 0
+            self._to_quota()
             return
         # Shedding takes the same share of whatever is sent, so what it accepts falls with the
         # rate; a quota still above its rate accepts as much as before. Near a share of 1 the
@@ -178,8 +179,7 @@ class Acceptance:
             self._free(now)
             return
         if self._tests >= MAX_TESTS:  # the share moved, but never fell away: keep the pace
-            self.state, self._before_cut = QUOTA, None
-            self._pooled = self._pooled_refused = self._beyond = 0
+            self._to_quota()
             return
         self._tests += 1
         self._last_share, self._last_answers = share, self._answers
@@ -191,13 +191,13 @@ class Acceptance:
         self._pooled_refused += self._refused
         over = self._excess(self._answers, self._refused) \
             or self._excess(self._pooled, self._pooled_refused, POOLED_SIGMAS)
-        checking, self._before_cut = self._before_cut, None
-        if over and checking is not None and self._same_share(share):
+        checking, self._checking = self._checking, False
+        if over and checking and self._same_share(share):
             # The cut left the share as it was: shedding, not the quota. Learn it and look again.
             self._learn_floor(share)
             self._free(now)
         elif over:
-            self._before_cut, self._last_share, self._last_answers = self.rate, share, self._answers
+            self._checking, self._last_share, self._last_answers = True, share, self._answers
             self._cut(accepted, now)
         else:
             self._beyond += self._answers if sent > GONE * self._quota_rate else 0
@@ -205,6 +205,10 @@ class Acceptance:
                 self._free(now)  # the pace no longer holds anything back
             else:
                 self._set_rate(RAISE * (self.rate or MIN_RATE), now)
+
+    def _to_quota(self) -> None:
+        self.state, self._checking = QUOTA, False
+        self._pooled = self._pooled_refused = self._beyond = 0
 
     def _cut(self, accepted: float, now: float) -> None:
         """Pace a little below what the server accepted while it refused: the quota's rate."""
