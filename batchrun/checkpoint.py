@@ -39,6 +39,7 @@ from .config import RunConfig
 from .errors import ConfigError
 from .lock import RunLock
 from .records import Result
+from .rundir import make_run_dir
 
 log = logging.getLogger("batchrun")
 
@@ -119,15 +120,7 @@ class Checkpoint:
             ``restart`` nor ``retry_failed`` says what to do with it. A refused start leaves
             no file behind that was not there before.
         """
-        try:
-            self.dir.mkdir()
-            created = True
-        except FileExistsError:
-            created = False
-        except FileNotFoundError:
-            raise ConfigError(f"{self.config.out.parent}: output directory does not exist") from None
-        except OSError as exc:
-            raise ConfigError(f"{self.dir}: cannot create: {exc.strerror}") from None
+        created = make_run_dir(self.dir, self.config.out)
         try:
             self._lock.acquire()
         except BaseException:

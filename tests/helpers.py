@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -147,3 +148,17 @@ def fail_replacing_onto(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:
         real(src, dst)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "replace", failing)
+
+
+def without_dac_override() -> list[str]:
+    """A command prefix that runs a root process without the power to ignore file modes."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv is not available to drop CAP_DAC_OVERRIDE")
+    prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+    if os.geteuid() != 0:
+        return []
+    probe = subprocess.run([*prefix, "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"setpriv cannot drop capabilities here: {probe.stderr.decode().strip()}")
+    return prefix

@@ -31,7 +31,7 @@ from batchrun.cli import main
 from batchrun.records import Job, LineError
 from batchrun.simulator import Simulator, SimulatorConfig, run_in_thread
 
-from .helpers import chat_line, read_jsonl, write_jsonl
+from .helpers import chat_line, read_jsonl, without_dac_override, write_jsonl
 
 CORPUS = Path(__file__).parent / "corpus"
 MiB = 2**20
@@ -292,24 +292,10 @@ def test_an_unreadable_input_is_exit_2_permission_denied(tmp_path: Path, sim: Si
     assert sim.stats.requests == 0
 
 
-def _without_dac_override() -> list[str]:
-    """A command prefix that runs a root process without the power to ignore file modes."""
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("setpriv is not available to drop CAP_DAC_OVERRIDE")
-    prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
-    if os.geteuid() != 0:
-        return []
-    probe = subprocess.run([*prefix, "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"setpriv cannot drop capabilities here: {probe.stderr.decode().strip()}")
-    return prefix
-
-
 @pytest.mark.parametrize("what", ["input", "output-directory"])
 def test_real_permissions_are_exit_2(tmp_path: Path, sim: Simulator, what: str) -> None:
     """A real check: the process runs without CAP_DAC_OVERRIDE (or as a normal user)."""
-    prefix = _without_dac_override()
+    prefix = without_dac_override()
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(0)])
     folder = tmp_path / "results"
     folder.mkdir()

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from batchrun.cli import main
 from batchrun.simulator import SimulatorConfig, run_in_thread
 
-from .helpers import read_jsonl
+from .helpers import read_jsonl, without_dac_override
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 SENTIMENT = "positive,negative,neutral"
@@ -114,6 +114,29 @@ def test_missing_files_exit_2(tmp_path: Path) -> None:
     assert code == 2 and "cannot tell the data format" in err
     code, _, err = invoke("label", str(tmp_path / "d.csv"), "-t", str(tmp_path / "none.txt"), "--mock")
     assert code == 2 and "no such template file" in err
+
+
+@pytest.mark.parametrize("where", ["read-only directory", "under a file"])
+def test_an_output_that_cannot_be_created_is_exit_2_before_anything_is_sent(tmp_path: Path, where: str) -> None:
+    """As `run` does it. A real read-only directory needs a process without CAP_DAC_OVERRIDE
+    (root ignores the mode); a directory that is a file stops root too."""
+    data = tmp_path / "d.csv"
+    data.write_text("text\nhello\n")
+    (tmp_path / "t.txt").write_text("Label {text}\n")
+    folder = tmp_path / "out"
+    if where == "under a file":
+        prefix, reason = [], "Not a directory"
+        folder.write_text("")
+    else:
+        prefix, reason = without_dac_override(), "Permission denied"
+        folder.mkdir(mode=0o555)
+    with run_in_thread(SimulatorConfig(latency_ms=1)) as sim:
+        proc = subprocess.run([*prefix, sys.executable, "-m", "batchrun", "label", str(data), "-t", str(tmp_path / "t.txt"),
+                               "-o", str(folder / "out.csv"), "--base-url", sim.base_url],
+                              capture_output=True, text=True, timeout=60)
+        assert sim.stats.requests == 0
+    assert proc.returncode == 2, proc.stderr
+    assert f"{folder / 'out.csv.batch'}: cannot create: {reason}" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def start(data: Path, template: Path, out: Path, base_url: str) -> subprocess.Popen[str]:

@@ -39,6 +39,7 @@ from ..config import RunConfig, errors_path_for
 from ..engine import Observer, run_batch
 from ..errors import ConfigError
 from ..lock import RunLock
+from ..rundir import make_run_dir
 from ..stats import EXIT_FAILED_LINES, EXIT_OK, RunStats
 from ..transport import Transport
 from .answers import AnswerSpec, FreeText, Labels, load_json_schema
@@ -187,10 +188,7 @@ class LabelRun:
         self._data_stamp: tuple[int, int] | None = None
 
     def __enter__(self) -> LabelRun:
-        try:
-            self.work.dir.mkdir(exist_ok=True)
-        except FileNotFoundError:
-            raise ConfigError(f"{self.job.out.parent}: output directory does not exist") from None
+        make_run_dir(self.work.dir, self.job.out)
         self._lock.acquire()
         return self
 
