@@ -37,7 +37,7 @@ def test_csv_rows_keep_quoting_unicode_newlines_and_start_lines(tmp_path: Path) 
 
 def test_csv_written_back_reads_the_same(tmp_path: Path) -> None:
     source = tmp_path / "d.csv"
-    source.write_bytes(TRICKY_CSV.encode())
+    source.write_bytes((TRICKY_CSV + '5,"a lone\rCR",\r\n').encode())
     out = tmp_path / "out.csv"
     with RowReader(source) as reader:
         writer = RowWriter(out, "csv", reader.columns or [], ["label", "_error"])
@@ -52,7 +52,9 @@ def test_csv_written_back_reads_the_same(tmp_path: Path) -> None:
         ["2", "line one\nline two", "", "L2", ""],
         ["3", "crlf\r\ninside", "日本語 ☕", "L3", ""],
         ["4", "short", "", "L4", ""],
+        ["5", "a lone\rCR", "", "L5", ""],  # quoted: a bare CR would end the row
     ]
+    assert out.read_bytes().count(b"\r\n") == 1  # rows end in \n; the one CRLF is row 3's text
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -185,8 +185,7 @@ class RowWriter:
         self._target = AtomicFile(path, text=fmt != "jsonl")
         self._file = self._target.file
         if fmt != "jsonl":
-            # "\n", not the dialect's "\r\n": what Unix tools and pandas write and expect.
-            self._csv = csv.writer(self._file, dialect=_DIALECTS[fmt], lineterminator="\n")
+            self._csv = csv.writer(_LineFeeds(self._file), dialect=_DIALECTS[fmt], lineterminator="\r\n")
             self._csv.writerow([*self._columns, *added])
 
     def write(self, row: Row, added: dict[str, Any]) -> None:
@@ -202,6 +201,19 @@ class RowWriter:
 
     def discard(self) -> None:
         self._target.discard()
+
+
+class _LineFeeds:
+    """Rows from a csv writer, written to ``file`` ending in "\n", as Unix tools and pandas write
+    and expect. The writer itself ends them in "\r\n": only then does it quote a field holding a
+    lone CR, which, left bare, every reader takes for the end of the row."""
+
+    def __init__(self, file: IO[str]) -> None:
+        self._file = file
+
+    def write(self, row: str) -> int:
+        assert row.endswith("\r\n")  # the csv module writes each row whole, in one call
+        return self._file.write(row[:-2] + "\n")
 
 
 class AtomicFile:
