@@ -35,7 +35,10 @@ The output has the same rows in the same order, followed by the answer column(s)
             request's own error code such as rate_limit_exceeded)
   _raw      the answer text when it failed validation
 CSV gives CSV, JSONL gives JSONL (each object kept as it was, the new keys
-added), unless -o ends in .csv, .tsv or .jsonl.
+added), unless -o ends in .csv, .tsv or .jsonl. In CSV/TSV output a cell that
+a spreadsheet would run as a formula (it starts with = + - @, a tab or a CR,
+and is not a plain number like -1) gets a ' in front, header and data cells
+too; --raw-cells writes them as given.
 
 \b
 The template is one user message with {column} placeholders ({{ and }} are
@@ -88,11 +91,13 @@ for 3 and 4, run the same command again to continue.
 @click.option("--id-field", metavar="COLUMN", help="Column of unique ids, sent as custom_id. Default: line-<N>.")
 @click.option("--no-response-format", is_flag=True,
               help="Send no response_format (endpoints without structured outputs); answers are still checked.")
+@click.option("--raw-cells", is_flag=True,
+              help="Write CSV/TSV cells as given, even those a spreadsheet runs as formulas (= + - @ tab CR).")
 @click.option("--dry-run", is_flag=True, help="Check every row; show the first requests and the cost estimate.")
 @engine_options
 def label(data_path: Path, template_path: Path, output: Path | None, model: str, system: str | None,
           labels: str | None, schema_path: Path | None, params: tuple[str, ...], id_field: str | None,
-          no_response_format: bool, dry_run: bool, **engine: Any) -> None:
+          no_response_format: bool, raw_cells: bool, dry_run: bool, **engine: Any) -> None:
     """Ask a model about every row of DATA; write the rows with its answers as new columns."""
     from ..label import LabelJob, LabelRun, preview
     from ..pricing import load_prices
@@ -101,7 +106,7 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
     options.setup_logging()
     job = LabelJob.from_files(data_path, template_path, output_path=output, model=model, system=system,
                               labels=labels, schema_path=schema_path, params=params, id_field=id_field,
-                              response_format=not no_response_format)
+                              response_format=not no_response_format, raw_cells=raw_cells)
     if dry_run:
         prices = load_prices(options.prices_path, batch_discount=options.batch_discount)
         click.echo(preview(job, prices=prices).render())

@@ -3,6 +3,7 @@ with the model's answers as new columns out, run on the engine so that ordering,
 resume and the report all apply.
 
     rows.py      stream data rows in and labeled rows out
+    formulas.py  cells a spreadsheet would run as formulas, written as text
     template.py  prompt templates with {field} placeholders; plain, ### sections or JSON
     answers.py   what to ask for (free text, --labels, --json-schema) and how to read the answer
     schema.py    the JSON Schema subset answers are checked against

@@ -25,6 +25,7 @@ that crashed before its join are kept, not bought again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from ..rundir import make_run_dir
 from ..stats import EXIT_FAILED_LINES, EXIT_OK, RunStats
 from ..transport import Transport
 from .answers import AnswerSpec, FreeText, Labels, load_json_schema
+from .formulas import is_formula
 from .join import JoinCounts, join
 from .render import CHAT_URL, Renderer, Request, RequestSpec, parse_params, row_id
 from .rows import AtomicFile, Format, RowReader, RowWriter, data_format, format_of
@@ -51,6 +53,8 @@ from .template import load_template
 if TYPE_CHECKING:
     from ..estimate import Estimate
     from ..pricing import PriceTable
+
+log = logging.getLogger("batchrun")
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -67,6 +71,8 @@ class LabelJob:
         extension picks the output format (.csv, .tsv, .jsonl); another keeps the data's.
     :param id_field: the column whose values are the rows' ``custom_id``s (unique); default
         ``line-<N>``, N the line the row starts on.
+    :param raw_cells: write CSV/TSV cells as they are, even those a spreadsheet would run as
+        formulas (by default they get a ``'`` in front).
     :raises ConfigError: the data format is unknown, or the output is the data file.
     """
 
@@ -74,6 +80,7 @@ class LabelJob:
     spec: RequestSpec
     output_path: Path | None = None
     id_field: str | None = None
+    raw_cells: bool = False
     data_format: Format = field(init=False)
     output_format: Format = field(init=False)
 
@@ -92,9 +99,10 @@ class LabelJob:
     def from_files(cls, data_path: Path, template_path: Path, *, output_path: Path | None = None,
                    model: str = DEFAULT_MODEL, system: str | None = None, labels: str | None = None,
                    schema_path: Path | None = None, params: Sequence[str] = (), id_field: str | None = None,
-                   response_format: bool = True) -> LabelJob:
+                   response_format: bool = True, raw_cells: bool = False) -> LabelJob:
         """A job from what a user types (``batchrun label``'s options): file paths, the labels as
-        ``a,b,c``, params as ``NAME=VALUE``.
+        ``a,b,c``, params as ``NAME=VALUE``. Warns when a label would be a formula in a
+        CSV/TSV output.
 
         :raises ConfigError: an unreadable or invalid template or schema, bad labels or params,
             or both ``labels`` and ``schema_path``.
@@ -110,7 +118,10 @@ class LabelJob:
         elif schema_path is not None:
             answer = load_json_schema(schema_path)
         spec = RequestSpec(template, model, answer, parse_params(params), response_format=response_format)
-        return cls(data_path, spec, output_path, id_field)
+        job = cls(data_path, spec, output_path, id_field, raw_cells=raw_cells)
+        if isinstance(answer, Labels) and job.output_format != "jsonl":
+            _warn_formula_labels(answer.labels, job.out, raw_cells=raw_cells)
+        return job
 
     @property
     def out(self) -> Path:
@@ -233,7 +244,7 @@ class LabelRun:
         if _stamp(job.data_path) != self._data_stamp:
             raise ConfigError(f"{job.data_path} changed while it was being labeled; the answers are kept in "
                               f"{work.dir}: restore the data and run again, or run again with --restart")
-        writer = RowWriter(job.out, job.output_format, self._columns, job.spec.added_columns)
+        writer = RowWriter(job.out, job.output_format, self._columns, job.spec.added_columns, raw_cells=job.raw_cells)
         results, errors = AtomicFile(work.results), AtomicFile(work.errors)
         try:
             with RowReader(job.data_path, job.data_format) as rows, work.results.open("rb") as earlier:
@@ -330,6 +341,15 @@ def preview(job: LabelJob, count: int = 3, prices: PriceTable | None = None) -> 
             shown.append(request)
         estimate.add_request(job.spec.model, CHAT_URL, request.body)
     return Preview(shown, estimate)
+
+
+def _warn_formula_labels(labels: Sequence[str], out: Path, *, raw_cells: bool) -> None:
+    formulas = [label for label in labels if is_formula(label)]
+    if formulas:
+        outcome = ("--raw-cells writes such labels as given" if raw_cells
+                   else "such labels are written with a ' in front, as text (--raw-cells writes them as given)")
+        log.warning("--labels: a spreadsheet opening %s would run %s as a formula; %s", out,
+                    ", ".join(map(repr, formulas)), outcome)
 
 
 def _identity(path: Path) -> list[int]:

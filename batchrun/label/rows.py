@@ -7,7 +7,8 @@ name.
 
 - CSV/TSV: a header row, then one row per record (quoted fields may span lines). Values are
   strings. A row with fewer fields than the header is allowed (the missing ones are empty in
-  the output, and absent for the template); one with more is an error.
+  the output, and absent for the template); one with more is an error. Written out, a cell
+  that a spreadsheet would run as a formula gets a ``'`` in front (`formulas.defuse`).
 - JSONL: one JSON object per line; blank lines are skipped. JSONL written from JSONL keeps each
   original object byte for byte and adds the new keys at its end.
 
@@ -27,6 +28,7 @@ import orjson
 
 from ..errors import ConfigError, InputFileError
 from ..reader import open_input
+from .formulas import defuse
 
 Format = Literal["csv", "tsv", "jsonl"]
 
@@ -176,25 +178,29 @@ class RowWriter:
     :param fmt: the output format.
     :param columns: the data's columns, in order (for CSV out; JSONL out keeps each row's own).
     :param added: the new columns, in order, appended after the data's.
+    :param raw_cells: write CSV/TSV cells as they are, even those a spreadsheet would run as
+        formulas (by default they get a ``'`` in front: `formulas.defuse`). The header too.
     """
 
-    def __init__(self, path: Path, fmt: Format, columns: Sequence[str], added: Sequence[str]) -> None:
+    def __init__(self, path: Path, fmt: Format, columns: Sequence[str], added: Sequence[str], *,
+                 raw_cells: bool = False) -> None:
         self.path = path
         self.format = fmt
         self._columns = list(columns)
+        self._text = cell if raw_cells else _defused_cell
         self._target = AtomicFile(path, text=fmt != "jsonl")
         self._file = self._target.file
         if fmt != "jsonl":
             self._csv = csv.writer(_LineFeeds(self._file), dialect=_DIALECTS[fmt], lineterminator="\r\n")
-            self._csv.writerow([*self._columns, *added])
+            self._csv.writerow(map(self._text, [*self._columns, *added]))
 
     def write(self, row: Row, added: dict[str, Any]) -> None:
         """Write ``row`` with the new columns' values, in the order given at construction."""
         if self.format == "jsonl":
             self._file.write(_jsonl_line(row, self._columns, added))
         else:
-            values = row.values
-            self._csv.writerow([*(cell(values.get(name)) for name in self._columns), *map(cell, added.values())])
+            values, text = row.values, self._text
+            self._csv.writerow([*(text(values.get(name)) for name in self._columns), *map(text, added.values())])
 
     def commit(self) -> None:
         self._target.commit()
@@ -246,6 +252,10 @@ def cell(value: Any) -> str:
     if value is None:
         return ""
     return orjson.dumps(value).decode()
+
+
+def _defused_cell(value: Any) -> str:
+    return defuse(cell(value))
 
 
 def _jsonl_line(row: Row, columns: list[str], added: dict[str, Any]) -> bytes:
