@@ -19,6 +19,9 @@ loss can take. On completion the
 ordered files and the report are renamed into place (no half-written file ever has a final
 name) and the directory is removed, as one step that a crash cannot leave half done
 (`publish.py`).
+
+The directory is private (`rundir.py`): its files are created 0600 and never opened through a
+symlink.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class Checkpoint:
     """The checkpoint directory of one output file."""
 
     def __init__(self, config: RunConfig) -> None:
+        """:raises ConfigError: the errors file or the report cannot be published (`_publish_targets`)."""
         self.config = config
         self.dir = config.checkpoint_path
         self.output = self.dir / "output.jsonl"
@@ -109,6 +113,7 @@ class Checkpoint:
         self.report = self.dir / "report.json"
         self.snapshot = self.dir / "prefix.json"
         self._lock = RunLock(self.dir / "lock", config.out)
+        self._finals = (config.out, *_publish_targets(config))
 
     def open(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> bool:
         """Take the lock and make the directory describe this run.
@@ -154,7 +159,8 @@ class Checkpoint:
         meta = {"format": FORMAT, "input": {"size": scan.size, "digest": scan.digest},
                 "options": self.config.request_options()}
         if self.meta.exists():
-            _check_same_run(orjson.loads(self.meta.read_bytes()), meta, self.config)
+            with open(self.meta, "rb", opener=publish.private_file) as f:
+                _check_same_run(orjson.loads(f.read()), meta, self.config)
             if retry_failed and not self.previous.exists() and self.output.exists():
                 self.snapshot.unlink(missing_ok=True)  # it describes the output moved away
                 os.replace(self.output, self.previous)  # its failures are to be re-sent
@@ -169,7 +175,7 @@ class Checkpoint:
             # A link, not a move: the finished output stays where the user expects it until the
             # new one replaces it.
             os.link(final, self.previous)
-        publish.write_atomically(self.meta, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+        publish.write_atomically(self.meta, orjson.dumps(meta, option=orjson.OPT_INDENT_2), private=True)
 
     def recover(self, counter: PrefixCounter) -> Recovered:
         """Read back what earlier starts finished; repair torn tails; compact the journal.
@@ -180,11 +186,12 @@ class Checkpoint:
         prefix, sizes, last_custom_id = self._recover_prefix(counter)
         finished: dict[int, journal.Entry] = {}
         if self.journal.exists():
-            with self.journal.open("rb") as f:
+            with open(self.journal, "rb", opener=publish.private_file) as f:
                 for entry in journal.scan(f):
                     if entry.index >= prefix:
                         finished[entry.index] = entry  # a later record of a line wins
-        publish.write_atomically(self.journal, b"".join(journal.encode(e.index, e.ok, e.line) for e in finished.values()))
+        publish.write_atomically(self.journal, b"".join(journal.encode(e.index, e.ok, e.line) for e in finished.values()),
+                                 private=True)
         previous = _lines_from(self.previous, prefix) if self.previous.exists() else None
         return Recovered(prefix, finished, previous, sizes, last_custom_id)
 
@@ -202,10 +209,10 @@ class Checkpoint:
                 saved = None  # a report state this version cannot read: count every line
             else:
                 count, good, last_custom_id = saved.lines, saved.output_bytes, saved.last_custom_id
-                os.truncate(self.errors, saved.errors_bytes)
-        with open(self.errors, "ab" if saved is not None else "wb") as errors:
+                _truncate(self.errors, saved.errors_bytes)
+        with open(self.errors, "ab" if saved is not None else "wb", opener=publish.private_file) as errors:
             if self.output.exists():
-                with self.output.open("rb") as f:
+                with open(self.output, "rb", opener=publish.private_file) as f:
                     f.seek(good)
                     for line in f:
                         try:
@@ -220,7 +227,7 @@ class Checkpoint:
                             errors.write(line)
                         count += 1
                         good += len(line)
-                os.truncate(self.output, good)
+                _truncate(self.output, good)
             errors_size = errors.tell()
         return count, (good, errors_size), last_custom_id
 
@@ -229,22 +236,24 @@ class Checkpoint:
 
         :raises OSError: it was not written (the previous one stays, still true).
         """
-        publish.write_atomically(self.snapshot, snapshot.encode(saved))
+        publish.write_atomically(self.snapshot, snapshot.encode(saved), private=True)
 
     def open_files(self) -> tuple[BinaryIO, BinaryIO, BinaryIO]:
         """The ordered output, errors and journal, open for appending."""
-        return self.output.open("ab"), self.errors.open("ab"), self.journal.open("ab")
+        return (open(self.output, "ab", opener=publish.private_file), open(self.errors, "ab", opener=publish.private_file),
+                open(self.journal, "ab", opener=publish.private_file))
 
     def commit(self, report: bytes | None) -> None:
         """Give the finished files (and ``report``) their final names and remove the checkpoint.
 
         :raises OSError: publishing failed part way; the next start completes it (sending nothing).
         """
-        moves = [(self.output, self.config.out), (self.errors, self.config.errors_path)]
+        out, errors, report_path = self._finals
+        moves = [(self.output, out), (self.errors, errors)]
         if report is not None:
             try:
-                publish.write_atomically(self.report, report)
-                moves.append((self.report, self.config.report_path))
+                publish.write_atomically(self.report, report, private=True)
+                moves.append((self.report, report_path))
             except OSError as exc:  # the report is not worth keeping the finished output back for
                 log.warning("could not write the report %s: %s", self.config.report_path, exc)
         try:
@@ -265,6 +274,33 @@ class Checkpoint:
         for path in self.dir.iterdir():
             path.unlink(missing_ok=True)
         self.dir.rmdir()
+
+
+def _publish_targets(config: RunConfig) -> tuple[Path, Path]:
+    """Where the errors file and the report are published: where a symlink at either name
+    points (`publish.link_target`), on the output's filesystem, since publishing is a rename.
+
+    :raises ConfigError: naming the file and why.
+    """
+    targets = []
+    for what, path in (("errors file", config.errors_path), ("report", config.report_path)):
+        try:
+            target = publish.link_target(path)
+            if target.parent != path.parent and os.stat(target.parent).st_dev != os.stat(path.parent).st_dev:
+                raise ConfigError(f"the {what} {path} is a symlink to {target}, on another filesystem than the "
+                                  "output; batchrun publishes by renaming: link within the filesystem, or remove the link")
+        except OSError as exc:
+            raise ConfigError(f"the {what} {path}: {exc.strerror}") from None
+        targets.append(target)
+    return targets[0], targets[1]
+
+
+def _truncate(path: Path, size: int) -> None:
+    fd = publish.private_file(str(path), os.O_WRONLY)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
 
 
 def _check_same_run(saved: dict, current: dict, config: RunConfig) -> None:  # type: ignore[type-arg]
@@ -293,7 +329,7 @@ def _lines_from(path: Path, start: int) -> Generator[bytes, None, None]:
 
 
 def _lines_after(path: Path, start: int) -> Generator[bytes, None, None]:
-    with path.open("rb") as f:
+    with open(path, "rb", opener=publish.private_file) as f:
         for _ in itertools.islice(f, start):
             pass
         yield b""  # primed: the lines before ``start`` are read past

@@ -46,7 +46,7 @@ from .config import RunConfig
 from .errors import BatchrunError, RequestError
 from .pacing import SYSTEM_CLOCK, Clock, Pacer
 from .pricing import PriceTable, load_prices
-from .publish import write_atomically
+from .publish import private_file, write_atomically
 from .reader import Position, open_input, read_jobs, skip_in_steps
 from .records import Job, LineError, Result
 from .report import Report
@@ -216,7 +216,7 @@ def _carried_cost(recovered: Recovered, checkpoint: Checkpoint, prices: PriceTab
     for entry in (recovered.finished or {}).values():
         charge(entry.index, entry.line)
     if recovered.previous is not None:
-        with checkpoint.previous.open("rb") as f:
+        with open(checkpoint.previous, "rb", opener=private_file) as f:
             for index, line in enumerate(f):
                 if index >= recovered.prefix:
                     charge(index, line)

@@ -9,28 +9,39 @@ its directory. From then on the checkpoint's content is final and nothing reads 
 resume: a start that finds the record does whatever steps are left (a rename whose source is
 already gone was done) and sends nothing. Without the record the checkpoint is an unfinished
 run, which resumes as one.
+
+A published file leaves the private checkpoint, so it takes the permissions of a user's file
+(`public_mode`) just before its rename. Every file written whole is written by `AtomicFile`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, Any
 
 import orjson
 
 COMMITTED = "committed"
+PRIVATE = 0o600
+_MAX_LINKS = 40  # as the kernel: more links in a row are a loop
 
 
 def commit(folder: Path, moves: Sequence[tuple[Path, Path]]) -> None:
     """Record that ``folder`` is committed, then publish it (`complete`).
 
-    :param moves: ``(file in folder, final path beside folder)``, in the order to rename them.
+    :param moves: ``(file in folder, final path)``, in the order to rename them; a final path
+        on the folder's filesystem (beside it, or where a symlink beside it points).
     :raises OSError: a step failed; what is done stays done, and `complete` does the rest.
     """
-    record = {"moves": [[source.name, final.name] for source, final in moves]}
-    write_atomically(folder / COMMITTED, orjson.dumps(record))
+    record = {"moves": [[source.name, final.name if final.parent == folder.parent else str(final.absolute())]
+                        for source, final in moves]}
+    write_atomically(folder / COMMITTED, orjson.dumps(record), private=True)
     fsync_dir(folder)  # the record must be on disk before the first rename can be
     complete(folder)
 
@@ -42,13 +53,17 @@ def complete(folder: Path) -> bool:
     :raises OSError: a step failed; the record stays, so a later call picks up from there.
     """
     try:
-        record = orjson.loads((folder / COMMITTED).read_bytes())
+        with open(folder / COMMITTED, "rb", opener=private_file) as f:
+            record = orjson.loads(f.read())
     except FileNotFoundError:
         return False
-    for source, final in record["moves"]:
-        if (folder / source).exists():
-            os.replace(folder / source, folder.parent / final)
-    fsync_dir(folder.parent)
+    finals = [(folder / source, folder.parent / final) for source, final in record["moves"]]
+    for source, final in finals:
+        if os.path.lexists(source):
+            _chmod(source, public_mode(final))
+            os.replace(source, final)
+    for parent in dict.fromkeys(final.parent for _, final in finals):
+        fsync_dir(parent)
     for path in folder.iterdir():
         if path.name != COMMITTED:
             _remove(path)
@@ -57,21 +72,101 @@ def complete(folder: Path) -> bool:
     return True
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all (a temporary file, fsynced, renamed over it).
+def write_atomically(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Write ``path`` whole or not at all (`AtomicFile`).
 
     :raises OSError: nothing was written; the temporary file is gone too.
     """
-    tmp = path.with_name(path.name + ".tmp")
+    target = AtomicFile(path, private=private)
     try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        target.file.write(data)
+        target.commit()
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        target.discard()
         raise
+
+
+class AtomicFile:
+    """A file written under a temporary name beside ``path``; `commit` makes it durable and
+    renames it over ``path`` in one step, so ``path`` is never seen half-written.
+
+    The temporary file is created anew, never opened through whatever is at its name: a file or
+    symlink left there (by a crash, or planted by another user of the directory) is removed
+    first, and one that reappears fails the write.
+
+    :param private: a file in a private directory: created 0600, and a symlink at ``path`` is
+        replaced. Otherwise a user's file: created as the umask allows (`public_mode`), and
+        written through a symlink at ``path`` to its target (`link_target`).
+    :param text: open for UTF-8 text with newlines as written (for the csv module), else binary.
+    :raises OSError: the temporary file could not be created.
+    """
+
+    def __init__(self, path: Path, *, private: bool = False, text: bool = False) -> None:
+        self.path = path if private else link_target(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self.tmp.unlink(missing_ok=True)
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE)
+        try:
+            os.fchmod(fd, PRIVATE if private else public_mode(self.path))
+            self.file: IO[Any] = open(fd, "w", encoding="utf-8", newline="") if text else open(fd, "wb")  # noqa: SIM115
+        except BaseException:
+            os.close(fd)
+            self.tmp.unlink(missing_ok=True)
+            raise
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):  # closing flushes what is being thrown away: a full disk
+            self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def private_file(path: str, flags: int) -> int:
+    """The opener (``open(path, mode, opener=private_file)``) of a file in a private directory: never
+    through a symlink, and created 0600."""
+    return os.open(path, flags | os.O_NOFOLLOW, PRIVATE)
+
+
+def public_mode(path: Path) -> int:
+    """The permissions of a user's file published at ``path``: those of the file it replaces, else
+    what the umask leaves of 0666, as a shell redirection would create it."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        # Reading the umask means setting it: meanwhile it is the strict 077, so a file another
+        # thread creates in between can only come out more private than asked, never less.
+        umask = os.umask(0o077)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def link_target(path: Path) -> Path:
+    """Where writing a user's file at ``path`` lands: ``path``, or if it is a symlink, the file it
+    points to (through each link in turn), as a shell redirection writes through one.
+
+    A link is followed only if this user or the owner of its directory made it, as the kernel
+    follows links in a shared directory: another user's link there could aim this user's output
+    at any of their files.
+
+    :raises OSError: a link of another user (EPERM), or a loop of links (ELOOP).
+    """
+    for _ in range(_MAX_LINKS):
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return path
+        if not stat.S_ISLNK(info.st_mode):
+            return path
+        if info.st_uid not in (os.getuid(), os.stat(path.parent).st_uid):
+            raise PermissionError(errno.EPERM, f"a symlink of another user (uid {info.st_uid}), not followed",
+                                  str(path))
+        path = path.parent / os.readlink(path)
+    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
 
 
 def fsync_dir(path: Path) -> None:
@@ -79,6 +174,14 @@ def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _chmod(path: Path, mode: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fchmod(fd, mode)
     finally:
         os.close(fd)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from .publish import private_file
 from .records import Result
 
 FORMAT = 1
@@ -50,13 +51,14 @@ def encode(snapshot: Snapshot) -> bytes:
 def load(path: Path, output: Path, errors: Path) -> Snapshot | None:
     """The snapshot at ``path`` if it checks out against ``output`` and ``errors`` (module docstring)."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb", opener=private_file) as f:
+            data = f.read()
         doc = orjson.loads(data)
         start = data.index(b'"snapshot":') + len(b'"snapshot":')
         if doc.get("format") != FORMAT or doc.get("crc") != zlib.crc32(data[start:-1]):
             return None
         snapshot = Snapshot(**doc["snapshot"])
-        if output.stat().st_size < snapshot.output_bytes or errors.stat().st_size < snapshot.errors_bytes:
+        if output.lstat().st_size < snapshot.output_bytes or errors.lstat().st_size < snapshot.errors_bytes:
             return None
         if (snapshot.lines == 0) != (snapshot.output_bytes == 0):
             return None
@@ -73,7 +75,7 @@ def _last_custom_id(output: Path, snapshot: Snapshot) -> str | None:
     :raises ValueError: that line is not an output record.
     """
     end = snapshot.output_bytes
-    with output.open("rb") as f:
+    with open(output, "rb", opener=private_file) as f:
         f.seek(end - 1)
         if f.read(1) != b"\n":
             return None

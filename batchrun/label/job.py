@@ -47,7 +47,7 @@ from .answers import AnswerSpec, FreeText, Labels, load_json_schema
 from .formulas import is_formula
 from .join import JoinCounts, join
 from .render import CHAT_URL, Renderer, Request, RequestSpec, parse_params, row_id
-from .rows import AtomicFile, Format, RowReader, RowWriter, data_format, format_of
+from .rows import Format, RowReader, RowWriter, data_format, format_of
 from .template import load_template
 
 if TYPE_CHECKING:
@@ -245,7 +245,7 @@ class LabelRun:
             raise ConfigError(f"{job.data_path} changed while it was being labeled; the answers are kept in "
                               f"{work.dir}: restore the data and run again, or run again with --restart")
         writer = RowWriter(job.out, job.output_format, self._columns, job.spec.added_columns, raw_cells=job.raw_cells)
-        results, errors = AtomicFile(work.results), AtomicFile(work.errors)
+        results, errors = publish.AtomicFile(work.results), publish.AtomicFile(work.errors)
         try:
             with RowReader(job.data_path, job.data_format) as rows, work.results.open("rb") as earlier:
                 counts = join(rows, earlier, job.spec.answer, lambda row: row_id(row, job.id_field), writer,
@@ -262,7 +262,7 @@ class LabelRun:
 
     def _render(self, *, compare: bool) -> None:
         """Write the requests file anew; with ``compare``, it must equal the earlier one."""
-        requests = AtomicFile(self.work.requests)
+        requests = publish.AtomicFile(self.work.requests)
         earlier: IO[bytes] | None = self.work.requests.open("rb") if compare and self.work.requests.exists() else None
         renderer = Renderer(self.job.data_path, self.job.spec, self.job.id_field)
         try:

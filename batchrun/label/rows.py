@@ -18,7 +18,6 @@ Both are UTF-8; a BOM is tolerated.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import IO, Any, Literal, final
 import orjson
 
 from ..errors import ConfigError, InputFileError
+from ..publish import AtomicFile
 from ..reader import open_input
 from .formulas import defuse
 
@@ -220,29 +220,6 @@ class _LineFeeds:
     def write(self, row: str) -> int:
         assert row.endswith("\r\n")  # the csv module writes each row whole, in one call
         return self._file.write(row[:-2] + "\n")
-
-
-class AtomicFile:
-    """A file written under a temporary name beside ``path``; `commit` makes it durable and
-    renames it over ``path`` in one step, so ``path`` is never seen half-written.
-
-    :param text: open for UTF-8 text with newlines as written (for the csv module), else binary.
-    """
-
-    def __init__(self, path: Path, *, text: bool = False) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
-        self.file: IO[Any] = self.tmp.open("w", encoding="utf-8", newline="") if text else self.tmp.open("wb")
-
-    def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
 
 
 def cell(value: Any) -> str:
