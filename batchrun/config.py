@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .publish import link_target
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
@@ -155,6 +156,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
         output = Path(self.output_path) if self.output_path else default_output_path(self.input_path)
+        try:
+            output = link_target(output)  # a symlinked output is written through, to its target's directory
+        except OSError as exc:
+            raise ConfigError(f"the output {output}: {exc.strerror}; remove the link or choose another -o") from None
         object.__setattr__(self, "output_path", output)
         if self.concurrency < 1:
             raise ConfigError("--concurrency must be at least 1")
