@@ -23,8 +23,12 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """:raises ConfigError: another live process holds the lock."""
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        """:raises ConfigError: another live process holds the lock, or it cannot be opened (a
+            symlink at its name is never followed: the pid would be written through it)."""
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"{self._path}: cannot open the lock: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -123,6 +123,18 @@ def test_a_symlink_left_in_a_checkpoint_is_refused(
     assert victim.read_bytes() == SECRET and sim.stats.requests == 0
 
 
+def test_a_symlink_at_the_label_work_folders_lock_is_not_followed(
+        tmp_path: Path, victim: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("data.csv").write_text("text\nhello\n")
+    Path("t.txt").write_text("Classify: {text}\n")
+    Path("data.labeled.csv.batch").mkdir()
+    Path("data.labeled.csv.batch", "lock").symlink_to(victim)
+    code, err = invoke("label", "data.csv", "-t", "t.txt", "--labels", "a,b", "--mock")
+    assert code == 2 and "data.labeled.csv.batch/lock: cannot open the lock: Too many levels of symbolic links" in err
+    assert victim.read_bytes() == SECRET
+
+
 @pytest.mark.parametrize("private", [True, False])
 def test_a_file_written_whole_never_writes_through_a_symlink_at_its_temporary_name(
         tmp_path: Path, victim: Path, private: bool) -> None:
