@@ -7,6 +7,7 @@ object, never the environment.
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,6 +35,60 @@ DEFAULT_RETRY_AFTER_MAX = 300.0
 DEFAULT_DRAIN_TIMEOUT = 30.0  # seconds in-flight requests get to finish after a stop
 DEFAULT_OUTAGE_THRESHOLD = 10
 DEFAULT_MAX_OUTAGE = 1800.0
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values a numeric setting accepts: finite, from ``low`` (excluded when ``low_open``)
+    to ``high``; whole numbers only when ``whole``."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    whole: bool = False
+
+    def admits(self, value: float) -> bool:
+        if not math.isfinite(value) or value > self.high or (self.whole and value != int(value)):
+            return False
+        return value > self.low if self.low_open else value >= self.low
+
+    def check(self, name: str, value: float) -> None:
+        """:raises ConfigError: naming the setting, unless `admits` the value."""
+        if not self.admits(value):
+            raise ConfigError(f"{name} must be {self}, got {value!r}")
+
+    def __str__(self) -> str:
+        if self.whole:
+            return f"a whole number from {_figure(self.low)} to {_figure(self.high)}"
+        if self.low_open:
+            return f"a number above {_figure(self.low)} and at most {_figure(self.high)}"
+        return f"a number from {_figure(self.low)} to {_figure(self.high)}"
+
+
+def _figure(value: float) -> str:
+    return f"{int(value):,}" if value == int(value) else f"{value:g}"
+
+
+# Every numeric setting has a finite range, shared by the options and `RunConfig`: nan passes
+# every comparison and inf every lower bound, and either one hung a run (a deadline never due, a
+# line waiting on 429s forever) or crashed it deep inside. The upper bounds are far above any
+# useful value, except concurrency's.
+ONE_DAY = 86_400.0
+# Each worker costs about 4 KB before it sends anything (20 lines took 84 MB at -c 10000, 3.8 GB
+# at -c 1000000), and each request in flight holds a connection: a file descriptor, and towards
+# one endpoint one of Linux's 28,232 ephemeral ports (32768-60999), which a closed connection
+# keeps for a minute in TIME_WAIT.
+MAX_CONCURRENCY = 10_000
+CONCURRENCY_RANGE = Bounds(1, MAX_CONCURRENCY, whole=True)
+WINDOW_RANGE = Bounds(1, WINDOW_PER_SLOT * MAX_CONCURRENCY, whole=True)  # the default's largest
+ATTEMPTS_RANGE = Bounds(1, 100, whole=True)
+WAIT_RANGE = Bounds(0, ONE_DAY)  # seconds that may be none: patience, drain, outage, backoff
+DEADLINE_RANGE = Bounds(0, ONE_DAY, low_open=True)  # seconds that must pass first: timeouts
+MILLISECONDS_RANGE = Bounds(0, ONE_DAY * 1000)  # the simulator's latency
+RPM_RANGE = Bounds(0, 1e9, low_open=True)
+TPM_RANGE = Bounds(0, 1e12, low_open=True)
+COST_RANGE = Bounds(0, 1e9, low_open=True)  # USD
+OUTAGE_THRESHOLD_RANGE = Bounds(0, 1_000_000, whole=True)
 
 
 class ApiKey:
@@ -100,9 +155,12 @@ class RetryPolicy:
     retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigError("--max-attempts must be at least 1")
-        if self.backoff_base < 0 or self.backoff_max < self.backoff_base:
+        ATTEMPTS_RANGE.check("--max-attempts", self.max_attempts)
+        WAIT_RANGE.check("--rate-limit-patience", self.rate_limit_patience)
+        WAIT_RANGE.check("retry_after_max", self.retry_after_max)
+        WAIT_RANGE.check("backoff_base", self.backoff_base)
+        WAIT_RANGE.check("backoff_max", self.backoff_max)
+        if self.backoff_max < self.backoff_base:
             raise ConfigError("backoff must satisfy 0 <= base <= max")
 
 
@@ -161,18 +219,7 @@ class RunConfig:
         except OSError as exc:
             raise ConfigError(f"the output {output}: {exc.strerror}; remove the link or choose another -o") from None
         object.__setattr__(self, "output_path", output)
-        if self.concurrency < 1:
-            raise ConfigError("--concurrency must be at least 1")
-        window = self.window or max(MIN_WINDOW, WINDOW_PER_SLOT * self.concurrency)
-        if window < self.concurrency:
-            raise ConfigError(f"--window ({window}) must be at least --concurrency ({self.concurrency})")
-        object.__setattr__(self, "window", window)
-        if self.timeout <= 0 or self.connect_timeout <= 0:
-            raise ConfigError("timeouts must be positive")
-        if self.max_cost is not None and self.max_cost <= 0:
-            raise ConfigError("--max-cost must be positive")
-        if (self.rpm is not None and self.rpm <= 0) or (self.tpm is not None and self.tpm <= 0):
-            raise ConfigError("--rpm and --tpm must be positive")
+        self._check_numbers()
         if self.restart and self.retry_failed:
             raise ConfigError("--restart and --retry-failed exclude each other: one runs every line, one only the failed")
         scheme = urlsplit(self.base_url).scheme
@@ -185,6 +232,28 @@ class RunConfig:
                 f"no API key for {self.base_url}: set OPENAI_API_KEY (or the variable named by "
                 "--api-key-env), or use --mock for the built-in simulator"
             )
+
+    def _check_numbers(self) -> None:
+        """Every number within its range (nan and inf in none); the window defaulted.
+
+        :raises ConfigError: naming the option.
+        """
+        CONCURRENCY_RANGE.check("--concurrency", self.concurrency)
+        if self.window is not None:
+            WINDOW_RANGE.check("--window", self.window)
+        window = self.window or max(MIN_WINDOW, WINDOW_PER_SLOT * self.concurrency)
+        if window < self.concurrency:
+            raise ConfigError(f"--window ({window}) must be at least --concurrency ({self.concurrency})")
+        object.__setattr__(self, "window", window)
+        DEADLINE_RANGE.check("--timeout", self.timeout)
+        DEADLINE_RANGE.check("--connect-timeout", self.connect_timeout)
+        WAIT_RANGE.check("--drain-timeout", self.drain_timeout)
+        WAIT_RANGE.check("--max-outage", self.max_outage)
+        OUTAGE_THRESHOLD_RANGE.check("outage_threshold", self.outage_threshold)
+        for name, value, bounds in (("--rpm", self.rpm, RPM_RANGE), ("--tpm", self.tpm, TPM_RANGE),
+                                    ("--max-cost", self.max_cost, COST_RANGE)):
+            if value is not None:
+                bounds.check(name, value)
 
     @property
     def out(self) -> Path:

@@ -21,6 +21,7 @@ from ..engine import run_batch
 from ..progress import BarProgress, LogProgress
 from ..runner import run_async
 from ..stats import EXIT_STOPPED, RunStats
+from .bounded import Bounded
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,31 +30,31 @@ _OPTIONS = [
                  help="OpenAI-compatible endpoint [env: OPENAI_BASE_URL]."),
     click.option("--api-key-env", default=defaults.DEFAULT_API_KEY_ENV, show_default=True,
                  help="Environment variable holding the API key (never pass the key itself)."),
-    click.option("--concurrency", "-c", type=click.IntRange(min=1), envvar="BATCHRUN_CONCURRENCY",
+    click.option("--concurrency", "-c", type=Bounded(defaults.CONCURRENCY_RANGE), envvar="BATCHRUN_CONCURRENCY",
                  default=defaults.DEFAULT_CONCURRENCY, show_default=True, help="Requests in flight at once."),
-    click.option("--window", type=click.IntRange(min=1), envvar="BATCHRUN_WINDOW",
+    click.option("--window", type=Bounded(defaults.WINDOW_RANGE), envvar="BATCHRUN_WINDOW",
                  help="Most lines dispatched past the oldest unfinished one (bounds memory). "
                       "Default: max(4096, 64 x concurrency)."),
-    click.option("--max-attempts", type=click.IntRange(min=1), envvar="BATCHRUN_MAX_ATTEMPTS",
+    click.option("--max-attempts", type=Bounded(defaults.ATTEMPTS_RANGE), envvar="BATCHRUN_MAX_ATTEMPTS",
                  default=defaults.DEFAULT_MAX_ATTEMPTS, show_default=True,
                  help="Attempts per line for retryable failures; 429s are bounded by --rate-limit-patience."),
-    click.option("--rate-limit-patience", type=click.FloatRange(min=0), envvar="BATCHRUN_RATE_LIMIT_PATIENCE",
+    click.option("--rate-limit-patience", type=Bounded(defaults.WAIT_RANGE), envvar="BATCHRUN_RATE_LIMIT_PATIENCE",
                  default=defaults.DEFAULT_RATE_LIMIT_PATIENCE, show_default=True,
                  help="Seconds one line may wait on 429s before it is failed."),
-    click.option("--timeout", type=click.FloatRange(min=0, min_open=True), envvar="BATCHRUN_TIMEOUT",
+    click.option("--timeout", type=Bounded(defaults.DEADLINE_RANGE), envvar="BATCHRUN_TIMEOUT",
                  default=defaults.DEFAULT_TIMEOUT, show_default=True, help="Seconds to wait for one response."),
-    click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True),
+    click.option("--connect-timeout", type=Bounded(defaults.DEADLINE_RANGE),
                  default=defaults.DEFAULT_CONNECT_TIMEOUT, show_default=True,
                  help="Seconds to wait for a connection."),
-    click.option("--rpm", type=click.FloatRange(min=0, min_open=True), envvar="BATCHRUN_RPM",
+    click.option("--rpm", type=Bounded(defaults.RPM_RANGE), envvar="BATCHRUN_RPM",
                  help="Requests per minute not to exceed. Without it, limits the endpoint announces "
                       "(x-ratelimit-* headers) are learned and followed."),
-    click.option("--tpm", type=click.FloatRange(min=0, min_open=True), envvar="BATCHRUN_TPM",
+    click.option("--tpm", type=Bounded(defaults.TPM_RANGE), envvar="BATCHRUN_TPM",
                  help="Tokens per minute not to exceed (estimated before sending, corrected by usage)."),
-    click.option("--max-outage", type=click.FloatRange(min=0), default=defaults.DEFAULT_MAX_OUTAGE,
+    click.option("--max-outage", type=Bounded(defaults.WAIT_RANGE), default=defaults.DEFAULT_MAX_OUTAGE,
                  show_default=True,
                  help="Seconds the endpoint may stay down (dispatch paused, probing) before the run stops."),
-    click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), envvar="BATCHRUN_MAX_COST",
+    click.option("--max-cost", type=Bounded(defaults.COST_RANGE), envvar="BATCHRUN_MAX_COST",
                  metavar="USD", help="Spend at most this many dollars: dispatch stops before a request could "
                                      "pass it (exit 3); run again with a higher cap to continue."),
     click.option("--prices", "prices_path", metavar="FILE", type=click.Path(path_type=Path),
@@ -63,14 +64,14 @@ _OPTIONS = [
                  help="Discard earlier results for this output (checkpoint or finished) and run everything again."),
     click.option("--retry-failed", is_flag=True,
                  help="Keep the earlier successes for this output; send only what failed again."),
-    click.option("--drain-timeout", type=click.FloatRange(min=0), default=defaults.DEFAULT_DRAIN_TIMEOUT,
+    click.option("--drain-timeout", type=Bounded(defaults.WAIT_RANGE), default=defaults.DEFAULT_DRAIN_TIMEOUT,
                  show_default=True, help="After Ctrl-C or SIGTERM, seconds in-flight requests get to finish."),
     click.option("--mock", is_flag=True, help="Run against the built-in simulator: no key, no network."),
-    click.option("--mock-latency-ms", type=click.FloatRange(min=0), default=20.0, show_default=True,
+    click.option("--mock-latency-ms", type=Bounded(defaults.MILLISECONDS_RANGE), default=20.0, show_default=True,
                  help="With --mock: the simulator's response latency."),
     click.option("--quiet", "-q", is_flag=True, help="No progress and no summary; errors only."),
     click.option("--verbose", "-v", is_flag=True, help="Log every retry."),
-    click.option("--progress-interval", type=click.FloatRange(min=0, min_open=True), default=30.0,
+    click.option("--progress-interval", type=Bounded(defaults.DEADLINE_RANGE), default=30.0,
                  show_default=True, help="Seconds between progress log lines when stderr is not a terminal."),
 ]
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..config import MILLISECONDS_RANGE, WAIT_RANGE, Bounds
+from .bounded import Bounded
 from .group import main
 
 if TYPE_CHECKING:
@@ -23,33 +25,37 @@ Examples:
   batchrun run requests.jsonl --base-url http://127.0.0.1:8000/v1
 """
 
+_PORT = Bounds(0, 65535, whole=True)
+_SHARE = Bounds(0, 1)
+_PER_MINUTE = Bounds(1, 1e12, whole=True)
+
 
 @main.command("mock-server", epilog=MOCK_EXAMPLES)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
-@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--port", type=Bounded(_PORT), default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--latency-ms", type=Bounded(MILLISECONDS_RANGE), default=0.0, show_default=True,
               help="Fixed delay before every answer.")
-@click.option("--jitter-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--jitter-ms", type=Bounded(MILLISECONDS_RANGE), default=0.0, show_default=True,
               help="Extra delay drawn uniformly from [0, jitter] per request.")
-@click.option("--rate-429", type=click.FloatRange(0, 1), default=0.0, help="Share of requests answered 429.")
-@click.option("--retry-after", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--rate-429", type=Bounded(_SHARE), default=0.0, help="Share of requests answered 429.")
+@click.option("--retry-after", type=Bounded(WAIT_RANGE), default=1.0, show_default=True,
               help="Seconds a 429 asks for (Retry-After and retry-after-ms).")
 @click.option("--no-retry-after", is_flag=True, help="Send 429s without any Retry-After header.")
 @click.option("--no-retry-after-ms", is_flag=True,
               help="Send --rate-429's 429s with Retry-After in whole seconds only, as most gateways do.")
-@click.option("--rate-500", type=click.FloatRange(0, 1), default=0.0, help="Share answered 500/502/503/504.")
-@click.option("--rate-timeout", type=click.FloatRange(0, 1), default=0.0, help="Share never answered (hang).")
-@click.option("--hang-s", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+@click.option("--rate-500", type=Bounded(_SHARE), default=0.0, help="Share answered 500/502/503/504.")
+@click.option("--rate-timeout", type=Bounded(_SHARE), default=0.0, help="Share never answered (hang).")
+@click.option("--hang-s", type=Bounded(WAIT_RANGE), default=3600.0, show_default=True,
               help="How long a hung request is held before its connection is closed.")
-@click.option("--rate-drop", type=click.FloatRange(0, 1), default=0.0, help="Share whose connection is dropped.")
-@click.option("--rate-truncate", type=click.FloatRange(0, 1), default=0.0, help="Share whose body is cut short.")
-@click.option("--rate-malformed", type=click.FloatRange(0, 1), default=0.0, help="Share answered 200 with non-JSON.")
+@click.option("--rate-drop", type=Bounded(_SHARE), default=0.0, help="Share whose connection is dropped.")
+@click.option("--rate-truncate", type=Bounded(_SHARE), default=0.0, help="Share whose body is cut short.")
+@click.option("--rate-malformed", type=Bounded(_SHARE), default=0.0, help="Share answered 200 with non-JSON.")
 @click.option("--require-api-key-env", metavar="NAME",
               help="Answer 401 unless requests carry the key held in environment variable NAME.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of fault and jitter draws.")
-@click.option("--rpm", type=click.IntRange(min=1),
+@click.option("--rpm", type=Bounded(_PER_MINUTE),
               help="Requests per minute, enforced like OpenAI: 429s past it, x-ratelimit-* headers on every answer.")
-@click.option("--tpm", type=click.IntRange(min=1),
+@click.option("--tpm", type=Bounded(_PER_MINUTE),
               help="Tokens per minute, charged as --token-charge says.")
 @click.option("--token-charge", type=click.Choice(["usage", "max", "sum"]), default="usage", show_default=True,
               help="Tokens a request costs: usage = prompt + max output at arrival, corrected to the usage sent; "

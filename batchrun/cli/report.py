@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
+from ..config import Bounds
 from ..stats import EXIT_USAGE
+from .bounded import Bounded
 from .group import main
 
 REPORT_EXAMPLES = """
@@ -70,7 +72,7 @@ Exit codes: 0 every line is fine, 2 the file cannot be read or has bad lines.
 @click.option("--prices", "prices_path", metavar="FILE", type=click.Path(path_type=Path),
               help="Price file (JSON or TOML) overriding or extending the built-in table.")
 @click.option("--batch-discount", is_flag=True, help="Apply the OpenAI Batch API's 50% discount to every price.")
-@click.option("--default-max-tokens", type=click.IntRange(min=0), default=None,
+@click.option("--default-max-tokens", type=Bounded(Bounds(0, 10_000_000, whole=True)), default=None,
               help="Output tokens assumed for a request that sets no max_tokens. [default: 4096]")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON (schema batchrun.estimate/1).")
 def estimate(input_path: Path, prices_path: Path | None, batch_discount: bool, default_max_tokens: int | None,
