@@ -142,6 +142,8 @@ async def run_batch(
         ``httpx.AsyncBaseTransport`` such as ``httpx.MockTransport`` is accepted too.
     :param clock: what pacing and retries read and wait with (tests pass a fake).
     :param handle_signals: on SIGINT/SIGTERM, stop dispatching and drain (main thread only).
+        Once every request is done, a SIGINT while the connections close changes nothing, and
+        one while the files are saved or published stops that: the next start completes it.
     :raises InputFileError: the input cannot be opened (nothing was sent).
     :raises ConfigError: the output cannot be written, another run holds it, or its checkpoint
         belongs to another input or options (nothing was sent).
@@ -184,16 +186,34 @@ async def run_batch(
             items = read_jobs(config.input_path, scan.size, start=position)
             await _run_pool(config, items, client, writer, checkpoint, carryover, gate, control, observer,
                             handle_signals)
+    except KeyboardInterrupt:
+        # Past the pool SIGINT is Python's own again; only closing the connections was left.
+        if not handle_signals:
+            raise
     finally:
         stats.finished = time.monotonic()
         carryover.close()
-        saved = _close_writer(writer, stats)
-        if saved:
-            _save_snapshot(checkpoint, writer, stats)
-        if saved and control.fed_all and writer.next_index == carryover.prefix + control.fed:
-            _commit(config, checkpoint, stats)
-        else:
+        every_line = control.fed_all and writer.next_index == carryover.prefix + control.fed
+        try:
+            saved = _close_writer(writer, stats)
+            if saved:
+                _save_snapshot(checkpoint, writer, stats)
+            if saved and every_line:
+                _commit(config, checkpoint, stats)
+            else:
+                checkpoint.close()
+                _save_report(config, stats)
+        except KeyboardInterrupt:
+            if not handle_signals:
+                raise
+            # Every step here is one a crash may stop: the next start completes it, sending nothing.
             checkpoint.close()
+            if every_line:
+                stats.stop_reason = (f"interrupted while publishing the output: all {stats.written:,} lines are "
+                                     "answered and kept in the checkpoint; the next start publishes them and sends "
+                                     "none again")
+            stats.stop_reason = stats.stop_reason or "interrupted while saving the checkpoint"
+            stats.stop_code = EXIT_STOPPED
             _save_report(config, stats)
     return stats
 

@@ -110,17 +110,22 @@ def wait_for(proc: subprocess.Popen[str], text: str) -> str:
 # Runs the CLI (argv: function, calls, then batchrun's arguments) with ``os.<function>`` killing
 # the process (os._exit: no cleanup, as kill -9) once it has been called ``calls`` times: for
 # ``replace``, instead of the next call whose target is outside a checkpoint (a publishing
-# rename); for ``link``, right after the next call.
+# rename); for ``link``, right after the next call. As ``<function>:SIGINT`` it sends itself
+# SIGINT there instead, once (Ctrl-C at that very point), and goes on.
 CRASH_DRIVER = """
-import os, sys
-name, limit = sys.argv[1], int(sys.argv[2])
+import os, signal, sys
+name, _, interrupt = sys.argv[1].partition(":")
+limit = int(sys.argv[2])
 real, count = getattr(os, name), 0
 def crashing(src, dst, *args, **kwargs):
     global count
     if name == "replace" and (".checkpoint" in os.fspath(dst) or os.fspath(dst).endswith(".batch")):
         return real(src, dst, *args, **kwargs)
     count += 1
-    if count > limit:
+    if interrupt:
+        if count == limit + 1:
+            os.kill(os.getpid(), getattr(signal, interrupt))
+    elif count > limit:
         if name == "link":
             real(src, dst, *args, **kwargs)
         os._exit(9)
@@ -132,7 +137,8 @@ main(sys.argv[3:], prog_name="batchrun")
 
 
 def crashing(function: str, calls: int, *args: str) -> subprocess.CompletedProcess[str]:
-    """``batchrun ARGS`` killed at its ``calls + 1``-th call of ``os.<function>`` (`CRASH_DRIVER`)."""
+    """``batchrun ARGS`` killed (or ``<function>:SIGINT``: interrupted) at its ``calls + 1``-th
+    call of ``os.<function>`` (`CRASH_DRIVER`)."""
     return subprocess.run([sys.executable, "-c", CRASH_DRIVER, function, str(calls), *args],
                           check=False, capture_output=True, text=True)
 

@@ -216,6 +216,25 @@ def i_seen(order: list[int], upto: int) -> int:
     return order.index(upto) + 1
 
 
+async def test_ctrl_c_while_the_connections_close_still_publishes(tmp_path: Path) -> None:
+    """Past the pool SIGINT raises where it lands; there, every line is answered already."""
+    from batchrun.transport import HttpxTransport
+
+    class InterruptedClosing(HttpxTransport):
+        async def aclose(self) -> None:
+            raise KeyboardInterrupt
+
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(5)])
+    config = RunConfig(source, base_url=BASE)
+    try:
+        stats = await run_batch(config, transport=InterruptedClosing(httpx.MockTransport(answer)), handle_signals=True)
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped a run whose every line was answered")
+    assert stats.exit_code == 0 and stats.stop_reason is None
+    assert [o["custom_id"] for o in read_jsonl(config.out)] == [f"req-{i}" for i in range(5)]
+    assert not config.checkpoint_path.exists()
+
+
 def test_retry_policy_is_validated() -> None:
     from batchrun.errors import ConfigError
 

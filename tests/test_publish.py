@@ -96,6 +96,29 @@ def test_a_crash_while_publishing_retry_failed_is_completed_without_sending(
     assert len(read_jsonl(out)) == 100 and not (tmp_path / "out.jsonl.checkpoint").exists()
 
 
+@pytest.mark.parametrize("renames_done", [0, 2])
+def test_ctrl_c_while_publishing_says_so_and_the_next_start_completes_it(
+        tmp_path: Path, sim: Simulator, renames_done: int) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(100))
+    out = tmp_path / "out.jsonl"
+    args = ["run", str(source), "-o", str(out), "--base-url", sim.base_url, "-c", "4"]
+    interrupted = crashing("replace:SIGINT", renames_done, *args)
+    assert interrupted.returncode == 4, interrupted.stderr
+    assert ("stopped early: interrupted while publishing the output: all 100 lines are answered and kept in the "
+            "checkpoint" in interrupted.stderr)
+    assert "before any request was sent" not in interrupted.stderr and "Traceback" not in interrupted.stderr
+    assert (tmp_path / "out.jsonl.checkpoint" / "committed").exists()
+    sent = sim.stats.requests
+    assert sent == 100
+
+    done = batchrun(*args)
+    assert done.returncode == 1, done.stderr
+    assert "its output is now published; nothing to send" in done.stderr
+    assert sim.stats.requests == sent
+    assert [r["custom_id"] for r in read_jsonl(out)] == [f"req-{i}" for i in range(100)]
+    assert not (tmp_path / "out.jsonl.checkpoint").exists()
+
+
 def test_an_io_error_while_publishing_is_exit_4_and_the_next_start_completes_it(
         tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
