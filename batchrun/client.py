@@ -299,9 +299,18 @@ def missing_answer(path: str, body: Any) -> str | None:
     """What a 2xx body lacks to be the endpoint's answer, or ``None`` when it looks right."""
     if not isinstance(body, dict):
         return f"the body is a JSON {type(body).__name__}, not an object"
+    path = path.partition("?")[0]
     for suffix, key in _ANSWER_KEYS:
         if path.endswith(suffix):
-            return None if isinstance(body.get(key), list) else f"the body has no {key!r} list"
+            answer = body.get(key)
+            if not isinstance(answer, list):
+                return f"the body has no {key!r} list"
+            # An error with nothing beside it is a failure however it is sent. With an answer
+            # beside it, the answer is kept as it came, error and all: asking again would buy
+            # it twice.
+            if not answer and body.get("error"):
+                return f"the body holds an 'error' and an empty {key!r} list"
+            return None
     return None
 
 

@@ -300,6 +300,12 @@ async def test_retry_after_is_honoured(tmp_path: Path) -> None:
         ("/v1/responses", {"object": "response", "status": "completed"}, "'output'"),
         ("/v1/chat/completions", [1, 2, 3], "a JSON list"),
         ("/v1/chat/completions", "a string", "a JSON str"),
+        ("/v1/chat/completions", {"error": {"message": "upstream failed", "type": "server_error"}, "choices": []},
+         "an 'error' and an empty 'choices' list"),
+        ("/v1/chat/completions?api-version=1", {"error": "upstream failed", "choices": []}, "an empty 'choices'"),
+        ("/v1/embeddings", {"object": "list", "data": [], "error": {"message": "no"}}, "an empty 'data'"),
+        ("/v1/responses", {"object": "response", "status": "failed", "output": [],
+                           "error": {"code": "server_error", "message": "no"}}, "an empty 'output'"),
     ],
 )
 async def test_a_2xx_that_is_not_the_answer_is_kept_not_retried(tmp_path: Path, url: str, payload: object,
@@ -318,6 +324,18 @@ async def test_a_2xx_that_is_not_the_answer_is_kept_not_retried(tmp_path: Path, 
         assert o["error"]["code"] == "invalid_response" and missing in o["error"]["message"]
         assert o["response"] == {"status_code": 200, "request_id": "req_shape", "body": payload}
         assert o["batchrun"]["attempts"] == 1
+
+
+async def test_a_2xx_with_an_error_beside_its_answer_is_the_answer(tmp_path: Path) -> None:
+    def script(seen: Seen, n: int) -> bytes:
+        return http(200, orjson.dumps({**chat_answer(seen), "error": {"message": "partly degraded"}}))
+
+    with RawServer(replying(script)) as server:
+        stats, out = await run(tmp_path, server.base_url, n=2)
+        assert len(server.seen) == 2
+    assert stats.exit_code == 0 and stats.succeeded == 2
+    assert [o["response"]["body"]["error"] for o in out] == [{"message": "partly degraded"}] * 2  # kept as it came
+    assert out[0]["response"]["body"]["choices"][0]["message"]["content"] == question(0).upper()
 
 
 async def test_a_2xx_json_null_is_invalid_response_not_malformed(tmp_path: Path) -> None:
