@@ -11,6 +11,8 @@ where to go on (`Position`).
 
 from __future__ import annotations
 
+import re
+import string
 import sys
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +29,12 @@ _BOM = b"\xef\xbb\xbf"
 MAX_LINE_BYTES = 32 * 2**20  # far above any real request; a bigger line is a broken file
 _SKIP_CHUNK = 2**20
 _ENVELOPE_KEYS = ("custom_id", "body")
+# The characters of a URL's path and query (RFC 3986), spelled as they go on the wire: the URL
+# is sent as given, so a space, a control character or a backslash would reach the server raw.
+_URL_CHARS = frozenset(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/?%")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_DOT_SEGMENT = re.compile(r"(?:\.|%2e){1,2}", re.IGNORECASE)
+_ENCODED_SLASH = re.compile(r"%2f|%5c", re.IGNORECASE)
 
 
 def open_input(path: Path, kind: str = "a JSONL file") -> BinaryIO:
@@ -229,6 +237,8 @@ def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, f
         problem = f"method must be POST, got {obj.get('method')!r}"
     elif not isinstance(url := obj.get("url", DEFAULT_URL), str) or not url.startswith("/"):
         problem = f"url must be a path starting with '/', got {obj.get('url')!r}"
+    elif url_problem := _url_problem(url):
+        problem = f"url {url_problem}, got {url!r}"
     elif not isinstance(body := obj.get("body"), dict):
         problem = "body is missing" if "body" not in obj else "body must be a JSON object"
     else:
@@ -241,6 +251,27 @@ def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, f
     except orjson.JSONEncodeError as exc:  # readable, but nested deeper than orjson writes
         return LineError(index, line_no, custom_id, "invalid_request_line", f"{where}: body cannot be sent: {exc}")
     return Job(index, line_no, custom_id, url, encoded, _model(body), _max_output(body))
+
+
+def _url_problem(url: str) -> str | None:
+    """Why an envelope's ``url`` (which starts with ``/``) cannot be joined to the base URL.
+
+    Whatever passes stays below the base URL's path: no ``//host`` (scheme-relative), no ``.``
+    or ``..`` segment (servers and proxies resolve them, also percent-encoded), no encoded slash
+    that a server may decode into one.
+    """
+    if url.startswith("//"):
+        return "must be a path, not a '//host' address"
+    if (bad := next((c for c in url if c not in _URL_CHARS), None)) is not None:
+        return f"has {bad!r}, which a URL cannot hold (percent-encode it)"
+    if _BAD_PERCENT.search(url):
+        return "has a '%' not followed by two hex digits"
+    path = url.partition("?")[0]
+    if any(_DOT_SEGMENT.fullmatch(segment) for segment in path.split("/")):
+        return "must not have '.' or '..' segments"
+    if _ENCODED_SLASH.search(path):
+        return "must not have an encoded '/' or '\\' in its path"
+    return None
 
 
 def _body_problem(body: dict[str, Any]) -> str | None:

@@ -326,6 +326,25 @@ async def test_a_2xx_that_is_not_the_answer_is_kept_not_retried(tmp_path: Path, 
         assert o["batchrun"]["attempts"] == 1
 
 
+async def test_an_envelope_url_that_could_leave_the_base_url_is_an_input_error_never_sent(tmp_path: Path) -> None:
+    urls = ["/v1/../../admin/chat/completions", "//evil.example/v1/chat/completions", "/v1/chat completions",
+            "http://evil.example/v1/chat/completions", "/v1/%2e%2e/chat/completions", "/v1/chat\\completions",
+            "/v1/chat/completions\r\nX-Evil: 1", "/v1/chat/completions#x"]
+    rows: list[Any] = [{**chat_line(i), "url": url} for i, url in enumerate(urls)]
+    rows.append({**chat_line(len(urls)), "url": "/v1/chat/completions?api-version=1"})
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    with RawServer(replying(lambda seen, n: ok(seen))) as server, anyio.fail_after(30):
+        stats = await run_batch(RunConfig(source, base_url=server.base_url, retry=FAST))
+        assert [(seen.path, seen.text) for seen in server.seen] == [
+            ("/v1/chat/completions?api-version=1", question(len(urls)))]
+    out = read_jsonl(tmp_path / "in.results.jsonl")
+    assert stats.exit_code == 1 and dict(stats.failures_by_code) == {"invalid_request_line": len(urls)}
+    for line_no, (o, url) in enumerate(zip(out, urls, strict=False), start=1):
+        assert o["error"]["code"] == "invalid_request_line"
+        assert o["error"]["message"].startswith(f"{source}:{line_no}: url ") and repr(url) in o["error"]["message"]
+    assert out[-1]["response"]["status_code"] == 200
+
+
 async def test_a_2xx_with_an_error_beside_its_answer_is_the_answer(tmp_path: Path) -> None:
     def script(seen: Seen, n: int) -> bytes:
         return http(200, orjson.dumps({**chat_answer(seen), "error": {"message": "partly degraded"}}))

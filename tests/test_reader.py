@@ -60,6 +60,19 @@ def test_last_line_without_newline(tmp_path: Path) -> None:
         (b'{"custom_id": "a", "method": "GET", "body": {}}', "method must be POST"),
         (b'{"custom_id": "a", "url": "v1/chat", "body": {}}', "url must be a path"),
         (b'{"custom_id": "a", "url": 5, "body": {}}', "url must be a path"),
+        (b'{"custom_id": "a", "url": "http://evil/v1/chat/completions", "body": {}}', "url must be a path"),
+        (b'{"custom_id": "a", "url": "//evil/v1/chat/completions", "body": {}}', "not a '//host' address"),
+        (b'{"custom_id": "a", "url": "/v1/chat completions", "body": {}}', "url has ' ', which a URL cannot hold"),
+        (b'{"custom_id": "a", "url": "/v1/chat/completions\\r\\nX-Evil: 1", "body": {}}', "has '\\r'"),
+        (b'{"custom_id": "a", "url": "/v1\\\\..\\\\admin", "body": {}}', "has '\\\\'"),
+        (b'{"custom_id": "a", "url": "/v1/chat/completions#x", "body": {}}', "has '#'"),
+        (b'{"custom_id": "a", "url": "/v1/caf\xc3\xa9", "body": {}}', "has 'é'"),
+        (b'{"custom_id": "a", "url": "/v1/%zz", "body": {}}', "'%' not followed by two hex digits"),
+        (b'{"custom_id": "a", "url": "/v1/../admin/keys", "body": {}}', "'.' or '..' segments"),
+        (b'{"custom_id": "a", "url": "/v1/%2E%2e/admin", "body": {}}', "'.' or '..' segments"),
+        (b'{"custom_id": "a", "url": "/v1/./chat", "body": {}}', "'.' or '..' segments"),
+        (b'{"custom_id": "a", "url": "/v1/..", "body": {}}', "'.' or '..' segments"),
+        (b'{"custom_id": "a", "url": "/v1/..%2fadmin", "body": {}}', "an encoded '/'"),
         (b'{"model": "m", "stream": true}', "stream=true is not supported"),
     ],
 )
@@ -72,6 +85,13 @@ def test_bad_lines_become_errors_with_file_and_line(tmp_path: Path, line: bytes,
     assert error.message.startswith(f"{tmp_path / 'in.jsonl'}:2: ")
     assert fragment in error.message
     assert error.index == 1 and error.line_no == 2
+
+
+@pytest.mark.parametrize("url", ["/v1/chat/completions", "/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01",
+                                 "/v1/files/file-abc:123/content", "/v1/x%20y", "/v1/.well-known/x", "/v1/x?next=/../y"])
+def test_urls_that_stay_below_the_base_url_are_accepted(tmp_path: Path, url: str) -> None:
+    (job,) = lines(tmp_path, orjson.dumps({"custom_id": "a", "url": url, "body": {"model": "m"}}) + b"\n")
+    assert isinstance(job, Job) and job.url == url
 
 
 def test_bad_envelope_keeps_its_custom_id(tmp_path: Path) -> None:
