@@ -93,7 +93,7 @@ class Client:
         self._headers = {"content-type": "application/json", "accept": "application/json", "user-agent": USER_AGENT}
         if config.api_key is not None:
             self._headers["authorization"] = config.api_key.header()
-        self._timeouts = Timeouts(connect=config.connect_timeout, read=config.timeout)
+        self._timeouts = Timeouts(connect=config.connect_timeout, total=config.timeout)
         self._urls: dict[str, str] = {}
         self._answered = False  # some request was answered with anything but 401/403
         self._auth_failures = 0  # 401/403 in a row

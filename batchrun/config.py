@@ -26,7 +26,7 @@ DEFAULT_CONCURRENCY = 64
 WINDOW_PER_SLOT = 64
 MIN_WINDOW = 4096
 DEFAULT_MAX_ATTEMPTS = 6
-DEFAULT_TIMEOUT = 600.0  # seconds to wait for a response: long generations are normal
+DEFAULT_TIMEOUT = 600.0  # seconds one attempt may take in all: long generations are normal
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_BACKOFF_BASE = 1.0
 DEFAULT_BACKOFF_MAX = 8.0  # as the openai SDK caps it; longer outages are the breaker's
@@ -175,6 +175,9 @@ class RunConfig:
     :param concurrency: requests in flight at once (also the number of connections).
     :param window: how many lines past the oldest unfinished one may be dispatched; bounds the
         memory held by results waiting for their turn. Default ``max(4096, 64 * concurrency)``.
+    :param timeout: seconds one attempt may take in all, from asking for a connection to the
+        last byte of the response (a server sending a byte now and then cannot stretch it).
+    :param connect_timeout: seconds to wait for a connection, within ``timeout``.
     :param restart: discard the output's checkpoint (or finished output) and run every line.
     :param retry_failed: keep the successes of the checkpoint or finished output; send the
         failed lines again.

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+import anyio
 import httpx
 from yarl import URL
 
@@ -32,10 +33,11 @@ _CHUNK = 2**16
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds to wait for a connection, and for the response once connected."""
+    """Seconds to wait for a connection, and for the whole attempt: from asking for a connection
+    to the last byte of the response, sending the request included."""
 
     connect: float
-    read: float
+    total: float
 
 
 @dataclass(slots=True)
@@ -104,7 +106,7 @@ class AiohttpTransport:
             ) as resp:
                 return Reply(resp.status, resp.headers, await self._read(resp))
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
-            raise TransportError("request_timeout", _timeout_message(exc)) from None
+            raise TransportError("request_timeout", _timeout_message(exc, timeouts)) from None
         except aiohttp.ClientConnectorCertificateError as exc:
             raise TransportError("certificate_error", _describe(exc)) from None
         except aiohttp.ClientError as exc:
@@ -144,8 +146,11 @@ class AiohttpTransport:
     def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(timeouts)
         if timeout is None:
+            # aiohttp's total covers the upload, the head and the body read in `_read` (the
+            # connection's timer runs until the body is consumed); sock_read alone let a server
+            # that sends a byte now and then keep an attempt going forever.
             timeout = self._timeouts[timeouts] = aiohttp.ClientTimeout(
-                total=None, sock_connect=timeouts.connect, sock_read=timeouts.read
+                total=timeouts.total, sock_connect=timeouts.connect
             )
         return timeout
 
@@ -164,16 +169,20 @@ class HttpxTransport:
         self._max_response_bytes = max_response_bytes
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> Reply:
-        timeout = {"connect": timeouts.connect, "read": timeouts.read, "write": timeouts.read, "pool": None}
+        # httpx has no total timeout: the deadline is this scope, httpx's own bound only connecting.
+        timeout = {"connect": timeouts.connect, "read": None, "write": None, "pool": None}
         request = httpx.Request("POST", url, headers=headers, content=body, extensions={"timeout": timeout})
         status: int | None = None  # a transport may decode the body before it hands the response on
         try:
-            response = await self._transport.handle_async_request(request)
-            status = response.status_code
-            try:
-                content = await self._read(response)
-            finally:
-                await response.aclose()
+            with anyio.fail_after(timeouts.total):
+                response = await self._transport.handle_async_request(request)
+                status = response.status_code
+                try:
+                    content = await self._read(response)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise TransportError("request_timeout", _timeout_message(None, timeouts)) from None
         except httpx.TimeoutException as exc:
             raise TransportError("request_timeout", f"timed out: {_describe(exc)}") from None
         except httpx.TransportError as exc:
@@ -210,10 +219,10 @@ def _too_large(status: int, how: str) -> InvalidResponse:
                            status_code=status)
 
 
-def _timeout_message(exc: BaseException) -> str:
+def _timeout_message(exc: BaseException | None, timeouts: Timeouts) -> str:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return "timed out connecting"
-    return "timed out waiting for the response"
+        return f"timed out connecting: no connection within {timeouts.connect:g} s (--connect-timeout)"
+    return f"timed out: the response was not complete within {timeouts.total:g} s (--timeout)"
 
 
 def _describe(exc: BaseException) -> str:
