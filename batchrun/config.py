@@ -25,6 +25,10 @@ DEFAULT_CONCURRENCY = 64
 # scripts/bench_pacing.py). A waiting line costs its encoded output line, about a kilobyte.
 WINDOW_PER_SLOT = 64
 MIN_WINDOW = 4096
+# The bytes those waiting lines may hold before dispatch pauses: far above what a window of
+# kilobyte answers holds (4 MB), so it only binds when answers are large (64 KB on average at
+# the smallest window), where the window alone let a slow first line hold gigabytes.
+DEFAULT_WINDOW_BYTES = 256 * 2**20
 DEFAULT_MAX_ATTEMPTS = 6
 DEFAULT_TIMEOUT = 600.0  # seconds one attempt may take in all: long generations are normal
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -175,6 +179,8 @@ class RunConfig:
     :param concurrency: requests in flight at once (also the number of connections).
     :param window: how many lines past the oldest unfinished one may be dispatched; bounds the
         memory held by results waiting for their turn. Default ``max(4096, 64 * concurrency)``.
+    :param window_bytes: dispatch also pauses while the results waiting for their turn hold this
+        many bytes of output lines; those already sent still land (default 256 MiB).
     :param timeout: seconds one attempt may take in all, from asking for a connection to the
         last byte of the response (a server sending a byte now and then cannot stretch it).
     :param connect_timeout: seconds to wait for a connection, within ``timeout``.
@@ -199,6 +205,7 @@ class RunConfig:
     api_key: ApiKey | None = None
     concurrency: int = DEFAULT_CONCURRENCY
     window: int | None = None
+    window_bytes: int = DEFAULT_WINDOW_BYTES
     timeout: float = DEFAULT_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     retry: RetryPolicy = field(default_factory=RetryPolicy)

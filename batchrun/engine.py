@@ -7,7 +7,8 @@
 
 No task per line and no unbounded buffer: the job stream holds ``concurrency`` items, and the
 window lets the reader run at most ``window`` lines ahead of the oldest line not yet written,
-so a slow request at the head stalls dispatch instead of growing memory. A worker hands its
+and no further while the lines waiting behind it hold ``window_bytes``, so a slow request at
+the head stalls dispatch instead of growing memory. A worker hands its
 answer to the writer in the same step of the event loop that received it (`Sink.put`, no
 await), so an answer is in the kernel before its request stops holding a slot: a ``kill -9``
 can cost only the requests in flight.
@@ -267,7 +268,7 @@ async def _run_pool(config: RunConfig, items: Generator[Job | LineError, None, N
                     writer: OrderedWriter, checkpoint: Checkpoint, carryover: Carryover, gate: BudgetGate | None,
                     control: Control, observer: Observer | None, handle_signals: bool) -> None:
     window = anyio.Semaphore(config.window or config.concurrency)
-    sink = Sink(writer, window, control.stats, observer)
+    sink = Sink(writer, window, config.window_bytes, control.stats, observer)
     job_send, job_recv = anyio.create_memory_object_stream[Job](config.concurrency)
     lanes = [job_recv.clone() for _ in range(config.concurrency)]
     job_recv.close()
@@ -302,6 +303,7 @@ async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryo
                     window.acquire_nowait()
                 except anyio.WouldBlock:
                     await window.acquire()
+                await sink.room()
                 done = carryover.take(item)
                 if done is not None:
                     sink.put(done)
@@ -385,19 +387,36 @@ class Sink:
     answer just freed before the answer is in the kernel.
     """
 
-    def __init__(self, writer: OrderedWriter, window: anyio.Semaphore, stats: RunStats,
+    def __init__(self, writer: OrderedWriter, window: anyio.Semaphore, window_bytes: int, stats: RunStats,
                  observer: Observer | None) -> None:
         self._writer, self._window, self._stats, self._observer = writer, window, stats, observer
+        self._window_bytes = window_bytes
+        self._drained: anyio.Event | None = None  # set when lines waiting are written
 
     def put(self, result: Result) -> None:
         """:raises OSError: writing failed (the run stops: `_guarded`)."""
-        stats, observer = self._stats, self._observer
-        for done in self._writer.add(result):
+        stats, observer, writer = self._stats, self._observer, self._writer
+        written = writer.add(result)
+        for done in written:
             self._window.release()
             stats.record(done)
             if observer is not None:
                 observer.written(done, stats)
-        stats.max_buffered = max(stats.max_buffered, self._writer.buffered)
+        if written and self._drained is not None:
+            self._drained.set()
+        stats.max_buffered = max(stats.max_buffered, writer.buffered)
+        stats.max_buffered_bytes = max(stats.max_buffered_bytes, writer.buffered_bytes)
+
+    async def room(self) -> None:
+        """Wait while the lines waiting for an earlier one hold ``window_bytes`` or more.
+
+        The earliest line was dispatched before any of them and its answer (or failure) drains
+        them: waiting here stalls the run no more than the window does.
+        """
+        while self._writer.buffered_bytes >= self._window_bytes:
+            self._drained = anyio.Event()
+            await self._drained.wait()
+        self._drained = None
 
 
 async def _sync_periodically(writer: OrderedWriter, checkpoint: Checkpoint, control: Control) -> None:

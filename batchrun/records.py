@@ -86,6 +86,17 @@ class Result:
             self.usage = Usage.from_body(self.body)
         return self.usage
 
+    def shed_body(self) -> None:
+        """Keep the encoded line and what counting the result reads from its body (the usage,
+        the billed model), and let the parsed body go: a result waiting for an earlier line then
+        holds its line and little else."""
+        self.encode()
+        self.read_usage()
+        billed = self.body.get("model") if isinstance(self.body, dict) else None
+        if isinstance(billed, str) and billed:
+            self.model = billed
+        self.body = None
+
     @classmethod
     def from_line_error(cls, err: LineError) -> Result:
         return cls(err.index, err.custom_id, None, None, None, {"code": err.code, "message": err.message})

@@ -35,6 +35,7 @@ class RunStats:
     :param carried_over: lines finished by earlier starts of the run, read back on resume.
     :param tokens_this_start: tokens of the lines this start finished (not carried over).
     :param max_buffered: the most results that ever waited for an earlier line at once.
+    :param max_buffered_bytes: the most bytes of output lines that ever waited at once.
     """
 
     output_path: Path
@@ -45,6 +46,7 @@ class RunStats:
     carried_over: int = 0
     tokens_this_start: int = 0
     max_buffered: int = 0
+    max_buffered_bytes: int = 0
     stop_reason: str | None = None
     stop_code: int = EXIT_STOPPED
     pacer: Pacer | None = None  # live pacing state, for the progress display

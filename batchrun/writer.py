@@ -6,17 +6,21 @@ buffer, so it goes to the journal instead — the ordered output cannot recover 
 the answer is in the kernel before `add` returns: a killed process loses none of it. A line in
 order is written once, not also to the journal (at concurrency 1 the journal stays empty).
 The errors file is derived from the ordered output (a resume rebuilds it), so it is buffered.
-The engine's window bounds how many results can wait.
+A waiting result keeps its encoded line, not its parsed body (`Result.shed_body`); the engine
+bounds how many can wait (its window) and how many bytes they hold (`buffered_bytes`).
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from . import journal
 from .records import Result
+
+_PIECE = 2**20
 
 
 class OrderedWriter:
@@ -35,6 +39,7 @@ class OrderedWriter:
         self.sizes = sizes  # bytes in the ordered output and errors file, flushed or not
         self.last_custom_id = last_custom_id
         self._pending: dict[int, Result] = {}
+        self.buffered_bytes = 0  # of the encoded lines waiting in ``_pending``
         self._out = out
         # Straight to the kernel through the raw file, one system call a line (a buffered write
         # and a flush took two calls and a copy); nothing else writes to these two files.
@@ -60,20 +65,29 @@ class OrderedWriter:
         if result.index != self.next_index:
             if not result.carried_over:  # a carried-over line is in the journal or previous.jsonl already
                 _write_all(self._log_raw, journal.encode(result.index, result.ok, line))
+            result.shed_body()
             self._pending[result.index] = result
+            self.buffered_bytes += len(line)
             return []
         written = [result]
         pending = self._pending
         while self.next_index + len(written) in pending:
             written.append(pending.pop(self.next_index + len(written)))
         self.next_index += len(written)
-        data = b"".join(done.encode() for done in written) if len(written) > 1 else line
-        _write_all(self._out_raw, data)
+        if len(written) == 1:
+            _write_all(self._out_raw, line)
+            size = len(line)
+        else:
+            size = 0
+            for data in _pieces([done.encode() for done in written]):
+                _write_all(self._out_raw, data)
+                size += len(data)
+            self.buffered_bytes -= size - len(line)
         errors = 0
         for done in written:
             if done.error is not None:
                 errors += self._err.write(done.encode())
-        self.sizes = (self.sizes[0] + len(data), self.sizes[1] + errors)
+        self.sizes = (self.sizes[0] + size, self.sizes[1] + errors)
         self.last_custom_id = written[-1].custom_id
         return written
 
@@ -116,6 +130,19 @@ def _raw(f: BinaryIO) -> io.RawIOBase:
     if not isinstance(raw, io.RawIOBase):
         raise TypeError(f"{f!r} is not a buffered file over a raw one")
     return raw
+
+
+def _pieces(lines: list[bytes]) -> Iterator[bytes]:
+    """``lines`` joined into pieces of about `_PIECE` bytes: a system call per piece, not per
+    line, and never a copy of the whole run of lines (it can be the whole reorder buffer)."""
+    start = held = 0
+    for end, line in enumerate(lines, 1):
+        held += len(line)
+        if held >= _PIECE:
+            yield b"".join(lines[start:end])
+            start, held = end, 0
+    if start < len(lines):
+        yield b"".join(lines[start:])
 
 
 def _write_all(raw: io.RawIOBase, data: bytes) -> None:
