@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from batchrun import RunConfig, journal, run_batch
 from batchrun.config import RetryPolicy
 from batchrun.records import Result
+from batchrun.report import Report
 from batchrun.writer import OrderedWriter
 
 from .helpers import FakeClock, HeldClock, chat_line, read_jsonl, write_jsonl
@@ -174,6 +175,54 @@ async def test_slow_head_request_stalls_dispatch_at_the_window(tmp_path: Path) -
     assert stats.succeeded == n
     with (tmp_path / "in.results.jsonl").open("rb") as f:
         assert all(orjson.loads(line)["custom_id"] == f"line-{i + 1}" for i, line in enumerate(f))
+
+
+async def test_lines_waiting_behind_a_slow_head_are_bounded_in_bytes(tmp_path: Path) -> None:
+    """Large answers behind a slow first line: dispatch pauses once the waiting lines hold
+    ``window_bytes`` (the window, 4,096 lines, is far off), and every line is still written, in order."""
+    n, concurrency, window_bytes = 300, 4, 2**18
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(n)])
+    sent_while_head_waited = -1
+    sent = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent, sent_while_head_waited
+        if b'"question 0"' in request.content:
+            await anyio.wait_all_tasks_blocked()  # answered once nothing more can be dispatched
+            sent_while_head_waited = sent
+        else:
+            sent += 1
+        response = answer(request)
+        return httpx.Response(200, json={**orjson.loads(response.content), "pad": "x" * 8192})
+
+    config = RunConfig(source, base_url=BASE, concurrency=concurrency, window_bytes=window_bytes)
+    with anyio.fail_after(60):
+        stats = await run_batch(config, transport=httpx.MockTransport(handler))
+    lines = (tmp_path / "in.results.jsonl").read_bytes().splitlines(keepends=True)
+    assert [orjson.loads(line)["custom_id"] for line in lines] == [f"req-{i}" for i in range(n)]
+    assert stats.succeeded == n and sent_while_head_waited < n - 1
+    # The reader stopped at the bound; what landed after it had already passed the reader (in
+    # flight, or in the job stream: two lines per slot at most).
+    longest = max(map(len, lines))
+    assert window_bytes <= stats.max_buffered_bytes < window_bytes + 2 * concurrency * longest
+
+
+def test_a_waiting_result_keeps_its_encoded_line_not_its_body(tmp_path: Path) -> None:
+    files = [(tmp_path / name).open("ab") for name in ("o.jsonl", "e.jsonl", "journal")]
+    writer = OrderedWriter(*files)
+    body = {"model": "gpt-4o-2024-08-06", "choices": [], "pad": "x" * 10_000,
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}
+    late = Result(1, "c1", 200, None, body, None, model="gpt-4o")
+    full = Report()
+    full.add_result(Result(1, "c1", 200, None, body, None, model="gpt-4o"))
+    assert writer.add(late) == [] and late.body is None
+    assert writer.buffered_bytes == len(late.encode()) > 10_000
+    assert [r.index for r in writer.add(_result(0))] == [0, 1] and writer.buffered_bytes == 0
+    shed = Report()
+    shed.add_result(late)
+    assert shed.state() == full.state()  # counted as the whole result would be: billed model, usage
+    writer.close(sync=False)
+    assert read_jsonl(tmp_path / "o.jsonl")[1]["response"]["body"] == body
 
 
 async def test_missing_output_directory_fails_before_sending(tmp_path: Path) -> None:

@@ -70,10 +70,14 @@ class RawServer:
 
     :param handler: called for each request; it writes whatever bytes it likes.
     :param ssl_context: serve TLS with it.
+    :param read_body: ``False``: the handler is called before the request's body is read, and
+        nothing reads it (a server that never takes the upload).
     """
 
-    def __init__(self, handler: Handler, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, handler: Handler, *, ssl_context: ssl.SSLContext | None = None,
+                 read_body: bool = True) -> None:
         self.handler = handler
+        self.read_body = read_body
         self.seen: list[Seen] = []
         self.connections = 0
         self._ssl = ssl_context
@@ -136,7 +140,7 @@ class RawServer:
             if line:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        body = await reader.readexactly(int(headers.get("content-length", "0"))) if self.read_body else b""
         seen = Seen(method, path, headers, body)
         self.seen.append(seen)
         keep = await self.handler(seen, writer)
