@@ -51,9 +51,9 @@ class Reply:
 
 class Transport(Protocol):
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> Reply:
-        """Send one POST.
+        """Send one POST and read its whole response within ``timeouts.total``.
 
-        :raises TransportError: no HTTP response arrived.
+        :raises TransportError: no HTTP response arrived, or not all of it in time.
         :raises InvalidResponse: the body is larger than the transport accepts.
         """
 
@@ -147,8 +147,8 @@ class AiohttpTransport:
         timeout = self._timeouts.get(timeouts)
         if timeout is None:
             # aiohttp's total covers the upload, the head and the body read in `_read` (the
-            # connection's timer runs until the body is consumed); sock_read alone let a server
-            # that sends a byte now and then keep an attempt going forever.
+            # connection's timer runs until the body is consumed); an idle timeout (sock_read)
+            # would let a server that sends a byte now and then keep an attempt going forever.
             timeout = self._timeouts[timeouts] = aiohttp.ClientTimeout(
                 total=timeouts.total, sock_connect=timeouts.connect
             )
