@@ -85,6 +85,7 @@ ONE_DAY = 86_400.0
 MAX_CONCURRENCY = 10_000
 CONCURRENCY_RANGE = Bounds(1, MAX_CONCURRENCY, whole=True)
 WINDOW_RANGE = Bounds(1, WINDOW_PER_SLOT * MAX_CONCURRENCY, whole=True)  # the default's largest
+WINDOW_BYTES_RANGE = Bounds(1, 2**40, whole=True)
 ATTEMPTS_RANGE = Bounds(1, 100, whole=True)
 WAIT_RANGE = Bounds(0, ONE_DAY)  # seconds that may be none: patience, drain, outage, backoff
 DEADLINE_RANGE = Bounds(0, ONE_DAY, low_open=True)  # seconds that must pass first: timeouts
@@ -255,6 +256,7 @@ class RunConfig:
         if window < self.concurrency:
             raise ConfigError(f"--window ({window}) must be at least --concurrency ({self.concurrency})")
         object.__setattr__(self, "window", window)
+        WINDOW_BYTES_RANGE.check("window_bytes", self.window_bytes)
         DEADLINE_RANGE.check("--timeout", self.timeout)
         DEADLINE_RANGE.check("--connect-timeout", self.connect_timeout)
         WAIT_RANGE.check("--drain-timeout", self.drain_timeout)

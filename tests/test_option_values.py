@@ -94,7 +94,7 @@ def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 @pytest.mark.parametrize("field", ["timeout", "connect_timeout", "drain_timeout", "max_outage", "rpm", "tpm",
-                                   "max_cost", "concurrency", "window", "outage_threshold"])
+                                   "max_cost", "concurrency", "window", "window_bytes", "outage_threshold"])
 def test_run_config_refuses_what_the_options_refuse(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=field.replace("_", "[-_]")):
         RunConfig(Path("x.jsonl"), base_url=BASE, **{field: value})  # type: ignore[arg-type]
