@@ -25,9 +25,9 @@ import anyio
 import httpx
 from yarl import URL
 
-from .errors import InvalidResponse, MalformedResponse, TransportError
+from .bodies import DEFAULT_MAX_RESPONSE_BYTES, BodyBudget, collect, too_large
+from .errors import MalformedResponse, TransportError
 
-DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
 _CHUNK = 2**16
 
 
@@ -67,12 +67,14 @@ class AiohttpTransport:
         at steady state about ``max_connections`` connections are opened in all.
     :param trust_env: honour ``HTTPS_PROXY``/``NO_PROXY`` and friends, as httpx does.
     :param max_response_bytes: a larger body (after decompression) fails its request.
+    :param bodies: the bytes all bodies being read may hold together.
     """
 
     def __init__(self, *, max_connections: int, trust_env: bool = True,
-                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, bodies: BodyBudget | None = None) -> None:
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
+        self.bodies = bodies or BodyBudget()
         self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
         self._routes: dict[str, tuple[URL, URL | None]] = {}
@@ -113,21 +115,17 @@ class AiohttpTransport:
             raise TransportError("connection_error", _describe(exc)) from None
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
-        cap = self._max_response_bytes
         length = resp.content_length
-        if length is not None and "content-encoding" not in resp.headers:
-            if length > cap:
-                raise _too_large(resp.status, f"{length:,} bytes announced")
-            return await resp.read()
-        # Unknown or compressed length: count what decompresses, so a small body cannot
-        # inflate into gigabytes.
-        chunks, size = [], 0
-        async for chunk in resp.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > cap:
-                raise _too_large(resp.status, f"over {cap:,} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        holding = self.bodies.holding()
+        try:
+            if length is not None and "content-encoding" not in resp.headers:
+                if length > self._max_response_bytes:
+                    raise too_large(resp.status, f"{length:,} bytes announced")
+                await holding.take(length)
+                return await resp.read()
+            return await collect(resp.content.iter_chunked(_CHUNK), holding, self._max_response_bytes, resp.status)
+        finally:
+            holding.give_back()
 
     def _route(self, url: str) -> tuple[URL, URL | None]:
         """The parsed URL and the proxy to reach it through, computed once per URL."""
@@ -164,9 +162,10 @@ class HttpxTransport:
     """POSTs through any ``httpx.AsyncBaseTransport``."""
 
     def __init__(self, transport: httpx.AsyncBaseTransport,
-                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, bodies: BodyBudget | None = None) -> None:
         self._transport = transport
         self._max_response_bytes = max_response_bytes
+        self.bodies = bodies or BodyBudget()
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> Reply:
         # httpx has no total timeout: the deadline is this scope, httpx's own bound only connecting.
@@ -193,13 +192,11 @@ class HttpxTransport:
         return Reply(response.status_code, response.headers, content)
 
     async def _read(self, response: httpx.Response) -> bytes:
-        chunks, size = [], 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self._max_response_bytes:
-                raise _too_large(response.status_code, f"over {self._max_response_bytes:,} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        holding = self.bodies.holding()
+        try:
+            return await collect(response.aiter_bytes(), holding, self._max_response_bytes, response.status_code)
+        finally:
+            holding.give_back()
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -212,11 +209,6 @@ def as_transport(transport: Transport | httpx.AsyncBaseTransport | None, max_con
     if isinstance(transport, httpx.AsyncBaseTransport):
         return HttpxTransport(transport)
     return transport
-
-
-def _too_large(status: int, how: str) -> InvalidResponse:
-    return InvalidResponse("response_too_large", f"HTTP {status} with a body too large to keep ({how})",
-                           status_code=status)
 
 
 def _timeout_message(exc: BaseException | None, timeouts: Timeouts) -> str:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from batchrun import RetryPolicy, RunConfig, run_batch
+from batchrun.bodies import BodyBudget
 from batchrun.transport import AiohttpTransport, HttpxTransport, Transport
 
 from .helpers import chat_line, read_jsonl, write_jsonl
@@ -144,3 +145,19 @@ async def test_an_endless_chunked_body_is_cut_at_the_size_cap(tmp_path: Path, ki
     assert stats.exit_code == 1 and dict(stats.failures_by_code) == {"response_too_large": 1}
     assert record["error"]["code"] == "response_too_large" and f"over {cap:,} bytes" in record["error"]["message"]
     assert record["response"]["status_code"] == 200
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
+async def test_endless_bodies_at_once_stay_within_one_byte_budget(tmp_path: Path, kind: str) -> None:
+    """Sixteen bodies streaming at once toward their caps hold no more together than the budget
+    plus one cap: all but the largest wait for room (without the budget they held 3 caps here)."""
+    cap, bodies = 2**18, BodyBudget(limit=2**18)
+    transport: Transport = (AiohttpTransport(max_connections=16, max_response_bytes=cap, bodies=bodies) if kind == "aiohttp"
+                            else HttpxTransport(httpx.AsyncHTTPTransport(), max_response_bytes=cap, bodies=bodies))
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(16)])
+    with RawServer(_fast_endless_chunks) as server:
+        config = RunConfig(source, base_url=server.base_url, concurrency=16, timeout=600, outage_threshold=0)
+        with anyio.fail_after(GUARD):
+            stats = await run_batch(config, transport=transport)
+    assert dict(stats.failures_by_code) == {"response_too_large": 16}
+    assert 0 < bodies.peak <= bodies.limit + cap and bodies.used == 0
