@@ -311,7 +311,10 @@ async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryo
                     if gate is not None and (over := await gate.reserve(item)) is not None:
                         control.stop(over, EXIT_BUDGET, grace=None)
                         return
-                    await _send(jobs, item)
+                    try:
+                        await _send(jobs, item)
+                    except anyio.BrokenResourceError:
+                        return  # the last worker ended on an error, before its abort cancelled this scope
                 else:
                     log.warning("%s", item.message)
                     sink.put(Result.from_line_error(item))

@@ -238,16 +238,17 @@ async def test_other_4xx_are_final_and_sent_once(tmp_path: Path, status: int) ->
         assert o["batchrun"]["attempts"] == 1
 
 
+@pytest.mark.parametrize("concurrency", [8, 1])  # at 1 the only worker ends while the reader waits on it
 @pytest.mark.parametrize("status", [401, 403])
-async def test_rejected_credentials_abort_the_run_at_once(tmp_path: Path, status: int) -> None:
+async def test_rejected_credentials_abort_the_run_at_once(tmp_path: Path, status: int, concurrency: int) -> None:
     def script(seen: Seen, n: int) -> bytes:
         return http(status, error_body("Incorrect API key provided", code="invalid_api_key"))
 
     with RawServer(replying(script)) as server:
-        stats, out = await run(tmp_path, server.base_url, n=300, concurrency=8, api_key=ApiKey(KEY))
+        stats, out = await run(tmp_path, server.base_url, n=300, concurrency=concurrency, api_key=ApiKey(KEY))
         sent = len(server.seen)
     assert stats.exit_code == 4 and f"HTTP {status}" in (stats.stop_reason or "")
-    assert sent <= 8  # the first answers stop the run: not 300 requests
+    assert sent <= concurrency  # the first answers stop the run: not 300 requests
     assert out == [] and (tmp_path / "in.results.jsonl.checkpoint" / "meta.json").exists()  # resumable
 
 
