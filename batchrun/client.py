@@ -31,6 +31,7 @@ from .errors import (
 from .pacing import SYSTEM_CLOCK, CircuitBreaker, Clock, Pacer, estimate_cost
 from .records import Job, Result
 from .retry import parse_retry_after, retrying
+from .scrub import Scrubber
 from .transport import Timeouts, Transport, as_transport
 from .usage import Usage
 
@@ -41,6 +42,8 @@ AUTH_STATUSES = frozenset({401, 403})
 AUTH_FAILURES_TO_STOP = 5
 USER_AGENT = "batchrun"
 _MAX_MESSAGE = 500
+_SNIPPET = 200  # characters of a body that is not JSON quoted in a message
+_SNIPPET_BYTES = 4096  # read past the snippet's end, so that a key it would cut is found whole
 
 
 @dataclass(slots=True)
@@ -88,8 +91,7 @@ class Client:
         self._transport = as_transport(transport, config.concurrency)
         self._clock = clock
         self._on_retry = on_retry
-        self._secret = config.api_key.reveal() if config.api_key else None
-        self._secret_bytes = self._secret.encode() if self._secret else None
+        self._scrubber = Scrubber(config.api_key.secrets() if config.api_key else ())
         self._headers = {"content-type": "application/json", "accept": "application/json", "user-agent": USER_AGENT}
         if config.api_key is not None:
             self._headers["authorization"] = config.api_key.header()
@@ -188,14 +190,17 @@ class Client:
         _on_wire(tally, now() - sent)
         headers = reply.headers
         request_id = _text(headers.get("x-request-id"))
+        if request_id is not None:
+            request_id = self._scrub(request_id)
         status = reply.status
         content = reply.content
-        if self._secret_bytes is not None and self._secret_bytes in content:
-            content = content.replace(self._secret_bytes, b"***")  # a server that echoes what it was sent
         try:
             body, parsed = orjson.loads(content), True
         except orjson.JSONDecodeError:
             body, parsed = None, False
+        suspect = parsed and self._scrubber.suspect(content)
+        if suspect:  # a server that echoes what it was sent
+            body = self._scrubber.json(body)
         if 200 <= status < 300 and parsed:
             self._auth_failures, self._answered = 0, True
             usage = Usage.from_body(body)
@@ -208,12 +213,14 @@ class Client:
             return Result(job.index, job.custom_id, status, request_id, body, None, model=model or job.model,
                           usage=usage)
         self.pacer.settle(permit, status, headers)
+        if suspect:
+            content = orjson.dumps(body)  # what error messages quote: decoded, and scrubbed
         raise self._status_error(status, request_id, body, content, headers)
 
     def _status_error(self, status: int, request_id: str | None, body: Any, content: bytes,
                       headers: Mapping[str, str]) -> RequestError | FatalEndpointError:
         if 200 <= status < 300:
-            snippet = self._scrub(content[:200].decode("utf-8", "replace"))
+            snippet = self._snippet(content)
             return MalformedResponse("malformed_response", f"HTTP {status} with a body that is not JSON: {snippet!r}",
                                      status_code=status, request_id=request_id)
         code, message = self._describe_error(status, body, content)
@@ -242,12 +249,16 @@ class Client:
             message = error.get("message") or f"HTTP {status}"
         else:
             code = f"http_{status}"
-            message = f"HTTP {status}: {content[:200].decode('utf-8', 'replace')}" if content else f"HTTP {status}"
+            message = f"HTTP {status}: {self._snippet(content)}" if content else f"HTTP {status}"
         return str(code), self._scrub(str(message))[:_MAX_MESSAGE]
 
     def _scrub(self, text: str) -> str:
-        """Remove the key from text that came from elsewhere (a server echoing headers, a URL)."""
-        return text.replace(self._secret, "***") if self._secret else text
+        """Remove the credentials from text that came from elsewhere (a server echoing headers, a URL)."""
+        return self._scrubber.text(text)
+
+    def _snippet(self, content: bytes) -> str:
+        """The start of a body that is not JSON, scrubbed before it is cut."""
+        return self._scrub(content[:_SNIPPET_BYTES].decode("utf-8", "replace"))[:_SNIPPET]
 
     def _url(self, path: str) -> str:
         url = self._urls.get(path)

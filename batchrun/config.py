@@ -116,6 +116,10 @@ class ApiKey:
     def reveal(self) -> str:
         return self._value
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every form of the secret a server could quote back."""
+        return (self._value,)
+
     def header(self) -> str:
         """The ``Authorization`` header value, masked in reprs (tracebacks that show locals)."""
         return _Masked(f"Bearer {self._value}")

@@ -7,7 +7,9 @@ get answers when it is really sent; then every file batchrun wrote and everythin
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -22,11 +24,12 @@ import pytest
 
 import batchrun
 from batchrun import ApiKey, RetryPolicy, RunConfig, run_batch
+from batchrun.scrub import RUN, Scrubber
 from batchrun.simulator import Faults, SimulatorConfig, run_in_thread
 from batchrun.transport import AiohttpTransport
 
 from .helpers import chat_line, files_under, read_jsonl, wait_for, write_jsonl
-from .test_hostile_endpoint import RawServer, Seen, chat_answer, http, replying
+from .test_hostile_endpoint import Handler, RawServer, Seen, chat_answer, http, replying
 
 KEY = "sk-test-CANARY-5f1c2b9a8e7d4c3b2a1f0e9d"
 KEY_ENV = "BATCHRUN_TEST_SECRET_KEY"
@@ -34,8 +37,16 @@ FAST = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.005)
 
 
 def needles(key: str = KEY) -> list[bytes]:
-    """The key, its distinctive middle and its tail: a masked or cut copy is a leak too."""
-    return [key.encode(), b"CANARY", key[-12:].encode()]
+    """The key; any run of 12 of its characters and its distinctive middle (a masked or cut copy
+    is a leak too); the key as a JSON string can carry it undecoded (``\\/``, ``\\uXXXX``)."""
+    runs = sorted({key[i : i + RUN] for i in range(len(key) - RUN + 1)})
+    escaped = [key.replace("/", "\\/"), json_escaped(key)]
+    return [form.encode() for form in (key, *runs, *escaped)] + [b"CANARY"]
+
+
+def json_escaped(text: str) -> str:
+    """``text`` as a JSON string's content with every character a ``\\uXXXX`` escape."""
+    return "".join(f"\\u{ord(c):04X}" for c in text)
 
 
 def leaks(text: str | bytes, key: str = KEY) -> list[bytes]:
@@ -255,3 +266,131 @@ def test_a_key_with_a_control_character_is_cleaned_or_refused_never_a_crash(tmp_
         assert code == 0, text
     else:
         assert code == 2 and "API key" in text and sent == 0
+
+
+# -- a server that quotes the key back in every form -------------------------------------------
+
+SLASHED_KEY = "sk-test-CANARY-5f1c/2b9a8e7d/4c3b2a1f0e9d"  # a "/", so that a server may write it "\/"
+PADDING = "x" * 185 + " "  # a body quoted in a message is cut at 200 characters: the cut would split the key
+
+
+def spliced(value: Any, spelled: str) -> bytes:
+    """``value`` as JSON with each ``@@`` in it replaced by ``spelled`` as it is: escapes that a
+    JSON encoder would not choose."""
+    return orjson.dumps(value).replace(b"@@", spelled.encode())
+
+
+def quoting() -> tuple[Handler, list[bool]]:
+    """A handler that quotes the Authorization header back in every way a server can; while its
+    flag is up, it holds line 0 (the lines after it wait in the journal) and answers lines 8 on
+    with 401s. The flag."""
+    rejecting = [True]
+
+    def answer(seen: Seen, n: int) -> bytes:
+        auth = seen.headers.get("authorization", "")
+        sent = auth.removeprefix("Bearer ")
+        i = int(seen.text.split()[1])
+        echoed = {"x-request-id": f"req-{i} {auth}"}
+        if i == 0:  # an error message with the key's "/" escaped
+            body = spliced({"error": {"message": "bad request from @@", "code": "bad"}}, auth.replace("/", "\\/"))
+            return http(400, body, echoed)
+        if i == 1:  # every character of the key a \u escape, in the message and the code
+            return http(400, spliced({"error": {"message": "key @@", "code": "bad_@@"}}, json_escaped(sent)), echoed)
+        if i == 2:  # no OpenAI error object: the message quotes the body itself
+            return http(422, spliced({"detail": "unauthorized @@"}, sent.replace("/", "\\/")), echoed)
+        if i == 3:  # a 2xx that is not JSON, the key across the cut
+            return http(200, f"{PADDING}{auth}".encode(), {"content-type": "text/html", **echoed})
+        if i == 4:  # an error that is not JSON, the key across the cut
+            return http(503, f"{PADDING}{auth}".encode(), {"content-type": "text/plain", **echoed})
+        if i >= 8 and rejecting[0]:
+            return http(401, orjson.dumps({"error": {"message": f"Incorrect API key provided: {auth}",
+                                                      "code": "invalid_api_key"}}), echoed)
+        answer = chat_answer(seen)
+        if i == 5:  # an answer with the key's first half escaped, the rest plain
+            half = len(sent) // 2
+            answer["choices"][0]["message"]["content"] = "You said: @@"
+            return http(200, spliced(answer, json_escaped(sent[:half]) + sent[half:]), echoed)
+        if i == 6:  # pieces of the key: without its prefix, its head, its tail, as an object key too
+            answer["choices"][0]["message"]["content"] = f"{sent[3:]} | {sent[:RUN]} | {sent[-RUN:]}"
+            answer["debug"] = {sent[-RUN - 4 :]: "seen"}
+        return http(200, orjson.dumps(answer), echoed)
+
+    reply = replying(answer)
+
+    async def handler(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        if rejecting[0] and seen.text == "question 0":
+            while not writer.transport.is_closing():  # until batchrun, stopped, lets go of it
+                await asyncio.sleep(0.05)
+            return False
+        return await reply(seen, writer)
+
+    return handler, rejecting
+
+
+def test_a_server_quoting_the_key_in_every_form_never_gets_it_written(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(14)])
+    out, checkpoint = tmp_path / "out.jsonl", tmp_path / "out.jsonl.checkpoint"
+    handler, rejecting = quoting()
+    printed: list[str] = []
+    with RawServer(handler) as server:
+        # 1. line 0 is held and lines 8 on are refused: the fifth 401 in a row stops the run, lines
+        # 1-7 in its journal.
+        code, text = finish(batchrun_run(source, out, server.base_url, SLASHED_KEY, "-c", "2", "--max-attempts", "1",
+                                         "--drain-timeout", "0.2"))
+        printed.append(text)
+        assert code == 4 and "Incorrect API key provided: Bearer ***" in text, text
+        assert (checkpoint / "journal").stat().st_size > 0 and (checkpoint / "meta.json").exists()
+        assert leaking_files(tmp_path, SLASHED_KEY) == {}, "with the checkpoint"
+        # 2. the rest, resumed: output, errors file and report.
+        rejecting[0] = False
+        code, text = finish(batchrun_run(source, out, server.base_url, SLASHED_KEY, "-c", "1", "--max-attempts", "1"))
+        printed.append(text)
+        assert {s.headers["authorization"] for s in server.seen} == {f"Bearer {SLASHED_KEY}"}  # it did have it
+    assert code == 1, text
+    records = read_jsonl(out)
+    assert [r["response"]["request_id"] for r in records] == [f"req-{i} Bearer ***" for i in range(14)]
+    assert [r["error"]["code"] if r["error"] else None for r in records[:8]] == [
+        "bad", "bad_***", "http_422", "malformed_response", "http_503", None, None, None]
+    messages = [r["error"]["message"] for r in records[:5]]
+    assert messages[0] == "bad request from Bearer ***" and messages[1] == "key ***"
+    assert messages[2] == 'HTTP 422: {"detail":"unauthorized ***"}'
+    assert messages[3].endswith("x Bearer ***'") and messages[4].endswith("x Bearer ***")  # masked, then cut
+    assert records[1]["response"]["body"]["error"]["message"] == "key ***"  # the bodies kept are scrubbed too
+    contents = [r["response"]["body"]["choices"][0]["message"]["content"] for r in records[5:8]]
+    assert contents == ["You said: ***", "*** | *** | ***", "QUESTION 7"]  # other answers are untouched
+    assert records[6]["response"]["body"]["debug"] == {"***": "seen"}
+    assert leaks("".join(printed), SLASHED_KEY) == []
+    assert leaking_files(tmp_path, SLASHED_KEY) == {}
+
+
+def test_runs_of_twelve_characters_of_a_secret_are_masked_shorter_pieces_and_short_secrets_kept() -> None:
+    scrub = Scrubber([KEY, "ollama"])
+    assert scrub.text(f"a {KEY[:RUN]} b {KEY[5 : 5 + RUN + 3]} c {KEY[-RUN:]}") == "a *** b *** c ***"
+    assert scrub.text(f"{KEY[: RUN - 1]} {KEY[-RUN + 1 :]}") == f"{KEY[: RUN - 1]} {KEY[-RUN + 1 :]}"
+    assert scrub.text("ollama runs models locally") == "ollama runs models locally"  # a placeholder key
+    assert scrub.text(f"{KEY}{KEY}!") == "***!"
+
+
+def test_the_raw_bytes_check_misses_no_escaped_form_of_the_key() -> None:
+    """Only bodies `suspect` flags are walked: it must flag every JSON spelling of a run of the key,
+    and pass ordinary answers (escaped non-ASCII text included) without a walk."""
+    scrub = Scrubber([SLASHED_KEY])
+    rng = random.Random(7)
+    for start in range(len(SLASHED_KEY) - RUN + 1):
+        for end in (start + RUN, rng.randrange(start + RUN, len(SLASHED_KEY) + 1)):
+            piece = SLASHED_KEY[start:end]
+            mixed = "".join(json_escaped(c) if rng.random() < 0.3 else c for c in piece)
+            for spelled in (piece, piece.replace("/", "\\/"), json_escaped(piece), mixed):
+                raw = spliced({"answer": "@@ ok"}, "caf\\u00e9 " + spelled)
+                assert scrub.suspect(raw), raw
+                assert scrub.json(orjson.loads(raw)) == {"answer": "café *** ok"}, raw
+        # An escaped quote: the strings cannot be told from the numbers (made of the key's digits, so
+        # that each is a stretch of its characters), however many there are.
+        for numbers in (1, 100):
+            raw = spliced({"logprobs": [0.123457890123] * numbers, "answer": "@@"}, f'\\"{piece}\\"')
+            assert scrub.suspect(raw), raw
+            assert scrub.json(orjson.loads(raw))["answer"] == '"***"', raw
+    answer = chat_answer(Seen("POST", "/v1/chat/completions", {}, orjson.dumps(chat_line(1)["body"])))
+    for clean in [b'{"answer": "caf\\u00e9 \\u003cb\\u003e ok\\n"}', orjson.dumps(answer)]:
+        assert not scrub.suspect(clean)
+
