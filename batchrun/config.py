@@ -6,11 +6,13 @@ object, never the environment.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError
 from .publish import link_target
@@ -103,26 +105,35 @@ class ApiKey:
     is refused, since it could not go into a header.
     """
 
-    __slots__ = ("_value",)
+    __slots__ = ("_password", "_scheme", "_value")
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, *, scheme: str = "Bearer") -> None:
         value = value.strip()
         if not value:
             raise ConfigError("the API key is empty")
         if any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise ConfigError("the API key contains a control character (a line break?); check how it is set")
         self._value = value
+        self._scheme = scheme
+        self._password = ""
+
+    @classmethod
+    def basic(cls, user: str, password: str) -> ApiKey:
+        """HTTP Basic credentials, as a base URL's ``user:password@`` gives them."""
+        key = cls(base64.b64encode(f"{user}:{password}".encode()).decode(), scheme="Basic")
+        key._password = password
+        return key
 
     def reveal(self) -> str:
         return self._value
 
     def secrets(self) -> tuple[str, ...]:
-        """Every form of the secret a server could quote back."""
-        return (self._value,)
+        """Every form of the secret a server could quote back: the header's token, and a password."""
+        return (self._value, self._password) if self._password else (self._value,)
 
     def header(self) -> str:
         """The ``Authorization`` header value, masked in reprs (tracebacks that show locals)."""
-        return _Masked(f"Bearer {self._value}")
+        return _Masked(f"{self._scheme} {self._value}")
 
     def __repr__(self) -> str:
         return "ApiKey('***')"
@@ -130,10 +141,10 @@ class ApiKey:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ApiKey) and other._value == self._value
+        return isinstance(other, ApiKey) and other.header() == self.header()
 
     def __hash__(self) -> int:
-        return hash(self._value)
+        return hash(self.header())
 
 
 class _Masked(str):
@@ -142,7 +153,7 @@ class _Masked(str):
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return "'Bearer ***'"
+        return f"'{self.partition(' ')[0]} ***'"
 
 
 @dataclass(frozen=True)
@@ -179,7 +190,8 @@ class RunConfig:
 
     :param input_path: the JSONL file of requests.
     :param output_path: where ordered results go; default ``<input stem>.results.jsonl``.
-    :param base_url: the endpoint; request paths are joined to it.
+    :param base_url: the endpoint; request paths are joined to it. A ``user:password@`` in it is
+        taken out and sent as HTTP Basic credentials, in place of an API key.
     :param api_key: sent as ``Authorization: Bearer``; may be omitted for loopback endpoints.
     :param concurrency: requests in flight at once (also the number of connections).
     :param window: how many lines past the oldest unfinished one may be dispatched; bounds the
@@ -237,9 +249,17 @@ class RunConfig:
         self._check_numbers()
         if self.restart and self.retry_failed:
             raise ConfigError("--restart and --retry-failed exclude each other: one runs every line, one only the failed")
-        scheme = urlsplit(self.base_url).scheme
-        if scheme not in ("http", "https"):
-            raise ConfigError(f"--base-url must be an http(s) URL, got {self.base_url!r}")
+        try:
+            base_url, credentials = split_base_url(self.base_url)
+        except ConfigError as exc:
+            raise ConfigError(f"--base-url {exc}") from None
+        if credentials is not None:
+            if self.api_key is not None:
+                raise ConfigError("--base-url holds a user name and password, and an API key is set too: both "
+                                  "would be the Authorization header. Keep one: drop user:password@ from the "
+                                  "URL, or unset the key's variable (OPENAI_API_KEY, or the one --api-key-env names)")
+            object.__setattr__(self, "api_key", credentials)
+        object.__setattr__(self, "base_url", base_url)
         _check_paths({"input file": self.input_path, "output": output, "errors file": self.errors_path,
                       "report": self.report_path, "checkpoint": self.checkpoint_path})
         if self.api_key is None and not is_loopback(self.base_url):
@@ -340,6 +360,43 @@ def _check_paths(paths: dict[str, Path]) -> None:
             if key in seen:
                 raise ConfigError(f"the {what} {path} is the {seen[key]}; choose another -o")
             seen[key] = f"{what} {path}"
+
+
+def split_base_url(url: str) -> tuple[str, ApiKey | None]:
+    """The base URL without its ``user:password@``, and those as Basic credentials (or ``None``).
+
+    The credentials are a secret like the key: the URL that is kept, compared on resume and shown
+    in messages is the one without them.
+
+    :raises ConfigError: the URL is not http(s), has no host, or a port out of range; its text is
+        quoted only without the credentials.
+    """
+    shown = _without_userinfo(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"is not a URL ({exc}): {shown!r}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"must be an http(s) URL, got {shown!r}")
+    if not parts.hostname:
+        raise ConfigError(f"has no host: {shown!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"has a port that is not a number from 1 to 65535: {shown!r}")
+    if not parts.username and not parts.password:
+        return shown, None
+    return shown, ApiKey.basic(unquote(parts.username or ""), unquote(parts.password or ""))
+
+
+def _without_userinfo(url: str) -> str:
+    return _USERINFO.sub(r"\1", url, count=1)
+
+
+# The authority runs to the first / ? or #; the user information in it, to its last @.
+_USERINFO = re.compile(r"^([^:/?#]*://)[^/?#]*@")
 
 
 def is_loopback(url: str) -> bool:

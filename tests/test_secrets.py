@@ -8,6 +8,7 @@ get answers when it is really sent; then every file batchrun wrote and everythin
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import random
 import signal
@@ -24,12 +25,13 @@ import pytest
 
 import batchrun
 from batchrun import ApiKey, RetryPolicy, RunConfig, run_batch
+from batchrun.errors import ConfigError
 from batchrun.scrub import RUN, Scrubber
 from batchrun.simulator import Faults, SimulatorConfig, run_in_thread
 from batchrun.transport import AiohttpTransport
 
 from .helpers import chat_line, files_under, read_jsonl, wait_for, write_jsonl
-from .test_hostile_endpoint import Handler, RawServer, Seen, chat_answer, http, replying
+from .test_hostile_endpoint import Handler, RawServer, Seen, chat_answer, error_body, http, replying
 
 KEY = "sk-test-CANARY-5f1c2b9a8e7d4c3b2a1f0e9d"
 KEY_ENV = "BATCHRUN_TEST_SECRET_KEY"
@@ -394,3 +396,74 @@ def test_the_raw_bytes_check_misses_no_escaped_form_of_the_key() -> None:
     for clean in [b'{"answer": "caf\\u00e9 \\u003cb\\u003e ok\\n"}', orjson.dumps(answer)]:
         assert not scrub.suspect(clean)
 
+
+# -- credentials in the base URL ------------------------------------------------------------------
+
+PASSWORD = "hunter2@CANARY-9f8e7d6c"
+USERINFO_URL = "http://alice:hunter2%40CANARY-9f8e7d6c@127.0.0.1:{port}/v1"
+
+
+def test_a_password_in_the_base_url_is_sent_as_basic_auth_and_never_written(tmp_path: Path) -> None:
+    token = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    rejecting = [True]
+
+    def answer(seen: Seen, n: int) -> bytes:
+        auth = seen.headers.get("authorization", "")
+        echoed = {"x-request-id": f"{auth} {PASSWORD}"}
+        if auth != f"Basic {token}" or (rejecting[0] and seen.text != "question 0"):
+            return http(401, error_body(f"bad credentials {auth} for alice:{PASSWORD}"), echoed)
+        reply = chat_answer(seen)
+        reply["choices"][0]["message"]["content"] = f"you are {auth}, alice:{PASSWORD}"
+        return http(200, orjson.dumps(reply), echoed)
+
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(8)])
+    out, meta = tmp_path / "out.jsonl", tmp_path / "out.jsonl.checkpoint" / "meta.json"
+    printed = []
+    with RawServer(replying(answer)) as server:
+        url = USERINFO_URL.format(port=server.port)
+        proc = batchrun_run(source, out, url, KEY, "-c", "2", "--max-attempts", "1", "--api-key-env", "UNSET_VAR")
+        code, text = finish(proc)
+        printed.append(text)
+        assert code == 4 and "bad credentials Basic ***" in text, text  # stopped, its checkpoint kept
+        options = orjson.loads(meta.read_bytes())["options"]
+        assert options == {"base_url": f"http://127.0.0.1:{server.port}/v1"}
+        secrets = {f"{name} {form}": tmp for form in (PASSWORD, token)
+                   for name, tmp in leaking_files(tmp_path, form).items()}
+        assert secrets == {}, "with the checkpoint"
+        rejecting[0] = False
+        code, text = finish(batchrun_run(source, out, url, KEY, "--api-key-env", "UNSET_VAR"))
+        printed.append(text)
+    assert code == 0, text
+    assert read_jsonl(out)[3]["response"]["body"]["choices"][0]["message"]["content"] == "you are Basic ***, alice:***"
+    assert "Traceback" not in "".join(printed)
+    for form in (PASSWORD, token, "hunter2%40CANARY"):
+        assert leaks("".join(printed), form) == [] and leaking_files(tmp_path, form) == {}, form
+
+
+def test_a_password_in_the_base_url_with_an_api_key_set_too_is_a_usage_error(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(0)])
+    code, text = finish(batchrun_run(source, tmp_path / "out.jsonl", USERINFO_URL.format(port=9)))
+    assert code == 2 and "user name and password" in text and "Traceback" not in text, text
+    assert leaks(text, PASSWORD) == [] and "hunter2" not in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/v1", "http://127.0.0.1:0/v1", "http://127.0.0.1:http/v1",
+                                 "http://alice:hunter2%40CANARY-9f8e7d6c@127.0.0.1:70000/v1", "http:///v1"])
+@pytest.mark.parametrize("via", ["option", "environment"])
+def test_a_base_url_without_a_usable_host_and_port_is_a_usage_error_before_anything_is_created(
+        tmp_path: Path, url: str, via: str) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(0)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATCHRUN_"))}
+    args = [sys.executable, "-m", "batchrun", "run", str(source), "-o", str(tmp_path / "out.jsonl")]
+    if via == "option":
+        args += ["--base-url", url]
+    else:
+        env["OPENAI_BASE_URL"] = url
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Invalid value for '--base-url'" in text and "Traceback" not in text, text
+    assert "hunter2" not in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+    with pytest.raises(ConfigError, match="--base-url"):
+        RunConfig(source, base_url=url, api_key=ApiKey(KEY))

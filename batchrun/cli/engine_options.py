@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 import click
 
 from .. import config as defaults
-from ..config import ApiKey, RetryPolicy, RunConfig
+from ..config import ApiKey, RetryPolicy, RunConfig, split_base_url
 from ..engine import run_batch
+from ..errors import ConfigError
 from ..progress import BarProgress, LogProgress
 from ..runner import run_async
 from ..stats import EXIT_STOPPED, RunStats
@@ -27,6 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _OPTIONS = [
     click.option("--base-url", envvar="OPENAI_BASE_URL", default=defaults.DEFAULT_BASE_URL, show_default=True,
+                 callback=lambda ctx, param, value: _base_url(value),
                  help="OpenAI-compatible endpoint [env: OPENAI_BASE_URL]."),
     click.option("--api-key-env", default=defaults.DEFAULT_API_KEY_ENV, show_default=True,
                  help="Environment variable holding the API key (never pass the key itself)."),
@@ -75,6 +77,15 @@ _OPTIONS = [
     click.option("--progress-interval", type=Bounded(defaults.DEADLINE_RANGE), default=30.0,
                  show_default=True, help="Seconds between progress log lines when stderr is not a terminal."),
 ]
+
+
+def _base_url(value: str) -> str:
+    """Checked here too, so that a bad one is a usage error naming the option; `RunConfig` splits it."""
+    try:
+        split_base_url(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def engine_options(command: F) -> F:
