@@ -13,7 +13,8 @@ from .stats import RunStats
 
 
 def run_async(fn: Any, *args: Any) -> Any:
-    """``anyio.run`` on asyncio (aiohttp needs it), with uvloop where it is installed."""
+    """``anyio.run`` on asyncio (aiohttp needs it), with uvloop where it is installed: every event
+    loop batchrun starts (a run, the simulator's own) is started here."""
     try:
         import uvloop  # noqa: F401
     except ImportError:

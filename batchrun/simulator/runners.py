@@ -15,15 +15,12 @@ import concurrent.futures
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
 
+from ..runner import run_async
 from .server import Simulator, SimulatorConfig, SimulatorStats, serve
 
 __all__ = ["run_forever", "run_in_thread"]
-
-_T = TypeVar("_T")
-
 
 @contextlib.contextmanager
 def run_in_thread(config: SimulatorConfig | None = None) -> Iterator[Simulator]:
@@ -49,7 +46,7 @@ def run_in_thread(config: SimulatorConfig | None = None) -> Iterator[Simulator]:
                 raise
             started.set_exception(exc)
 
-    thread = threading.Thread(target=_run_loop, args=(main,), name="batchrun-simulator", daemon=True)
+    thread = threading.Thread(target=run_async, args=(main,), name="batchrun-simulator", daemon=True)
     thread.start()
     sim, loop, stop = started.result()
     try:
@@ -88,21 +85,8 @@ def run_forever(config: SimulatorConfig | None = None, on_ready: Callable[[str],
                 with contextlib.suppress(NotImplementedError):
                     loop.remove_signal_handler(sig)
 
-    return _run_loop(main)
-
-
-def _run_loop(main: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
-    """Run ``main()`` to completion on a fresh loop: uvloop's when available (it is faster)."""
-    try:
-        import uvloop
-    except ImportError:
-        loop = asyncio.new_event_loop()
-    else:
-        loop = uvloop.new_event_loop()
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.close()
+    result: SimulatorStats = run_async(main)
+    return result
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
