@@ -25,7 +25,7 @@ from .errors import InputFileError
 from .idset import IdSet
 from .records import DEFAULT_URL, Job, LineError
 
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"
 MAX_LINE_BYTES = 32 * 2**20  # far above any real request; a bigger line is a broken file
 _SKIP_CHUNK = 2**20
 _ENVELOPE_KEYS = ("custom_id", "body")
@@ -82,17 +82,13 @@ def read_jobs(path: Path, limit: int | None = None,
     seen = position.seen
     with open_input(path) as f:
         try:
-            for line_no, raw in _numbered(f, position, limit):
-                if isinstance(raw, int):
+            for line_no, line in jsonl_lines(f, position, limit):
+                if isinstance(line, int):
                     item: Job | LineError = LineError(
                         position.index, line_no, f"line-{line_no}", "invalid_request_line",
-                        f"{path}:{line_no}: the line is {raw / 2**20:,.1f} MiB, over the {MAX_LINE_BYTES // 2**20} MiB "
-                        "a request may have")
+                        f"{path}:{line_no}: {too_long(line)} a request may have")
                     position.index += 1
                     yield item
-                    continue
-                line = _request_bytes(raw, line_no)
-                if not line:
                     continue
                 item = parse_line(line, position.index, line_no, str(path))
                 if not seen.add(item.custom_id) and isinstance(item, Job):
@@ -176,6 +172,28 @@ def _custom_id(obj: dict[str, Any], line_no: int) -> str:
     return custom_id if isinstance(custom_id, str) and custom_id else f"line-{line_no}"
 
 
+def jsonl_lines(f: BinaryIO, position: Position | None = None,
+                limit: int | None = None) -> Iterator[tuple[int, bytes | int]]:
+    """The non-blank lines of a JSONL file opened in binary, with their 1-based physical line
+    numbers: stripped of surrounding whitespace (a CRLF's CR too), and of a UTF-8 BOM on the
+    first line. A line longer than `MAX_LINE_BYTES` comes as its length in bytes instead, read
+    past in pieces, so memory stays bounded whatever the file holds (`too_long` words it).
+
+    :param position: go on from there; it follows what is consumed (`read_jobs`).
+    :param limit: read no further than this many bytes of the file.
+    """
+    for line_no, raw in _numbered(f, position if position is not None else Position(), limit):
+        if isinstance(raw, int):
+            yield line_no, raw
+        elif line := _request_bytes(raw, line_no):
+            yield line_no, line
+
+
+def too_long(length: int) -> str:
+    """The start of the message for a line `jsonl_lines` gave as its length: "... over the N MiB"."""
+    return f"the line is {length / 2**20:,.1f} MiB, over the {MAX_LINE_BYTES // 2**20} MiB"
+
+
 def _numbered(f: BinaryIO, position: Position, limit: int | None) -> Iterator[tuple[int, bytes | int]]:
     """The physical lines from ``position`` on, numbered; ``position`` follows what is consumed."""
     if position.offset:
@@ -187,8 +205,8 @@ def _numbered(f: BinaryIO, position: Position, limit: int | None) -> Iterator[tu
 
 
 def _request_bytes(raw: bytes, line_no: int) -> bytes:
-    if line_no == 1 and raw.startswith(_BOM):
-        raw = raw[len(_BOM) :]
+    if line_no == 1 and raw.startswith(BOM):
+        raw = raw[len(BOM) :]
     return raw.strip()
 
 

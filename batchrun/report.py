@@ -61,6 +61,7 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ import orjson
 from .errors import InputFileError
 from .histogram import LogHistogram
 from .pricing import PriceTable, load_prices
-from .reader import open_input
+from .reader import jsonl_lines, open_input
 from .records import Result
 from .tables import render_report
 from .usage import Usage
@@ -371,15 +372,11 @@ def report_file(path: Path, prices: PriceTable | None = None) -> Report:
 def _records(path: Path) -> Iterator[tuple[str, dict[str, Any] | None]]:
     with open_input(path) as f:
         try:
-            for line_no, raw in enumerate(f, start=1):
-                line = raw.removeprefix(b"\xef\xbb\xbf") if line_no == 1 else raw
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    record = None
+            for line_no, line in jsonl_lines(f):
+                record = None
+                if not isinstance(line, int):  # a line too long to be a record is not read into memory
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        record = orjson.loads(line)
                 ok = isinstance(record, dict) and ("response" in record or "error" in record)
                 yield f"{path}:{line_no}", record if ok else None
         except OSError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from batchrun import reader as reader_module
 from batchrun.errors import ConfigError, InputFileError
 from batchrun.label.rows import Row, RowReader, RowWriter, cell, data_format, format_of
 
@@ -117,6 +118,16 @@ def test_bad_jsonl_is_an_input_error_with_its_line(tmp_path: Path, content: byte
     path = tmp_path / "d.jsonl"
     path.write_bytes(content)
     with pytest.raises(InputFileError, match=message), RowReader(path) as reader:
+        list(reader)
+
+
+def test_a_jsonl_row_over_the_line_limit_is_an_input_error_with_its_line(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reader_module, "MAX_LINE_BYTES", 64)
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"a": 1}\r\n\n{"a": "' + b"x" * 100 + b'"}\r\n{"a": 3}\n')
+    with pytest.raises(InputFileError, match=r"d.jsonl:3: row 2: the line is .* a row may have"), \
+            RowReader(path) as reader:
         list(reader)
 
 

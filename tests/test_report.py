@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchrun import reader as reader_module
 from batchrun.cli import main
 from batchrun.errors import InputFileError
 from batchrun.histogram import LogHistogram
@@ -285,6 +286,18 @@ def test_lines_that_are_not_output_records_are_counted_with_their_place(tmp_path
     doc = report_file(path).to_dict()
     assert doc["lines"] == 2 and doc["unreadable_lines"] == 3
     assert any(f"{path}:3, {path}:4, {path}:6" in note for note in doc["warnings"])
+
+
+def test_a_line_over_the_line_limit_is_unreadable_and_the_next_is_read(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    good = orjson.dumps(success("gpt-4o-mini", {"prompt_tokens": 1, "total_tokens": 1}))
+    long = orjson.dumps(success("gpt-4o-mini", {"prompt_tokens": 1, "total_tokens": 1}, padding="x" * 200))
+    monkeypatch.setattr(reader_module, "MAX_LINE_BYTES", len(good) + 10)
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(good + b"\n" + long + b"\n" + good + b"\n")
+    doc = report_file(path).to_dict()
+    assert doc["lines"] == 2 and doc["unreadable_lines"] == 1
+    assert any(f"skipped: {path}:2" in note for note in doc["warnings"])
 
 
 def test_a_missing_file_is_an_input_file_error(tmp_path: Path) -> None:

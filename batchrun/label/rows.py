@@ -9,8 +9,9 @@ name.
   strings. A row with fewer fields than the header is allowed (the missing ones are empty in
   the output, and absent for the template); one with more is an error. Written out, a cell
   that a spreadsheet would run as a formula gets a ``'`` in front (`formulas.defuse`).
-- JSONL: one JSON object per line; blank lines are skipped. JSONL written from JSONL keeps each
-  original object byte for byte and adds the new keys at its end.
+- JSONL: one JSON object per line, read as the run's input is (`reader.jsonl_lines`: blank
+  lines skipped, a line over its size limit an error, never held in memory). JSONL written
+  from JSONL keeps each original object byte for byte and adds the new keys at its end.
 
 Both are UTF-8; a BOM is tolerated.
 """
@@ -27,14 +28,13 @@ import orjson
 
 from ..errors import ConfigError, InputFileError
 from ..publish import AtomicFile
-from ..reader import open_input
+from ..reader import BOM, jsonl_lines, open_input, too_long
 from .formulas import defuse
 
 Format = Literal["csv", "tsv", "jsonl"]
 
 _EXTENSIONS: dict[str, Format] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _DIALECTS = {"csv": "excel", "tsv": "excel-tab"}
-_BOM = b"\xef\xbb\xbf"
 # The csv module refuses fields over 128 KiB by default; a labeled document can be longer.
 _FIELD_LIMIT = 1 << 30
 
@@ -115,7 +115,7 @@ class RowReader:
         """The file's lines as text, decoded one by one so a bad byte is reported on its line."""
         for line_no, raw in enumerate(self._file, start=1):
             try:
-                yield (raw[len(_BOM):] if line_no == 1 and raw.startswith(_BOM) else raw).decode()
+                yield (raw[len(BOM):] if line_no == 1 and raw.startswith(BOM) else raw).decode()
             except UnicodeDecodeError:
                 raise InputFileError(f"{self.path}:{line_no}: not UTF-8 text") from None
 
@@ -154,14 +154,9 @@ class RowReader:
             yield Row(number, start, dict(zip(columns, fields, strict=False)))
 
     def _jsonl(self) -> Iterator[Row]:
-        number = 0
-        for line_no, raw in enumerate(self._file, start=1):
-            if line_no == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            line = raw.strip()
-            if not line:
-                continue
-            number += 1
+        for number, (line_no, line) in enumerate(jsonl_lines(self._file), start=1):
+            if isinstance(line, int):
+                raise InputFileError(f"{self.path}:{line_no}: row {number}: {too_long(line)} a row may have")
             try:
                 values = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
