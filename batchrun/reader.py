@@ -24,6 +24,7 @@ import orjson
 from .errors import InputFileError
 from .idset import IdSet
 from .records import DEFAULT_URL, Job, LineError
+from .tokens import max_output
 
 BOM = b"\xef\xbb\xbf"
 MAX_LINE_BYTES = 32 * 2**20  # far above any real request; a bigger line is a broken file
@@ -243,7 +244,7 @@ def parse_line(line: bytes, index: int, line_no: int, source: str) -> Job | Line
     problem = _body_problem(obj)
     if problem:
         return LineError(index, line_no, fallback_id, "invalid_request_line", f"{where}: {problem}")
-    return Job(index, line_no, fallback_id, DEFAULT_URL, line, _model(obj), _max_output(obj))
+    return Job(index, line_no, fallback_id, DEFAULT_URL, line, _model(obj), max_output(DEFAULT_URL, obj))
 
 
 def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, fallback_id: str) -> Job | LineError:
@@ -268,7 +269,7 @@ def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, f
         encoded = orjson.dumps(body)
     except orjson.JSONEncodeError as exc:  # readable, but nested deeper than orjson writes
         return LineError(index, line_no, custom_id, "invalid_request_line", f"{where}: body cannot be sent: {exc}")
-    return Job(index, line_no, custom_id, url, encoded, _model(body), _max_output(body))
+    return Job(index, line_no, custom_id, url, encoded, _model(body), max_output(url, body))
 
 
 def _url_problem(url: str) -> str | None:
@@ -297,14 +298,6 @@ def _body_problem(body: dict[str, Any]) -> str | None:
     # paid for on every attempt.
     if body.get("stream") is True:
         return "stream=true is not supported in a batch; remove it"
-    return None
-
-
-def _max_output(body: dict[str, Any]) -> int | None:
-    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
     return None
 
 

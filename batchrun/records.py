@@ -24,7 +24,7 @@ class Job:
     :param line_no: 1-based physical line number in the input file, for messages.
     :param url: the endpoint path, e.g. ``/v1/chat/completions``.
     :param body: the request body, already encoded.
-    :param max_output: the most output tokens the body allows, when it says.
+    :param max_output: the most output tokens the body allows, when it says (`tokens.max_output`).
     """
 
     index: int

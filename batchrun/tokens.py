@@ -47,8 +47,15 @@ REPLY_PRIMING = 3
 IMAGE_TOKENS = 765
 IMAGE_TOKENS_LOW = 85
 LEGACY_COMPLETIONS_MAX_TOKENS = 16  # /v1/completions' documented default for max_tokens
+# A request that states no output cap (`max_output` is None) is assumed to use, at most and as
+# a rule, two different figures. A bound must not fall short: the budget reserves it and the
+# estimate's high end counts it (both let the user set it). Pacing charges a rate limit with
+# what such a request is expected to use: the quota scales its charges up when the provider's
+# ``remaining`` headers drop by more, but an overestimate would never come back down.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
-"""Output tokens assumed for a request that states no cap (estimate's high end, budget's reservation)."""
+"""Output tokens reserved for a request that states no cap (the budget; the estimate's high end)."""
+EXPECTED_OUTPUT_TOKENS = 500
+"""Output tokens a rate limit is charged for a request that states no cap (`pacing`)."""
 
 # Older OpenAI models use cl100k_base; everything newer (and every non-OpenAI model, for want
 # of better) is counted as o200k_base.
@@ -203,26 +210,46 @@ def request_tokens(url: str, body: dict[str, Any], counter: TokenCounter, *, est
         bound, the UTF-8 length. Without it ``input`` is the bound.
     """
     tally = _Tally(counter, estimate)
-    route = url.rstrip("/").rsplit("/v1", 1)[-1]
+    route = _route(url)
     if route.endswith("/chat/completions"):
         tally.chat(body)
-        cap = _first_int(body, "max_completion_tokens", "max_tokens")
-        max_output = None if cap is None else cap * max(1, _first_int(body, "n") or 1)
     elif route.endswith("/responses"):
         tally.responses(body)
-        max_output = _first_int(body, "max_output_tokens")
     elif route.endswith("/completions"):
         tally.prompt(body.get("prompt"))
-        cap = _first_int(body, "max_tokens")
-        cap = LEGACY_COMPLETIONS_MAX_TOKENS if cap is None else cap
-        max_output = cap * max(1, _first_int(body, "n") or 1, _first_int(body, "best_of") or 1)
     elif route.endswith(("/embeddings", "/moderations")):
         tally.prompt(body.get("input"))
-        max_output = 0
     else:  # an endpoint we do not know: every string in the body but the model name
         tally.json({k: v for k, v in body.items() if k != "model"})
-        max_output = _first_int(body, "max_completion_tokens", "max_tokens", "max_output_tokens")
-    return RequestTokens(tally.estimate if estimate else tally.bound, tally.bound, max_output, tally.images)
+    return RequestTokens(tally.estimate if estimate else tally.bound, tally.bound, max_output(url, body),
+                         tally.images)
+
+
+def max_output(url: str, body: dict[str, Any]) -> int | None:
+    """The output tokens a request to ``url`` allows at most, all its choices together: the cap
+    its endpoint reads (chat ``max_completion_tokens``, else ``max_tokens``; completions
+    ``max_tokens``, 16 when absent; responses ``max_output_tokens``; any of them elsewhere) times
+    ``n`` (and ``best_of`` for completions); 0 for embeddings and moderations. ``None`` when it
+    states no cap. A value that is not a non-negative integer (a bool, a negative, a float) is
+    no cap: the server refuses such a request, which then costs no output.
+    """
+    route = _route(url)
+    if route.endswith("/chat/completions"):
+        cap = _first_int(body, "max_completion_tokens", "max_tokens")
+        return None if cap is None else cap * max(1, _first_int(body, "n") or 1)
+    if route.endswith("/responses"):
+        return _first_int(body, "max_output_tokens")
+    if route.endswith("/completions"):
+        cap = _first_int(body, "max_tokens")
+        cap = LEGACY_COMPLETIONS_MAX_TOKENS if cap is None else cap
+        return cap * max(1, _first_int(body, "n") or 1, _first_int(body, "best_of") or 1)
+    if route.endswith(("/embeddings", "/moderations")):
+        return 0
+    return _first_int(body, "max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def _route(url: str) -> str:
+    return url.rstrip("/").rsplit("/v1", 1)[-1]
 
 
 class _Tally:

@@ -9,6 +9,7 @@ from batchrun.errors import InputFileError
 from batchrun.idset import IdSet
 from batchrun.reader import read_jobs, skip_requests
 from batchrun.records import Job, LineError
+from batchrun.tokens import counter_for, request_tokens
 
 
 def lines(tmp_path: Path, content: bytes) -> list[Job | LineError]:
@@ -163,3 +164,24 @@ def test_skipping_requests_then_reading_on_is_reading_from_the_start(tmp_path: P
     position = skip_requests(path, skipped, limit=path.stat().st_size)
     assert position.index == skipped
     assert list(read_jobs(path, path.stat().st_size, start=position)) == everything[skipped:]
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "cap"),
+    [
+        ("/v1/chat/completions", {"max_tokens": 100, "n": 3}, 300),            # every choice may use the cap
+        ("/v1/chat/completions", {"max_completion_tokens": 50, "max_tokens": 9}, 50),
+        ("/v1/chat/completions", {"max_tokens": -5}, None),                    # refused by the server: no cap
+        ("/v1/chat/completions", {"max_tokens": True}, None),
+        ("/v1/chat/completions", {"max_output_tokens": 70}, None),             # not a chat field
+        ("/v1/responses", {"max_output_tokens": 70, "max_tokens": 9}, 70),
+        ("/v1/completions", {"n": 2}, 32),                                     # 16 when absent
+        ("/v1/embeddings", {"input": "x"}, 0),
+    ],
+)
+def test_the_jobs_output_cap_is_the_one_the_budget_and_estimate_read(tmp_path: Path, url: str,
+                                                                      body: dict[str, object], cap: int | None) -> None:
+    body = {"model": "m", **body}
+    (job,) = lines(tmp_path, orjson.dumps({"custom_id": "a", "url": url, "body": body}) + b"\n")
+    assert isinstance(job, Job) and job.max_output == cap
+    assert request_tokens(url, body, counter_for("o200k_base", exact=False)).max_output == cap

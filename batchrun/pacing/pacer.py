@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from ..tokens import EXPECTED_OUTPUT_TOKENS
 from .acceptance import Acceptance
 from .breaker import CircuitBreaker
 from .bucket import TokenBucket
@@ -29,7 +30,6 @@ from .clock import SYSTEM_CLOCK, Clock
 from .meter import RateWindow
 from .quota import Quota
 
-DEFAULT_OUTPUT_TOKENS = 500  # assumed for a request that sets no maximum output
 BREAKER_STATUSES = frozenset({500, 502, 503, 504})
 RESCHEDULE = 0.5  # seconds: the longest the first request in line goes without looking again
 
@@ -154,4 +154,4 @@ class Pacer:
 
 def estimate_cost(body: bytes, max_output: int | None) -> int:
     """Tokens a request may be charged, before it is sent: about 4 bytes of JSON per prompt token."""
-    return len(body) // 4 + (max_output if max_output is not None else DEFAULT_OUTPUT_TOKENS)
+    return len(body) // 4 + (max_output if max_output is not None else EXPECTED_OUTPUT_TOKENS)
