@@ -47,6 +47,7 @@ from typing import Any
 import orjson
 
 from .errors import ConfigError
+from .json_numbers import is_number
 from .usage import Usage
 
 BATCH_DISCOUNT = 0.5
@@ -249,7 +250,7 @@ def _parse_price(entry: Any, where: str) -> Price:
         value = entry.get(field)
         if value is None and field == "cached_input":
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if not is_number(value) or value < 0:
             raise ConfigError(f"{where}: {field} must be a number >= 0 (USD per 1M tokens), got {value!r}")
         values[field] = float(value)
     return Price(values["input"], values["output"], values.get("cached_input"))

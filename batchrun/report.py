@@ -72,6 +72,7 @@ import orjson
 
 from .errors import InputFileError
 from .histogram import LogHistogram
+from .json_numbers import is_int, is_number
 from .pricing import PriceTable, load_prices
 from .reader import jsonl_lines, open_input
 from .records import Result
@@ -130,14 +131,14 @@ class Report:
         status = body = None
         if isinstance(response, dict):
             status = response.get("status_code")
-            status = status if isinstance(status, int) and not isinstance(status, bool) else None
+            status = status if is_int(status) else None
             body = response.get("body")
         extra = record.get("batchrun")
         extra = extra if isinstance(extra, dict) else {}
         self._count(status, body, Usage.from_body(body), record.get("error"), model, extra.get("attempts"))
         self._time(_number(extra.get("latency_ms")), _number(extra.get("wire_ms")), _number(extra.get("waited_ms")))
         rate_limited = extra.get("rate_limited")
-        if isinstance(rate_limited, int) and not isinstance(rate_limited, bool):
+        if is_int(rate_limited):
             self.rate_limited += rate_limited
 
     def add_result(self, result: Result) -> None:
@@ -187,7 +188,7 @@ class Report:
             tally.failed += 1
             self.by_code[error_code(error, status, body)] += 1
             self.rate_limited += status == 429
-        if type(attempts) is int and attempts >= 1:  # not a bool
+        if is_int(attempts) and attempts >= 1:
             self.lines_with_attempts += 1
             self.retries += attempts - 1
 
@@ -331,7 +332,7 @@ def _rate(count: int, seconds: float | None) -> float | None:
 
 def _number(value: Any) -> float | None:
     """A count or duration from a file's line: JSON numbers only (``true`` is not 1 ms)."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return float(value) if is_number(value) else None
 
 
 def error_code(error: Any, status: int | None, body: Any) -> str:

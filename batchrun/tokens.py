@@ -39,6 +39,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from .json_numbers import is_int
+
 O200K = "o200k_base"
 CL100K = "cl100k_base"
 TOKENS_PER_MESSAGE = 3
@@ -341,7 +343,7 @@ def _flatten(value: Any) -> Iterator[str | int]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, list):
-        if value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if value and all(is_int(v) for v in value):
             yield len(value)
             return
         for item in value:
@@ -361,6 +363,6 @@ def _detail(part: dict[str, Any]) -> Any:
 def _first_int(body: dict[str, Any], *keys: str) -> int | None:
     for key in keys:
         value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if is_int(value) and value >= 0:
             return value
     return None

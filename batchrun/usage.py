@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .json_numbers import is_int
+
 
 @dataclass(slots=True)
 class Usage:
@@ -67,4 +69,4 @@ def _detail(usage: dict[str, Any], group: str, key: str) -> Any:
 
 
 def _int(value: Any) -> int:
-    return value if type(value) is int else 0  # not a bool: True is no token count
+    return value if is_int(value) else 0

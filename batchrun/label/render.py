@@ -21,6 +21,7 @@ import orjson
 
 from ..errors import ConfigError, InputFileError
 from ..idset import IdSet
+from ..json_numbers import is_int
 from .answers import AnswerSpec, FreeText
 from .rows import Row, RowReader
 from .template import Template
@@ -232,7 +233,7 @@ def row_id(row: Row, id_field: str | None) -> str | None:
     if id_field is None:
         return f"line-{row.line}"
     value = row.values.get(id_field)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         return str(value)
     return value if isinstance(value, str) and value else None
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from ..json_numbers import is_int, is_number
+
 _TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 _CHECKED = frozenset({"type", "enum", "const", "properties", "required", "additionalProperties", "items", "anyOf"})
 _ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment"})
@@ -120,9 +122,9 @@ def _children(schema: dict[str, Any], path: str) -> Iterator[tuple[str, Any]]:
 
 def _is(value: Any, kind: str) -> bool:
     if kind == "integer":
-        return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+        return is_int(value) or (isinstance(value, float) and value.is_integer())
     if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)
     return _kind(value) == kind
 
 

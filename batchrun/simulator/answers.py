@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from ..json_numbers import is_int
+
 __all__ = ["MODELS", "Reply", "answer", "error_payload"]
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-5-mini", "o4-mini", "text-embedding-3-small")
@@ -222,12 +224,12 @@ def _responses(request: dict[str, Any], digest: bytes) -> dict[str, Any]:
 def _embeddings(request: dict[str, Any], digest: bytes) -> dict[str, Any]:
     """Embeddings ignore the request ``digest``: each vector is keyed by its own input."""
     inputs = request.get("input")
-    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and type(inputs[0]) is int):
+    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and is_int(inputs[0])):
         inputs = [inputs]  # a single string, or a single pre-tokenized input
     if not isinstance(inputs, list) or not inputs:
         raise _Invalid("'input' must be a non-empty string or array.", "input", "invalid_value")
     dims = request.get("dimensions", 8)
-    if type(dims) is not int or not 1 <= dims <= _MAX_DIMENSIONS:
+    if not is_int(dims) or not 1 <= dims <= _MAX_DIMENSIONS:
         raise _Invalid(
             f"'dimensions' must be an integer between 1 and {_MAX_DIMENSIONS}.", "dimensions", "invalid_value"
         )
@@ -361,7 +363,7 @@ def _cap(request: dict[str, Any], *names: str) -> int | None:
         value = request.get(name)
         if value is None:
             continue
-        if type(value) is not int or value < 1:
+        if not is_int(value) or value < 1:
             raise _Invalid(f"Invalid '{name}': expected a positive integer.", name, "invalid_value")
         return value
     return None

@@ -65,6 +65,7 @@ from typing import Any, Final, Literal, get_args
 
 import orjson
 
+from ..json_numbers import is_int
 from .answers import Reply, error_payload
 
 __all__ = [
@@ -128,7 +129,7 @@ class RateLimits:
 
     def __post_init__(self) -> None:
         for name, value in (("rpm", self.rpm), ("tpm", self.tpm)):
-            if value is not None and (type(value) is not int or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         if self.token_charge not in get_args(TokenCharge):
             raise ValueError(f"token_charge must be one of {get_args(TokenCharge)}, got {self.token_charge!r}")
