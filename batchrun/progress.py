@@ -12,6 +12,7 @@ from .budget import projected_spend
 from .errors import RequestError
 from .records import Job, Result
 from .stats import RunStats
+from .tables import duration
 
 DEFAULT_LOG_INTERVAL = 30.0
 log = logging.getLogger("batchrun")
@@ -76,7 +77,7 @@ class LogProgress:
         if self._total:
             done += f"/{self._total:,} lines ({100 * stats.written / self._total:.0f}%)"
             if rate > 0:
-                done += f", ETA {_duration(max(self._total - stats.written, 0) / rate)}"
+                done += f", ETA {duration(max(self._total - stats.written, 0) / rate)}"
         return f"progress: {done}, {rate:,.0f} req/s, {_counters(stats)}"
 
 
@@ -115,12 +116,3 @@ def _pacing(stats: RunStats) -> str:
     if pacer.breaker.state != "closed":
         parts.append(f"endpoint {pacer.breaker.state}")
     return " ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -28,8 +28,8 @@ def render_report(doc: dict[str, Any]) -> str:
     rows.append(("retries", f"{retries}; 429s: {doc['rate_limited']:,}"))
     rows.append(("latency", _latency(doc["latency_ms"])))
     if doc.get("time_s"):
-        rows.append(("time", f"{_seconds(doc['time_s']['on_the_wire'])} on the wire, "
-                             f"{_seconds(doc['time_s']['waiting'])} waiting (pacing, backoff), summed over lines"))
+        rows.append(("time", f"{duration(doc['time_s']['on_the_wire'])} on the wire, "
+                             f"{duration(doc['time_s']['waiting'])} waiting (pacing, backoff), summed over lines"))
     rows.append(("wall time", _wall(doc)))
     cost = doc["cost_usd"]
     rows.append(("cost", _usd(cost) if cost is not None
@@ -87,7 +87,7 @@ def _wall(doc: dict[str, Any]) -> str:
     wall = doc["wall_time_s"]
     if wall is None:
         return "unknown (not recorded in this file)"
-    return f"{_seconds(wall)} · {doc['throughput_rps']:,.1f} req/s · {doc['tokens_per_s']:,.0f} tokens/s"
+    return f"{duration(wall)} · {doc['throughput_rps']:,.1f} req/s · {doc['tokens_per_s']:,.0f} tokens/s"
 
 
 def _usd(value: float | None) -> str:
@@ -110,7 +110,9 @@ def _ms(value: float) -> str:
     return f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
 
 
-def _seconds(value: float) -> str:
+def duration(value: float) -> str:
+    """A time span for people: ``12.3 s`` under two minutes, then ``3m05s``, ``1h02m03s``. The
+    progress bar's own (tqdm's ``05:12``) is tqdm's to draw."""
     if value < 120:
         return f"{value:,.1f} s"
     minutes, seconds = divmod(int(value), 60)

@@ -19,6 +19,7 @@ from batchrun.histogram import LogHistogram
 from batchrun.pricing import builtin_prices, load_prices
 from batchrun.records import Result
 from batchrun.report import SCHEMA, Report, error_code, report_file
+from batchrun.tables import duration
 from batchrun.usage import Usage
 
 from .helpers import write_jsonl
@@ -375,3 +376,9 @@ def test_report_command_on_a_missing_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["report", str(tmp_path / "nope.jsonl")])
     assert result.exit_code == 2
     assert "no such file" in result.output
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0.04, "0.0 s"), (12.34, "12.3 s"), (119.9, "119.9 s"),
+                                                (185.7, "3m05s"), (3723.9, "1h02m03s"), (90061, "25h01m01s")])
+def test_one_duration_format_for_the_report_and_the_progress_log(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
