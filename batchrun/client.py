@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import orjson
-from tenacity import RetryCallState
 
 from .config import RunConfig
 from .errors import (
@@ -30,7 +29,7 @@ from .errors import (
 )
 from .pacing import SYSTEM_CLOCK, CircuitBreaker, Clock, Pacer, estimate_cost
 from .records import Job, Result
-from .retry import parse_retry_after, retrying
+from .retry import RetryBudget, parse_retry_after
 from .scrub import Scrubber
 from .transport import Timeouts, Transport, as_transport
 from .usage import Usage
@@ -122,9 +121,7 @@ class Client:
         """Try ``job`` once: its final result, or what `finish` needs to go on.
 
         Split from the retries so that a caller can go on to other lines while this one waits
-        out its backoff. The first attempt runs outside tenacity: nearly every request succeeds
-        at once, and tenacity's per-call machinery cost ~25 µs, a fifth of batchrun's own CPU per
-        request (``scripts/bench.py``).
+        out its backoff.
         """
         tally = Tally()
         try:
@@ -136,33 +133,33 @@ class Client:
         return _finished(result, tally)
 
     async def finish(self, pending: Retrying) -> Result:
-        """Go on after a failed first attempt, which tenacity sees replayed as its own first outcome."""
-        job, tally = pending.job, pending.tally
-        replay: list[RetryableError] = [pending.error]
+        """Go on after a failed first attempt: wait and try again as `RetryBudget` says, until an
+        attempt succeeds, one fails for good, or the budget is spent.
 
-        async def attempt() -> Result:
-            if replay:
-                raise replay.pop()
-            return await self._attempt(job, tally)
-
-        def before_sleep(state: RetryCallState) -> None:
-            assert state.outcome is not None
-            error = state.outcome.exception()
-            assert isinstance(error, RequestError)
+        A plain loop: tenacity around every request's attempts cost several times batchrun's own
+        CPU per request, and around the retries alone needed the first failure replayed into it
+        (``scripts/bench_client.py`` measures both paths).
+        """
+        job, tally, error = pending.job, pending.tally, pending.error
+        budget = RetryBudget(self._config.retry)
+        while True:
+            wait = budget.wait(error)
+            if budget.stop(error):
+                return _finished(_failure(job, error), tally)
             tally.rate_limited += isinstance(error, RateLimited)
             tally.unanswered += isinstance(error, (TransportError, MalformedResponse))
             if self._on_retry is not None:
-                self._on_retry(job, error, state.upcoming_sleep)
-
-        async def sleep(seconds: float) -> None:
-            tally.waited_s += seconds
-            await self._clock.sleep(seconds)
-
-        try:
-            result: Result = await retrying(self._config.retry, sleep=sleep, before_sleep=before_sleep)(attempt)
-        except RequestError as exc:
-            result = _failure(job, exc)
-        return _finished(result, tally)
+                self._on_retry(job, error, wait)
+            tally.waited_s += wait
+            await self._clock.sleep(wait)
+            try:
+                result = await self._attempt(job, tally)
+            except RetryableError as exc:
+                error = exc
+            except RequestError as exc:
+                return _finished(_failure(job, exc), tally)
+            else:
+                return _finished(result, tally)
 
     async def _attempt(self, job: Job, tally: Tally) -> Result:
         tally.attempts += 1

@@ -1,7 +1,8 @@
 """When to try a request again, and how long to wait first (SPEC §7).
 
 The split between worth-retrying and final is decided by `errors.py`'s classes (see
-`client.classify_status`); this module turns a `RetryPolicy` into a tenacity `AsyncRetrying`:
+`Client._status_error`); this module is the policy one request's retries follow, `RetryBudget`
+(`Client.finish` is the loop that asks it):
 
 - retry only `RetryableError`;
 - wait with exponential backoff and full jitter, capped at 8 s as the openai SDK caps it (an
@@ -17,16 +18,11 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from .config import RetryPolicy
 from .errors import RateLimited, RetryableError
-
-Sleep = Callable[[float], Awaitable[None]]
-BeforeSleep = Callable[[RetryCallState], None]
 
 # Spread of the extra wait added to a server-given Retry-After, as a share of it.
 RETRY_AFTER_JITTER = 0.1
@@ -62,7 +58,8 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 
 
 class RetryBudget:
-    """The stop and wait strategies of one request: what it has spent so far, and what is left."""
+    """The retries of one request: what it has spent so far, and what is left. After each
+    failure ask `wait` (which counts what it returns), then `stop`."""
 
     def __init__(self, policy: RetryPolicy, rng: random.Random | None = None) -> None:
         self.policy = policy
@@ -71,22 +68,22 @@ class RetryBudget:
         self.rate_limited_wait = 0.0
         self._rng = rng or random
 
-    def stop(self, state: RetryCallState) -> bool:
-        exc = _exception(state)
+    def stop(self, exc: RetryableError) -> bool:
+        """Whether the request has failed for good with ``exc``."""
         if isinstance(exc, RateLimited):
             return self.rate_limited_wait >= self.policy.rate_limit_patience
         self.failures += 1
         return self.failures >= self.policy.max_attempts
 
-    def wait(self, state: RetryCallState) -> float:
-        exc = _exception(state)
+    def wait(self, exc: RetryableError) -> float:
+        """Seconds to wait after ``exc`` before trying again."""
         if exc.retry_after is not None:
             told = min(exc.retry_after, self.policy.retry_after_max)
             delay = told + self._rng.uniform(0, told * RETRY_AFTER_JITTER)
         else:
             # Each kind of failure backs off on its own count: 429s answered after a server
-            # error say nothing about how long that error lasts, nor the other way round. (Tenacity
-            # asks `wait` before `stop`, which counts this failure.)
+            # error say nothing about how long that error lasts, nor the other way round. (`stop`,
+            # asked after, counts this failure.)
             exponent = self.rate_limited if isinstance(exc, RateLimited) else self.failures
             cap = min(self.policy.backoff_max, self.policy.backoff_base * 2**exponent)
             delay = self._rng.uniform(0, cap)
@@ -94,32 +91,3 @@ class RetryBudget:
             self.rate_limited += 1
             self.rate_limited_wait += delay
         return delay
-
-
-def retrying(
-    policy: RetryPolicy,
-    *,
-    sleep: Sleep,
-    before_sleep: BeforeSleep | None = None,
-    rng: random.Random | None = None,
-) -> AsyncRetrying:
-    """A fresh `AsyncRetrying` for one request (its budget is per request).
-
-    :param sleep: injected so that the event loop is explicit and tests never sleep for real.
-    """
-    budget = RetryBudget(policy, rng)
-    return AsyncRetrying(
-        retry=retry_if_exception_type(RetryableError),
-        stop=budget.stop,
-        wait=budget.wait,
-        sleep=sleep,
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-
-
-def _exception(state: RetryCallState) -> RetryableError:
-    assert state.outcome is not None
-    exc = state.outcome.exception()
-    assert isinstance(exc, RetryableError)
-    return exc

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tenacity import RetryCallState
 
 from batchrun.client import Client
 from batchrun.config import ApiKey, RetryPolicy, RunConfig
@@ -67,52 +66,45 @@ def test_parse_retry_after_http_date() -> None:
     assert parse_retry_after({"retry-after": earlier}, now=now.timestamp()) == 0.0
 
 
-def _state(error: Exception, attempt: int) -> RetryCallState:
-    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-    state.attempt_number = attempt
-    state.set_exception((type(error), error, None))
-    return state
-
-
 def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
     err = ServerError("http_500", "boom")
     for failures, cap in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (4, 8.0), (8, 8.0)]:
         budget = RetryBudget(RetryPolicy(backoff_base=1.0, backoff_max=8.0), random.Random(1))
         budget.failures = failures  # earlier server errors of this line
-        waits = [budget.wait(_state(err, failures + 1)) for _ in range(200)]
+        waits = [budget.wait(err) for _ in range(200)]
         assert all(0 <= w <= cap for w in waits)
         assert max(waits) > cap * 0.9 and min(waits) < cap * 0.1  # spread over the whole range
 
 
 def test_429s_and_server_errors_back_off_on_their_own_counts() -> None:
     budget = RetryBudget(RetryPolicy(backoff_base=1.0, backoff_max=8.0), random.Random(4))
-    for attempt in range(1, 6):  # five 429s without Retry-After: their own doubling
-        budget.wait(_state(RateLimited("rate_limit", "slow"), attempt))
+    for _ in range(5):  # five 429s without Retry-After: their own doubling
+        budget.wait(RateLimited("rate_limit", "slow"))
     assert budget.rate_limited == 5
-    waits = [budget.wait(_state(ServerError("http_500", "boom"), 6)) for _ in range(100)]
+    waits = [budget.wait(ServerError("http_500", "boom")) for _ in range(100)]
     assert max(waits) <= 1.0  # the first server error of the line: the first cap, not the sixth
 
 
 def test_retry_after_is_honoured_with_small_jitter_and_capped() -> None:
     budget = RetryBudget(RetryPolicy(retry_after_max=20.0), random.Random(2))
-    waits = [budget.wait(_state(RateLimited("rate_limit", "slow", retry_after=5.0), 1)) for _ in range(100)]
+    waits = [budget.wait(RateLimited("rate_limit", "slow", retry_after=5.0)) for _ in range(100)]
     assert all(5.0 <= w <= 5.5 for w in waits) and len(set(waits)) > 90
-    assert 20.0 <= budget.wait(_state(RateLimited("r", "s", retry_after=999.0), 1)) <= 22.0
+    assert 20.0 <= budget.wait(RateLimited("r", "s", retry_after=999.0)) <= 22.0
 
 
 def test_429s_do_not_use_up_attempts_but_patience() -> None:
     budget = RetryBudget(RetryPolicy(max_attempts=3, rate_limit_patience=10.0), random.Random(3))
     limited = RateLimited("rate_limit", "slow", retry_after=1.0)
-    for attempt in range(1, 9):
-        budget.wait(_state(limited, attempt))
-        assert not budget.stop(_state(limited, attempt))  # 8 × ~1 s < 10 s
+    for _ in range(8):
+        budget.wait(limited)
+        assert not budget.stop(limited)  # 8 × ~1 s < 10 s
     server = ServerError("http_503", "down")
-    assert not budget.stop(_state(server, 9))
-    assert not budget.stop(_state(server, 10))
-    assert budget.stop(_state(server, 11))  # third non-429 failure
-    budget.wait(_state(limited, 12))
-    budget.wait(_state(limited, 13))
-    assert budget.stop(_state(limited, 13))  # patience spent
+    assert not budget.stop(server)
+    assert not budget.stop(server)
+    assert budget.stop(server)  # third non-429 failure
+    budget.wait(limited)
+    budget.wait(limited)
+    assert budget.stop(limited)  # patience spent
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
@@ -155,6 +147,36 @@ async def test_exhausted_attempts_record_the_last_failure(tmp_path: Path) -> Non
         result = await client.send(JOB)
     assert len(seen) == 4 and result.attempts == 4 and len(sleep.waits) == 3
     assert result.status_code == 503 and result.error == {"code": "server_error", "message": "overloaded"}
+
+
+async def test_a_lines_retries_are_accounted_for_one_by_one(tmp_path: Path) -> None:
+    transport, seen = scripted(httpx.Response(429, headers={"retry-after-ms": "500"}),
+                               httpx.RemoteProtocolError("dropped"),
+                               httpx.Response(503, json={"error": {"message": "busy"}}),
+                               httpx.Response(200, json=OK_BODY))
+    sleep = FakeClock()
+    told: list[tuple[str, float]] = []
+    config = RunConfig(tmp_path / "in.jsonl", base_url="http://127.0.0.1:9/v1")
+    async with Client(config, transport=transport, clock=sleep,
+                      on_retry=lambda job, error, wait: told.append((error.code, wait))) as client:
+        result = await client.send(JOB)
+    assert result.ok and result.attempts == len(seen) == 4
+    assert [code for code, _ in told] == ["http_429", "connection_error", "http_503"]
+    assert [wait for _, wait in told] == sleep.waits and 0.5 <= sleep.waits[0] <= 0.55
+    assert (result.rate_limited, result.unanswered) == (1, 1)  # the 429, and the answer lost
+    assert result.waited_ms == round(sum(sleep.waits) * 1000, 1)
+
+
+async def test_429s_stop_once_the_wait_they_asked_for_spends_the_patience(tmp_path: Path) -> None:
+    transport, seen = scripted(httpx.Response(429, headers={"retry-after": "1"},
+                                              json={"error": {"message": "slow down", "code": "rate_limit_exceeded"}}))
+    sleep = FakeClock()
+    async with make_client(tmp_path, transport, sleep, rate_limit_patience=2.0) as client:
+        result = await client.send(JOB)
+    # The wait after the second 429 (about 1 s more) would pass 2 s of patience: it is not taken.
+    assert len(seen) == 2 and len(sleep.waits) == 1 and result.attempts == 2
+    assert result.status_code == 429 and result.error == {"code": "rate_limit_exceeded", "message": "slow down"}
+    assert result.rate_limited == 1  # 429s that were retried; the last one is the line's outcome
 
 
 @pytest.mark.parametrize(("exc", "code"), [
