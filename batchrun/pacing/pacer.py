@@ -153,5 +153,9 @@ class Pacer:
 
 
 def estimate_cost(body: bytes, max_output: int | None) -> int:
-    """Tokens a request may be charged, before it is sent: about 4 bytes of JSON per prompt token."""
+    """Tokens a request may be charged, before it is sent: about 4 bytes of JSON per prompt token.
+
+    Not `tokens.request_tokens`, which parses the body: this runs for every attempt, and the
+    quota corrects its charges from the provider's ``remaining`` headers.
+    """
     return len(body) // 4 + (max_output if max_output is not None else EXPECTED_OUTPUT_TOKENS)
