@@ -76,7 +76,6 @@ from .json_numbers import is_int, is_number
 from .pricing import PriceTable, load_prices
 from .reader import jsonl_lines, open_input
 from .records import Result
-from .tables import render_report
 from .usage import Usage
 
 SCHEMA = "batchrun.report/1"
@@ -320,10 +319,6 @@ class Report:
         doc["max"] = self.latency.max
         doc["relative_error"] = self.latency.relative_error
         return doc
-
-    def render(self) -> str:
-        """The report as a fixed-width table for a terminal."""
-        return render_report(self.to_dict())
 
 
 def _rate(count: int, seconds: float | None) -> float | None:

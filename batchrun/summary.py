@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from .stats import RunStats
+from .tables import render_report
 
 
 def format_summary(stats: RunStats, report_path: str) -> str:
-    lines = [stats.report.render().rstrip()]
+    lines = [render_report(stats.report.to_dict()).rstrip()]
     pacer = stats.pacer
     if pacer is not None and (pacer.limits() or pacer.rate_limited):
         limits = ", ".join(f"{value:,.0f} {'rpm' if kind == 'requests' else 'tpm'}"

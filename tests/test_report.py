@@ -19,7 +19,7 @@ from batchrun.histogram import LogHistogram
 from batchrun.pricing import builtin_prices, load_prices
 from batchrun.records import Result
 from batchrun.report import SCHEMA, Report, error_code, report_file
-from batchrun.tables import duration
+from batchrun.tables import duration, render_report
 from batchrun.usage import Usage
 
 from .helpers import write_jsonl
@@ -143,7 +143,7 @@ def test_an_unknown_model_has_unknown_cost_never_zero() -> None:
     assert doc["cost_usd"] is None
     assert doc["cost_usd_priced"] == pytest.approx(1000 * 0.15 / 1e6)
     assert any("no price for model 'mystery-model'" in note for note in doc["warnings"])
-    text = report.render()
+    text = render_report(report.to_dict())
     assert "unknown" in text and "mystery-model" in text
 
 
@@ -271,7 +271,7 @@ def test_live_extras_count_retried_429s_and_wall_time() -> None:
     doc = report.to_dict()
     assert doc["rate_limited"] == 2 and doc["retries"] == 2
     assert doc["wall_time_s"] == 4.0 and doc["throughput_rps"] == 0.25 and doc["tokens_per_s"] == 25.0
-    assert "4.0 s" in report.render()
+    assert "4.0 s" in render_report(report.to_dict())
 
 
 def test_rate_limited_counts_from_the_batchrun_block_are_read() -> None:

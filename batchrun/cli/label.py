@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,9 @@ from ..stats import EXIT_STOPPED
 from ..summary import format_summary
 from .engine_options import EngineOptions, engine_options
 from .group import main
+
+if TYPE_CHECKING:
+    from ..label.job import Preview
 
 LABEL_EXAMPLES = """
 \b
@@ -109,7 +112,7 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
                               response_format=not no_response_format, raw_cells=raw_cells)
     if dry_run:
         prices = load_prices(options.prices_path, batch_discount=options.batch_discount)
-        click.echo(preview(job, prices=prices).render())
+        click.echo(_preview_text(preview(job, prices=prices)))
         return
     config = stats = None
     try:
@@ -129,3 +132,20 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
             click.echo(f"labeled {counts.rows:,} rows into {outcome.output_path}: {counts.ok:,} answered, "
                        f"{counts.failed:,} with an _error{f' ({failures})' if failures else ''}", err=True)
     sys.exit(outcome.exit_code)
+
+
+def _preview_text(shown: Preview) -> str:
+    """The requests as a person checks a template (each message's text as it is, then the
+    other body fields as JSON), then the estimate's table; no trailing newline."""
+    import orjson
+
+    from ..tables import render_estimate
+
+    parts = []
+    for request in shown.requests:
+        parts.append(f"--- custom_id {request.custom_id} (row {request.row.number}, line {request.row.line}) ---")
+        parts.extend(f"[{message['role']}]\n{message['content']}" for message in request.body["messages"])
+        rest = {name: value for name, value in request.body.items() if name != "messages"}
+        parts.append(f"[other fields]\n{orjson.dumps(rest).decode()}\n")
+    parts.append(render_estimate(shown.estimate.to_dict()))
+    return "\n".join(parts)

@@ -42,10 +42,10 @@ def report(output_path: Path, prices_path: Path | None, batch_discount: bool, as
     """Usage, cost and latency of OUTPUT, a file of results in the OpenAI Batch output shape."""
     from ..pricing import load_prices
     from ..report import report_file
+    from ..tables import render_report
 
-    summary = report_file(output_path, load_prices(prices_path, batch_discount=batch_discount))
-    doc = summary.to_dict()
-    _print_document(doc, summary.render(), as_json, doc["warnings"])
+    doc = report_file(output_path, load_prices(prices_path, batch_discount=batch_discount)).to_dict()
+    _print_document(doc, render_report(doc), as_json, doc["warnings"])
 
 
 ESTIMATE_EXAMPLES = """

@@ -310,20 +310,6 @@ class Preview:
     requests: list[Request]
     estimate: Estimate
 
-    def render(self) -> str:
-        """The requests as a person checks a template (each message's text as it is, then the
-        other body fields as JSON), then the estimate's table; no trailing newline."""
-        from ..tables import render_estimate
-
-        parts = []
-        for request in self.requests:
-            parts.append(f"--- custom_id {request.custom_id} (row {request.row.number}, line {request.row.line}) ---")
-            parts.extend(f"[{message['role']}]\n{message['content']}" for message in request.body["messages"])
-            rest = {name: value for name, value in request.body.items() if name != "messages"}
-            parts.append(f"[other fields]\n{orjson.dumps(rest).decode()}\n")
-        parts.append(render_estimate(self.estimate.to_dict()))
-        return "\n".join(parts)
-
 
 def preview(job: LabelJob, count: int = 3, prices: PriceTable | None = None) -> Preview:
     """Render every row without writing or sending anything (``--dry-run``).
