@@ -40,23 +40,23 @@ import orjson
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .budget import Budget
-from .checkpoint import Checkpoint, Recovered, scan_input
+from .accounting.budget import Budget
+from .accounting.pricing import PriceTable, load_prices
+from .accounting.report import Report
+from .accounting.spending import BudgetGate
 from .client import Client, Retrying
 from .config import RunConfig
+from .disk.checkpoint import Checkpoint, Recovered, scan_input
+from .disk.publish import private_file, write_atomically
+from .disk.resume import Carryover
+from .disk.snapshot import Snapshot
+from .disk.writer import OrderedWriter
 from .errors import BatchrunError, RequestError
 from .pacing import SYSTEM_CLOCK, Clock, Pacer
-from .pricing import PriceTable, load_prices
-from .publish import private_file, write_atomically
 from .reader import Position, open_input, read_jobs, skip_in_steps
 from .records import Job, LineError, Result
-from .report import Report
-from .resume import Carryover
-from .snapshot import Snapshot
-from .spending import BudgetGate
 from .stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from .transport import Transport
-from .writer import OrderedWriter
 
 log = logging.getLogger("batchrun")
 T = TypeVar("T")

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .accounting.report import Report
 from .records import Result
-from .report import Report
 
 if TYPE_CHECKING:
-    from .budget import Budget
+    from .accounting.budget import Budget
     from .pacing import Pacer
 
 EXIT_OK = 0

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchrun import RetryPolicy, RunConfig, run_batch
-from batchrun.report import report_file
+from batchrun.accounting.report import report_file
 from batchrun.runner import run_async
 from batchrun.simulator import Faults, SimulatorConfig, serve
 from batchrun.usage import Usage

@@ -189,7 +189,7 @@ async def test_a_stale_lock_does_not_block(source: Path, tmp_path: Path) -> None
 
 def checkpoint_survivors(checkpoint: Path) -> set[str]:
     """custom_ids the checkpoint holds as finished (what a resume must not send again)."""
-    from batchrun import journal
+    from batchrun.disk import journal
 
     done = set()
     with (checkpoint / "output.jsonl").open("rb") as f:
@@ -260,8 +260,8 @@ async def test_a_resumed_run_reports_rates_of_its_own_lines_only(source: Path, t
 
 
 def _recovered_stats(config: RunConfig) -> tuple[int, dict[str, object], int, bytes]:
-    from batchrun.checkpoint import Checkpoint
-    from batchrun.report import Report
+    from batchrun.accounting.report import Report
+    from batchrun.disk.checkpoint import Checkpoint
     from batchrun.stats import RunStats
 
     stats = RunStats(config.out, config.errors_path, Report())

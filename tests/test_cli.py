@@ -164,7 +164,7 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
 def test_progress_bar_counts_lines() -> None:
     import io
 
-    from batchrun.progress import BarProgress
+    from batchrun.cli.progress import BarProgress
     from batchrun.records import Result
     from batchrun.stats import RunStats
 

@@ -13,11 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun import RunConfig, journal, run_batch
+from batchrun import RunConfig, run_batch
+from batchrun.accounting.report import Report
 from batchrun.config import RetryPolicy
+from batchrun.disk import journal
+from batchrun.disk.writer import OrderedWriter
 from batchrun.records import Result
-from batchrun.report import Report
-from batchrun.writer import OrderedWriter
 
 from .helpers import FakeClock, HeldClock, chat_line, read_jsonl, write_jsonl
 

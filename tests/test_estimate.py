@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun import tokens
+from batchrun.accounting.estimate import Problem, estimate_file
+from batchrun.accounting.pricing import load_prices
 from batchrun.cli import main
 from batchrun.errors import InputFileError
-from batchrun.estimate import Problem, estimate_file
-from batchrun.pricing import load_prices
 from batchrun.tokens import (
     CL100K,
     DEFAULT_MAX_OUTPUT_TOKENS,

@@ -26,8 +26,8 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun import reader
-from batchrun.checkpoint import Checkpoint
 from batchrun.cli import main
+from batchrun.disk.checkpoint import Checkpoint
 from batchrun.records import Job, LineError
 from batchrun.simulator import Simulator, SimulatorConfig, run_in_thread
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.errors import ConfigError
-from batchrun.pricing import (
+from batchrun.accounting.pricing import (
     BATCH_DISCOUNT,
     Price,
     builtin_prices,
     describe_prices,
     load_prices,
 )
+from batchrun.errors import ConfigError
 from batchrun.usage import Usage
 
 # The families the brief requires, and a few others users will run.

@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrun import reader as reader_module
+from batchrun.accounting.histogram import LogHistogram
+from batchrun.accounting.pricing import builtin_prices, load_prices
+from batchrun.accounting.report import SCHEMA, Report, error_code, report_file
 from batchrun.cli import main
+from batchrun.cli.tables import duration, render_report
 from batchrun.errors import InputFileError
-from batchrun.histogram import LogHistogram
-from batchrun.pricing import builtin_prices, load_prices
 from batchrun.records import Result
-from batchrun.report import SCHEMA, Report, error_code, report_file
-from batchrun.tables import duration, render_report
 from batchrun.usage import Usage
 
 from .helpers import write_jsonl

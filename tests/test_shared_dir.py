@@ -15,8 +15,9 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from batchrun import RunConfig, engine, publish, run_batch
+from batchrun import RunConfig, engine, run_batch
 from batchrun.cli import main
+from batchrun.disk import publish
 from batchrun.errors import ConfigError
 from batchrun.simulator import Simulator, SimulatorConfig, run_in_thread
 

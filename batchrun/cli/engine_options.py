@@ -19,10 +19,10 @@ from .. import config as defaults
 from ..config import ApiKey, RetryPolicy, RunConfig, split_base_url
 from ..engine import run_batch
 from ..errors import ConfigError
-from ..progress import BarProgress, LogProgress
 from ..runner import run_async
 from ..stats import EXIT_STOPPED, RunStats
 from .bounded import Bounded
+from .progress import BarProgress, LogProgress
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..stats import EXIT_STOPPED
-from ..summary import format_summary
 from .engine_options import EngineOptions, engine_options
 from .group import main
+from .summary import format_summary
 
 if TYPE_CHECKING:
     from ..label.job import Preview
@@ -102,8 +102,8 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
           labels: str | None, schema_path: Path | None, params: tuple[str, ...], id_field: str | None,
           no_response_format: bool, raw_cells: bool, dry_run: bool, **engine: Any) -> None:
     """Ask a model about every row of DATA; write the rows with its answers as new columns."""
+    from ..accounting.pricing import load_prices
     from ..label import LabelJob, LabelRun, preview
-    from ..pricing import load_prices
 
     options = EngineOptions(**engine)
     options.setup_logging()
@@ -139,7 +139,7 @@ def _preview_text(shown: Preview) -> str:
     other body fields as JSON), then the estimate's table; no trailing newline."""
     import orjson
 
-    from ..tables import render_estimate
+    from .tables import render_estimate
 
     parts = []
     for request in shown.requests:

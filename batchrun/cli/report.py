@@ -40,9 +40,9 @@ A model with no price shows its cost as unknown, never as 0.
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema batchrun.report/1).")
 def report(output_path: Path, prices_path: Path | None, batch_discount: bool, as_json: bool) -> None:
     """Usage, cost and latency of OUTPUT, a file of results in the OpenAI Batch output shape."""
-    from ..pricing import load_prices
-    from ..report import report_file
-    from ..tables import render_report
+    from ..accounting.pricing import load_prices
+    from ..accounting.report import report_file
+    from .tables import render_report
 
     doc = report_file(output_path, load_prices(prices_path, batch_discount=batch_discount)).to_dict()
     _print_document(doc, render_report(doc), as_json, doc["warnings"])
@@ -78,10 +78,10 @@ Exit codes: 0 every line is fine, 2 the file cannot be read or has bad lines.
 def estimate(input_path: Path, prices_path: Path | None, batch_discount: bool, default_max_tokens: int | None,
              as_json: bool) -> None:
     """Check every line of INPUT and estimate its tokens and cost, before anything is sent."""
-    from ..estimate import Problem, estimate_file
-    from ..pricing import load_prices
-    from ..tables import render_estimate
+    from ..accounting.estimate import Problem, estimate_file
+    from ..accounting.pricing import load_prices
     from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS
+    from .tables import render_estimate
 
     def show(problem: Problem) -> None:
         click.echo(f"batchrun: {problem.message}", err=True)

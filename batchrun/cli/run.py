@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from ..summary import format_summary
 from .engine_options import EngineOptions, engine_options
 from .group import main
+from .summary import format_summary
 
 RUN_EXAMPLES = """
 \b

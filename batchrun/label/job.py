@@ -35,12 +35,12 @@ import anyio
 import httpx
 import orjson
 
-from .. import publish
 from ..config import RunConfig, errors_path_for
+from ..disk import publish
+from ..disk.lock import RunLock
+from ..disk.rundir import make_run_dir
 from ..engine import Observer, run_batch
 from ..errors import ConfigError
-from ..lock import RunLock
-from ..rundir import make_run_dir
 from ..stats import EXIT_FAILED_LINES, EXIT_OK, RunStats
 from ..transport import Transport
 from .answers import AnswerSpec, FreeText, Labels, load_json_schema
@@ -51,8 +51,8 @@ from .rows import Format, RowReader, RowWriter, data_format, format_of
 from .template import load_template
 
 if TYPE_CHECKING:
-    from ..estimate import Estimate
-    from ..pricing import PriceTable
+    from ..accounting.estimate import Estimate
+    from ..accounting.pricing import PriceTable
 
 log = logging.getLogger("batchrun")
 
@@ -317,8 +317,8 @@ def preview(job: LabelJob, count: int = 3, prices: PriceTable | None = None) -> 
     :raises InputFileError: rows that could not be sent, as a run would find them.
     """
     # Imported here: only a dry run needs prices and token counts.
-    from ..estimate import Estimate
-    from ..pricing import load_prices
+    from ..accounting.estimate import Estimate
+    from ..accounting.pricing import load_prices
 
     shown: list[Request] = []
     estimate = Estimate(prices or load_prices(), source=str(job.data_path))

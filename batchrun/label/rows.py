@@ -26,8 +26,8 @@ from typing import IO, Any, Literal, final
 
 import orjson
 
+from ..disk.publish import AtomicFile
 from ..errors import ConfigError, InputFileError
-from ..publish import AtomicFile
 from ..reader import BOM, jsonl_lines, open_input, too_long
 from .formulas import defuse
 

@@ -51,10 +51,10 @@ from typing import Any
 
 import orjson
 
+from ..reader import read_jobs
+from ..records import Job, LineError
+from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS, TokenCounter, counter_for, encoding_for, request_tokens
 from .pricing import PriceTable, load_prices
-from .reader import read_jobs
-from .records import Job, LineError
-from .tokens import DEFAULT_MAX_OUTPUT_TOKENS, TokenCounter, counter_for, encoding_for, request_tokens
 
 MISSING_MODEL = "missing_model"
 _MAX_PROBLEMS_KEPT = 1000  # in the JSON document; all of them go to ``on_problem``

@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
+from ..records import Result
 from .publish import private_file
-from .records import Result
 
 FORMAT = 1
 _BACK = 1 << 16  # bytes read back at a time to find the line that ends the prefix

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import anyio
 
+from ..records import Job, Result
 from .budget import Budget, Verdict
-from .records import Job, Result
 
 
 class BudgetGate:

@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def make_run_dir(path: Path, out: Path) -> bool:

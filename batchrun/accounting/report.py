@@ -70,13 +70,13 @@ from typing import Any
 
 import orjson
 
-from .errors import InputFileError
+from ..errors import InputFileError
+from ..json_numbers import is_int, is_number
+from ..reader import jsonl_lines, open_input
+from ..records import Result
+from ..usage import Usage
 from .histogram import LogHistogram
-from .json_numbers import is_int, is_number
 from .pricing import PriceTable, load_prices
-from .reader import jsonl_lines, open_input
-from .records import Result
-from .usage import Usage
 
 SCHEMA = "batchrun.report/1"
 UNKNOWN_MODEL = "unknown"

@@ -17,8 +17,8 @@ import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from ..records import Result
 from . import journal
-from .records import Result
 
 _PIECE = 2**20
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .pricing import describe_prices
+from ..accounting.pricing import describe_prices
 
 _NUMBER = 13  # column widths
 _COST = 14

@@ -4,9 +4,9 @@ is read again (SPEC §3: an answered line is never sent twice).
 
 from __future__ import annotations
 
+from ..errors import ConfigError
+from ..records import Job, LineError, Result
 from .checkpoint import Recovered
-from .errors import ConfigError
-from .records import Job, LineError, Result
 
 
 class Carryover:

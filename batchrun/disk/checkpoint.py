@@ -37,11 +37,11 @@ from typing import Any, BinaryIO, Protocol
 
 import orjson
 
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..records import Result
 from . import journal, publish, snapshot
-from .config import RunConfig
-from .errors import ConfigError
 from .lock import RunLock
-from .records import Result
 from .rundir import make_run_dir
 
 log = logging.getLogger("batchrun")

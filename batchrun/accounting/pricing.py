@@ -46,9 +46,9 @@ from typing import Any
 
 import orjson
 
-from .errors import ConfigError
-from .json_numbers import is_number
-from .usage import Usage
+from ..errors import ConfigError
+from ..json_numbers import is_number
+from ..usage import Usage
 
 BATCH_DISCOUNT = 0.5
 """The OpenAI Batch API's price multiplier: 50% off input, cached input and output."""
@@ -193,7 +193,7 @@ def load_prices(path: Path | None = None, *, batch_discount: bool = False) -> Pr
 @lru_cache(maxsize=1)
 def builtin_prices() -> PriceTable:
     """The table shipped in the package (read once)."""
-    raw = resources.files("batchrun").joinpath("prices.json").read_bytes()
+    raw = resources.files("batchrun.accounting").joinpath("prices.json").read_bytes()
     data = orjson.loads(raw)
     return PriceTable(_parse_models(data, "built-in prices.json"), aliases=_parse_aliases(data, "prices.json"),
                       date=data.get("date"), source=data.get("source"))

@@ -45,10 +45,10 @@ from typing import Any
 
 import orjson
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..records import Job, Result
+from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS, counter_for, encoding_for, request_tokens
 from .pricing import Price, PriceTable
-from .records import Job, Result
-from .tokens import DEFAULT_MAX_OUTPUT_TOKENS, counter_for, encoding_for, request_tokens
 
 _NANO = 1_000_000_000
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .stats import RunStats
+from ..stats import RunStats
 from .tables import render_report
 
 

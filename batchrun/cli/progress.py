@@ -8,10 +8,10 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from .budget import projected_spend
-from .errors import RequestError
-from .records import Job, Result
-from .stats import RunStats
+from ..accounting.budget import projected_spend
+from ..errors import RequestError
+from ..records import Job, Result
+from ..stats import RunStats
 from .tables import duration
 
 DEFAULT_LOG_INTERVAL = 30.0
