@@ -1,0 +1,112 @@
+"""The composition: slots bound what is in flight, pacing sleeps hold none, nothing holds the pool."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import anyio
+import pytest
+
+from batchrun.pacing import CircuitBreaker, Pacer, estimate_cost
+
+from ...helpers import FakeClock, HeldClock
+
+
+def make_pacer(clock: FakeClock, concurrency: int = 64, **limits: float) -> Pacer:
+    breaker = CircuitBreaker(threshold=10, give_up=100, clock=clock)
+    return Pacer(concurrency=concurrency, breaker=breaker, clock=clock, **limits)
+
+
+async def test_without_limits_it_never_waits() -> None:
+    clock = FakeClock()
+    pacer = make_pacer(clock)
+    for _ in range(100):
+        permit = await pacer.admit(100)
+        pacer.settle(permit, 200, {}, 90)
+    assert clock.waits == [] and pacer.limits() == {}
+
+
+async def test_a_429_delays_no_one_else() -> None:
+    clock = FakeClock()
+    pacer = make_pacer(clock)
+    for _ in range(5):  # shed at random, with a long Retry-After: only its own retry waits
+        permit = await pacer.admit(10)
+        pacer.settle(permit, 429, {"retry-after": "86400"})
+    permit = await pacer.admit(10)
+    assert clock.waits == [] and pacer.rate_limited == 5
+
+
+async def test_requests_in_flight_never_exceed_the_slots() -> None:
+    pacer = make_pacer(FakeClock(), concurrency=2)
+    first, second = await pacer.admit(1), await pacer.admit(1)
+    admitted = []
+
+    async def third() -> None:
+        admitted.append(await pacer.admit(1))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(third)
+        await anyio.wait_all_tasks_blocked()
+        assert admitted == []  # two in flight: the third waits
+        pacer.settle(first, 200, {})
+        await anyio.wait_all_tasks_blocked()
+        assert len(admitted) == 1
+    pacer.settle(second, 200, {})
+    pacer.settle(admitted[0], 200, {})
+    assert pacer.slots.borrowed_tokens == 0
+
+
+async def test_a_request_waiting_for_its_pace_holds_no_slot() -> None:
+    clock = HeldClock()
+    pacer = make_pacer(clock, concurrency=1, rpm=60)  # one per second, one slot
+    first = await pacer.admit(1)
+    pacer.settle(first, 200, {})
+    admitted = []
+
+    async def second() -> None:
+        admitted.append(await pacer.admit(1))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second)
+        await anyio.wait_all_tasks_blocked()
+        assert clock.waits == [0.5] and pacer.slots.borrowed_tokens == 0  # it looks again every 0.5 s
+        clock.release.set()
+    assert len(admitted) == 1 and pacer.slots.borrowed_tokens == 1
+
+
+async def test_a_cancelled_probe_lets_the_next_request_probe() -> None:
+    clock = FakeClock()
+    pacer = make_pacer(clock, concurrency=1)
+    blocker = await pacer.admit(1)  # holds the only slot
+    for _ in range(10):
+        pacer.breaker.failed("connection refused")
+    assert pacer.breaker.state == "open"
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pacer.admit, 1)  # the probe: admitted by the breaker, then waits for a slot
+            await anyio.wait_all_tasks_blocked()
+            assert pacer.breaker.state == "probing"
+            scope.cancel()
+    assert pacer.breaker.state == "open"  # not stuck probing with no probe on its way
+    pacer.settle(blocker, 200, {})  # a late answer: the endpoint is up after all
+    assert pacer.breaker.state == "closed"
+
+
+async def test_a_quota_held_by_the_server_is_paced_at_its_refill_not_in_one_burst() -> None:
+    clock = FakeClock()
+    pacer = make_pacer(clock)
+    permit = await pacer.admit(10)
+    pacer.settle(permit, 429, {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0",
+                               "retry-after": "1"})
+    departures = []
+    for _ in range(5):
+        permit = await pacer.admit(10)
+        departures.append(clock.now())
+        pacer.settle(permit, 200, {})
+    gaps = [b - a for a, b in pairwise(departures)]
+    assert gaps == pytest.approx([0.1] * 4)  # 10 per second, each its own time
+
+
+def test_estimate_cost() -> None:
+    assert estimate_cost(b"x" * 400, 50) == 150
+    assert estimate_cost(b"x" * 400, None) == 100 + 500
