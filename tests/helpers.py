@@ -14,6 +14,7 @@ import anyio
 import orjson
 import pytest
 
+from batchrun.disk import journal
 from batchrun.records import Result
 from batchrun.stats import RunStats
 
@@ -168,3 +169,19 @@ def without_dac_override() -> list[str]:
     if probe.returncode != 0:
         pytest.skip(f"setpriv cannot drop capabilities here: {probe.stderr.decode().strip()}")
     return prefix
+
+
+def checkpoint_survivors(checkpoint: Path) -> set[str]:
+    """custom_ids the checkpoint holds as finished (what a resume must not send again)."""
+    done = set()
+    with (checkpoint / "output.jsonl").open("rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break  # a line without its end may be cut short: it counts as not written
+            try:
+                done.add(orjson.loads(line)["custom_id"])
+            except orjson.JSONDecodeError:
+                break
+    with (checkpoint / "journal").open("rb") as f:
+        done |= {orjson.loads(entry.line)["custom_id"] for entry in journal.scan(f)}
+    return done

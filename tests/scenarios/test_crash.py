@@ -13,8 +13,7 @@ import orjson
 
 from batchrun.simulator import SimulatorConfig, run_in_thread
 
-from ..helpers import chat_line, read_jsonl, wait_for, write_jsonl
-from ..unit.disk.test_checkpoint import checkpoint_survivors
+from ..helpers import chat_line, checkpoint_survivors, read_jsonl, wait_for, write_jsonl
 
 
 def start(source: Path, out: Path, base_url: str, *extra: str) -> subprocess.Popen[str]:

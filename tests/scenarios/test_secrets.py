@@ -31,7 +31,7 @@ from batchrun.simulator import Faults, SimulatorConfig, run_in_thread
 from batchrun.transport import AiohttpTransport
 
 from ..helpers import chat_line, files_under, read_jsonl, wait_for, write_jsonl
-from .test_hostile_endpoint import Handler, RawServer, Seen, chat_answer, error_body, http, replying
+from ..rawserver import Handler, RawServer, Seen, chat_answer, error_body, http, replying
 
 KEY = "sk-test-CANARY-5f1c2b9a8e7d4c3b2a1f0e9d"
 KEY_ENV = "BATCHRUN_TEST_SECRET_KEY"

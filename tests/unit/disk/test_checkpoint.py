@@ -18,7 +18,7 @@ from batchrun import RunConfig, run_batch
 from batchrun.errors import ConfigError
 from batchrun.runner import run_async
 
-from ...helpers import OnWritten, chat_line, read_jsonl, write_jsonl
+from ...helpers import OnWritten, chat_line, checkpoint_survivors, read_jsonl, write_jsonl
 
 BASE = "http://127.0.0.1:9/v1"
 
@@ -185,24 +185,6 @@ async def test_a_stale_lock_does_not_block(source: Path, tmp_path: Path) -> None
     (checkpoint / "lock").write_text("99999999\n")  # left by a killed process: no flock is held
     stats = await run_batch(RunConfig(source, base_url=BASE), transport=httpx.MockTransport(Endpoint()))
     assert stats.exit_code == 0
-
-
-def checkpoint_survivors(checkpoint: Path) -> set[str]:
-    """custom_ids the checkpoint holds as finished (what a resume must not send again)."""
-    from batchrun.disk import journal
-
-    done = set()
-    with (checkpoint / "output.jsonl").open("rb") as f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                break  # a line without its end may be cut short: it counts as not written
-            try:
-                done.add(orjson.loads(line)["custom_id"])
-            except orjson.JSONDecodeError:
-                break
-    with (checkpoint / "journal").open("rb") as f:
-        done |= {orjson.loads(entry.line)["custom_id"] for entry in journal.scan(f)}
-    return done
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
