@@ -323,7 +323,7 @@ def missing_answer(path: str, body: Any) -> str | None:
 
 
 def join_url(base_url: str, path: str) -> str:
-    """Join an endpoint path to the base URL without doubling the ``/v1`` (SPEC §1).
+    """Join an endpoint path to the base URL without doubling the ``/v1``.
 
     >>> join_url("http://h/v1", "/v1/embeddings")
     'http://h/v1/embeddings'

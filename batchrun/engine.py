@@ -137,7 +137,7 @@ async def run_batch(
     """Run every line of ``config.input_path`` and write the ordered output.
 
     Failed requests are error records in the output, not exceptions; the returned stats say
-    what happened and `RunStats.exit_code` maps it to SPEC §5.
+    what happened and `RunStats.exit_code` maps it to an exit code (README, "Exit codes").
 
     :param transport: how to reach the endpoint (default `AiohttpTransport`); an
         ``httpx.AsyncBaseTransport`` such as ``httpx.MockTransport`` is accepted too.
@@ -536,8 +536,8 @@ def _commit(config: RunConfig, checkpoint: Checkpoint, stats: RunStats) -> None:
     stats.stop_reason = None
 
 
-# The blocking paths of memory object streams cost ~40 µs per item (PERF-NOTES); when the
-# stream can act at once, these skip that scheduling round trip.
+# A memory object stream's `send` and `receive` yield to the event loop even when they could
+# act at once; these act at once when they can and wait only when they must.
 
 
 async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:

@@ -1,4 +1,4 @@
-"""Stream the input JSONL (SPEC §1) into `Job`s, and bad lines into `LineError`s.
+"""Stream the input JSONL into `Job`s, and bad lines into `LineError`s.
 
 Lines are read one at a time; nothing but the duplicate-id table grows with the file. A bad
 line never stops the stream: it becomes a `LineError` in its place, so the output still has

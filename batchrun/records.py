@@ -1,4 +1,4 @@
-"""The values that flow through a run, and their encoding as output lines (SPEC §2).
+"""The values that flow through a run, and their encoding as output lines (README, "Output").
 
 reader → `Job` (or `LineError`) → client → `Result` → writer.
 """

@@ -1,4 +1,4 @@
-"""When to try a request again, and how long to wait first (SPEC §7).
+"""When to try a request again, and how long to wait first (README, "Retries").
 
 The split between worth-retrying and final is decided by `errors.py`'s classes (see
 `Client._status_error`); this module is the policy one request's retries follow, `RetryBudget`

@@ -54,7 +54,7 @@ class Scrubber:
                 if char in '/"\\':
                     escapes.add(re.escape(char))
         # One alternative per first three hex digits, so that an escape of another character fails
-        # at once: re.IGNORECASE would make this pass many times slower, so the cases are spelled out.
+        # at once; the cases are spelled out, since re.IGNORECASE would apply to the whole pattern.
         last_digits: dict[str, set[str]] = {}
         for unit in units:
             last_digits.setdefault(unit[:3], set()).update({unit[3], unit[3].upper()})

@@ -1,4 +1,4 @@
-"""What a run did, counted as it goes, and the exit code it maps to (SPEC §5)."""
+"""What a run did, counted as it goes, and the exit code it maps to (README, "Exit codes")."""
 
 from __future__ import annotations
 

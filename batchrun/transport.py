@@ -1,14 +1,15 @@
 """How a request's bytes reach the endpoint: the `Transport` seam and its two implementations.
 
 - `AiohttpTransport`, the default: aiohttp's connection pool. httpcore's pool thrashes at high
-  concurrency (a released connection is offered to every waiter, encode/httpx#3215): measured
-  here, one ``httpx.AsyncClient`` reached 2% of the ideal rate at 256 requests in flight where
-  aiohttp reaches 86% (README, "HTTP transport").
+  concurrency (a released connection is offered to every waiter, encode/httpx#3215): at 256
+  requests in flight one ``httpx.AsyncHTTPTransport`` serves about a twentieth of what aiohttp
+  does (``python scripts/bench.py --clients httpx-pool,aiohttp``; README, "Performance").
 - `HttpxTransport`: any ``httpx.AsyncBaseTransport`` underneath — ``httpx.MockTransport`` in
   tests, or httpx's own pool, HTTP/2, proxies and mounts for whoever needs them.
 
 The seam is three values in and three out (no request or response objects) because building
-``httpx.Request``/``httpx.Response`` cost 40 µs per request, a third of batchrun's own overhead.
+``httpx.Request``/``httpx.Response`` objects costs CPU on every request: the ``httpx-aiohttp`` and
+``aiohttp`` rows of the same benchmark differ by them.
 Each transport translates its library's exceptions into `TransportError`, here and only here.
 """
 
@@ -85,8 +86,8 @@ class AiohttpTransport:
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            # aiohttp's own trust_env looks up netrc and proxies in a thread on every request,
-            # which doubled the CPU per request here; proxies are resolved once per URL instead.
+            # aiohttp's own trust_env looks up netrc and proxies in a thread on every request;
+            # proxies are resolved once per URL instead.
             trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent",),

@@ -1,4 +1,4 @@
-"""Token usage: one normalised shape for chat, Responses API and embeddings answers (SPEC §4).
+"""Token usage: one normalised shape for chat, Responses API and embeddings answers.
 
 `Usage.from_body` reads whichever shape the endpoint returned (`report.py` adds them up per
 model). The shapes it reads:

@@ -1,4 +1,4 @@
-"""Prices per model, and what a `Usage` cost (SPEC §4).
+"""Prices per model, and what a `Usage` cost.
 
 The built-in table is ``prices.json`` in this package: USD per 1M tokens for input, cached
 input and output, with the date it was compiled and its source. A user file passed as

@@ -1,4 +1,4 @@
-"""The usage, cost and latency report of SPEC §4, accumulated line by line in constant memory.
+"""The usage, cost and latency report, accumulated line by line in constant memory.
 
 One accumulator, `Report`, serves both places a report is made:
 

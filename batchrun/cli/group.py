@@ -9,7 +9,7 @@ from ..stats import EXIT_USAGE
 
 
 class BatchrunGroup(click.Group):
-    """Turns library errors into clean messages with SPEC §5 exit codes."""
+    """Turns library errors into clean messages and their exit codes (README, "Exit codes")."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:

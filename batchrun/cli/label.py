@@ -1,4 +1,4 @@
-"""``batchrun label``: a dataset in, the same rows with the model's answers out (SPEC §9)."""
+"""``batchrun label``: a dataset in, the same rows with the model's answers out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``batchrun mock-server``: the simulator of SPEC §8, in the foreground."""
+"""``batchrun mock-server``: the simulator, in the foreground."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
                 rate_drop: float, rate_truncate: float, rate_malformed: float, require_api_key_env: str | None,
                 seed: int, rpm: int | None, tpm: int | None, token_charge: TokenCharge, no_limit_headers: bool,
                 limits_schedule: tuple[str, ...]) -> None:
-    """Serve the OpenAI-compatible simulator on loopback until Ctrl-C (SPEC §8).
+    """Serve the OpenAI-compatible simulator on loopback until Ctrl-C.
 
     Deterministic answers with realistic usage for /v1/chat/completions, /v1/completions,
     /v1/embeddings, /v1/responses and /v1/models; counters at /_simulator/stats.

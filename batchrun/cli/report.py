@@ -1,4 +1,4 @@
-"""``batchrun report`` and ``batchrun estimate``: usage and cost after a run, and before one (SPEC §4)."""
+"""``batchrun report`` and ``batchrun estimate``: usage and cost after a run, and before one."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``batchrun run``: every request line of a file, in order (SPEC §1-§3, §5-§7)."""
+"""``batchrun run``: every request line of a file, in order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Put results back in input order and hand each to the kernel as it arrives (SPEC §2, §3).
+"""Put results back in input order and hand each to the kernel as it arrives.
 
 Results arrive in completion order. One that is next in input order goes to the ordered output
 at once, with every later one it was holding up; one that is not must wait in the reorder

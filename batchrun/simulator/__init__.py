@@ -1,4 +1,4 @@
-"""The built-in OpenAI-compatible simulator of SPEC §8 (``batchrun mock-server``, ``--mock``).
+"""The built-in OpenAI-compatible simulator (``batchrun mock-server``, ``--mock``).
 
 ``answers`` computes deterministic replies, ``faults`` decides which requests to mistreat,
 ``limits`` enforces OpenAI-style requests- and tokens-per-minute limits (off by default),

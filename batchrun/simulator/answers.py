@@ -1,6 +1,6 @@
 """What the simulator answers: a pure function from (method, path, body) to a reply.
 
-This is the OpenAI-compatible surface of the simulator (SPEC §8) with no I/O, no clock and no
+This is the OpenAI-compatible surface of the simulator with no I/O, no clock and no
 randomness: every field is derived from a blake2b digest of the canonical request, so the same
 request always gets byte-identical JSON across runs and machines. ``server.py`` calls
 :func:`answer` on its hot path, hence the plain dicts and the absence of per-request set-up.
@@ -336,7 +336,7 @@ def _fill(schema: dict[str, Any], digest: bytes) -> dict[str, Any]:
 def _labels(texts: list[str]) -> list[str]:
     """Allowed answers listed in the prompt, the latest message first (often the system one)."""
     for text in reversed(texts):
-        # Every pattern needs a colon, and this test is 50x cheaper than the regex.
+        # Every pattern needs a colon: most texts are ruled out without running the regex.
         match = _LABELS.search(text) if ":" in text else None
         if match is not None:
             labels = [label.strip(" \t\"'`[](){}.") for label in _LABEL_SPLIT.split(match.group(1))]

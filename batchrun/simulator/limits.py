@@ -286,7 +286,7 @@ class TokenBucket:
         self._lines = _HEADER_LINES % (self._name, capacity, self._name, self._name)
 
 
-@dataclass(slots=True)  # not a NamedTuple: this is built per request, at half the cost
+@dataclass(slots=True)  # built per request
 class Ticket:
     """The limiter's decision on one arriving request."""
 

@@ -3,9 +3,9 @@
 Each TCP connection is a :class:`_Connection`. httptools parses the bytes; every complete
 request is given its fate by the shared :class:`~.faults.FaultPlan` as it arrives, queued, and
 answered in order (HTTP/1.1 responses must follow request order, even when pipelined). Delays
-are ``loop.call_later`` timers rather than a task per request: on uvloop a timer costs about
-2 µs against 15 µs for ``create_task(asyncio.sleep())``, and a connection that goes away
-cancels its timer, so a hanging request leaks nothing.
+are ``loop.call_later`` timers rather than a task per request (a timer is an entry in the loop's
+heap, a task a coroutine the loop must step), and a connection that goes away cancels its timer,
+so a hanging request leaks nothing.
 
 With rate limits configured, a request is also given to the :class:`~.limits.Limiter` as it
 arrives (before the fault draw), which charges it or turns it into a 429; its answer is then
