@@ -17,7 +17,7 @@ retry, and its worker goes on with the next line: a line waiting keeps no other 
 sent, while the pacer's slots keep the requests actually in flight within ``concurrency``.
 Those tasks are few when the endpoint is healthy, and never more than the window.
 
-A run resumes from its checkpoint (`checkpoint.py`): lines finished by earlier starts are
+A run resumes from its checkpoint (`disk/checkpoint.py`): lines finished by earlier starts are
 carried over, never sent again. Stopping (a signal, later a budget) closes the door on new
 requests and lets those in flight finish, within a grace period.
 """
@@ -423,7 +423,7 @@ class Sink:
 
 
 async def _sync_periodically(writer: OrderedWriter, checkpoint: Checkpoint, control: Control) -> None:
-    """Bound what a power loss can take, and what a resume must read back (`snapshot.py`); a
+    """Bound what a power loss can take, and what a resume must read back (`disk/snapshot.py`); a
     disk that fails here stops the run, resumable."""
     try:
         while True:

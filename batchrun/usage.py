@@ -1,7 +1,7 @@
 """Token usage: one normalised shape for chat, Responses API and embeddings answers.
 
-`Usage.from_body` reads whichever shape the endpoint returned (`report.py` adds them up per
-model). The shapes it reads:
+`Usage.from_body` reads whichever shape the endpoint returned (`accounting/report.py` adds them
+up per model). The shapes it reads:
 
 - chat and legacy completions (OpenAI, vLLM, llama.cpp …): ``prompt_tokens``,
   ``completion_tokens``, ``total_tokens``, ``prompt_tokens_details.cached_tokens``,

@@ -1,6 +1,6 @@
 """The command line: each command parses options, builds the config, runs once, maps the exit code.
 
-Only this package (with `progress.py`) talks to the terminal. One module per command; the
+Only this package (`progress`, `summary`, `tables` included) talks to the terminal. One module per command; the
 options every engine-backed command shares, and how they become a run, are in `engine_options`.
 """
 

@@ -1,8 +1,8 @@
 """Terminal layouts of the report and the estimate: summary lines and a fixed-width model table.
 
-They read only the JSON documents (``batchrun.report/1`` from `report.py`,
-``batchrun.estimate/1`` from `estimate.py`), so what the terminal shows and what the JSON says
-cannot drift apart.
+They read only the JSON documents (``batchrun.report/1`` from `accounting/report.py`,
+``batchrun.estimate/1`` from `accounting/estimate.py`), so what the terminal shows and what the
+JSON says cannot drift apart.
 """
 
 from __future__ import annotations
