@@ -1,4 +1,4 @@
-"""Benchmark ``batchrun run`` end to end against the simulator, beside two baselines (issue 2).
+"""Benchmark ``batchrun run`` end to end against the simulator, beside two baselines.
 
     python scripts/bench.py                 # C 64,256 x latency 0,50,200 ms; 3 clients; 3 repeats
     python scripts/bench.py --quick         # smoke run: 300 requests, 1 repeat, under a minute
@@ -488,7 +488,7 @@ def ratios_table(summaries: list[Summary]) -> str | None:
 
 
 def target_checks(summaries: list[Summary]) -> list[str]:
-    """The issue's targets for batchrun that the measured cases speak to, each met or missed."""
+    """The targets for batchrun that the measured cases speak to, each met or missed."""
     ours = [s for s in summaries if s.client == "batchrun" and s.runs]
     sdk = {s.case: s for s in summaries if s.client == "openai-sdk" and s.runs}
     checks: list[tuple[str, bool]] = []
@@ -557,7 +557,7 @@ def render(summaries: list[Summary], env: dict[str, Any], elapsed_s: float, quic
         parts += ["", ratios]
     checks = [] if quick else target_checks(summaries)  # a smoke run is too short to judge
     if checks:
-        parts += ["", "Targets (issue 2):", *checks]
+        parts += ["", "Targets:", *checks]
     return "\n".join(parts)
 
 

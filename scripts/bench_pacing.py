@@ -1,4 +1,4 @@
-"""Rate pacing (issues 5 and 10): batchrun against the simulator's limits and shed load, beside
+"""Rate pacing: batchrun against the simulator's limits and shed load, beside
 the openai-SDK loop users would otherwise write, each figure judged against its target.
 
     python scripts/bench_pacing.py                  # every case
@@ -40,7 +40,7 @@ Cases: lines (with --quick), C, and the target.
                         37 tokens). 300 (200) lines, C=32. Wall time ≤ 1.15x the ideal,
                         (total charge - 6,000) / 100 s; 429s < 1%.
   rpm-learned, rpm-flag, tpm-learned, tpm-flag, rpm-change
-                        issue 5's: ``--rpm 6000`` or ``--tpm 600000``, the limits learned from the
+                        ``--rpm 6000`` or ``--tpm 600000``, the limits learned from the
                         headers or given to batchrun (``--rpm``/``--tpm``); rpm-change halves the
                         simulator's rpm 15 s (9 s) after the first answer (POST /_simulator/limits).
                         Short prompts with max_tokens 60 (about 54 tokens used). Lines: the full

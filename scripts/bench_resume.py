@@ -1,4 +1,4 @@
-"""How long a resume takes to skip lines an earlier start already finished (issue 3).
+"""How long a resume takes to skip lines an earlier start already finished.
 
     python scripts/bench_resume.py [--lines 1000000] [--left 1000]
 

@@ -1,4 +1,4 @@
-"""Chaos (issue 7): a 10,000-request run through a storm of faults, the circuit breaker with an
+"""Chaos: a 10,000-request run through a storm of faults, the circuit breaker with an
 endpoint that goes down (and comes back, or not), and hypothesis over random fault schedules.
 
 What must hold whatever happens: one output line per input line, in order; each line's outcome
@@ -253,7 +253,7 @@ ERROR_CODES = {"500": "server_error", "timeout": "request_timeout", "malformed":
 
 
 def expected_outcome(schedule: list[str], max_attempts: int) -> tuple[str, int]:
-    """The final outcome the schedule implies, and the attempt it comes at (SPEC §7: 429s do
+    """The final outcome the schedule implies, and the attempt it comes at (README, "Retries": 429s do
     not use up attempts; 400 is final; the rest are retried up to ``max_attempts`` failures)."""
     failures = 0
     attempt = 0

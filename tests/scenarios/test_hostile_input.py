@@ -1,4 +1,4 @@
-"""Hostile input (issue 7): the corpus in ``tests/corpus/``, huge lines made at test time, and
+"""Hostile input: the corpus in ``tests/corpus/``, huge lines made at test time, and
 files that cannot be read or written.
 
 Every bad line must get an error record in its place naming ``file:line``, the run must go on

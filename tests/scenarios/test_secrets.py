@@ -1,4 +1,4 @@
-"""The API key never leaves the Authorization header (SPEC §6, issue 7).
+"""The API key never leaves the Authorization header.
 
 A recognisable key (``sk-test-CANARY-…``) is required by the endpoint, so the runs below only
 get answers when it is really sent; then every file batchrun wrote and everything it printed

@@ -1,4 +1,4 @@
-"""The report of SPEC §4: totals, shapes of usage, costs, latency percentiles, files, the CLI."""
+"""The report: totals, shapes of usage, costs, latency percentiles, files, the CLI."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line: exit codes of SPEC §5, messages, and the commands end to end."""
+"""The command line: exit codes, messages, and the commands end to end."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checkpoints and resume (SPEC §3), in-process over `httpx.MockTransport`."""
+"""Checkpoints and resume, in-process over `httpx.MockTransport`."""
 
 from __future__ import annotations
 
