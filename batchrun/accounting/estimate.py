@@ -55,6 +55,7 @@ from ..reader import read_jobs
 from ..records import Job, LineError
 from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS, TokenCounter, counter_for, encoding_for, request_tokens
 from .pricing import PriceTable, load_prices
+from .tally import PerModel, priced_total
 
 MISSING_MODEL = "missing_model"
 _MAX_PROBLEMS_KEPT = 1000  # in the JSON document; all of them go to ``on_problem``
@@ -94,7 +95,7 @@ class Estimate:
         self.problems = 0
         self.problem_lines: list[Problem] = []
         self.by_endpoint: Counter[str] = Counter()
-        self.models: dict[str, ModelEstimate] = {}
+        self.models = PerModel(ModelEstimate)
         self.encodings: dict[str, str] = {}
 
     def add_problem(self, problem: Problem) -> None:
@@ -108,9 +109,7 @@ class Estimate:
         self.lines += 1
         self.by_endpoint[url] += 1
         tokens = request_tokens(url, body, self._counter(model))
-        tally = self.models.get(model)
-        if tally is None:
-            tally = self.models[model] = ModelEstimate()
+        tally = self.models.of(model)
         tally.requests += 1
         tally.input_tokens += tokens.input
         tally.images += tokens.images
@@ -135,15 +134,10 @@ class Estimate:
 
     def cost(self) -> tuple[tuple[float, float] | None, tuple[float, float]]:
         """``(total, priced)`` ranges; the total is ``None`` when some model has no price."""
-        low = high = 0.0
-        complete = True
-        for model in self.models:
-            cost = self.model_cost(model)
-            if cost is None:
-                complete = False
-            else:
-                low, high = low + cost[0], high + cost[1]
-        return ((low, high) if complete else None), (low, high)
+        costs = [self.model_cost(model) for model in self.models]
+        total, low = priced_total(None if cost is None else cost[0] for cost in costs)
+        high = priced_total(None if cost is None else cost[1] for cost in costs)[1]
+        return (None if total is None else (low, high)), (low, high)
 
     def warnings(self) -> list[str]:
         notes = []

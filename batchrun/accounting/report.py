@@ -77,6 +77,7 @@ from ..records import Result
 from ..usage import Usage
 from .histogram import LogHistogram
 from .pricing import PriceTable, load_prices
+from .tally import PerModel, priced_total
 
 SCHEMA = "batchrun.report/1"
 UNKNOWN_MODEL = "unknown"
@@ -112,7 +113,7 @@ class Report:
         self.retries = 0
         self.lines_with_attempts = 0
         self.rate_limited = 0
-        self.models: dict[str, ModelTally] = {}
+        self.models = PerModel(ModelTally)
         self.latency = LogHistogram()
         self.wire_s = 0.0
         self.waited_s = 0.0
@@ -172,9 +173,7 @@ class Report:
             billed = body.get("model")
             if isinstance(billed, str) and billed:
                 model = billed
-        tally = self.models.get(model or UNKNOWN_MODEL)
-        if tally is None:
-            tally = self.models[model or UNKNOWN_MODEL] = ModelTally()
+        tally = self.models.of(model or UNKNOWN_MODEL)
         tally.requests += 1
         if usage is not None:
             tally.usage.add(usage)
@@ -218,9 +217,10 @@ class Report:
 
         :raises (KeyError, TypeError, ValueError): not a `state`; nothing was changed.
         """
-        models = {name: ModelTally(int(t["requests"]), int(t["succeeded"]), int(t["failed"]),
-                                   int(t["without_usage"]), Usage(**{k: int(v) for k, v in t["usage"].items()}))
-                  for name, t in state["models"].items()}
+        models = PerModel(ModelTally)
+        models.update((name, ModelTally(int(t["requests"]), int(t["succeeded"]), int(t["failed"]),
+                                        int(t["without_usage"]), Usage(**{k: int(v) for k, v in t["usage"].items()})))
+                      for name, t in state["models"].items())
         latency = LogHistogram.restore(state["latency"])
         counts = [int(state[key]) for key in ("lines", "succeeded", "failed", "retries", "lines_with_attempts",
                                               "rate_limited")]
@@ -248,15 +248,7 @@ class Report:
 
     def cost(self) -> tuple[float | None, float]:
         """``(total, priced)``: the total is ``None`` when some model's cost is unknown."""
-        priced = 0.0
-        complete = True
-        for model in self.models:
-            cost = self.model_cost(model)
-            if cost is None:
-                complete = False
-            else:
-                priced += cost
-        return (priced if complete else None), priced
+        return priced_total(self.model_cost(model) for model in self.models)
 
     def warnings(self) -> list[str]:
         notes = []
