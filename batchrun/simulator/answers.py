@@ -20,13 +20,14 @@ from typing import Any
 
 import orjson
 
-from ..json_numbers import is_int
+from ..json_numbers import is_int, is_number
 
 __all__ = ["MODELS", "Reply", "answer", "error_payload"]
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-5-mini", "o4-mini", "text-embedding-3-small")
 """Listed by ``GET /v1/models``; any other model name is accepted and echoed too."""
 
+_FORMATS = ("text", "json_object", "json_schema")  # the `text.format` types a response echoes
 _EPOCH = 1_735_689_600  # 2025-01-01: `created` is this plus a digest-derived offset, never the clock.
 _MAX_DIMENSIONS = 4096
 _REASONING_MODEL = re.compile(r"(?:^|/)(?:o\d|gpt-5)")
@@ -203,17 +204,35 @@ def _responses(request: dict[str, Any], digest: bytes) -> dict[str, Any]:
             "content": [{"type": "output_text", "text": content, "annotations": []}],
         }
     )
+    # Every field OpenAI returns, the request's settings echoed, so that clients that validate
+    # the whole object (the openai SDK's `Response` model) accept it.
     return {
         "id": "resp_" + digest.hex(),
         "object": "response",
         "created_at": _created(digest),
         "status": "incomplete" if cut else "completed",
+        "error": None,
         "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
+        "instructions": instructions or None,
+        "max_output_tokens": cap,
         "model": request["model"],
         "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": True,
+        "temperature": _number(request, "temperature", 1.0),
+        "text": {"format": fmt if isinstance(fmt, dict) and fmt.get("type") in _FORMATS else {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": _number(request, "top_p", 1.0),
+        "truncation": "disabled",
+        "metadata": {},
+        "user": None,
         "usage": {
             "input_tokens": usage["prompt_tokens"],
-            "input_tokens_details": {"cached_tokens": usage["prompt_tokens_details"]["cached_tokens"]},
+            "input_tokens_details": {"cached_tokens": usage["prompt_tokens_details"]["cached_tokens"],
+                                     "cache_write_tokens": 0},
             "output_tokens": completion,
             "output_tokens_details": {"reasoning_tokens": reasoning},
             "total_tokens": usage["total_tokens"],
@@ -367,6 +386,11 @@ def _cap(request: dict[str, Any], *names: str) -> int | None:
             raise _Invalid(f"Invalid '{name}': expected a positive integer.", name, "invalid_value")
         return value
     return None
+
+
+def _number(request: dict[str, Any], name: str, default: float) -> float:
+    value = request.get(name)
+    return value if is_number(value) else default
 
 
 def _usage(prompt: int, completion: int, reasoning: int, digest: bytes) -> dict[str, Any]:
