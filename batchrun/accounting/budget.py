@@ -48,6 +48,7 @@ import orjson
 from ..errors import ConfigError
 from ..records import Job, Result
 from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS, counter_for, encoding_for, request_tokens
+from ..money import usd
 from .pricing import Price, PriceTable
 
 _NANO = 1_000_000_000
@@ -110,6 +111,7 @@ class Budget:
         self._reserved = 0
         self.in_flight = 0
         self.settled = 0
+        self.refused: float | None = None  # the worst case of the request a STOP turned away
         self.default_max_output = default_max_output
         self.exact = exact
 
@@ -129,6 +131,7 @@ class Budget:
         """May a request of this worst case be sent now? On GO its worst case is reserved."""
         need = _nano(worst)
         if self._spent + need > self._cap:
+            self.refused = worst
             return Verdict.STOP
         if self._spent + self._reserved + need > self._cap:
             return Verdict.WAIT
@@ -190,8 +193,8 @@ class Budget:
 
     def describe_stop(self, worst: float) -> str:
         """Why dispatching stopped, for the log and the summary."""
-        return (f"budget reached: ${self.spent:,.4f} spent of the ${self.cap:,.4f} cap; the next request "
-                f"may cost up to ${worst:,.4f}. Re-run with a higher --max-cost to continue.")
+        return (f"budget reached (--max-cost): {usd(self.spent)} spent of the {usd(self.cap)} cap; the next request "
+                f"may cost up to {usd(worst)}")
 
     def _price(self, model: str | None) -> Price:
         price = self._prices.get(model) if model else None
