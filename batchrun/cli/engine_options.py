@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..runner import run_async
 from ..stats import EXIT_STOPPED, RunStats
 from .bounded import Bounded
-from .progress import BarProgress, LogProgress
+from .progress import BarLogHandler, BarProgress, LogProgress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +59,7 @@ _OPTIONS = [
                  help="Seconds the endpoint may stay down (dispatch paused, probing) before the run stops."),
     click.option("--max-cost", type=Bounded(defaults.COST_RANGE), envvar="BATCHRUN_MAX_COST",
                  metavar="USD", help="Spend at most this many dollars: dispatch stops before a request could "
-                                     "pass it (exit 3); run again with a higher cap to continue."),
+                                     "pass it (exit 3); the summary prints the command that continues with a higher cap."),
     click.option("--prices", "prices_path", metavar="FILE", type=click.Path(path_type=Path),
                  help="Price file (JSON or TOML) overriding or extending the built-in table."),
     click.option("--batch-discount", is_flag=True, help="Price tokens at the OpenAI Batch API's 50% discount."),
@@ -145,7 +145,7 @@ class EngineOptions:
                          batch_discount=self.batch_discount)
 
     def setup_logging(self) -> None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = BarLogHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s batchrun %(levelname)s: %(message)s", "%H:%M:%S"))
         root = logging.getLogger("batchrun")
         root.handlers[:] = [handler]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TextIO
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from ..accounting.budget import projected_spend
 from ..errors import RequestError
+from ..money import usd
 from ..records import Job, Result
 from ..stats import RunStats
 from .tables import duration
@@ -19,32 +21,61 @@ log = logging.getLogger("batchrun")
 
 
 class BarProgress:
-    """A tqdm bar over lines written, with outcome counters beside it."""
+    """A tqdm bar over lines written, with outcome counters beside it.
 
-    def __init__(self, file: TextIO) -> None:
+    The counters are read when the bar is drawn, from the same `RunStats` as its count, so the
+    two never disagree; log lines go above the bar (`BarLogHandler`), not through it.
+
+    :param min_interval: seconds between redraws.
+    """
+
+    def __init__(self, file: TextIO, min_interval: float = 0.1) -> None:
         self._file = file
-        self._bar: tqdm | None = None  # type: ignore[type-arg]
-        self._shown = 0.0
+        self._min_interval = min_interval
+        self._bar: _Bar | None = None
 
     def started(self, stats: RunStats) -> None:
-        self._bar = tqdm(total=stats.total_hint, initial=stats.written, unit="req", file=self._file,
-                         dynamic_ncols=True, smoothing=0.05)
+        # miniters=1: tqdm's monitor thread, which redraws a bar from another thread, leaves
+        # such a bar alone; the counters are read on the event loop only.
+        self._bar = _Bar(stats, total=stats.total_hint, initial=stats.written, unit="req", file=self._file,
+                         dynamic_ncols=True, smoothing=0.05, mininterval=self._min_interval, miniters=1)
 
     def written(self, result: Result, stats: RunStats) -> None:
         assert self._bar is not None
-        self._bar.update(1)
-        now = time.monotonic()
-        if now - self._shown >= 0.5:
-            self._shown = now
-            self._bar.set_postfix_str(_counters(stats), refresh=False)
+        self._bar.update(stats.written - self._bar.n)
 
     def retrying(self, job: Job, error: RequestError, wait: float) -> None:
         pass
 
     def close(self, stats: RunStats) -> None:
         if self._bar is not None:
-            self._bar.set_postfix_str(_counters(stats), refresh=False)
+            self._bar.update(stats.written - self._bar.n)
             self._bar.close()
+
+
+class _Bar(tqdm):  # type: ignore[type-arg]
+    """A bar whose postfix is the run's counters as of the moment it is drawn."""
+
+    def __init__(self, stats: RunStats, **options: Any) -> None:
+        self._stats = stats
+        super().__init__(**options)
+
+    @property
+    def format_dict(self) -> MutableMapping[str, Any]:
+        values = super().format_dict
+        values["postfix"] = _counters(self._stats)
+        return values
+
+
+class BarLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log records as lines above a progress bar drawn on the same terminal: `tqdm.write` clears
+    the bar, writes the line and draws the bar again (no bar: it just writes)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging's own convention: report, never raise
+            self.handleError(record)
 
 
 class LogProgress:
@@ -92,12 +123,12 @@ def _spend(stats: RunStats) -> str:
     tokens = f"tokens={stats.report.usage().total:,}"
     total, priced = stats.report.cost()
     if stats.budget is not None:
-        spent = f"spent=${stats.budget.spent:,.4f}/${stats.budget.cap:,.2f}"
+        spent = f"spent={usd(stats.budget.spent)}/{usd(stats.budget.cap)}"
     else:
-        spent = f"spent=${priced:,.4f}" + ("" if total is not None else "+unknown")
+        spent = f"spent={usd(priced)}" + ("" if total is not None else "+unknown")
     projected = projected_spend(priced, stats.written, stats.total_hint or 0)
     if projected is not None and stats.written < (stats.total_hint or 0):
-        spent += f" (projected ${projected:,.2f})"
+        spent += f" (projected {usd(projected)})"
     return f"{tokens} {spent}"
 
 
