@@ -46,9 +46,9 @@ from typing import Any
 import orjson
 
 from ..errors import ConfigError
+from ..money import usd
 from ..records import Job, Result
 from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS, counter_for, encoding_for, request_tokens
-from ..money import usd
 from .pricing import Price, PriceTable
 
 _NANO = 1_000_000_000

@@ -7,9 +7,15 @@ import click
 from ..errors import BatchrunError
 from ..stats import EXIT_USAGE
 
+_ARGV = "batchrun.argv"
+
 
 class BatchrunGroup(click.Group):
     """Turns library errors into clean messages and their exit codes (README, "Exit codes")."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGV] = list(args)  # before click consumes them
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -23,3 +29,9 @@ class BatchrunGroup(click.Group):
 @click.version_option(package_name="batchrun")
 def main() -> None:
     """Run JSONL files of LLM requests against OpenAI-compatible endpoints."""
+
+
+def command_args() -> list[str]:
+    """The arguments the running command was given after ``batchrun``, as typed."""
+    args: list[str] = click.get_current_context().meta.get(_ARGV, [])
+    return args

@@ -10,7 +10,7 @@ import click
 
 from ..stats import EXIT_STOPPED
 from .engine_options import EngineOptions, engine_options
-from .group import main
+from .group import command_args, main
 from .summary import format_summary
 
 if TYPE_CHECKING:
@@ -72,8 +72,9 @@ OUT.batch/results.jsonl` shows usage and cost.
 
 \b
 Exit codes: 0 every row has an answer, 1 some rows have an _error, 2 usage or
-data error (nothing sent), 3 stopped by --max-cost, 4 stopped early (interrupted):
-for 3 and 4, run the same command again to continue.
+data error (nothing sent), 3 stopped by --max-cost: the summary prints the command
+that continues (the same one with a higher --max-cost), 4 stopped early
+(interrupted): run the same command again to continue.
 """
 
 
@@ -125,7 +126,7 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
         sys.exit(EXIT_STOPPED)
     if not options.quiet:
         if config is not None and stats is not None:
-            click.echo(format_summary(stats, str(config.report_path)), err=True)
+            click.echo(format_summary(stats, str(config.report_path), command_args()), err=True)
         counts = outcome.counts
         if counts is not None:
             failures = ", ".join(f"{code} {n:,}" for code, n in counts.errors.most_common())

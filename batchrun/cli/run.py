@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .engine_options import EngineOptions, engine_options
-from .group import main
+from .group import command_args, main
 from .summary import format_summary
 
 RUN_EXAMPLES = """
@@ -26,7 +26,8 @@ output shape; failed lines also go to OUTPUT's sibling <name>.errors.jsonl.
 
 \b
 Exit codes: 0 all lines succeeded, 1 some lines failed, 2 usage or input error (nothing
-sent), 3 stopped by --max-cost, 4 stopped early (interrupted, the endpoint rejected the
+sent), 3 stopped by --max-cost: the summary prints the command that continues (the same
+one with a higher --max-cost), 4 stopped early (interrupted, the endpoint rejected the
 API key or stayed down): run the same command again to continue where it stopped.
 """
 
@@ -44,5 +45,5 @@ def run(input_path: Path, output: Path | None, **engine: Any) -> None:
         config = make_config(input_path, output)
         stats = options.run(config)
     if not options.quiet:
-        click.echo(format_summary(stats, str(config.report_path)), err=True)
+        click.echo(format_summary(stats, str(config.report_path), command_args()), err=True)
     sys.exit(stats.exit_code)

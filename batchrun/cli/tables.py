@@ -7,14 +7,15 @@ JSON says cannot drift apart.
 
 from __future__ import annotations
 
-import math
+import textwrap
 from typing import Any
 
 from ..accounting.pricing import describe_prices
+from ..money import usd
 
-_NUMBER = 13  # column widths
-_COST = 14
-_REPORT_COLUMNS = ("prompt", "cached", "completion", "reasoning", "total")
+WIDTH = 80  # what every line printed to a terminal fits in
+_LABEL = 14  # where a summary row's text starts: "  " + a 10-wide label + "  "
+_MIN_NAME = 12  # a model name is never cut shorter than this
 
 
 def render_report(doc: dict[str, Any]) -> str:
@@ -26,20 +27,23 @@ def render_report(doc: dict[str, Any]) -> str:
         rows.append(("failures", ", ".join(f"{code} {n:,}" for code, n in requests["by_error_code"].items())))
     retries = "unknown (not recorded in this file)" if doc["retries"] is None else f"{doc['retries']:,}"
     rows.append(("retries", f"{retries}; 429s: {doc['rate_limited']:,}"))
+    tokens = doc["tokens"]
+    rows.append(("tokens", f"{tokens['total']:,}: {tokens['prompt']:,} prompt ({tokens['cached']:,} cached), "
+                           f"{tokens['completion']:,} completion ({tokens['reasoning']:,} reasoning)"))
     rows.append(("latency", _latency(doc["latency_ms"])))
     if doc.get("time_s"):
         rows.append(("time", f"{duration(doc['time_s']['on_the_wire'])} on the wire, "
-                             f"{duration(doc['time_s']['waiting'])} waiting (pacing, backoff), summed over lines"))
+                             f"{duration(doc['time_s']['waiting'])} waiting (pacing, backoff), over all lines"))
     rows.append(("wall time", _wall(doc)))
     cost = doc["cost_usd"]
-    rows.append(("cost", _usd(cost) if cost is not None
-                 else f"unknown: {_usd(doc['cost_usd_priced'])} for the priced models, plus the unpriced"))
-    header = ["requests", *_REPORT_COLUMNS]
-    table = [(model, [entry["requests"], *(entry["tokens"][k] for k in _REPORT_COLUMNS)], _usd(entry["cost_usd"]))
-             for model, entry in doc["models"].items()]
-    total = [sum(entry["requests"] for entry in doc["models"].values()), *(doc["tokens"][k] for k in _REPORT_COLUMNS)]
+    rows.append(("cost", usd(cost) if cost is not None
+                 else f"unknown: {usd(doc['cost_usd_priced'])} for the priced models, plus the unpriced"))
+    header = ["requests", "prompt", "completion"]
+    table = [(model, [entry["requests"], entry["tokens"]["prompt"], entry["tokens"]["completion"]],
+              usd(entry["cost_usd"])) for model, entry in doc["models"].items()]
+    total = [sum(entry["requests"] for entry in doc["models"].values()), tokens["prompt"], tokens["completion"]]
     title = f"batchrun report on {doc['source']}" if doc.get("source") else "batchrun report"
-    return _layout(title, rows, header, table, ("total", total, _usd(doc["cost_usd"])), doc)
+    return _layout(title, rows, header, table, ("total", total, usd(doc["cost_usd"])), doc)
 
 
 def render_estimate(doc: dict[str, Any]) -> str:
@@ -61,19 +65,40 @@ def render_estimate(doc: dict[str, Any]) -> str:
                    ("total", total, _range(doc["cost_usd"])), doc, cost_title="cost USD low-high")
 
 
+def fit(line: str, indent: int = 0) -> str:
+    """``line`` wrapped at spaces to `WIDTH`, continued ``indent`` spaces in. A word is never cut:
+    a path longer than a whole line keeps its line to itself, so it can still be copied."""
+    return textwrap.fill(line, WIDTH, subsequent_indent=" " * indent, break_long_words=False,
+                         break_on_hyphens=False)
+
+
 def _layout(title: str, rows: list[tuple[str, str]], header: list[str],
             table: list[tuple[str, list[int], str]], total: tuple[str, list[int], str], doc: dict[str, Any],
             cost_title: str = "cost USD") -> str:
-    lines = [title, *(f"  {label:<10}  {text}" for label, text in rows), ""]
-    name_width = max([len("model"), *(len(name) for name, _, _ in table)]) + 2
-    cost_width = max([_COST, len(cost_title) + 2, *(len(cost) + 2 for _, _, cost in [*table, total])])
-    head = f"  {'model':<{name_width}}" + "".join(f"{h:>{_NUMBER}}" for h in header) + f"{cost_title:>{cost_width}}"
+    lines = [fit(title, 2), *(fit(f"  {label:<10}  {text}", _LABEL) for label, text in rows), ""]
+    shown = [*table, total] if len(table) != 1 else table
+    widths = [max(len(h), *(len(f"{numbers[i]:,}") for _, numbers, _ in shown)) + 2 for i, h in enumerate(header)]
+    cost_width = max(len(cost_title), *(len(cost) for _, _, cost in shown)) + 2
+    room = WIDTH - 2 - sum(widths) - cost_width
+    name_width = max(len("model"), _MIN_NAME, min(room, max(len(name) for name, _, _ in shown) + 2))
+    head = (f"  {'model':<{name_width}}" + "".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True))
+            + f"{cost_title:>{cost_width}}")
     lines += [head, "  " + "-" * (len(head) - 2)]
-    for name, numbers, cost in [*table, total] if len(table) != 1 else table:
-        lines.append(f"  {name:<{name_width}}" + "".join(f"{n:>{_NUMBER},}" for n in numbers) + f"{cost:>{cost_width}}")
-    lines += ["", describe_prices(doc["prices"]) + " (USD per 1M tokens: input, cached input, output)"]
-    lines += [f"warning: {note}" for note in doc["warnings"]]
+    for name, numbers, cost in shown:
+        lines.append(f"  {_shorten(name, name_width - 2):<{name_width}}"
+                     + "".join(f"{n:>{w},}" for n, w in zip(numbers, widths, strict=True)) + f"{cost:>{cost_width}}")
+    lines += ["", fit(describe_prices(doc["prices"]) + " (USD per 1M tokens: input, cached input, output)", 2)]
+    lines += [fit(f"warning: {note}", 2) for note in doc["warnings"]]
     return "\n".join(lines)
+
+
+def _shorten(name: str, width: int) -> str:
+    """A model name cut to ``width`` in the middle, where dated and fine-tuned names differ least
+    (``ft:gpt-4o-mini-2024-07-18:acme::9xYz`` → ``ft:gpt-4o-m…cme::9xYz``); the report's JSON has it whole."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
 
 
 def _latency(latency: dict[str, Any] | None) -> str:
@@ -90,18 +115,8 @@ def _wall(doc: dict[str, Any]) -> str:
     return f"{duration(wall)} · {doc['throughput_rps']:,.1f} req/s · {doc['tokens_per_s']:,.0f} tokens/s"
 
 
-def _usd(value: float | None) -> str:
-    if value is None:
-        return "unknown"
-    if 0 < value < 0.0001:  # never shown as $0: zero means free
-        return "<$0.0001"
-    if 0 < value < 0.01:  # three significant digits
-        return f"${value:.{2 - math.floor(math.log10(value))}f}"
-    return f"${value:,.4f}"
-
-
 def _range(cost: dict[str, float] | None) -> str:
-    return "unknown" if cost is None else f"{_usd(cost['low'])} - {_usd(cost['high'])}"
+    return "unknown" if cost is None else f"{usd(cost['low'])} - {usd(cost['high'])}"
 
 
 def _ms(value: float) -> str:
