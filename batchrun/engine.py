@@ -154,7 +154,8 @@ async def run_batch(
     scan = await anyio.to_thread.run_sync(scan_input, config.input_path)
     budget = await _budget(config, prices, scan.size)
     checkpoint = Checkpoint(config)
-    stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines)
+    stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines,
+                     simulated=config.mock)
     if checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed):
         log.info("an earlier start finished this run: its output is now published; nothing to send")
         await anyio.to_thread.run_sync(_count_published, config.out, stats)
@@ -488,6 +489,7 @@ def _save_report(config: RunConfig, stats: RunStats) -> None:
 def _report_json(stats: RunStats) -> bytes:
     stats.report.set_wall_time(stats.wall_s, lines=stats.written_this_start, tokens=stats.tokens_this_start)
     doc = stats.report.to_dict()
+    doc["simulated"] = stats.simulated
     if stats.pacer is not None:
         doc["pacing"] = _pacing(stats.pacer)
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2)

@@ -51,6 +51,7 @@ class RunStats:
     stop_code: int = EXIT_STOPPED
     pacer: Pacer | None = None  # live pacing state, for the progress display
     budget: Budget | None = None  # live spending against --max-cost, for the progress display
+    simulated: bool = False  # the answers, and so the costs, came from the built-in simulator
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
