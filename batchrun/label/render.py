@@ -117,18 +117,22 @@ class Renderer:
     """Iterate to get the `Request` of every row, in order.
 
     After the iteration, `columns` holds the data's columns (a CSV header, or every key of a
-    JSONL file in order of first appearance) and `rows` their count.
+    JSONL file in order of first appearance), `rows` their count, and `delimiter` a CSV/TSV
+    file's delimiter, as given or sniffed.
 
     :param id_field: the column whose value is each row's ``custom_id``; default ``line-<N>``,
         N the line the row starts on.
+    :param delimiter: of a CSV/TSV file (`RowReader`).
     :raises InputFileError: at the end of the iteration, when any row has a problem (all are
         listed, up to `MAX_REPORTED`); at once when the file cannot be read.
     """
 
-    def __init__(self, path: Path, spec: RequestSpec, id_field: str | None = None) -> None:
+    def __init__(self, path: Path, spec: RequestSpec, id_field: str | None = None,
+                 delimiter: str | None = None) -> None:
         self.path = path
         self.spec = spec
         self.id_field = id_field
+        self.delimiter = delimiter
         self.columns: list[str] = []
         self.rows = 0
         self._problems: list[tuple[int, str]] = []  # (row number, message): listed in row order
@@ -136,7 +140,8 @@ class Renderer:
         self._repeats: list[tuple[Row, str]] = []
 
     def __iter__(self) -> Iterator[Request]:
-        with RowReader(self.path) as reader:
+        with RowReader(self.path, delimiter=self.delimiter) as reader:
+            self.delimiter = reader.delimiter
             if reader.columns is not None:
                 self.columns = reader.columns
                 self._check_header(reader.columns)
@@ -210,7 +215,7 @@ class Renderer:
             return
         wanted = {custom_id: None for _, custom_id in self._repeats}
         first: dict[str, Row] = {}
-        with RowReader(self.path) as reader:
+        with RowReader(self.path, delimiter=self.delimiter) as reader:
             for row in reader:
                 key = row_id(row, self.id_field)
                 if key in wanted and key not in first:

@@ -6,8 +6,10 @@ file that `RowWriter.commit` renames into place, so a half-written output never 
 name.
 
 - CSV/TSV: a header row, then one row per record (quoted fields may span lines). Values are
-  strings. A row with fewer fields than the header is allowed (the missing ones are empty in
-  the output, and absent for the template); one with more is an error. Written out, a cell
+  strings. A TSV is split on tabs; a CSV on the delimiter given, else the one of ``, ; TAB |``
+  that splits its header into the most fields (`sniff_delimiter`). A row with fewer fields
+  than the header is allowed (the missing ones are empty in the output, and absent for the
+  template); one with more is an error. Written out, a cell
   that a spreadsheet would run as a formula gets a ``'`` in front (`formulas.defuse`).
 - JSONL: one JSON object per line, read as the run's input is (`reader.jsonl_lines`: blank
   lines skipped, a line over its size limit an error, never held in memory). JSONL written
@@ -19,6 +21,7 @@ Both are UTF-8; a BOM is tolerated.
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +37,8 @@ from .formulas import defuse
 Format = Literal["csv", "tsv", "jsonl"]
 
 _EXTENSIONS: dict[str, Format] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_DIALECTS = {"csv": "excel", "tsv": "excel-tab"}
+_DELIMITER = {"csv": ",", "tsv": "\t"}  # written; read unless --delimiter (a CSV's is sniffed)
+DELIMITERS = ",;\t|"  # what a CSV header is sniffed for
 # The csv module refuses fields over 128 KiB by default; a labeled document can be longer.
 _FIELD_LIMIT = 1 << 30
 
@@ -75,22 +79,28 @@ class Row:
 class RowReader:
     """Streams the rows of a data file; use as a context manager, iterate once.
 
+    :param delimiter: of a CSV/TSV file; by default a tab for TSV, and sniffed for CSV.
     :param columns: the CSV header, known on opening; ``None`` for JSONL, whose objects may
         each have other keys.
-    :raises InputFileError: the file cannot be opened, or is not in its format (with the line).
+    :raises InputFileError: the file cannot be opened, is not in its format (with the line), or
+        its delimiter cannot be told.
     """
 
-    def __init__(self, path: Path, fmt: Format | None = None) -> None:
+    def __init__(self, path: Path, fmt: Format | None = None, delimiter: str | None = None) -> None:
         self.path = path
         self.format = fmt or data_format(path)
         self.columns: list[str] | None = None
+        self.delimiter = delimiter
         self._file = open_input(path, "a data file")
         if self.format != "jsonl":
             csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
-            # strict: an unbalanced quote is an error, not a field that silently swallows
-            # every row after it.
-            self._csv = csv.reader(self._text_lines(), dialect=_DIALECTS[self.format], strict=True)
             try:
+                lines = self._text_lines()
+                if self.delimiter is None:
+                    self.delimiter, lines = self._sniff(lines) if self.format == "csv" else (_DELIMITER["tsv"], lines)
+                # strict: an unbalanced quote is an error, not a field that silently swallows
+                # every row after it.
+                self._csv = csv.reader(lines, dialect="excel", delimiter=self.delimiter, strict=True)
                 self.columns = self._header()
             except BaseException:
                 self.close()
@@ -118,6 +128,15 @@ class RowReader:
                 yield (raw[len(BOM):] if line_no == 1 and raw.startswith(BOM) else raw).decode()
             except UnicodeDecodeError:
                 raise InputFileError(f"{self.path}:{line_no}: not UTF-8 text") from None
+
+    def _sniff(self, lines: Iterator[str]) -> tuple[str, Iterator[str]]:
+        """The delimiter of the header line, and ``lines`` as if none had been read."""
+        read = []
+        for line_no, line in enumerate(lines, start=1):
+            read.append(line)
+            if line.strip():
+                return sniff_delimiter(line, f"{self.path}:{line_no}"), itertools.chain(read, lines)
+        return ",", iter(read)
 
     def _header(self) -> list[str]:
         try:
@@ -167,6 +186,28 @@ class RowReader:
             yield Row(number, line_no, values, line)
 
 
+def sniff_delimiter(header: str, where: str) -> str:
+    """The one of `DELIMITERS` that splits a CSV header line into the most fields (a comma when
+    none splits it: one column).
+
+    :raises InputFileError: two of them split it into as many fields: which one is meant
+        cannot be told from the header.
+    """
+    fields = {delimiter: len(next(csv.reader([header], delimiter=delimiter))) for delimiter in DELIMITERS}
+    most = max(fields.values())
+    if most == 1:
+        return ","
+    best = [delimiter for delimiter, count in fields.items() if count == most]
+    if len(best) > 1:
+        names = " and ".join(_DELIMITER_NAMES[delimiter] for delimiter in best)
+        raise InputFileError(f"{where}: the header splits into {most} columns on {names} alike: cannot tell the "
+                             "delimiter; give it with --delimiter")
+    return best[0]
+
+
+_DELIMITER_NAMES = {",": "',' (comma)", ";": "';' (semicolon)", "\t": "a tab", "|": "'|' (pipe)"}
+
+
 class RowWriter:
     """Writes labeled rows to a temporary file beside ``path``; `commit` gives it its name.
 
@@ -175,10 +216,11 @@ class RowWriter:
     :param added: the new columns, in order, appended after the data's.
     :param raw_cells: write CSV/TSV cells as they are, even those a spreadsheet would run as
         formulas (by default they get a ``'`` in front: `formulas.defuse`). The header too.
+    :param delimiter: of CSV/TSV output; by default a comma for CSV, a tab for TSV.
     """
 
     def __init__(self, path: Path, fmt: Format, columns: Sequence[str], added: Sequence[str], *,
-                 raw_cells: bool = False) -> None:
+                 raw_cells: bool = False, delimiter: str | None = None) -> None:
         self.path = path
         self.format = fmt
         self._columns = list(columns)
@@ -186,7 +228,8 @@ class RowWriter:
         self._target = AtomicFile(path, text=fmt != "jsonl")
         self._file = self._target.file
         if fmt != "jsonl":
-            self._csv = csv.writer(_LineFeeds(self._file), dialect=_DIALECTS[fmt], lineterminator="\r\n")
+            self._csv = csv.writer(_LineFeeds(self._file), dialect="excel", lineterminator="\r\n",
+                                   delimiter=delimiter or _DELIMITER[fmt])
             self._csv.writerow(map(self._text, [*self._columns, *added]))
 
     def write(self, row: Row, added: dict[str, Any]) -> None:
