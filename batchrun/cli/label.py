@@ -29,6 +29,8 @@ Examples:
 
 \b
 DATA is CSV or TSV with a header row, or JSONL objects (by extension), streamed.
+A CSV's delimiter (, ; tab |) is told from its header, or given by --delimiter;
+a CSV output in the data's format keeps it.
 The output has the same rows in the same order, followed by the answer column(s):
   answer    the answer text (without --labels or --json-schema)
   label     with --labels: one of the labels, spelled as given
@@ -67,7 +69,8 @@ a placeholder a row cannot fill, or a repeated --id-field, exits 2 naming rows.
 \b
 The batch is kept in OUT.batch/ beside the output (requests.jsonl,
 results.jsonl). Run the same command again to continue after an interruption;
---retry-failed sends the rows with an _error again; `batchrun report
+--retry-failed sends the rows with an _error again, with the template and
+options as now given (a fixed prompt), and keeps every answer; `batchrun report
 OUT.batch/results.jsonl` shows usage and cost.
 
 \b
@@ -97,11 +100,14 @@ that continues (the same one with a higher --max-cost), 4 stopped early
               help="Send no response_format (endpoints without structured outputs); answers are still checked.")
 @click.option("--raw-cells", is_flag=True,
               help="Write CSV/TSV cells as given, even those a spreadsheet runs as formulas (= + - @ tab CR).")
+@click.option("--delimiter", metavar="CHAR", callback=lambda ctx, param, value: _delimiter(value),
+              help="The CSV/TSV data's delimiter: one character, or 'tab'. Default: a tab for .tsv; for .csv, "
+                   "the one of , ; tab | that splits the header into the most columns.")
 @click.option("--dry-run", is_flag=True, help="Check every row; show the first requests and the cost estimate.")
 @engine_options
 def label(data_path: Path, template_path: Path, output: Path | None, model: str, system: str | None,
           labels: str | None, schema_path: Path | None, params: tuple[str, ...], id_field: str | None,
-          no_response_format: bool, raw_cells: bool, dry_run: bool, **engine: Any) -> None:
+          no_response_format: bool, raw_cells: bool, delimiter: str | None, dry_run: bool, **engine: Any) -> None:
     """Ask a model about every row of DATA; write the rows with its answers as new columns."""
     from ..accounting.pricing import load_prices
     from ..label import LabelJob, LabelRun, preview
@@ -110,7 +116,7 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
     options.setup_logging()
     job = LabelJob.from_files(data_path, template_path, output_path=output, model=model, system=system,
                               labels=labels, schema_path=schema_path, params=params, id_field=id_field,
-                              response_format=not no_response_format, raw_cells=raw_cells)
+                              response_format=not no_response_format, raw_cells=raw_cells, delimiter=delimiter)
     if dry_run:
         prices = load_prices(options.prices_path, batch_discount=options.batch_discount)
         click.echo(_preview_text(preview(job, prices=prices)))
@@ -150,3 +156,13 @@ def _preview_text(shown: Preview) -> str:
         parts.append(f"[other fields]\n{orjson.dumps(rest).decode()}\n")
     parts.append(render_estimate(shown.estimate.to_dict()))
     return "\n".join(parts)
+
+
+def _delimiter(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value.lower() in ("tab", "\\t"):
+        return "\t"
+    if len(value) != 1 or value in "\"\r\n":
+        raise click.BadParameter(f"{value!r} is not one character (other than a quote or a line break), or 'tab'")
+    return value

@@ -16,6 +16,11 @@ engine resumes from its checkpoint, and the join, which writes the output to a t
 renamed into place, runs again from the start. A finished output is not overwritten unless
 asked (``--retry-failed`` or ``--restart``), as with ``batchrun run``.
 
+``--retry-failed`` over a finished run may change the template and the request options (the
+prompt being what a user fixes after seeing failures): the rows that have an answer keep it,
+and the failed ones are sent as now rendered. The data must be the same rows, which
+``OUT.batch/rows`` (a digest of every row's id and values, written with the requests) tells.
+
 The join is itself published in steps (the marked results, their errors, the output), so
 ``OUT.batch/joined`` records which results file the output was joined from (its inode, size
 and mtime), written last. Engine results that differ from it have not been joined yet: a
@@ -25,6 +30,7 @@ that crashed before its join are kept, not bought again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,7 +79,10 @@ class LabelJob:
         ``line-<N>``, N the line the row starts on.
     :param raw_cells: write CSV/TSV cells as they are, even those a spreadsheet would run as
         formulas (by default they get a ``'`` in front).
-    :raises ConfigError: the data format is unknown, or the output is the data file.
+    :param delimiter: of CSV/TSV data, and of an output in the data's format; by default a tab
+        for TSV, and sniffed from the header for CSV (`rows.sniff_delimiter`).
+    :raises ConfigError: the data format is unknown, the output is the data file, or a
+        delimiter is given for JSONL data.
     """
 
     data_path: Path
@@ -81,6 +90,7 @@ class LabelJob:
     output_path: Path | None = None
     id_field: str | None = None
     raw_cells: bool = False
+    delimiter: str | None = None
     data_format: Format = field(init=False)
     output_format: Format = field(init=False)
 
@@ -90,6 +100,8 @@ class LabelJob:
         out = Path(self.output_path) if self.output_path else data.with_name(f"{data.stem}.labeled{data.suffix}")
         if out.resolve() == data.resolve():
             raise ConfigError(f"the output {out} is the data file; choose another -o")
+        if self.delimiter is not None and fmt == "jsonl":
+            raise ConfigError(f"--delimiter is for CSV/TSV data; {data} is JSONL")
         object.__setattr__(self, "data_path", data)
         object.__setattr__(self, "output_path", out)
         object.__setattr__(self, "data_format", fmt)
@@ -99,7 +111,7 @@ class LabelJob:
     def from_files(cls, data_path: Path, template_path: Path, *, output_path: Path | None = None,
                    model: str = DEFAULT_MODEL, system: str | None = None, labels: str | None = None,
                    schema_path: Path | None = None, params: Sequence[str] = (), id_field: str | None = None,
-                   response_format: bool = True, raw_cells: bool = False) -> LabelJob:
+                   response_format: bool = True, raw_cells: bool = False, delimiter: str | None = None) -> LabelJob:
         """A job from what a user types (``batchrun label``'s options): file paths, the labels as
         ``a,b,c``, params as ``NAME=VALUE``. Warns when a label would be a formula in a
         CSV/TSV output.
@@ -118,7 +130,7 @@ class LabelJob:
         elif schema_path is not None:
             answer = load_json_schema(schema_path)
         spec = RequestSpec(template, model, answer, parse_params(params), response_format=response_format)
-        job = cls(data_path, spec, output_path, id_field, raw_cells=raw_cells)
+        job = cls(data_path, spec, output_path, id_field, raw_cells=raw_cells, delimiter=delimiter)
         if isinstance(answer, Labels) and job.output_format != "jsonl":
             _warn_formula_labels(answer.labels, job.out, raw_cells=raw_cells)
         return job
@@ -140,6 +152,7 @@ class Workspace:
         self.checkpoint = self.results.with_name(self.results.name + ".checkpoint")
         self.lock = self.dir / "lock"
         self.joined = self.dir / "joined"
+        self.rows = self.dir / "rows"
 
     def join_pending(self) -> bool:
         """Whether the engine finished results the output was not joined from (module docstring)."""
@@ -196,6 +209,7 @@ class LabelRun:
         self.config = engine(self.work.requests, self.work.results)
         self._lock = RunLock(self.work.lock, job.out)
         self._columns: list[str] = []
+        self._delimiter = job.delimiter  # a CSV's, as the rendering read it
         self._data_stamp: tuple[int, int] | None = None
 
     def __enter__(self) -> LabelRun:
@@ -230,7 +244,7 @@ class LabelRun:
                 raise ConfigError(f"{out} already holds a finished label run: pass --retry-failed to send its "
                                   "failed rows again, or --restart to label every row again")
         self._data_stamp = _stamp(self.job.data_path)
-        self._render(compare=started and not config.restart)
+        self._render(compare=started and not config.restart, new_requests=finished and config.retry_failed)
         return None if finished and not config.retry_failed and not config.restart else config
 
     def finish(self, stats: RunStats | None) -> LabelOutcome:
@@ -244,10 +258,12 @@ class LabelRun:
         if _stamp(job.data_path) != self._data_stamp:
             raise ConfigError(f"{job.data_path} changed while it was being labeled; the answers are kept in "
                               f"{work.dir}: restore the data and run again, or run again with --restart")
-        writer = RowWriter(job.out, job.output_format, self._columns, job.spec.added_columns, raw_cells=job.raw_cells)
+        # An output in the data's format keeps its delimiter (a ;-separated CSV stays one).
+        writer = RowWriter(job.out, job.output_format, self._columns, job.spec.added_columns, raw_cells=job.raw_cells,
+                           delimiter=self._delimiter if job.output_format == job.data_format else None)
         results, errors = publish.AtomicFile(work.results), publish.AtomicFile(work.errors)
         try:
-            with RowReader(job.data_path, job.data_format) as rows, work.results.open("rb") as earlier:
+            with RowReader(job.data_path, job.data_format, self._delimiter) as rows, work.results.open("rb") as earlier:
                 counts = join(rows, earlier, job.spec.answer, lambda row: row_id(row, job.id_field), writer,
                               results.file, errors.file)
             results.commit()
@@ -260,27 +276,54 @@ class LabelRun:
             raise
         return LabelOutcome(job.out, counts, stats)
 
-    def _render(self, *, compare: bool) -> None:
-        """Write the requests file anew; with ``compare``, it must equal the earlier one."""
+    def _render(self, *, compare: bool, new_requests: bool = False) -> None:
+        """Write the requests file anew, and the digest of the rows they were made from.
+
+        :param compare: the requests must equal the earlier ones, line for line.
+        :param new_requests: unless the rows are those of the earlier requests, which may differ
+            in their template or options (``--retry-failed`` over a finished run).
+        """
         requests = publish.AtomicFile(self.work.requests)
         earlier: IO[bytes] | None = self.work.requests.open("rb") if compare and self.work.requests.exists() else None
-        renderer = Renderer(self.job.data_path, self.job.spec, self.job.id_field)
+        renderer = Renderer(self.job.data_path, self.job.spec, self.job.id_field, self.job.delimiter)
+        rows = hashlib.blake2b(digest_size=16)
+        changed: tuple[int, Request] | None = None  # how many requests differ, and the first of them
         try:
             for request in renderer:
                 line = request.line()
                 requests.file.write(line)
+                rows.update(orjson.dumps([request.custom_id, request.row.values], option=orjson.OPT_APPEND_NEWLINE))
                 if earlier is not None and earlier.readline() != line:
-                    raise self._changed(f"at row {request.row.number} (line {request.row.line})")
+                    if not new_requests:
+                        raise self._changed(f"at row {request.row.number} (line {request.row.line})")
+                    changed = (changed[0] + 1, changed[1]) if changed else (1, request)
             if earlier is not None and earlier.readline():
                 raise self._changed(f"after row {renderer.rows}: the data has fewer rows")
+            if changed is not None:
+                self._check_same_rows(rows.hexdigest(), changed[1])
+                log.info("the template or request options changed since the earlier run (%s of %s requests "
+                         "differ): --retry-failed keeps the answers the rows have and sends the failed rows "
+                         "as now rendered", f"{changed[0]:,}", f"{renderer.rows:,}")
             requests.commit()
+            publish.write_atomically(self.work.rows, rows.hexdigest().encode())
         except BaseException:
             requests.discard()
             raise
         finally:
             if earlier is not None:
                 earlier.close()
-        self._columns = renderer.columns
+        self._columns, self._delimiter = renderer.columns, renderer.delimiter
+
+    def _check_same_rows(self, digest: str, first: Request) -> None:
+        """:raises ConfigError: the rows differ from those of the earlier requests (or the
+        earlier run recorded none), so their answers cannot be kept."""
+        try:
+            same = self.work.rows.read_bytes().decode() == digest
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise self._changed(f"at row {first.row.number} (line {first.row.line}), and the data rows are not "
+                                "those of that run")
 
     def _changed(self, where: str) -> ConfigError:
         return ConfigError(f"{self.job.out}: the data, template or request options changed since the earlier run in "
@@ -322,7 +365,7 @@ def preview(job: LabelJob, count: int = 3, prices: PriceTable | None = None) -> 
 
     shown: list[Request] = []
     estimate = Estimate(prices or load_prices(), source=str(job.data_path))
-    for request in Renderer(job.data_path, job.spec, job.id_field):
+    for request in Renderer(job.data_path, job.spec, job.id_field, job.delimiter):
         if len(shown) < count:
             shown.append(request)
         estimate.add_request(job.spec.model, CHAT_URL, request.body)
