@@ -299,13 +299,15 @@ class LabelRun:
                     changed = (changed[0] + 1, changed[1]) if changed else (1, request)
             if earlier is not None and earlier.readline():
                 raise self._changed(f"after row {renderer.rows}: the data has fewer rows")
+            digest = rows.hexdigest()
             if changed is not None:
-                self._check_same_rows(rows.hexdigest(), changed[1])
+                self._check_same_rows(digest, changed[1])
                 log.info("the template or request options changed since the earlier run (%s of %s requests "
                          "differ): --retry-failed keeps the answers the rows have and sends the failed rows "
                          "as now rendered", f"{changed[0]:,}", f"{renderer.rows:,}")
             requests.commit()
-            publish.write_atomically(self.work.rows, rows.hexdigest().encode())
+            if self._recorded_rows() != digest:
+                publish.write_atomically(self.work.rows, digest.encode())
         except BaseException:
             requests.discard()
             raise
@@ -314,14 +316,17 @@ class LabelRun:
                 earlier.close()
         self._columns, self._delimiter = renderer.columns, renderer.delimiter
 
+    def _recorded_rows(self) -> str | None:
+        """The digest of the rows the requests were last rendered from (`_render`)."""
+        try:
+            return self.work.rows.read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            return None
+
     def _check_same_rows(self, digest: str, first: Request) -> None:
         """:raises ConfigError: the rows differ from those of the earlier requests (or the
         earlier run recorded none), so their answers cannot be kept."""
-        try:
-            same = self.work.rows.read_bytes().decode() == digest
-        except FileNotFoundError:
-            same = False
-        if not same:
+        if self._recorded_rows() != digest:
             raise self._changed(f"at row {first.row.number} (line {first.row.line}), and the data rows are not "
                                 "those of that run")
 
