@@ -12,6 +12,7 @@ from ..stats import EXIT_STOPPED
 from .engine_options import EngineOptions, engine_options
 from .group import command_args, main
 from .summary import format_summary
+from .tables import fit
 
 if TYPE_CHECKING:
     from ..label.job import Preview
@@ -136,8 +137,8 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
         counts = outcome.counts
         if counts is not None:
             failures = ", ".join(f"{code} {n:,}" for code, n in counts.errors.most_common())
-            click.echo(f"labeled {counts.rows:,} rows into {outcome.output_path}: {counts.ok:,} answered, "
-                       f"{counts.failed:,} with an _error{f' ({failures})' if failures else ''}", err=True)
+            click.echo(fit(f"labeled {counts.rows:,} rows into {outcome.output_path}: {counts.ok:,} answered, "
+                           f"{counts.failed:,} with an _error{f' ({failures})' if failures else ''}", 2), err=True)
     sys.exit(outcome.exit_code)
 
 
