@@ -20,20 +20,20 @@ import orjson
 import pytest
 
 from batchrun import RunConfig, run_batch
-from batchrun.budget import Budget
-from batchrun.estimate import Estimate
-from batchrun.pricing import load_prices
-from batchrun.progress import BarProgress, LogProgress
+from batchrun.accounting.budget import Budget
+from batchrun.accounting.estimate import Estimate
+from batchrun.accounting.pricing import load_prices
+from batchrun.accounting.report import Report
+from batchrun.cli.progress import BarProgress, LogProgress
+from batchrun.cli.summary import format_summary
+from batchrun.cli.tables import render_estimate
 from batchrun.records import Result
-from batchrun.report import Report
 from batchrun.simulator import serve
 from batchrun.stats import EXIT_BUDGET, RunStats
-from batchrun.summary import format_summary
-from batchrun.tables import render_estimate
 
-from .helpers import chat_line, read_jsonl, write_jsonl
+from ..helpers import chat_line, read_jsonl, write_jsonl
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 BAR = re.compile(r"(\d+)/(\d+) \[.*ok=(\d+) failed=(\d+)")
 MONEY = re.compile(r"<?\$[\d,.]*\d")
 
