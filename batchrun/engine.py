@@ -62,6 +62,7 @@ log = logging.getLogger("batchrun")
 T = TypeVar("T")
 
 SYNC_INTERVAL = 1.0  # seconds between fsyncs: what a power loss can take at most
+BAD_LINE_WARNINGS = 20  # bad input lines logged one by one; the rest are counted (the errors file has each)
 
 
 class Observer(Protocol):
@@ -88,6 +89,7 @@ class Control:
         self.in_flight = 0
         self.fed = 0  # lines handed on by the reader
         self.fed_all = False  # the reader reached the end of the input
+        self.bad_lines = 0  # input lines that cannot be sent, met by this start
         # Lines refused 401/403 after other lines were answered: held back until an answer to a
         # request sent later shows the key still works (then they are that line's failure), or
         # the refusals show it does not (an abort: then they are not written, and the next start
@@ -96,6 +98,11 @@ class Control:
         self.feed_scope = anyio.CancelScope()
         self.workers_scope = anyio.CancelScope()
         self.run_scope = anyio.CancelScope()
+
+    def bad_line(self, message: str) -> None:
+        self.bad_lines += 1
+        if self.bad_lines <= BAD_LINE_WARNINGS:
+            log.warning("%s", message)
 
     def stop(self, reason: str, code: int, grace: float | None) -> None:
         """Stop dispatching; in-flight requests get ``grace`` seconds (``None``: no limit).
@@ -217,6 +224,9 @@ async def run_batch(
             stats.stop_reason = stats.stop_reason or "interrupted while saving the checkpoint"
             stats.stop_code = EXIT_STOPPED
             _save_report(config, stats)
+    if control.bad_lines > BAD_LINE_WARNINGS:
+        errors = config.errors_path if stats.stop_reason is None else checkpoint.errors
+        log.warning("… and %s more bad input lines: see %s", f"{control.bad_lines - BAD_LINE_WARNINGS:,}", errors)
     return stats
 
 
@@ -317,7 +327,7 @@ async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryo
                     except anyio.BrokenResourceError:
                         return  # the last worker ended on an error, before its abort cancelled this scope
                 else:
-                    log.warning("%s", item.message)
+                    control.bad_line(item.message)
                     sink.put(Result.from_line_error(item))
                 control.fed += 1
             control.fed_all = True

@@ -36,6 +36,8 @@ _URL_CHARS = frozenset(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _DOT_SEGMENT = re.compile(r"(?:\.|%2e){1,2}", re.IGNORECASE)
 _ENCODED_SLASH = re.compile(r"%2f|%5c", re.IGNORECASE)
+_TABLE_SUFFIXES = (".csv", ".tsv")
+_TABLE_SEPARATOR = re.compile(rb"[,;\t]")  # in a first line that is not JSON: a header row
 
 
 def open_input(path: Path, kind: str = "a JSONL file") -> BinaryIO:
@@ -84,15 +86,8 @@ def read_jobs(path: Path, limit: int | None = None,
     with open_input(path) as f:
         try:
             for line_no, line in jsonl_lines(f, position, limit):
-                if isinstance(line, int):
-                    item: Job | LineError = LineError(
-                        position.index, line_no, f"line-{line_no}", "invalid_request_line",
-                        f"{path}:{line_no}: {too_long(line)} a request may have")
-                    position.index += 1
-                    yield item
-                    continue
-                item = parse_line(line, position.index, line_no, str(path))
-                if not seen.add(item.custom_id) and isinstance(item, Job):
+                item = _item(line, position.index, line_no, path)
+                if isinstance(line, bytes) and not seen.add(item.custom_id) and isinstance(item, Job):
                     item = LineError(
                         position.index, line_no, item.custom_id, "duplicate_custom_id",
                         f"{path}:{line_no}: custom_id {item.custom_id!r} was already used by an earlier line",
@@ -101,6 +96,33 @@ def read_jobs(path: Path, limit: int | None = None,
                 yield item
         except OSError as exc:
             raise InputFileError(f"{path}: read failed: {exc.strerror}") from None
+
+
+def require_a_request(f: BinaryIO, path: Path) -> None:
+    """Refuse a file in which no line is a request: run, it would send nothing and only write an
+    error record per line. Reading stops at the first request, the first line of any usable
+    file, so this costs one line, not a pass over the file (but for a file it refuses). A file
+    with no line at all is not refused: it is a batch of nothing.
+
+    :raises InputFileError: naming the first line and what is wrong with it; for what looks
+        like a table, pointing at ``batchrun label``.
+    """
+    first: LineError | None = None
+    first_line = b""
+    for line_no, line in jsonl_lines(f):
+        item = _item(line, 0, line_no, path)
+        if isinstance(item, Job):
+            return
+        if first is None:
+            first, first_line = item, line if isinstance(line, bytes) else b""
+    if first is None:
+        return
+    message = f"no line of {path} is a valid request (the first: {first.message}); nothing was sent"
+    table = first_line[:1] not in (b"{", b"[") and _TABLE_SEPARATOR.search(first_line)
+    if path.suffix.lower() in _TABLE_SUFFIXES or table:
+        message += ("; it looks like a CSV/TSV table: did you mean `batchrun label`, which sends a prompt template "
+                    "filled from each row?")
+    raise InputFileError(message)
 
 
 def skip_requests(path: Path, count: int, limit: int | None = None) -> Position:
@@ -226,6 +248,14 @@ def _lines(f: BinaryIO, limit: int) -> Iterator[bytes | int]:
             if rest.endswith(b"\n"):
                 break
         yield length
+
+
+def _item(line: bytes | int, index: int, line_no: int, path: Path) -> Job | LineError:
+    """What a line of `jsonl_lines` is: a request, or why it cannot be sent (one too long to read)."""
+    if isinstance(line, int):
+        return LineError(index, line_no, f"line-{line_no}", "invalid_request_line",
+                         f"{path}:{line_no}: {too_long(line)} a request may have")
+    return parse_line(line, index, line_no, str(path))
 
 
 def parse_line(line: bytes, index: int, line_no: int, source: str) -> Job | LineError:

@@ -103,6 +103,13 @@ class RunStats:
         return (self.finished or time.monotonic()) - self.started
 
     @property
+    def status(self) -> str:
+        """How the run ended, as its report says: complete, stopped, or stopped by the budget."""
+        if self.stop_reason is None:
+            return "complete"
+        return "budget" if self.stop_code == EXIT_BUDGET else "stopped"
+
+    @property
     def exit_code(self) -> int:
         if self.stop_reason is not None:
             return self.stop_code

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -72,7 +73,8 @@ _OPTIONS = [
     click.option("--mock", is_flag=True, help="Run against the built-in simulator: no key, no network."),
     click.option("--mock-latency-ms", type=Bounded(defaults.MILLISECONDS_RANGE), default=20.0, show_default=True,
                  help="With --mock: the simulator's response latency."),
-    click.option("--quiet", "-q", is_flag=True, help="No progress and no summary; errors only."),
+    click.option("--quiet", "-q", is_flag=True,
+                 help="No progress and no summary; errors only, and one line when the exit code is not 0."),
     click.option("--verbose", "-v", is_flag=True, help="Log every retry."),
     click.option("--progress-interval", type=Bounded(defaults.DEADLINE_RANGE), default=30.0,
                  show_default=True, help="Seconds between progress log lines when stderr is not a terminal."),
@@ -146,7 +148,10 @@ class EngineOptions:
 
     def setup_logging(self) -> None:
         handler = BarLogHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s batchrun %(levelname)s: %(message)s", "%H:%M:%S"))
+        # ISO 8601 in UTC: a log kept by cron is read on other days, and in other time zones.
+        formatter = logging.Formatter("%(asctime)s batchrun %(levelname)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
         root = logging.getLogger("batchrun")
         root.handlers[:] = [handler]
         root.setLevel(logging.DEBUG if self.verbose else logging.ERROR if self.quiet else logging.INFO)

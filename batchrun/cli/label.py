@@ -11,7 +11,7 @@ import click
 from ..stats import EXIT_STOPPED
 from .engine_options import EngineOptions, engine_options
 from .group import command_args, main
-from .summary import format_summary
+from .summary import format_summary, outcome_line
 from .tables import fit
 
 if TYPE_CHECKING:
@@ -131,14 +131,22 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
     except KeyboardInterrupt:  # while rendering or joining: the engine handles its own signals
         click.echo("\nbatchrun: interrupted; run the same command again to continue", err=True)
         sys.exit(EXIT_STOPPED)
+    counts = outcome.counts
+    labeled = None
+    if counts is not None:
+        failures = ", ".join(f"{code} {n:,}" for code, n in counts.errors.most_common())
+        labeled = (f"labeled {counts.rows:,} rows into {outcome.output_path}: {counts.ok:,} answered, "
+                   f"{counts.failed:,} with an _error{f' ({failures})' if failures else ''}")
     if not options.quiet:
         if config is not None and stats is not None:
             click.echo(format_summary(stats, str(config.report_path), command_args()), err=True)
-        counts = outcome.counts
-        if counts is not None:
-            failures = ", ".join(f"{code} {n:,}" for code, n in counts.errors.most_common())
-            click.echo(fit(f"labeled {counts.rows:,} rows into {outcome.output_path}: {counts.ok:,} answered, "
-                           f"{counts.failed:,} with an _error{f' ({failures})' if failures else ''}", 2), err=True)
+        if labeled is not None:
+            click.echo(fit(labeled, 2), err=True)
+    elif outcome.exit_code:  # one line all the same
+        if labeled is not None:
+            click.echo(f"batchrun: {labeled}", err=True)
+        elif config is not None and stats is not None:
+            click.echo(outcome_line(stats, str(config.report_path)), err=True)
     sys.exit(outcome.exit_code)
 
 

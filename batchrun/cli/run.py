@@ -10,7 +10,7 @@ import click
 
 from .engine_options import EngineOptions, engine_options
 from .group import command_args, main
-from .summary import format_summary
+from .summary import format_summary, outcome_line
 
 RUN_EXAMPLES = """
 \b
@@ -44,6 +44,9 @@ def run(input_path: Path, output: Path | None, **engine: Any) -> None:
     with options.endpoint() as make_config:
         config = make_config(input_path, output)
         stats = options.run(config)
+    report = str(config.report_path)
     if not options.quiet:
-        click.echo(format_summary(stats, str(config.report_path), command_args()), err=True)
+        click.echo(format_summary(stats, report, command_args()), err=True)
+    elif stats.exit_code:
+        click.echo(outcome_line(stats, report), err=True)
     sys.exit(stats.exit_code)

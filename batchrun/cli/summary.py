@@ -1,5 +1,6 @@
 """What is printed at the end of a run: the report table, then where everything went, and the
-one thing to do next when the run stopped early. Every line fits `tables.WIDTH` columns."""
+one thing to do next when the run stopped early. Every line fits `tables.WIDTH` columns. With
+``--quiet``, or when there was nothing to do, one line instead."""
 
 from __future__ import annotations
 
@@ -81,3 +82,13 @@ def _round_up(usd: float) -> str:
     exponent = math.floor(math.log10(usd)) - 1 if usd > 0 else 0
     places = max(0, -exponent)
     return f"{math.ceil(usd / 10.0**exponent - 1e-9) * 10.0**exponent:.{places}f}"
+
+
+def outcome_line(stats: RunStats, report_path: str) -> str:
+    """The one line ``--quiet`` prints for a run that did not end with every line succeeded."""
+    if stats.stop_reason is None:
+        return (f"batchrun: {stats.failed:,} of {stats.written:,} lines failed: see {stats.errors_path} "
+                f"(report: {report_path})")
+    again = ("run again with a higher --max-cost to continue" if stats.status == "budget"
+             else "run the same command again to continue")
+    return f"batchrun: stopped early: {stats.stop_reason}; {again} (report: {report_path})"

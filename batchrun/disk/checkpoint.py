@@ -30,6 +30,7 @@ import hashlib
 import itertools
 import logging
 import os
+import re
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ import orjson
 
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..reader import BOM, require_a_request
 from ..records import Result
 from . import journal, publish, snapshot
 from .lock import RunLock
@@ -52,24 +54,39 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class InputScan:
-    """One pass over the input: its identity, and its newline count for the progress total."""
+    """One pass over the input: its identity, and its request lines (those not blank, as the
+    reader counts them) for the progress total and the report."""
 
     size: int
     digest: str
     lines: int
 
 
+_BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*(?=\n)")  # a newline, and the blank line after it
+_INK = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # what makes a line not blank
+
+
 def scan_input(path: Path) -> InputScan:
+    """:raises InputFileError: no line of the input is a request (`require_a_request`)."""
     digest = hashlib.blake2b(digest_size=16)
-    size = lines = 0
-    last = b"\n"
+    size = lines = blank = 0
+    blank_so_far = True  # the line that goes on into the next chunk
     with path.open("rb") as f:
+        require_a_request(f, path)
+        f.seek(0)
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
+            start = len(BOM) if not size and chunk.startswith(BOM) else 0
             size += len(chunk)
+            first = chunk.find(b"\n", start)
+            if first < 0:
+                blank_so_far = blank_so_far and not _INK.search(chunk, start)
+                continue
+            blank += blank_so_far and not _INK.search(chunk, start, first)
+            blank += len(_BLANK_LINE.findall(chunk, first))
             lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    return InputScan(size, digest.hexdigest(), lines + (last != b"\n"))
+            blank_so_far = not _INK.search(chunk, chunk.rfind(b"\n") + 1)
+    return InputScan(size, digest.hexdigest(), lines - blank + (not blank_so_far))
 
 
 class PrefixCounter(Protocol):
