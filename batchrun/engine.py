@@ -46,7 +46,7 @@ from .accounting.report import Report
 from .accounting.spending import BudgetGate
 from .client import Client, Retrying
 from .config import RunConfig
-from .disk.checkpoint import Checkpoint, Recovered, scan_input
+from .disk.checkpoint import Checkpoint, InputScan, Recovered, identity, scan_input
 from .disk.publish import private_file, write_atomically
 from .disk.resume import Carryover
 from .disk.snapshot import Snapshot
@@ -203,15 +203,16 @@ async def run_batch(
         stats.finished = time.monotonic()
         carryover.close()
         every_line = control.fed_all and writer.next_index == carryover.prefix + control.fed
+        facts = _facts(config, scan, writer.next_index + writer.buffered + carryover.left)
         try:
             saved = _close_writer(writer, stats)
             if saved:
                 _save_snapshot(checkpoint, writer, stats)
             if saved and every_line:
-                _commit(config, checkpoint, stats)
+                _commit(config, checkpoint, stats, facts, writer.sizes[0])
             else:
                 checkpoint.close()
-                _save_report(config, stats)
+                _save_report(config, checkpoint, stats, facts)
         except KeyboardInterrupt:
             if not handle_signals:
                 raise
@@ -223,7 +224,7 @@ async def run_batch(
                                      "none again")
             stats.stop_reason = stats.stop_reason or "interrupted while saving the checkpoint"
             stats.stop_code = EXIT_STOPPED
-            _save_report(config, stats)
+            _save_report(config, checkpoint, stats, facts)
     if control.bad_lines > BAD_LINE_WARNINGS:
         errors = config.errors_path if stats.stop_reason is None else checkpoint.errors
         log.warning("… and %s more bad input lines: see %s", f"{control.bad_lines - BAD_LINE_WARNINGS:,}", errors)
@@ -488,17 +489,31 @@ def _models_in(config: RunConfig, size: int) -> set[str | None]:
     return {item.model for item in read_jobs(config.input_path, size) if isinstance(item, Job)}
 
 
-def _save_report(config: RunConfig, stats: RunStats) -> None:
-    """The report as JSON beside the output, written whole or not at all."""
+def _facts(config: RunConfig, scan: InputScan, lines_finished: int) -> dict[str, Any]:
+    """What the report of a run says besides its counters and how it ended: how far it got, and
+    what makes another start the same run (`identity`), so that one finds it up to date."""
+    same_run = identity(scan, config)
+    return {"input_lines": scan.lines, "lines_finished": lines_finished,
+            "input": {"path": str(config.input_path), **same_run["input"]}, "options": same_run["options"]}
+
+
+def _save_report(config: RunConfig, checkpoint: Checkpoint, stats: RunStats, facts: dict[str, Any]) -> None:
+    """The report of a run that stopped before publishing, as JSON beside the output, written
+    whole or not at all. What it counts is the ordered output in the checkpoint."""
+    stats.report.source = str(checkpoint.output if checkpoint.output.exists() else config.out)
     try:
-        write_atomically(config.report_path, _report_json(stats))
+        write_atomically(config.report_path, _report_json(stats, facts))
     except OSError as exc:
         log.warning("could not write the report %s: %s", config.report_path, exc)
 
 
-def _report_json(stats: RunStats) -> bytes:
+def _report_json(stats: RunStats, facts: dict[str, Any], output_bytes: int | None = None) -> bytes:
+    """The report document (`Report.to_dict`), after its schema how the run ended (`RunStats.status`,
+    the exit code, why it stopped) and the `_facts`; ``output_bytes``, of a published output."""
     stats.report.set_wall_time(stats.wall_s, lines=stats.written_this_start, tokens=stats.tokens_this_start)
-    doc = stats.report.to_dict()
+    counted = stats.report.to_dict()
+    doc = {"schema": counted.pop("schema"), "status": stats.status, "exit_code": stats.exit_code,
+           "stop_reason": stats.stop_reason, **facts, "output_bytes": output_bytes, **counted}
     doc["simulated"] = stats.simulated
     if stats.pacer is not None:
         doc["pacing"] = _pacing(stats.pacer)
@@ -535,17 +550,19 @@ def _close_writer(writer: OrderedWriter, stats: RunStats) -> bool:
     return True
 
 
-def _commit(config: RunConfig, checkpoint: Checkpoint, stats: RunStats) -> None:
+def _commit(config: RunConfig, checkpoint: Checkpoint, stats: RunStats, facts: dict[str, Any],
+            output_bytes: int) -> None:
     """Every line is written: publish the output and the report (a stop that came after the last
     line changes nothing). If publishing fails part way, the next start completes it."""
-    report = _report_json(stats)
+    stats.stop_reason = None
+    stats.report.source = str(config.out)
+    report = _report_json(stats, facts, output_bytes)
     try:
         checkpoint.commit(report)
     except OSError as exc:
         stats.stop_reason, stats.stop_code = f"I/O error while publishing the output: {exc}", EXIT_STOPPED
-        _save_report(config, stats)
-        return
-    stats.stop_reason = None
+        if checkpoint.report.exists():  # until the next start publishes it; one published already stays
+            _save_report(config, checkpoint, stats, facts)
 
 
 # A memory object stream's `send` and `receive` yield to the event loop even when they could

@@ -173,8 +173,7 @@ class Checkpoint:
             # Without meta.json nothing here was started: at most a crash left the link to a
             # finished output that --retry-failed makes before writing it.
             self._clear()
-        meta = {"format": FORMAT, "input": {"size": scan.size, "digest": scan.digest},
-                "options": self.config.request_options()}
+        meta = {"format": FORMAT, **identity(scan, self.config)}
         if self.meta.exists():
             with open(self.meta, "rb", opener=publish.private_file) as f:
                 _check_same_run(orjson.loads(f.read()), meta, self.config)
@@ -318,6 +317,12 @@ def _truncate(path: Path, size: int) -> None:
         os.ftruncate(fd, size)
     finally:
         os.close(fd)
+
+
+def identity(scan: InputScan, config: RunConfig) -> dict[str, Any]:
+    """What makes two starts the same run: the input (its size and digest), the options that shape
+    requests. A checkpoint records it, and so does the report of a finished run."""
+    return {"input": {"size": scan.size, "digest": scan.digest}, "options": config.request_options()}
 
 
 def _check_same_run(saved: dict, current: dict, config: RunConfig) -> None:  # type: ignore[type-arg]

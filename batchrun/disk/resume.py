@@ -47,6 +47,14 @@ class Carryover:
             return None
         return result
 
+    @property
+    def left(self) -> int:
+        """Lines past the reader that earlier starts finished (in the journal), not handed out yet;
+        with ``retry_failed``, only the successes."""
+        if self._retry_failed:
+            return sum(entry.ok for entry in self._finished.values())
+        return len(self._finished)
+
     def close(self) -> None:
         if self._previous is not None:
             self._previous.close()
