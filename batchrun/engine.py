@@ -46,7 +46,7 @@ from .accounting.report import Report
 from .accounting.spending import BudgetGate
 from .client import Client, Retrying
 from .config import RunConfig
-from .disk.checkpoint import Checkpoint, InputScan, Recovered, identity, scan_input
+from .disk.checkpoint import Checkpoint, InputScan, Opened, Recovered, identity, scan_input
 from .disk.publish import private_file, write_atomically
 from .disk.resume import Carryover
 from .disk.snapshot import Snapshot
@@ -163,9 +163,14 @@ async def run_batch(
     checkpoint = Checkpoint(config)
     stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines,
                      simulated=config.mock)
-    if checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed):
+    opened = checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed)
+    if opened is Opened.PUBLISHED:
         log.info("an earlier start finished this run: its output is now published; nothing to send")
         await anyio.to_thread.run_sync(_count_published, config.out, stats)
+        return stats
+    if opened is Opened.UP_TO_DATE:
+        assert checkpoint.finished is not None
+        stats.count_finished_run(checkpoint.finished)
         return stats
     try:
         recovered = await anyio.to_thread.run_sync(checkpoint.recover, stats)

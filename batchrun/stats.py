@@ -32,6 +32,8 @@ class RunStats:
     :param stop_reason: why the run stopped before finishing every line, when it did
         (interrupted, fatal endpoint error, disk error, budget); its checkpoint is kept.
     :param stop_code: the exit code such a stop maps to.
+    :param up_to_date: the output already held this run, complete: nothing was done, and of
+        the counters only the lines and their outcomes are known (from its report).
     :param carried_over: lines finished by earlier starts of the run, read back on resume.
     :param tokens_this_start: tokens of the lines this start finished (not carried over).
     :param max_buffered: the most results that ever waited for an earlier line at once.
@@ -49,6 +51,7 @@ class RunStats:
     max_buffered_bytes: int = 0
     stop_reason: str | None = None
     stop_code: int = EXIT_STOPPED
+    up_to_date: bool = False
     pacer: Pacer | None = None  # live pacing state, for the progress display
     budget: Budget | None = None  # live spending against --max-cost, for the progress display
     simulated: bool = False  # the answers, and so the costs, came from the built-in simulator
@@ -72,6 +75,14 @@ class RunStats:
         self.report.restore(report)
         self.written += lines
         self.carried_over += lines
+
+    def count_finished_run(self, report: dict[str, Any]) -> None:
+        """Take the lines and outcomes of the complete run whose report is ``report`` (see
+        `up_to_date`); its fields were checked when it was read."""
+        self.up_to_date = True
+        self.written = self.carried_over = self.report.lines = report["lines"]
+        self.report.succeeded = report["requests"]["succeeded"]
+        self.report.failed = report["requests"]["failed"]
 
     @property
     def written_this_start(self) -> int:

@@ -1,4 +1,6 @@
-"""The JSON report says how a run ended, and what it counted is a file that exists."""
+"""Cron runs the same command again: a finished output is up to date (nothing is sent, the exit
+code is that run's), a changed input or option over one is refused; the JSON report says how a
+run ended, and what it counted is a file that exists."""
 
 from __future__ import annotations
 
@@ -49,6 +51,66 @@ def report(path: Path) -> dict[str, Any]:
 
 def snapshot(folder: Path) -> dict[Path, bytes]:
     return {path: path.read_bytes() for path in files_under(folder)}
+
+
+@pytest.mark.parametrize(("failing", "code"), [((), 0), ((2, 4), 1)], ids=["all-succeeded", "some-failed"])
+def test_a_finished_output_is_up_to_date_sends_nothing_and_exits_as_its_run_did(
+        tmp_path: Path, sim: Simulator, failing: tuple[int, ...], code: int) -> None:
+    source = requests(tmp_path / "in.jsonl", failing)
+    out = tmp_path / "out.jsonl"
+    args = ["run", str(source), "-o", str(out), "--base-url", sim.base_url]
+    assert invoke(*args)[0] == code
+    sent, before = sim.stats.requests, snapshot(tmp_path)
+
+    again, err = invoke(*args)
+    assert again == code
+    assert sim.stats.requests == sent  # nothing was sent
+    assert err.splitlines() == [
+        f"batchrun: {out} is up to date: this input already ran to completion with these options "
+        f"(6 lines{f', {len(failing)} failed' if failing else ''}; report: {tmp_path / 'out.report.json'}); "
+        "nothing was sent"]
+    assert snapshot(tmp_path) == before  # no file written, no checkpoint left behind
+
+    quiet, err = invoke(*args, "-q")
+    assert quiet == code and len(err.splitlines()) == (1 if code else 0)
+    assert sim.stats.requests == sent
+
+
+def test_a_changed_input_or_option_over_a_finished_output_is_refused_naming_restart(tmp_path: Path,
+                                                                                   sim: Simulator) -> None:
+    source = requests(tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    args = ["run", str(source), "-o", str(out), "--base-url", sim.base_url]
+    assert invoke(*args)[0] == 0
+    sent = sim.stats.requests
+
+    requests(source, n=7)  # cron's input grew since the output was finished
+    before = snapshot(tmp_path)
+    del before[source]
+    code, err = invoke(*args)
+    assert code == 2 and f"{out} holds a finished run of another input or options: the input file changed" in err
+    assert "--restart" in err
+    code, err = invoke("run", str(source), "-o", str(out), "--mock")
+    assert code == 2 and "the input file changed" in err and "--restart" in err
+    assert snapshot(tmp_path) == {**before, source: source.read_bytes()} and sim.stats.requests == sent
+
+    requests(source)  # the original input again, with another endpoint
+    code, err = invoke("run", str(source), "-o", str(out), "--mock")
+    assert code == 2 and "options changed (base_url" in err and "--restart" in err
+    assert snapshot(tmp_path) == {**before, source: source.read_bytes()}
+
+    assert invoke(*args, "--restart", "--base-url", sim.base_url)[0] == 0
+    assert sim.stats.requests == sent + 6
+
+
+def test_an_output_its_report_does_not_describe_is_not_up_to_date(tmp_path: Path, sim: Simulator) -> None:
+    source = requests(tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    args = ["run", str(source), "-o", str(out), "--base-url", sim.base_url]
+    assert invoke(*args)[0] == 0
+    out.write_bytes(out.read_bytes()[: -1])  # something else wrote the output since
+    code, err = invoke(*args)
+    assert code == 2 and "already holds a finished run: pass --retry-failed" in err and "--restart" in err
 
 
 def test_the_report_of_a_complete_run(tmp_path: Path, sim: Simulator) -> None:

@@ -10,7 +10,7 @@ import click
 
 from .engine_options import EngineOptions, engine_options
 from .group import command_args, main
-from .summary import format_summary, outcome_line
+from .summary import format_summary, outcome_line, up_to_date_line
 
 RUN_EXAMPLES = """
 \b
@@ -45,7 +45,10 @@ def run(input_path: Path, output: Path | None, **engine: Any) -> None:
         config = make_config(input_path, output)
         stats = options.run(config)
     report = str(config.report_path)
-    if not options.quiet:
+    if stats.up_to_date:
+        if not options.quiet or stats.exit_code:
+            click.echo(up_to_date_line(stats, report), err=True)
+    elif not options.quiet:
         click.echo(format_summary(stats, report, command_args()), err=True)
     elif stats.exit_code:
         click.echo(outcome_line(stats, report), err=True)

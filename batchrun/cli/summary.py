@@ -84,6 +84,14 @@ def _round_up(usd: float) -> str:
     return f"{math.ceil(usd / 10.0**exponent - 1e-9) * 10.0**exponent:.{places}f}"
 
 
+def up_to_date_line(stats: RunStats, report_path: str) -> str:
+    """The one line of a start that found its output already complete (as ``make`` says a target
+    is up to date): nothing was sent, and the exit code is that run's."""
+    failed = f", {stats.failed:,} failed" if stats.failed else ""
+    return (f"batchrun: {stats.output_path} is up to date: this input already ran to completion with these options "
+            f"({stats.written:,} lines{failed}; report: {report_path}); nothing was sent")
+
+
 def outcome_line(stats: RunStats, report_path: str) -> str:
     """The one line ``--quiet`` prints for a run that did not end with every line succeeded."""
     if stats.stop_reason is None:

@@ -26,6 +26,7 @@ symlink.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import itertools
 import logging
@@ -34,12 +35,13 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeGuard
 
 import orjson
 
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..json_numbers import is_int
 from ..reader import BOM, require_a_request
 from ..records import Result
 from . import journal, publish, snapshot
@@ -115,6 +117,14 @@ class Recovered:
     last_custom_id: str | None = None
 
 
+class Opened(enum.Enum):
+    """What `Checkpoint.open` found."""
+
+    RUN = enum.auto()  # lines are left to send
+    PUBLISHED = enum.auto()  # an earlier start had finished the run: its publishing is now completed
+    UP_TO_DATE = enum.auto()  # the output holds this very run, complete (`Checkpoint.finished` is its report)
+
+
 class Checkpoint:
     """The checkpoint directory of one output file."""
 
@@ -131,16 +141,20 @@ class Checkpoint:
         self.snapshot = self.dir / "prefix.json"
         self._lock = RunLock(self.dir / "lock", config.out)
         self._finals = (config.out, *_publish_targets(config))
+        self.finished: dict[str, Any] | None = None
 
-    def open(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> bool:
+    def open(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> Opened:
         """Take the lock and make the directory describe this run.
 
-        :returns: whether an earlier start had already finished the run and committed it: then
-            its publishing has now been completed, and there is nothing left to do.
+        :returns: `Opened.RUN`, or why there is nothing to send: an earlier start had already
+            finished the run and committed it (its publishing has now been completed), or the
+            output already holds this run, complete — the same input, the same options — as its
+            report says (`finished`); then no file is left behind that was not there before.
         :raises ConfigError: another run holds the lock; the checkpoint belongs to a different
-            input or options; or the output already holds a finished run and neither
-            ``restart`` nor ``retry_failed`` says what to do with it. A refused start leaves
-            no file behind that was not there before.
+            input or options; or the output already holds a finished run, of another input or
+            options or without a report that says, and neither ``restart`` nor
+            ``retry_failed`` says what to do with it. A refused start leaves no file behind
+            that was not there before.
         """
         created = make_run_dir(self.dir, self.config.out)
         try:
@@ -152,14 +166,19 @@ class Checkpoint:
         try:
             if not restart and self._complete_publishing():
                 self._lock.release()
-                return True
+                return Opened.PUBLISHED
             self._prepare(scan, restart=restart, retry_failed=retry_failed)
         except BaseException:
             if created:
                 self._remove_dir()
             self._lock.release()
             raise
-        return False
+        if self.finished is None:
+            return Opened.RUN
+        if created:
+            self._remove_dir()
+        self._lock.release()
+        return Opened.UP_TO_DATE
 
     def _complete_publishing(self) -> bool:
         try:
@@ -176,7 +195,12 @@ class Checkpoint:
         meta = {"format": FORMAT, **identity(scan, self.config)}
         if self.meta.exists():
             with open(self.meta, "rb", opener=publish.private_file) as f:
-                _check_same_run(orjson.loads(f.read()), meta, self.config)
+                saved = orjson.loads(f.read())
+            where = f"{self.config.out} has a checkpoint of a different run"
+            restart_hint = "run again with --restart to discard it and start over"
+            if saved.get("format") != FORMAT:
+                raise ConfigError(f"{where} (checkpoint format {saved.get('format')}); {restart_hint}")
+            _check_same_run(saved, meta, where, restart_hint)
             if retry_failed and not self.previous.exists() and self.output.exists():
                 self.snapshot.unlink(missing_ok=True)  # it describes the output moved away
                 os.replace(self.output, self.previous)  # its failures are to be re-sent
@@ -184,6 +208,9 @@ class Checkpoint:
         final = self.config.out
         if final.exists() and not restart:
             if not retry_failed:
+                self.finished = self._finished_report(final, meta)
+                if self.finished is not None:
+                    return
                 raise ConfigError(
                     f"{final} already holds a finished run: pass --retry-failed to re-send its failed "
                     "lines, or --restart to run every line again"
@@ -192,6 +219,25 @@ class Checkpoint:
             # new one replaces it.
             os.link(final, self.previous)
         publish.write_atomically(self.meta, orjson.dumps(meta, option=orjson.OPT_INDENT_2), private=True)
+
+    def _finished_report(self, final: Path, current: dict[str, Any]) -> dict[str, Any] | None:
+        """The report of the complete run ``final`` holds, if its report says ``final`` is what
+        that run published (by its size) and the run had this input and these options.
+
+        :returns: ``None`` when no report says what ``final`` holds.
+        :raises ConfigError: its run had another input or other options.
+        """
+        try:
+            with open(self.config.report_path, "rb") as f:
+                report = orjson.loads(f.read())
+            size = final.stat().st_size
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        if not _describes_complete_run(report, size):
+            return None
+        _check_same_run(report, current, f"{final} holds a finished run of another input or options",
+                        "run with --restart to run every line again and replace it, or write to another -o")
+        return report
 
     def recover(self, counter: PrefixCounter) -> Recovered:
         """Read back what earlier starts finished; repair torn tails; compact the journal.
@@ -319,17 +365,25 @@ def _truncate(path: Path, size: int) -> None:
         os.close(fd)
 
 
+def _describes_complete_run(report: Any, output_bytes: int) -> TypeGuard[dict[str, Any]]:
+    """Whether ``report`` is the report of a complete run that published ``output_bytes`` bytes,
+    with the fields `Checkpoint.open` reads back (written by a version that writes them)."""
+    if not (isinstance(report, dict) and report.get("status") == "complete" and report.get("output_bytes") == output_bytes):
+        return False
+    given, options, requests = report.get("input"), report.get("options"), report.get("requests")
+    return (isinstance(given, dict) and is_int(given.get("size")) and isinstance(options, dict)
+            and isinstance(requests, dict) and is_int(report.get("lines"))
+            and all(is_int(requests.get(key)) for key in ("succeeded", "failed")))
+
+
 def identity(scan: InputScan, config: RunConfig) -> dict[str, Any]:
     """What makes two starts the same run: the input (its size and digest), the options that shape
     requests. A checkpoint records it, and so does the report of a finished run."""
     return {"input": {"size": scan.size, "digest": scan.digest}, "options": config.request_options()}
 
 
-def _check_same_run(saved: dict, current: dict, config: RunConfig) -> None:  # type: ignore[type-arg]
-    restart = "run again with --restart to discard it and start over"
-    where = f"{config.out} has a checkpoint of a different run"
-    if saved.get("format") != FORMAT:
-        raise ConfigError(f"{where} (checkpoint format {saved.get('format')}); {restart}")
+def _check_same_run(saved: dict, current: dict, where: str, restart: str) -> None:  # type: ignore[type-arg]
+    """:raises ConfigError: ``saved`` is the `identity` of another run: ``where``, what changed, and ``restart``."""
     old, new = saved.get("input", {}), current["input"]
     if old.get("size") != new["size"]:
         raise ConfigError(f"{where}: the input file changed (size {old.get('size', 0):,} → {new['size']:,} bytes); "

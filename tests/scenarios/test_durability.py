@@ -161,9 +161,10 @@ def test_a_refused_start_leaves_nothing_behind(tmp_path: Path, sim: Simulator) -
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(3)])
     args = ["run", str(source), "-o", str(tmp_path / "out.jsonl"), "--base-url", sim.base_url]
     assert invoke(*args)[0] == 0
+    write_jsonl(source, [chat_line(i) for i in range(4)])
     before = {path: path.read_bytes() for path in files_under(tmp_path)}
     code, err = invoke(*args)
-    assert code == 2 and "already holds a finished run" in err
+    assert code == 2 and "holds a finished run of another input" in err
     assert {path: path.read_bytes() for path in files_under(tmp_path)} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in before)
 

@@ -226,7 +226,7 @@ def test_a_symlinked_output_is_written_through_to_its_target(tmp_path: Path, sim
     assert sorted(p.name for p in tmp_path.iterdir()) == ["errs", "in.jsonl", "link.jsonl", "other"]
 
     code, err = invoke("run", str(source), "-o", str(tmp_path / "link.jsonl"), "--base-url", sim.base_url)
-    assert code == 2 and f"{other / 'real.jsonl'} already holds a finished run" in err, err
+    assert code == 1 and f"{other / 'real.jsonl'} is up to date" in err, err
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to make a symlink of another user")

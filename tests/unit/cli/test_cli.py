@@ -51,7 +51,7 @@ def test_rerun_flags(tmp_path: Path) -> None:
     sample = shutil.copy(SAMPLES / "mixed.jsonl", tmp_path / "mixed.jsonl")
     assert invoke("run", str(sample), "--mock")[0] == 1
     code, _, err = invoke("run", str(sample), "--mock")
-    assert code == 2 and "already holds a finished run" in err
+    assert code == 1 and "is up to date" in err  # the same run again: nothing to do, its exit code
     code, _, err = invoke("run", str(sample), "--mock", "--retry-failed")
     assert code == 1 and "resumed: 4 lines" in err  # the two failures were tried again, and failed again
     assert invoke("run", str(sample), "--mock", "--restart")[0] == 1
