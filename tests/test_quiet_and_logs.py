@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from batchrun.cli import main
 from batchrun.engine import BAD_LINE_WARNINGS
-from batchrun.simulator import Simulator, SimulatorConfig, run_in_thread
+from batchrun.simulator import Faults, Simulator, SimulatorConfig, run_in_thread
 
 from .helpers import chat_line, read_jsonl, write_jsonl
 
@@ -43,10 +43,16 @@ def test_quiet_prints_one_line_when_the_exit_code_is_not_0(tmp_path: Path, sim: 
                        "--max-cost", "0.00001")
     assert code == 3
     [line] = err.splitlines()
-    assert line.startswith("batchrun: stopped early: ") and "run again with a higher --max-cost to continue" in line
+    assert line.startswith("batchrun: stopped early: budget reached: ") and line.count("--max-cost") == 1
 
     good = write_jsonl(tmp_path / "good.jsonl", [chat_line(i) for i in range(4)])
     assert invoke("run", str(good), "--base-url", sim.base_url, "-q") == (0, "")
+
+    with run_in_thread(SimulatorConfig(faults=Faults(require_api_key="sk-needed-here"))) as locked:
+        code, err = invoke("run", str(good), "-o", str(tmp_path / "refused.jsonl"), "--base-url", locked.base_url, "-q")
+    assert code == 4
+    assert err.splitlines()[-1].startswith("batchrun: stopped early: ")  # after the error logged when it stopped
+    assert err.splitlines()[-1].endswith(f"; run the same command again to continue (report: {tmp_path / 'refused.report.json'})")
 
 
 def test_log_lines_carry_an_iso_date(tmp_path: Path, sim: Simulator) -> None:
