@@ -141,7 +141,7 @@ class Checkpoint:
         self.snapshot = self.dir / "prefix.json"
         self._lock = RunLock(self.dir / "lock", config.out)
         self._finals = (config.out, *_publish_targets(config))
-        self.finished: dict[str, Any] | None = None
+        self.finished: dict[str, Any] | None = None  # when the output is up to date: its run's report
 
     def open(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> Opened:
         """Take the lock and make the directory describe this run.
@@ -367,7 +367,7 @@ def _truncate(path: Path, size: int) -> None:
 
 def _describes_complete_run(report: Any, output_bytes: int) -> TypeGuard[dict[str, Any]]:
     """Whether ``report`` is the report of a complete run that published ``output_bytes`` bytes,
-    with the fields `Checkpoint.open` reads back (written by a version that writes them)."""
+    with every field `Checkpoint.open` reads back (an earlier version's report has none)."""
     if not (isinstance(report, dict) and report.get("status") == "complete" and report.get("output_bytes") == output_bytes):
         return False
     given, options, requests = report.get("input"), report.get("options"), report.get("requests")
