@@ -15,7 +15,7 @@ from batchrun.cli import main
 from batchrun.engine import BAD_LINE_WARNINGS
 from batchrun.simulator import Faults, Simulator, SimulatorConfig, run_in_thread
 
-from .helpers import chat_line, read_jsonl, write_jsonl
+from ..helpers import chat_line, read_jsonl, write_jsonl
 
 ISO_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ batchrun (DEBUG|INFO|WARNING|ERROR): ")
 
@@ -43,7 +43,8 @@ def test_quiet_prints_one_line_when_the_exit_code_is_not_0(tmp_path: Path, sim: 
                        "--max-cost", "0.00001")
     assert code == 3
     [line] = err.splitlines()
-    assert line.startswith("batchrun: stopped early: budget reached: ") and line.count("--max-cost") == 1
+    assert line.startswith("batchrun: stopped early: budget reached (--max-cost): ")
+    assert line.count("run again with a higher --max-cost to continue") == 1
 
     good = write_jsonl(tmp_path / "good.jsonl", [chat_line(i) for i in range(4)])
     assert invoke("run", str(good), "--base-url", sim.base_url, "-q") == (0, "")

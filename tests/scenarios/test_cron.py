@@ -18,14 +18,15 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from batchrun import RunConfig, checkpoint, run_batch
+from batchrun import RunConfig, run_batch
 from batchrun.cli import main
+from batchrun.disk import checkpoint
 from batchrun.reader import jsonl_lines
 from batchrun.simulator import Simulator, SimulatorConfig, run_in_thread, serve
 
-from .helpers import chat_line, files_under, read_jsonl, write_jsonl
+from ..helpers import chat_line, files_under, read_jsonl, write_jsonl
 
-SAMPLES = Path(__file__).parent.parent / "samples"
+SAMPLES = Path(__file__).parents[2] / "samples"
 
 
 def invoke(*args: str) -> tuple[int, str]:
