@@ -177,7 +177,7 @@ async def run_batch(
         # The finished lines' ids still go into the duplicate table, but nothing else of them.
         position = await _skip(config.input_path, recovered.prefix, scan.size)
         writer = OrderedWriter(*checkpoint.open_files(), next_index=recovered.prefix, sizes=recovered.sizes,
-                               last_custom_id=recovered.last_custom_id)
+                               last_custom_id=recovered.last_custom_id, run_id=checkpoint.run_id)
     except BaseException:
         checkpoint.close()
         raise

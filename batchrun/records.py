@@ -1,16 +1,24 @@
 """The values that flow through a run, and their encoding as output lines (README, "Output").
 
 reader → `Job` (or `LineError`) → client → `Result` → writer.
+
+An output line has OpenAI's Batch output shape and meaning: ``response`` holds the HTTP answer
+(its status, whatever it was, its ``request_id``, its body), ``error`` is for a line that has
+no answer to show or none that batchrun could use (a timeout, a refused connection, a 2xx
+whose body is not the endpoint's answer). A line that failed on its HTTP status has
+``error: null``; batchrun's own reading of it is in ``batchrun.error``, where `failure` finds it.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from .json_numbers import is_int
 from .usage import Usage
 
 DEFAULT_URL = "/v1/chat/completions"
@@ -53,6 +61,8 @@ class Result:
 
     A success has ``error is None`` and ``body`` the endpoint's JSON. A failure with an HTTP
     response keeps its ``status_code`` and ``body``; one without has ``status_code is None``.
+    ``error`` is set for every failure; the output line shows it as OpenAI's ``error`` only
+    when there is no HTTP error status to show instead (`http_failure`).
     """
 
     index: int
@@ -80,6 +90,11 @@ class Result:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def http_failure(self) -> bool:
+        """Failed on its HTTP status: the output line shows the response, and ``error: null``."""
+        return self.error is not None and self.status_code is not None and not 200 <= self.status_code < 300
+
     def read_usage(self) -> Usage | None:
         """The body's usage: as the client already read it, or read now (and kept)."""
         if self.usage is None:
@@ -87,10 +102,10 @@ class Result:
         return self.usage
 
     def shed_body(self) -> None:
-        """Keep the encoded line and what counting the result reads from its body (the usage,
-        the billed model), and let the parsed body go: a result waiting for an earlier line then
-        holds its line and little else."""
-        self.encode()
+        """Keep the encoded line (`encode` first) and what counting the result reads from its
+        body (the usage, the billed model), and let the parsed body go: a result waiting for an
+        earlier line then holds its line and little else."""
+        assert self.line is not None, "encode before shedding the body"
         self.read_usage()
         billed = self.body.get("model") if isinstance(self.body, dict) else None
         if isinstance(billed, str) and billed:
@@ -117,18 +132,28 @@ class Result:
         body = response.get("body")
         model = body.get("model") if isinstance(body, dict) else None
         return cls(index, record["custom_id"], response.get("status_code"), response.get("request_id"), body,
-                   record.get("error"), extra.get("attempts", 0), extra.get("latency_ms"), model,
+                   failure(record), extra.get("attempts", 0), extra.get("latency_ms"), model,
                    extra.get("rate_limited", 0), extra.get("wire_ms"), extra.get("waited_ms"),
                    extra.get("unanswered", 0), line=line, carried_over=True)
 
-    def encode(self) -> bytes:
-        """The output line, newline included, in the OpenAI Batch output shape."""
+    def encode(self, run_id: str) -> bytes:
+        """The output line, newline included, in the OpenAI Batch output shape (module docstring).
+
+        :param run_id: the run's own id (`Checkpoint.run_id`), so that two runs of one file
+            write different ids, and every start of one run the same.
+        """
         if self.line is not None:
             return self.line
+        line_id = batch_request_id(run_id, self.index, self.custom_id)
         response = None
         if self.status_code is not None:
-            response = {"status_code": self.status_code, "request_id": self.request_id, "body": self.body}
+            # OpenAI's request_id is always a string: one derived from the line's id when the
+            # server sent none, the same at every start of the run.
+            request_id = self.request_id or f"req_batchrun_{line_id.removeprefix('batch_req_')}"
+            response = {"status_code": self.status_code, "request_id": request_id, "body": self.body}
         extras: dict[str, Any] = {"attempts": self.attempts, "latency_ms": self.latency_ms}
+        if self.http_failure:
+            extras["error"] = self.error
         if self.rate_limited:  # so `batchrun report` on the file counts the retried 429s too
             extras["rate_limited"] = self.rate_limited
         if self.wire_ms is not None:
@@ -138,10 +163,10 @@ class Result:
         if self.unanswered:
             extras["unanswered"] = self.unanswered
         record = {
-            "id": batch_request_id(self.index, self.custom_id),
+            "id": line_id,
             "custom_id": self.custom_id,
             "response": response,
-            "error": self.error,
+            "error": None if self.http_failure else self.error,
             "batchrun": extras,
         }
         try:
@@ -150,11 +175,39 @@ class Result:
             # Valid JSON that orjson reads but cannot write back (nested over 255 levels).
             self.body = self.usage = None
             self.error = {"code": "invalid_response", "message": f"the response body cannot be stored: {exc}"}
-            return self.encode()
+            return self.encode(run_id)
         return self.line
 
 
-def batch_request_id(index: int, custom_id: str) -> str:
-    """A stable ``batch_req_…`` id, so a resumed run writes the same ids as an uninterrupted one."""
-    digest = hashlib.blake2b(f"{index}\0{custom_id}".encode(), digest_size=12).hexdigest()
+def batch_request_id(run_id: str, index: int, custom_id: str) -> str:
+    """A ``batch_req_…`` id unique to the run and the line, and the same at every start of the run."""
+    digest = hashlib.blake2b(f"{run_id}\0{index}\0{custom_id}".encode(), digest_size=12).hexdigest()
     return f"batch_req_{digest}"
+
+
+def failure(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Why an output line failed, or ``None`` when it did not.
+
+    Its ``error``; else batchrun's reading of a line that failed with a response
+    (``batchrun.error``: an HTTP error status, or in ``batchrun label``'s results an answer that
+    does not fit); else, in a file batchrun did not write (OpenAI's, vLLM's), an HTTP status
+    that is not 2xx, described from the body's OpenAI-shaped error when it has one.
+    """
+    error = record.get("error")
+    if isinstance(error, dict) and error:
+        return error
+    extra = record.get("batchrun")
+    own = extra.get("error") if isinstance(extra, dict) else None
+    if isinstance(own, dict):
+        return own
+    response = record.get("response")
+    status = response.get("status_code") if isinstance(response, dict) else None
+    text = str(error) if error else None  # vLLM writes some errors as a bare string
+    if not is_int(status) or 200 <= status < 300:
+        return {"code": "error", "message": text} if text else None
+    body = response.get("body") if isinstance(response, dict) else None
+    described = body.get("error") if isinstance(body, dict) else None
+    described = described if isinstance(described, dict) else {}
+    code = described.get("code") or described.get("type") or f"http_{status}"
+    message = described.get("message") or text or f"HTTP {status}"
+    return {"code": str(code), "message": str(message)}

@@ -28,6 +28,11 @@ def read_jsonl(path: Path) -> list[dict]:  # type: ignore[type-arg]
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
+def succeeded(record: dict) -> bool:  # type: ignore[type-arg]
+    """An output line's success, as a consumer of OpenAI's format reads it: no ``error``, a 2xx response."""
+    return record["error"] is None and 200 <= record["response"]["status_code"] < 300
+
+
 def chat_line(i: int, content: str | None = None, **body: object) -> dict[str, object]:
     return {
         "custom_id": f"req-{i}",

@@ -16,8 +16,10 @@ in tokens, so that equals the sum of the per-line costs.
 
 How a line is read:
 
-- outcome: succeeded when ``error`` is null and ``response.status_code`` is 2xx; otherwise failed;
-- error code: ``error.code`` (or ``error.error.code``, vLLM's ``ErrorResponse``), else the
+- outcome: succeeded when the line has no failure (`records.failure`: ``error``, else
+  batchrun's ``batchrun.error``) and ``response.status_code`` is 2xx; otherwise failed — an
+  HTTP 4xx/5xx with ``error: null`` (OpenAI's error file, batchrun's output) is a failure;
+- error code: the failure's ``code`` (or ``error.error.code``, vLLM's ``ErrorResponse``), else the
   ``code`` or ``type`` of ``response.body.error`` (OpenAI's error file), else ``http_<status>``;
 - model: ``response.body.model`` (what was billed), else the request's model when known;
 - tokens: ``response.body.usage`` in any shape `Usage.from_body` reads, on any line that has it;
@@ -73,7 +75,7 @@ import orjson
 from ..errors import InputFileError
 from ..json_numbers import is_int, is_number
 from ..reader import jsonl_lines, open_input
-from ..records import Result
+from ..records import Result, failure
 from ..usage import Usage
 from .histogram import LogHistogram
 from .pricing import PriceTable, load_prices
@@ -135,7 +137,7 @@ class Report:
             body = response.get("body")
         extra = record.get("batchrun")
         extra = extra if isinstance(extra, dict) else {}
-        self._count(status, body, Usage.from_body(body), record.get("error"), model, extra.get("attempts"))
+        self._count(status, body, Usage.from_body(body), failure(record), model, extra.get("attempts"))
         self._time(_number(extra.get("latency_ms")), _number(extra.get("wire_ms")), _number(extra.get("waited_ms")))
         rate_limited = extra.get("rate_limited")
         if is_int(rate_limited):

@@ -3,7 +3,8 @@
 Beside ``results.jsonl`` a run keeps ``results.jsonl.checkpoint/``:
 
     lock          held (flock) while a run writes this output
-    meta.json     what the run is: the input's size and digest, the request-shaping options
+    meta.json     what the run is: the input's size and digest, the request-shaping options, and
+                  its own random id (what makes its lines' ids differ from another run's)
     output.jsonl  the ordered prefix: lines 0 … P-1, exactly as the final output will have them
     errors.jsonl  the failed lines among them
     journal       the lines finished before an earlier line, in completion order (see journal.py);
@@ -32,6 +33,7 @@ import itertools
 import logging
 import os
 import re
+import secrets
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +144,7 @@ class Checkpoint:
         self._lock = RunLock(self.dir / "lock", config.out)
         self._finals = (config.out, *_publish_targets(config))
         self.finished: dict[str, Any] | None = None  # when the output is up to date: its run's report
+        self.run_id = ""  # set by `open`, read from meta.json or made for a new run
 
     def open(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> Opened:
         """Take the lock and make the directory describe this run.
@@ -192,7 +195,8 @@ class Checkpoint:
             # Without meta.json nothing here was started: at most a crash left the link to a
             # finished output that --retry-failed makes before writing it.
             self._clear()
-        meta = {"format": FORMAT, **identity(scan, self.config)}
+        run_id = secrets.token_hex(8)
+        meta = {"format": FORMAT, **identity(scan, self.config), "run_id": run_id}
         if self.meta.exists():
             with open(self.meta, "rb", opener=publish.private_file) as f:
                 saved = orjson.loads(f.read())
@@ -201,6 +205,12 @@ class Checkpoint:
             if saved.get("format") != FORMAT:
                 raise ConfigError(f"{where} (checkpoint format {saved.get('format')}); {restart_hint}")
             _check_same_run(saved, meta, where, restart_hint)
+            if isinstance(saved.get("run_id"), str):
+                self.run_id = saved["run_id"]
+            else:  # started by a version that kept no run id
+                self.run_id = run_id
+                publish.write_atomically(self.meta, orjson.dumps({**saved, "run_id": self.run_id},
+                                                                 option=orjson.OPT_INDENT_2), private=True)
             if retry_failed and not self.previous.exists() and self.output.exists():
                 self.snapshot.unlink(missing_ok=True)  # it describes the output moved away
                 os.replace(self.output, self.previous)  # its failures are to be re-sent
@@ -218,6 +228,7 @@ class Checkpoint:
             # A link, not a move: the finished output stays where the user expects it until the
             # new one replaces it.
             os.link(final, self.previous)
+        self.run_id = run_id
         publish.write_atomically(self.meta, orjson.dumps(meta, option=orjson.OPT_INDENT_2), private=True)
 
     def _finished_report(self, final: Path, current: dict[str, Any]) -> dict[str, Any] | None:

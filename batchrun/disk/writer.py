@@ -31,10 +31,12 @@ class OrderedWriter:
     :param log: the journal, open for appending.
     :param sizes: bytes already in ``out`` and ``errors``.
     :param last_custom_id: of the last line already in ``out``.
+    :param run_id: what makes the lines' ids this run's (`Result.encode`).
     """
 
     def __init__(self, out: BinaryIO, errors: BinaryIO, log: BinaryIO, next_index: int = 0,
-                 sizes: tuple[int, int] = (0, 0), last_custom_id: str | None = None) -> None:
+                 sizes: tuple[int, int] = (0, 0), last_custom_id: str | None = None, *, run_id: str) -> None:
+        self.run_id = run_id
         self.next_index = next_index
         self.sizes = sizes  # bytes in the ordered output and errors file, flushed or not
         self.last_custom_id = last_custom_id
@@ -61,7 +63,7 @@ class OrderedWriter:
 
         :raises OSError: writing failed; the result may or may not be on disk.
         """
-        line = result.encode()  # first: a body that cannot be stored turns the result into a failure
+        line = result.encode(self.run_id)  # first: a body that cannot be stored turns the result into a failure
         if result.index != self.next_index:
             if not result.carried_over:  # a carried-over line is in the journal or previous.jsonl already
                 _write_all(self._log_raw, journal.encode(result.index, result.ok, line))
@@ -79,14 +81,14 @@ class OrderedWriter:
             size = len(line)
         else:
             size = 0
-            for data in _pieces([done.encode() for done in written]):
+            for data in _pieces([done.encode(self.run_id) for done in written]):
                 _write_all(self._out_raw, data)
                 size += len(data)
             self.buffered_bytes -= size - len(line)
         errors = 0
         for done in written:
-            if done.error is not None:
-                errors += self._err.write(done.encode())
+            if done.error is not None:  # every failure, as in OpenAI's error file: with a response or not
+                errors += self._err.write(done.encode(self.run_id))
         self.sizes = (self.sizes[0] + size, self.sizes[1] + errors)
         self.last_custom_id = written[-1].custom_id
         return written

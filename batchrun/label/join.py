@@ -12,8 +12,9 @@ For each row the result decides the new columns:
   empty, ``_error`` says why and ``_raw`` keeps the answer text;
 - else the answer columns are filled and ``_error``/``_raw`` are empty.
 
-An unusable answer is also written back into the results file as an error of its line (the
-response is kept as it came), so the engine's ``--retry-failed`` sends that row again, and
+An unusable answer is also written back into the results file as batchrun's reading of its
+line, ``batchrun.error`` (OpenAI's ``error`` stays null: the request was answered; the response
+is kept as it came), so the engine's ``--retry-failed`` sends that row again, and
 ``batchrun report`` counts it as failed.
 """
 
@@ -27,6 +28,7 @@ from typing import IO, Any
 import orjson
 
 from ..errors import ConfigError
+from ..records import failure
 from .answers import ANSWER_CODES, AnswerSpec, InvalidAnswer, answer_text
 from .render import ERROR_COLUMN, RAW_COLUMN
 from .rows import Row, RowWriter
@@ -70,8 +72,8 @@ def join(rows: Iterable[Row], results: Iterable[bytes], answer: AnswerSpec, cust
         if not isinstance(record, dict) or record.get("custom_id") != custom_id(row):
             raise _mismatch(row, record)
         outcome = read_outcome(record, answer)
-        if outcome.error != record.get("error"):
-            record["error"] = outcome.error
+        if outcome.error != failure(record):
+            _mark(record, outcome.error)
             line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         assert line is not None
         writer.write(row, outcome.values)
@@ -91,8 +93,8 @@ def join(rows: Iterable[Row], results: Iterable[bytes], answer: AnswerSpec, cust
 def read_outcome(record: dict[str, Any], answer: AnswerSpec) -> Outcome:
     """The new columns for a result record (an OpenAI Batch output line, decoded)."""
     empty: dict[str, Any] = dict.fromkeys(answer.columns)
-    error = record.get("error")
-    if isinstance(error, dict) and error.get("code") not in ANSWER_CODES:
+    error = failure(record)
+    if error is not None and error.get("code") not in ANSWER_CODES:
         return Outcome({**empty, ERROR_COLUMN: f"{error.get('code')}: {error.get('message')}", RAW_COLUMN: None},
                        error)
     response = record.get("response")
@@ -104,6 +106,17 @@ def read_outcome(record: dict[str, Any], answer: AnswerSpec) -> Outcome:
         return Outcome({**empty, ERROR_COLUMN: f"{exc.code}: {exc.message}", RAW_COLUMN: text},
                        {"code": exc.code, "message": exc.message})
     return Outcome({**values, ERROR_COLUMN: None, RAW_COLUMN: None}, None)
+
+
+def _mark(record: dict[str, Any], error: dict[str, Any] | None) -> None:
+    """Record an answer's outcome in its line: only a failure with no response to show is OpenAI's ``error``."""
+    extra = record.get("batchrun")
+    if not isinstance(extra, dict):
+        extra = record["batchrun"] = {}
+    if error is None:
+        extra.pop("error", None)
+    else:
+        extra["error"] = error
 
 
 def _mismatch(row: Row, record: Any) -> ConfigError:

@@ -32,8 +32,8 @@ def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]:
 
 
 def comparable(path: Path) -> list[dict[str, object]]:
-    """Output lines without the per-run measurements (attempts, latency)."""
-    return [{k: v for k, v in line.items() if k != "batchrun"} for line in read_jsonl(path)]
+    """Output lines without what is each run's own: the measurements (attempts, latency) and the ids."""
+    return [{k: v for k, v in line.items() if k not in ("batchrun", "id")} for line in read_jsonl(path)]
 
 
 def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_output(tmp_path: Path) -> None:

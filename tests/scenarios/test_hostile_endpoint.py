@@ -89,7 +89,10 @@ async def test_other_4xx_are_final_and_sent_once(tmp_path: Path, status: int) ->
     for i, o in enumerate(out):
         assert o["response"]["status_code"] == status and o["response"]["request_id"] == "req_e"
         assert o["response"]["body"]["error"]["message"] == f"nope {question(i)}"  # the server's body is kept
-        assert o["error"] == {"code": f"code_{status}", "message": f"nope {question(i)}"}
+        # As in OpenAI's error file: the response stands for itself, error is null; batchrun's
+        # reading of it is in its own block.
+        assert o["error"] is None
+        assert o["batchrun"]["error"] == {"code": f"code_{status}", "message": f"nope {question(i)}"}
         assert o["batchrun"]["attempts"] == 1
 
 
@@ -296,10 +299,14 @@ async def test_invalid_utf8_bodies_become_precise_errors(tmp_path: Path) -> None
     assert stats.exit_code == 1 and stats.failed == 3
     malformed, server_error, client_error = out
     assert malformed["error"]["code"] == "malformed_response"
-    assert malformed["response"] == {"status_code": 200, "request_id": None, "body": None}  # no JSON to keep
+    assert malformed["response"]["status_code"] == 200 and malformed["response"]["body"] is None  # no JSON to keep
+    assert malformed["response"]["request_id"].startswith("req_batchrun_")  # the server sent none
     assert "not JSON" in malformed["error"]["message"] and "\ufffd" in malformed["error"]["message"]
-    assert server_error["error"]["code"] == "http_500" and "upstream broke" in server_error["error"]["message"]
-    assert client_error["error"]["code"] == "http_400" and client_error["response"]["status_code"] == 400
+    assert server_error["error"] is None and server_error["response"]["status_code"] == 500
+    assert server_error["batchrun"]["error"]["code"] == "http_500"
+    assert "upstream broke" in server_error["batchrun"]["error"]["message"]
+    assert client_error["error"] is None and client_error["response"]["status_code"] == 400
+    assert client_error["batchrun"]["error"]["code"] == "http_400"
 
 
 @pytest.mark.parametrize("header", ["x-request-id", "location"])
@@ -345,8 +352,9 @@ async def test_a_redirect_is_never_followed_and_the_key_never_leaves(tmp_path: P
         assert elsewhere.seen == [] and elsewhere.connections == 0  # the other host never heard of us
     assert stats.exit_code == 1
     for o in out:
-        assert o["error"]["code"] == f"http_{status}" and o["response"]["status_code"] == status
-        assert target in o["error"]["message"] and "not followed" in o["error"]["message"]
+        assert o["error"] is None and o["response"]["status_code"] == status
+        assert o["batchrun"]["error"]["code"] == f"http_{status}"
+        assert target in o["batchrun"]["error"]["message"] and "not followed" in o["batchrun"]["error"]["message"]
 
 
 # -- TLS ---------------------------------------------------------------------------------------
@@ -481,7 +489,8 @@ async def test_simulator_faults_on_every_attempt(tmp_path: Path, faults: Faults,
     for o in out:
         assert o["batchrun"]["attempts"] == FAST.max_attempts
         if code is None:
-            assert o["response"]["status_code"] in (500, 502, 503, 504) and o["error"]["code"] == "server_error"
+            assert o["response"]["status_code"] in (500, 502, 503, 504) and o["error"] is None
+            assert o["batchrun"]["error"]["code"] == "server_error"
         else:
             assert o["error"]["code"] == code
             assert o["response"] is None if code != "malformed_response" else o["response"]["status_code"] == 200

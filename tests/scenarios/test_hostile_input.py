@@ -404,7 +404,8 @@ def collect_leaked_files() -> int:
 
 
 def comparable(path: Path) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.items() if k != "batchrun"} for r in read_jsonl(path)]
+    """Output lines without what is each run's own: the measurements and the ids."""
+    return [{k: v for k, v in r.items() if k not in ("batchrun", "id")} for r in read_jsonl(path)]
 
 
 def mixed_rows(n: int) -> list[Any]:

@@ -26,6 +26,7 @@ import pytest
 import batchrun
 from batchrun import ApiKey, RetryPolicy, RunConfig, run_batch
 from batchrun.errors import ConfigError
+from batchrun.records import failure
 from batchrun.scrub import RUN, Scrubber
 from batchrun.simulator import Faults, SimulatorConfig, run_in_thread
 from batchrun.transport import AiohttpTransport
@@ -129,8 +130,10 @@ def test_a_job_with_failures_retries_a_crash_and_a_resume_never_shows_the_key(tm
     assert "retrying in" in everything and "resum" in everything  # debug logs of retries were on
     results = read_jsonl(out)
     assert len(results) == 400 and [r["custom_id"] for r in results][:5] == [f"req-{i}" for i in range(5)]
-    codes = {r["error"]["code"] for r in results if r["error"]}
-    assert codes == {"invalid_request_line", "duplicate_custom_id", "empty_array"}
+    codes = {r["error"]["code"] for r in results if r["error"]}  # lines without a response
+    assert codes == {"invalid_request_line", "duplicate_custom_id"}
+    refused = [r for r in results if r["response"] and r["response"]["status_code"] == 400]
+    assert refused and all(r["error"] is None and r["batchrun"]["error"]["code"] == "empty_array" for r in refused)
     assert leaks(everything) == []
     assert leaking_files(tmp_path) == {}
 
@@ -173,8 +176,11 @@ async def test_a_server_quoting_the_key_back_never_gets_it_written(tmp_path: Pat
     assert stats.exit_code == 1
     records = read_jsonl(out)
     assert [r["error"]["code"] if r["error"] else None for r in records] == [
+        None, None, "malformed_response", None, None, "invalid_response", None, None]
+    failures = [failure(r) for r in records]
+    assert [f["code"] if f else None for f in failures] == [
         "bad", "server_error", "malformed_response", "http_302", "http_503", "invalid_response", None, None]
-    assert "***" in records[0]["error"]["message"] and "***" in records[3]["error"]["message"]
+    assert "***" in records[0]["batchrun"]["error"]["message"] and "***" in records[3]["batchrun"]["error"]["message"]
     assert records[0]["response"]["body"]["error"]["message"] == "bad request from Bearer ***"  # bodies too
     assert records[6]["response"]["body"]["choices"][0]["message"]["content"] == "You said: Bearer ***"
     assert [leaks(orjson.dumps(r)) for r in records] == [[]] * 8
@@ -351,9 +357,11 @@ def test_a_server_quoting_the_key_in_every_form_never_gets_it_written(tmp_path: 
     assert code == 1, text
     records = read_jsonl(out)
     assert [r["response"]["request_id"] for r in records] == [f"req-{i} Bearer ***" for i in range(14)]
-    assert [r["error"]["code"] if r["error"] else None for r in records[:8]] == [
+    assert [r["error"] is None for r in records[:8]] == [True, True, True, False, True, True, True, True]
+    failures = [failure(r) for r in records[:8]]
+    assert [f["code"] if f else None for f in failures] == [
         "bad", "bad_***", "http_422", "malformed_response", "http_503", None, None, None]
-    messages = [r["error"]["message"] for r in records[:5]]
+    messages = [f["message"] for f in failures[:5] if f]
     assert messages[0] == "bad request from Bearer ***" and messages[1] == "key ***"
     assert messages[2] == 'HTTP 422: {"detail":"unauthorized ***"}'
     assert messages[3].endswith("x Bearer ***'") and messages[4].endswith("x Bearer ***")  # masked, then cut

@@ -80,9 +80,12 @@ async def test_bad_lines_and_failed_requests_keep_their_place(tmp_path: Path) ->
     out = read_jsonl(out_path)
     assert [o["custom_id"] for o in out] == ["req-0", "line-2", "req-2", "req-0", "req-4"]
     assert [o["error"]["code"] if o["error"] else None for o in out] == [
-        None, "invalid_request_line", "invalid_value", "duplicate_custom_id", None]
+        None, "invalid_request_line", None, "duplicate_custom_id", None]
     assert out[1]["response"] is None and f"{source}:2:" in out[1]["error"]["message"]
+    # An HTTP error keeps its response (error null, as in OpenAI's error file) and is still a failure.
     assert out[2]["response"]["status_code"] == 400 and out[2]["batchrun"]["attempts"] == 1
+    assert out[2]["response"]["body"] == {"error": {"message": "no", "code": "invalid_value"}}
+    assert out[2]["batchrun"]["error"] == {"code": "invalid_value", "message": "no"}
     errors = read_jsonl(tmp_path / "out" / "r.errors.jsonl")
     assert errors == [out[1], out[2], out[3]]
     assert stats.exit_code == 1 and stats.failures_by_code == {"invalid_request_line": 1, "invalid_value": 1,
@@ -210,14 +213,14 @@ async def test_lines_waiting_behind_a_slow_head_are_bounded_in_bytes(tmp_path: P
 
 def test_a_waiting_result_keeps_its_encoded_line_not_its_body(tmp_path: Path) -> None:
     files = [(tmp_path / name).open("ab") for name in ("o.jsonl", "e.jsonl", "journal")]
-    writer = OrderedWriter(*files)
+    writer = OrderedWriter(*files, run_id="run")
     body = {"model": "gpt-4o-2024-08-06", "choices": [], "pad": "x" * 10_000,
             "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}
     late = Result(1, "c1", 200, None, body, None, model="gpt-4o")
     full = Report()
     full.add_result(Result(1, "c1", 200, None, body, None, model="gpt-4o"))
     assert writer.add(late) == [] and late.body is None
-    assert writer.buffered_bytes == len(late.encode()) > 10_000
+    assert writer.buffered_bytes == len(late.encode("run")) > 10_000
     assert [r.index for r in writer.add(_result(0))] == [0, 1] and writer.buffered_bytes == 0
     shed = Report()
     shed.add_result(late)
@@ -247,7 +250,7 @@ def test_writer_restores_input_order_from_any_completion_order(tmp_path_factory:
                                                                order: list[int]) -> None:
     folder = tmp_path_factory.mktemp("w")
     files = [(folder / name).open("ab") for name in ("o.jsonl", "e.jsonl", "journal")]
-    writer = OrderedWriter(*files)
+    writer = OrderedWriter(*files, run_id="run")
     written: list[int] = []
     early: list[int] = []  # finished before an earlier line: the ordered output cannot hold them yet
     for i in order:
@@ -312,7 +315,8 @@ async def test_a_huge_retry_after_delays_its_own_line_only_and_counts_against_pa
     stats = await run_batch(config, transport=httpx.MockTransport(handler), clock=clock)
     out = read_jsonl(tmp_path / "in.results.jsonl")
     # Each wait capped at 300 s; a third would pass the 900 s of patience, so the line gives up.
-    assert out[0]["error"]["code"] == "rate_limit_exceeded" and out[0]["batchrun"]["attempts"] == 3
+    assert out[0]["error"] is None and out[0]["response"]["status_code"] == 429
+    assert out[0]["batchrun"]["error"]["code"] == "rate_limit_exceeded" and out[0]["batchrun"]["attempts"] == 3
     assert [w for w in clock.waits if w >= 300] == [pytest.approx(300, rel=0.1)] * 2
     assert all(o["error"] is None and "waited_ms" not in o["batchrun"] for o in out[1:])  # nobody else waited
     assert stats.exit_code == 1
@@ -353,8 +357,9 @@ async def test_a_403_for_one_line_is_that_lines_failure_but_a_revoked_key_stops_
 
     stats = await run_batch(RunConfig(source, base_url=BASE, concurrency=1), transport=httpx.MockTransport(handler))
     out = read_jsonl(tmp_path / "in.results.jsonl")
-    assert stats.exit_code == 1 and out[7]["error"]["code"] == "model_not_found"
-    assert all(o["error"] is None for i, o in enumerate(out) if i != 7)
+    assert stats.exit_code == 1 and out[7]["error"] is None and out[7]["response"]["status_code"] == 403
+    assert out[7]["batchrun"]["error"]["code"] == "model_not_found" and stats.failures_by_code == {"model_not_found": 1}
+    assert all(o["error"] is None and o["response"]["status_code"] == 200 for i, o in enumerate(out) if i != 7)
 
     revoked = write_jsonl(tmp_path / "later.jsonl", [chat_line(i) for i in range(200)])
     calls = 0

@@ -252,7 +252,7 @@ def test_report_on_batchruns_own_output_matches_the_live_results() -> None:
     live, from_file = Report(), Report()
     for result in results:
         live.add_result(result)
-        from_file.add_record(orjson.loads(result.encode()), model=result.model)
+        from_file.add_record(orjson.loads(result.encode("run")), model=result.model)
     assert live.to_dict() == from_file.to_dict()
     doc = live.to_dict()
     assert doc["retries"] == 2 + 5 + 1

@@ -42,7 +42,10 @@ def test_failed_lines_exit_1_and_fill_the_errors_file(tmp_path: Path) -> None:
     code, _, err = invoke("run", str(sample), "--mock", "-o", str(tmp_path / "r.jsonl"))
     assert code == 1
     errors = read_jsonl(tmp_path / "r.errors.jsonl")
-    assert [e["error"]["code"] for e in errors] == ["invalid_request_line", "empty_array"]
+    # The bad line has no response; the 400 keeps its own, with error null, as OpenAI's error file has it.
+    assert errors[0]["error"]["code"] == "invalid_request_line" and errors[0]["response"] is None
+    assert errors[1]["error"] is None and errors[1]["response"]["status_code"] == 400
+    assert errors[1]["response"]["body"]["error"]["code"] == "empty_array"
     assert f"{sample}:5:" in err  # the bad line is named with its file and line
     assert len(read_jsonl(tmp_path / "r.jsonl")) == 6
 

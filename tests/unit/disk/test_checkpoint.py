@@ -18,7 +18,7 @@ from batchrun import RunConfig, run_batch
 from batchrun.errors import ConfigError
 from batchrun.runner import run_async
 
-from ...helpers import OnWritten, chat_line, checkpoint_survivors, read_jsonl, write_jsonl
+from ...helpers import OnWritten, chat_line, checkpoint_survivors, read_jsonl, succeeded, write_jsonl
 
 BASE = "http://127.0.0.1:9/v1"
 
@@ -223,7 +223,7 @@ def test_any_interruption_resumes_to_the_uninterrupted_output(
     assert not {f"req-{int(text.split()[1])}" for text in resumed.sent} & survivors
     out = read_jsonl(config.out)
     assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(40)]
-    assert [o["error"] is not None for o in out] == [question(i) in failing for i in range(40)]
+    assert [not succeeded(o) for o in out] == [question(i) in failing for i in range(40)]
     assert [o["response"]["body"].get("answer") for o in out] == [
         None if question(i) in failing else question(i).upper() for i in range(40)]
     assert [e["custom_id"] for e in read_jsonl(config.errors_path)] == [
