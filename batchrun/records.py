@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from .json_numbers import is_int
+from .output_cap import hit_output_cap
 from .usage import Usage
 
 DEFAULT_URL = "/v1/chat/completions"
@@ -81,6 +82,7 @@ class Result:
     auth_refused: bool = False  # a 401/403 that may be this line's alone, or the key's (not written)
     dispatched: int = 0  # its last attempt's place in the dispatch order
     usage: Usage | None = None  # the body's usage, when the client already read it
+    cut: bool | None = None  # the answer stopped at its output cap, once read (`read_cut`)
     # The encoded output line, once known; carried-over results come with it.
     line: bytes | None = None
     # Finished by an earlier start of the run (read back from its checkpoint), not by this one.
@@ -101,12 +103,19 @@ class Result:
             self.usage = Usage.from_body(self.body)
         return self.usage
 
+    def read_cut(self) -> bool:
+        """Whether the answer stopped at its output cap (`output_cap.hit_output_cap`), kept once read."""
+        if self.cut is None:
+            self.cut = hit_output_cap(self.body)
+        return self.cut
+
     def shed_body(self) -> None:
         """Keep the encoded line (`encode` first) and what counting the result reads from its
-        body (the usage, the billed model), and let the parsed body go: a result waiting for an
-        earlier line then holds its line and little else."""
+        body (the usage, the billed model, the output cap), and let the parsed body go: a result
+        waiting for an earlier line then holds its line and little else."""
         assert self.line is not None, "encode before shedding the body"
         self.read_usage()
+        self.read_cut()
         billed = self.body.get("model") if isinstance(self.body, dict) else None
         if isinstance(billed, str) and billed:
             self.model = billed

@@ -21,6 +21,8 @@ How a line is read:
   HTTP 4xx/5xx with ``error: null`` (OpenAI's error file, batchrun's output) is a failure;
 - error code: the failure's ``code`` (or ``error.error.code``, vLLM's ``ErrorResponse``), else the
   ``code`` or ``type`` of ``response.body.error`` (OpenAI's error file), else ``http_<status>``;
+- output cap: an answer that stopped at it (`output_cap.hit_output_cap`: ``finish_reason``
+  ``"length"``, or an ``incomplete`` Responses answer at ``max_output_tokens``), failed or not;
 - model: ``response.body.model`` (what was billed), else the request's model when known;
 - tokens: ``response.body.usage`` in any shape `Usage.from_body` reads, on any line that has it;
 - retries: ``batchrun.attempts - 1`` where present (OpenAI and vLLM files do not say: null);
@@ -43,6 +45,7 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
                    "by_status": {"200" | "none": int}},
       "retries": int | null,                     # null: the file does not record attempts
       "rate_limited": int,                       # 429 responses seen (final, and retried when known)
+      "hit_output_cap": int,                     # answers cut short (or left empty) by their output cap
       "tokens": {"prompt", "completion", "total", "cached", "reasoning": int},
       "models": {model: {"requests": int, "succeeded": int, "failed": int,
                          "responses_without_usage": int,
@@ -74,6 +77,7 @@ import orjson
 
 from ..errors import InputFileError
 from ..json_numbers import is_int, is_number
+from ..output_cap import hit_output_cap
 from ..reader import jsonl_lines, open_input
 from ..records import Result, failure
 from ..usage import Usage
@@ -115,6 +119,7 @@ class Report:
         self.retries = 0
         self.lines_with_attempts = 0
         self.rate_limited = 0
+        self.hit_output_cap = 0
         self.models = PerModel(ModelTally)
         self.latency = LogHistogram()
         self.wire_s = 0.0
@@ -138,6 +143,7 @@ class Report:
         extra = record.get("batchrun")
         extra = extra if isinstance(extra, dict) else {}
         self._count(status, body, Usage.from_body(body), failure(record), model, extra.get("attempts"))
+        self.hit_output_cap += hit_output_cap(body)
         self._time(_number(extra.get("latency_ms")), _number(extra.get("wire_ms")), _number(extra.get("waited_ms")))
         rate_limited = extra.get("rate_limited")
         if is_int(rate_limited):
@@ -147,6 +153,7 @@ class Report:
         """Count one final `Result` of a live run: no encoding or parsing on the way."""
         self._count(result.status_code, result.body, result.read_usage(), result.error, result.model,
                     result.attempts or None)
+        self.hit_output_cap += result.read_cut()
         self._time(result.latency_ms, result.wire_ms, result.waited_ms)
         self.rate_limited += result.rate_limited
 
@@ -209,6 +216,7 @@ class Report:
         return {"lines": self.lines, "succeeded": self.succeeded, "failed": self.failed,
                 "by_code": dict(self.by_code), "by_status": dict(self.by_status), "retries": self.retries,
                 "lines_with_attempts": self.lines_with_attempts, "rate_limited": self.rate_limited,
+                "hit_output_cap": self.hit_output_cap,
                 "models": {name: {"requests": t.requests, "succeeded": t.succeeded, "failed": t.failed,
                                   "without_usage": t.without_usage, "usage": t.usage.as_dict()}
                            for name, t in self.models.items()},
@@ -225,10 +233,11 @@ class Report:
                       for name, t in state["models"].items())
         latency = LogHistogram.restore(state["latency"])
         counts = [int(state[key]) for key in ("lines", "succeeded", "failed", "retries", "lines_with_attempts",
-                                              "rate_limited")]
+                                              "rate_limited", "hit_output_cap")]
         by_code, by_status = Counter(state["by_code"]), Counter(state["by_status"])
         wire_s, waited_s = float(state["wire_s"]), float(state["waited_s"])
-        (self.lines, self.succeeded, self.failed, self.retries, self.lines_with_attempts, self.rate_limited) = counts
+        (self.lines, self.succeeded, self.failed, self.retries, self.lines_with_attempts, self.rate_limited,
+         self.hit_output_cap) = counts
         self.by_code, self.by_status, self.models, self.latency = by_code, by_status, models, latency
         self.wire_s, self.waited_s = wire_s, waited_s
 
@@ -284,6 +293,7 @@ class Report:
                          "by_status": dict(sorted(self.by_status.items()))},
             "retries": self.retries if self.lines_with_attempts else None,
             "rate_limited": self.rate_limited,
+            "hit_output_cap": self.hit_output_cap,
             "tokens": usage.as_dict(),
             "models": {model: self._model_dict(model) for model in sorted(self.models)},
             "cost_usd": total_cost,

@@ -25,6 +25,9 @@ def render_report(doc: dict[str, Any]) -> str:
                          f"{requests['failed']:,} failed")]
     if requests["by_error_code"]:
         rows.append(("failures", ", ".join(f"{code} {n:,}" for code, n in requests["by_error_code"].items())))
+    if doc["hit_output_cap"]:
+        rows.append(("output cap", f"{doc['hit_output_cap']:,} answers hit the output cap (cut short or empty): "
+                                   "allow more output tokens"))
     retries = "unknown (not recorded in this file)" if doc["retries"] is None else f"{doc['retries']:,}"
     rows.append(("retries", f"{retries}; 429s: {doc['rate_limited']:,}"))
     tokens = doc["tokens"]

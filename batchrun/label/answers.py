@@ -37,7 +37,8 @@ NO_ANSWER = "no_answer"
 INVALID_LABEL = "invalid_label"
 INVALID_JSON = "invalid_json"
 SCHEMA_MISMATCH = "schema_mismatch"
-ANSWER_CODES = frozenset({NO_ANSWER, INVALID_LABEL, INVALID_JSON, SCHEMA_MISMATCH})
+OUTPUT_CAP = "output_cap"
+ANSWER_CODES = frozenset({NO_ANSWER, INVALID_LABEL, INVALID_JSON, SCHEMA_MISMATCH, OUTPUT_CAP})
 """Error codes of a request that succeeded but whose answer could not be used."""
 
 _WRAPPING = " \t\r\n\"'`*“”‘’"
@@ -49,12 +50,14 @@ class InvalidAnswer(Exception):
     """An answer that cannot fill the row's columns.
 
     :param code: one of `ANSWER_CODES`.
+    :param text: the answer's text, when there is one to keep.
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, text: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.text = text
 
 
 class AnswerSpec(Protocol):
@@ -212,7 +215,8 @@ def load_json_schema(path: Path) -> JsonSchema:
 def answer_text(body: Any) -> str:
     """The assistant's text in a chat completion body.
 
-    :raises InvalidAnswer: no choices, a refusal, or no text content.
+    :raises InvalidAnswer: no choices, a refusal, no text content, or an answer that stopped at
+        its output cap (cut short, or empty when a reasoning model spent the cap thinking).
     """
     try:
         choice = body["choices"][0]
@@ -222,6 +226,11 @@ def answer_text(body: Any) -> str:
     if isinstance(message, dict) and message.get("refusal"):
         raise InvalidAnswer(NO_ANSWER, f"the model refused: {_short(message['refusal'])}")
     content = message.get("content") if isinstance(message, dict) else None
+    if choice.get("finish_reason") == "length":
+        what = "was cut short" if isinstance(content, str) and content else "is empty"
+        raise InvalidAnswer(OUTPUT_CAP, f"the answer {what}: it hit the output cap (finish_reason 'length'); allow "
+                            "more output tokens, e.g. --param max_completion_tokens=N",
+                            content if isinstance(content, str) else None)
     if not isinstance(content, str):
         raise InvalidAnswer(NO_ANSWER, f"the answer has no text (finish_reason {choice.get('finish_reason')!r})")
     return content

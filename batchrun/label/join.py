@@ -8,8 +8,9 @@ For each row the result decides the new columns:
 
 - the request failed (HTTP error, timeout …): the answer columns are empty, ``_error`` is
   ``"<code>: <message>"`` as the engine recorded it;
-- it succeeded but the answer does not fit (`answers.InvalidAnswer`): the answer columns are
-  empty, ``_error`` says why and ``_raw`` keeps the answer text;
+- it succeeded but the answer does not fit (`answers.InvalidAnswer`), or stopped at the
+  output cap (``output_cap``): the answer columns are empty, ``_error`` says why and ``_raw``
+  keeps the answer text;
 - else the answer columns are filled and ``_error``/``_raw`` are empty.
 
 An unusable answer is also written back into the results file as batchrun's reading of its
@@ -103,7 +104,8 @@ def read_outcome(record: dict[str, Any], answer: AnswerSpec) -> Outcome:
         text = answer_text(response.get("body") if isinstance(response, dict) else None)
         values = answer.parse(text)
     except InvalidAnswer as exc:
-        return Outcome({**empty, ERROR_COLUMN: f"{exc.code}: {exc.message}", RAW_COLUMN: text},
+        raw = text if text is not None else exc.text
+        return Outcome({**empty, ERROR_COLUMN: f"{exc.code}: {exc.message}", RAW_COLUMN: raw},
                        {"code": exc.code, "message": exc.message})
     return Outcome({**values, ERROR_COLUMN: None, RAW_COLUMN: None}, None)
 
