@@ -323,14 +323,30 @@ def missing_answer(path: str, body: Any) -> str | None:
 
 
 def join_url(base_url: str, path: str) -> str:
-    """Join an endpoint path to the base URL without doubling the ``/v1``.
+    """Where a request for the envelope ``path`` goes, joined as the openai SDK joins: the base URL
+    with a trailing slash, then the path relative to the API root. The envelope's leading ``/v1``
+    is that root, which the base URL stands for; any other path is taken below the base URL as
+    it is. The base URL's query (Azure's ``api-version``) goes on every request, merged with the
+    path's own, whose names win.
 
-    >>> join_url("http://h/v1", "/v1/embeddings")
-    'http://h/v1/embeddings'
-    >>> join_url("http://h/v1/", "/chat/completions")
-    'http://h/v1/chat/completions'
+    >>> join_url("http://127.0.0.1:4010", "/v1/chat/completions")
+    'http://127.0.0.1:4010/chat/completions'
+    >>> join_url("https://h/openai/deployments/d?api-version=1", "/v1/chat/completions")
+    'https://h/openai/deployments/d/chat/completions?api-version=1'
     """
-    base = base_url.rstrip("/")
-    if base.endswith("/v1") and (path == "/v1" or path.startswith("/v1/")):
+    base, _, base_query = base_url.partition("?")
+    path, _, query = path.partition("?")
+    if path == "/v1" or path.startswith("/v1/"):
         path = path[len("/v1") :]
-    return base + path
+    if not base.endswith("/"):
+        base += "/"
+    query = _merge_query(base_query, query)
+    url = base + path.lstrip("/")
+    return f"{url}?{query}" if query else url
+
+
+def _merge_query(base: str, own: str) -> str:
+    """``base``'s parameters but those ``own`` sets again, then ``own``'s, as sent."""
+    mine = [pair for pair in own.split("&") if pair]
+    names = {pair.partition("=")[0] for pair in mine}
+    return "&".join([pair for pair in base.split("&") if pair and pair.partition("=")[0] not in names] + mine)

@@ -190,8 +190,9 @@ class RunConfig:
 
     :param input_path: the JSONL file of requests.
     :param output_path: where ordered results go; default ``<input stem>.results.jsonl``.
-    :param base_url: the endpoint; request paths are joined to it. A ``user:password@`` in it is
-        taken out and sent as HTTP Basic credentials, in place of an API key.
+    :param base_url: the API root, where ``chat/completions`` is appended (`client.join_url`); its
+        query goes on every request. A ``user:password@`` in it is taken out and sent as HTTP Basic
+        credentials, in place of an API key.
     :param api_key: sent as ``Authorization: Bearer``; may be omitted for loopback endpoints.
     :param concurrency: requests in flight at once (also the number of connections).
     :param window: how many lines past the oldest unfinished one may be dispatched; bounds the
@@ -368,10 +369,14 @@ def split_base_url(url: str) -> tuple[str, ApiKey | None]:
     The credentials are a secret like the key: the URL that is kept, compared on resume and shown
     in messages is the one without them.
 
-    :raises ConfigError: the URL is not http(s), has no host, or a port out of range; its text is
+    :raises ConfigError: the URL is not http(s), has no host, a port out of range, a character a
+        URL cannot hold, a ``#fragment``, or a path that already names an endpoint; its text is
         quoted only without the credentials.
     """
     shown = _without_userinfo(url)
+    # urlsplit drops tabs and line breaks without a word; they would reach the server raw.
+    if (bad := next((c for c in url if c.isspace() or not (c.isascii() and c.isprintable()) or c == "\\"), None)):
+        raise ConfigError(f"has {bad!r}, which a URL cannot hold (percent-encode it): {shown!r}")
     try:
         parts = urlsplit(url)
     except ValueError as exc:
@@ -380,6 +385,11 @@ def split_base_url(url: str) -> tuple[str, ApiKey | None]:
         raise ConfigError(f"must be an http(s) URL, got {shown!r}")
     if not parts.hostname:
         raise ConfigError(f"has no host: {shown!r}")
+    if "#" in url:
+        raise ConfigError(f"has a #fragment, which is never sent; remove it: {shown!r}")
+    if _ENDPOINT_PATH.search(parts.path):
+        raise ConfigError(f"names an endpoint, not the API root: {shown!r}; it should end where "
+                          "'chat/completions' can be appended (e.g. https://api.openai.com/v1)")
     try:
         port = parts.port
     except ValueError:
@@ -397,6 +407,9 @@ def _without_userinfo(url: str) -> str:
 
 # The authority runs to the first / ? or #; the user information in it, to its last @.
 _USERINFO = re.compile(r"^([^:/?#]*://)[^/?#]*@")
+# A base URL whose path already ends with an endpoint: every request would go to
+# .../chat/completions/chat/completions. Bare "/completions" etc. could be an Azure deployment's name.
+_ENDPOINT_PATH = re.compile(r"/(?:chat/completions|v1/(?:completions|embeddings|responses))/*$")
 
 
 def is_loopback(url: str) -> bool:

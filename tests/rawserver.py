@@ -139,6 +139,11 @@ def chat_answer(seen: Seen) -> dict[str, Any]:
             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
 
 
+def ok(seen: Seen) -> bytes:
+    """A 200 with `chat_answer`."""
+    return http(200, orjson.dumps(chat_answer(seen)), {"x-request-id": "req_raw"})
+
+
 def replying(fn: Callable[[Seen, int], bytes]) -> Handler:
     """A handler from a function of (request, how many times this line was seen before)."""
     attempts: Counter[str] = Counter()

@@ -32,14 +32,10 @@ from batchrun.simulator import Faults, SimulatorConfig, serve
 from batchrun.transport import DEFAULT_MAX_RESPONSE_BYTES
 
 from ..helpers import FakeClock, chat_line, read_jsonl, write_jsonl
-from ..rawserver import Handler, RawServer, Seen, chat_answer, error_body, http, replying
+from ..rawserver import Handler, RawServer, Seen, chat_answer, error_body, http, ok, replying
 
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.005)
 KEY = "sk-test-CANARY-endpoint-7f3a9c"
-
-
-def ok(seen: Seen) -> bytes:
-    return http(200, orjson.dumps(chat_answer(seen)), {"x-request-id": "req_raw"})
 
 
 async def run(tmp_path: Path, base_url: str, n: int = 4, **kw: Any) -> tuple[Any, list[dict[str, Any]]]:
