@@ -90,10 +90,13 @@ class Client:
         self._transport = as_transport(transport, config.concurrency)
         self._clock = clock
         self._on_retry = on_retry
-        self._scrubber = Scrubber(config.api_key.secrets() if config.api_key else ())
+        extra = config.header_fields()
+        # The extra headers' values are secrets too (an Azure api-key, a gateway's token).
+        self._scrubber = Scrubber([*(config.api_key.secrets() if config.api_key else ()), *extra.values()])
         self._headers = {"content-type": "application/json", "accept": "application/json", "user-agent": USER_AGENT}
         if config.api_key is not None:
             self._headers["authorization"] = config.api_key.header()
+        self._headers.update(extra)
         self._timeouts = Timeouts(connect=config.connect_timeout, total=config.timeout)
         self._urls: dict[str, str] = {}
         self._answered = False  # some request was answered with anything but 401/403

@@ -156,6 +156,15 @@ class _Masked(str):
         return f"'{self.partition(' ')[0]} ***'"
 
 
+class _Hidden(_Masked):
+    """A string that prints as itself but shows only ``***`` in its repr: a header's value."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard to try one request.
@@ -215,6 +224,10 @@ class RunConfig:
     :param max_cost: USD the run may spend at most (exit 3 when reached).
     :param prices_path: a price file overriding or extending the built-in table.
     :param batch_discount: price every model at the OpenAI Batch API's discount.
+    :param headers: ``"Name: value"`` headers sent with every request (an Azure ``api-key``, a
+        gateway's token); they win over batchrun's own, ``Authorization`` included. Their values
+        are secrets, like the key. With any of them, no API key is required.
+    :param organization: / :param project: sent as ``OpenAI-Organization`` / ``OpenAI-Project``.
     """
 
     input_path: Path
@@ -238,6 +251,9 @@ class RunConfig:
     max_cost: float | None = None
     prices_path: Path | None = None
     batch_discount: bool = False
+    headers: tuple[str, ...] = ()
+    organization: str | None = None
+    project: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -261,9 +277,13 @@ class RunConfig:
                                   "URL, or unset the key's variable (OPENAI_API_KEY, or the one --api-key-env names)")
             object.__setattr__(self, "api_key", credentials)
         object.__setattr__(self, "base_url", base_url)
+        object.__setattr__(self, "headers", _checked_headers(self.headers))
+        for name, value in (("OPENAI_ORG_ID", self.organization), ("OPENAI_PROJECT_ID", self.project)):
+            if value is not None and (not value.isascii() or not value.isprintable() or not value or " " in value):
+                raise ConfigError(f"{name} must be ASCII without spaces or control characters, got {value!r}")
         _check_paths({"input file": self.input_path, "output": output, "errors file": self.errors_path,
                       "report": self.report_path, "checkpoint": self.checkpoint_path})
-        if self.api_key is None and not is_loopback(self.base_url):
+        if self.api_key is None and not self.headers and not is_loopback(self.base_url):
             raise ConfigError(
                 f"no API key for {self.base_url}: set OPENAI_API_KEY (or the variable named by "
                 "--api-key-env), or use --mock for the built-in simulator"
@@ -314,8 +334,17 @@ class RunConfig:
         return self.out.with_name(self.out.name + ".checkpoint")
 
     def request_options(self) -> dict[str, str]:
-        """The options that shape what is sent: a checkpoint only resumes with the same ones."""
+        """The options that shape what is sent: a checkpoint only resumes with the same ones.
+        Header values are secrets, and left out like the key."""
         return {"base_url": "(the built-in simulator)" if self.mock else self.base_url.rstrip("/")}
+
+    def header_fields(self) -> dict[str, str]:
+        """The extra headers to send, by lower-case name: ``organization`` and ``project``, then
+        ``headers``, which win."""
+        fields = {name: value for name, value in (("openai-organization", self.organization),
+                                                  ("openai-project", self.project)) if value}
+        fields.update(split_header(line) for line in self.headers)
+        return {name: _Hidden(value) for name, value in fields.items()}
 
 
 def default_output_path(input_path: Path) -> Path:
@@ -399,6 +428,49 @@ def split_base_url(url: str) -> tuple[str, ApiKey | None]:
     if not parts.username and not parts.password:
         return shown, None
     return shown, ApiKey.basic(unquote(parts.username or ""), unquote(parts.password or ""))
+
+
+def split_header(line: str) -> tuple[str, str]:
+    """``"Name: value"`` as ``(name in lower case, value)``; the value is a secret: never quoted.
+
+    :raises ConfigError: no colon, a name that is not an HTTP token, an empty value, a line
+        break or another control character, or a header batchrun must set itself.
+    """
+    name, colon, value = line.partition(":")
+    name, value = name.strip(), value.strip()
+    if not colon or not name:
+        # Not quoted: without its colon the text may be all value.
+        raise ConfigError(f"--header must be 'Name: value', got one without {'a colon' if not colon else 'a name'}")
+    if bad := set(name) - _TOKEN_CHARS:
+        raise ConfigError(f"--header {name!r}: a header name cannot hold {''.join(sorted(bad))!r}")
+    if name.lower() in _OWN_HEADERS:
+        raise ConfigError(f"--header {name!r}: batchrun sets this header itself")
+    if not value:
+        raise ConfigError(f"--header {name!r} has an empty value (is the variable it comes from set?)")
+    if any(not (c == "\t" or " " <= c <= "~") for c in value):
+        raise ConfigError(f"--header {name!r}: its value holds a line break, a control character or a "
+                          "character outside ASCII, which a header cannot carry")
+    return name.lower(), value
+
+
+def _checked_headers(lines: tuple[str, ...]) -> tuple[str, ...]:
+    """The header lines, checked, one per name, each masked in reprs (tracebacks that show locals).
+
+    :raises ConfigError: as `split_header` says, or a name given twice.
+    """
+    fields: dict[str, str] = {}
+    for line in lines:
+        name, value = split_header(line)
+        if name in fields:
+            raise ConfigError(f"--header {name!r} is given twice; keep one")
+        fields[name] = value
+    return tuple(_Masked(f"{name}: {value}") for name, value in fields.items())
+
+
+# The characters of an HTTP header name (RFC 9110 token).
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# What frames the request and its JSON body: the transport's and batchrun's alone.
+_OWN_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection"})
 
 
 def _without_userinfo(url: str) -> str:

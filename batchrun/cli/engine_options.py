@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from .. import config as defaults
-from ..config import ApiKey, RetryPolicy, RunConfig, split_base_url
+from ..config import ApiKey, RetryPolicy, RunConfig, split_base_url, split_header
 from ..engine import run_batch
 from ..errors import ConfigError
 from ..runner import run_async
@@ -33,6 +33,11 @@ _OPTIONS = [
                  help="OpenAI-compatible endpoint [env: OPENAI_BASE_URL]."),
     click.option("--api-key-env", default=defaults.DEFAULT_API_KEY_ENV, show_default=True,
                  help="Environment variable holding the API key (never pass the key itself)."),
+    click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+                 callback=lambda ctx, param, value: _headers(value),
+                 help="Header sent with every request (repeatable): Azure's api-key, a gateway's token. Wins over "
+                      "batchrun's own, Authorization included; never logged. OPENAI_ORG_ID and OPENAI_PROJECT_ID "
+                      "are sent as OpenAI-Organization and OpenAI-Project."),
     click.option("--concurrency", "-c", type=Bounded(defaults.CONCURRENCY_RANGE), envvar="BATCHRUN_CONCURRENCY",
                  default=defaults.DEFAULT_CONCURRENCY, show_default=True, help="Requests in flight at once."),
     click.option("--window", type=Bounded(defaults.WINDOW_RANGE), envvar="BATCHRUN_WINDOW",
@@ -90,6 +95,15 @@ def _base_url(value: str) -> str:
     return value
 
 
+def _headers(values: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        for value in values:
+            split_header(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--header ")) from None
+    return values
+
+
 def engine_options(command: F) -> F:
     """Add the shared options to a command; it receives them as keyword arguments."""
     for option in reversed(_OPTIONS):
@@ -103,6 +117,7 @@ class EngineOptions:
 
     base_url: str
     api_key_env: str
+    headers: tuple[str, ...]
     concurrency: int
     window: int | None
     max_attempts: int
@@ -144,7 +159,9 @@ class EngineOptions:
                          retry=retry, restart=self.restart, retry_failed=self.retry_failed,
                          drain_timeout=self.drain_timeout, mock=self.mock, rpm=self.rpm, tpm=self.tpm,
                          max_outage=self.max_outage, max_cost=self.max_cost, prices_path=self.prices_path,
-                         batch_discount=self.batch_discount)
+                         batch_discount=self.batch_discount, headers=self.headers,
+                         organization=os.environ.get("OPENAI_ORG_ID") or None,
+                         project=os.environ.get("OPENAI_PROJECT_ID") or None)
 
     def setup_logging(self) -> None:
         handler = BarLogHandler(sys.stderr)
