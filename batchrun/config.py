@@ -228,6 +228,7 @@ class RunConfig:
         gateway's token); they win over batchrun's own, ``Authorization`` included. Their values
         are secrets, like the key. With any of them, no API key is required.
     :param organization: / :param project: sent as ``OpenAI-Organization`` / ``OpenAI-Project``.
+    :param model: the model every request is sent with, whatever its line says.
     """
 
     input_path: Path
@@ -254,6 +255,7 @@ class RunConfig:
     headers: tuple[str, ...] = ()
     organization: str | None = None
     project: str | None = None
+    model: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -278,7 +280,8 @@ class RunConfig:
             object.__setattr__(self, "api_key", credentials)
         object.__setattr__(self, "base_url", base_url)
         object.__setattr__(self, "headers", _checked_headers(self.headers))
-        for name, value in (("OPENAI_ORG_ID", self.organization), ("OPENAI_PROJECT_ID", self.project)):
+        names = (("OPENAI_ORG_ID", self.organization), ("OPENAI_PROJECT_ID", self.project), ("--model", self.model))
+        for name, value in names:
             if value is not None and (not value.isascii() or not value.isprintable() or not value or " " in value):
                 raise ConfigError(f"{name} must be ASCII without spaces or control characters, got {value!r}")
         _check_paths({"input file": self.input_path, "output": output, "errors file": self.errors_path,
@@ -336,7 +339,10 @@ class RunConfig:
     def request_options(self) -> dict[str, str]:
         """The options that shape what is sent: a checkpoint only resumes with the same ones.
         Header values are secrets, and left out like the key."""
-        return {"base_url": "(the built-in simulator)" if self.mock else self.base_url.rstrip("/")}
+        options = {"base_url": "(the built-in simulator)" if self.mock else self.base_url.rstrip("/")}
+        if self.model is not None:
+            options["model"] = self.model
+        return options
 
     def header_fields(self) -> dict[str, str]:
         """The extra headers to send, by lower-case name: ``organization`` and ``project``, then

@@ -197,7 +197,7 @@ async def run_batch(
     try:
         async with Client(config, transport=transport, clock=clock, on_retry=_retry_hook(observer)) as client:
             stats.pacer = client.pacer
-            items = read_jobs(config.input_path, scan.size, start=position)
+            items = read_jobs(config.input_path, scan.size, start=position, model=config.model)
             await _run_pool(config, items, client, writer, checkpoint, carryover, gate, control, observer,
                             handle_signals)
     except KeyboardInterrupt:
@@ -491,7 +491,7 @@ async def _budget(config: RunConfig, prices: PriceTable, size: int) -> Budget | 
 
 
 def _models_in(config: RunConfig, size: int) -> set[str | None]:
-    return {item.model for item in read_jobs(config.input_path, size) if isinstance(item, Job)}
+    return {item.model for item in read_jobs(config.input_path, size, model=config.model) if isinstance(item, Job)}
 
 
 def _facts(config: RunConfig, scan: InputScan, lines_finished: int) -> dict[str, Any]:

@@ -73,12 +73,13 @@ class Position:
 
 
 def read_jobs(path: Path, limit: int | None = None,
-              start: Position | None = None) -> Generator[Job | LineError, None, None]:
+              start: Position | None = None, model: str | None = None) -> Generator[Job | LineError, None, None]:
     """Yield one `Job` or `LineError` per non-blank line of ``path``, in file order.
 
     :param limit: read no further than this many bytes: the size the run fingerprinted, so
         that lines appended while it runs are neither sent nor make its checkpoint refused.
     :param start: go on from there (`skip_requests`) instead of from the start of the file.
+    :param model: the model every request is sent with, in place of its own (``--model``).
     :raises InputFileError: when the file cannot be opened or read.
     """
     position = start if start is not None else Position()
@@ -86,7 +87,7 @@ def read_jobs(path: Path, limit: int | None = None,
     with open_input(path) as f:
         try:
             for line_no, line in jsonl_lines(f, position, limit):
-                item = _item(line, position.index, line_no, path)
+                item = _item(line, position.index, line_no, path, model)
                 if isinstance(line, bytes) and not seen.add(item.custom_id) and isinstance(item, Job):
                     item = LineError(
                         position.index, line_no, item.custom_id, "duplicate_custom_id",
@@ -250,16 +251,19 @@ def _lines(f: BinaryIO, limit: int) -> Iterator[bytes | int]:
         yield length
 
 
-def _item(line: bytes | int, index: int, line_no: int, path: Path) -> Job | LineError:
+def _item(line: bytes | int, index: int, line_no: int, path: Path, model: str | None) -> Job | LineError:
     """What a line of `jsonl_lines` is: a request, or why it cannot be sent (one too long to read)."""
     if isinstance(line, int):
         return LineError(index, line_no, f"line-{line_no}", "invalid_request_line",
                          f"{path}:{line_no}: {too_long(line)} a request may have")
-    return parse_line(line, index, line_no, str(path))
+    return parse_line(line, index, line_no, str(path), model)
 
 
-def parse_line(line: bytes, index: int, line_no: int, source: str) -> Job | LineError:
-    """Turn one stripped, non-blank line into a `Job`, or say precisely what is wrong with it."""
+def parse_line(line: bytes, index: int, line_no: int, source: str, model: str | None = None) -> Job | LineError:
+    """Turn one stripped, non-blank line into a `Job`, or say precisely what is wrong with it.
+
+    :param model: set as every body's ``model`` (the line is then sent re-encoded, not as read).
+    """
     where = f"{source}:{line_no}"
     fallback_id = f"line-{line_no}"
     try:
@@ -270,14 +274,21 @@ def parse_line(line: bytes, index: int, line_no: int, source: str) -> Job | Line
         kind = type(obj).__name__
         return LineError(index, line_no, fallback_id, "invalid_request_line", f"{where}: expected a JSON object, got {kind}")
     if any(key in obj for key in _ENVELOPE_KEYS):
-        return _parse_envelope(obj, index, line_no, where, fallback_id)
+        return _parse_envelope(obj, index, line_no, where, fallback_id, model)
     problem = _body_problem(obj)
     if problem:
         return LineError(index, line_no, fallback_id, "invalid_request_line", f"{where}: {problem}")
+    if model is not None:
+        obj["model"] = model
+        try:
+            line = orjson.dumps(obj)
+        except orjson.JSONEncodeError as exc:  # readable, but nested deeper than orjson writes
+            return LineError(index, line_no, fallback_id, "invalid_request_line", f"{where}: body cannot be sent: {exc}")
     return Job(index, line_no, fallback_id, DEFAULT_URL, line, _model(obj), max_output(DEFAULT_URL, obj))
 
 
-def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, fallback_id: str) -> Job | LineError:
+def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, fallback_id: str,
+                    model: str | None) -> Job | LineError:
     custom_id = _custom_id(obj, line_no)  # the fallback when it is not a non-empty string
     problem = None
     if not isinstance(given := obj.get("custom_id"), str) or not given:
@@ -295,6 +306,8 @@ def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, f
     if problem:
         return LineError(index, line_no, custom_id, "invalid_request_line", f"{where}: {problem}")
     assert isinstance(body, dict)  # every other case set a problem
+    if model is not None:
+        body["model"] = model
     try:
         encoded = orjson.dumps(body)
     except orjson.JSONEncodeError as exc:  # readable, but nested deeper than orjson writes

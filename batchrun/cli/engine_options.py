@@ -152,7 +152,9 @@ class EngineOptions:
         value = os.environ.get(self.api_key_env)
         yield partial(self._config, self.base_url, ApiKey(value) if value else None)
 
-    def _config(self, base_url: str, api_key: ApiKey | None, input_path: Path, output_path: Path | None) -> RunConfig:
+    def _config(self, base_url: str, api_key: ApiKey | None, input_path: Path, output_path: Path | None,
+                **request: Any) -> RunConfig:
+        """:param request: more of `RunConfig`'s request-shaping fields (``run``'s ``model``)."""
         retry = RetryPolicy(max_attempts=self.max_attempts, rate_limit_patience=self.rate_limit_patience)
         return RunConfig(input_path, output_path, base_url=base_url, api_key=api_key, concurrency=self.concurrency,
                          window=self.window, timeout=self.timeout, connect_timeout=self.connect_timeout,
@@ -161,7 +163,7 @@ class EngineOptions:
                          max_outage=self.max_outage, max_cost=self.max_cost, prices_path=self.prices_path,
                          batch_discount=self.batch_discount, headers=self.headers,
                          organization=os.environ.get("OPENAI_ORG_ID") or None,
-                         project=os.environ.get("OPENAI_PROJECT_ID") or None)
+                         project=os.environ.get("OPENAI_PROJECT_ID") or None, **request)
 
     def setup_logging(self) -> None:
         handler = BarLogHandler(sys.stderr)

@@ -36,13 +36,15 @@ API key or stayed down): run the same command again to continue where it stopped
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Results file. Default: INPUT with .jsonl replaced by .results.jsonl.")
+@click.option("--model", "-m", metavar="NAME",
+              help="Send every request with this model, whatever its line says (lines without one get it too).")
 @engine_options
-def run(input_path: Path, output: Path | None, **engine: Any) -> None:
+def run(input_path: Path, output: Path | None, model: str | None, **engine: Any) -> None:
     """Run every request line of INPUT and write the ordered results."""
     options = EngineOptions(**engine)
     options.setup_logging()
     with options.endpoint() as make_config:
-        config = make_config(input_path, output)
+        config = make_config(input_path, output, model=model)
         stats = options.run(config)
     report = str(config.report_path)
     if stats.up_to_date:

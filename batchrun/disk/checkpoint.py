@@ -401,8 +401,10 @@ def _check_same_run(saved: dict, current: dict, where: str, restart: str) -> Non
                           f"restore the original input, or {restart}")
     if old.get("digest") != new["digest"]:
         raise ConfigError(f"{where}: the input file's content changed (same size); restore it, or {restart}")
-    changed = [f"{name} {old_value!r} → {current['options'].get(name)!r}"
-               for name, old_value in saved.get("options", {}).items() if current["options"].get(name) != old_value]
+    # An option set on one side only (--model) is a change too.
+    before, now = saved.get("options", {}), current["options"]
+    changed = [f"{name} {before.get(name)!r} → {now.get(name)!r}"
+               for name in {**before, **now} if now.get(name) != before.get(name)]
     if changed:
         raise ConfigError(f"{where}: options changed ({'; '.join(changed)}); use the original options, or {restart}")
 
