@@ -104,6 +104,22 @@ def _headers(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
+def no_stdio(what: str) -> Callable[[click.Context, click.Parameter, Path | None], Path | None]:
+    """A callback refusing ``-``: a run reads its input again to resume, and writes its output
+    where an interrupted run can go on; neither can be a pipe."""
+    why = {"input": "the input is read more than once (fingerprinted, sent, and read again to resume "
+                    "after an interruption); save stdin to a file first and pass that file",
+           "output": "the results are written to a file that an interrupted run goes on with; "
+                     "pass -o FILE, then read FILE (cat FILE) once the run has finished"}[what]
+
+    def check(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+        if value is not None and str(value) == "-":
+            raise click.BadParameter(f"'-' (standard {'in' if what == 'input' else 'out'}put) is not supported: {why}")
+        return value
+
+    return check
+
+
 def engine_options(command: F) -> F:
     """Add the shared options to a command; it receives them as keyword arguments."""
     for option in reversed(_OPTIONS):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..stats import EXIT_STOPPED
-from .engine_options import EngineOptions, engine_options
+from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
 from .summary import format_summary, outcome_line
 from .tables import fit
@@ -83,10 +83,10 @@ that continues (the same one with a higher --max-cost), 4 stopped early
 
 
 @main.command(epilog=LABEL_EXAMPLES)
-@click.argument("data_path", metavar="DATA", type=click.Path(path_type=Path))
+@click.argument("data_path", metavar="DATA", type=click.Path(path_type=Path), callback=no_stdio("input"))
 @click.option("--template", "-t", "template_path", required=True, type=click.Path(path_type=Path),
               help="Prompt template file (formats below).")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
+@click.option("-o", "--output", type=click.Path(path_type=Path), callback=no_stdio("output"),
               help="Labeled output. Default: DATA with .labeled before its extension.")
 @click.option("--model", "-m", envvar="BATCHRUN_MODEL", default="gpt-4o-mini", show_default=True,
               help="Model to ask [env: BATCHRUN_MODEL].")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .engine_options import EngineOptions, engine_options
+from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
 from .summary import format_summary, outcome_line, up_to_date_line
 
@@ -33,8 +33,8 @@ API key or stayed down): run the same command again to continue where it stopped
 
 
 @main.command(epilog=RUN_EXAMPLES)
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path),
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path), callback=no_stdio("input"))
+@click.option("-o", "--output", type=click.Path(path_type=Path), callback=no_stdio("output"),
               help="Results file. Default: INPUT with .jsonl replaced by .results.jsonl.")
 @click.option("--model", "-m", metavar="NAME",
               help="Send every request with this model, whatever its line says (lines without one get it too).")
