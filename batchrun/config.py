@@ -289,7 +289,8 @@ class RunConfig:
         if self.api_key is None and not self.headers and not is_loopback(self.base_url):
             raise ConfigError(
                 f"no API key for {self.base_url}: set OPENAI_API_KEY (or the variable named by "
-                "--api-key-env), or use --mock for the built-in simulator"
+                "--api-key-env), pass the credentials with --header (Azure's 'api-key: ...'), or use --mock "
+                "for the built-in simulator"
             )
 
     def _check_numbers(self) -> None:

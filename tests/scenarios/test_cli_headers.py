@@ -122,3 +122,16 @@ async def test_a_traceback_with_locals_does_not_show_a_header_value(tmp_path: Pa
     shown = batchrun_frame_locals(info.value)
     assert any("headers=" in line for line in shown)  # the frame that holds the headers was looked at
     assert [line for line in shown if leaks(line, SECRET)] == []
+
+
+def test_label_sends_the_headers_too(tmp_path: Path) -> None:
+    data = tmp_path / "reviews.csv"
+    data.write_text("text\ngood\n", encoding="utf-8")
+    template = tmp_path / "t.txt"
+    template.write_text("Review: {text}", encoding="utf-8")
+    with RawServer(replying(lambda seen, n: ok(seen))) as server:
+        code, err = invoke("label", str(data), "-t", str(template), "-q", "--base-url", server.base_url,
+                           "--header", f"api-key: {SECRET}", env={"OPENAI_PROJECT_ID": "proj_7"})
+        assert code == 0, err
+        assert [(s.headers["api-key"], s.headers["openai-project"]) for s in server.seen] == [(SECRET, "proj_7")]
+    assert leaking_files(tmp_path, SECRET) == {}
