@@ -32,6 +32,20 @@ def main() -> None:
 
 
 def command_args() -> list[str]:
-    """The arguments the running command was given after ``batchrun``, as typed."""
-    args: list[str] = click.get_current_context().meta.get(_ARGV, [])
-    return args
+    """The arguments the running command was given after ``batchrun``, as typed, but for the
+    values of ``--header``, which are secrets: ``Name: ***``."""
+    shown: list[str] = []
+    value_next = False
+    for arg in click.get_current_context().meta.get(_ARGV, []):
+        if value_next:
+            arg, value_next = _masked(arg), False
+        elif arg == "--header":
+            value_next = True
+        elif arg.startswith("--header="):
+            arg = "--header=" + _masked(arg.removeprefix("--header="))
+        shown.append(arg)
+    return shown
+
+
+def _masked(header: str) -> str:
+    return f"{header.partition(':')[0].strip()}: ***"

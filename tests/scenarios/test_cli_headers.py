@@ -135,3 +135,11 @@ def test_label_sends_the_headers_too(tmp_path: Path) -> None:
         assert code == 0, err
         assert [(s.headers["api-key"], s.headers["openai-project"]) for s in server.seen] == [(SECRET, "proj_7")]
     assert leaking_files(tmp_path, SECRET) == {}
+
+
+@pytest.mark.parametrize("form", [["--header", f"api-key: {SECRET}"], [f"--header=api-key: {SECRET}"]])
+def test_the_command_printed_after_the_budget_stops_a_run_hides_header_values(tmp_path: Path, form: list[str]) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(200)])
+    code, err = invoke("run", str(source), "--mock", "--mock-latency-ms", "1", "--max-cost", "0.0001", *form)
+    assert code == 3, err
+    assert "higher cap" in err and "api-key: ***" in err.replace("'", "") and leaks(err, SECRET) == []
