@@ -111,7 +111,7 @@ def require_a_request(f: BinaryIO, path: Path) -> None:
     first: LineError | None = None
     first_line = b""
     for line_no, line in jsonl_lines(f):
-        item = _item(line, 0, line_no, path)
+        item = _item(line, 0, line_no, path, None)
         if isinstance(item, Job):
             return
         if first is None:
