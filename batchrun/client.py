@@ -29,12 +29,11 @@ from .errors import (
 )
 from .pacing import SYSTEM_CLOCK, CircuitBreaker, Clock, Pacer, estimate_cost
 from .records import Job, Result
-from .retry import RetryBudget, parse_retry_after
+from .retry import RetryBudget, parse_retry_after, worth_retrying
 from .scrub import Scrubber
 from .transport import Timeouts, Transport, as_transport
 from .usage import Usage
 
-RETRYABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})
 # 401/403 in a row, after an earlier success, that mean the key itself stopped working (revoked,
 # out of credit) rather than one line's model or resource being off limits to it.
@@ -231,14 +230,16 @@ class Client:
                 return FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}")
             return AuthRefused(code, message, **kw)  # this line's model or resource, or the key: not yet known
         self._auth_failures, self._answered = 0, True
+        if status == 429 and code == "insufficient_quota":  # waiting frees no quota: every line would wait, then fail
+            return FatalEndpointError("the account is out of quota (insufficient_quota): add credits or raise the "
+                                      "limit; the run is resumable")
         if 300 <= status < 400:
             where = self._scrub(_text(headers.get("location")) or "elsewhere")
             return HTTPStatusError(code, f"HTTP {status}: redirected to {where}, not followed (the API key "
                                    "goes only to --base-url; point it at the final address)", **kw)
-        if status == 429:
-            return RateLimited(code, message, retry_after=parse_retry_after(headers), **kw)
-        if status in RETRYABLE_STATUSES:
-            return ServerError(code, message, retry_after=parse_retry_after(headers), **kw)
+        if worth_retrying(status, headers):
+            kind = RateLimited if status == 429 else ServerError
+            return kind(code, message, retry_after=parse_retry_after(headers), **kw)
         return HTTPStatusError(code, message, **kw)
 
     def _describe_error(self, status: int, body: Any, content: bytes) -> tuple[str, str]:

@@ -8,9 +8,9 @@
         ├── HTTPStatusError        a status that is not worth retrying (400, 404, 422 ...)
         │   └── AuthRefused        401/403 once the key has worked: this line's, or the key's
         ├── InvalidResponse        a 2xx that is not an answer: wrong shape, or too large
-        └── RetryableError         worth another attempt
+        └── RetryableError         worth another attempt (`docs/retries.md`)
             ├── RateLimited        429
-            ├── ServerError        408, 409, 500, 502, 503, 504
+            ├── ServerError        408, 409, 5xx but 501/505..., or any with x-should-retry: true
             ├── MalformedResponse  a 2xx whose body is not JSON
             └── TransportError     timeout or connection failure, no HTTP response
 

@@ -1,7 +1,8 @@
-"""When to try a request again, and how long to wait first (README, "Retries").
+"""When to try a request again, and how long to wait first (the table: ``docs/retries.md``).
 
-The split between worth-retrying and final is decided by `errors.py`'s classes (see
-`Client._status_error`); this module is the policy one request's retries follow, `RetryBudget`
+Which statuses are worth another attempt is decided here (`worth_retrying`, as the openai SDK
+decides it, less the 5xx that name what a server cannot do); `Client._status_error` turns them
+into `errors.py`'s classes. `RetryBudget` is the policy one request's retries follow
 (`Client.finish` is the loop that asks it):
 
 - retry only `RetryableError`;
@@ -26,6 +27,24 @@ from .errors import RateLimited, RetryableError
 
 # Spread of the extra wait added to a server-given Retry-After, as a share of it.
 RETRY_AFTER_JITTER = 0.1
+# 5xx that name something the server cannot do, not a state it is in: another attempt gets the
+# same answer (Not Implemented, HTTP Version Not Supported, a negotiation or loop in its setup,
+# a captive portal's login).
+FINAL_SERVER_STATUSES = frozenset({501, 505, 506, 508, 510, 511})
+
+
+def server_error(status: int) -> bool:
+    """A 5xx that says the server is in trouble now (down, overloaded, its upstream unreachable)."""
+    return 500 <= status <= 599 and status not in FINAL_SERVER_STATUSES
+
+
+def worth_retrying(status: int, headers: Mapping[str, str]) -> bool:
+    """Whether an error status may be answered differently next time: as the server says in
+    ``x-should-retry`` when it says, else 408, 409, 429 and `server_error` statuses."""
+    said = headers.get("x-should-retry")
+    if said is not None and said.strip().lower() in ("true", "false"):
+        return said.strip().lower() == "true"
+    return status in (408, 409, 429) or server_error(status)
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:

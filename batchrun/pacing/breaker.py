@@ -1,7 +1,7 @@
 """The circuit breaker: when the endpoint is down, stop sending and probe instead.
 
-The endpoint counts as down when failures that say "nobody is there" (no response, 500/502/503/
-504) are nearly all of the recent answers: at least ``threshold`` of them, and `DOWN_SHARE` of
+The endpoint counts as down when failures that say "nobody is there" (no response, a 5xx that
+`retry.server_error` names) are nearly all of the recent answers: at least ``threshold`` of them, and `DOWN_SHARE` of
 the last ``WINDOW_PER_THRESHOLD × threshold``. A run of failures is not enough — at 60% 5xx
 and 64 requests in flight, ten in a row happen by chance every few seconds, and an endpoint
 that answers 40% of requests is up. While open, dispatch pauses and one probe goes out at

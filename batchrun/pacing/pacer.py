@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from ..retry import server_error
 from ..tokens import EXPECTED_OUTPUT_TOKENS
 from .acceptance import Acceptance
 from .breaker import CircuitBreaker
@@ -30,7 +31,6 @@ from .clock import SYSTEM_CLOCK, Clock
 from .meter import RateWindow
 from .quota import Quota
 
-BREAKER_STATUSES = frozenset({500, 502, 503, 504})
 RESCHEDULE = 0.5  # seconds: the longest the first request in line goes without looking again
 
 
@@ -124,7 +124,7 @@ class Pacer:
         if status is None:
             self.breaker.failed("no response")
             return
-        if status in BREAKER_STATUSES:
+        if server_error(status):
             self.breaker.failed(f"HTTP {status}")
         else:
             self.breaker.succeeded()
