@@ -10,22 +10,26 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
-from .config import RunConfig
+from .config import DEFAULT_API_KEY_ENV, RunConfig
 from .errors import (
     AuthRefused,
+    ConnectionRefused,
     FatalEndpointError,
     HTTPStatusError,
     InvalidResponse,
     MalformedResponse,
+    NoSuchPath,
     RateLimited,
     RequestError,
     RetryableError,
     ServerError,
     TransportError,
+    Unconfirmed,
 )
 from .pacing import SYSTEM_CLOCK, CircuitBreaker, Clock, Pacer, estimate_cost
 from .records import Job, Result
@@ -38,6 +42,13 @@ AUTH_STATUSES = frozenset({401, 403})
 # 401/403 in a row, after an earlier success, that mean the key itself stopped working (revoked,
 # out of credit) rather than one line's model or resource being off limits to it.
 AUTH_FAILURES_TO_STOP = 5
+# 404s that are not the API's own error, before any success, that mean the base URL points where
+# the endpoint is not. One could be a line's own (a proxy's page for an unknown deployment).
+NO_SUCH_PATH_TO_STOP = 8
+# A line's attempts refused a connection, before the endpoint ever answered, that mean nothing
+# listens there: a server still starting has had the line's backoff (seconds) to come up. The
+# outage breaker's probe, refused too, means the same: it went out a second or more later.
+REFUSED_ATTEMPTS_TO_STOP = 3
 USER_AGENT = "batchrun"
 _MAX_MESSAGE = 500
 _SNIPPET = 200  # characters of a body that is not JSON quoted in a message
@@ -99,7 +110,10 @@ class Client:
         self._timeouts = Timeouts(connect=config.connect_timeout, total=config.timeout)
         self._urls: dict[str, str] = {}
         self._answered = False  # some request was answered with anything but 401/403
+        self._succeeded = False  # some request was answered 2xx
         self._auth_failures = 0  # 401/403 in a row
+        self._no_such_path = 0  # `NoSuchPath` 404s, before any success
+        self._missing = ""  # the endpoint path of the latest
         self.pacer = pacer or Pacer(
             concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm, clock=clock,
             breaker=CircuitBreaker(threshold=config.outage_threshold, give_up=config.max_outage, clock=clock),
@@ -178,7 +192,11 @@ class Client:
             self.pacer.settle(permit, None, None)
             if exc.code == "certificate_error":  # the same for every request: stop, don't burn the file
                 raise FatalEndpointError(self._scrub(f"TLS certificate verification failed: {exc.message}")) from None
-            raise TransportError(exc.code, self._scrub(exc.message)) from None
+            if isinstance(exc, ConnectionRefused) and not self._answered and (
+                    permit.probe or tally.attempts >= min(REFUSED_ATTEMPTS_TO_STOP, self._config.retry.max_attempts)):
+                raise FatalEndpointError(f"connection refused: {_host_port(self._url(job.url))} (nothing listens "
+                                         "there: start the server, or check --base-url)") from None
+            raise type(exc)(exc.code, self._scrub(exc.message)) from None
         except (InvalidResponse, MalformedResponse) as exc:
             _on_wire(tally, now() - sent)
             self.pacer.settle(permit, exc.status_code, None)
@@ -201,7 +219,7 @@ class Client:
         if suspect:  # a server that echoes what it was sent
             body = self._scrubber.json(body)
         if 200 <= status < 300 and parsed:
-            self._auth_failures, self._answered = 0, True
+            self._auth_failures, self._answered, self._succeeded = 0, True, True
             usage = Usage.from_body(body)
             self.pacer.settle(permit, status, headers, usage.total if usage else None)
             missing = missing_answer(job.url, body)
@@ -214,10 +232,10 @@ class Client:
         self.pacer.settle(permit, status, headers)
         if suspect:
             content = orjson.dumps(body)  # what error messages quote: decoded, and scrubbed
-        raise self._status_error(status, request_id, body, content, headers)
+        raise self._status_error(status, request_id, body, content, headers, job.url)
 
     def _status_error(self, status: int, request_id: str | None, body: Any, content: bytes,
-                      headers: Mapping[str, str]) -> RequestError | FatalEndpointError:
+                      headers: Mapping[str, str], path: str) -> RequestError | FatalEndpointError:
         if 200 <= status < 300:
             snippet = self._snippet(content)
             return MalformedResponse("malformed_response", f"HTTP {status} with a body that is not JSON: {snippet!r}",
@@ -227,6 +245,8 @@ class Client:
         if status in AUTH_STATUSES:
             self._auth_failures += 1
             if not self._answered or self._auth_failures >= AUTH_FAILURES_TO_STOP:
+                if self._config.api_key is None:
+                    return FatalEndpointError(f"no API key was sent (HTTP {status}: {message}); {_key_hint(self._config)}")
                 return FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}")
             return AuthRefused(code, message, **kw)  # this line's model or resource, or the key: not yet known
         self._auth_failures, self._answered = 0, True
@@ -240,7 +260,23 @@ class Client:
         if worth_retrying(status, headers):
             kind = RateLimited if status == 429 else ServerError
             return kind(code, message, retry_after=parse_retry_after(headers), **kw)
+        if status == 404 and not self._succeeded and not _api_error(body):
+            self._no_such_path, self._missing = self._no_such_path + 1, path
+            if self._no_such_path >= NO_SUCH_PATH_TO_STOP:
+                return FatalEndpointError(self._no_such_path_message())
+            return NoSuchPath(code, message, **kw)
         return HTTPStatusError(code, message, **kw)
+
+    def no_such_path(self) -> str | None:
+        """Why the run should stop when every answer so far was a 404 from outside the API (its
+        base URL points where the endpoint is not), or ``None`` when one succeeded."""
+        return None if self._succeeded or not self._no_such_path else self._no_such_path_message()
+
+    def _no_such_path_message(self) -> str:
+        tail = self._missing.removeprefix("/v1/").lstrip("/")
+        return (f"the endpoint has no {urlsplit(self._url(self._missing)).path} (HTTP 404, not the API's own error, "
+                f"to all {self._no_such_path} requests; none succeeded) — check --base-url {self._config.base_url} "
+                f"(it should end where `{tail}` can be appended)")
 
     def _describe_error(self, status: int, body: Any, content: bytes) -> tuple[str, str]:
         """The ``(code, message)`` of an error response, from OpenAI's error shape when present."""
@@ -278,7 +314,25 @@ def _text(value: str | None) -> str | None:
 def _failure(job: Job, exc: RequestError) -> Result:
     return Result(job.index, job.custom_id, exc.status_code, exc.request_id, exc.body,
                   {"code": exc.code, "message": exc.message}, model=job.model,
-                  auth_refused=isinstance(exc, AuthRefused))
+                  unconfirmed=isinstance(exc, Unconfirmed))
+
+
+def _api_error(body: Any) -> bool:
+    """Whether a body is an API's own error (OpenAI's ``{"error": ...}``, or vLLM's older
+    ``{"object": "error", "message": ...}``), not a web server's or a router's "not found"."""
+    return isinstance(body, dict) and (isinstance(body.get("error"), (dict, str)) or body.get("object") == "error")
+
+
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
+
+
+def _key_hint(config: RunConfig) -> str:
+    if config.api_key_env == DEFAULT_API_KEY_ENV:
+        return f"set {DEFAULT_API_KEY_ENV} (or the variable named by --api-key-env)"
+    return f"set {config.api_key_env} (the variable named by --api-key-env)"
 
 
 

@@ -203,6 +203,8 @@ class RunConfig:
         query goes on every request. A ``user:password@`` in it is taken out and sent as HTTP Basic
         credentials, in place of an API key.
     :param api_key: sent as ``Authorization: Bearer``; may be omitted for loopback endpoints.
+    :param api_key_env: the environment variable the key is read from, for messages that say
+        where to set it.
     :param concurrency: requests in flight at once (also the number of connections).
     :param window: how many lines past the oldest unfinished one may be dispatched; bounds the
         memory held by results waiting for their turn. Default ``max(4096, 64 * concurrency)``.
@@ -235,6 +237,7 @@ class RunConfig:
     output_path: Path | None = None
     base_url: str = DEFAULT_BASE_URL
     api_key: ApiKey | None = None
+    api_key_env: str = DEFAULT_API_KEY_ENV
     concurrency: int = DEFAULT_CONCURRENCY
     window: int | None = None
     window_bytes: int = DEFAULT_WINDOW_BYTES

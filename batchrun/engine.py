@@ -19,7 +19,8 @@ Those tasks are few when the endpoint is healthy, and never more than the window
 
 A run resumes from its checkpoint (`disk/checkpoint.py`): lines finished by earlier starts are
 carried over, never sent again. Stopping (a signal, later a budget) closes the door on new
-requests and lets those in flight finish, within a grace period.
+requests and lets those on the wire finish, within a grace period; lines waiting to be sent
+(their backoff, their pace) are not sent, and the next start does them.
 """
 
 from __future__ import annotations
@@ -85,14 +86,16 @@ class Control:
     def __init__(self, stats: RunStats) -> None:
         self.stats = stats
         self.stopping = False
+        self.draining = False  # stopping, with a grace period for the requests on the wire
         self.aborted = False
-        self.in_flight = 0
+        self.wire: anyio.CapacityLimiter | None = None  # the pacer's slots: one per request on the wire
         self.fed = 0  # lines handed on by the reader
         self.fed_all = False  # the reader reached the end of the input
         self.bad_lines = 0  # input lines that cannot be sent, met by this start
-        # Lines refused 401/403 after other lines were answered: held back until an answer to a
-        # request sent later shows the key still works (then they are that line's failure), or
-        # the refusals show it does not (an abort: then they are not written, and the next start
+        # Lines refused 401/403 after other lines were answered, or 404'd from outside the API
+        # before any success (`errors.Unconfirmed`): held back until a success to a request sent
+        # later shows the key and the path work (then they are that line's failure), or the
+        # failures show they do not (an abort: then they are not written, and the next start
         # sends them).
         self.held: list[Result] = []
         self.feed_scope = anyio.CancelScope()
@@ -117,6 +120,19 @@ class Control:
         self.feed_scope.cancel()
         if grace is not None:
             self.workers_scope.deadline = anyio.current_time() + grace
+            self.draining = True
+            self.off_the_wire()
+
+    @property
+    def on_the_wire(self) -> int:
+        """Requests sent and not yet answered (not those waiting out a backoff or their pace)."""
+        return int(self.wire.borrowed_tokens) if self.wire is not None else 0
+
+    def off_the_wire(self) -> None:
+        """An attempt has its answer (or failure). Draining, once none is left on the wire, the
+        drain is done: no line still waiting is sent."""
+        if self.draining and not self.on_the_wire:
+            self.workers_scope.cancel()
 
     def abort(self, reason: str, *, disk: bool = False) -> None:
         """Stop now: a condition that dooms the rest of the run.
@@ -195,8 +211,8 @@ async def run_batch(
         observer.started(stats)
     control = Control(stats)
     try:
-        async with Client(config, transport=transport, clock=clock, on_retry=_retry_hook(observer)) as client:
-            stats.pacer = client.pacer
+        async with Client(config, transport=transport, clock=clock, on_retry=_retry_hook(observer, control)) as client:
+            stats.pacer, control.wire = client.pacer, client.pacer.slots
             items = read_jobs(config.input_path, scan.size, start=position, model=config.model)
             await _run_pool(config, items, client, writer, checkpoint, carryover, gate, control, observer,
                             handle_signals)
@@ -272,11 +288,12 @@ async def _skip(path: Path, count: int, limit: int) -> Position:
     return position
 
 
-def _retry_hook(observer: Observer | None) -> Callable[[Job, RequestError, float], None]:
+def _retry_hook(observer: Observer | None, control: Control) -> Callable[[Job, RequestError, float], None]:
     def on_retry(job: Job, error: RequestError, wait: float) -> None:
         log.debug("%s (line %d): %s; retrying in %.2f s", job.custom_id, job.line_no, error.code, wait)
         if observer is not None:
             observer.retrying(job, error, wait)
+        control.off_the_wire()
 
     return on_retry
 
@@ -345,6 +362,8 @@ async def _run_workers(abort: Callable[[str], None], client: Client, gate: Budge
         async with anyio.create_task_group() as workers:
             for jobs in lanes:
                 workers.start_soon(_guarded, abort, _work, abort, client, gate, jobs, sink, control, workers)
+    if not control.aborted and control.held and (missing := client.no_such_path()):
+        abort(missing)  # every line sent was answered 404 from outside the API
     if not control.aborted:  # nothing answered since: the refusals were those lines' own
         for result in control.held:
             sink.put(result)
@@ -364,35 +383,27 @@ async def _work(abort: Callable[[str], None], client: Client, gate: BudgetGate |
                 if gate is not None:
                     gate.release(job)
                 continue  # not sent: the next start does it
-            control.in_flight += 1
-            try:
-                outcome = await client.first_attempt(job)
-            except BaseException:
-                control.in_flight -= 1
-                raise
+            outcome = await client.first_attempt(job)
             if isinstance(outcome, Retrying):
                 retries.start_soon(_guarded, abort, _retry, client, gate, outcome, sink, control)
             else:
-                control.in_flight -= 1
                 _deliver(gate, outcome, job, sink, control)
 
 
 async def _retry(client: Client, gate: BudgetGate | None, pending: Retrying, sink: Sink, control: Control) -> None:
-    try:
-        result = await client.finish(pending)
-    finally:
-        control.in_flight -= 1
+    result = await client.finish(pending)
     _deliver(gate, result, pending.job, sink, control)
 
 
 def _deliver(gate: BudgetGate | None, result: Result, job: Job, sink: Sink, control: Control) -> None:
-    """Hand an answer to the files (see `Control.held` for lines refused 401/403)."""
+    """Hand an answer to the files (see `Control.held` for `Result.unconfirmed`)."""
     if gate is not None:
         gate.settle(job, result)
-    if result.auth_refused:
+    control.off_the_wire()
+    if result.unconfirmed:
         control.held.append(result)
         return
-    if control.held and result.ok:  # the key works: refusals sent before this were those lines' own
+    if control.held and result.ok:  # the key and path work: failures sent before this were those lines' own
         for held in [held for held in control.held if held.dispatched < result.dispatched]:
             sink.put(held)
         control.held = [held for held in control.held if held.dispatched > result.dispatched]
@@ -472,10 +483,12 @@ async def _watch_signals(control: Control, drain_timeout: float) -> None:
         async for signum in signals:
             name = signal.Signals(signum).name
             if control.stopping:
-                log.warning("%s again: cancelling the %d requests in flight", name, control.in_flight)
+                log.warning("%s again: cancelling the %d requests in flight", name, control.on_the_wire)
+            elif not control.on_the_wire:
+                log.warning("%s: no new requests; none in flight: stopping now", name)
             else:
                 log.warning("%s: no new requests; waiting up to %g s for the %d in flight "
-                            "(again to cancel them)", name, drain_timeout, control.in_flight)
+                            "(again to cancel them)", name, drain_timeout, control.on_the_wire)
             control.stop(f"interrupted by {name}", EXIT_STOPPED, grace=drain_timeout)
 
 

@@ -3,16 +3,20 @@
     BatchrunError
     ├── ConfigError          bad options or environment: nothing was sent (exit 2)
     ├── InputFileError       the input file cannot be read at all (exit 2)
-    ├── FatalEndpointError   the endpoint refuses the credentials: stop the run (exit 4)
+    ├── FatalEndpointError   every further request would fail too (the credentials refused, the
+    │                        account out of quota, no such path, nothing listening): stop (exit 4)
     └── RequestError         one request failed; the run goes on
         ├── HTTPStatusError        a status that is not worth retrying (400, 404, 422 ...)
-        │   └── AuthRefused        401/403 once the key has worked: this line's, or the key's
+        │   └── Unconfirmed        this line's failure, or the whole run's: held until the run shows which
+        │       ├── AuthRefused    401/403 once the key has worked
+        │       └── NoSuchPath     a 404 that is not the API's own error, before any success
         ├── InvalidResponse        a 2xx that is not an answer: wrong shape, or too large
         └── RetryableError         worth another attempt (`docs/retries.md`)
             ├── RateLimited        429
             ├── ServerError        408, 409, 5xx but 501/505..., or any with x-should-retry: true
             ├── MalformedResponse  a 2xx whose body is not JSON
             └── TransportError     timeout or connection failure, no HTTP response
+                └── ConnectionRefused  nothing listens at the endpoint's address
 
 A `RequestError` that survives its retries becomes an error record in the output: a failed
 request is data, not a crash. Messages never contain the API key (see `client.py`).
@@ -36,7 +40,7 @@ class InputFileError(BatchrunError):
 
 
 class FatalEndpointError(BatchrunError):
-    """The endpoint rejects the credentials; every further request would fail too."""
+    """Every further request would fail too: the run stops, resumable."""
 
 
 class RequestError(BatchrunError):
@@ -69,9 +73,19 @@ class HTTPStatusError(RequestError):
     """A status the server will answer the same way however often it is asked."""
 
 
-class AuthRefused(HTTPStatusError):
-    """A 401/403 after other requests were answered: final for its line, but whether the key
-    itself stopped working shows only in what the next answers are."""
+class Unconfirmed(HTTPStatusError):
+    """Final for its line, but whether it is the line's alone or every line's shows only in what
+    the next answers are: the line is written once one shows it (`engine.Control.held`)."""
+
+
+class AuthRefused(Unconfirmed):
+    """A 401/403 after other requests were answered: this line's model or resource, or the key
+    itself stopped working."""
+
+
+class NoSuchPath(Unconfirmed):
+    """A 404 that is not the API's own error (an HTML page, a router's "not found"), before any
+    request succeeded: the base URL may point where the endpoint is not."""
 
 
 class InvalidResponse(RequestError):
@@ -104,3 +118,7 @@ class MalformedResponse(RetryableError):
 
 class TransportError(RetryableError):
     """No HTTP response: timeout, refused or dropped connection."""
+
+
+class ConnectionRefused(TransportError):
+    """The connection was refused: nothing listens at the address (yet, or any more)."""

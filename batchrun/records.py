@@ -79,7 +79,7 @@ class Result:
     wire_ms: float | None = None  # every attempt on the wire, when there was more than one
     waited_ms: float | None = None  # waiting to be sent: pacing, the breaker, backoff
     unanswered: int = 0  # retried attempts whose answer was lost: the provider may have billed them
-    auth_refused: bool = False  # a 401/403 that may be this line's alone, or the key's (not written)
+    unconfirmed: bool = False  # this line's failure or the whole run's: held until known (`engine.Control.held`)
     dispatched: int = 0  # its last attempt's place in the dispatch order
     usage: Usage | None = None  # the body's usage, when the client already read it
     cut: bool | None = None  # the answer stopped at its output cap, once read (`read_cut`)

@@ -27,7 +27,7 @@ import httpx
 from yarl import URL
 
 from .bodies import DEFAULT_MAX_RESPONSE_BYTES, BodyBudget, collect, too_large
-from .errors import MalformedResponse, TransportError
+from .errors import ConnectionRefused, MalformedResponse, TransportError
 
 _CHUNK = 2**16
 
@@ -113,7 +113,7 @@ class AiohttpTransport:
         except aiohttp.ClientConnectorCertificateError as exc:
             raise TransportError("certificate_error", _describe(exc)) from None
         except aiohttp.ClientError as exc:
-            raise TransportError("connection_error", _describe(exc)) from None
+            raise _connection_error(exc) from None
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         length = resp.content_length
@@ -186,7 +186,7 @@ class HttpxTransport:
         except httpx.TimeoutException as exc:
             raise TransportError("request_timeout", f"timed out: {_describe(exc)}") from None
         except httpx.TransportError as exc:
-            raise TransportError("connection_error", _describe(exc)) from None
+            raise _connection_error(exc) from None
         except httpx.DecodingError as exc:  # a corrupt gzip/brotli body: another attempt may not be
             raise MalformedResponse("malformed_response", f"a body that cannot be decoded: {_describe(exc)}",
                                     status_code=status) from None
@@ -216,6 +216,16 @@ def _timeout_message(exc: BaseException | None, timeouts: Timeouts) -> str:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return f"timed out connecting: no connection within {timeouts.connect:g} s (--connect-timeout)"
     return f"timed out: the response was not complete within {timeouts.total:g} s (--timeout)"
+
+
+def _connection_error(exc: BaseException) -> TransportError:
+    """A refused connection is told apart (a server not started, a wrong port); its cause is
+    aiohttp's ``os_error``, or an httpx error's chain."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ConnectionRefusedError):
+        cause = cause.__cause__ or cause.__context__
+    kind = TransportError if cause is None else ConnectionRefused
+    return kind("connection_error", _describe(exc))
 
 
 def _describe(exc: BaseException) -> str:

@@ -177,7 +177,7 @@ class EngineOptions:
                          retry=retry, restart=self.restart, retry_failed=self.retry_failed,
                          drain_timeout=self.drain_timeout, mock=self.mock, rpm=self.rpm, tpm=self.tpm,
                          max_outage=self.max_outage, max_cost=self.max_cost, prices_path=self.prices_path,
-                         batch_discount=self.batch_discount, headers=self.headers,
+                         batch_discount=self.batch_discount, headers=self.headers, api_key_env=self.api_key_env,
                          organization=os.environ.get("OPENAI_ORG_ID") or None,
                          project=os.environ.get("OPENAI_PROJECT_ID") or None, **request)
 
