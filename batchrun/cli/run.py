@@ -27,8 +27,9 @@ output shape; failed lines also go to OUTPUT's sibling <name>.errors.jsonl.
 \b
 Exit codes: 0 all lines succeeded, 1 some lines failed, 2 usage or input error (nothing
 sent), 3 stopped by --max-cost: the summary prints the command that continues (the same
-one with a higher --max-cost), 4 stopped early (interrupted, the endpoint rejected the
-API key or stayed down): run the same command again to continue where it stopped.
+one with a higher --max-cost), 4 stopped early (interrupted; the endpoint rejected the
+API key, stayed down, or would fail every line: out of quota, no such path, nothing
+listening): run the same command again to continue where it stopped.
 """
 
 
