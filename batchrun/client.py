@@ -42,8 +42,8 @@ AUTH_STATUSES = frozenset({401, 403})
 # 401/403 in a row, after an earlier success, that mean the key itself stopped working (revoked,
 # out of credit) rather than one line's model or resource being off limits to it.
 AUTH_FAILURES_TO_STOP = 5
-# 404s that are not the API's own error, before any success, that mean the base URL points where
-# the endpoint is not. One could be a line's own (a proxy's page for an unknown deployment).
+# 404s for the path itself (`_unknown_path`), before any success, that mean the base URL points
+# where the endpoint is not. One could be a line's own (a proxy's page for an unknown deployment).
 NO_SUCH_PATH_TO_STOP = 8
 # A line's attempts refused a connection, before the endpoint ever answered, that mean nothing
 # listens there: a server still starting has had the line's backoff (seconds) to come up. The
@@ -260,7 +260,7 @@ class Client:
         if worth_retrying(status, headers):
             kind = RateLimited if status == 429 else ServerError
             return kind(code, message, retry_after=parse_retry_after(headers), **kw)
-        if status == 404 and not self._succeeded and not _api_error(body):
+        if status == 404 and not self._succeeded and _unknown_path(body):
             self._no_such_path, self._missing = self._no_such_path + 1, path
             if self._no_such_path >= NO_SUCH_PATH_TO_STOP:
                 return FatalEndpointError(self._no_such_path_message())
@@ -268,14 +268,14 @@ class Client:
         return HTTPStatusError(code, message, **kw)
 
     def no_such_path(self) -> str | None:
-        """Why the run should stop when every answer so far was a 404 from outside the API (its
-        base URL points where the endpoint is not), or ``None`` when one succeeded."""
+        """Why the run should stop when no request succeeded and some were answered 404 for the
+        path itself (the base URL points where the endpoint is not), or ``None``."""
         return None if self._succeeded or not self._no_such_path else self._no_such_path_message()
 
     def _no_such_path_message(self) -> str:
         tail = self._missing.removeprefix("/v1/").lstrip("/")
-        return (f"the endpoint has no {urlsplit(self._url(self._missing)).path} (HTTP 404, not the API's own error, "
-                f"to all {self._no_such_path} requests; none succeeded) — check --base-url {self._config.base_url} "
+        return (f"the endpoint has no {urlsplit(self._url(self._missing)).path} (HTTP 404 for the path to "
+                f"{self._no_such_path} requests, and none succeeded) — check --base-url {self._config.base_url} "
                 f"(it should end where `{tail}` can be appended)")
 
     def _describe_error(self, status: int, body: Any, content: bytes) -> tuple[str, str]:
@@ -317,10 +317,20 @@ def _failure(job: Job, exc: RequestError) -> Result:
                   unconfirmed=isinstance(exc, Unconfirmed))
 
 
-def _api_error(body: Any) -> bool:
-    """Whether a body is an API's own error (OpenAI's ``{"error": ...}``, or vLLM's older
-    ``{"object": "error", "message": ...}``), not a web server's or a router's "not found"."""
-    return isinstance(body, dict) and (isinstance(body.get("error"), (dict, str)) or body.get("object") == "error")
+# How OpenAI (and servers that copy it) and llama.cpp's server begin the error of a 404 for a
+# path they do not serve.
+_UNKNOWN_PATH_MESSAGES = ("Invalid URL", "File Not Found")
+
+
+def _unknown_path(body: Any) -> bool:
+    """Whether a 404's body says the path is unknown, not a model or resource: not an API's own
+    error (an HTML page, a router's ``{"detail": "Not Found"}``), or one that says so."""
+    if not isinstance(body, dict):
+        return True
+    error = body.get("error")
+    if isinstance(error, dict):
+        return str(error.get("message")).startswith(_UNKNOWN_PATH_MESSAGES)
+    return not isinstance(error, str) and body.get("object") != "error"  # vLLM's older error shape
 
 
 def _host_port(url: str) -> str:

@@ -92,8 +92,8 @@ class Control:
         self.fed = 0  # lines handed on by the reader
         self.fed_all = False  # the reader reached the end of the input
         self.bad_lines = 0  # input lines that cannot be sent, met by this start
-        # Lines refused 401/403 after other lines were answered, or 404'd from outside the API
-        # before any success (`errors.Unconfirmed`): held back until a success to a request sent
+        # Lines refused 401/403 after other lines were answered, or 404'd for the path before any
+        # success (`errors.Unconfirmed`): held back until a success to a request sent
         # later shows the key and the path work (then they are that line's failure), or the
         # failures show they do not (an abort: then they are not written, and the next start
         # sends them).
@@ -363,7 +363,7 @@ async def _run_workers(abort: Callable[[str], None], client: Client, gate: Budge
             for jobs in lanes:
                 workers.start_soon(_guarded, abort, _work, abort, client, gate, jobs, sink, control, workers)
     if not control.aborted and control.held and (missing := client.no_such_path()):
-        abort(missing)  # every line sent was answered 404 from outside the API
+        abort(missing)  # no line succeeded, and some were answered 404 for the path
     if not control.aborted:  # nothing answered since: the refusals were those lines' own
         for result in control.held:
             sink.put(result)

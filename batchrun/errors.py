@@ -9,7 +9,7 @@
         ├── HTTPStatusError        a status that is not worth retrying (400, 404, 422 ...)
         │   └── Unconfirmed        this line's failure, or the whole run's: held until the run shows which
         │       ├── AuthRefused    401/403 once the key has worked
-        │       └── NoSuchPath     a 404 that is not the API's own error, before any success
+        │       └── NoSuchPath     a 404 for the path itself, before any success
         ├── InvalidResponse        a 2xx that is not an answer: wrong shape, or too large
         └── RetryableError         worth another attempt (`docs/retries.md`)
             ├── RateLimited        429
@@ -84,8 +84,8 @@ class AuthRefused(Unconfirmed):
 
 
 class NoSuchPath(Unconfirmed):
-    """A 404 that is not the API's own error (an HTML page, a router's "not found"), before any
-    request succeeded: the base URL may point where the endpoint is not."""
+    """A 404 for the path itself (an HTML page, a router's "not found", OpenAI's "Invalid URL"),
+    before any request succeeded: the base URL may point where the endpoint is not."""
 
 
 class InvalidResponse(RequestError):

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,16 @@ def not_found(seen: Seen, n: int) -> bytes:
     return http(404, NOT_FOUND_PAGE, {"content-type": "text/html"})
 
 
+def invalid_url(seen: Seen, n: int) -> bytes:
+    """OpenAI's own answer to a path it does not serve."""
+    return http(404, error_body(f"Invalid URL (POST {seen.path})"))
+
+
+@pytest.mark.parametrize("answer", [not_found, invalid_url], ids=["html", "openai"])
 @pytest.mark.parametrize("n", [200, 3])  # past the first 8 404s; or every line of a short file
-async def test_every_line_answered_404_from_outside_the_api_stops_naming_the_path(tmp_path: Path, n: int) -> None:
-    with RawServer(replying(not_found)) as server:
+async def test_every_line_answered_404_for_the_path_stops_naming_it(tmp_path: Path, n: int,
+                                                                   answer: Callable[[Seen, int], bytes]) -> None:
+    with RawServer(replying(answer)) as server:
         stats, out = await run(tmp_path, server.base_url, n=n, concurrency=2)
         sent = len(server.seen)
     assert stats.exit_code == 4
