@@ -7,6 +7,7 @@ is its success or a precise error; nothing final is sent twice; the report adds 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -31,6 +32,7 @@ from batchrun.simulator import Faults, SimulatorConfig, serve
 from batchrun.usage import Usage
 
 from ..helpers import FakeClock, chat_line, read_jsonl, succeeded, write_jsonl
+from ..rawserver import RawServer, Seen
 
 RETRYABLE_CODES = {"request_timeout", "connection_error", "malformed_response", "server_error",
                    "rate_limit_exceeded"}
@@ -235,12 +237,16 @@ async def test_an_endpoint_that_never_comes_back_stops_the_run_resumably(
 
 
 async def test_with_the_breaker_off_an_endpoint_that_is_down_fails_every_line_fast(
-        tmp_path: Path, free_tcp_port: int, log_lines: list[str]) -> None:
+        tmp_path: Path, log_lines: list[str]) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(200)])
-    config = RunConfig(source, base_url=f"http://127.0.0.1:{free_tcp_port}/v1", concurrency=8,
-                       retry=BREAKER_RETRY, outage_threshold=0)
-    with anyio.fail_after(10):
-        stats = await run_batch(config)
+
+    async def hang_up(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        return False  # a proxy whose upstream is gone (a refused connection would stop the run)
+
+    with RawServer(hang_up) as down:
+        config = RunConfig(source, base_url=down.base_url, concurrency=8, retry=BREAKER_RETRY, outage_threshold=0)
+        with anyio.fail_after(10):
+            stats = await run_batch(config)
     out = read_jsonl(config.out)
     assert stats.exit_code == 1 and dict(stats.failures_by_code) == {"connection_error": 200}
     assert {o["batchrun"]["attempts"] for o in out} == {BREAKER_RETRY.max_attempts}
