@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from batchrun import ApiKey, RetryPolicy, RunConfig, run_batch
 from batchrun.simulator import Faults, SimulatorConfig, serve
 
 from ..helpers import chat_line, files_under, read_jsonl, succeeded, write_jsonl
+from ..rawserver import RawServer, Seen
 
 FAST_RETRIES = RetryPolicy(max_attempts=12, backoff_base=0.01, backoff_max=0.05)
 
@@ -107,11 +109,18 @@ async def test_right_key_is_sent(tmp_path: Path) -> None:
     assert stats.exit_code == 0 and stats.succeeded == 10
 
 
-async def test_unreachable_endpoint_gives_connection_errors(tmp_path: Path, free_tcp_port: int) -> None:
+async def test_unreachable_endpoint_gives_connection_errors(tmp_path: Path) -> None:
+    """An endpoint that hangs up on every request (a refused connection, before any answer, stops
+    the run instead: `tests/test_fast_fail.py`)."""
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(5)])
     policy = RetryPolicy(max_attempts=2, backoff_base=0.001, backoff_max=0.001)
-    config = RunConfig(source, base_url=f"http://127.0.0.1:{free_tcp_port}/v1", retry=policy, outage_threshold=0)
-    stats = await run_batch(config)
+
+    async def hang_up(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        return False
+
+    with RawServer(hang_up) as down:
+        config = RunConfig(source, base_url=down.base_url, retry=policy, outage_threshold=0)
+        stats = await run_batch(config)
     out = read_jsonl(tmp_path / "in.results.jsonl")
     assert [o["error"]["code"] for o in out] == ["connection_error"] * 5
     assert all(o["response"] is None and o["batchrun"]["attempts"] == 2 for o in out)
