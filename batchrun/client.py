@@ -275,7 +275,7 @@ class Client:
     def _no_such_path_message(self) -> str:
         tail = self._missing.removeprefix("/v1/").lstrip("/")
         return (f"the endpoint has no {urlsplit(self._url(self._missing)).path} (HTTP 404 for the path to "
-                f"{self._no_such_path} requests, and none succeeded) — check --base-url {self._config.base_url} "
+                f"{self._no_such_path} requests, and none succeeded) — check --base-url {self._scrub(self._config.base_url)} "
                 f"(it should end where `{tail}` can be appended)")
 
     def _describe_error(self, status: int, body: Any, content: bytes) -> tuple[str, str]:
