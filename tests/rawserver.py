@@ -1,7 +1,8 @@
 """`RawServer`: a tiny HTTP/1.1 server on loopback whose handlers write raw bytes, for the
 faults the simulator cannot make (scripted statuses per attempt, redirects, gzip, huge or invalid
 UTF-8 bodies, wrong-shaped answers, TLS, connections cut at chosen points), and the helpers that
-build its answers."""
+build its answers; `run` sends a few lines to one (its hang guard only fails a run that would
+otherwise never end)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,18 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
+
+from batchrun import RetryPolicy, RunConfig, run_batch
+from batchrun.pacing import SYSTEM_CLOCK
+
+from .helpers import chat_line, read_jsonl, write_jsonl
+
+FAST = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.005)
 
 
 @dataclass
@@ -159,3 +169,20 @@ def replying(fn: Callable[[Seen, int], bytes]) -> Handler:
 
 def error_body(message: str, code: str | None = None, kind: str = "invalid_request_error") -> bytes:
     return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+
+async def run(tmp_path: Path, base_url: str, n: int = 4, **kw: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """Run ``n`` chat lines against ``base_url``; the stats and the output (if it was published)."""
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(n)])
+    kw.setdefault("retry", FAST)
+    kw.setdefault("outage_threshold", 0)
+    clock = kw.pop("clock", SYSTEM_CLOCK)
+    config = RunConfig(source, base_url=base_url, concurrency=kw.pop("concurrency", 4), **kw)
+    with anyio.fail_after(30):
+        stats = await run_batch(config, clock=clock)
+    out = config.out
+    return stats, read_jsonl(out) if out.exists() else []
+
+
+def question(i: int) -> str:
+    return f"question {i}"

@@ -27,32 +27,13 @@ import orjson
 import pytest
 
 from batchrun import ApiKey, RetryPolicy, RunConfig, run_batch
-from batchrun.pacing import SYSTEM_CLOCK
 from batchrun.simulator import Faults, SimulatorConfig, serve
 from batchrun.transport import DEFAULT_MAX_RESPONSE_BYTES
 
 from ..helpers import FakeClock, chat_line, read_jsonl, write_jsonl
-from ..rawserver import Handler, RawServer, Seen, chat_answer, error_body, http, ok, replying
+from ..rawserver import FAST, Handler, RawServer, Seen, chat_answer, error_body, http, ok, question, replying, run
 
-FAST = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.005)
 KEY = "sk-test-CANARY-endpoint-7f3a9c"
-
-
-async def run(tmp_path: Path, base_url: str, n: int = 4, **kw: Any) -> tuple[Any, list[dict[str, Any]]]:
-    """Run ``n`` chat lines against ``base_url``; the stats and the output (if it was published)."""
-    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(n)])
-    kw.setdefault("retry", FAST)
-    kw.setdefault("outage_threshold", 0)
-    clock = kw.pop("clock", SYSTEM_CLOCK)
-    config = RunConfig(source, base_url=base_url, concurrency=kw.pop("concurrency", 4), **kw)
-    with anyio.fail_after(30):
-        stats = await run_batch(config, clock=clock)
-    out = config.out
-    return stats, read_jsonl(out) if out.exists() else []
-
-
-def question(i: int) -> str:
-    return f"question {i}"
 
 
 # -- statuses ----------------------------------------------------------------------------------

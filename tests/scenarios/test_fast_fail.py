@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from batchrun import RetryPolicy
+from batchrun.records import failure
 
-from .helpers import chat_line, wait_for, write_jsonl
-from .test_hostile_endpoint import RawServer, Seen, error_body, http, ok, question, replying, run
+from ..helpers import chat_line, wait_for, write_jsonl
+from ..rawserver import RawServer, Seen, error_body, http, ok, question, replying, run
 
 NOT_FOUND_PAGE = b"<html><head><title>404 Not Found</title></head><body>nginx</body></html>"
 
@@ -59,7 +60,7 @@ async def test_a_404_that_is_the_apis_own_error_is_the_lines_failure(tmp_path: P
         stats, out = await run(tmp_path, server.base_url, n=20, concurrency=2)
         assert len(server.seen) == 20
     assert stats.exit_code == 1 and stats.stop_reason is None
-    assert {o["error"]["code"] for o in out} == {"model_not_found"}
+    assert {failure(o)["code"] for o in out} == {"model_not_found"}
 
 
 async def test_once_a_line_succeeded_404s_are_those_lines_failures(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from batchrun import RetryPolicy
+from batchrun.records import failure
 
-from .test_hostile_endpoint import RawServer, Seen, error_body, http, ok, question, replying, run
+from ..rawserver import RawServer, Seen, error_body, http, ok, question, replying, run
 
 CLOUDFLARE_PAGE = b"<html><body><h1>Error 522</h1>Connection timed out</body></html>"
 
@@ -40,7 +41,7 @@ async def test_5xx_that_name_what_the_server_cannot_do_are_final(tmp_path: Path,
         stats, out = await run(tmp_path, server.base_url, n=3, retry=RetryPolicy(max_attempts=6))
         assert len(server.seen) == 3
     assert stats.exit_code == 1 and stats.failed == 3 and stats.retries == 0
-    assert {o["error"]["code"] for o in out} == {f"code_{status}"}
+    assert {failure(o)["code"] for o in out} == {f"code_{status}"}
 
 
 async def test_x_should_retry_true_retries_a_status_that_is_otherwise_final(tmp_path: Path) -> None:
@@ -65,7 +66,7 @@ async def test_x_should_retry_false_makes_a_retried_status_final(tmp_path: Path,
         stats, out = await run(tmp_path, server.base_url, n=3, retry=RetryPolicy(max_attempts=6))
         assert len(server.seen) == 3
     assert stats.exit_code == 1 and stats.failed == 3 and stats.retries == 0
-    assert [(o["response"]["status_code"], o["error"]["code"]) for o in out] == [(status, code)] * 3
+    assert [(o["response"]["status_code"], failure(o)["code"]) for o in out] == [(status, code)] * 3
 
 
 async def test_insufficient_quota_stops_the_run_resumable(tmp_path: Path) -> None:
