@@ -245,7 +245,7 @@ class Client:
         if status in AUTH_STATUSES:
             self._auth_failures += 1
             if not self._answered or self._auth_failures >= AUTH_FAILURES_TO_STOP:
-                if self._config.api_key is None:
+                if self._config.api_key is None and not self._config.headers:  # a --header may carry it (Azure's api-key)
                     return FatalEndpointError(f"no API key was sent (HTTP {status}: {message}); {_key_hint(self._config)}")
                 return FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}")
             return AuthRefused(code, message, **kw)  # this line's model or resource, or the key: not yet known
@@ -343,7 +343,6 @@ def _key_hint(config: RunConfig) -> str:
     if config.api_key_env == DEFAULT_API_KEY_ENV:
         return f"set {DEFAULT_API_KEY_ENV} (or the variable named by --api-key-env)"
     return f"set {config.api_key_env} (the variable named by --api-key-env)"
-
 
 
 def _on_wire(tally: Tally, seconds: float) -> None:

@@ -130,6 +130,17 @@ async def test_401_with_no_key_sent_says_which_variable_to_set(tmp_path: Path, v
     assert (stats.stop_reason or "").endswith(hint)
 
 
+async def test_401_to_a_key_sent_in_a_header_is_a_rejected_key_not_a_missing_one(tmp_path: Path) -> None:
+    def script(seen: Seen, n: int) -> bytes:
+        assert seen.headers["api-key"] == "azure-secret-value"
+        return http(401, error_body("Access denied due to invalid subscription key.", kind="invalid_request_error"))
+
+    with RawServer(replying(script)) as server:
+        stats, _ = await run(tmp_path, server.base_url, n=10, concurrency=2, headers=("api-key: azure-secret-value",))
+    assert stats.exit_code == 4
+    assert (stats.stop_reason or "").startswith("the endpoint rejected the credentials (HTTP 401)")
+
+
 def test_the_cli_names_the_variable_of_api_key_env(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(0)])
     env = {k: v for k, v in os.environ.items() if k != "MY_KEY"}
