@@ -17,8 +17,8 @@ from batchrun.errors import ConfigError
 from batchrun.transport import AiohttpTransport
 
 from ..helpers import chat_line, files_under, write_jsonl
+from ..leaks import batchrun_frame_locals, leaking_files, leaks
 from ..rawserver import RawServer, Seen, http, ok, replying
-from .test_secrets import batchrun_frame_locals, leaking_files, leaks
 
 SECRET = "az-CANARY-header-5e1d7c9b2a41"
 

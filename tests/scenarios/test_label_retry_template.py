@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .test_label_injection import answering, invoke, prompt, read_table, write_table
+from ..labeltables import answering, invoke, prompt, read_table, write_table
 
 FAILING = {"v1 b", "v1 d"}  # the first template's prompts the server cannot answer
 

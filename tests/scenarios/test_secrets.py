@@ -23,7 +23,6 @@ import anyio
 import orjson
 import pytest
 
-import batchrun
 from batchrun import ApiKey, RetryPolicy, RunConfig, run_batch
 from batchrun.errors import ConfigError
 from batchrun.records import failure
@@ -31,34 +30,12 @@ from batchrun.scrub import RUN, Scrubber
 from batchrun.simulator import Faults, SimulatorConfig, run_in_thread
 from batchrun.transport import AiohttpTransport
 
-from ..helpers import chat_line, files_under, read_jsonl, wait_for, write_jsonl
+from ..helpers import chat_line, read_jsonl, wait_for, write_jsonl
+from ..leaks import KEY, batchrun_frame_locals, json_escaped, leaking_files, leaks
 from ..rawserver import Handler, RawServer, Seen, chat_answer, error_body, http, replying
 
-KEY = "sk-test-CANARY-5f1c2b9a8e7d4c3b2a1f0e9d"
 KEY_ENV = "BATCHRUN_TEST_SECRET_KEY"
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.005)
-
-
-def needles(key: str = KEY) -> list[bytes]:
-    """The key; any run of 12 of its characters and its distinctive middle (a masked or cut copy
-    is a leak too); the key as a JSON string can carry it undecoded (``\\/``, ``\\uXXXX``)."""
-    runs = sorted({key[i : i + RUN] for i in range(len(key) - RUN + 1)})
-    escaped = [key.replace("/", "\\/"), json_escaped(key)]
-    return [form.encode() for form in (key, *runs, *escaped)] + [b"CANARY"]
-
-
-def json_escaped(text: str) -> str:
-    """``text`` as a JSON string's content with every character a ``\\uXXXX`` escape."""
-    return "".join(f"\\u{ord(c):04X}" for c in text)
-
-
-def leaks(text: str | bytes, key: str = KEY) -> list[bytes]:
-    data = text.encode() if isinstance(text, str) else text
-    return [needle for needle in needles(key) if needle in data]
-
-
-def leaking_files(folder: Path, key: str = KEY) -> dict[str, list[bytes]]:
-    return {str(path): found for path in files_under(folder) if (found := leaks(path.read_bytes(), key))}
 
 
 def hostile_input(path: Path, n: int) -> Path:
@@ -214,24 +191,6 @@ async def test_a_crash_traceback_does_not_show_the_key(tmp_path: Path, monkeypat
     assert "unexpected failure" in text and leaks(text) == []
     assert leaks(repr(info.value)) == []
     assert leaking_files(tmp_path) == {}
-
-
-def batchrun_frame_locals(exc: BaseException) -> list[str]:
-    """``name=repr`` of every local in batchrun's own frames of ``exc``'s traceback (groups, causes
-    and contexts included), as a traceback printer that shows locals renders them."""
-    # The package's own folder, not any path with "batchrun" in it: the repository itself may be
-    # cloned into a folder of that name, and then this file would match too.
-    package = os.path.dirname(os.path.abspath(batchrun.__file__)) + os.sep
-    found: list[str] = []
-    pending = [traceback.TracebackException.from_exception(exc, capture_locals=True)]
-    while pending:
-        tb = pending.pop()
-        for frame in tb.stack:
-            if os.path.abspath(frame.filename).startswith(package) and frame.locals:
-                found += [f"{frame.name}: {name}={value}" for name, value in frame.locals.items()]
-        pending += [e for e in (tb.__cause__, tb.__context__) if e is not None]
-        pending += getattr(tb, "exceptions", None) or []
-    return found
 
 
 async def test_a_traceback_with_locals_does_not_show_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
