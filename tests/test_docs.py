@@ -1,0 +1,106 @@
+"""The documentation stays true: it cites nothing outside the repository, its links lead
+somewhere, and the exit codes it promises are the ones the code returns."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from batchrun import stats
+
+
+def repository_root() -> Path:
+    here = Path(__file__).resolve().parent
+    return next(folder for folder in (here, *here.parents) if (folder / "pyproject.toml").is_file())
+
+
+ROOT = repository_root()
+# The contract once lived in a file outside the repository; built up so this file does not cite it.
+OUTSIDE_CONTRACT = [("SPEC" + ".md").encode(), ("SPEC" + " §").encode()]
+
+
+def repository_files() -> list[Path]:
+    files = [ROOT / "README.md", ROOT / "pyproject.toml"]
+    for folder in ("batchrun", "tests", "scripts", "samples", "docs"):
+        files += [path for path in (ROOT / folder).rglob("*") if path.is_file() and "__pycache__" not in path.parts]
+    return files
+
+
+def test_no_file_cites_the_contract_from_outside_the_repository() -> None:
+    citing = [f"{path.relative_to(ROOT)}:{n}" for path in repository_files()
+              for n, line in enumerate(path.read_bytes().splitlines(), 1)
+              if any(needle in line for needle in OUTSIDE_CONTRACT)]
+    assert citing == []
+
+
+def documents() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+_FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def anchors(document: Path) -> set[str]:
+    text = _FENCE.sub("", document.read_text(encoding="utf-8"))
+    return {anchor(heading) for heading in re.findall(r"^#+\s+(.+?)\s*$", text, re.MULTILINE)}
+
+
+def test_every_relative_link_in_the_docs_leads_to_a_file_and_heading_that_exist() -> None:
+    broken = []
+    for document in documents():
+        for target in _LINK.findall(_FENCE.sub("", document.read_text(encoding="utf-8"))):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...
+                continue
+            path, _, fragment = target.partition("#")
+            linked = (document.parent / path).resolve() if path else document
+            if not linked.exists() or (fragment and linked.suffix == ".md" and fragment not in anchors(linked)):
+                broken.append(f"{document.relative_to(ROOT)}: {target}")
+    assert broken == []
+
+
+_DOCS_NAMED = re.compile(rb'(docs/[\w.-]+\.md)(?:, "([^"]+)")?')
+
+
+def test_every_docs_file_and_section_the_repository_names_exists() -> None:
+    """Code and tests point at the docs by file, or as ``docs/<file>.md, "<heading>"``: both
+    must be there."""
+    missing = []
+    for path in repository_files():
+        for n, line in enumerate(path.read_bytes().splitlines(), 1):
+            for name, section in _DOCS_NAMED.findall(line):
+                document = ROOT / name.decode()
+                if not document.is_file() or (section and anchor(section.decode()) not in anchors(document)):
+                    missing.append(f"{path.relative_to(ROOT)}:{n}: {line.decode(errors='replace').strip()}")
+    assert missing == []
+
+
+# What the contract must say of each exit code: a code added to the program needs its row.
+EXIT_MEANINGS = {
+    "EXIT_OK": "every line succeeded",
+    "EXIT_FAILED_LINES": "some lines failed",
+    "EXIT_USAGE": "nothing was sent",
+    "EXIT_BUDGET": "stopped by the budget",
+    "EXIT_STOPPED": "stopped early",
+}
+
+
+def contract_exit_codes() -> dict[int, str]:
+    """The rows of the table in the contract's "Exit codes" section: code → meaning."""
+    text = (ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
+    section = text.split("\n## Exit codes\n", 1)[1].split("\n## ", 1)[0]
+    return {int(code): meaning for code, meaning in re.findall(r"^\| (\d+) \| (.+) \|$", section, re.MULTILINE)}
+
+
+def test_the_exit_codes_in_the_contract_are_the_ones_the_code_returns() -> None:
+    constants = {name: value for name, value in vars(stats).items() if name.startswith("EXIT_")}
+    assert set(constants) == set(EXIT_MEANINGS)
+    table = contract_exit_codes()
+    assert sorted(table) == sorted(constants.values())
+    assert {name: EXIT_MEANINGS[name] in table[value] for name, value in constants.items()} == dict.fromkeys(
+        constants, True)
