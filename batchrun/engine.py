@@ -160,7 +160,7 @@ async def run_batch(
     """Run every line of ``config.input_path`` and write the ordered output.
 
     Failed requests are error records in the output, not exceptions; the returned stats say
-    what happened and `RunStats.exit_code` maps it to an exit code (README, "Exit codes").
+    what happened and `RunStats.exit_code` maps it to an exit code (docs/contract.md, "Exit codes").
 
     :param transport: how to reach the endpoint (default `AiohttpTransport`); an
         ``httpx.AsyncBaseTransport`` such as ``httpx.MockTransport`` is accepted too.

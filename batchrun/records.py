@@ -1,4 +1,4 @@
-"""The values that flow through a run, and their encoding as output lines (README, "Output").
+"""The values that flow through a run, and their encoding as output lines (docs/contract.md, "Output").
 
 reader → `Job` (or `LineError`) → client → `Result` → writer.
 

@@ -1,4 +1,4 @@
-"""What a run did, counted as it goes, and the exit code it maps to (README, "Exit codes")."""
+"""What a run did, counted as it goes, and the exit code it maps to (docs/contract.md, "Exit codes")."""
 
 from __future__ import annotations
 

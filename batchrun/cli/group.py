@@ -11,7 +11,7 @@ _ARGV = "batchrun.argv"
 
 
 class BatchrunGroup(click.Group):
-    """Turns library errors into clean messages and their exit codes (README, "Exit codes")."""
+    """Turns library errors into clean messages and their exit codes (docs/contract.md, "Exit codes")."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[_ARGV] = list(args)  # before click consumes them
