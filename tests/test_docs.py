@@ -64,19 +64,21 @@ def test_every_relative_link_in_the_docs_leads_to_a_file_and_heading_that_exist(
     assert broken == []
 
 
-_DOCS_NAMED = re.compile(rb'(docs/[\w.-]+\.md)(?:, "([^"]+)")?')
+_DOCS_FILE = re.compile(rb"docs/[\w.-]+\.md")
+_SECTION = re.compile(rb'(README|docs/[\w.-]+\.md), "([^"]+)"')
 
 
-def test_every_docs_file_and_section_the_repository_names_exists() -> None:
-    """Code and tests point at the docs by file, or as ``docs/<file>.md, "<heading>"``: both
-    must be there."""
+def test_every_doc_and_section_the_repository_points_at_exists() -> None:
+    """Code and tests point at the docs by file name, or by README or a docs file's name, a comma
+    and a heading in double quotes: the file and the heading must be there."""
     missing = []
     for path in repository_files():
         for n, line in enumerate(path.read_bytes().splitlines(), 1):
-            for name, section in _DOCS_NAMED.findall(line):
-                document = ROOT / name.decode()
-                if not document.is_file() or (section and anchor(section.decode()) not in anchors(document)):
-                    missing.append(f"{path.relative_to(ROOT)}:{n}: {line.decode(errors='replace').strip()}")
+            named = [(ROOT / name.decode(), "") for name in _DOCS_FILE.findall(line)]
+            named += [(ROOT / ("README.md" if name == b"README" else name.decode()), section.decode())
+                      for name, section in _SECTION.findall(line)]
+            if any(not doc.is_file() or (section and anchor(section) not in anchors(doc)) for doc, section in named):
+                missing.append(f"{path.relative_to(ROOT)}:{n}: {line.decode(errors='replace').strip()}")
     assert missing == []
 
 
