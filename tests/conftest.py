@@ -5,6 +5,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from batchrun.simulator import Simulator, SimulatorConfig, run_in_thread
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -19,3 +21,10 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith(("OPENAI_", "BATCHRUN_")):
             monkeypatch.delenv(name)
     yield
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """The built-in simulator, healthy, on a thread of its own."""
+    with run_in_thread(SimulatorConfig()) as simulator:
+        yield simulator

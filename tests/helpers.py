@@ -13,7 +13,9 @@ from pathlib import Path
 import anyio
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from batchrun.cli import main
 from batchrun.disk import journal
 from batchrun.records import Result
 from batchrun.stats import RunStats
@@ -190,3 +192,9 @@ def checkpoint_survivors(checkpoint: Path) -> set[str]:
     with (checkpoint / "journal").open("rb") as f:
         done |= {orjson.loads(entry.line)["custom_id"] for entry in journal.scan(f)}
     return done
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    """Run the CLI in this process: its exit code and what it printed to stderr."""
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stderr

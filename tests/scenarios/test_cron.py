@@ -8,7 +8,6 @@ import os
 import random
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,28 +15,17 @@ import anyio
 import httpx
 import orjson
 import pytest
-from click.testing import CliRunner
 
 from batchrun import RunConfig, run_batch
-from batchrun.cli import main
 from batchrun.disk import checkpoint
 from batchrun.reader import jsonl_lines
-from batchrun.simulator import Simulator, SimulatorConfig, run_in_thread, serve
+from batchrun.simulator import Simulator, serve
 
-from ..helpers import chat_line, files_under, read_jsonl, write_jsonl
+from ..helpers import chat_line, files_under, invoke, read_jsonl, write_jsonl
 
 SAMPLES = Path(__file__).parents[2] / "samples"
 
 
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.stderr
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with run_in_thread(SimulatorConfig()) as simulator:
-        yield simulator
 
 
 def requests(path: Path, failing: tuple[int, ...] = (), n: int = 6) -> Path:

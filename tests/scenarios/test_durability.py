@@ -7,18 +7,15 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import httpx
 import orjson
 import pytest
-from click.testing import CliRunner
 
 from batchrun import RunConfig, engine, run_batch
-from batchrun.cli import main
-from batchrun.simulator import Simulator, SimulatorConfig, run_in_thread
+from batchrun.simulator import Simulator
 
 from ..helpers import (
     OnWritten,
@@ -26,6 +23,7 @@ from ..helpers import (
     crashing,
     fail_replacing_onto,
     files_under,
+    invoke,
     read_jsonl,
     write_jsonl,
 )
@@ -48,15 +46,6 @@ class Endpoint:
         return httpx.Response(200, json={"model": "m", "choices": [], "answer": text})
 
 
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stderr
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with run_in_thread(SimulatorConfig()) as simulator:
-        yield simulator
 
 
 def test_a_crash_right_after_retry_failed_links_the_previous_output_does_not_wedge_it(

@@ -23,16 +23,14 @@ from typing import Any, BinaryIO
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
 from batchrun import reader
-from batchrun.cli import main
 from batchrun.disk.checkpoint import Checkpoint
 from batchrun.engine import BAD_LINE_WARNINGS
 from batchrun.records import Job, LineError
-from batchrun.simulator import Simulator, SimulatorConfig, run_in_thread
+from batchrun.simulator import Simulator
 
-from ..helpers import chat_line, read_jsonl, without_dac_override, write_jsonl
+from ..helpers import chat_line, invoke, read_jsonl, without_dac_override, write_jsonl
 
 CORPUS = Path(__file__).parents[1] / "corpus"
 MiB = 2**20
@@ -106,15 +104,6 @@ BAD_LINES: dict[str, dict[int, tuple[str, str, str]]] = {
 }
 
 
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.stderr
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with run_in_thread(SimulatorConfig()) as simulator:
-        yield simulator
 
 
 def request_lines(path: Path) -> list[tuple[int, bytes]]:

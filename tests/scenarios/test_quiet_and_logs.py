@@ -4,31 +4,19 @@ date, bad input lines are not a flood, and a file that holds no request is refus
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from batchrun.cli import main
 from batchrun.engine import BAD_LINE_WARNINGS
 from batchrun.simulator import Faults, Simulator, SimulatorConfig, run_in_thread
 
-from ..helpers import chat_line, read_jsonl, write_jsonl
+from ..helpers import chat_line, invoke, read_jsonl, write_jsonl
 
 ISO_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ batchrun (DEBUG|INFO|WARNING|ERROR): ")
 
 
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.stderr
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with run_in_thread(SimulatorConfig()) as simulator:
-        yield simulator
 
 
 def test_quiet_prints_one_line_when_the_exit_code_is_not_0(tmp_path: Path, sim: Simulator) -> None:

@@ -7,17 +7,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from batchrun.cli import main
-
-from ..helpers import chat_line, read_jsonl, write_jsonl
+from ..helpers import chat_line, invoke, read_jsonl, write_jsonl
 from ..rawserver import RawServer, error_body, http, ok, replying
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.stderr
 
 
 def test_every_line_is_sent_with_the_model_given(tmp_path: Path) -> None:

@@ -13,15 +13,13 @@ import anyio
 import httpx
 import orjson
 import pytest
-from click.testing import CliRunner
 
 from batchrun import RunConfig, engine, run_batch
-from batchrun.cli import main
 from batchrun.disk import publish
 from batchrun.errors import ConfigError
-from batchrun.simulator import Simulator, SimulatorConfig, run_in_thread
+from batchrun.simulator import Simulator
 
-from ..helpers import OnWritten, chat_line, fail_replacing_onto, read_jsonl, write_jsonl
+from ..helpers import OnWritten, chat_line, fail_replacing_onto, invoke, read_jsonl, write_jsonl
 
 BASE = "http://127.0.0.1:9/v1"
 OTHER_UID = 65534  # nobody
@@ -38,19 +36,10 @@ async def answer(request: httpx.Request) -> httpx.Response:
                                      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
 
 
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stderr
-
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with run_in_thread(SimulatorConfig()) as simulator:
-        yield simulator
 
 
 @pytest.fixture
