@@ -280,10 +280,10 @@ def parse_line(line: bytes, index: int, line_no: int, source: str, model: str | 
         return LineError(index, line_no, fallback_id, "invalid_request_line", f"{where}: {problem}")
     if model is not None:
         obj["model"] = model
-        try:
-            line = orjson.dumps(obj)
-        except orjson.JSONEncodeError as exc:  # readable, but nested deeper than orjson writes
-            return LineError(index, line_no, fallback_id, "invalid_request_line", f"{where}: body cannot be sent: {exc}")
+        encoded = _encode(obj, index, line_no, fallback_id, where)
+        if isinstance(encoded, LineError):
+            return encoded
+        line = encoded
     return Job(index, line_no, fallback_id, DEFAULT_URL, line, _model(obj), max_output(DEFAULT_URL, obj))
 
 
@@ -308,11 +308,18 @@ def _parse_envelope(obj: dict[str, Any], index: int, line_no: int, where: str, f
     assert isinstance(body, dict)  # every other case set a problem
     if model is not None:
         body["model"] = model
-    try:
-        encoded = orjson.dumps(body)
-    except orjson.JSONEncodeError as exc:  # readable, but nested deeper than orjson writes
-        return LineError(index, line_no, custom_id, "invalid_request_line", f"{where}: body cannot be sent: {exc}")
+    encoded = _encode(body, index, line_no, custom_id, where)
+    if isinstance(encoded, LineError):
+        return encoded
     return Job(index, line_no, custom_id, url, encoded, _model(body), max_output(url, body))
+
+
+def _encode(body: dict[str, Any], index: int, line_no: int, custom_id: str, where: str) -> bytes | LineError:
+    """The body as sent, or why it cannot be: readable, but nested deeper than orjson writes."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        return LineError(index, line_no, custom_id, "invalid_request_line", f"{where}: body cannot be sent: {exc}")
 
 
 def _url_problem(url: str) -> str | None:
