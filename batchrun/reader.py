@@ -11,6 +11,7 @@ where to go on (`Position`).
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import sys
@@ -322,6 +323,7 @@ def _encode(body: dict[str, Any], index: int, line_no: int, custom_id: str, wher
         return LineError(index, line_no, custom_id, "invalid_request_line", f"{where}: body cannot be sent: {exc}")
 
 
+@functools.lru_cache(maxsize=256)  # a file holds a few urls, each on many lines
 def _url_problem(url: str) -> str | None:
     """Why an envelope's ``url`` (which starts with ``/``) cannot be joined to the base URL.
 
