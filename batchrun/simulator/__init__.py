@@ -2,6 +2,7 @@
 
 ``answers`` computes deterministic replies, ``faults`` decides which requests to mistreat,
 ``limits`` enforces OpenAI-style requests- and tokens-per-minute limits (off by default),
+``batches`` serves the Batch API (``/v1/files``, ``/v1/batches``) on the server's clock,
 ``server`` speaks HTTP/1.1 on loopback inside a running loop, and ``runners`` gives it a loop
 of its own (a thread, or the foreground)::
 
@@ -13,11 +14,13 @@ of its own (a thread, or the foreground)::
 
     RateLimits(rpm=600, headers=False, token_charge="max")  # a provider that publishes nothing
     Faults(rate_429=0.05, retry_after_ms=False)  # random shedding, Retry-After in whole seconds
+    Batches(seconds_per_request=0.01, rate_lost=0.01)  # the Batch API (/v1/files, /v1/batches)
 """
 
 from __future__ import annotations
 
 from .answers import Reply, answer
+from .batches import BATCH_ENDPOINTS, Batches
 from .faults import Faults
 from .limits import (
     KEEP,
@@ -32,9 +35,11 @@ from .runners import run_forever, run_in_thread
 from .server import STATS_PATH, Simulator, SimulatorConfig, SimulatorStats, serve
 
 __all__ = [
+    "BATCH_ENDPOINTS",
     "KEEP",
     "LIMITS_PATH",
     "STATS_PATH",
+    "Batches",
     "Faults",
     "LimitChange",
     "RateLimits",

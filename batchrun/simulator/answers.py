@@ -56,11 +56,17 @@ _SENTENCES = (
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """An HTTP answer before encoding: status, JSON payload and any extra headers."""
+    """An HTTP answer before encoding: status, JSON payload and any extra headers.
+
+    ``raw``, when set, is sent as the body instead of the payload, as ``content_type`` (a file's
+    content from the Batch API).
+    """
 
     status: int
     payload: dict[str, Any]
     headers: tuple[tuple[str, str], ...] = ()
+    raw: bytes | None = None
+    content_type: str = "application/json"
 
 
 class _Invalid(Exception):

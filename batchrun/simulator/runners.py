@@ -22,11 +22,15 @@ from .server import Simulator, SimulatorConfig, SimulatorStats, serve
 __all__ = ["run_forever", "run_in_thread"]
 
 @contextlib.contextmanager
-def run_in_thread(config: SimulatorConfig | None = None) -> Iterator[Simulator]:
+def run_in_thread(
+    config: SimulatorConfig | None = None, *, clock: Callable[[], float] | None = None
+) -> Iterator[Simulator]:
     """Run the simulator on its own event loop (uvloop if installed) in a daemon thread.
 
     Returns once the server listens; stops it and joins the thread on exit. The caller's own
     loop, if any, is not involved, so this works from sync and async code alike.
+
+    :param clock: passed to :func:`~.server.serve` (a test's fake clock for limits and batches).
 
     :raises OSError: if the address cannot be bound.
     """
@@ -37,7 +41,7 @@ def run_in_thread(config: SimulatorConfig | None = None) -> Iterator[Simulator]:
         loop = asyncio.get_running_loop()
         stop: asyncio.Future[None] = loop.create_future()
         try:
-            async with serve(config) as sim:
+            async with serve(config, clock=clock) as sim:
                 started.set_result((sim, loop, stop))
                 await stop
         except BaseException as exc:

@@ -31,6 +31,7 @@ import httptools
 import orjson
 
 from .answers import Reply, answer, error_payload
+from .batches import Batches, BatchStore, is_batch_route
 from .faults import (
     MALFORMED_BODY,
     Fault,
@@ -51,12 +52,13 @@ the rate limits and the counters."""
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _HEAD = (
     b"HTTP/1.1 %d %s\r\n"
-    b"content-type: application/json\r\n"
+    b"content-type: %s\r\n"
     b"content-length: %d\r\n"
     b"x-request-id: %s\r\n"
     b"%s\r\n"  # extra headers, each ending in CRLF
 )
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_JSON = b"application/json"
 _BAD_REQUEST = orjson.dumps(error_payload("The HTTP request could not be parsed.", "invalid_request_error"))
 
 
@@ -73,6 +75,8 @@ class SimulatorConfig:
         ``headers`` and ``token_charge`` model providers that publish no limits or charge
         tokens another way.
     :param limits_schedule: changes to ``limits`` at given times after the server starts.
+    :param batches: the Batch API's processing times, limits, partial failures and lost
+        responses (see ``batches.py``).
     """
 
     host: str = "127.0.0.1"
@@ -83,6 +87,7 @@ class SimulatorConfig:
     seed: int = 0
     limits: RateLimits = field(default_factory=RateLimits)
     limits_schedule: tuple[LimitChange, ...] = ()
+    batches: Batches = field(default_factory=Batches)
 
     def __post_init__(self) -> None:
         if self.latency_ms < 0 or self.jitter_ms < 0:
@@ -105,6 +110,9 @@ class SimulatorStats:
     the tokens the buckets kept of their charges: net of refunds under ``token_charge="usage"``
     (once all are answered, the ``total_tokens`` of their 200s), the charges as made under
     ``"max"`` and ``"sum"`` (see ``limits.py`` for the accounting).
+
+    The Batch API counts ``files_uploaded``, ``batches_created`` and ``batches_cancelled``
+    (cancels that took effect), so a test can tell that a client never submitted twice.
     """
 
     connections: int = 0
@@ -119,6 +127,9 @@ class SimulatorStats:
     rate_limited: dict[str, int] = field(default_factory=lambda: {"requests": 0, "tokens": 0})
     charged_requests: int = 0
     charged_tokens: int = 0
+    files_uploaded: int = 0
+    batches_created: int = 0
+    batches_cancelled: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot (status codes become string keys, as JSON requires)."""
@@ -135,6 +146,9 @@ class SimulatorStats:
             "rate_limited": self.rate_limited.copy(),
             "charged_requests": self.charged_requests,
             "charged_tokens": self.charged_tokens,
+            "files_uploaded": self.files_uploaded,
+            "batches_created": self.batches_created,
+            "batches_cancelled": self.batches_cancelled,
         }
 
 
@@ -181,11 +195,18 @@ class _Shared:
         # The loop's clock, CLOCK_MONOTONIC (asyncio's loop.time() *is* time.monotonic()), read at
         # full resolution: uvloop's loop.time() rounds down to the millisecond, which would make
         # retry-after-ms up to 1 ms short for a client that honours it exactly.
-        self.limiter = Limiter(config.limits, clock or time.monotonic)
+        clock = clock or time.monotonic
+        self.limiter = Limiter(config.limits, clock)
+        # Batches show Unix timestamps: the same clock, anchored to wall time at start.
+        offset = time.time() - clock()
+        self.batches = BatchStore(config.batches, config.seed, lambda: offset + clock(), self._count)
         key = config.faults.require_api_key
         self.expected_auth = None if key is None else b"Bearer " + key.encode()
         self.connections: set[_Connection] = set()
         self._idle: asyncio.Future[None] | None = None
+
+    def _count(self, name: str) -> None:
+        setattr(self.stats, name, getattr(self.stats, name) + 1)
 
     def forget(self, connection: _Connection) -> None:
         self.connections.discard(connection)
@@ -293,7 +314,7 @@ class _Connection(asyncio.Protocol):
         # on them; but a wrong key always gets its 401, and a refused request its 429.
         reply: Reply | None
         ticket: Ticket | None
-        if self._limiter.enabled and authorized:
+        if self._limiter.enabled and authorized and not is_batch_route(path):
             reply, ticket = self._admit(method, path, body)
             fault, status, delay = shared.plan.decide()
             if ticket.refusal is not None:
@@ -372,22 +393,27 @@ class _Connection(asyncio.Protocol):
         fingerprint = hashlib.blake2b(request.method.encode() + request.path.encode() + request.body, digest_size=12)
         request_id = b"req_" + fingerprint.hexdigest().encode()
         headers: tuple[tuple[str, str], ...]
+        content_type = _JSON
         if fault is Fault.MALFORMED:
             stats.malformed += 1
             status, headers, body = 200, (), MALFORMED_BODY
         else:
             reply = self._reply(request)
-            status, headers, body = reply.status, reply.headers, orjson.dumps(reply.payload)
+            status, headers = reply.status, reply.headers
+            if reply.raw is None:
+                body = orjson.dumps(reply.payload)
+            else:
+                body, content_type = reply.raw, reply.content_type.encode()
         limits = b""
         if (self._limiter.enabled or request.ticket is not None) and not request.control:
             limits = self._limits(request, delivered=fault is Fault.NONE and status == 200)
         if fault is Fault.TRUNCATE:
             stats.truncations += 1
             # The head promises the whole body; half of it arrives before the connection closes.
-            self._write(status, headers, request_id, body, True, limits, cut=len(body) // 2)
+            self._write(status, headers, request_id, body, True, limits, cut=len(body) // 2, content_type=content_type)
             self._close()
             return
-        self._write(status, headers, request_id, body, request.keep_alive, limits)
+        self._write(status, headers, request_id, body, request.keep_alive, limits, content_type=content_type)
         if not request.control:
             stats.responses[status] = stats.responses.get(status, 0) + 1
         if not request.keep_alive:
@@ -418,6 +444,8 @@ class _Connection(asyncio.Protocol):
             return server_error_reply(request.status)
         if request.reply is not None:
             return request.reply
+        if is_batch_route(request.path):
+            return self._shared.batches.handle(request.method, request.path, request.body)
         return answer(request.method, request.path, request.body)
 
     def _write(
@@ -429,6 +457,7 @@ class _Connection(asyncio.Protocol):
         keep_alive: bool,
         limits: bytes = b"",
         cut: int | None = None,
+        content_type: bytes = _JSON,
     ) -> None:
         """Send one response; with ``cut``, only that many bytes of its body.
 
@@ -437,7 +466,7 @@ class _Connection(asyncio.Protocol):
         extra = b"".join(b"%s: %s\r\n" % (name.encode(), value.encode()) for name, value in headers) + limits
         if not keep_alive:
             extra += b"connection: close\r\n"
-        head = _HEAD % (status, _REASONS.get(status, b""), len(body), request_id, extra)
+        head = _HEAD % (status, _REASONS.get(status, b""), content_type, len(body), request_id, extra)
         self._transport.write(head + (body if cut is None else body[:cut]))
 
     def _close(self) -> None:
@@ -454,8 +483,9 @@ async def serve(
     """Run the simulator on the current asyncio loop for the duration of the block.
 
     :param config: defaults to ``SimulatorConfig()``: loopback, a free port, no latency, no faults.
-    :param clock: the rate limits' clock in seconds: ``time.monotonic`` (the loop's clock, at full
-        resolution) unless a test fakes it.
+    :param clock: the rate limits' and the Batch API's clock in seconds: ``time.monotonic`` (the
+        loop's clock, at full resolution) unless a test fakes it. Batch timestamps are this clock
+        plus the offset to ``time.time()`` at start.
         Latency and ``config.limits_schedule`` always run on the loop's own timers.
     :raises OSError: if the address cannot be bound.
 
