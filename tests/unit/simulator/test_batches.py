@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from batchrun.simulator import Batches, SimulatorConfig, run_in_thread
+from batchrun.simulator import Batches, Faults, SimulatorConfig, run_in_thread
 
 CHAT = "/v1/chat/completions"
 
@@ -314,3 +314,41 @@ def test_the_openai_sdk_drives_the_whole_lifecycle_and_validates_every_object() 
         assert len(sdk.files.content(final.output_file_id).content.splitlines()) == 1
         output_file = sdk.files.with_raw_response.retrieve(final.output_file_id).http_response.json()
         assert FileObject.model_validate(output_file).purpose == "batch_output"
+
+
+def test_faults_apply_to_batch_routes_and_a_cut_reply_still_creates_the_batch() -> None:
+    """The case an idempotent client must survive: the batch exists, the client never saw its id."""
+    config = SimulatorConfig(faults=Faults(rate_truncate=0.5))  # seeded: the same fates every run
+    with run_in_thread(config, clock=FakeClock()) as sim, httpx.Client(base_url=sim.base_url, timeout=5) as client:
+
+        def until_answered(send: Any) -> httpx.Response:
+            for _ in range(30):
+                try:
+                    response: httpx.Response = send()
+                    return response
+                except httpx.HTTPError:
+                    continue
+            raise AssertionError("every attempt was cut")
+
+        file_id = until_answered(lambda: upload(client, jsonl([request_line(0)]))).json()["id"]
+        create = {"input_file_id": file_id, "endpoint": CHAT, "completion_window": "24h", "metadata": {"run": "r"}}
+        for _ in range(30):
+            try:
+                client.post("/batches", json=create)
+            except httpx.HTTPError:
+                break  # created, but the reply was cut short
+        else:
+            raise AssertionError("no create was cut")
+        assert sim.stats.truncations >= 1 and sim.stats.batches_created >= 1
+        listed = until_answered(lambda: client.get("/batches")).json()["data"]
+        assert len(listed) == sim.stats.batches_created  # found again, by its metadata
+        assert all(batch["metadata"] == {"run": "r"} for batch in listed)
+
+
+@pytest.mark.parametrize("settings", [
+    {"seconds_per_request": -1}, {"expire_after_s": 0}, {"max_requests": 0},
+    {"rate_failed": 0.6, "rate_lost": 0.5}, {"failed_status": 200},
+])
+def test_batches_settings_are_checked(settings: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Batches(**settings)
