@@ -28,6 +28,9 @@ request that failed: ``response.status_code`` other than 200), and ``rate_lost``
 file while ``request_counts`` counts them as completed, which a client can only notice by
 matching ``custom_id``s. ``request_counts.failed`` counts the non-200 answers and the lines of
 the error file. Ids are derived from the seed and the order of creation, so a run repeats.
+
+The server's faults, latency and key check apply to these routes as to any other (a truncated
+``POST /batches`` has created its batch); its rate limits do not.
 """
 
 from __future__ import annotations
