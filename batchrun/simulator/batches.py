@@ -206,14 +206,11 @@ class BatchStore:
                 return Reply(200, {}, raw=file.content, content_type=_JSONL)
             return Reply(200, file.to_dict())
         match = _BATCH.fullmatch(route)
-        if match is not None:
+        if match is not None and (method, bool(match.group(2))) in (("GET", False), ("POST", True)):
             batch = self._batches.get(match.group(1))
-            if (method, bool(match.group(2))) in (("GET", False), ("POST", True)) and batch is None:
+            if batch is None:
                 raise _Error(404, f"No batch found with id '{match.group(1)}'.", "batch_id")
-            if method == "GET" and not match.group(2) and batch is not None:
-                return Reply(200, self._view(batch, now))
-            if method == "POST" and match.group(2) and batch is not None:
-                return Reply(200, self._cancel(batch, now))
+            return Reply(200, self._cancel(batch, now) if match.group(2) else self._view(batch, now))
         raise _Error(404, f"Invalid URL ({method} {route})")
 
     # files

@@ -142,6 +142,7 @@ def test_creating_a_batch_checks_its_parameters() -> None:
         assert error_of(client.post("/batches", json={"endpoint": CHAT}), 400)["param"] == "input_file_id"
         assert error_of(client.get("/batches/batch_nope"), 404)["param"] == "batch_id"
         assert error_of(client.post("/batches/batch_nope/cancel"), 404)["param"] == "batch_id"
+        assert error_of(client.get("/batches/batch_nope/cancel"), 404)["message"].startswith("Invalid URL")
         assert sim.stats.batches_created == 0
 
 
