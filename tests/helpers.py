@@ -61,6 +61,17 @@ class FakeClock:
         await anyio.lowlevel.checkpoint()
 
 
+class SimClock:
+    """The simulator's clock (a callable, as ``time.monotonic``): seconds pass only when a test
+    moves ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class HeldClock(FakeClock):
     """A fake clock whose sleeps last until the test sets ``release``; ``sleepers`` counts those
     asleep now."""

@@ -15,19 +15,14 @@ import pytest
 
 from batchrun.simulator import Batches, Faults, SimulatorConfig, run_in_thread
 
+from ...helpers import SimClock
+
 CHAT = "/v1/chat/completions"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 @contextmanager
-def simulator(clock: FakeClock, seed: int = 0, **batches: Any) -> Iterator[tuple[httpx.Client, Any]]:
+def simulator(clock: SimClock, seed: int = 0, **batches: Any) -> Iterator[tuple[httpx.Client, Any]]:
     config = SimulatorConfig(seed=seed, batches=Batches(**batches))
     with run_in_thread(config, clock=clock) as sim, httpx.Client(base_url=sim.base_url, timeout=5) as client:
         yield client, sim
@@ -80,7 +75,7 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def test_upload_create_poll_and_collect_answers_every_line_as_online() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     lines = [request_line(i) for i in range(5)]
     with simulator(clock, validating_s=1, seconds_per_request=1, finalizing_s=1) as (client, sim):
         batch = submit(client, lines)
@@ -116,7 +111,7 @@ def test_upload_create_poll_and_collect_answers_every_line_as_online() -> None:
 
 
 def test_uploads_that_are_not_batch_files_get_400s() -> None:
-    with simulator(FakeClock()) as (client, sim):
+    with simulator(SimClock()) as (client, sim):
         assert error_of(upload(client, jsonl([request_line(0)]), purpose="fine-tune"), 400)["param"] == "purpose"
         assert error_of(upload(client, b'{"custom_id": "a"}\n'), 400)["code"] == "invalid_request_line"
         assert error_of(upload(client, b"not json\n"), 400)["code"] == "invalid_json_line"
@@ -130,7 +125,7 @@ def test_uploads_that_are_not_batch_files_get_400s() -> None:
 
 
 def test_creating_a_batch_checks_its_parameters() -> None:
-    with simulator(FakeClock()) as (client, sim):
+    with simulator(SimClock()) as (client, sim):
         file_id = upload(client, jsonl([request_line(0)])).json()["id"]
         good = {"input_file_id": file_id, "endpoint": CHAT, "completion_window": "24h"}
         assert error_of(client.post("/batches", json={**good, "input_file_id": "file-nope"}), 404)["param"] == (
@@ -155,7 +150,7 @@ def test_creating_a_batch_checks_its_parameters() -> None:
 def test_a_batch_whose_file_breaks_the_rules_fails_after_validation(
     lines: list[dict[str, Any]], limits: dict[str, Any], code: str, line: int | None
 ) -> None:
-    clock = FakeClock()
+    clock = SimClock()
     with simulator(clock, validating_s=1, **limits) as (client, _):
         batch = submit(client, lines)
         assert batch["status"] == "validating"
@@ -168,7 +163,7 @@ def test_a_batch_whose_file_breaks_the_rules_fails_after_validation(
 
 
 def test_the_list_is_newest_first_and_pages_with_after() -> None:
-    with simulator(FakeClock()) as (client, _):
+    with simulator(SimClock()) as (client, _):
         created = [submit(client, [request_line(i)])["id"] for i in range(5)]
         seen: list[str] = []
         pages = []
@@ -191,7 +186,7 @@ def test_the_list_is_newest_first_and_pages_with_after() -> None:
 
 
 def test_cancel_mid_way_keeps_the_answers_so_far_and_reports_the_rest() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     with simulator(clock, validating_s=1, seconds_per_request=1, cancelling_s=2) as (client, sim):
         batch = submit(client, [request_line(i) for i in range(10)])
         clock.now += 5  # 4 lines answered
@@ -214,7 +209,7 @@ def test_cancel_mid_way_keeps_the_answers_so_far_and_reports_the_rest() -> None:
 
 
 def test_a_finished_batch_cannot_be_cancelled() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     with simulator(clock) as (client, sim):
         batch = submit(client, [request_line(0)])
         clock.now += 1
@@ -224,7 +219,7 @@ def test_a_finished_batch_cannot_be_cancelled() -> None:
 
 
 def test_expiry_keeps_partial_results_and_reports_the_rest_as_batch_expired() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     with simulator(clock, validating_s=1, seconds_per_request=1, expire_after_s=5) as (client, _):
         batch = submit(client, [request_line(i) for i in range(10)])
         clock.now += 4.9
@@ -242,7 +237,7 @@ def test_expiry_keeps_partial_results_and_reports_the_rest_as_batch_expired() ->
 
 
 def run_with_failures(seed: int) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    clock = FakeClock()
+    clock = SimClock()
     with simulator(clock, seed=seed, rate_failed=0.2, failed_status=503, rate_lost=0.1) as (client, _):
         batch = submit(client, [request_line(i) for i in range(200)])
         clock.now += 10
@@ -268,7 +263,7 @@ def test_partial_failures_are_non_200_answers_and_lost_lines_are_in_neither_file
 
 
 def test_an_invalid_request_body_is_a_400_in_the_output_file() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     line = {"custom_id": "bad", "method": "POST", "url": CHAT, "body": {"model": "gpt-4o-mini"}}
     with simulator(clock) as (client, _):
         batch = submit(client, [request_line(0), line])
@@ -280,7 +275,7 @@ def test_an_invalid_request_body_is_a_400_in_the_output_file() -> None:
 
 
 def test_embeddings_batches_answer_as_the_embeddings_endpoint() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     line = {"custom_id": "e", "method": "POST", "url": "/v1/embeddings",
             "body": {"model": "text-embedding-3-small", "input": "hello"}}
     with simulator(clock) as (client, _):
@@ -294,7 +289,7 @@ def test_the_openai_sdk_drives_the_whole_lifecycle_and_validates_every_object() 
     openai = pytest.importorskip("openai")
     from openai.types import Batch, FileObject
 
-    clock = FakeClock()
+    clock = SimClock()
     with simulator(clock, seconds_per_request=1) as (_, sim):
         sdk = openai.OpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0)
         file = sdk.files.create(file=("in.jsonl", jsonl([request_line(i) for i in range(3)])), purpose="batch")
@@ -320,7 +315,7 @@ def test_the_openai_sdk_drives_the_whole_lifecycle_and_validates_every_object() 
 def test_faults_apply_to_batch_routes_and_a_cut_reply_still_creates_the_batch() -> None:
     """The case an idempotent client must survive: the batch exists, the client never saw its id."""
     config = SimulatorConfig(faults=Faults(rate_truncate=0.5))  # seeded: the same fates every run
-    with run_in_thread(config, clock=FakeClock()) as sim, httpx.Client(base_url=sim.base_url, timeout=5) as client:
+    with run_in_thread(config, clock=SimClock()) as sim, httpx.Client(base_url=sim.base_url, timeout=5) as client:
 
         def until_answered(send: Any) -> httpx.Response:
             for _ in range(30):

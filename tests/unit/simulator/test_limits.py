@@ -33,17 +33,10 @@ from batchrun.simulator import (
 )
 from batchrun.simulator.limits import Limiter, TokenBucket, charge_of
 
+from ...helpers import SimClock
+
 CHAT = "/v1/chat/completions"
 
-
-class FakeClock:
-    """Seconds that pass only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def chat(content: str = "Hello", **extra: Any) -> dict[str, Any]:
@@ -90,7 +83,7 @@ def test_resize_refills_at_the_old_rate_up_to_the_change() -> None:
 
 
 def test_resize_clamps_the_level_and_a_new_limit_starts_full() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     limiter = Limiter(RateLimits(rpm=600), clock)
     for _ in range(100):
         admit(limiter, chat())
@@ -107,7 +100,7 @@ def test_resize_clamps_the_level_and_a_new_limit_starts_full() -> None:
 
 
 def test_charge_is_prompt_plus_cap_and_the_unused_reservation_is_refunded() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     limiter = Limiter(RateLimits(tpm=10_000), clock)
     body = chat("Tell me a story", max_tokens=500)
     usage = usage_of(body)
@@ -149,7 +142,7 @@ def test_charge_of_each_route(path: str, body: dict[str, Any], expected: object)
 
 
 def test_refusal_when_requests_run_out_charges_nothing_and_says_exactly_when() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     limiter = Limiter(RateLimits(rpm=600, tpm=1_000_000), clock)  # a request every 100 ms
     tickets = [admit(limiter, chat()) for _ in range(600)]
     assert all(t.refusal is None for t in tickets)
@@ -172,7 +165,7 @@ def test_refusal_when_requests_run_out_charges_nothing_and_says_exactly_when() -
 
 
 def test_refusal_when_tokens_run_out_waits_for_the_whole_charge() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     limiter = Limiter(RateLimits(rpm=1000, tpm=6000), clock)  # 100 tokens per second
     body = chat("x" * 400, max_tokens=2000)
     charge = usage_of(body)["prompt_tokens"] + 2000
@@ -192,7 +185,7 @@ def test_refusal_when_tokens_run_out_waits_for_the_whole_charge() -> None:
 
 
 def test_the_longer_wait_names_the_refusal_and_too_large_never_fits() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     limiter = Limiter(RateLimits(rpm=60, tpm=600), clock)  # 1 request and 10 tokens per second
     limiter.requests.take(60)  # type: ignore[union-attr]
     limiter.tokens.take(600)  # type: ignore[union-attr]
@@ -206,7 +199,7 @@ def test_the_longer_wait_names_the_refusal_and_too_large_never_fits() -> None:
 
 
 def test_header_block_reports_the_level_after_the_charge() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     limiter = Limiter(RateLimits(rpm=600, tpm=90_000), clock)
     assert limiter.header_block() == (
         b"x-ratelimit-limit-requests: 600\r\nx-ratelimit-remaining-requests: 600\r\nx-ratelimit-reset-requests: 0s\r\n"
@@ -270,7 +263,7 @@ def test_parse_schedule_and_validation() -> None:
 
 @asynccontextmanager
 async def limited(
-    limits: RateLimits | None = None, clock: FakeClock | None = None, **config: Any
+    limits: RateLimits | None = None, clock: SimClock | None = None, **config: Any
 ) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     """A simulator with ``limits`` and a client on its root URL."""
     async with (
@@ -285,7 +278,7 @@ def ratelimit_headers(response: httpx.Response) -> dict[str, str]:
 
 
 async def test_headers_on_200_and_429_over_http() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     body = chat("Hello there", max_tokens=100)
     usage = usage_of(body)
     async with limited(RateLimits(rpm=2, tpm=10_000), clock) as (sim, client):
@@ -313,7 +306,7 @@ async def test_headers_on_200_and_429_over_http() -> None:
 
 
 async def test_every_response_carries_the_headers_and_only_200s_keep_tokens() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     faults = Faults(rate_500=1.0, require_api_key="sk-right")
     key = {"Authorization": "Bearer sk-right"}
     async with limited(RateLimits(tpm=1000), clock, faults=faults) as (sim, client):
@@ -349,7 +342,7 @@ async def test_a_limit_429_is_not_a_fault_and_draws_none() -> None:
     """Every request takes its fault draw, so the n-th request's fate doesn't depend on the limits."""
 
     async def statuses(limits: RateLimits) -> list[int]:
-        async with limited(limits, FakeClock(), faults=Faults(rate_500=0.5), seed=3) as (_, client):
+        async with limited(limits, SimClock(), faults=Faults(rate_500=0.5), seed=3) as (_, client):
             return [(await client.post(CHAT, json=chat())).status_code for _ in range(12)]
 
     free = await statuses(RateLimits())
@@ -359,7 +352,7 @@ async def test_a_limit_429_is_not_a_fault_and_draws_none() -> None:
 
 
 async def test_limits_endpoint_changes_limits_mid_run() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     async with limited(None, clock) as (sim, client):
         assert (await client.get(LIMITS_PATH)).json() == {"rpm": None, "tpm": None}
         assert not ratelimit_headers(await client.post(CHAT, json=chat()))
@@ -391,7 +384,7 @@ async def test_a_scheduled_change_applies_on_time() -> None:
     schedule = (LimitChange(0.3, rpm=1), LimitChange(3600, rpm=None))
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with limited(RateLimits(rpm=100), FakeClock(), limits_schedule=schedule) as (_, client):
+    async with limited(RateLimits(rpm=100), SimClock(), limits_schedule=schedule) as (_, client):
         before = await client.post(CHAT, json=chat())
         with anyio.fail_after(3):
             while (await client.get(LIMITS_PATH)).json()["rpm"] != 1:
@@ -405,7 +398,7 @@ async def test_a_scheduled_change_applies_on_time() -> None:
 
 
 async def test_stats_count_refusals_and_net_tokens() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     bodies = [chat(f"question {i}", max_tokens=60) for i in range(4)]
     async with limited(RateLimits(rpm=3, tpm=100_000), clock) as (_, client):
         responses = [await client.post(CHAT, json=body) for body in bodies]
@@ -421,7 +414,7 @@ async def test_stats_count_refusals_and_net_tokens() -> None:
 
 
 async def test_a_client_that_leaves_gets_its_reservation_back() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     async with limited(RateLimits(tpm=1000), clock, latency_ms=5000) as (sim, _):
         _, writer = await asyncio.open_connection("127.0.0.1", sim.port)
         body = orjson.dumps(chat(max_tokens=200))

@@ -25,9 +25,9 @@ from batchrun.simulator import (
 from batchrun.simulator.faults import rate_limit_reply
 from batchrun.simulator.limits import Limiter, charge_of
 
+from ...helpers import SimClock
 from .test_limits import (
     CHAT,
-    FakeClock,
     admit,
     chat,
     limited,
@@ -67,7 +67,7 @@ def test_max_rule_is_the_larger_of_prompt_and_cap() -> None:
 
 @pytest.mark.parametrize("rule", ["max", "sum"])
 def test_non_refunding_rules_keep_the_charge_as_made(rule: TokenCharge) -> None:
-    clock = FakeClock()
+    clock = SimClock()
     limiter = Limiter(RateLimits(tpm=10_000, token_charge=rule), clock)
     body = chat("Tell me a story", max_tokens=500)
     delivered = admit(limiter, body)
@@ -83,7 +83,7 @@ def test_non_refunding_rules_keep_the_charge_as_made(rule: TokenCharge) -> None:
 def test_the_provider_model_survives_limit_changes_and_is_validated() -> None:
     model = RateLimits(60, 1000, headers=False, token_charge="sum")
     assert LimitChange(0, rpm=5).apply(model) == RateLimits(5, 1000, headers=False, token_charge="sum")
-    limiter = Limiter(model, FakeClock())
+    limiter = Limiter(model, SimClock())
     limiter.change(LimitChange(0, rpm=None, tpm=None))
     limiter.change(LimitChange(0, tpm=100))
     assert limiter.limits == RateLimits(None, 100, headers=False, token_charge="sum")
@@ -96,7 +96,7 @@ def test_the_provider_model_survives_limit_changes_and_is_validated() -> None:
 
 
 def test_without_headers_a_refusal_says_whole_seconds_only() -> None:
-    clock = FakeClock()
+    clock = SimClock()
     limiter = Limiter(RateLimits(rpm=24, tpm=1_000_000, headers=False), clock)  # a request every 2.5 s
     for _ in range(24):
         assert admit(limiter, chat()).refusal is None
@@ -134,7 +134,7 @@ def test_shedding_can_send_whole_seconds_only_in_the_same_body() -> None:
 
 async def test_shed_429s_over_http_are_counted_apart_from_quota_refusals() -> None:
     faults = Faults(rate_429=1.0, retry_after_s=1.5, retry_after_ms=False)
-    async with limited(RateLimits(rpm=3), FakeClock(), faults=faults) as (sim, client):
+    async with limited(RateLimits(rpm=3), SimClock(), faults=faults) as (sim, client):
         responses = [await client.post(CHAT, json=chat()) for _ in range(4)]
         stats = (await client.get(STATS_PATH)).json()
     assert [r.status_code for r in responses] == [429] * 4
@@ -151,7 +151,7 @@ async def test_shed_429s_over_http_are_counted_apart_from_quota_refusals() -> No
 
 
 async def test_quota_without_headers_over_http() -> None:
-    async with limited(RateLimits(rpm=3, tpm=10_000, headers=False), FakeClock()) as (sim, client):
+    async with limited(RateLimits(rpm=3, tpm=10_000, headers=False), SimClock()) as (sim, client):
         responses = [await client.post("/v1/nowhere", json={})]
         responses += [await client.post(CHAT, json=chat()) for _ in range(3)]
     assert [r.status_code for r in responses] == [404, 200, 200, 429]
@@ -166,7 +166,7 @@ async def test_quota_without_headers_over_http() -> None:
 async def test_charge_rule_shows_in_remaining_tokens_over_http(rule: TokenCharge) -> None:
     body = chat("Tell me a story", max_tokens=500)
     kept = usage_of(body)["total_tokens"] if rule == "usage" else expected_charge(rule, body, 500)
-    async with limited(RateLimits(tpm=10_000, token_charge=rule), FakeClock()) as (sim, client):
+    async with limited(RateLimits(tpm=10_000, token_charge=rule), SimClock()) as (sim, client):
         response = await client.post(CHAT, json=body)
     assert response.status_code == 200
     assert ratelimit_headers(response)["x-ratelimit-remaining-tokens"] == str(10_000 - kept)
