@@ -26,14 +26,7 @@ from batchrun.simulator.faults import rate_limit_reply
 from batchrun.simulator.limits import Limiter, charge_of
 
 from ...helpers import SimClock
-from .test_limits import (
-    CHAT,
-    admit,
-    chat,
-    limited,
-    ratelimit_headers,
-    usage_of,
-)
+from ...simlimits import CHAT, admit, chat, limited, ratelimit_headers, usage_of
 
 LONG = "a question long enough that its prompt outweighs a small output cap " * 3
 
