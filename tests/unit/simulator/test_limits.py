@@ -33,7 +33,6 @@ from batchrun.simulator.limits import Limiter, TokenBucket, charge_of
 from ...helpers import SimClock
 from ...simlimits import CHAT, admit, chat, limited, ratelimit_headers, usage_of
 
-
 # Buckets
 
 
