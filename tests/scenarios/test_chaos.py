@@ -157,32 +157,39 @@ async def _wait_for(predicate: Any, timeout: float = 20) -> None:
             await anyio.sleep(0.01)
 
 
+class Outage:
+    """``n`` lines run in the background against a simulator on ``port`` that a test takes down
+    and brings back; ``done`` is set once `run_batch` has returned ``stats``."""
+
+    def __init__(self, tmp_path: Path, port: int, n: int, **config: Any) -> None:
+        source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(n)])
+        self.endpoint = SimulatorConfig(port=port, latency_ms=5)
+        self.config = RunConfig(source, base_url=f"http://127.0.0.1:{port}/v1", concurrency=8, retry=BREAKER_RETRY,
+                                **config)
+        self.done = anyio.Event()
+        self.stats: Any = None
+
+    async def run(self) -> None:
+        self.stats = await run_batch(self.config)
+        self.done.set()
+
+
 async def test_an_endpoint_that_goes_down_pauses_the_run_until_it_is_back(
         tmp_path: Path, free_tcp_port: int, log_lines: list[str]) -> None:
     n = 600
-    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(n)])
-    endpoint = SimulatorConfig(port=free_tcp_port, latency_ms=5)
-    config = RunConfig(source, base_url=f"http://127.0.0.1:{free_tcp_port}/v1", concurrency=8, retry=BREAKER_RETRY,
-                       timeout=2)
-    done = anyio.Event()
-    result: dict[str, Any] = {}
-
-    async def run() -> None:
-        result["stats"] = await run_batch(config)
-        done.set()
-
+    outage = Outage(tmp_path, free_tcp_port, n, timeout=2)
     async with anyio.create_task_group() as tg:
-        async with serve(endpoint) as first:
-            tg.start_soon(run)
+        async with serve(outage.endpoint) as first:
+            tg.start_soon(outage.run)
             await _wait_for(lambda: sum(first.stats.responses.values()) >= 150)
         await anyio.sleep(2.5)  # every connection is cut, and the port refuses new ones
-        async with serve(endpoint) as second:
+        async with serve(outage.endpoint) as second:
             with anyio.fail_after(30):
-                await done.wait()
+                await outage.done.wait()
             sent_after = second.stats.requests
 
-    stats = result["stats"]
-    out = read_jsonl(config.out)
+    stats = outage.stats
+    out = read_jsonl(outage.config.out)
     assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(n)]
     failed = [o for o in out if o["error"] is not None]
     # No avalanche: only the few lines in flight when the breaker opened could use up their attempts.
@@ -197,32 +204,23 @@ async def test_an_endpoint_that_goes_down_pauses_the_run_until_it_is_back(
 async def test_an_endpoint_that_never_comes_back_stops_the_run_resumably(
         tmp_path: Path, free_tcp_port: int, log_lines: list[str]) -> None:
     n = 400
-    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(n)])
-    endpoint = SimulatorConfig(port=free_tcp_port, latency_ms=5)
-    config = RunConfig(source, base_url=f"http://127.0.0.1:{free_tcp_port}/v1", concurrency=8, retry=BREAKER_RETRY,
-                       max_outage=1.5)
-    done = anyio.Event()
-    result: dict[str, Any] = {}
-
-    async def run() -> None:
-        result["stats"] = await run_batch(config)
-        done.set()
-
+    outage = Outage(tmp_path, free_tcp_port, n, max_outage=1.5)
+    config = outage.config
     async with anyio.create_task_group() as tg:
-        async with serve(endpoint) as first:
-            tg.start_soon(run)
+        async with serve(outage.endpoint) as first:
+            tg.start_soon(outage.run)
             await _wait_for(lambda: sum(first.stats.responses.values()) >= 100)
             answered = sum(first.stats.responses.values())
         with anyio.fail_after(20):
-            await done.wait()
-    stats = result["stats"]
+            await outage.done.wait()
+    stats = outage.stats
     assert stats.exit_code == 4 and "the endpoint has been unavailable for" in (stats.stop_reason or "")
     assert int((stats.stop_reason or "").split("unavailable for ")[1].split(" s")[0]) >= 2  # past --max-outage
     assert not config.out.exists() and (tmp_path / "in.results.jsonl.checkpoint" / "journal").exists()
     assert "pausing dispatch" in "\n".join(log_lines)
 
     # It comes back: the same command continues, and sends only what was not answered.
-    async with serve(endpoint) as back:
+    async with serve(outage.endpoint) as back:
         resumed = await run_batch(config)
         sent = back.stats.requests
     out = read_jsonl(config.out)
