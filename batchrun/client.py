@@ -32,7 +32,7 @@ from .errors import (
     Unconfirmed,
 )
 from .pacing import SYSTEM_CLOCK, CircuitBreaker, Clock, Pacer, estimate_cost
-from .records import Job, Result
+from .records import Job, Result, openai_error
 from .retry import RetryBudget, parse_retry_after, worth_retrying
 from .scrub import Scrubber
 from .transport import Timeouts, Transport, as_transport
@@ -280,14 +280,13 @@ class Client:
 
     def _describe_error(self, status: int, body: Any, content: bytes) -> tuple[str, str]:
         """The ``(code, message)`` of an error response, from OpenAI's error shape when present."""
-        error = body.get("error") if isinstance(body, dict) else None
-        if isinstance(error, dict):
-            code = error.get("code") or error.get("type") or f"http_{status}"
-            message = error.get("message") or f"HTTP {status}"
+        described = openai_error(status, body)
+        if described is not None:
+            code, message = described[0], described[1] or f"HTTP {status}"
         else:
             code = f"http_{status}"
             message = f"HTTP {status}: {self._snippet(content)}" if content else f"HTTP {status}"
-        return str(code), self._scrub(str(message))[:_MAX_MESSAGE]
+        return code, self._scrub(message)[:_MAX_MESSAGE]
 
     def _scrub(self, text: str) -> str:
         """Remove the credentials from text that came from elsewhere (a server echoing headers, a URL)."""

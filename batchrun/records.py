@@ -215,8 +215,16 @@ def failure(record: Mapping[str, Any]) -> dict[str, Any] | None:
     if not is_int(status) or 200 <= status < 300:
         return {"code": "error", "message": text} if text else None
     body = response.get("body") if isinstance(response, dict) else None
-    described = body.get("error") if isinstance(body, dict) else None
-    described = described if isinstance(described, dict) else {}
-    code = described.get("code") or described.get("type") or f"http_{status}"
-    message = described.get("message") or text or f"HTTP {status}"
-    return {"code": str(code), "message": str(message)}
+    code, message = openai_error(status, body) or (f"http_{status}", None)
+    return {"code": code, "message": message or text or f"HTTP {status}"}
+
+
+def openai_error(status: int, body: Any) -> tuple[str, str | None] | None:
+    """The code and message of an error response's body in OpenAI's shape (``error.code``, else
+    ``error.type``, else ``http_<status>``; ``error.message`` when it has one), or ``None`` when
+    the body holds no such error object."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    message = error.get("message")
+    return str(error.get("code") or error.get("type") or f"http_{status}"), str(message) if message else None
