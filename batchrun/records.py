@@ -161,7 +161,8 @@ class Result:
             request_id = self.request_id or f"req_batchrun_{line_id.removeprefix('batch_req_')}"
             response = {"status_code": self.status_code, "request_id": request_id, "body": self.body}
         extras: dict[str, Any] = {"attempts": self.attempts, "latency_ms": self.latency_ms}
-        if self.http_failure:
+        http_failure = self.http_failure
+        if http_failure:
             extras["error"] = self.error
         if self.rate_limited:  # so `batchrun report` on the file counts the retried 429s too
             extras["rate_limited"] = self.rate_limited
@@ -175,7 +176,7 @@ class Result:
             "id": line_id,
             "custom_id": self.custom_id,
             "response": response,
-            "error": None if self.http_failure else self.error,
+            "error": None if http_failure else self.error,
             "batchrun": extras,
         }
         try:
