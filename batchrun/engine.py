@@ -345,10 +345,7 @@ async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryo
                     if gate is not None and (over := await gate.reserve(item)) is not None:
                         control.stop(over, EXIT_BUDGET, grace=None)
                         return
-                    try:
-                        await _send(jobs, item)
-                    except anyio.BrokenResourceError:
-                        return  # the last worker ended on an error, before its abort cancelled this scope
+                    await _send(jobs, item)
                 else:
                     control.bad_line(item.message)
                     sink.put(Result.from_line_error(item))
@@ -358,36 +355,39 @@ async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryo
 
 async def _run_workers(abort: Callable[[str], None], client: Client, gate: BudgetGate | None,
                        lanes: list[MemoryObjectReceiveStream[Job]], sink: Sink, control: Control) -> None:
-    with control.workers_scope:
-        async with anyio.create_task_group() as workers:
-            for jobs in lanes:
-                workers.start_soon(_guarded, abort, _work, abort, client, gate, jobs, sink, control, workers)
-    if not control.aborted and control.held and (missing := client.no_such_path()):
-        abort(missing)  # no line succeeded, and some were answered 404 for the path
-    if not control.aborted:  # nothing answered since: the refusals were those lines' own
-        for result in control.held:
-            sink.put(result)
-    for jobs in lanes:  # if the grace period ran out before a worker got to start
-        jobs.close()
+    # The lanes close here, not as each worker ends: a worker ending on an error is followed
+    # by its abort, which cancels the reader; a lane closed first would break the reader's send.
+    try:
+        with control.workers_scope:
+            async with anyio.create_task_group() as workers:
+                for jobs in lanes:
+                    workers.start_soon(_guarded, abort, _work, abort, client, gate, jobs, sink, control, workers)
+        if not control.aborted and control.held and (missing := client.no_such_path()):
+            abort(missing)  # no line succeeded, and some were answered 404 for the path
+        if not control.aborted:  # nothing answered since: the refusals were those lines' own
+            for result in control.held:
+                sink.put(result)
+    finally:
+        for jobs in lanes:
+            jobs.close()
 
 
 async def _work(abort: Callable[[str], None], client: Client, gate: BudgetGate | None,
                 jobs: MemoryObjectReceiveStream[Job], sink: Sink, control: Control, retries: TaskGroup) -> None:
-    async with jobs:
-        while True:
-            try:
-                job = await _receive(jobs)
-            except anyio.EndOfStream:
-                return
-            if control.stopping:
-                if gate is not None:
-                    gate.release(job)
-                continue  # not sent: the next start does it
-            outcome = await client.first_attempt(job)
-            if isinstance(outcome, Retrying):
-                retries.start_soon(_guarded, abort, _retry, client, gate, outcome, sink, control)
-            else:
-                _deliver(gate, outcome, job, sink, control)
+    while True:
+        try:
+            job = await _receive(jobs)
+        except anyio.EndOfStream:
+            return
+        if control.stopping:
+            if gate is not None:
+                gate.release(job)
+            continue  # not sent: the next start does it
+        outcome = await client.first_attempt(job)
+        if isinstance(outcome, Retrying):
+            retries.start_soon(_guarded, abort, _retry, client, gate, outcome, sink, control)
+        else:
+            _deliver(gate, outcome, job, sink, control)
 
 
 async def _retry(client: Client, gate: BudgetGate | None, pending: Retrying, sink: Sink, control: Control) -> None:
