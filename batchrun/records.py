@@ -87,6 +87,8 @@ class Result:
     line: bytes | None = None
     # Finished by an earlier start of the run (read back from its checkpoint), not by this one.
     carried_over: bool = False
+    # Answered through the provider's Batch API, by this batch (`batchapi`); priced at its discount.
+    batch_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -143,7 +145,7 @@ class Result:
         return cls(index, record["custom_id"], response.get("status_code"), response.get("request_id"), body,
                    failure(record), extra.get("attempts", 0), extra.get("latency_ms"), model,
                    extra.get("rate_limited", 0), extra.get("wire_ms"), extra.get("waited_ms"),
-                   extra.get("unanswered", 0), line=line, carried_over=True)
+                   extra.get("unanswered", 0), line=line, carried_over=True, batch_id=batch_of(record))
 
     def encode(self, run_id: str) -> bytes:
         """The output line, newline included, in the OpenAI Batch output shape (module docstring).
@@ -172,6 +174,8 @@ class Result:
             extras["waited_ms"] = self.waited_ms
         if self.unanswered:
             extras["unanswered"] = self.unanswered
+        if self.batch_id is not None:
+            extras["batch_id"] = self.batch_id
         record = {
             "id": line_id,
             "custom_id": self.custom_id,
@@ -193,6 +197,14 @@ def batch_request_id(run_id: str, index: int, custom_id: str) -> str:
     """A ``batch_req_…`` id unique to the run and the line, and the same at every start of the run."""
     digest = hashlib.blake2b(f"{run_id}\0{index}\0{custom_id}".encode(), digest_size=12).hexdigest()
     return f"batch_req_{digest}"
+
+
+def batch_of(record: Mapping[str, Any]) -> str | None:
+    """The Batch API batch that answered an output line batchrun wrote (``batchrun.batch_id``), or
+    ``None`` when it was answered online."""
+    extra = record.get("batchrun")
+    batch_id = extra.get("batch_id") if isinstance(extra, dict) else None
+    return batch_id if isinstance(batch_id, str) else None
 
 
 def failure(record: Mapping[str, Any]) -> dict[str, Any] | None:
