@@ -100,13 +100,8 @@ class Client:
         self._transport = as_transport(transport, config.concurrency)
         self._clock = clock
         self._on_retry = on_retry
-        extra = config.header_fields()
-        # The extra headers' values are secrets too (an Azure api-key, a gateway's token).
-        self._scrubber = Scrubber([*(config.api_key.secrets() if config.api_key else ()), *extra.values()])
-        self._headers = {"content-type": "application/json", "accept": "application/json", "user-agent": USER_AGENT}
-        if config.api_key is not None:
-            self._headers["authorization"] = config.api_key.header()
-        self._headers.update(extra)
+        self._scrubber = credentials_scrubber(config)
+        self._headers = endpoint_headers(config)
         self._timeouts = Timeouts(connect=config.connect_timeout, total=config.timeout)
         self._urls: dict[str, str] = {}
         self._answered = False  # some request was answered with anything but 401/403
@@ -301,6 +296,21 @@ class Client:
         if url is None:
             url = self._urls[path] = join_url(self._config.base_url, path)
         return url
+
+
+def endpoint_headers(config: RunConfig) -> dict[str, str]:
+    """The headers of every request to the endpoint: JSON, the credentials, then ``--header``'s, which win."""
+    headers = {"content-type": "application/json", "accept": "application/json", "user-agent": USER_AGENT}
+    if config.api_key is not None:
+        headers["authorization"] = config.api_key.header()
+    headers.update(config.header_fields())
+    return headers
+
+
+def credentials_scrubber(config: RunConfig) -> Scrubber:
+    """What takes the credentials out of text the endpoint sends: the key, and the extra
+    headers' values (an Azure api-key, a gateway's token)."""
+    return Scrubber([*(config.api_key.secrets() if config.api_key else ()), *config.header_fields().values()])
 
 
 def _text(value: str | None) -> str | None:
