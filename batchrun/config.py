@@ -231,6 +231,7 @@ class RunConfig:
         are secrets, like the key. With any of them, no API key is required.
     :param organization: / :param project: sent as ``OpenAI-Organization`` / ``OpenAI-Project``.
     :param model: the model every request is sent with, whatever its line says.
+    :param via: ``"online"``, or ``"batch"``: through the provider's Batch API (`batchapi`).
     """
 
     input_path: Path
@@ -259,6 +260,7 @@ class RunConfig:
     organization: str | None = None
     project: str | None = None
     model: str | None = None
+    via: str = "online"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -287,8 +289,10 @@ class RunConfig:
         for name, value in names:
             if value is not None and (not value.isascii() or not value.isprintable() or not value or " " in value):
                 raise ConfigError(f"{name} must be ASCII without spaces or control characters, got {value!r}")
+        if self.via not in ("online", "batch"):
+            raise ConfigError(f"via must be 'online' or 'batch', got {self.via!r}")
         _check_paths({"input file": self.input_path, "output": output, "errors file": self.errors_path,
-                      "report": self.report_path, "checkpoint": self.checkpoint_path})
+                      "report": self.report_path, "checkpoint": self.checkpoint_path, "batches": self.batches_path})
         if self.api_key is None and not self.headers and not is_loopback(self.base_url):
             raise ConfigError(
                 f"no API key for {self.base_url}: set OPENAI_API_KEY (or the variable named by "
@@ -340,12 +344,19 @@ class RunConfig:
         """``out.jsonl`` → ``out.jsonl.checkpoint``: the run's state until it is published."""
         return self.out.with_name(self.out.name + ".checkpoint")
 
+    @property
+    def batches_path(self) -> Path:
+        """``out.jsonl`` → ``out.jsonl.batches``: a ``--via batch`` run's batches until it is published."""
+        return self.out.with_name(self.out.name + ".batches")
+
     def request_options(self) -> dict[str, str]:
         """The options that shape what is sent: a checkpoint only resumes with the same ones.
         Header values are secrets, and left out like the key."""
         options = {"base_url": "(the built-in simulator)" if self.mock else self.base_url.rstrip("/")}
         if self.model is not None:
             options["model"] = self.model
+        if self.via != "online":  # a checkpoint of an online run, which had no such option, resumes online
+            options["via"] = self.via
         return options
 
     def header_fields(self) -> dict[str, str]:
@@ -381,14 +392,14 @@ def _stem(path: Path) -> str:
 
 
 def _check_paths(paths: dict[str, Path]) -> None:
-    """Every file of a run is a file of its own: none is a directory (but the checkpoint), and
-    no two are one — by name, through symlinks, or as hard links.
+    """Every file of a run is a file of its own: none is a directory (but the checkpoint and the
+    batches' folder), and no two are one — by name, through symlinks, or as hard links.
 
     :raises ConfigError: naming the two paths.
     """
     seen: dict[object, str] = {}
     for what, path in paths.items():
-        if what not in ("input file", "checkpoint") and path.is_dir():
+        if what not in ("input file", "checkpoint", "batches") and path.is_dir():
             raise ConfigError(f"the {what} {path} is a directory; -o takes a file name")
         keys: list[object] = [path.resolve()]
         try:
