@@ -76,6 +76,13 @@ class Observer(Protocol):
     def retrying(self, job: Job, error: RequestError, wait: float) -> None: ...
 
 
+class Answered(Protocol):
+    """Lines answered before the run sends anything (through the Batch API: `batchapi.answers`),
+    asked for in input order; ``None``: send the line."""
+
+    def take(self, job: Job) -> Result | None: ...
+
+
 class Control:
     """How the pool is told to stop: no new requests, and a deadline for those in flight.
 
@@ -156,6 +163,7 @@ async def run_batch(
     observer: Observer | None = None,
     clock: Clock = SYSTEM_CLOCK,
     handle_signals: bool = False,
+    answers: Answered | None = None,
 ) -> RunStats:
     """Run every line of ``config.input_path`` and write the ordered output.
 
@@ -168,6 +176,7 @@ async def run_batch(
     :param handle_signals: on SIGINT/SIGTERM, stop dispatching and drain (main thread only).
         Once every request is done, a SIGINT while the connections close changes nothing, and
         one while the files are saved or published stops that: the next start completes it.
+    :param answers: lines already answered, written as they are instead of being sent.
     :raises InputFileError: the input cannot be opened (nothing was sent).
     :raises ConfigError: the output cannot be written, another run holds it, or its checkpoint
         belongs to another input or options (nothing was sent).
@@ -214,7 +223,7 @@ async def run_batch(
         async with Client(config, transport=transport, clock=clock, on_retry=_retry_hook(observer, control)) as client:
             stats.pacer, control.wire = client.pacer, client.pacer.slots
             items = read_jobs(config.input_path, scan.size, start=position, model=config.model)
-            await _run_pool(config, items, client, writer, checkpoint, carryover, gate, control, observer,
+            await _run_pool(config, items, client, writer, checkpoint, carryover, answers, gate, control, observer,
                             handle_signals)
     except KeyboardInterrupt:
         # Past the pool SIGINT is Python's own again; only closing the connections was left.
@@ -299,8 +308,9 @@ def _retry_hook(observer: Observer | None, control: Control) -> Callable[[Job, R
 
 
 async def _run_pool(config: RunConfig, items: Generator[Job | LineError, None, None], client: Client,
-                    writer: OrderedWriter, checkpoint: Checkpoint, carryover: Carryover, gate: BudgetGate | None,
-                    control: Control, observer: Observer | None, handle_signals: bool) -> None:
+                    writer: OrderedWriter, checkpoint: Checkpoint, carryover: Carryover, answers: Answered | None,
+                    gate: BudgetGate | None, control: Control, observer: Observer | None,
+                    handle_signals: bool) -> None:
     window = anyio.Semaphore(config.window or config.concurrency)
     sink = Sink(writer, window, config.window_bytes, control.stats, observer)
     job_send, job_recv = anyio.create_memory_object_stream[Job](config.concurrency)
@@ -313,7 +323,7 @@ async def _run_pool(config: RunConfig, items: Generator[Job | LineError, None, N
                 tg.start_soon(_watch_signals, control, config.drain_timeout)
             tg.start_soon(_sync_periodically, writer, checkpoint, control)
             async with anyio.create_task_group() as pool:
-                pool.start_soon(_guarded, abort, _feed, items, carryover, gate, job_send, sink, window, control)
+                pool.start_soon(_guarded, abort, _feed, items, carryover, answers, gate, job_send, sink, window, control)
                 pool.start_soon(_run_workers, abort, client, gate, lanes, sink, control)
             tg.cancel_scope.cancel()  # the signal watcher and the syncer have nothing left to do
 
@@ -328,8 +338,9 @@ async def _guarded(abort: Callable[..., None], task: Callable[..., Any], *args: 
         abort(f"I/O error: {exc}", disk=True)
 
 
-async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryover, gate: BudgetGate | None,
-                jobs: MemoryObjectSendStream[Job], sink: Sink, window: anyio.Semaphore, control: Control) -> None:
+async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryover, answers: Answered | None,
+                gate: BudgetGate | None, jobs: MemoryObjectSendStream[Job], sink: Sink, window: anyio.Semaphore,
+                control: Control) -> None:
     with control.feed_scope, contextlib.closing(items):
         async with jobs:
             for item in items:  # from the end of the ordered prefix on
@@ -339,6 +350,8 @@ async def _feed(items: Generator[Job | LineError, None, None], carryover: Carryo
                     await window.acquire()
                 await sink.room()
                 done = carryover.take(item)
+                if done is None and answers is not None and isinstance(item, Job):
+                    done = answers.take(item)
                 if done is not None:
                     sink.put(done)
                 elif isinstance(item, Job):
