@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import click
 
 from .. import config as defaults
+from ..batchapi.lifecycle import Pending, run_via_batch
+from ..batchapi.options import BatchOptions
 from ..config import ApiKey, RetryPolicy, RunConfig, split_base_url, split_header
 from ..engine import run_batch
 from ..errors import ConfigError
@@ -194,13 +196,23 @@ class EngineOptions:
 
     def run(self, config: RunConfig) -> RunStats:
         """Run the engine with a progress display: a bar on a terminal, log lines elsewhere."""
+        stats: RunStats = self._run(partial(run_batch, config))
+        return stats
+
+    def run_via_batch(self, config: RunConfig, batch: BatchOptions) -> RunStats | Pending:
+        """`run` through the provider's Batch API (`batchapi.lifecycle`): its batches may still
+        be running when this returns (`Pending`)."""
+        outcome: RunStats | Pending = self._run(partial(run_via_batch, config, batch))
+        return outcome
+
+    def _run(self, job: Callable[..., Any]) -> Any:
         progress = (None if self.quiet else BarProgress(sys.stderr) if sys.stderr.isatty()
                     else LogProgress(self.progress_interval))
         try:
-            stats: RunStats = run_async(partial(run_batch, config, observer=progress, handle_signals=True))
+            outcome = run_async(partial(job, observer=progress, handle_signals=True))
         except KeyboardInterrupt:  # before the run installed its own handlers
             click.echo("\nbatchrun: interrupted before any request was sent", err=True)
             sys.exit(EXIT_STOPPED)
-        if progress is not None:
-            progress.close(stats)
-        return stats
+        if progress is not None and isinstance(outcome, RunStats):
+            progress.close(outcome)
+        return outcome

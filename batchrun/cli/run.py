@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from ..batchapi.lifecycle import Pending
+from .batch_options import batch_options, make_batch_options
 from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
 from .summary import format_summary, outcome_line, up_to_date_line
@@ -39,14 +41,23 @@ listening): run the same command again to continue where it stopped.
               help="Results file. Default: INPUT with .jsonl replaced by .results.jsonl.")
 @click.option("--model", "-m", metavar="NAME",
               help="Send every request with this model, whatever its line says (lines without one get it too).")
+@batch_options
 @engine_options
-def run(input_path: Path, output: Path | None, model: str | None, **engine: Any) -> None:
+def run(input_path: Path, output: Path | None, model: str | None, via: str, detach: bool, cancel: bool,
+        batch_deadline: float | None, poll_interval: float, batch_max_requests: int, batch_max_bytes: int,
+        batch_mixed_models: bool, **engine: Any) -> None:
     """Run every request line of INPUT and write the ordered results."""
+    batch = make_batch_options(via, detach, cancel, batch_deadline, poll_interval, batch_max_requests,
+                               batch_max_bytes, batch_mixed_models)
     options = EngineOptions(**engine)
     options.setup_logging()
     with options.endpoint() as make_config:
-        config = make_config(input_path, output, model=model)
-        stats = options.run(config)
+        config = make_config(input_path, output, model=model, via=via)
+        stats = options.run(config) if batch is None else options.run_via_batch(config, batch)
+    if isinstance(stats, Pending):
+        if not options.quiet or stats.exit_code:
+            click.echo(f"batchrun: {stats.message}", err=True)
+        sys.exit(stats.exit_code)
     report = str(config.report_path)
     if stats.up_to_date:
         if not options.quiet or stats.exit_code:

@@ -1,0 +1,215 @@
+"""The provider's ``/v1/files`` and ``/v1/batches``, called through the run's transport with its
+headers, key handling and retry policy (`retry.RetryBudget`), as online requests are.
+
+Every call but one is safe to repeat: a batch is created once. A ``POST /batches`` whose reply
+did not come back may have created it, so before trying again `BatchApi.create_batch` looks for
+it by the ``metadata`` it was sent with (`find_batch`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+
+from ..client import credentials_scrubber, endpoint_headers, join_url
+from ..config import RunConfig
+from ..disk.publish import private_file
+from ..errors import (
+    FatalEndpointError,
+    MalformedResponse,
+    RateLimited,
+    RetryableError,
+    ServerError,
+    TransportError,
+)
+from ..pacing import Clock
+from ..records import openai_error
+from ..retry import RetryBudget, parse_retry_after, worth_retrying
+from ..transport import Timeouts, Transport
+
+log = logging.getLogger("batchrun")
+
+# A file goes up or comes down whole within one attempt: far longer than one answer may take.
+TRANSFER_TIMEOUT = 3600.0
+PAGE = 100  # batches per page when looking one up
+# A batch created this long before the run's ledger says it was planned is not the run's: the
+# provider's clock and this machine's may differ by this much.
+CLOCK_SKEW = 600.0
+_MAX_MESSAGE = 500
+
+
+class BatchApi:
+    """The Batch API of ``config.base_url``.
+
+    :raises FatalEndpointError: from every call, when it failed for good: the credentials were
+        refused, the endpoint has no Batch API, or it stayed down through the retries.
+    """
+
+    def __init__(self, config: RunConfig, transport: Transport, clock: Clock) -> None:
+        self._config = config
+        self._transport = transport
+        self._clock = clock
+        self._headers = endpoint_headers(config)
+        self._scrubber = credentials_scrubber(config)
+        self._timeouts = Timeouts(connect=config.connect_timeout, total=config.timeout)
+        self._transfer = Timeouts(connect=config.connect_timeout, total=max(config.timeout, TRANSFER_TIMEOUT))
+
+    async def upload(self, path: Path) -> str:
+        """Upload a request file (purpose ``batch``); its file id. It is read whole: a batch's
+        file is at most ``--batch-max-bytes``."""
+        content = await anyio.to_thread.run_sync(_read, path)
+        boundary = secrets.token_hex(16)
+        body = b"".join([
+            b"--%s\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n" % boundary.encode(),
+            b"--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n"
+            b"Content-Type: application/jsonl\r\n\r\n" % (boundary.encode(), path.name.encode()),
+            content,
+            b"\r\n--%s--\r\n" % boundary.encode(),
+        ])
+        del content
+        uploaded = await self._call("POST", "/v1/files", body, content_type=f"multipart/form-data; boundary={boundary}",
+                                    timeouts=self._transfer)
+        return _field(uploaded, "id", "POST /v1/files")
+
+    async def create_batch(self, file_id: str, endpoint: str, metadata: dict[str, str], since: float) -> dict[str, Any]:
+        """Create the batch of ``file_id``, once: after an attempt whose reply was lost, the
+        batch is looked for (`find_batch`) before another is made.
+
+        :param since: when the run began (seconds since the epoch): older batches are not looked at.
+        """
+        budget = RetryBudget(self._config.retry)
+        request = orjson.dumps({"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h",
+                                "metadata": metadata})
+        while True:
+            try:
+                return await self._attempt("POST", "/v1/batches", request, "application/json", None, self._timeouts)  # type: ignore[no-any-return]
+            except RetryableError as exc:
+                wait = budget.wait(exc)
+                if budget.stop(exc):
+                    raise self._gave_up("POST /v1/batches", exc) from None
+                log.info("POST /v1/batches: %s; looking for the batch, then trying again in %.1f s", exc.message, wait)
+                await self._clock.sleep(wait)
+            found = await self.find_batch(metadata, since)
+            if found is not None:
+                return found
+
+    async def find_batch(self, metadata: dict[str, str], since: float) -> dict[str, Any] | None:
+        """The newest batch whose ``metadata`` holds all of ``metadata``, created after ``since``."""
+        after: str | None = None
+        while True:
+            query = f"?limit={PAGE}" + (f"&after={after}" if after else "")
+            page = await self._call("GET", "/v1/batches" + query)
+            data = page.get("data") if isinstance(page, dict) else None
+            if not isinstance(data, list) or not data:
+                return None
+            for batch in data:
+                if not isinstance(batch, dict):
+                    continue
+                given = batch.get("metadata")
+                if isinstance(given, dict) and all(given.get(key) == value for key, value in metadata.items()):
+                    return batch
+                created = batch.get("created_at")
+                if isinstance(created, (int, float)) and created < since - CLOCK_SKEW:
+                    return None  # newest first: the rest are older still
+            last = data[-1].get("id") if isinstance(data[-1], dict) else None
+            if not page.get("has_more") or not isinstance(last, str):
+                return None
+            after = last
+
+    async def retrieve(self, batch_id: str) -> dict[str, Any]:
+        return _object(await self._call("GET", f"/v1/batches/{batch_id}"), f"GET /v1/batches/{batch_id}")
+
+    async def cancel(self, batch_id: str) -> dict[str, Any]:
+        return _object(await self._call("POST", f"/v1/batches/{batch_id}/cancel", b""),
+                       f"POST /v1/batches/{batch_id}/cancel")
+
+    async def download(self, file_id: str, path: Path) -> None:
+        """Write the content of ``file_id`` to ``path``, whole or not at all (a temporary name
+        until it is complete)."""
+        partial = path.with_name(f".{path.name}.part")
+        partial.unlink(missing_ok=True)
+        f = await anyio.to_thread.run_sync(functools.partial(open, partial, "wb", opener=private_file))
+        with f:
+            await self._call("GET", f"/v1/files/{file_id}/content", into=f, timeouts=self._transfer)
+        partial.replace(path)
+
+    async def _call(self, method: str, path: str, body: bytes | None = None, *, content_type: str | None = None,
+                    into: Any = None, timeouts: Timeouts | None = None) -> Any:
+        budget = RetryBudget(self._config.retry)
+        while True:
+            if into is not None:  # what a failed attempt wrote
+                into.seek(0)
+                into.truncate()
+            try:
+                return await self._attempt(method, path, body, content_type, into, timeouts or self._timeouts)
+            except RetryableError as exc:
+                wait = budget.wait(exc)
+                if budget.stop(exc):
+                    raise self._gave_up(f"{method} {path}", exc) from None
+                log.info("%s %s: %s; trying again in %.1f s", method, path, exc.message, wait)
+                await self._clock.sleep(wait)
+
+    async def _attempt(self, method: str, path: str, body: bytes | None, content_type: str | None, into: Any,
+                       timeouts: Timeouts) -> Any:
+        headers = self._headers if content_type is None else {**self._headers, "content-type": content_type}
+        url = join_url(self._config.base_url, path)
+        try:
+            reply = await self._transport.request(method, url, headers, body, timeouts, into=into)
+        except TransportError as exc:
+            raise type(exc)(exc.code, self._scrubber.text(exc.message)) from None
+        status = reply.status
+        if 200 <= status < 300:
+            if into is not None:
+                return None
+            try:
+                return self._scrubber.json(orjson.loads(reply.content))
+            except orjson.JSONDecodeError:
+                raise MalformedResponse("malformed_response", f"HTTP {status} with a body that is not JSON",
+                                        status_code=status) from None
+        try:
+            answer = orjson.loads(reply.content)
+        except orjson.JSONDecodeError:
+            answer = None
+        code, message = openai_error(status, answer) or (f"http_{status}", None)
+        message = self._scrubber.text(message or reply.content[:200].decode("utf-8", "replace") or f"HTTP {status}")
+        message = message[:_MAX_MESSAGE]
+        if worth_retrying(status, reply.headers):
+            kind = RateLimited if status == 429 else ServerError
+            raise kind(code, f"HTTP {status}: {message}", retry_after=parse_retry_after(reply.headers),
+                       status_code=status)
+        if status in (401, 403):
+            raise FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}) for {method} {path}: "
+                                     f"{message}")
+        raise FatalEndpointError(f"the Batch API refused {method} {path} (HTTP {status}, {code}): {message}")
+
+    def _gave_up(self, call: str, exc: RetryableError) -> FatalEndpointError:
+        return FatalEndpointError(f"{call} failed after {self._config.retry.max_attempts} attempts: {exc.message}")
+
+
+def _read(path: Path) -> bytes:
+    with open(path, "rb", opener=private_file) as f:
+        return f.read()
+
+
+def metadata(run: str, part: int) -> dict[str, str]:
+    """What a batch is created with, to find it again whatever happened to the reply."""
+    return {"batchrun_run": run, "batchrun_part": str(part)}
+
+
+def _object(value: Any, call: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FatalEndpointError(f"{call}: the reply is not a JSON object")
+    return value
+
+
+def _field(value: Any, key: str, call: str) -> str:
+    found = _object(value, call).get(key)
+    if not isinstance(found, str) or not found:
+        raise FatalEndpointError(f"{call}: the reply has no {key!r}")
+    return found

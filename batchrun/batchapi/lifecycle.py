@@ -1,0 +1,322 @@
+"""``--via batch`` from start to end: plan, upload, submit, poll, download, then write.
+
+    plan ──▶ upload ──▶ create ──▶ poll … ended ──▶ download, order ──▶ engine.run_batch(answers=…)
+      └───────── each id in the ledger (ledger.py) as soon as it exists ─────────┘
+
+A start does whatever the ledger says is left: it plans only when there is no ledger, uploads
+only a batch with no file id, creates only a batch with no batch id (after looking for one an
+earlier start may have created), polls what is in flight and downloads what has ended. Run
+again, the same command never submits a line twice; `kill -9` anywhere costs at most an unused
+upload.
+
+With a deadline (``BatchOptions.deadline``, from when the batches were planned), the batches
+still running then are cancelled; what they answered is kept, and the lines they did not
+answer, with those of batches never submitted, are sent online by the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import compress
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+
+from ..config import RunConfig
+from ..disk.checkpoint import identity, scan_input
+from ..disk.lock import RunLock
+from ..disk.rundir import make_run_dir
+from ..engine import Observer, run_batch
+from ..errors import ConfigError, FatalEndpointError
+from ..pacing import SYSTEM_CLOCK, Clock
+from ..reader import open_input, read_jobs
+from ..records import Job, failure
+from ..stats import EXIT_OK, EXIT_STOPPED, RunStats
+from ..transport import Transport, as_transport
+from . import answers
+from .api import BatchApi, metadata
+from .ledger import Ledger, Part
+from .options import FIRST_POLL, BatchOptions
+from .plan import part_file, plan
+
+log = logging.getLogger("batchrun")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The batches are at the provider, not all ended: nothing is written yet.
+
+    :param message: what happened and what to run next.
+    """
+
+    message: str
+    exit_code: int
+
+
+async def run_via_batch(
+    config: RunConfig,
+    options: BatchOptions,
+    *,
+    transport: Transport | httpx.AsyncBaseTransport | None = None,
+    observer: Observer | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    wall: Callable[[], float] = time.time,
+    handle_signals: bool = False,
+) -> RunStats | Pending:
+    """Run ``config``'s input through the Batch API (module docstring); the engine writes the
+    output as an online run's once every batch has ended.
+
+    :param wall: seconds since the epoch (the deadline, and when batches were made, span starts).
+    :param handle_signals: SIGINT/SIGTERM while submitting or polling stop this start only:
+        the batches go on at the provider, and the next start picks them up.
+    :raises ConfigError: / :raises InputFileError: as `engine.run_batch`; or the batches'
+        folder belongs to another input or options.
+    """
+    if config.max_cost is not None:
+        raise ConfigError("--max-cost cannot stop a batch once it is submitted; run `batchrun estimate` for the "
+                          "price first, or run online")
+    open_input(config.input_path).close()
+    directory = config.batches_path
+    if not directory.exists():
+        if options.cancel:
+            raise ConfigError(f"{config.out} has no batches to cancel ({directory} does not exist)")
+        if not config.restart and not config.retry_failed and (config.out.exists() or config.checkpoint_path.exists()):
+            # Up to date, publishing to complete, or refused: the engine says which, sending nothing.
+            return await run_batch(config, transport=transport, observer=observer, clock=clock,
+                                   handle_signals=handle_signals)
+    make_run_dir(directory, config.out)
+    lock = RunLock(directory / "lock", config.out)
+    lock.acquire()
+    try:
+        ledger = await _ledger(config, options, wall)
+        lifecycle = _Lifecycle(config, options, ledger, as_transport(transport, 8), clock, wall)
+        try:
+            pending = await lifecycle.run(handle_signals)
+        finally:
+            if transport is None:  # one given is the engine's to close
+                await lifecycle.transport.aclose()
+        if pending is not None:
+            return pending
+        collected = answers.Answers(ledger, online=lifecycle.online)
+        try:
+            stats = await run_batch(config, transport=transport, observer=observer, clock=clock,
+                                    handle_signals=handle_signals, answers=collected)
+        finally:
+            collected.close()
+        if stats.stop_reason is None:
+            ledger.remove()
+        return stats
+    finally:
+        lock.release()
+
+
+async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], float]) -> Ledger:
+    """The ledger in the batches' folder, or a new plan (`plan.plan`) when there is none."""
+    directory = config.batches_path
+    scan = await anyio.to_thread.run_sync(scan_input, config.input_path)
+    same_run = identity(scan, config)
+    ledger = Ledger.load(directory)
+    if ledger is not None and ledger.identity != same_run:
+        raise ConfigError(f"{directory} holds the batches of another input or options; run the original command "
+                          "to collect them (or add --cancel to cancel them), or remove the folder")
+    if ledger is not None and config.restart and not options.cancel:
+        if ledger.in_flight:
+            raise ConfigError(f"{len(ledger.in_flight)} batches of this run are still at the provider: collect them "
+                              "(run without --restart) or cancel them (--cancel) before starting over")
+        ledger.remove()
+        make_run_dir(directory, config.out)
+        ledger = None
+    if ledger is None:
+        ledger = await anyio.to_thread.run_sync(_plan, config, options, same_run, wall())
+    return ledger
+
+
+def _plan(config: RunConfig, options: BatchOptions, same_run: dict[str, Any], now: float) -> Ledger:
+    size = same_run["input"]["size"]
+    jobs: Iterator[Job] = (item for item in read_jobs(config.input_path, size, model=config.model)
+                           if isinstance(item, Job))
+    retry = config.retry_failed and config.out.exists()
+    if retry:
+        jobs = (job for job in compress(read_jobs(config.input_path, size, model=config.model),
+                                        _failed_lines(config)) if isinstance(job, Job))
+    parts = plan(jobs, options.limits, config.batches_path, config.input_path)
+    ledger = Ledger(config.batches_path, secrets.token_hex(8), now, same_run, parts, retry_failed=retry)
+    ledger.save()
+    lines = sum(part.lines for part in parts)
+    log.info("planned %d batches for %s lines", len(parts), f"{lines:,}")
+    return ledger
+
+
+def _failed_lines(config: RunConfig) -> Iterator[bool]:
+    """Whether each line of the finished output failed, in order; every line after its end did."""
+    with open(config.out, "rb") as f:
+        for line in f:
+            try:
+                yield failure(orjson.loads(line)) is not None
+            except ValueError:
+                yield True
+    while True:
+        yield True
+
+
+class _Lifecycle:
+    def __init__(self, config: RunConfig, options: BatchOptions, ledger: Ledger, transport: Transport, clock: Clock,
+                 wall: Callable[[], float]) -> None:
+        self.config, self.options, self.ledger = config, options, ledger
+        self.transport = transport
+        self.api = BatchApi(config, transport, clock)
+        self.clock = clock
+        self.wall = wall
+        self.online = False  # the deadline passed: what the batches did not answer goes online
+        self._poll_wait = FIRST_POLL / 2
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self.options.deadline is None else self.ledger.created + self.options.deadline
+
+    def past_deadline(self) -> bool:
+        deadline = self.deadline
+        return deadline is not None and self.wall() >= deadline
+
+    async def run(self, handle_signals: bool) -> Pending | None:
+        """Submit, poll and download until every batch has ended and is collected (``None``),
+        or this start stops first (`Pending`)."""
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                if handle_signals:
+                    tg.start_soon(self._watch_signals, scope)
+                pending = await self._steps()
+                tg.cancel_scope.cancel()
+            return pending
+        return Pending(self._interrupted, EXIT_STOPPED)
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.warning("%s: stopping; the batches submitted go on at the provider", signal.Signals(signum).name)
+                scope.cancel()
+                return
+
+    @property
+    def _interrupted(self) -> str:
+        submitted = sum(part.batch_id is not None for part in self.ledger.parts)
+        return (f"interrupted: {submitted} of {len(self.ledger.parts)} batches are at the provider and go on there; "
+                f"run the same command again to collect them (or add --cancel to cancel them)")
+
+    async def _steps(self) -> Pending | None:
+        try:
+            if self.options.cancel:
+                await self._cancel(self.ledger.in_flight, "cancelling")
+                self._cancel_unsubmitted()
+            elif self.past_deadline():
+                self.online = True
+            else:
+                await self._submit()
+            while True:
+                await self._poll()
+                await self._collect()
+                if all(part.collected or (self.online and part.batch_id is None) for part in self.ledger.parts):
+                    return None
+                if self.options.detach:
+                    return Pending(self._detached(), EXIT_OK)
+                if not self.online and self.past_deadline():
+                    self.online = True
+                    await self._cancel(self.ledger.in_flight, "the deadline passed: cancelling")
+                    continue
+                await self._wait()
+        except FatalEndpointError as exc:
+            return Pending(f"{exc}; the batches submitted go on at the provider: run the same command again to "
+                           "go on", EXIT_STOPPED)
+
+    async def _submit(self) -> None:
+        ledger = self.ledger
+        for part in ledger.parts:
+            if part.batch_id is not None:
+                continue
+            if self.past_deadline():
+                return
+            tried = part.file_id is not None  # an earlier start may have created the batch and been killed
+            if part.file_id is None:
+                part.file_id = await self.api.upload(part_file(ledger.dir, part.number))
+                await anyio.to_thread.run_sync(ledger.save)
+            wanted = metadata(ledger.run, part.number)
+            batch = await self.api.find_batch(wanted, ledger.created) if tried else None
+            if batch is None:
+                batch = await self.api.create_batch(part.file_id, part.url, wanted, ledger.created)
+            batch_id = batch.get("id")
+            if not isinstance(batch_id, str) or not batch_id:
+                raise FatalEndpointError("POST /v1/batches: the reply has no 'id'")
+            part.batch_id = batch_id
+            part.update(batch)
+            await anyio.to_thread.run_sync(ledger.save)
+            log.info("submitted batch %d of %d (%s lines, %s): %s", part.number + 1, len(ledger.parts),
+                     f"{part.lines:,}", part.model or part.url, batch_id)
+
+    async def _poll(self) -> None:
+        changed = False
+        for part in self.ledger.in_flight:
+            assert part.batch_id is not None
+            changed |= part.update(await self.api.retrieve(part.batch_id))
+        if changed:
+            await anyio.to_thread.run_sync(self.ledger.save)
+            log.info("%s", self._progress())
+
+    async def _collect(self) -> None:
+        ledger = self.ledger
+        for part in ledger.parts:
+            if not part.ended or part.collected:
+                continue
+            for file_id, path in ((part.output_file_id, answers.output_file(ledger.dir, part)),
+                                  (part.error_file_id, answers.error_file(ledger.dir, part))):
+                if file_id is not None:
+                    await self.api.download(file_id, path)
+            await anyio.to_thread.run_sync(answers.order, ledger.dir, part)
+            part.collected = True
+            await anyio.to_thread.run_sync(ledger.save)
+            for path in (answers.output_file(ledger.dir, part), answers.error_file(ledger.dir, part)):
+                path.unlink(missing_ok=True)
+
+    async def _cancel(self, parts: list[Part], why: str) -> None:
+        if parts:
+            log.warning("%s %d batches", why, len(parts))
+        for part in parts:
+            assert part.batch_id is not None
+            part.update(await self.api.cancel(part.batch_id))
+        await anyio.to_thread.run_sync(self.ledger.save)
+
+    def _cancel_unsubmitted(self) -> None:
+        """Batches never submitted end here too: their lines are written as cancelled."""
+        for part in self.ledger.parts:
+            if part.batch_id is None:
+                part.status = "cancelled"
+        self.ledger.save()
+
+    async def _wait(self) -> None:
+        """Until the next status check: doubling from `FIRST_POLL` to the poll interval, never past the deadline."""
+        self._poll_wait = min(self._poll_wait * 2, self.options.poll_interval)
+        wait = self._poll_wait
+        if not self.online and (deadline := self.deadline) is not None:
+            wait = max(0.0, min(wait, deadline - self.wall()))
+        await self.clock.sleep(wait)
+
+    def _progress(self) -> str:
+        parts = self.ledger.parts
+        done = sum(part.counts.get("completed", 0) for part in parts)
+        failed = sum(part.counts.get("failed", 0) for part in parts)
+        lines = sum(part.lines for part in parts)
+        states = ", ".join(f"{count} {status}" for status, count in
+                           sorted(Counter(part.status or "not submitted" for part in parts).items()))
+        failures = f" ({failed:,} failed)" if failed else ""
+        return f"batches: {states}; {done:,} of {lines:,} requests answered{failures}"
+
+    def _detached(self) -> str:
+        return (f"{self._progress()}. They go on at the provider (within 24 h): run the same command again to "
+                "collect the results (without --detach it waits for them), or add --cancel to cancel them")

@@ -1,0 +1,79 @@
+"""Split the request lines into as few batches as the provider's limits allow (`BatchLimits`).
+
+One pass over the input, one file per batch being filled (one per endpoint, and per model with
+``one_model``): constant memory whatever the input's size. A batch's request file holds its
+lines in input order, each with the line's index as its ``custom_id``: the provider's output
+names each answer by it, and a user's own ids need not be unique to the provider's taste.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from ..disk.publish import private_file
+from ..errors import ConfigError
+from ..records import Job
+from .ledger import Part
+from .options import BatchLimits
+
+
+def request_line(job: Job) -> bytes:
+    """The line of a batch's request file that asks for ``job``."""
+    return b'{"custom_id":"%d","method":"POST","url":%s,"body":%s}\n' % (job.index, orjson.dumps(job.url), job.body)
+
+
+def part_file(directory: Path, number: int) -> Path:
+    return directory / f"part-{number:04d}.jsonl"
+
+
+@dataclass
+class _Filling:
+    part: Part
+    file: BinaryIO
+
+
+def plan(jobs: Iterable[Job], limits: BatchLimits, directory: Path, source: Path) -> list[Part]:
+    """Write the request file of every batch into ``directory``, fsynced; their `Part`\\ s.
+
+    :param source: the input's path, for messages.
+    :raises ConfigError: a line alone is larger than a batch may be (nothing was sent).
+    """
+    parts: list[Part] = []
+    filling: dict[tuple[str, str | None], _Filling] = {}
+    try:
+        for job in jobs:
+            line = request_line(job)
+            if len(line) > limits.max_bytes:
+                raise ConfigError(f"{source}:{job.line_no}: the request is {len(line):,} bytes, more than one batch "
+                                  f"may hold (--batch-max-bytes {limits.max_bytes:,}); shorten it or run it online")
+            key = (job.url, job.model if limits.one_model else None)
+            current = filling.get(key)
+            if current is None or current.part.lines >= limits.max_requests \
+                    or current.part.size + len(line) > limits.max_bytes:
+                if current is not None:
+                    _close(current.file)
+                part = Part(number=len(parts), url=job.url, model=key[1], first_line=job.line_no)
+                path = part_file(directory, part.number)
+                path.unlink(missing_ok=True)  # one a crashed plan left
+                current = filling[key] = _Filling(part, open(path, "wb", opener=private_file))  # noqa: SIM115 -- closed below
+                parts.append(part)
+            current.file.write(line)
+            current.part.lines += 1
+            current.part.size += len(line)
+    finally:
+        for left in filling.values():
+            if not left.file.closed:
+                _close(left.file)
+    return parts
+
+
+def _close(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()

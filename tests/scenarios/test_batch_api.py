@@ -1,0 +1,225 @@
+"""``--via batch`` end to end against the simulator's Batch API over loopback.
+
+The simulator runs on a clock of its own (`SimClock`) that only the run's sleeps move on
+(`Linked`): a batch is exactly as far along at each status check on every machine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from batchrun.batchapi.lifecycle import Pending, run_via_batch
+from batchrun.batchapi.options import BatchLimits, BatchOptions
+from batchrun.config import RunConfig
+from batchrun.runner import run_async
+from batchrun.simulator import Batches, Simulator, SimulatorConfig, run_in_thread
+from batchrun.stats import RunStats
+from tests.helpers import FakeClock, SimClock, chat_line, read_jsonl, write_jsonl
+
+FAST = BatchOptions(poll_interval=30.0)
+
+
+class Linked(FakeClock):
+    """The run's clock: sleeping takes no time, and moves the simulator's clock on as much."""
+
+    def __init__(self, sim: SimClock) -> None:
+        super().__init__()
+        self.sim = sim
+
+    async def sleep(self, seconds: float) -> None:
+        self.sim.now += max(seconds, 0.0)
+        await super().sleep(seconds)
+
+
+@dataclass
+class World:
+    sim: Simulator
+    clock: SimClock
+    anchor: float  # wall time at the simulator clock's zero
+
+    def wall(self) -> float:
+        return self.anchor + self.clock.now
+
+    def run(self, path: Path, out: Path, options: BatchOptions = FAST, **config: Any) -> RunStats | Pending:
+        run_config = RunConfig(path, out, base_url=self.sim.base_url, via="batch", **config)
+        return run_async(partial(run_via_batch, run_config, options, clock=Linked(self.clock), wall=self.wall))
+
+    def online(self, path: Path, out: Path) -> RunStats:
+        from batchrun.engine import run_batch
+
+        stats: RunStats = run_async(partial(run_batch, RunConfig(path, out, base_url=self.sim.base_url)))
+        return stats
+
+
+@contextmanager
+def world(**batches: Any) -> Iterator[World]:
+    clock = SimClock()
+    with run_in_thread(SimulatorConfig(batches=Batches(**batches)), clock=clock) as sim:
+        yield World(sim, clock, time.time() - clock.now)
+
+
+def lines(tmp_path: Path, n: int, **body: Any) -> Path:
+    return write_jsonl(tmp_path / "in.jsonl", [chat_line(i, **body) for i in range(n)])
+
+
+def comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """An output line without what differs between two runs of one file: ids, timestamps, timings."""
+    record = {key: value for key, value in record.items() if key not in ("id", "batchrun")}
+    if record.get("response"):
+        response = dict(record["response"])
+        response.pop("request_id")
+        body = {key: value for key, value in response["body"].items() if key not in ("id", "created")}
+        record["response"] = {**response, "body": body}
+    return record
+
+
+def test_output_is_an_online_runs_modulo_ids_and_timestamps(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, model="gpt-4o-mini" if i % 3 else "gpt-4o")
+                                               for i in range(30)])
+    with world(seconds_per_request=1.0) as w:
+        stats = w.run(path, tmp_path / "batch.jsonl")
+        online = w.online(path, tmp_path / "online.jsonl")
+        assert w.sim.stats.batches_created == 2  # one model per batch
+        assert w.sim.stats.files_uploaded == 2
+    assert isinstance(stats, RunStats) and stats.exit_code == 0 and online.exit_code == 0
+    batch, direct = read_jsonl(tmp_path / "batch.jsonl"), read_jsonl(tmp_path / "online.jsonl")
+    assert [comparable(r) for r in batch] == [comparable(r) for r in direct]
+    assert all(r["batchrun"]["batch_id"].startswith("batch_") for r in batch)
+    assert (tmp_path / "batch.errors.jsonl").read_bytes() == b""
+    assert not (tmp_path / "batch.jsonl.batches").exists()  # removed once the output is published
+
+
+def by_batch(out: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """The output's line numbers, by the batch that answered them."""
+    batches: dict[str, list[int]] = {}
+    for i, record in enumerate(out):
+        batches.setdefault(record["batchrun"]["batch_id"], []).append(i)
+    return batches
+
+
+def test_split_by_count_one_model_a_batch_keeps_input_order_across_batches(tmp_path: Path) -> None:
+    models = ("gpt-4o-mini", "gpt-4o")
+    path = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, model=models[i % 2]) for i in range(40)])
+    options = BatchOptions(BatchLimits(max_requests=7), poll_interval=30.0)
+    with world(seconds_per_request=0.5) as w:
+        stats = w.run(path, tmp_path / "out.jsonl", options)
+        created = w.sim.stats.batches_created
+    assert isinstance(stats, RunStats) and stats.exit_code == 0
+    out = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["custom_id"] for r in out] == [f"req-{i}" for i in range(40)]
+    batches = by_batch(out)
+    assert created == len(batches) == 6  # noqa: PLR2004 -- 20 lines a model, 7 a batch: 7 + 7 + 6 each
+    for members in batches.values():
+        assert {out[i]["response"]["body"]["model"] for i in members} in ({"gpt-4o-mini"}, {"gpt-4o"})
+        assert members == list(range(members[0], members[-1] + 1, 2))  # every other line: interleaved
+
+
+def test_split_by_size(tmp_path: Path) -> None:
+    rows = [chat_line(i, f"question {i:03d} " + "z" * 400) for i in range(20)]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    request = [len(orjson.dumps({"custom_id": str(i), "method": "POST", "url": row["url"], "body": row["body"]})) + 1
+               for i, row in enumerate(rows)]
+    assert len(set(request[10:])) == 1  # every line from the tenth on is as long
+    options = BatchOptions(BatchLimits(max_bytes=3 * request[-1] + 2), poll_interval=30.0)
+    with world(seconds_per_request=0.5) as w:
+        stats = w.run(path, tmp_path / "out.jsonl", options)
+    assert isinstance(stats, RunStats) and stats.exit_code == 0
+    out = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["custom_id"] for r in out] == [f"req-{i}" for i in range(20)]
+    assert [len(members) for members in by_batch(out).values()] == [3] * 6 + [2]
+
+
+def test_a_line_larger_than_a_batch_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", [chat_line(0), chat_line(1, "y" * 5000)])
+    options = BatchOptions(BatchLimits(max_bytes=2048), poll_interval=30.0)
+    with world() as w, pytest.raises(Exception, match=r"in.jsonl:2: the request is .* bytes"):
+        w.run(path, tmp_path / "out.jsonl", options)
+    assert w.sim.stats.files_uploaded == 0
+
+
+def test_expiry_keeps_what_was_answered_and_retry_failed_resubmits_only_the_rest(tmp_path: Path) -> None:
+    path = lines(tmp_path, 20)
+    out = tmp_path / "out.jsonl"
+    # 20 lines take 6 s: the batch expires with a few left, and a batch of those few does not.
+    with world(seconds_per_request=0.3, expire_after_s=5.5) as w:
+        stats = w.run(path, out)
+        assert isinstance(stats, RunStats) and stats.exit_code == 1
+        records = read_jsonl(out)
+        answered = [r for r in records if r["error"] is None]
+        expired = [r for r in records if r["error"] is not None]
+        assert 0 < len(answered) < 20  # noqa: PLR2004
+        assert {r["error"]["code"] for r in expired} == {"batch_expired"}
+        assert read_jsonl(tmp_path / "out.errors.jsonl") == expired
+        report = (tmp_path / "out.report.json").read_text()
+        assert '"batch_expired"' in report
+
+        again = w.run(path, out, FAST, retry_failed=True)
+        assert isinstance(again, RunStats) and again.exit_code == 0
+        assert w.sim.stats.batches_created == 2
+    final = read_jsonl(out)
+    assert [r["custom_id"] for r in final] == [f"req-{i}" for i in range(20)]
+    assert all(r["error"] is None for r in final)
+    first, second = {r["batchrun"]["batch_id"] for r in answered}, {r["batchrun"]["batch_id"] for r in final} - \
+        {answered[0]["batchrun"]["batch_id"]}
+    assert len(first) == 1 and len(second) == 1
+    # The retry's batch held the expired lines only.
+    assert sum(r["batchrun"]["batch_id"] in second for r in final) == len(expired)
+
+
+def test_a_deadline_cancels_the_batch_and_sends_the_rest_online(tmp_path: Path) -> None:
+    path = lines(tmp_path, 20)
+    out = tmp_path / "out.jsonl"
+    options = BatchOptions(deadline=6.0, poll_interval=30.0)
+    with world(seconds_per_request=1.0) as w:
+        stats = w.run(path, out, options)
+        assert w.sim.stats.batches_cancelled == 1
+    assert isinstance(stats, RunStats) and stats.exit_code == 0
+    records = read_jsonl(out)
+    assert [r["custom_id"] for r in records] == [f"req-{i}" for i in range(20)]
+    assert all(r["error"] is None for r in records)
+    via_batch = [r for r in records if "batch_id" in r["batchrun"]]
+    online = [r for r in records if "batch_id" not in r["batchrun"]]
+    assert 0 < len(via_batch) < 20 and len(via_batch) + len(online) == 20  # noqa: PLR2004
+    assert all(r["batchrun"]["latency_ms"] is not None for r in online)  # sent by the engine
+
+
+def test_detach_submits_and_returns_then_a_later_run_collects(tmp_path: Path) -> None:
+    path = lines(tmp_path, 10)
+    out = tmp_path / "out.jsonl"
+    with world(seconds_per_request=100.0) as w:
+        first = w.run(path, out, BatchOptions(detach=True))
+        assert isinstance(first, Pending) and first.exit_code == 0
+        assert "run the same command again" in first.message
+        assert not out.exists()
+        second = w.run(path, out, BatchOptions(detach=True))  # still running: nothing new submitted
+        assert isinstance(second, Pending)
+        assert w.sim.stats.batches_created == 1
+        w.clock.now += 2000
+        third = w.run(path, out, BatchOptions(detach=True))
+        assert isinstance(third, RunStats) and third.exit_code == 0
+        assert w.sim.stats.batches_created == 1
+        fourth = w.run(path, out, BatchOptions(detach=True))
+        assert isinstance(fourth, RunStats) and fourth.up_to_date
+    assert len(read_jsonl(out)) == 10  # noqa: PLR2004
+
+
+def test_cancel_cancels_and_writes_what_was_answered(tmp_path: Path) -> None:
+    path = lines(tmp_path, 10)
+    out = tmp_path / "out.jsonl"
+    with world(seconds_per_request=1.0) as w:
+        assert isinstance(w.run(path, out, BatchOptions(detach=True)), Pending)
+        w.clock.now += 4.5
+        stats = w.run(path, out, BatchOptions(cancel=True, poll_interval=30.0))
+        assert w.sim.stats.batches_cancelled == 1
+    assert isinstance(stats, RunStats) and stats.exit_code == 1
+    codes = [r["error"]["code"] if r["error"] else None for r in read_jsonl(out)]
+    assert codes.count(None) in range(1, 10) and set(codes) == {None, "batch_cancelled"}
