@@ -541,7 +541,7 @@ def _save_report(config: RunConfig, checkpoint: Checkpoint, stats: RunStats, fac
 def _report_json(stats: RunStats, facts: dict[str, Any], output_bytes: int | None = None) -> bytes:
     """The report document (`Report.to_dict`), after its schema how the run ended (`RunStats.status`,
     the exit code, why it stopped) and the `_facts`; ``output_bytes``, of a published output."""
-    stats.report.set_wall_time(stats.wall_s, lines=stats.written_this_start, tokens=stats.tokens_this_start)
+    stats.report.set_wall_time(stats.wall_s, lines=stats.sent_this_start, tokens=stats.tokens_this_start)
     counted = stats.report.to_dict()
     doc = {"schema": counted.pop("schema"), "status": stats.status, "exit_code": stats.exit_code,
            "stop_reason": stats.stop_reason, **facts, "output_bytes": output_bytes, **counted}

@@ -35,7 +35,8 @@ class RunStats:
     :param up_to_date: the output already held this run, complete: nothing was done, and of
         the counters only the lines and their outcomes are known (from its report).
     :param carried_over: lines finished by earlier starts of the run, read back on resume.
-    :param tokens_this_start: tokens of the lines this start finished (not carried over).
+    :param via_batch: lines this start wrote as the Batch API answered them (`batchapi`).
+    :param tokens_this_start: tokens of the lines this start sent and finished.
     :param max_buffered: the most results that ever waited for an earlier line at once.
     :param max_buffered_bytes: the most bytes of output lines that ever waited at once.
     """
@@ -46,6 +47,7 @@ class RunStats:
     total_hint: int | None = None
     written: int = 0
     carried_over: int = 0
+    via_batch: int = 0
     tokens_this_start: int = 0
     max_buffered: int = 0
     max_buffered_bytes: int = 0
@@ -63,6 +65,8 @@ class RunStats:
         self.report.add_result(result)
         if result.carried_over:
             self.carried_over += 1
+        elif result.batch_id is not None:
+            self.via_batch += 1
         elif (usage := result.read_usage()) is not None:
             self.tokens_this_start += usage.total
 
@@ -85,9 +89,10 @@ class RunStats:
         self.report.failed = report["requests"]["failed"]
 
     @property
-    def written_this_start(self) -> int:
-        """Lines this start finished: what its rates count (carried-over lines took no time of it)."""
-        return self.written - self.carried_over
+    def sent_this_start(self) -> int:
+        """Lines this start sent and finished: what its rates count (lines carried over, or
+        answered through the Batch API, took none of its time)."""
+        return self.written - self.carried_over - self.via_batch
 
     @property
     def succeeded(self) -> int:

@@ -103,7 +103,7 @@ class LogProgress:
         pass
 
     def _line(self, stats: RunStats) -> str:
-        rate = stats.written_this_start / stats.wall_s if stats.wall_s > 0 else 0.0
+        rate = stats.sent_this_start / stats.wall_s if stats.wall_s > 0 else 0.0
         done = f"{stats.written:,}"
         if self._total:
             done += f"/{self._total:,} lines ({100 * stats.written / self._total:.0f}%)"

@@ -117,7 +117,7 @@ def test_split_by_count_one_model_a_batch_keeps_input_order_across_batches(tmp_p
     out = read_jsonl(tmp_path / "out.jsonl")
     assert [r["custom_id"] for r in out] == [f"req-{i}" for i in range(40)]
     batches = by_batch(out)
-    assert created == len(batches) == 6  # noqa: PLR2004 -- 20 lines a model, 7 a batch: 7 + 7 + 6 each
+    assert created == len(batches) == 6  # 20 lines a model, 7 a batch: 7 + 7 + 6 each
     for members in batches.values():
         assert {out[i]["response"]["body"]["model"] for i in members} in ({"gpt-4o-mini"}, {"gpt-4o"})
         assert members == list(range(members[0], members[-1] + 1, 2))  # every other line: interleaved
@@ -156,7 +156,7 @@ def test_expiry_keeps_what_was_answered_and_retry_failed_resubmits_only_the_rest
         records = read_jsonl(out)
         answered = [r for r in records if r["error"] is None]
         expired = [r for r in records if r["error"] is not None]
-        assert 0 < len(answered) < 20  # noqa: PLR2004
+        assert 0 < len(answered) < 20
         assert {r["error"]["code"] for r in expired} == {"batch_expired"}
         assert read_jsonl(tmp_path / "out.errors.jsonl") == expired
         report = (tmp_path / "out.report.json").read_text()
@@ -188,7 +188,7 @@ def test_a_deadline_cancels_the_batch_and_sends_the_rest_online(tmp_path: Path) 
     assert all(r["error"] is None for r in records)
     via_batch = [r for r in records if "batch_id" in r["batchrun"]]
     online = [r for r in records if "batch_id" not in r["batchrun"]]
-    assert 0 < len(via_batch) < 20 and len(via_batch) + len(online) == 20  # noqa: PLR2004
+    assert 0 < len(via_batch) < 20 and len(via_batch) + len(online) == 20
     assert all(r["batchrun"]["latency_ms"] is not None for r in online)  # sent by the engine
 
 
@@ -209,7 +209,7 @@ def test_detach_submits_and_returns_then_a_later_run_collects(tmp_path: Path) ->
         assert w.sim.stats.batches_created == 1
         fourth = w.run(path, out, BatchOptions(detach=True))
         assert isinstance(fourth, RunStats) and fourth.up_to_date
-    assert len(read_jsonl(out)) == 10  # noqa: PLR2004
+    assert len(read_jsonl(out)) == 10
 
 
 def test_cancel_cancels_and_writes_what_was_answered(tmp_path: Path) -> None:

@@ -97,14 +97,14 @@ def test_killed_then_run_again_answers_every_line_once_and_submits_nothing_twice
     created, uploaded = sim.stats.batches_created, sim.stats.files_uploaded
 
     killed = batchrun(sim, tmp_path, *STEPS[step])
-    assert killed.returncode == 9, killed.stderr  # noqa: PLR2004
+    assert killed.returncode == 9, killed.stderr
     again = batchrun(sim, tmp_path)
     assert again.returncode == 0, again.stderr
 
     out = read_jsonl(tmp_path / "out.jsonl")
     assert [r["custom_id"] for r in out] == [f"req-{i}" for i in range(LINES)]
     assert all(r["error"] is None and r["batchrun"]["batch_id"] for r in out)
-    assert sim.stats.batches_created - created == 2  # noqa: PLR2004
+    assert sim.stats.batches_created - created == 2
     # A file whose id was lost is uploaded again (an unused file costs nothing); no other is.
     assert sim.stats.files_uploaded - uploaded == 2 + (step.startswith("mid-upload"))
     assert not (tmp_path / "out.jsonl.batches").exists()
