@@ -62,6 +62,11 @@ class Usage:
         self.cached += other.cached
         self.reasoning += other.reasoning
 
+    def minus(self, part: Usage) -> Usage:
+        """These tokens without ``part``, which was added to them."""
+        return Usage(self.prompt - part.prompt, self.completion - part.completion, self.total - part.total,
+                     self.cached - part.cached, self.reasoning - part.reasoning)
+
 
 def _detail(usage: dict[str, Any], group: str, key: str) -> Any:
     details = usage.get(group)

@@ -5,6 +5,10 @@ input and output, with the date it was compiled and its source. A user file pass
 ``--prices FILE`` overrides or extends it, and ``--batch-discount`` halves every price (the
 OpenAI Batch API's 50%, for reports on OpenAI Batch output files).
 
+The discount is applied once: a line answered through the Batch API is priced by
+`PriceTable.with_batch_discount`, which leaves a table that already has it as it is — so with
+``--batch-discount`` such a line costs 50% of the online price, like every other line, not 25%.
+
 How a model id finds its row (first hit wins):
 
 1. the id itself, case-insensitively, or an alias listed in the table;
@@ -90,19 +94,21 @@ class Price:
 class PriceTable:
     """Prices by model id, resolved as the module docstring says.
 
-    :param multiplier: applied to every price (``BATCH_DISCOUNT`` for Batch API output).
+    :param multiplier: applied to every price.
     :param overrides: the user file merged in, for the report's provenance line.
+    :param batch_discount: the multiplier includes ``BATCH_DISCOUNT`` (`with_batch_discount`).
     """
 
     def __init__(self, models: Mapping[str, Price], *, aliases: Mapping[str, str] | None = None,
                  date: str | None = None, source: str | None = None, multiplier: float = 1.0,
-                 overrides: str | None = None) -> None:
+                 overrides: str | None = None, batch_discount: bool = False) -> None:
         self.models = {key.lower(): price for key, price in models.items()}
         self.aliases = {key.lower(): target.lower() for key, target in (aliases or {}).items()}
         self.date = date
         self.source = source
         self.multiplier = multiplier
         self.overrides = overrides
+        self.batch_discount = batch_discount
         self._resolved: dict[str, str | None] = {}
 
     def resolve(self, model: str | None) -> str | None:
@@ -132,8 +138,12 @@ class PriceTable:
         return None if price is None else price.cost(usage)
 
     def with_batch_discount(self) -> PriceTable:
+        """This table at the Batch API's prices; a table that has the discount already is returned
+        as it is (module docstring)."""
+        if self.batch_discount:
+            return self
         return PriceTable(self.models, aliases=self.aliases, date=self.date, source=self.source,
-                          multiplier=self.multiplier * BATCH_DISCOUNT, overrides=self.overrides)
+                          multiplier=self.multiplier * BATCH_DISCOUNT, overrides=self.overrides, batch_discount=True)
 
     def describe(self) -> str:
         """One line saying where the prices come from, for reports."""
@@ -142,7 +152,7 @@ class PriceTable:
     def provenance(self) -> dict[str, Any]:
         """The table's metadata for JSON documents."""
         return {"date": self.date, "source": self.source, "overrides": self.overrides,
-                "multiplier": self.multiplier, "batch_discount": self.multiplier == BATCH_DISCOUNT}
+                "multiplier": self.multiplier, "batch_discount": self.batch_discount}
 
     def _resolve(self, model: str) -> str | None:
         candidate = model.strip().lower()

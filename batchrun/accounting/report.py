@@ -14,6 +14,13 @@ latencies in a `LogHistogram` (percentiles within its relative error, 0.5% by de
 Costs are computed from the per-model token sums when the report is rendered; cost is linear
 in tokens, so that equals the sum of the per-line costs.
 
+Pricing is per line: a line answered through the provider's Batch API (its output names the
+batch, ``batchrun.batch_id``) is priced at the Batch API's price, `pricing.BATCH_DISCOUNT` of
+the online price; every other line at the table's price. So each model's tokens are summed in
+two parts, the Batch API's and the rest. ``--batch-discount`` prices the other lines at the
+Batch API's price too (a file the Batch API answered outside batchrun, such as an OpenAI Batch
+output file, names no batch); the discount is applied once, never twice to a Batch API line.
+
 How a line is read:
 
 - outcome: succeeded when the line has no failure (`records.failure`: ``error``, else
@@ -25,6 +32,7 @@ How a line is read:
   ``"length"``, or an ``incomplete`` Responses answer at ``max_output_tokens``), failed or not;
 - model: ``response.body.model`` (what was billed), else the request's model when known;
 - tokens: ``response.body.usage`` in any shape `Usage.from_body` reads, on any line that has it;
+- Batch API: ``batchrun.batch_id`` (`records.batch_of`), a live result's ``batch_id``;
 - retries: ``batchrun.attempts - 1`` where present (OpenAI and vLLM files do not say: null);
 - 429s: final 429 statuses, plus ``batchrun.rate_limited`` where present (the 429 answers a
   line was given before its final outcome: batchrun does not write it yet);
@@ -51,9 +59,15 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
                          "responses_without_usage": int,
                          "tokens": {...as above...},
                          "priced_as": str | null,   # the price-table row used
-                         "cost_usd": float | null}}, # null: no price known for this model
+                         "cost_usd": float | null,  # null: no price known for this model
+                         "batch_api": {"requests": int, "cost_usd": float | null,
+                                       "saved_usd": float | null} | null}},  # as below, this model's
       "cost_usd": float | null,                  # null when any model with tokens has no price
       "cost_usd_priced": float,                  # the sum over the models that have a price
+      "batch_api": {"lines": int,                # lines answered through the Batch API
+                    "cost_usd": float | null,    # what they cost, at its price (part of cost_usd)
+                    "saved_usd": float | null} | null,  # what they would have cost online, less that
+                                                 # null: no line went through it
       "prices": {"date", "source", "overrides", "multiplier", "batch_discount"},
       "latency_ms": {"count", "mean", "p50", "p95", "p99", "max": float,
                      "relative_error": float} | null,
@@ -79,10 +93,10 @@ from ..errors import InputFileError
 from ..json_numbers import is_int, is_number
 from ..output_cap import hit_output_cap
 from ..reader import jsonl_lines, open_input
-from ..records import Result, failure
+from ..records import Result, batch_of, failure
 from ..usage import Usage
 from .histogram import LogHistogram
-from .pricing import PriceTable, load_prices
+from .pricing import BATCH_DISCOUNT, PriceTable, load_prices
 from .tally import PerModel, priced_total
 
 SCHEMA = "batchrun.report/1"
@@ -100,6 +114,8 @@ class ModelTally:
     failed: int = 0
     without_usage: int = 0
     usage: Usage = field(default_factory=Usage)
+    batch_requests: int = 0  # of the requests, those answered through the Batch API
+    batch_usage: Usage = field(default_factory=Usage)  # of the usage, theirs
 
 
 class Report:
@@ -110,6 +126,7 @@ class Report:
 
     def __init__(self, prices: PriceTable | None = None, *, source: str | None = None) -> None:
         self.prices = prices if prices is not None else load_prices()
+        self._batch_prices = self.prices.with_batch_discount()
         self.source = source
         self.lines = 0
         self.succeeded = 0
@@ -142,7 +159,8 @@ class Report:
             body = response.get("body")
         extra = record.get("batchrun")
         extra = extra if isinstance(extra, dict) else {}
-        self._count(status, body, Usage.from_body(body), failure(record), model, extra.get("attempts"))
+        self._count(status, body, Usage.from_body(body), failure(record), model, extra.get("attempts"),
+                    batch=batch_of(record) is not None)
         self.hit_output_cap += hit_output_cap(body)
         self._time(_number(extra.get("latency_ms")), _number(extra.get("wire_ms")), _number(extra.get("waited_ms")))
         rate_limited = extra.get("rate_limited")
@@ -152,7 +170,7 @@ class Report:
     def add_result(self, result: Result) -> None:
         """Count one final `Result` of a live run: no encoding or parsing on the way."""
         self._count(result.status_code, result.body, result.read_usage(), result.error, result.model,
-                    result.attempts or None)
+                    result.attempts or None, batch=result.batch_id is not None)
         self.hit_output_cap += result.read_cut()
         self._time(result.latency_ms, result.wire_ms, result.waited_ms)
         self.rate_limited += result.rate_limited
@@ -174,7 +192,7 @@ class Report:
         self._rate_lines, self._rate_tokens = lines, tokens
 
     def _count(self, status: int | None, body: Any, usage: Usage | None, error: Any, model: str | None,
-               attempts: Any) -> None:
+               attempts: Any, *, batch: bool) -> None:
         self.lines += 1
         ok = not error and status is not None and 200 <= status < 300
         self.by_status["none" if status is None else str(status)] += 1
@@ -184,8 +202,11 @@ class Report:
                 model = billed
         tally = self.models.of(model or UNKNOWN_MODEL)
         tally.requests += 1
+        tally.batch_requests += batch
         if usage is not None:
             tally.usage.add(usage)
+            if batch:
+                tally.batch_usage.add(usage)
         if ok:
             self.succeeded += 1
             tally.succeeded += 1
@@ -218,18 +239,21 @@ class Report:
                 "lines_with_attempts": self.lines_with_attempts, "rate_limited": self.rate_limited,
                 "hit_output_cap": self.hit_output_cap,
                 "models": {name: {"requests": t.requests, "succeeded": t.succeeded, "failed": t.failed,
-                                  "without_usage": t.without_usage, "usage": t.usage.as_dict()}
+                                  "without_usage": t.without_usage, "usage": t.usage.as_dict(),
+                                  "batch_requests": t.batch_requests, "batch_usage": t.batch_usage.as_dict()}
                            for name, t in self.models.items()},
                 "latency": self.latency.state(), "wire_s": self.wire_s, "waited_s": self.waited_s}
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Replace the counters by a `state` (the report of a run so far).
+        """Replace the counters by a `state` (the report of a run so far). A state saved before
+        the Batch API was counted has no Batch API counters: none of its lines went through it.
 
         :raises (KeyError, TypeError, ValueError): not a `state`; nothing was changed.
         """
         models = PerModel(ModelTally)
         models.update((name, ModelTally(int(t["requests"]), int(t["succeeded"]), int(t["failed"]),
-                                        int(t["without_usage"]), Usage(**{k: int(v) for k, v in t["usage"].items()})))
+                                        int(t["without_usage"]), _usage(t["usage"]), int(t.get("batch_requests", 0)),
+                                        _usage(t.get("batch_usage", {}))))
                       for name, t in state["models"].items())
         latency = LogHistogram.restore(state["latency"])
         counts = [int(state[key]) for key in ("lines", "succeeded", "failed", "retries", "lines_with_attempts",
@@ -251,11 +275,19 @@ class Report:
         return total
 
     def model_cost(self, model: str) -> float | None:
-        """USD for one model's tokens; 0 when it used none, ``None`` when it has no price."""
+        """USD for one model's tokens, the Batch API's at its price; 0 when it used none, ``None``
+        when it has no price."""
         tally = self.models[model]
         if tally.usage == Usage():  # no tokens cost nothing, priced or not
             return 0.0
-        return self.prices.cost(None if model == UNKNOWN_MODEL else model, tally.usage)
+        online = self.prices.cost(_priced(model), tally.usage.minus(tally.batch_usage))
+        batch = self.batch_cost(model)
+        return None if online is None or batch is None else online + batch
+
+    def batch_cost(self, model: str) -> float | None:
+        """USD for the tokens of one model's lines answered through the Batch API, at its price."""
+        usage = self.models[model].batch_usage
+        return 0.0 if usage == Usage() else self._batch_prices.cost(_priced(model), usage)
 
     def cost(self) -> tuple[float | None, float]:
         """``(total, priced)``: the total is ``None`` when some model's cost is unknown."""
@@ -298,6 +330,7 @@ class Report:
             "models": {model: self._model_dict(model) for model in sorted(self.models)},
             "cost_usd": total_cost,
             "cost_usd_priced": priced,
+            "batch_api": self._batch_dict(),
             "prices": self.prices.provenance(),
             "latency_ms": self._latency_dict(),
             "time_s": {"on_the_wire": self.wire_s, "waiting": self.waited_s} if self.latency.count else None,
@@ -311,8 +344,13 @@ class Report:
         tally = self.models[model]
         return {"requests": tally.requests, "succeeded": tally.succeeded, "failed": tally.failed,
                 "responses_without_usage": tally.without_usage, "tokens": tally.usage.as_dict(),
-                "priced_as": self.prices.resolve(None if model == UNKNOWN_MODEL else model),
-                "cost_usd": self.model_cost(model)}
+                "priced_as": self.prices.resolve(_priced(model)),
+                "cost_usd": self.model_cost(model),
+                "batch_api": _batch_api("requests", tally.batch_requests, [self.batch_cost(model)])}
+
+    def _batch_dict(self) -> dict[str, Any] | None:
+        lines = sum(tally.batch_requests for tally in self.models.values())
+        return _batch_api("lines", lines, [self.batch_cost(model) for model in self.models])
 
     def _latency_dict(self) -> dict[str, Any] | None:
         if not self.latency.count:
@@ -323,6 +361,25 @@ class Report:
         doc["max"] = self.latency.max
         doc["relative_error"] = self.latency.relative_error
         return doc
+
+
+def _batch_api(counted: str, count: int, costs: list[float | None]) -> dict[str, Any] | None:
+    """The ``batch_api`` entry of ``count`` lines whose costs at the Batch API's price are ``costs``."""
+    if not count:
+        return None
+    cost = priced_total(costs)[0]
+    # Every Batch API price is BATCH_DISCOUNT of the online one, so the online cost follows.
+    saved = None if cost is None else cost / BATCH_DISCOUNT - cost
+    return {counted: count, "cost_usd": cost, "saved_usd": saved}
+
+
+def _priced(model: str) -> str | None:
+    """The model id to look a price up by: the lines with no model have none."""
+    return None if model == UNKNOWN_MODEL else model
+
+
+def _usage(saved: dict[str, Any]) -> Usage:
+    return Usage(**{key: int(value) for key, value in saved.items()})
 
 
 def _rate(count: int, seconds: float | None) -> float | None:

@@ -28,7 +28,8 @@ output, OpenAI Batch output and error files, vLLM run-batch output.
 Prices come from a dated built-in table (USD per 1M tokens); --prices FILE overrides or
 extends it (JSON, or TOML on Python 3.11+):
   {"models": {"my-model": {"input": 0.10, "cached_input": 0.05, "output": 0.30}}}
-A model with no price shows its cost as unknown, never as 0.
+A model with no price shows its cost as unknown, never as 0. Lines batchrun ran through
+the provider's Batch API (their batchrun.batch_id) are priced at its 50%, and counted.
 """
 
 
@@ -36,7 +37,9 @@ A model with no price shows its cost as unknown, never as 0.
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
 @click.option("--prices", "prices_path", metavar="FILE", type=click.Path(path_type=Path),
               help="Price file (JSON or TOML) overriding or extending the built-in table.")
-@click.option("--batch-discount", is_flag=True, help="Apply the OpenAI Batch API's 50% discount to every price.")
+@click.option("--batch-discount", is_flag=True,
+              help="Price every line at the OpenAI Batch API's 50% discount (a file it answered, such as an OpenAI "
+                   "Batch output file); lines batchrun ran through it are priced so anyway.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema batchrun.report/1).")
 def report(output_path: Path, prices_path: Path | None, batch_discount: bool, as_json: bool) -> None:
     """Usage, cost and latency of OUTPUT, a file of results in the OpenAI Batch output shape."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from ..accounting.pricing import describe_prices
+from ..accounting.pricing import BATCH_DISCOUNT, describe_prices
 from ..money import usd
 
 WIDTH = 80  # what every line printed to a terminal fits in
@@ -41,6 +41,8 @@ def render_report(doc: dict[str, Any]) -> str:
     cost = doc["cost_usd"]
     rows.append(("cost", usd(cost) if cost is not None
                  else f"unknown: {usd(doc['cost_usd_priced'])} for the priced models, plus the unpriced"))
+    if doc["batch_api"] is not None:
+        rows.append(("Batch API", _batch_api(doc["batch_api"], doc["lines"])))
     header = ["requests", "prompt", "completion"]
     table = [(model, [entry["requests"], entry["tokens"]["prompt"], entry["tokens"]["completion"]],
               usd(entry["cost_usd"])) for model, entry in doc["models"].items()]
@@ -116,6 +118,12 @@ def _wall(doc: dict[str, Any]) -> str:
     if wall is None:
         return "unknown (not recorded in this file)"
     return f"{duration(wall)} · {doc['throughput_rps']:,.1f} req/s · {doc['tokens_per_s']:,.0f} tokens/s"
+
+
+def _batch_api(batch: dict[str, Any], lines: int) -> str:
+    saved = batch["saved_usd"]
+    saving = f"saved {usd(saved)}" if saved is not None else "saving unknown: a model has no price"
+    return f"{batch['lines']:,} of {lines:,} lines, priced at {BATCH_DISCOUNT:.0%} of online ({saving})"
 
 
 def _range(cost: dict[str, float] | None) -> str:
