@@ -16,6 +16,11 @@ cap. The cost range per model is then:
 A model with no price has no range (``null``), and the total range is then ``null`` too, with
 a warning; the priced part is still given.
 
+Each range is given twice: sent online, at the table's prices (``cost_usd``), and through the
+provider's Batch API, at its price (``batch_api``: `pricing.BATCH_DISCOUNT` of the online
+price). ``--batch-discount`` puts the table itself at the Batch API's price, so that both are
+then that price; the discount is never applied twice.
+
 JSON document (`Estimate.to_dict`), schema ``batchrun.estimate/1``::
 
     {
@@ -30,10 +35,13 @@ JSON document (`Estimate.to_dict`), schema ``batchrun.estimate/1``::
       "models": {model: {"requests": int, "input_tokens": int, "output_cap_tokens": int,
                          "requests_without_cap": int, "images": int,
                          "priced_as": str | null,
-                         "cost_usd": {"low": float, "high": float} | null}},
+                         "cost_usd": {"low": float, "high": float} | null,
+                         "batch_api": {"cost_usd": {"low": float, "high": float} | null}}},
       "tokens": {"input": int, "output_cap": int},
       "cost_usd": {"low": float, "high": float} | null,    # null when a model has no price
       "cost_usd_priced": {"low": float, "high": float},
+      "batch_api": {"cost_usd": {"low": float, "high": float} | null,  # the same through the Batch API
+                    "cost_usd_priced": {"low": float, "high": float}},
       "default_max_output_tokens": int,
       "token_counts": {encoding: "exact" | "heuristic"},
       "prices": {"date", "source", "overrides", "multiplier", "batch_discount"},
@@ -88,6 +96,7 @@ class Estimate:
     def __init__(self, prices: PriceTable, *, source: str | None = None,
                  default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS, exact: bool = True) -> None:
         self.prices = prices
+        self._batch_prices = prices.with_batch_discount()
         self.source = source
         self.default_max_output = default_max_output
         self.exact = exact
@@ -123,18 +132,19 @@ class Estimate:
     def requests(self) -> int:
         return self.lines - self.problems
 
-    def model_cost(self, model: str) -> tuple[float, float] | None:
-        """``(low, high)`` USD for one model's requests, ``None`` when it has no price."""
-        price = self.prices.price(model)
+    def model_cost(self, model: str, *, batch_api: bool = False) -> tuple[float, float] | None:
+        """``(low, high)`` USD for one model's requests, sent online or through the Batch API;
+        ``None`` when it has no price."""
+        price = (self._batch_prices if batch_api else self.prices).price(model)
         if price is None:
             return None
         tally = self.models[model]
         low = price.bound(tally.input_tokens, 0)
         return low, low + price.bound(0, tally.output_cap_tokens)
 
-    def cost(self) -> tuple[tuple[float, float] | None, tuple[float, float]]:
+    def cost(self, *, batch_api: bool = False) -> tuple[tuple[float, float] | None, tuple[float, float]]:
         """``(total, priced)`` ranges; the total is ``None`` when some model has no price."""
-        costs = [self.model_cost(model) for model in self.models]
+        costs = [self.model_cost(model, batch_api=batch_api) for model in self.models]
         total, low = priced_total(None if cost is None else cost[0] for cost in costs)
         high = priced_total(None if cost is None else cost[1] for cost in costs)[1]
         return (None if total is None else (low, high)), (low, high)
@@ -163,6 +173,7 @@ class Estimate:
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of the module docstring."""
         total, priced = self.cost()
+        batch_total, batch_priced = self.cost(batch_api=True)
         return {
             "schema": "batchrun.estimate/1",
             "source": self.source,
@@ -174,8 +185,9 @@ class Estimate:
             "models": {model: self._model_dict(model) for model in sorted(self.models)},
             "tokens": {"input": sum(t.input_tokens for t in self.models.values()),
                        "output_cap": sum(t.output_cap_tokens for t in self.models.values())},
-            "cost_usd": None if total is None else {"low": total[0], "high": total[1]},
-            "cost_usd_priced": {"low": priced[0], "high": priced[1]},
+            "cost_usd": _range(total),
+            "cost_usd_priced": _range(priced),
+            "batch_api": {"cost_usd": _range(batch_total), "cost_usd_priced": _range(batch_priced)},
             "default_max_output_tokens": self.default_max_output,
             "token_counts": self.token_counts(),
             "prices": self.prices.provenance(),
@@ -184,15 +196,18 @@ class Estimate:
 
     def _model_dict(self, model: str) -> dict[str, Any]:
         tally = self.models[model]
-        cost = self.model_cost(model)
-        return {**vars(tally), "priced_as": self.prices.resolve(model),
-                "cost_usd": None if cost is None else {"low": cost[0], "high": cost[1]}}
+        return {**vars(tally), "priced_as": self.prices.resolve(model), "cost_usd": _range(self.model_cost(model)),
+                "batch_api": {"cost_usd": _range(self.model_cost(model, batch_api=True))}}
 
     def _counter(self, model: str) -> TokenCounter:
         encoding = encoding_for(model)
         counter = counter_for(encoding, exact=self.exact)
         self.encodings[encoding] = "exact" if counter.exact else "heuristic"
         return counter
+
+
+def _range(cost: tuple[float, float] | None) -> dict[str, float] | None:
+    return None if cost is None else {"low": cost[0], "high": cost[1]}
 
 
 def estimate_file(path: Path, prices: PriceTable | None = None, *,

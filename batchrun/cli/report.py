@@ -63,7 +63,8 @@ Checks every line as a run would (JSON, envelope fields, duplicate custom_ids,
 stream=true) and that each request names a model; every bad line is printed with its
 file:line. Nothing is sent. The cost range: low = estimated input tokens at the input
 price; high = that plus each request's max_tokens / max_completion_tokens /
-max_output_tokens at the output price (--default-max-tokens when it sets none).
+max_output_tokens at the output price (--default-max-tokens when it sets none). Each
+range is shown sent online and through the provider's Batch API (50% of online).
 
 \b
 Exit codes: 0 every line is fine, 2 the file cannot be read or has bad lines.
@@ -74,7 +75,9 @@ Exit codes: 0 every line is fine, 2 the file cannot be read or has bad lines.
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--prices", "prices_path", metavar="FILE", type=click.Path(path_type=Path),
               help="Price file (JSON or TOML) overriding or extending the built-in table.")
-@click.option("--batch-discount", is_flag=True, help="Apply the OpenAI Batch API's 50% discount to every price.")
+@click.option("--batch-discount", is_flag=True,
+              help="Price the main cost range at the OpenAI Batch API's 50% discount too (the Batch API range "
+                   "is always shown).")
 @click.option("--default-max-tokens", type=Bounded(Bounds(0, 10_000_000, whole=True)), default=None,
               help="Output tokens assumed for a request that sets no max_tokens. [default: 4096]")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON (schema batchrun.estimate/1).")

@@ -58,8 +58,9 @@ def render_estimate(doc: dict[str, Any]) -> str:
     counts = ", ".join(f"{encoding} {how}" for encoding, how in doc["token_counts"].items())
     rows.append(("tokens", f"{doc['tokens']['input']:,} input (estimated{': ' + counts if counts else ''}); "
                            f"up to {doc['tokens']['output_cap']:,} output"))
-    rows.append(("cost", _range(doc["cost_usd"]) if doc["cost_usd"] is not None
-                 else f"unknown: {_range(doc['cost_usd_priced'])} for the priced models, plus the unpriced"))
+    sent = "at the Batch API's price (--batch-discount)" if doc["prices"]["batch_discount"] else "sent online"
+    rows.append(("cost", f"{_cost_range(doc)} {sent}"))
+    rows.append(("Batch API", f"{_cost_range(doc['batch_api'])} ({BATCH_DISCOUNT:.0%} of the online price)"))
     header = ["requests", "input", "output cap", "no cap"]
     table = [(model, [m["requests"], m["input_tokens"], m["output_cap_tokens"], m["requests_without_cap"]],
               _range(m["cost_usd"])) for model, m in doc["models"].items()]
@@ -124,6 +125,13 @@ def _batch_api(batch: dict[str, Any], lines: int) -> str:
     saved = batch["saved_usd"]
     saving = f"saved {usd(saved)}" if saved is not None else "saving unknown: a model has no price"
     return f"{batch['lines']:,} of {lines:,} lines, priced at {BATCH_DISCOUNT:.0%} of online ({saving})"
+
+
+def _cost_range(doc: dict[str, Any]) -> str:
+    """The ``cost_usd`` range of an estimate, or of its ``batch_api`` part."""
+    if doc["cost_usd"] is not None:
+        return _range(doc["cost_usd"])
+    return f"unknown: {_range(doc['cost_usd_priced'])} for the priced models, plus the unpriced;"
 
 
 def _range(cost: dict[str, float] | None) -> str:

@@ -1,5 +1,5 @@
-"""Per-line pricing of lines answered through the Batch API: in the report, its saved state,
-and what ``report`` and the end-of-run summary print about it."""
+"""Per-line pricing of lines answered through the Batch API: in the report, its saved state, the estimate,
+and what ``report``, ``estimate`` and the end-of-run summary print about it."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from batchrun.accounting.estimate import estimate_file
 from batchrun.accounting.pricing import Price, PriceTable
 from batchrun.accounting.report import Report
 from batchrun.cli import main
 from batchrun.cli.summary import format_summary
+from batchrun.money import usd
 from batchrun.records import Result
 from batchrun.stats import RunStats
 
-from ...helpers import write_jsonl
+from ...helpers import chat_line, write_jsonl
 
 # USD per 1M tokens: a line of 1M prompt and 1M completion tokens costs $6 online, $3 through the Batch API.
 PRICES = PriceTable({"m": Price(input=2.0, output=4.0, cached_input=1.0)}, date="2026-01-01")
@@ -112,6 +114,19 @@ def test_a_state_saved_before_batch_api_counters_restores_as_online_lines() -> N
     assert doc["batch_api"] == {"lines": 1, "cost_usd": pytest.approx(3.0), "saved_usd": pytest.approx(3.0)}
 
 
+def test_the_estimate_gives_the_online_and_the_batch_api_price(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, "Say hello.", model="m", max_tokens=1_000_000)
+                                               for i in range(2)])
+    doc = estimate_file(path, PRICES).to_dict()
+    online, batch = doc["cost_usd"], doc["batch_api"]["cost_usd"]
+    assert online["high"] == pytest.approx(online["low"] + 2 * 4.0)
+    assert batch == {"low": pytest.approx(online["low"] / 2), "high": pytest.approx(online["high"] / 2)}
+    assert doc["batch_api"]["cost_usd_priced"] == batch
+    assert doc["models"]["m"]["batch_api"] == {"cost_usd": batch}
+    flagged = estimate_file(path, PRICES.with_batch_discount()).to_dict()
+    assert flagged["cost_usd"] == batch and flagged["batch_api"]["cost_usd"] == batch  # halved once
+
+
 # -- what the commands print ----------------------------------------------------------------------
 
 
@@ -143,6 +158,21 @@ def test_report_says_which_lines_went_through_the_batch_api(tmp_path: Path, pric
 def test_report_on_a_file_answered_online_does_not_mention_the_batch_api(tmp_path: Path, prices: Path) -> None:
     output = write_jsonl(tmp_path / "out.jsonl", [line("a"), line("b")])
     assert "Batch API" not in run("report", str(output), "--prices", str(prices))
+
+
+def test_estimate_shows_the_online_and_the_batch_api_price(tmp_path: Path, prices: Path) -> None:
+    # 1M output tokens of cap a request: the high end of the range is dominated by known figures.
+    path = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, "hi", model="m", max_tokens=1_000_000) for i in range(2)])
+    doc = orjson.loads(run("estimate", str(path), "--prices", str(prices), "--json"))
+    online, batch = doc["cost_usd"], doc["batch_api"]["cost_usd"]
+    assert batch["high"] == pytest.approx(online["high"] / 2) and online["high"] > 8.0
+    online_text, batch_text = (f"{usd(cost['low'])} - {usd(cost['high'])}" for cost in (online, batch))
+    text = run("estimate", str(path), "--prices", str(prices))
+    assert f"  cost        {online_text} sent online\n" in text
+    assert f"  Batch API   {batch_text} (50% of the online price)\n" in text
+    flagged = run("estimate", str(path), "--prices", str(prices), "--batch-discount")
+    assert f"  cost        {batch_text} at the Batch API's price (--batch-discount)\n" in flagged
+    assert f"  Batch API   {batch_text} (50% of the online price)\n" in flagged
 
 
 def test_the_run_summary_prices_batch_api_lines_at_its_price_and_says_so() -> None:
