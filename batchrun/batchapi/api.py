@@ -42,6 +42,7 @@ PAGE = 100  # batches per page when looking one up
 # provider's clock and this machine's may differ by this much.
 CLOCK_SKEW = 600.0
 _MAX_MESSAGE = 500
+_MAX_ERROR_BODY = 65_536
 
 
 class BatchApi:
@@ -134,7 +135,7 @@ class BatchApi:
         until it is complete)."""
         partial = path.with_name(f".{path.name}.part")
         partial.unlink(missing_ok=True)
-        f = await anyio.to_thread.run_sync(functools.partial(open, partial, "wb", opener=private_file))
+        f = await anyio.to_thread.run_sync(functools.partial(open, partial, "w+b", opener=private_file))
         with f:
             await self._call("GET", f"/v1/files/{file_id}/content", into=f, timeouts=self._transfer)
         partial.replace(path)
@@ -172,12 +173,16 @@ class BatchApi:
             except orjson.JSONDecodeError:
                 raise MalformedResponse("malformed_response", f"HTTP {status} with a body that is not JSON",
                                         status_code=status) from None
+        content = reply.content
+        if into is not None:  # an error's body went where the file was to go
+            into.seek(0)
+            content = into.read(_MAX_ERROR_BODY)
         try:
-            answer = orjson.loads(reply.content)
+            answer = orjson.loads(content)
         except orjson.JSONDecodeError:
             answer = None
         code, message = openai_error(status, answer) or (f"http_{status}", None)
-        message = self._scrubber.text(message or reply.content[:200].decode("utf-8", "replace") or f"HTTP {status}")
+        message = self._scrubber.text(message or content[:200].decode("utf-8", "replace") or f"HTTP {status}")
         message = message[:_MAX_MESSAGE]
         if worth_retrying(status, reply.headers):
             kind = RateLimited if status == 429 else ServerError
@@ -189,7 +194,7 @@ class BatchApi:
         raise FatalEndpointError(f"the Batch API refused {method} {path} (HTTP {status}, {code}): {message}")
 
     def _gave_up(self, call: str, exc: RetryableError) -> FatalEndpointError:
-        return FatalEndpointError(f"{call} failed after {self._config.retry.max_attempts} attempts: {exc.message}")
+        return FatalEndpointError(f"{call} failed, retries spent: {exc.message}")
 
 
 def _read(path: Path) -> bytes:
