@@ -22,12 +22,14 @@ Examples:
   batchrun mock-server --rpm 600 --tpm 90000 --limits-schedule 20:rpm=300
   batchrun mock-server --rpm 600 --tpm 90000 --token-charge max --no-limit-headers
   batchrun mock-server --rate-429 0.05 --retry-after 2 --no-retry-after-ms
+  batchrun mock-server --batch-seconds-per-request 0.5 --batch-expire-after 60 --batch-rate-lost 0.01
   batchrun run requests.jsonl --base-url http://127.0.0.1:8000/v1
 """
 
 _PORT = Bounds(0, 65535, whole=True)
 _SHARE = Bounds(0, 1)
 _PER_MINUTE = Bounds(1, 1e12, whole=True)
+_EXPIRY = Bounds(0, 7 * 86_400, low_open=True)
 
 
 @main.command("mock-server", epilog=MOCK_EXAMPLES)
@@ -66,11 +68,20 @@ _PER_MINUTE = Bounds(1, 1e12, whole=True)
 @click.option("--limits-schedule", metavar="SECONDS:rpm=N,tpm=N", multiple=True,
               help="Change the limits that long after start (N, or none to lift one), e.g. 20:rpm=300; "
                    "repeatable. POST /_simulator/limits changes them too.")
+@click.option("--batch-seconds-per-request", type=Bounded(WAIT_RANGE), default=0.001, show_default=True,
+              help="Batch API: time a batch takes to answer each of its lines.")
+@click.option("--batch-expire-after", type=Bounded(_EXPIRY), default=86_400.0, show_default=True,
+              help="Batch API: seconds after its creation when a batch not done expires.")
+@click.option("--batch-rate-failed", type=Bounded(_SHARE), default=0.0,
+              help="Batch API: share of lines answered 500 in the output file.")
+@click.option("--batch-rate-lost", type=Bounded(_SHARE), default=0.0,
+              help="Batch API: share of lines in neither the output nor the error file.")
 def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_429: float, retry_after: float,
                 no_retry_after: bool, no_retry_after_ms: bool, rate_500: float, rate_timeout: float, hang_s: float,
                 rate_drop: float, rate_truncate: float, rate_malformed: float, require_api_key_env: str | None,
                 seed: int, rpm: int | None, tpm: int | None, token_charge: TokenCharge, no_limit_headers: bool,
-                limits_schedule: tuple[str, ...]) -> None:
+                limits_schedule: tuple[str, ...], batch_seconds_per_request: float, batch_expire_after: float,
+                batch_rate_failed: float, batch_rate_lost: float) -> None:
     """Serve the OpenAI-compatible simulator on loopback until Ctrl-C.
 
     Deterministic answers with realistic usage for /v1/chat/completions, /v1/completions,
@@ -80,8 +91,12 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
     retry-after-ms); GET or POST {"rpm": N, "tpm": N} to /_simulator/limits reads or changes them.
     --token-charge and --no-limit-headers model providers that charge or report otherwise;
     /_simulator/stats counts limit 429s (rate_limited) apart from --rate-429's (shed).
+
+    The Batch API (/v1/files, /v1/batches) answers each batch's lines with the same answers, one
+    every --batch-seconds-per-request, in an order of its own.
     """
     from ..simulator import (
+        Batches,
         Faults,
         RateLimits,
         SimulatorConfig,
@@ -100,7 +115,10 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
         limits = RateLimits(rpm, tpm, headers=not no_limit_headers, token_charge=token_charge)
         config = SimulatorConfig(host=host, port=port, latency_ms=latency_ms, jitter_ms=jitter_ms,
                                  faults=faults, seed=seed, limits=limits,
-                                 limits_schedule=parse_schedule(";".join(limits_schedule)))
+                                 limits_schedule=parse_schedule(";".join(limits_schedule)),
+                                 batches=Batches(seconds_per_request=batch_seconds_per_request,
+                                                 expire_after_s=batch_expire_after, rate_failed=batch_rate_failed,
+                                                 rate_lost=batch_rate_lost))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
