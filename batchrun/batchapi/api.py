@@ -167,6 +167,7 @@ class BatchApi:
         status = reply.status
         if 200 <= status < 300:
             if into is not None:
+                await anyio.to_thread.run_sync(_check_jsonl, into, status)
                 return None
             try:
                 return self._scrubber.json(orjson.loads(reply.content))
@@ -195,6 +196,25 @@ class BatchApi:
 
     def _gave_up(self, call: str, exc: RetryableError) -> FatalEndpointError:
         return FatalEndpointError(f"{call} failed, retries spent: {exc.message}")
+
+
+def _check_jsonl(f: Any, status: int) -> None:
+    """Every line of a downloaded output or error file is a JSON object: a body cut short or
+    garbled on the way (a proxy's page) is downloaded again, not read as lines left unanswered.
+
+    :raises MalformedResponse: naming the first line that is not.
+    """
+    f.seek(0)
+    for line_no, line in enumerate(f, 1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            raise MalformedResponse("malformed_response", f"HTTP {status} with line {line_no} of the file not a "
+                                    "JSON object", status_code=status)
 
 
 def _read(path: Path) -> bytes:

@@ -116,6 +116,18 @@ def test_failing_batch_api_calls_are_retried_and_no_batch_is_created_twice(tmp_p
     assert not (tmp_path / "out.jsonl.batches").exists()
 
 
+def test_a_garbled_download_is_downloaded_again_not_read_as_lines_left_unanswered(tmp_path: Path) -> None:
+    path = lines(tmp_path, 12)
+    out = tmp_path / "out.jsonl"
+    # A malformed fault answers 200 with the start of a JSON document: as an output file, garbage
+    # (at this share and the default seed, the first download of the output file gets one).
+    with world(Faults(rate_malformed=0.7), seconds_per_request=0.2) as w:
+        stats = finished(w.run(path, out, FAST, retry=QUICK_RETRIES))
+        assert w.sim.stats.malformed > 0
+    assert stats.exit_code == 0
+    assert all(r["error"] is None and batch_of(r) for r in read_jsonl(out))
+
+
 def test_lines_failed_in_a_batch_keep_their_error_records_and_retry_failed_resubmits_only_them(
         tmp_path: Path) -> None:
     path = lines(tmp_path, 30)
