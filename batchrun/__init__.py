@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from .batchapi.lifecycle import Pending, run_via_batch
+from .batchapi.options import BatchLimits, BatchOptions
 from .config import ApiKey, RetryPolicy, RunConfig
 from .engine import Observer, run_batch
 from .errors import (
@@ -30,6 +32,8 @@ from .usage import Usage
 
 __all__ = [
     "ApiKey",
+    "BatchLimits",
+    "BatchOptions",
     "BatchrunError",
     "ConfigError",
     "FatalEndpointError",
@@ -38,6 +42,7 @@ __all__ = [
     "Job",
     "MalformedResponse",
     "Observer",
+    "Pending",
     "RateLimited",
     "RequestError",
     "Result",
@@ -50,4 +55,5 @@ __all__ = [
     "Usage",
     "run_batch",
     "run_batch_sync",
+    "run_via_batch",
 ]
