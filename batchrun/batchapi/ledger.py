@@ -137,10 +137,23 @@ class Ledger:
         return [part for part in self.parts if part.batch_id is not None and not part.ended]
 
     def remove(self) -> None:
-        """Delete the directory: the output holds everything the batches answered."""
-        for path in self.dir.iterdir():
+        """Delete the directory: the output holds everything the batches answered.
+
+        :raises OSError: some of it is left.
+        """
+        remove_dir(self.dir)
+
+
+def remove_dir(directory: Path, keep: str | None = None) -> None:
+    """Empty ``directory`` (but the file named ``keep``), and remove it when nothing is kept.
+
+    :raises OSError: some of it is left.
+    """
+    for path in directory.iterdir():
+        if path.name != keep:
             path.unlink(missing_ok=True)
-        os.rmdir(self.dir)
+    if keep is None:
+        os.rmdir(directory)
 
 
 def _failure(errors: Any) -> str:

@@ -43,7 +43,7 @@ from ..stats import EXIT_OK, EXIT_STOPPED, RunStats
 from ..transport import Transport, as_transport
 from . import answers
 from .api import BatchApi, metadata
-from .ledger import Ledger, Part
+from .ledger import Ledger, Part, remove_dir
 from .options import FIRST_POLL, BatchOptions
 from .plan import part_file, plan
 
@@ -88,15 +88,21 @@ async def run_via_batch(
     if not directory.exists():
         if options.cancel:
             raise ConfigError(f"{config.out} has no batches to cancel ({directory} does not exist)")
-        if not config.restart and not config.retry_failed and (config.out.exists() or config.checkpoint_path.exists()):
-            # Up to date, publishing to complete, or refused: the engine says which, sending nothing.
+        # A checkpoint with no batches is an online run's; a finished output is up to date, or
+        # another run's: the engine says which (or completes its publishing), sending nothing.
+        if not config.restart and (config.checkpoint_path.exists() or (config.out.exists() and not config.retry_failed)):
             return await run_batch(config, transport=transport, observer=observer, clock=clock,
                                    handle_signals=handle_signals)
-    make_run_dir(directory, config.out)
+    created = make_run_dir(directory, config.out)
     lock = RunLock(directory / "lock", config.out)
     lock.acquire()
     try:
-        ledger = await _ledger(config, options, wall)
+        try:
+            ledger = await _ledger(config, options, wall)
+        except BaseException:
+            if created and Ledger.load(directory) is None:  # refused before planning: leave nothing behind
+                remove_dir(directory)
+            raise
         lifecycle = _Lifecycle(config, options, ledger, as_transport(transport, 8), clock, wall)
         try:
             pending = await lifecycle.run(handle_signals)
@@ -112,7 +118,10 @@ async def run_via_batch(
         finally:
             collected.close()
         if stats.stop_reason is None:
-            ledger.remove()
+            try:
+                ledger.remove()
+            except OSError as exc:  # the output is published; a later start finds it up to date and removes it
+                log.warning("could not remove %s: %s", directory, exc)
         return stats
     finally:
         lock.release()
@@ -131,8 +140,7 @@ async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], f
         if ledger.in_flight:
             raise ConfigError(f"{len(ledger.in_flight)} batches of this run are still at the provider: collect them "
                               "(run without --restart) or cancel them (--cancel) before starting over")
-        ledger.remove()
-        make_run_dir(directory, config.out)
+        remove_dir(directory, keep="lock")
         ledger = None
     if ledger is None:
         ledger = await anyio.to_thread.run_sync(_plan, config, options, same_run, wall())
@@ -217,7 +225,7 @@ class _Lifecycle:
                 await self._cancel(self.ledger.in_flight, "cancelling")
                 self._cancel_unsubmitted()
             elif self.past_deadline():
-                self.online = True
+                await self._move_online()
             else:
                 await self._submit()
             while True:
@@ -228,8 +236,7 @@ class _Lifecycle:
                 if self.options.detach:
                     return Pending(self._detached(), EXIT_OK)
                 if not self.online and self.past_deadline():
-                    self.online = True
-                    await self._cancel(self.ledger.in_flight, "the deadline passed: cancelling")
+                    await self._move_online()
                     continue
                 await self._wait()
         except FatalEndpointError as exc:
@@ -283,6 +290,11 @@ class _Lifecycle:
             await anyio.to_thread.run_sync(ledger.save)
             for path in (answers.output_file(ledger.dir, part), answers.error_file(ledger.dir, part)):
                 path.unlink(missing_ok=True)
+
+    async def _move_online(self) -> None:
+        """The deadline passed: cancel what is running; what it did not answer goes online."""
+        self.online = True
+        await self._cancel(self.ledger.in_flight, "the deadline passed: cancelling")
 
     async def _cancel(self, parts: list[Part], why: str) -> None:
         if parts:

@@ -20,6 +20,8 @@ import pytest
 from batchrun.batchapi.lifecycle import Pending, run_via_batch
 from batchrun.batchapi.options import BatchLimits, BatchOptions
 from batchrun.config import RunConfig
+from batchrun.disk.checkpoint import Checkpoint, scan_input
+from batchrun.errors import ConfigError
 from batchrun.runner import run_async
 from batchrun.simulator import Batches, Simulator, SimulatorConfig, run_in_thread
 from batchrun.stats import RunStats
@@ -144,6 +146,21 @@ def test_a_line_larger_than_a_batch_is_refused_before_anything_is_sent(tmp_path:
     with world() as w, pytest.raises(Exception, match=r"in.jsonl:2: the request is .* bytes"):
         w.run(path, tmp_path / "out.jsonl", options)
     assert w.sim.stats.files_uploaded == 0
+    assert not (tmp_path / "out.jsonl.batches").exists()  # a refused start leaves nothing behind
+
+
+def test_a_checkpoint_of_an_online_run_is_refused_before_anything_is_submitted(tmp_path: Path) -> None:
+    path = lines(tmp_path, 5)
+    out = tmp_path / "out.jsonl"
+    with world() as w:
+        online = RunConfig(path, out, base_url=w.sim.base_url)
+        checkpoint = Checkpoint(online)
+        checkpoint.open(scan_input(path), restart=False, retry_failed=False)  # as a killed online run leaves it
+        checkpoint.close()
+        with pytest.raises(ConfigError, match="options changed"):
+            w.run(path, out, FAST, retry_failed=True)
+        assert w.sim.stats.files_uploaded == 0
+    assert not (tmp_path / "out.jsonl.batches").exists()
 
 
 def test_expiry_keeps_what_was_answered_and_retry_failed_resubmits_only_the_rest(tmp_path: Path) -> None:
@@ -190,6 +207,20 @@ def test_a_deadline_cancels_the_batch_and_sends_the_rest_online(tmp_path: Path) 
     online = [r for r in records if "batch_id" not in r["batchrun"]]
     assert 0 < len(via_batch) < 20 and len(via_batch) + len(online) == 20
     assert all(r["batchrun"]["latency_ms"] is not None for r in online)  # sent by the engine
+
+
+def test_a_deadline_passed_while_no_start_ran_cancels_and_sends_the_rest_online(tmp_path: Path) -> None:
+    path = lines(tmp_path, 20)
+    out = tmp_path / "out.jsonl"
+    with world(seconds_per_request=1.0) as w:
+        assert isinstance(w.run(path, out, BatchOptions(detach=True)), Pending)
+        w.clock.now += 6.5  # the next start comes after the deadline
+        stats = w.run(path, out, BatchOptions(deadline=6.0, poll_interval=30.0))
+        assert w.sim.stats.batches_cancelled == 1 and w.sim.stats.batches_created == 1
+    assert isinstance(stats, RunStats) and stats.exit_code == 0
+    records = read_jsonl(out)
+    via_batch = [r for r in records if "batch_id" in r["batchrun"]]
+    assert 0 < len(via_batch) < 20 and all(r["error"] is None for r in records)
 
 
 def test_detach_submits_and_returns_then_a_later_run_collects(tmp_path: Path) -> None:
