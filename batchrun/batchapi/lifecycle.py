@@ -38,12 +38,12 @@ from ..engine import Observer, run_batch
 from ..errors import ConfigError, FatalEndpointError
 from ..pacing import SYSTEM_CLOCK, Clock
 from ..reader import open_input, read_jobs
-from ..records import Job, failure
+from ..records import Job, LineError, failure
 from ..stats import EXIT_OK, EXIT_STOPPED, RunStats
 from ..transport import Transport, as_transport
 from . import answers
 from .api import BatchApi, metadata
-from .ledger import Ledger, Part, remove_dir
+from .ledger import ENDED, Ledger, Part, remove_dir
 from .options import FIRST_POLL, BatchOptions
 from .plan import part_file, plan
 
@@ -149,12 +149,11 @@ async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], f
 
 def _plan(config: RunConfig, options: BatchOptions, same_run: dict[str, Any], now: float) -> Ledger:
     size = same_run["input"]["size"]
-    jobs: Iterator[Job] = (item for item in read_jobs(config.input_path, size, model=config.model)
-                           if isinstance(item, Job))
+    items: Iterator[Job | LineError] = read_jobs(config.input_path, size, model=config.model)
     retry = config.retry_failed and config.out.exists()
-    if retry:
-        jobs = (job for job in compress(read_jobs(config.input_path, size, model=config.model),
-                                        _failed_lines(config)) if isinstance(job, Job))
+    if retry:  # only the lines the finished output failed
+        items = compress(items, _failed_lines(config))
+    jobs = (item for item in items if isinstance(item, Job))
     parts = plan(jobs, options.limits, config.batches_path, config.input_path)
     ledger = Ledger(config.batches_path, secrets.token_hex(8), now, same_run, parts, retry_failed=retry)
     ledger.save()
@@ -221,6 +220,7 @@ class _Lifecycle:
 
     async def _steps(self) -> Pending | None:
         try:
+            await self._find_unrecorded()
             if self.options.cancel:
                 await self._cancel(self.ledger.in_flight, "cancelling")
                 self._cancel_unsubmitted()
@@ -250,22 +250,34 @@ class _Lifecycle:
                 continue
             if self.past_deadline():
                 return
-            tried = part.file_id is not None  # an earlier start may have created the batch and been killed
             if part.file_id is None:
                 part.file_id = await self.api.upload(part_file(ledger.dir, part.number))
                 await anyio.to_thread.run_sync(ledger.save)
-            wanted = metadata(ledger.run, part.number)
-            batch = await self.api.find_batch(wanted, ledger.created) if tried else None
-            if batch is None:
-                batch = await self.api.create_batch(part.file_id, part.url, wanted, ledger.created)
-            batch_id = batch.get("id")
-            if not isinstance(batch_id, str) or not batch_id:
-                raise FatalEndpointError("POST /v1/batches: the reply has no 'id'")
-            part.batch_id = batch_id
-            part.update(batch)
-            await anyio.to_thread.run_sync(ledger.save)
+            batch = await self.api.create_batch(part.file_id, part.url, metadata(ledger.run, part.number),
+                                                ledger.created)
+            await self._record(part, batch)
             log.info("submitted batch %d of %d (%s lines, %s): %s", part.number + 1, len(ledger.parts),
-                     f"{part.lines:,}", part.model or part.url, batch_id)
+                     f"{part.lines:,}", part.model or part.url, part.batch_id)
+
+    async def _find_unrecorded(self) -> None:
+        """The batches an earlier start may have created and not recorded (it was killed, or the
+        reply was lost): those with an uploaded file and no batch id are looked for, so that
+        none is created twice, nor left running unknown while its lines go online."""
+        for part in self.ledger.parts:
+            if part.file_id is not None and part.batch_id is None:
+                found = await self.api.find_batch(metadata(self.ledger.run, part.number), self.ledger.created)
+                if found is not None:
+                    await self._record(part, found)
+                    log.info("found batch %d of %d, created by an earlier start: %s", part.number + 1,
+                             len(self.ledger.parts), part.batch_id)
+
+    async def _record(self, part: Part, batch: dict[str, Any]) -> None:
+        batch_id = batch.get("id")
+        if not isinstance(batch_id, str) or not batch_id:
+            raise FatalEndpointError("POST /v1/batches: the reply has no 'id'")
+        part.batch_id = batch_id
+        part.update(batch)
+        await anyio.to_thread.run_sync(self.ledger.save)
 
     async def _poll(self) -> None:
         changed = False
@@ -301,7 +313,13 @@ class _Lifecycle:
             log.warning("%s %d batches", why, len(parts))
         for part in parts:
             assert part.batch_id is not None
-            part.update(await self.api.cancel(part.batch_id))
+            try:
+                batch = await self.api.cancel(part.batch_id)
+            except FatalEndpointError:  # refused: it may have ended meanwhile, which is as good
+                batch = await self.api.retrieve(part.batch_id)
+                if batch.get("status") not in ENDED:
+                    raise
+            part.update(batch)
         await anyio.to_thread.run_sync(self.ledger.save)
 
     def _cancel_unsubmitted(self) -> None:

@@ -69,9 +69,14 @@ def sim() -> Iterator[Simulator]:
 
 
 def batchrun(sim: Simulator, tmp_path: Path, *kill: str) -> subprocess.CompletedProcess[str]:
+    """``batchrun run --via batch`` on ``in.jsonl``; with ``kill``: the driver's four arguments
+    (`KILL_DRIVER`), else more options (``--cancel``)."""
     args = ["run", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--via", "batch",
             "--base-url", sim.base_url, "--poll-interval", "0.05", "-q"]
-    command = [sys.executable, "-c", KILL_DRIVER, *kill, *args] if kill else [sys.executable, "-m", "batchrun", *args]
+    if len(kill) == len(STEPS["polling"]):  # the driver's arguments
+        command = [sys.executable, "-c", KILL_DRIVER, *kill, *args]
+    else:
+        command = [sys.executable, "-m", "batchrun", *args, *kill]
     return subprocess.run(command, check=False, capture_output=True, text=True)
 
 
@@ -108,3 +113,15 @@ def test_killed_then_run_again_answers_every_line_once_and_submits_nothing_twice
     # A file whose id was lost is uploaded again (an unused file costs nothing); no other is.
     assert sim.stats.files_uploaded - uploaded == 2 + (step.startswith("mid-upload"))
     assert not (tmp_path / "out.jsonl.batches").exists()
+
+
+def test_cancel_after_a_kill_between_create_and_record_cancels_the_batch_it_finds(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(LINES)])
+    with run_in_thread(SimulatorConfig(batches=Batches(seconds_per_request=5.0))) as slow:
+        killed = batchrun(slow, tmp_path, "batchrun.batchapi.api:BatchApi.create_batch", "after", "1", "")
+        assert killed.returncode == 9, killed.stderr
+        cancelled = batchrun(slow, tmp_path, "--cancel")
+        assert cancelled.returncode == 1, cancelled.stderr
+        assert (slow.stats.batches_created, slow.stats.batches_cancelled) == (1, 1)
+    codes = {record["error"]["code"] for record in read_jsonl(tmp_path / "out.jsonl") if record["error"]}
+    assert codes == {"batch_cancelled"}
