@@ -73,7 +73,7 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
                      "relative_error": float} | null,
       "time_s": {"on_the_wire": float, "waiting": float} | null,  # summed over lines; null: not recorded
       "wall_time_s": float | null,               # known for a run, not from a file's lines
-      "throughput_rps": float | null, "tokens_per_s": float | null,  # a resumed run: its own lines only
+      "throughput_rps": float | null, "tokens_per_s": float | null,  # a resumed run: its own lines only; null: none sent
       "warnings": [str]
     }
 """
@@ -383,7 +383,8 @@ def _usage(saved: dict[str, Any]) -> Usage:
 
 
 def _rate(count: int, seconds: float | None) -> float | None:
-    return count / seconds if seconds else None
+    """``None`` when nothing was done in the time (every line was carried over, or came from the Batch API)."""
+    return count / seconds if seconds and count else None
 
 
 def _number(value: Any) -> float | None:

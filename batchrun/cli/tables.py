@@ -118,7 +118,9 @@ def _wall(doc: dict[str, Any]) -> str:
     wall = doc["wall_time_s"]
     if wall is None:
         return "unknown (not recorded in this file)"
-    return f"{duration(wall)} · {doc['throughput_rps']:,.1f} req/s · {doc['tokens_per_s']:,.0f} tokens/s"
+    if doc["throughput_rps"] is None:
+        return f"{duration(wall)}; no request sent online by this start"
+    return f"{duration(wall)} · {doc['throughput_rps']:,.1f} req/s · {doc['tokens_per_s'] or 0:,.0f} tokens/s"
 
 
 def _batch_api(batch: dict[str, Any], lines: int) -> str:

@@ -19,6 +19,7 @@ import pytest
 
 from batchrun.batchapi.lifecycle import Pending, run_via_batch
 from batchrun.batchapi.options import BatchLimits, BatchOptions
+from batchrun.cli.tables import render_report
 from batchrun.config import RunConfig
 from batchrun.disk.checkpoint import Checkpoint, scan_input
 from batchrun.errors import ConfigError
@@ -97,6 +98,10 @@ def test_output_is_an_online_runs_modulo_ids_and_timestamps(tmp_path: Path) -> N
     assert [comparable(r) for r in batch] == [comparable(r) for r in direct]
     assert all(r["batchrun"]["batch_id"].startswith("batch_") for r in batch)
     assert (tmp_path / "batch.errors.jsonl").read_bytes() == b""
+    report = orjson.loads((tmp_path / "batch.report.json").read_bytes())
+    assert report["batch_api"]["lines"] == 30 and report["throughput_rps"] is None  # nothing was sent online
+    assert report["options"]["via"] == "batch"
+    assert "no request sent online" in render_report(report)
     assert not (tmp_path / "batch.jsonl.batches").exists()  # removed once the output is published
 
 
