@@ -194,6 +194,28 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """One contiguous part of the input, run as a run of its own whose lines keep the numbers,
+    ids and messages the whole run gives them (`scale.shards.split`).
+
+    :param number: 0-based. :param count: shards in the run.
+    :param start: byte offset of its first line (at a line start).
+    :param end: byte offset just past its last line.
+    :param first_index: request index (0-based, blank lines not counted) of its first request line.
+    :param first_line: physical lines before its first line.
+    :param duplicates: indices in this shard whose ``custom_id`` an earlier shard used.
+    """
+
+    number: int
+    count: int
+    start: int
+    end: int
+    first_index: int
+    first_line: int
+    duplicates: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs.
 
@@ -232,6 +254,8 @@ class RunConfig:
     :param organization: / :param project: sent as ``OpenAI-Organization`` / ``OpenAI-Project``.
     :param model: the model every request is sent with, whatever its line says.
     :param via: ``"online"``, or ``"batch"``: through the provider's Batch API (`batchapi`).
+    :param shard: run only this part of the input; the files are the part's (`scale.parts`),
+        ``output_path`` stays the whole run's output.
     """
 
     input_path: Path
@@ -261,6 +285,7 @@ class RunConfig:
     project: str | None = None
     model: str | None = None
     via: str = "online"
+    shard: Shard | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -291,7 +316,7 @@ class RunConfig:
                 raise ConfigError(f"{name} must be ASCII without spaces or control characters, got {value!r}")
         if self.via not in ("online", "batch"):
             raise ConfigError(f"via must be 'online' or 'batch', got {self.via!r}")
-        _check_paths({"input file": self.input_path, "output": output, "errors file": self.errors_path,
+        _check_paths({"input file": self.input_path, "output": self.out, "errors file": self.errors_path,
                       "report": self.report_path, "checkpoint": self.checkpoint_path, "batches": self.batches_path})
         if self.api_key is None and not self.headers and not is_loopback(self.base_url):
             raise ConfigError(
@@ -325,9 +350,13 @@ class RunConfig:
 
     @property
     def out(self) -> Path:
-        """The output path, always set after construction."""
+        """The output path, always set after construction; a shard's, its part's."""
         assert self.output_path is not None
-        return self.output_path
+        if self.shard is None:
+            return self.output_path
+        from .scale.parts import part_path  # it reads configs: imported here, not at the top
+
+        return part_path(self.output_path, self.shard)
 
     @property
     def errors_path(self) -> Path:

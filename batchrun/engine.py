@@ -183,8 +183,11 @@ async def run_batch(
     """
     open_input(config.input_path).close()
     prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
-    scan = await anyio.to_thread.run_sync(scan_input, config.input_path)
-    budget = await _budget(config, prices, scan.size)
+    shard = config.shard
+    span = (shard.start, shard.end) if shard is not None else None
+    scan = await anyio.to_thread.run_sync(scan_input, config.input_path, span)
+    limit = shard.end if shard is not None else scan.size
+    budget = await _budget(config, prices, limit)
     checkpoint = Checkpoint(config)
     stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines,
                      simulated=config.mock)
@@ -200,8 +203,9 @@ async def run_batch(
     try:
         recovered = await anyio.to_thread.run_sync(checkpoint.recover, stats)
         # The finished lines' ids still go into the duplicate table, but nothing else of them.
-        position = await _skip(config.input_path, recovered.prefix, scan.size)
-        writer = OrderedWriter(*checkpoint.open_files(), next_index=recovered.prefix, sizes=recovered.sizes,
+        position = await _skip(config.input_path, recovered.prefix, limit, _origin(config))
+        writer = OrderedWriter(*checkpoint.open_files(), next_index=checkpoint.first_index + recovered.prefix,
+                               sizes=recovered.sizes,
                                last_custom_id=recovered.last_custom_id, run_id=checkpoint.run_id)
     except BaseException:
         checkpoint.close()
@@ -222,7 +226,8 @@ async def run_batch(
     try:
         async with Client(config, transport=transport, clock=clock, on_retry=_retry_hook(observer, control)) as client:
             stats.pacer, control.wire = client.pacer, client.pacer.slots
-            items = read_jobs(config.input_path, scan.size, start=position, model=config.model)
+            items = read_jobs(config.input_path, limit, start=position, model=config.model,
+                              duplicates=shard.duplicates if shard is not None else frozenset())
             await _run_pool(config, items, client, writer, checkpoint, carryover, answers, gate, control, observer,
                             handle_signals)
     except KeyboardInterrupt:
@@ -232,8 +237,8 @@ async def run_batch(
     finally:
         stats.finished = time.monotonic()
         carryover.close()
-        every_line = control.fed_all and writer.next_index == carryover.prefix + control.fed
-        facts = _facts(config, scan, writer.next_index + writer.buffered + carryover.left)
+        every_line = control.fed_all and writer.next_index == checkpoint.first_index + carryover.prefix + control.fed
+        facts = _facts(config, scan, writer.next_index - checkpoint.first_index + writer.buffered + carryover.left)
         try:
             saved = _close_writer(writer, stats)
             if saved:
@@ -286,10 +291,16 @@ def _carried_cost(recovered: Recovered, checkpoint: Checkpoint, prices: PriceTab
     return spent.cost()[1]
 
 
-async def _skip(path: Path, count: int, limit: int) -> Position:
+def _origin(config: RunConfig) -> Position | None:
+    """Where a shard's lines start, numbered as the whole run numbers them."""
+    shard = config.shard
+    return None if shard is None else Position(shard.start, shard.first_line, shard.first_index)
+
+
+async def _skip(path: Path, count: int, limit: int, origin: Position | None) -> Position:
     """Read past the finished prefix for its ids, letting the loop run between steps (signals,
     the fsync of a previous start's files) and nothing else: there is nothing else to do yet."""
-    steps = skip_in_steps(path, count, limit)
+    steps = skip_in_steps(path, count, limit, origin)
     with contextlib.closing(steps):
         position = next(steps)
         for position in steps:  # noqa: B007 -- the last one is the answer
@@ -470,7 +481,7 @@ async def _sync_periodically(writer: OrderedWriter, checkpoint: Checkpoint, cont
         while True:
             await anyio.sleep(SYNC_INTERVAL)
             writer.flush()
-            prefix = _snapshot(writer, control.stats)  # what the bytes about to be fsynced hold
+            prefix = _snapshot(writer, checkpoint, control.stats)  # what the bytes about to be fsynced hold
             # Not cancellable mid-way: the files are closed only after this returns.
             await anyio.to_thread.run_sync(_fsync_all, writer.fsync_targets())
             await anyio.to_thread.run_sync(checkpoint.save_snapshot, prefix)
@@ -478,15 +489,16 @@ async def _sync_periodically(writer: OrderedWriter, checkpoint: Checkpoint, cont
         control.abort(f"I/O error while saving to disk: {exc}", disk=True)
 
 
-def _snapshot(writer: OrderedWriter, stats: RunStats) -> Snapshot:
+def _snapshot(writer: OrderedWriter, checkpoint: Checkpoint, stats: RunStats) -> Snapshot:
     output_bytes, errors_bytes = writer.sizes
-    return Snapshot(writer.next_index, output_bytes, errors_bytes, writer.last_custom_id, stats.report.state())
+    return Snapshot(writer.next_index - checkpoint.first_index, output_bytes, errors_bytes, writer.last_custom_id,
+                    stats.report.state())
 
 
 def _save_snapshot(checkpoint: Checkpoint, writer: OrderedWriter, stats: RunStats) -> None:
     """After the files are closed (and fsynced): the next start reads back none of the prefix."""
     try:
-        checkpoint.save_snapshot(_snapshot(writer, stats))
+        checkpoint.save_snapshot(_snapshot(writer, checkpoint, stats))
     except OSError as exc:  # only a resume's speed depends on it
         log.warning("could not save %s: %s", checkpoint.snapshot, exc)
 
@@ -517,7 +529,8 @@ async def _budget(config: RunConfig, prices: PriceTable, size: int) -> Budget | 
 
 
 def _models_in(config: RunConfig, size: int) -> set[str | None]:
-    return {item.model for item in read_jobs(config.input_path, size, model=config.model) if isinstance(item, Job)}
+    items = read_jobs(config.input_path, size, start=_origin(config), model=config.model)
+    return {item.model for item in items if isinstance(item, Job)}
 
 
 def _facts(config: RunConfig, scan: InputScan, lines_finished: int) -> dict[str, Any]:
@@ -533,12 +546,12 @@ def _save_report(config: RunConfig, checkpoint: Checkpoint, stats: RunStats, fac
     whole or not at all. What it counts is the ordered output in the checkpoint."""
     stats.report.source = str(checkpoint.output if checkpoint.output.exists() else config.out)
     try:
-        write_atomically(config.report_path, _report_json(stats, facts))
+        write_atomically(config.report_path, report_json(stats, facts))
     except OSError as exc:
         log.warning("could not write the report %s: %s", config.report_path, exc)
 
 
-def _report_json(stats: RunStats, facts: dict[str, Any], output_bytes: int | None = None) -> bytes:
+def report_json(stats: RunStats, facts: dict[str, Any], output_bytes: int | None = None) -> bytes:
     """The report document (`Report.to_dict`), after its schema how the run ended (`RunStats.status`,
     the exit code, why it stopped) and the `_facts`; ``output_bytes``, of a published output."""
     stats.report.set_wall_time(stats.wall_s, lines=stats.sent_this_start, tokens=stats.tokens_this_start)
@@ -546,6 +559,8 @@ def _report_json(stats: RunStats, facts: dict[str, Any], output_bytes: int | Non
     doc = {"schema": counted.pop("schema"), "status": stats.status, "exit_code": stats.exit_code,
            "stop_reason": stats.stop_reason, **facts, "output_bytes": output_bytes, **counted}
     doc["simulated"] = stats.simulated
+    if "shard" in facts["input"]:  # a part's counters, for the parts to add up exactly (`scale.parts`)
+        doc["counters"] = stats.report.state()
     if stats.pacer is not None:
         doc["pacing"] = _pacing(stats.pacer)
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
@@ -587,7 +602,7 @@ def _commit(config: RunConfig, checkpoint: Checkpoint, stats: RunStats, facts: d
     line changes nothing). If publishing fails part way, the next start completes it."""
     stats.stop_reason = None
     stats.report.source = str(config.out)
-    report = _report_json(stats, facts, output_bytes)
+    report = report_json(stats, facts, output_bytes)
     try:
         checkpoint.commit(report)
     except OSError as exc:

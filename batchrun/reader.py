@@ -73,14 +73,16 @@ class Position:
     seen: IdSet = field(default_factory=IdSet)
 
 
-def read_jobs(path: Path, limit: int | None = None,
-              start: Position | None = None, model: str | None = None) -> Generator[Job | LineError, None, None]:
+def read_jobs(path: Path, limit: int | None = None, start: Position | None = None, model: str | None = None,
+              duplicates: frozenset[int] = frozenset()) -> Generator[Job | LineError, None, None]:
     """Yield one `Job` or `LineError` per non-blank line of ``path``, in file order.
 
     :param limit: read no further than this many bytes: the size the run fingerprinted, so
         that lines appended while it runs are neither sent nor make its checkpoint refused.
     :param start: go on from there (`skip_requests`) instead of from the start of the file.
     :param model: the model every request is sent with, in place of its own (``--model``).
+    :param duplicates: indices of lines whose ``custom_id`` a line before ``start`` used, though
+        ``start`` has not seen it (a shard's: `scale.shards.duplicates`).
     :raises InputFileError: when the file cannot be opened or read.
     """
     position = start if start is not None else Position()
@@ -89,7 +91,8 @@ def read_jobs(path: Path, limit: int | None = None,
         try:
             for line_no, line in jsonl_lines(f, position, limit):
                 item = _item(line, position.index, line_no, path, model)
-                if isinstance(line, bytes) and not seen.add(item.custom_id) and isinstance(item, Job):
+                if (isinstance(line, bytes) and (not seen.add(item.custom_id) or position.index in duplicates)
+                        and isinstance(item, Job)):
                     item = LineError(
                         position.index, line_no, item.custom_id, "duplicate_custom_id",
                         f"{path}:{line_no}: custom_id {item.custom_id!r} was already used by an earlier line",
@@ -137,23 +140,27 @@ def skip_requests(path: Path, count: int, limit: int | None = None) -> Position:
     return last
 
 
-def skip_in_steps(path: Path, count: int, limit: int | None = None) -> Generator[Position, None, None]:
+def skip_in_steps(path: Path, count: int, limit: int | None = None,
+                  origin: Position | None = None) -> Generator[Position, None, None]:
     """`skip_requests` a step at a time: the position so far every `SKIP_STEP` lines, the last
     one when done. Parses each line but builds nothing; a resume runs it on the event loop,
     pausing between steps, since a worker thread holding the GIL for seconds starved the loop
     in turns of up to a quarter of a second (``scripts/bench_resume.py``). The loop is
     `_numbered` and `request_id` written out: it runs once per finished line of a resume.
 
+    :param origin: where to start, and the numbers there (a shard's start); its ids are not kept.
     :raises InputFileError: when the file cannot be opened or read.
     """
-    position = Position(seen=IdSet(count))
+    offset, line_no, index = (origin.offset, origin.line_no, origin.index) if origin is not None else (0, 0, 0)
+    position = Position(offset, line_no, index, IdSet(count))
     if count <= 0:
         yield position
         return
-    seen, loads, index, line_no, offset = position.seen, orjson.loads, 0, 0, 0
+    seen, loads, count = position.seen, orjson.loads, count + index
     with open_input(path) as f:
+        f.seek(offset)
         try:
-            for raw in _lines(f, sys.maxsize if limit is None else limit):
+            for raw in _lines(f, (sys.maxsize if limit is None else limit) - offset):
                 line_no += 1
                 if isinstance(raw, int):  # a line too long to hold: an input error, counted
                     offset += raw

@@ -265,6 +265,31 @@ class Report:
         self.by_code, self.by_status, self.models, self.latency = by_code, by_status, models, latency
         self.wire_s, self.waited_s = wire_s, waited_s
 
+    def merge(self, other: Report) -> None:
+        """Add ``other``'s counters, as if its lines had been counted here too (a sharded run's
+        parts: `scale.parts`)."""
+        self.lines += other.lines
+        self.succeeded += other.succeeded
+        self.failed += other.failed
+        self.by_code.update(other.by_code)
+        self.by_status.update(other.by_status)
+        self.retries += other.retries
+        self.lines_with_attempts += other.lines_with_attempts
+        self.rate_limited += other.rate_limited
+        self.hit_output_cap += other.hit_output_cap
+        for name, theirs in other.models.items():
+            tally = self.models.of(name)
+            tally.requests += theirs.requests
+            tally.succeeded += theirs.succeeded
+            tally.failed += theirs.failed
+            tally.without_usage += theirs.without_usage
+            tally.usage.add(theirs.usage)
+            tally.batch_requests += theirs.batch_requests
+            tally.batch_usage.add(theirs.batch_usage)
+        self.latency.merge(other.latency)
+        self.wire_s += other.wire_s
+        self.waited_s += other.waited_s
+
     # -- reading -----------------------------------------------------------------------------
 
     def usage(self) -> Usage:

@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import secrets
+import sys
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,15 +71,21 @@ _BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*(?=\n)")  # a newline, and the bla
 _INK = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # what makes a line not blank
 
 
-def scan_input(path: Path) -> InputScan:
-    """:raises InputFileError: no line of the input is a request (`require_a_request`)."""
+def scan_input(path: Path, span: tuple[int, int] | None = None) -> InputScan:
+    """:param span: scan only these bytes, ``[start, end)`` at line starts (a shard's): the
+        digest and lines are theirs, the size the whole file's; no request is required in them.
+    :raises InputFileError: no line of the input is a request (`require_a_request`).
+    """
     digest = hashlib.blake2b(digest_size=16)
     size = lines = blank = 0
     blank_so_far = True  # the line that goes on into the next chunk
     with path.open("rb") as f:
-        require_a_request(f, path)
-        f.seek(0)
-        while chunk := f.read(_CHUNK):
+        if span is None:
+            require_a_request(f, path)
+        begin, end = span if span is not None else (0, sys.maxsize)
+        f.seek(begin)
+        size = begin
+        while size < end and (chunk := f.read(min(_CHUNK, end - size))):
             digest.update(chunk)
             start = len(BOM) if not size and chunk.startswith(BOM) else 0
             size += len(chunk)
@@ -90,6 +97,8 @@ def scan_input(path: Path) -> InputScan:
             blank += len(_BLANK_LINE.findall(chunk, first))
             lines += chunk.count(b"\n")
             blank_so_far = not _INK.search(chunk, chunk.rfind(b"\n") + 1)
+        if span is not None:
+            size = os.fstat(f.fileno()).st_size
     return InputScan(size, digest.hexdigest(), lines - blank + (not blank_so_far))
 
 
@@ -145,6 +154,8 @@ class Checkpoint:
         self._finals = (config.out, *_publish_targets(config))
         self.finished: dict[str, Any] | None = None  # when the output is up to date: its run's report
         self.run_id = ""  # set by `open`, read from meta.json or made for a new run
+        # The index of the first line its files hold: a shard's lines keep the whole run's.
+        self.first_index = config.shard.first_index if config.shard is not None else 0
 
     def open(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> Opened:
         """Take the lock and make the directory describe this run.
@@ -196,6 +207,10 @@ class Checkpoint:
             # finished output that --retry-failed makes before writing it.
             self._clear()
         run_id = secrets.token_hex(8)
+        if self.config.shard is not None:  # every shard of a run writes the ids of one run: its plan's
+            from ..scale.parts import planned_run_id  # it reads checkpoints: imported here, not at the top
+
+            run_id = planned_run_id(self.config) or run_id
         meta = {"format": FORMAT, **identity(scan, self.config), "run_id": run_id}
         if self.meta.exists():
             with open(self.meta, "rb", opener=publish.private_file) as f:
@@ -204,7 +219,7 @@ class Checkpoint:
             restart_hint = "run again with --restart to discard it and start over"
             if saved.get("format") != FORMAT:
                 raise ConfigError(f"{where} (checkpoint format {saved.get('format')}); {restart_hint}")
-            _check_same_run(saved, meta, where, restart_hint)
+            check_same_run(saved, meta, where, restart_hint)
             if isinstance(saved.get("run_id"), str):
                 self.run_id = saved["run_id"]
             else:  # started by a version that kept no run id
@@ -246,7 +261,7 @@ class Checkpoint:
             return None
         if not _describes_complete_run(report, size):
             return None
-        _check_same_run(report, current, f"{final} holds a finished run of another input or options",
+        check_same_run(report, current, f"{final} holds a finished run of another input or options",
                         "run with --restart to run every line again and replace it, or write to another -o")
         return report
 
@@ -261,7 +276,7 @@ class Checkpoint:
         if self.journal.exists():
             with open(self.journal, "rb", opener=publish.private_file) as f:
                 for entry in journal.scan(f):
-                    if entry.index >= prefix:
+                    if entry.index >= self.first_index + prefix:
                         finished[entry.index] = entry  # a later record of a line wins
         publish.write_atomically(self.journal, b"".join(journal.encode(e.index, e.ok, e.line) for e in finished.values()),
                                  private=True)
@@ -390,15 +405,21 @@ def _describes_complete_run(report: Any, output_bytes: int) -> TypeGuard[dict[st
 def identity(scan: InputScan, config: RunConfig) -> dict[str, Any]:
     """What makes two starts the same run: the input (its size and digest), the options that shape
     requests. A checkpoint records it, and so does the report of a finished run."""
-    return {"input": {"size": scan.size, "digest": scan.digest}, "options": config.request_options()}
+    given: dict[str, Any] = {"size": scan.size, "digest": scan.digest}
+    if (shard := config.shard) is not None:  # its digest is of these bytes alone
+        given["shard"] = {"number": shard.number, "count": shard.count, "start": shard.start, "end": shard.end}
+    return {"input": given, "options": config.request_options()}
 
 
-def _check_same_run(saved: dict, current: dict, where: str, restart: str) -> None:  # type: ignore[type-arg]
+def check_same_run(saved: dict, current: dict, where: str, restart: str) -> None:  # type: ignore[type-arg]
     """:raises ConfigError: ``saved`` is the `identity` of another run: ``where``, what changed, and ``restart``."""
     old, new = saved.get("input", {}), current["input"]
     if old.get("size") != new["size"]:
         raise ConfigError(f"{where}: the input file changed (size {old.get('size', 0):,} → {new['size']:,} bytes); "
                           f"restore the original input, or {restart}")
+    if old.get("shard") != new.get("shard"):
+        raise ConfigError(f"{where}: it holds another shard of the input ({old.get('shard')} → {new.get('shard')}); "
+                          f"{restart}")
     if old.get("digest") != new["digest"]:
         raise ConfigError(f"{where}: the input file's content changed (same size); restore it, or {restart}")
     # An option set on one side only (--model) is a change too.
