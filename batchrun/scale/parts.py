@@ -1,0 +1,169 @@
+"""Where a sharded run keeps its shards' parts, and assembling them into the one output.
+
+Beside ``out.jsonl`` a sharded run keeps ``out.jsonl.shards/`` (private, as a checkpoint):
+
+    plan.json                 the shards (`Plan`): the input's identity, the run's id, each range
+    0000.jsonl, 0001.jsonl…   each shard's part once that shard is finished, with its
+    0000.errors.jsonl …       errors file and report beside it, as a run publishes them
+    0000.report.json …
+    0000.jsonl.checkpoint/ …  a shard's checkpoint until its part is published
+
+Every shard is a run of its own (`engine.run_batch` with ``RunConfig.shard``): it resumes from its
+own checkpoint, and writes the ids of the plan's one run id, so the parts put end to end are
+the output a single run would have written. `assemble` does that once every part is published,
+and publishes the one output, errors file and report as a run does (`disk.publish`): a crash at
+any point leaves either the parts, which the next `assemble` assembles again, or a committed
+folder, which it finishes publishing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..accounting.pricing import load_prices
+from ..accounting.report import Report
+from ..config import RunConfig, Shard
+from ..disk import publish
+from ..disk.checkpoint import check_same_run, identity, scan_input
+from ..disk.publish import private_file
+from ..disk.rundir import make_run_dir
+from ..engine import report_json
+from ..errors import ConfigError
+from ..stats import RunStats
+from .shards import duplicates, split
+
+PLAN = "plan.json"
+FORMAT = 1
+_ASSEMBLED = ("assembled.jsonl", "assembled.errors.jsonl", "assembled.report.json")
+
+
+def shards_folder(output: Path) -> Path:
+    """``out.jsonl`` → ``out.jsonl.shards``: a sharded run's parts until they are assembled."""
+    return output.with_name(output.name + ".shards")
+
+
+def part_path(output: Path, shard: Shard) -> Path:
+    """``out.jsonl`` → ``out.jsonl.shards/0003.jsonl``: the output of ``shard``; its errors file,
+    report and checkpoint are named from it as a run's are from its output."""
+    width = max(4, len(str(shard.count - 1)))
+    return shards_folder(output) / f"{shard.number:0{width}d}.jsonl"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A sharded run: the shards, and what makes another start of it the same run."""
+
+    shards: list[Shard]
+    run_id: str
+    same_run: dict[str, Any]  # `checkpoint.identity` of the whole input
+    lines: int  # request lines in the whole input
+
+
+def plan(config: RunConfig, count: int) -> Plan:
+    """The plan of running ``config`` (without a shard) as ``count`` shards: the one an earlier
+    start made (whatever ``count``: its shards' checkpoints hold their ranges), else a new one,
+    saved before any shard runs. ``restart`` discards an earlier one, parts and all.
+
+    :raises InputFileError: the input cannot be read, or no line of it is a request.
+    :raises ConfigError: the output's directory is missing; the earlier plan is of another input
+        or other options (nothing was sent).
+    """
+    scan = scan_input(config.input_path)
+    folder = shards_folder(config.out)
+    if config.restart:
+        shutil.rmtree(folder, ignore_errors=True)
+    make_run_dir(folder, config.out)
+    same_run = identity(scan, config)
+    saved = _load(folder)
+    if saved is not None:
+        check_same_run(saved.same_run, same_run, f"{config.out} has shards of a different run",
+                       "run again with --restart to discard them and start over")
+        return saved
+    shards = duplicates(config.input_path, split(config.input_path, count, scan.size), scan.size)
+    made = Plan(shards, os.urandom(8).hex(), same_run, scan.lines)
+    publish.write_atomically(folder / PLAN, orjson.dumps(
+        {"format": FORMAT, **same_run, "run_id": made.run_id, "lines": made.lines,
+         "shards": [[s.start, s.end, s.first_index, s.first_line, sorted(s.duplicates)] for s in shards]}),
+        private=True)
+    return made
+
+
+def planned_run_id(config: RunConfig) -> str | None:
+    """The run id of the plan ``config``'s shard belongs to (``None``: no plan)."""
+    assert config.output_path is not None
+    saved = _load(shards_folder(config.output_path))
+    return saved.run_id if saved is not None else None
+
+
+def _load(folder: Path) -> Plan | None:
+    try:
+        with open(folder / PLAN, "rb", opener=private_file) as f:
+            doc = orjson.loads(f.read())
+        rows = doc["shards"]
+        shards = [Shard(number, len(rows), start, end, first_index, first_line, frozenset(found))
+                  for number, (start, end, first_index, first_line, found) in enumerate(rows)]
+        return Plan(shards, doc["run_id"], {"input": doc["input"], "options": doc["options"]}, doc["lines"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{folder / PLAN} cannot be read ({exc}); run again with --restart") from None
+
+
+def assemble(config: RunConfig, made: Plan, *, wall_s: float, sent: int = 0, tokens: int = 0) -> RunStats:
+    """Put the published parts of ``made``'s shards end to end as the one output and errors file,
+    add their reports up into one, and publish the three (module docstring). A second call after
+    a crash completes what the first began.
+
+    :param wall_s: the sharded run's wall time. :param sent: / :param tokens: the lines it sent
+        and their tokens (its throughput).
+    :returns: the whole run's stats, as a single run of it would end.
+    :raises ConfigError: a shard's part is not published yet.
+    :raises OSError: a step failed; calling again completes it.
+    """
+    whole = replace(config, shard=None)
+    folder = shards_folder(whole.out)
+    stats = RunStats(whole.out, whole.errors_path, Report(load_prices(config.prices_path,
+                                                                      batch_discount=config.batch_discount),
+                                                          source=str(whole.out)),
+                     total_hint=made.lines, simulated=config.mock, started=0.0, finished=wall_s)
+    stats.tokens_this_start = tokens
+    if not folder.exists() or publish.complete(folder):
+        stats.count_finished_run(orjson.loads(whole.report_path.read_bytes()))
+        return stats
+    parts = [replace(whole, shard=shard) for shard in made.shards]
+    for part in parts:
+        if part.checkpoint_path.exists() or not part.out.exists():
+            raise ConfigError(f"{part.out}: shard {part.shard.number if part.shard else 0} is not finished")
+    for part in parts:
+        counted = Report(stats.report.prices)
+        counted.restore(orjson.loads(part.report_path.read_bytes())["counters"])
+        stats.report.merge(counted)
+    stats.written = stats.report.lines
+    stats.carried_over = stats.written - sent
+    output_bytes = _concatenate(folder / _ASSEMBLED[0], [part.out for part in parts])
+    _concatenate(folder / _ASSEMBLED[1], [part.errors_path for part in parts])
+    facts = {"input_lines": made.lines, "lines_finished": stats.written,
+             "input": {"path": str(whole.input_path), **made.same_run["input"]}, "options": made.same_run["options"]}
+    doc = orjson.loads(report_json(stats, facts, output_bytes))
+    doc["shards"] = len(parts)
+    publish.write_atomically(folder / _ASSEMBLED[2], orjson.dumps(doc, option=orjson.OPT_INDENT_2), private=True)
+    finals = (whole.out, whole.errors_path, whole.report_path)
+    publish.commit(folder, [(folder / name, publish.link_target(final)) for name, final in zip(_ASSEMBLED, finals, strict=True)])
+    return stats
+
+
+def _concatenate(target: Path, sources: list[Path]) -> int:
+    """Write ``sources`` end to end into ``target`` (made anew) and fsync it; its size."""
+    with open(target, "wb", opener=private_file) as out:
+        for source in sources:
+            with open(source, "rb") as f:
+                shutil.copyfileobj(f, out, 2**20)
+        out.flush()
+        os.fsync(out.fileno())
+        return out.tell()
