@@ -12,21 +12,21 @@ import anyio
 from ..config import RunConfig
 from ..engine import run_batch
 from ..stats import RunStats
-from .parts import assemble, plan, shards_folder
+from .parts import assemble, finished, plan
 
 
 async def run_sharded(config: RunConfig, count: int, **options: Any) -> RunStats:
     """Run ``config`` as ``count`` shards (`parts.plan`), each a `run_batch` with ``options``,
     then `parts.assemble` them.
 
-    A finished output with no shards beside it is a single run's to judge (up to date, or
-    refused). ``--max-cost`` is one cap: each shard may spend what the shards before it left.
+    A finished output (`parts.finished`) is a single run's to judge: up to date, or refused.
+    ``--max-cost`` is one cap: each shard may spend what the shards before it left.
 
     :returns: the whole run's stats; a shard that stopped (interrupted, the budget, the endpoint)
         ends the run with its stats, whose exit code is the one a single run would give, and the
         next start resumes it.
     """
-    if config.out.exists() and not shards_folder(config.out).exists() and not config.restart:
+    if await anyio.to_thread.run_sync(finished, config):
         return await run_batch(config, **options)
     started = time.monotonic()
     made = await anyio.to_thread.run_sync(plan, config, count)

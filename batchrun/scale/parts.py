@@ -19,6 +19,7 @@ folder, which it finishes publishing.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -86,12 +87,23 @@ def plan(config: RunConfig, count: int) -> Plan:
                        "run again with --restart to discard them and start over")
         return saved
     shards = duplicates(config.input_path, split(config.input_path, count, scan.size), scan.size)
-    made = Plan(shards, os.urandom(8).hex(), same_run, scan.lines)
+    made = Plan(shards, secrets.token_hex(8), same_run, scan.lines)
     publish.write_atomically(folder / PLAN, orjson.dumps(
         {"format": FORMAT, **same_run, "run_id": made.run_id, "lines": made.lines,
          "shards": [[s.start, s.end, s.first_index, s.first_line, sorted(s.duplicates)] for s in shards]}),
         private=True)
     return made
+
+
+def finished(config: RunConfig) -> bool:
+    """Whether ``config``'s output is a finished one, for a single run of it to judge (up to date,
+    or refused): no shards beside it, or shards an earlier `assemble` committed — it finishes
+    publishing those now. Never with ``restart``, which discards both.
+
+    :raises OSError: finishing the publishing failed; the next call goes on with it.
+    """
+    folder = shards_folder(config.out)
+    return not config.restart and (publish.complete(folder) or (config.out.exists() and not folder.exists()))
 
 
 def planned_run_id(config: RunConfig) -> str | None:

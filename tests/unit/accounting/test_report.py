@@ -382,3 +382,30 @@ def test_report_command_on_a_missing_file_exits_2(tmp_path: Path) -> None:
                                                 (185.7, "3m05s"), (3723.9, "1h02m03s"), (90061, "25h01m01s")])
 def test_one_duration_format_for_the_report_and_the_progress_log(seconds: float, text: str) -> None:
     assert duration(seconds) == text
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(output_line(), st.integers(1, 5), st.floats(0, 5e4), st.integers(0, 3), st.booleans()),
+                max_size=30), st.integers(0, 30))
+def test_reports_of_two_parts_merged_count_what_one_report_of_both_counts(
+        lines: list[tuple[tuple[dict[str, Any], str, Usage | None, bool], int, float, int, bool]], cut: int) -> None:
+    records = []
+    for (record, *_), attempts, latency, rate_limited, batch in lines:
+        extra = {"attempts": attempts, "latency_ms": latency, "wire_ms": latency * attempts, "waited_ms": latency / 2,
+                 "rate_limited": rate_limited, **({"batch_id": "batch_1"} if batch else {})}
+        records.append({**record, "batchrun": extra})
+    whole, first, second = Report(builtin_prices()), Report(builtin_prices()), Report(builtin_prices())
+    for i, record in enumerate(records):
+        whole.add_record(record)
+        (first if i < cut else second).add_record(record)
+    first.merge(second)
+
+    def exact(state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "wire_s": None, "waited_s": None, "latency": {**state["latency"], "total": None}}
+
+    merged, expected = first.state(), whole.state()
+    assert exact(merged) == exact(expected)
+    for key in ("wire_s", "waited_s"):
+        assert merged[key] == pytest.approx(expected[key])
+    assert merged["latency"]["total"] == pytest.approx(expected["latency"]["total"])
+    assert first.to_dict()["latency_ms"] == pytest.approx(whole.to_dict()["latency_ms"])

@@ -1,0 +1,144 @@
+"""A run as shards, one after another in this process (`scale.local`), against the simulator over
+loopback: the same files as a single run of the input, resumable shard by shard."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from batchrun import RunConfig, run_batch
+from batchrun.scale import parts
+from batchrun.scale.local import run_sharded
+from batchrun.simulator import Simulator
+
+from ..helpers import OnWritten, chat_line, fail_replacing_onto, read_jsonl
+
+TIMING = ("latency_ms", "wire_ms", "waited_ms")  # measured: each run's own
+MEASURED = ("source", "output_bytes", "latency_ms", "time_s", "wall_time_s", "throughput_rps", "tokens_per_s",
+            "pacing", "shards")
+
+
+@pytest.fixture(autouse=True)
+def one_run_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run here draws the same run id, so that a single run's ids are a sharded run's."""
+    monkeypatch.setattr(secrets, "token_hex", lambda n=8: "5a" * n)
+
+
+def messy_input(path: Path, n: int = 60) -> Path:
+    """Requests with a BOM, CRLFs, blank lines, bad lines, and custom_ids repeated within and
+    across shards; no newline at the end."""
+    lines = []
+    for i in range(n):
+        row = chat_line(i)
+        if i % 11 == 5:
+            row["custom_id"] = f"req-{i // 3}"  # a repeat of an earlier line's id
+        lines.append(orjson.dumps(row))
+        if i % 9 == 4:
+            lines.append(b"   ")
+        if i % 13 == 7:
+            lines.append(b'{"custom_id": "bad", "body": 3}')
+    path.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines))
+    return path
+
+
+def untimed(path: Path) -> list[dict[str, Any]]:
+    lines = read_jsonl(path)
+    for line in lines:
+        for key in TIMING:
+            line["batchrun"].pop(key, None)
+    return lines
+
+
+def report(path: Path) -> dict[str, Any]:
+    doc = orjson.loads(path.read_bytes())
+    return {key: value for key, value in doc.items() if key not in MEASURED}
+
+
+def sharded_like(config: RunConfig, other: Path) -> RunConfig:
+    return replace(config, output_path=other)
+
+
+async def test_a_sharded_run_writes_what_a_single_run_writes(tmp_path: Path, sim: Simulator) -> None:
+    source = messy_input(tmp_path / "in.jsonl")
+    single = RunConfig(source, tmp_path / "single.jsonl", base_url=sim.base_url, concurrency=8)
+    sharded = sharded_like(single, tmp_path / "sharded.jsonl")
+    one = await run_batch(single)
+    many = await run_sharded(sharded, 3)
+    assert (many.exit_code, many.written, many.failed) == (one.exit_code, one.written, one.failed) == (1, 65, 8)
+
+    assert untimed(sharded.out) == untimed(single.out)  # ids, messages, line numbers: the single run's
+    assert sharded.errors_path.read_bytes() == single.errors_path.read_bytes()
+    messages = [line["error"]["message"] for line in read_jsonl(single.errors_path)]
+    assert sum("was already used by an earlier line" in m for m in messages) == 3
+    assert any(m.startswith(f"{source}:") for m in messages)
+    mine, theirs = orjson.loads(sharded.report_path.read_bytes()), orjson.loads(single.report_path.read_bytes())
+    assert report(sharded.report_path) == report(single.report_path)
+    assert mine["latency_ms"]["count"] == theirs["latency_ms"]["count"] == 57 and mine["shards"] == 3
+    assert mine["input"] == theirs["input"] and mine["wall_time_s"] > 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "in.jsonl", "sharded.errors.jsonl", "sharded.jsonl", "sharded.report.json",
+        "single.errors.jsonl", "single.jsonl", "single.report.json"]
+
+    again = await run_sharded(sharded, 3)  # finished: up to date, as a single run says
+    assert again.up_to_date and again.exit_code == 1 and sim.stats.requests == 2 * 57
+
+
+async def test_a_shard_stopped_mid_run_resumes_sending_nothing_twice(tmp_path: Path, sim: Simulator) -> None:
+    source = messy_input(tmp_path / "in.jsonl")
+    reference = RunConfig(source, tmp_path / "single.jsonl", base_url=sim.base_url, concurrency=1)
+    await run_batch(reference)
+    sent_once = sim.stats.requests
+    config = sharded_like(reference, tmp_path / "out.jsonl")
+    made = parts.plan(config, 3)
+    second = replace(config, shard=made.shards[1])
+    with anyio.CancelScope() as scope:
+        await run_batch(second, observer=OnWritten(6, scope.cancel))
+    assert second.checkpoint_path.exists() and not second.out.exists()
+
+    stats = await run_sharded(config, 3)
+    assert stats.exit_code == 1
+    # Each line once, the stopped shard's finished ones carried over; at most the request in
+    # flight at the stop (concurrency 1) was sent again.
+    assert 2 * sent_once <= sim.stats.requests <= 2 * sent_once + 1
+    assert stats.carried_over >= 6
+    assert untimed(config.out) == untimed(reference.out)
+
+
+@pytest.mark.parametrize("stop", ["before_commit", "between_renames"])
+async def test_an_interrupted_assemble_completes_at_the_next_start(
+        tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch, stop: str) -> None:
+    source = messy_input(tmp_path / "in.jsonl")
+    reference = RunConfig(source, tmp_path / "single.jsonl", base_url=sim.base_url)
+    await run_batch(reference)
+    config = sharded_like(reference, tmp_path / "out.jsonl")
+    with monkeypatch.context() as patch:
+        if stop == "before_commit":  # the disk fills while the parts are put end to end
+            real, copies = shutil.copyfileobj, []
+
+            def copy_then_fail(*args: Any) -> None:
+                copies.append(args)
+                if len(copies) == 2:
+                    raise OSError(28, "No space left on device")
+                real(*args)
+
+            patch.setattr(shutil, "copyfileobj", copy_then_fail)
+        else:
+            fail_replacing_onto(patch, config.report_path)
+        with pytest.raises(OSError):
+            await run_sharded(config, 3)
+    assert parts.shards_folder(config.out).exists()
+    sent = sim.stats.requests
+
+    stats = await run_sharded(config, 3)
+    assert stats.exit_code == 1 and sim.stats.requests == sent  # nothing sent again
+    assert untimed(config.out) == untimed(reference.out)
+    assert config.errors_path.read_bytes() == reference.errors_path.read_bytes()
+    assert report(config.report_path) == report(reference.report_path)
+    assert not parts.shards_folder(config.out).exists()

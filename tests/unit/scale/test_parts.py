@@ -1,0 +1,51 @@
+"""Where a sharded run keeps its parts, and its plan across starts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from batchrun.config import RunConfig, Shard
+from batchrun.errors import ConfigError
+from batchrun.scale import parts
+
+from ...helpers import chat_line, write_jsonl
+
+BASE = "http://127.0.0.1:9/v1"
+
+
+def test_a_shard_s_files_are_its_part_s_beside_the_output(tmp_path: Path) -> None:
+    config = RunConfig(tmp_path / "in.jsonl", tmp_path / "out.jsonl", base_url=BASE)
+    part = replace(config, shard=Shard(3, 12, 100, 200, 10, 11))
+    folder = tmp_path / "out.jsonl.shards"
+    assert (part.out, part.errors_path, part.report_path, part.checkpoint_path) == (
+        folder / "0003.jsonl", folder / "0003.errors.jsonl", folder / "0003.report.json", folder / "0003.jsonl.checkpoint")
+    assert part.output_path == config.out == tmp_path / "out.jsonl"
+    assert replace(config, shard=Shard(3, 12_000, 100, 200, 10, 11)).out.name == "00003.jsonl"
+
+
+def test_the_plan_of_an_earlier_start_is_kept_and_another_input_s_refused(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(20)])
+    config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE)
+    made = parts.plan(config, 4)
+    assert len(made.shards) == 4 and made.lines == 20
+    again = parts.plan(config, 2)  # its shards' checkpoints hold the first plan's ranges
+    assert again == made
+    assert parts.planned_run_id(replace(config, shard=made.shards[2])) == made.run_id
+
+    write_jsonl(source, [chat_line(i) for i in range(21)])
+    with pytest.raises(ConfigError, match=r"has shards of a different run.*input file changed"):
+        parts.plan(config, 4)
+    fresh = parts.plan(replace(config, restart=True), 2)
+    assert len(fresh.shards) == 2 and fresh.run_id != made.run_id and fresh.lines == 21
+
+
+def test_assembling_waits_for_every_part(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(20)])
+    config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE)
+    made = parts.plan(config, 2)
+    with pytest.raises(ConfigError, match=r"0000\.jsonl: shard 0 is not finished"):
+        parts.assemble(config, made, wall_s=1.0)
+    assert not config.out.exists()
