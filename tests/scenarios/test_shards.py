@@ -14,6 +14,9 @@ import orjson
 import pytest
 
 from batchrun import RunConfig, run_batch
+from batchrun.disk import publish
+from batchrun.errors import ConfigError
+from batchrun.records import batch_request_id
 from batchrun.scale import parts
 from batchrun.scale.local import run_sharded
 from batchrun.simulator import Simulator
@@ -25,9 +28,9 @@ MEASURED = ("source", "output_bytes", "latency_ms", "time_s", "wall_time_s", "th
             "pacing", "shards")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def one_run_id(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every run here draws the same run id, so that a single run's ids are a sharded run's."""
+    """Every run draws the same run id, so that a single run's ids are a sharded run's."""
     monkeypatch.setattr(secrets, "token_hex", lambda n=8: "5a" * n)
 
 
@@ -65,6 +68,7 @@ def sharded_like(config: RunConfig, other: Path) -> RunConfig:
     return replace(config, output_path=other)
 
 
+@pytest.mark.usefixtures("one_run_id")
 async def test_a_sharded_run_writes_what_a_single_run_writes(tmp_path: Path, sim: Simulator) -> None:
     source = messy_input(tmp_path / "in.jsonl")
     single = RunConfig(source, tmp_path / "single.jsonl", base_url=sim.base_url, concurrency=8)
@@ -90,6 +94,7 @@ async def test_a_sharded_run_writes_what_a_single_run_writes(tmp_path: Path, sim
     assert again.up_to_date and again.exit_code == 1 and sim.stats.requests == 2 * 57
 
 
+@pytest.mark.usefixtures("one_run_id")
 async def test_a_shard_stopped_mid_run_resumes_sending_nothing_twice(tmp_path: Path, sim: Simulator) -> None:
     source = messy_input(tmp_path / "in.jsonl")
     reference = RunConfig(source, tmp_path / "single.jsonl", base_url=sim.base_url, concurrency=1)
@@ -101,6 +106,9 @@ async def test_a_shard_stopped_mid_run_resumes_sending_nothing_twice(tmp_path: P
     with anyio.CancelScope() as scope:
         await run_batch(second, observer=OnWritten(6, scope.cancel))
     assert second.checkpoint_path.exists() and not second.out.exists()
+    stopped = orjson.loads(second.report_path.read_bytes())  # of its own lines
+    assert stopped["input_lines"] == made.shards[2].first_index - made.shards[1].first_index
+    assert stopped["input"]["shard"] == {"number": 1, "count": 3, "start": second.shard.start, "end": second.shard.end}
 
     stats = await run_sharded(config, 3)
     assert stats.exit_code == 1
@@ -111,7 +119,8 @@ async def test_a_shard_stopped_mid_run_resumes_sending_nothing_twice(tmp_path: P
     assert untimed(config.out) == untimed(reference.out)
 
 
-@pytest.mark.parametrize("stop", ["before_commit", "between_renames"])
+@pytest.mark.usefixtures("one_run_id")
+@pytest.mark.parametrize("stop", ["before_commit", "between_renames", "while_removing_the_parts"])
 async def test_an_interrupted_assemble_completes_at_the_next_start(
         tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch, stop: str) -> None:
     source = messy_input(tmp_path / "in.jsonl")
@@ -129,8 +138,20 @@ async def test_an_interrupted_assemble_completes_at_the_next_start(
                 real(*args)
 
             patch.setattr(shutil, "copyfileobj", copy_then_fail)
-        else:
+        elif stop == "between_renames":
             fail_replacing_onto(patch, config.report_path)
+        else:  # the plan and some parts are gone: only the commit record says the run is done
+            removed: list[Path] = []
+
+            def remove_then_fail(path: Path) -> None:
+                if path.parent == parts.shards_folder(config.out):  # not a shard's own checkpoint's
+                    removed.append(path)
+                if len(removed) == 4:
+                    raise OSError(5, "Input/output error")
+                remove(path)
+
+            remove = publish._remove
+            patch.setattr(publish, "_remove", remove_then_fail)
         with pytest.raises(OSError):
             await run_sharded(config, 3)
     assert parts.shards_folder(config.out).exists()
@@ -142,3 +163,26 @@ async def test_an_interrupted_assemble_completes_at_the_next_start(
     assert config.errors_path.read_bytes() == reference.errors_path.read_bytes()
     assert report(config.report_path) == report(reference.report_path)
     assert not parts.shards_folder(config.out).exists()
+
+
+async def test_every_shard_writes_the_ids_of_the_plan_s_one_run_id(tmp_path: Path, sim: Simulator) -> None:
+    source = messy_input(tmp_path / "in.jsonl")
+    config = RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url)
+    made = parts.plan(config, 3)
+    for shard in made.shards:
+        assert (await run_batch(replace(config, shard=shard))).exit_code == 1
+    parts.assemble(config, made, wall_s=1.0)
+    lines = read_jsonl(config.out)
+    assert [line["id"] for line in lines] == [batch_request_id(made.run_id, i, line["custom_id"])
+                                              for i, line in enumerate(lines)]
+
+
+async def test_a_shard_s_checkpoint_resumes_only_its_own_range(tmp_path: Path, sim: Simulator) -> None:
+    source = messy_input(tmp_path / "in.jsonl")
+    config = RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url, concurrency=1)
+    shard = parts.plan(config, 3).shards[1]
+    with anyio.CancelScope() as scope:
+        await run_batch(replace(config, shard=shard), observer=OnWritten(3, scope.cancel))
+    other = replace(shard, end=shard.end - 1)  # the same part, another range: another plan's
+    with pytest.raises(ConfigError, match="another shard of the input"):
+        await run_batch(replace(config, shard=other))

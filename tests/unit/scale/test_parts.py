@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 
 from batchrun.config import RunConfig, Shard
+from batchrun.disk import journal
+from batchrun.disk.checkpoint import Checkpoint, scan_input
 from batchrun.errors import ConfigError
+from batchrun.records import Result
 from batchrun.scale import parts
+from batchrun.stats import RunStats
 
 from ...helpers import chat_line, write_jsonl
 
@@ -49,3 +53,20 @@ def test_assembling_waits_for_every_part(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"0000\.jsonl: shard 0 is not finished"):
         parts.assemble(config, made, wall_s=1.0)
     assert not config.out.exists()
+
+
+def test_a_shard_s_checkpoint_keeps_only_the_journal_lines_past_its_prefix(tmp_path: Path) -> None:
+    """A shard's lines keep the whole run's indices: a journal line its ordered prefix already
+    holds is dropped, by index past the shard's first one."""
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(20)])
+    config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE)
+    shard = parts.plan(config, 2).shards[1]
+    checkpoint = Checkpoint(replace(config, shard=shard))
+    checkpoint.open(scan_input(source, (shard.start, shard.end)), restart=False, retry_failed=False)
+    first = shard.first_index
+    line = {i: Result(i, f"req-{i}", 200, "r", {}, None).encode(checkpoint.run_id) for i in range(first, first + 4)}
+    checkpoint.output.write_bytes(line[first] + line[first + 1])
+    checkpoint.journal.write_bytes(b"".join(journal.encode(i, True, line[i]) for i in (first + 1, first + 3)))
+    recovered = checkpoint.recover(RunStats(config.out, config.errors_path))
+    checkpoint.close()
+    assert recovered.prefix == 2 and set(recovered.finished or {}) == {first + 3}
