@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import anyio
+import orjson
 
 from ..config import RunConfig
 from ..engine import run_batch
@@ -34,12 +35,20 @@ async def run_sharded(config: RunConfig, count: int, **options: Any) -> RunStats
     spent = 0.0
     for shard in made.shards:
         part = replace(config, shard=shard)
-        if config.max_cost is not None:
+        if config.max_cost is not None:  # nothing left: a cap no request fits under stops the shard as the cap does
             part = replace(part, max_cost=max(config.max_cost - spent, 1e-9))
         stats = await run_batch(part, **options)
         if stats.stop_reason is not None:
             return stats
         sent, tokens = sent + stats.sent_this_start, tokens + stats.tokens_this_start
-        spent += stats.report.cost()[1]
+        spent += _spent(part, stats)
     return await anyio.to_thread.run_sync(lambda: assemble(config, made, wall_s=time.monotonic() - started,
                                                            sent=sent, tokens=tokens))
+
+
+def _spent(part: RunConfig, stats: RunStats) -> float:
+    """USD a finished shard's lines cost: as its run counted them, or as its report says when an
+    earlier start had finished it (its stats then count only lines and outcomes)."""
+    if stats.up_to_date:
+        return float(orjson.loads(part.report_path.read_bytes())["cost_usd_priced"])
+    return stats.report.cost()[1]

@@ -19,10 +19,11 @@ from batchrun.errors import ConfigError
 from batchrun.records import batch_request_id
 from batchrun.scale import parts
 from batchrun.scale.local import run_sharded
-from batchrun.simulator import Simulator
+from batchrun.simulator import Simulator, serve
 
 from ..helpers import OnWritten, chat_line, fail_replacing_onto, read_jsonl
 
+SAMPLES = Path(__file__).parents[2] / "samples"
 TIMING = ("latency_ms", "wire_ms", "waited_ms")  # measured: each run's own
 MEASURED = ("source", "output_bytes", "latency_ms", "time_s", "wall_time_s", "throughput_rps", "tokens_per_s",
             "pacing", "shards")
@@ -186,3 +187,27 @@ async def test_a_shard_s_checkpoint_resumes_only_its_own_range(tmp_path: Path, s
     other = replace(shard, end=shard.end - 1)  # the same part, another range: another plan's
     with pytest.raises(ConfigError, match="another shard of the input"):
         await run_batch(replace(config, shard=other))
+
+
+def spent(config: RunConfig) -> float:
+    """USD the parts' reports (finished or stopped) say their lines cost."""
+    return sum(orjson.loads(path.read_bytes())["cost_usd"] for path in parts.shards_folder(config.out).glob("*.report.json"))
+
+
+async def test_max_cost_is_one_cap_across_the_shards(tmp_path: Path) -> None:
+    source = Path(shutil.copy(SAMPLES / "chat.jsonl", tmp_path / "chat.jsonl"))  # every line caps its output
+    async with serve() as sim:
+        config = RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url, concurrency=4, max_cost=0.02)
+        stopped = await run_sharded(config, 3)
+        assert stopped.exit_code == 3 and "--max-cost" in (stopped.stop_reason or "")
+        assert 0.015 < spent(config) <= 0.02  # near the cap, never past it, over the shards together
+        # The shards an earlier start finished count too: this cap is not enough for the rest.
+        again = await run_sharded(replace(config, max_cost=0.04), 3)
+        assert again.exit_code == 3 and 0.035 < spent(config) <= 0.04
+
+        resumed = await run_sharded(replace(config, max_cost=1.0), 3)
+        assert resumed.exit_code == 0
+        single = await run_batch(replace(config, output_path=tmp_path / "single.jsonl", max_cost=None))
+    assert [(line["custom_id"], line["response"]["body"]) for line in read_jsonl(config.out)] == [
+        (line["custom_id"], line["response"]["body"]) for line in read_jsonl(tmp_path / "single.jsonl")]
+    assert resumed.report.cost()[0] == pytest.approx(single.report.cost()[0])
