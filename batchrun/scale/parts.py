@@ -18,6 +18,7 @@ folder, which it finishes publishing.
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import shutil
@@ -69,7 +70,8 @@ class Plan:
 def plan(config: RunConfig, count: int) -> Plan:
     """The plan of running ``config`` (without a shard) as ``count`` shards: the one an earlier
     start made (whatever ``count``: its shards' checkpoints hold their ranges), else a new one,
-    saved before any shard runs. ``restart`` discards an earlier one, parts and all.
+    saved before any shard runs. ``restart`` discards an earlier one, parts and all; with
+    ``retry_failed``, a finished output is split into the parts its shards retry.
 
     :raises InputFileError: the input cannot be read, or no line of it is a request.
     :raises ConfigError: the output's directory is missing; the earlier plan is of another input
@@ -81,13 +83,15 @@ def plan(config: RunConfig, count: int) -> Plan:
         shutil.rmtree(folder, ignore_errors=True)
     make_run_dir(folder, config.out)
     same_run = identity(scan, config)
-    saved = _load(folder)
+    saved = _load(folder)  # written last: without it, nothing here was started
     if saved is not None:
         check_same_run(saved.same_run, same_run, f"{config.out} has shards of a different run",
                        "run again with --restart to discard them and start over")
         return saved
     shards = duplicates(config.input_path, split(config.input_path, count, scan.size), scan.size)
     made = Plan(shards, secrets.token_hex(8), same_run, scan.lines)
+    if config.retry_failed and config.out.exists():
+        _split_output(config, made)
     publish.write_atomically(folder / PLAN, orjson.dumps(
         {"format": FORMAT, **same_run, "run_id": made.run_id, "lines": made.lines,
          "shards": [[s.start, s.end, s.first_index, s.first_line, sorted(s.duplicates)] for s in shards]}),
@@ -98,12 +102,32 @@ def plan(config: RunConfig, count: int) -> Plan:
 def finished(config: RunConfig) -> bool:
     """Whether ``config``'s output is a finished one, for a single run of it to judge (up to date,
     or refused): no shards beside it, or shards an earlier `assemble` committed — it finishes
-    publishing those now. Never with ``restart``, which discards both.
+    publishing those now. Never with ``restart``, which discards it, nor ``retry_failed``, whose
+    shards retry its lines (`plan`).
 
     :raises OSError: finishing the publishing failed; the next call goes on with it.
     """
+    if config.restart:
+        return False
     folder = shards_folder(config.out)
-    return not config.restart and (publish.complete(folder) or (config.out.exists() and not folder.exists()))
+    committed = publish.complete(folder)
+    return not config.retry_failed and (committed or (config.out.exists() and not folder.exists()))
+
+
+def _split_output(config: RunConfig, made: Plan) -> None:
+    """A finished output's lines, shard by shard, as the parts the shards then retry, as a run
+    retries a finished output (``retry_failed``). Written before the plan: a crash before the plan
+    leaves parts the next start writes again."""
+    bounds = [shard.first_index for shard in made.shards[1:]] + [made.lines]
+    with open(config.out, "rb") as f:
+        for shard, end in zip(made.shards, bounds, strict=True):
+            target = publish.AtomicFile(part_path(config.out, shard), private=True)
+            try:
+                target.file.writelines(itertools.islice(f, end - shard.first_index))
+                target.commit()
+            except BaseException:
+                target.discard()
+                raise
 
 
 def planned_run_id(config: RunConfig) -> str | None:

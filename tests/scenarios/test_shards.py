@@ -14,14 +14,15 @@ import orjson
 import pytest
 
 from batchrun import RunConfig, run_batch
+from batchrun.config import RetryPolicy
 from batchrun.disk import publish
 from batchrun.errors import ConfigError
 from batchrun.records import batch_request_id
 from batchrun.scale import parts
 from batchrun.scale.local import run_sharded
-from batchrun.simulator import Simulator, serve
+from batchrun.simulator import Faults, Simulator, SimulatorConfig, run_in_thread, serve
 
-from ..helpers import OnWritten, chat_line, fail_replacing_onto, read_jsonl
+from ..helpers import OnWritten, chat_line, fail_replacing_onto, read_jsonl, write_jsonl
 
 SAMPLES = Path(__file__).parents[2] / "samples"
 TIMING = ("latency_ms", "wire_ms", "waited_ms")  # measured: each run's own
@@ -211,3 +212,24 @@ async def test_max_cost_is_one_cap_across_the_shards(tmp_path: Path) -> None:
     assert [(line["custom_id"], line["response"]["body"]) for line in read_jsonl(config.out)] == [
         (line["custom_id"], line["response"]["body"]) for line in read_jsonl(tmp_path / "single.jsonl")]
     assert resumed.report.cost()[0] == pytest.approx(single.report.cost()[0])
+
+
+async def test_retry_failed_retries_a_sharded_run_s_failed_lines_shard_by_shard(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(40)])
+    flaky = SimulatorConfig(faults=Faults(rate_500=0.3), seed=4)
+    with run_in_thread(flaky) as sim:
+        config = RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url, retry=RetryPolicy(max_attempts=1),
+                           outage_threshold=0)
+        first = await run_sharded(config, 3)
+    assert first.exit_code == 1 and 0 < first.failed < 40
+    with run_in_thread(SimulatorConfig()) as sim:
+        config = replace(config, base_url=sim.base_url, retry_failed=True)
+        second = await run_sharded(config, 3)
+        assert second.exit_code == 0 and sim.stats.requests == first.failed  # only the failed lines again
+        assert second.carried_over == 40 - first.failed
+        single = await run_batch(replace(config, output_path=tmp_path / "single.jsonl", retry_failed=False))
+    assert [(line["custom_id"], line["response"]["body"]) for line in read_jsonl(config.out)] == [
+        (line["custom_id"], line["response"]["body"]) for line in read_jsonl(single.output_path)]
+    assert not parts.shards_folder(config.out).exists()
+    assembled = orjson.loads(config.report_path.read_bytes())
+    assert assembled["requests"]["succeeded"] == 40 and assembled["shards"] == 3
