@@ -316,6 +316,8 @@ class RunConfig:
                 raise ConfigError(f"{name} must be ASCII without spaces or control characters, got {value!r}")
         if self.via not in ("online", "batch"):
             raise ConfigError(f"via must be 'online' or 'batch', got {self.via!r}")
+        if self.shard is not None and self.via != "online":
+            raise ConfigError("a run through the Batch API is one process's: it cannot be sharded")
         _check_paths({"input file": self.input_path, "output": self.out, "errors file": self.errors_path,
                       "report": self.report_path, "checkpoint": self.checkpoint_path, "batches": self.batches_path})
         if self.api_key is None and not self.headers and not is_loopback(self.base_url):

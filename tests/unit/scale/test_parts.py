@@ -28,6 +28,8 @@ def test_a_shard_s_files_are_its_part_s_beside_the_output(tmp_path: Path) -> Non
         folder / "0003.jsonl", folder / "0003.errors.jsonl", folder / "0003.report.json", folder / "0003.jsonl.checkpoint")
     assert part.output_path == config.out == tmp_path / "out.jsonl"
     assert replace(config, shard=Shard(3, 12_000, 100, 200, 10, 11)).out.name == "00003.jsonl"
+    with pytest.raises(ConfigError, match="cannot be sharded"):
+        replace(config, shard=Shard(3, 12, 100, 200, 10, 11), via="batch")
 
 
 def test_the_plan_of_an_earlier_start_is_kept_and_another_input_s_refused(tmp_path: Path) -> None:
