@@ -9,7 +9,10 @@ from typing import Any
 import click
 
 from ..batchapi.lifecycle import Pending
+from ..scale.shards import SHARDS_RANGE
+from ..stats import RunStats
 from .batch_options import batch_options, make_batch_options
+from .bounded import Bounded
 from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
 from .summary import format_summary, outcome_line, up_to_date_line
@@ -42,19 +45,35 @@ listening): run the same command again to continue where it stopped.
               help="Results file. Default: INPUT with .jsonl replaced by .results.jsonl.")
 @click.option("--model", "-m", metavar="NAME",
               help="Send every request with this model, whatever its line says (lines without one get it too).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Run as shards on a Ray cluster (pip install 'batchrun[ray]'): a local one using every core, "
+                   "the one $RAY_ADDRESS names, or the one at ADDRESS.")
+@click.option("--shards", type=Bounded(SHARDS_RANGE), metavar="N",
+              help="With --ray: how many contiguous parts of the input run at once. Default: one per CPU, "
+                   "fewer for a small input.")
 @batch_options
 @engine_options
-def run(input_path: Path, output: Path | None, model: str | None, via: str, detach: bool, cancel: bool,
-        batch_deadline: float | None, poll_interval: float, batch_max_requests: int, batch_max_bytes: int,
-        batch_mixed_models: bool, **engine: Any) -> None:
+def run(input_path: Path, output: Path | None, model: str | None, ray_address: str | None, shards: int | None,
+        via: str, detach: bool, cancel: bool, batch_deadline: float | None, poll_interval: float,
+        batch_max_requests: int, batch_max_bytes: int, batch_mixed_models: bool, **engine: Any) -> None:
     """Run every request line of INPUT and write the ordered results."""
     batch = make_batch_options(via, detach, cancel, batch_deadline, poll_interval, batch_max_requests,
                                batch_max_bytes, batch_mixed_models)
+    if shards is not None and ray_address is None:
+        raise click.UsageError("--shards only applies with --ray")
+    if ray_address is not None and batch is not None:
+        raise click.UsageError("--ray runs online: it cannot be combined with --via batch")
     options = EngineOptions(**engine)
     options.setup_logging()
     with options.endpoint() as make_config:
         config = make_config(input_path, output, model=model, via=via)
-        stats = options.run(config) if batch is None else options.run_via_batch(config, batch)
+        stats: RunStats | Pending
+        if ray_address is not None:
+            from ..scale.ray_run import run_on_ray
+
+            stats = run_on_ray(config, address=ray_address or None, shards=shards)
+        else:
+            stats = options.run(config) if batch is None else options.run_via_batch(config, batch)
     if isinstance(stats, Pending):
         if not options.quiet or stats.exit_code:
             click.echo(f"batchrun: {stats.message}", err=True)

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import Shard
+from ..config import Bounds, Shard
 from ..idset import IdSet
 from ..reader import Position, jsonl_lines, open_input, request_id
 
 # A shard should be worth starting a process for: at about 300 bytes a line, 64 MiB is some
 # 220,000 requests, half a minute of one process at full speed.
 MIN_SHARD_BYTES = 64 * 2**20
+SHARDS_RANGE = Bounds(1, 10_000, whole=True)
 
 
 def default_count(cpus: int, size: int) -> int:

@@ -1,0 +1,150 @@
+"""``batchrun run --ray``: a run's shards (`parts.plan`) as Ray tasks, then `parts.assemble`.
+
+The only module that imports Ray, and only when a run asks for it (``pip install
+'batchrun[ray]'``). Each shard is one task calling `engine.run_batch` for its range, as the
+local runner does one after another: the engine stays the engine.
+
+- Its part and checkpoint are in ``out.jsonl.shards/``, which every node must reach (on a real
+  cluster: shared storage mounted at the same path).
+- A task whose worker or node dies is retried by Ray (``max_retries``); the retry resumes from
+  the shard's checkpoint, so nothing answered is sent again. A driver killed and started again
+  resumes every shard the same way (the plan is saved before any shard runs).
+- Ctrl-C in the driver cancels the tasks: Ray delivers SIGINT to each worker, where the engine
+  drains as a single run does (its requests in flight get ``--drain-timeout``); a second Ctrl-C
+  cancels them outright.
+- Credentials never travel as task arguments (Ray keeps those in its control store): each
+  worker reads the key from ``--api-key-env`` in its own environment, which a local cluster
+  inherits from the driver and a real cluster's nodes must provide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+import orjson
+
+from ..config import ApiKey, RunConfig, Shard
+from ..engine import run_batch
+from ..errors import ConfigError
+from ..runner import run_async
+from ..stats import RunStats
+from .parts import Plan, assemble, finished, plan
+from .shards import default_count
+
+log = logging.getLogger("batchrun")
+
+TASK_RETRIES = 3  # a shard's worker or node may die this many times before the run stops
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    """What a shard's task sends back: enough to end the run as a single run would."""
+
+    number: int
+    stop_reason: str | None
+    stop_code: int
+    exit_code: int
+    sent: int
+    tokens: int
+    cost: float
+
+
+def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | None = None) -> RunStats:
+    """Run ``config`` as shards on a Ray cluster and assemble their parts.
+
+    :param address: an existing cluster's (``ray://…`` or ``host:port``); ``None``: the one
+        ``RAY_ADDRESS`` names, else a local cluster using every core.
+    :param shards: how many; default `shards.default_count` of the cluster's CPUs and the input.
+    :raises ConfigError: the run cannot be sharded as given (nothing was sent).
+    """
+    if config.headers or (config.api_key is not None and not os.environ.get(config.api_key_env)):
+        raise ConfigError("--ray sends no credentials to the workers: each reads the key from "
+                          f"${config.api_key_env} itself, so --header and a user:password@ in --base-url "
+                          "cannot be used with it")
+    if finished(config):  # up to date, or refused, as a single run judges it
+        stats: RunStats = run_async(partial(run_batch, config))
+        return stats
+    ray: Any = _import_ray()
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    size = config.input_path.stat().st_size
+    made = plan(config, shards or default_count(cpus, size))
+    log.info("running %d shards on %d CPUs", len(made.shards), cpus)
+    task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_shard)
+    secretless = replace(config, api_key=None)
+    started = time.monotonic()
+    refs = [task.remote(secretless, shard) for shard in made.shards]
+    outcomes: list[ShardOutcome] = _gather(ray, refs)
+    stopped = [outcome for outcome in outcomes if outcome.stop_reason is not None]
+    if stopped:
+        return _stopped(config, made, outcomes, stopped)
+    return assemble(config, made, wall_s=time.monotonic() - started, sent=sum(o.sent for o in outcomes),
+                    tokens=sum(o.tokens for o in outcomes))
+
+
+def _import_ray() -> Any:
+    """Ray, typed loosely: its stubs are partial, and mypy runs without it too.
+
+    :raises ConfigError: it is not installed.
+    """
+    try:
+        return importlib.import_module("ray")
+    except ImportError:
+        raise ConfigError("--ray needs Ray: pip install 'batchrun[ray]'") from None
+
+
+def _run_shard(config: RunConfig, shard: Shard) -> ShardOutcome:
+    """A shard's task, on a worker: its range through the engine, with SIGINT draining it."""
+    key = os.environ.get(config.api_key_env)
+    part = replace(config, shard=shard, api_key=ApiKey(key) if key else None)
+    stats: RunStats = run_async(partial(run_batch, part, handle_signals=True))
+    cost = stats.report.cost()[1]
+    if stats.up_to_date:  # an earlier start (or an earlier try of this task) finished it
+        cost = float(orjson.loads(part.report_path.read_bytes())["cost_usd_priced"])
+    return ShardOutcome(shard.number, stats.stop_reason, stats.stop_code, stats.exit_code, stats.sent_this_start,
+                        stats.tokens_this_start, cost)
+
+
+def _gather(ray: Any, refs: list[Any]) -> list[ShardOutcome]:
+    """Every task's outcome; Ctrl-C cancels them (they drain), a second one outright."""
+    try:
+        return list(ray.get(refs))
+    except KeyboardInterrupt:
+        log.warning("SIGINT: no new requests in any shard; waiting for the requests in flight (again to cancel them)")
+        for ref in refs:
+            ray.cancel(ref)
+        try:
+            return [_outcome(ray, ref, number) for number, ref in enumerate(refs)]
+        except KeyboardInterrupt:
+            for ref in refs:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            raise
+
+
+def _outcome(ray: Any, ref: Any, number: int) -> ShardOutcome:
+    """A cancelled task's outcome: what it returned after draining, or a stop if Ray dropped it."""
+    try:
+        outcome: ShardOutcome = ray.get(ref)
+    except ray.exceptions.TaskCancelledError:
+        return ShardOutcome(number, "interrupted by SIGINT", 4, 4, 0, 0, 0.0)
+    return outcome
+
+
+def _stopped(config: RunConfig, made: Plan, outcomes: list[ShardOutcome], stopped: list[ShardOutcome]) -> RunStats:
+    """A run with stopped shards ends as the first of them: its reason and exit code; every
+    shard's checkpoint is kept for the next start."""
+    first = stopped[0]
+    stats = RunStats(config.out, config.errors_path, total_hint=made.lines, simulated=config.mock)
+    stats.stop_reason = f"shard {first.number + 1} of {len(made.shards)}: {first.stop_reason}"
+    stats.stop_code = first.stop_code
+    stats.written = sum(outcome.sent for outcome in outcomes)
+    return stats

@@ -1,0 +1,116 @@
+"""``run --ray`` on a local Ray cluster (one, shared by the tests here), against the simulator."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun.config import RunConfig
+from batchrun.runner import run_batch_sync
+from batchrun.simulator import Simulator, SimulatorConfig, run_in_thread
+from tests.helpers import chat_line, read_jsonl, wait_for, write_jsonl
+
+ray = pytest.importorskip("ray")
+
+from batchrun.scale.ray_run import run_on_ray  # noqa: E402 -- only with Ray installed
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def slow() -> Iterator[Simulator]:
+    with run_in_thread(SimulatorConfig(latency_ms=20)) as simulator:
+        yield simulator
+
+
+def comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """An output line without what differs between two runs: its id and timings."""
+    return {key: value for key, value in record.items() if key not in ("id", "batchrun")}
+
+
+def rows(n: int) -> list[object]:
+    lines: list[object] = [chat_line(i) for i in range(n)]
+    lines[n // 3] = {"custom_id": "bad", "body": "not an object"}  # a bad line, in the first shard
+    lines[2 * n // 3] = chat_line(1)  # a custom_id the first shard used, in the last
+    return lines
+
+
+def test_output_is_the_single_process_runs(sim: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(300))
+    stats = run_on_ray(RunConfig(source, tmp_path / "ray.jsonl", base_url=sim.base_url), shards=2)
+    single = run_batch_sync(RunConfig(source, tmp_path / "one.jsonl", base_url=sim.base_url))
+    assert (stats.exit_code, stats.succeeded, stats.failed) == (single.exit_code, single.succeeded, single.failed) \
+        == (1, 298, 2)
+    assert [comparable(r) for r in read_jsonl(tmp_path / "ray.jsonl")] == \
+        [comparable(r) for r in read_jsonl(tmp_path / "one.jsonl")]
+    assert [comparable(r) for r in read_jsonl(tmp_path / "ray.errors.jsonl")] == \
+        [comparable(r) for r in read_jsonl(tmp_path / "one.errors.jsonl")]
+    assert not (tmp_path / "ray.jsonl.shards").exists()
+
+
+def kill_when_written(part: Path, lines: int, done: threading.Event) -> None:
+    """SIGKILL the process writing ``part`` (its checkpoint's lock holds the pid) once its
+    checkpoint holds ``lines`` lines."""
+    checkpoint = part.with_name(part.name + ".checkpoint")
+    while not done.wait(0.01):
+        with contextlib.suppress(OSError, ValueError):  # not there yet, or the lock not yet written
+            if (checkpoint / "output.jsonl").read_bytes().count(b"\n") >= lines:
+                os.kill(int((checkpoint / "lock").read_text()), signal.SIGKILL)
+                return
+
+
+def test_a_killed_workers_shard_is_retried_and_resumes_sending_nothing_twice(slow: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(400)])
+    out = tmp_path / "out.jsonl"
+    before = slow.stats.requests
+    done = threading.Event()
+    killer = threading.Thread(target=kill_when_written, args=(tmp_path / "out.jsonl.shards" / "0000.jsonl", 60, done))
+    killer.start()
+    try:
+        stats = run_on_ray(RunConfig(source, out, base_url=slow.base_url, concurrency=4), shards=2)
+    finally:
+        done.set()
+        killer.join()
+    assert stats.exit_code == 0
+    assert [r["custom_id"] for r in read_jsonl(out)] == [f"req-{i}" for i in range(400)]
+    # The killed shard's answers in its checkpoint were kept: at most its requests in flight went twice.
+    assert 400 <= slow.stats.requests - before <= 400 + 4
+
+
+def test_ctrl_c_drains_every_shard_and_the_same_command_finishes(slow: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(2000)])
+    command = [sys.executable, "-m", "batchrun", "run", str(source), "--base-url", slow.base_url, "--ray",
+               "--shards", "2", "-c", "4"]
+    before = slow.stats.requests
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stderr is not None
+    with proc.stderr:
+        wait_for(proc, "running 2 shards")
+        part = tmp_path / "in.results.jsonl.shards" / "0001.jsonl.checkpoint" / "output.jsonl"
+        idle = threading.Event()
+        while not part.exists() or not part.read_bytes():  # the last shard is answering
+            idle.wait(0.05)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+    assert proc.wait() == 4, rest
+    assert "run the same command again" in rest
+    sent = slow.stats.requests - before
+    assert sent < 2000
+    again = subprocess.run([*command, "-q"], capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr
+    assert [r["custom_id"] for r in read_jsonl(tmp_path / "in.results.jsonl")] == [f"req-{i}" for i in range(2000)]
+    assert slow.stats.requests - before <= 2000 + 2 * 4  # the drain let the requests in flight finish
