@@ -32,6 +32,7 @@ from .errors import (
     Unconfirmed,
 )
 from .pacing import SYSTEM_CLOCK, CircuitBreaker, Clock, Pacer, estimate_cost
+from .pacing.quota import Share
 from .records import Job, Result, openai_error
 from .retry import RetryBudget, parse_retry_after, worth_retrying
 from .scrub import Scrubber
@@ -85,6 +86,7 @@ class Client:
     :param clock: what pacing and retries read and wait with (tests pass a fake).
     :param on_retry: called with the error and the wait before each retry, for counters and logs.
     :param pacer: paces attempts (default: from the config's concurrency and limits).
+    :param share: the default pacer's slice of limits shared with other processes.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class Client:
         clock: Clock = SYSTEM_CLOCK,
         on_retry: Callable[[Job, RequestError, float], None] | None = None,
         pacer: Pacer | None = None,
+        share: Share | None = None,
     ) -> None:
         self._config = config
         self._transport = as_transport(transport, config.concurrency)
@@ -112,6 +115,7 @@ class Client:
         self.pacer = pacer or Pacer(
             concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm, clock=clock,
             breaker=CircuitBreaker(threshold=config.outage_threshold, give_up=config.max_outage, clock=clock),
+            share=share,
         )
 
     async def __aenter__(self) -> Client:

@@ -32,7 +32,7 @@ import signal
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -58,6 +58,9 @@ from .reader import Position, open_input, read_jobs, skip_in_steps
 from .records import Job, LineError, Result
 from .stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from .transport import Transport
+
+if TYPE_CHECKING:
+    from .scale.budget import ShardBudget
 
 log = logging.getLogger("batchrun")
 T = TypeVar("T")
@@ -164,6 +167,7 @@ async def run_batch(
     clock: Clock = SYSTEM_CLOCK,
     handle_signals: bool = False,
     answers: Answered | None = None,
+    shared: ShardBudget | None = None,
 ) -> RunStats:
     """Run every line of ``config.input_path`` and write the ordered output.
 
@@ -177,6 +181,8 @@ async def run_batch(
         Once every request is done, a SIGINT while the connections close changes nothing, and
         one while the files are saved or published stops that: the next start completes it.
     :param answers: lines already answered, written as they are instead of being sent.
+    :param shared: this shard's side of the rate limits and ``--max-cost`` cap shared by the
+        shards of one run (`batchrun.scale.budget`).
     :raises InputFileError: the input cannot be opened (nothing was sent).
     :raises ConfigError: the output cannot be written, another run holds it, or its checkpoint
         belongs to another input or options (nothing was sent).
@@ -187,7 +193,7 @@ async def run_batch(
     span = (shard.start, shard.end) if shard is not None else None
     scan = await anyio.to_thread.run_sync(scan_input, config.input_path, span)
     limit = shard.end if shard is not None else scan.size
-    budget = await _budget(config, prices, limit)
+    budget = await _budget(config, prices, limit, shared)
     checkpoint = Checkpoint(config)
     stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines,
                      simulated=config.mock)
@@ -224,7 +230,9 @@ async def run_batch(
         observer.started(stats)
     control = Control(stats)
     try:
-        async with Client(config, transport=transport, clock=clock, on_retry=_retry_hook(observer, control)) as client:
+        async with (shared.running() if shared is not None else contextlib.nullcontext()),\
+                Client(config, transport=transport, clock=clock, on_retry=_retry_hook(observer, control),
+                       share=shared) as client:
             stats.pacer, control.wire = client.pacer, client.pacer.slots
             items = read_jobs(config.input_path, limit, start=position, model=config.model,
                               duplicates=shard.duplicates if shard is not None else frozenset())
@@ -517,7 +525,7 @@ async def _watch_signals(control: Control, drain_timeout: float) -> None:
             control.stop(f"interrupted by {name}", EXIT_STOPPED, grace=drain_timeout)
 
 
-async def _budget(config: RunConfig, prices: PriceTable, size: int) -> Budget | None:
+async def _budget(config: RunConfig, prices: PriceTable, size: int, shared: ShardBudget | None) -> Budget | None:
     """The spending cap, checked before anything else happens.
 
     :raises ConfigError: a model in the input has no price, so the cap could not be enforced.
@@ -525,7 +533,7 @@ async def _budget(config: RunConfig, prices: PriceTable, size: int) -> Budget | 
     if config.max_cost is None:
         return None
     models = await anyio.to_thread.run_sync(_models_in, config, size)
-    return Budget(config.max_cost, prices, models)
+    return Budget(config.max_cost, prices, models, pool=shared)
 
 
 def _models_in(config: RunConfig, size: int) -> set[str | None]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import heapq
 import os
 import shutil
 import subprocess
@@ -89,6 +91,54 @@ class HeldClock(FakeClock):
         finally:
             self.sleepers -= 1
         self.t += seconds
+
+
+class VirtualClock:
+    """A clock (a `batchrun.pacing.Clock`, and callable as the simulator's) whose time moves only
+    in `drive`: when every other task waits, to the earliest sleeper's wake-up. Sleepers wake in
+    order at their own times, so several timed loops run together as they would in real time."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._seq = 0
+
+    def now(self) -> float:
+        return self.t
+
+    def __call__(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (self.t + seconds, self._seq, event))
+        await event.wait()
+
+    async def drive(self, done: Callable[[], bool]) -> None:
+        """Move time on until ``done()``; while nobody sleeps, let real time pass (I/O, threads)."""
+        while not done():
+            await _all_waiting()
+            if not self._sleepers:
+                await anyio.sleep(0.001)
+                continue
+            self.t = max(self.t, self._sleepers[0][0])
+            while self._sleepers and self._sleepers[0][0] <= self.t:
+                heapq.heappop(self._sleepers)[2].set()
+
+
+async def _all_waiting() -> None:
+    """Yield until every other task waits on something (``anyio.wait_all_tasks_blocked`` without
+    its 0.1 s naps, which would make thousands of steps take minutes)."""
+    this = asyncio.current_task()
+    while True:
+        await asyncio.sleep(0)
+        if all(task is this or (task._fut_waiter is not None and not task._fut_waiter.done())  # type: ignore[attr-defined]
+               for task in asyncio.all_tasks()):
+            return
 
 
 def files_under(folder: Path) -> list[Path]:

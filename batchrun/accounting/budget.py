@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -60,6 +60,25 @@ class Verdict(enum.Enum):
     GO = "go"        # reserved: send it
     WAIT = "wait"    # fits once requests in flight settle: ask again after the next settle
     STOP = "stop"    # does not fit even with nothing in flight: stop dispatching
+
+
+class Pool(Protocol):
+    """USD this process draws from a cap shared with other processes (`batchrun.scale.budget`),
+    in nano-dollars; ``spent`` is what this process has spent so far, carried lines included."""
+
+    wake: Callable[[], None] | None  # called when more may have come in
+
+    def admit(self, need: int, spent: int) -> Verdict:
+        """GO: ``need`` is reserved from what this process holds."""
+        ...
+
+    def settled(self, need: int, cost: int, spent: int) -> None: ...
+
+    def released(self, need: int) -> None: ...
+
+    def run_spent(self, spent: int) -> int:
+        """What every process has spent, as far as this one knows."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +105,13 @@ class Budget:
     :param spent: USD already spent by an earlier part of the same run (a resumed run).
     :param default_max_output: output tokens reserved for a request that states no cap.
     :param exact: count input tokens exactly when an exact tokenizer is installed.
+    :param pool: the cap is shared with other processes: reserve from what this one leased.
     :raises ConfigError: the cap is not positive, or a model has no price.
     """
 
     def __init__(self, cap: float, prices: PriceTable, models: Iterable[str | None], *, spent: float = 0.0,
-                 default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS, exact: bool = True) -> None:
+                 default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS, exact: bool = True,
+                 pool: Pool | None = None) -> None:
         if not cap > 0 or math.isinf(cap):
             raise ConfigError(f"--max-cost must be a positive number of USD, got {cap}")
         self._table = prices
@@ -114,6 +135,7 @@ class Budget:
         self.refused: float | None = None  # the worst case of the request a STOP turned away
         self.default_max_output = default_max_output
         self.exact = exact
+        self.pool = pool
 
     # -- the engine's protocol ---------------------------------------------------------------
 
@@ -130,11 +152,18 @@ class Budget:
     def admit(self, worst: float) -> Verdict:
         """May a request of this worst case be sent now? On GO its worst case is reserved."""
         need = _nano(worst)
-        if self._spent + need > self._cap:
+        if self.pool is not None:
+            verdict = self.pool.admit(need, self._spent)
+        elif self._spent + need > self._cap:
+            verdict = Verdict.STOP
+        elif self._spent + self._reserved + need > self._cap:
+            verdict = Verdict.WAIT
+        else:
+            verdict = Verdict.GO
+        if verdict is Verdict.STOP:
             self.refused = worst
-            return Verdict.STOP
-        if self._spent + self._reserved + need > self._cap:
-            return Verdict.WAIT
+        if verdict is not Verdict.GO:
+            return verdict
         self._reserved += need
         self.in_flight += 1
         return Verdict.GO
@@ -145,11 +174,15 @@ class Budget:
         self._release(worst)
         self._spent += _nano(cost)
         self.settled += 1
+        if self.pool is not None:
+            self.pool.settled(_nano(worst), _nano(cost), self._spent)
         return cost
 
     def release(self, worst: float) -> None:
         """Drop the reservation of a request that was admitted but never sent."""
         self._release(worst)
+        if self.pool is not None:
+            self.pool.released(_nano(worst))
 
     def carry(self, spent: float) -> None:
         """Count what an earlier start of the same run spent (the lines a resume carries over)."""
@@ -193,7 +226,8 @@ class Budget:
 
     def describe_stop(self, worst: float) -> str:
         """Why dispatching stopped, for the log and the summary."""
-        return (f"budget reached (--max-cost): {usd(self.spent)} spent of the {usd(self.cap)} cap; the next request "
+        spent = self.spent if self.pool is None else self.pool.run_spent(self._spent) / _NANO
+        return (f"budget reached (--max-cost): {usd(spent)} spent of the {usd(self.cap)} cap; the next request "
                 f"may cost up to {usd(worst)}")
 
     def _price(self, model: str | None) -> Price:

@@ -19,6 +19,8 @@ class BudgetGate:
         self.budget = budget
         self._settled = anyio.Event()
         self._reserved: dict[int, float] = {}  # by line index, while in flight
+        if budget.pool is not None:  # a shared cap: more may come from the other processes' share
+            budget.pool.wake = self._wake
 
     async def reserve(self, job: Job) -> str | None:
         """Reserve the job's worst case; ``None`` when it may go, else why the run must stop."""

@@ -29,7 +29,7 @@ from .breaker import CircuitBreaker
 from .bucket import TokenBucket
 from .clock import SYSTEM_CLOCK, Clock
 from .meter import RateWindow
-from .quota import Quota
+from .quota import Quota, Share
 
 RESCHEDULE = 0.5  # seconds: the longest the first request in line goes without looking again
 
@@ -47,14 +47,15 @@ class Permit:
 class Pacer:
     """:param concurrency: requests in flight at most.
     :param rpm: / :param tpm: limits given by the user (``None``: only what the server announces).
+    :param share: this process's slice of limits shared with other processes.
     """
 
     def __init__(self, *, concurrency: int, rpm: float | None = None, tpm: float | None = None,
-                 breaker: CircuitBreaker, clock: Clock = SYSTEM_CLOCK) -> None:
+                 breaker: CircuitBreaker, clock: Clock = SYSTEM_CLOCK, share: Share | None = None) -> None:
         now = clock.now()
         self.clock = clock
         self.breaker = breaker
-        self.quota = Quota(rpm, tpm, now)
+        self.quota = Quota(rpm, tpm, now, share)
         self.acceptance = Acceptance(now)
         self.concurrency = concurrency
         self.slots = anyio.CapacityLimiter(concurrency)
@@ -68,7 +69,7 @@ class Pacer:
         probe = await self.breaker.admit() if self.breaker.state != CircuitBreaker.CLOSED else False
         tokens = self.quota.charge(estimate)
         pace = self.acceptance.pace
-        if not self.quota.buckets and pace is None:  # nothing to pace: no coroutine, no clock
+        if not self.quota.buckets and pace is None and self.quota.share is None:  # nothing to pace: no coroutine, no clock
             self.quota.take(tokens, 0.0)
         else:
             try:

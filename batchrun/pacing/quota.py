@@ -18,9 +18,10 @@ request are measured from their drops, and a provider that charges more than the
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 
 from .bucket import TokenBucket
-from .headers import LimitState, parse_limits
+from .headers import LimitState, ServerLimits, parse_limits
 
 REQUESTS, TOKENS = "requests", "tokens"
 MAX_SCALE = 4.0
@@ -29,10 +30,31 @@ ESTIMATE_MEMORY = 0.05  # per request: how fast the mean estimate follows
 REQUESTS_MEASURED = 10.0  # drops are summed over this many requests: fewer are mostly noise
 
 
-class Quota:
-    """:param rpm: / :param tpm: limits the user gave (``None``: only what the server announces)."""
+class Share(Protocol):
+    """This process's slice of a quota other processes draw on too (`batchrun.scale.budget`)."""
 
-    def __init__(self, rpm: float | None, tpm: float | None, now: float) -> None:
+    def due(self, tokens: float, now: float) -> float:
+        """When the slice holds a request charged ``tokens``."""
+        ...
+
+    def take(self, tokens: float) -> None: ...
+
+    def give(self, tokens: float) -> None:
+        """A request taken was not charged by the server after all."""
+        ...
+
+    def answered(self, limits: ServerLimits | None, refused: bool) -> None:
+        """What an answer's headers said, for the processes that share the quota."""
+        ...
+
+
+class Quota:
+    """:param rpm: / :param tpm: limits the user gave (``None``: only what the server announces).
+    :param share: a slice of the quota shared with other processes, which every request needs too.
+    """
+
+    def __init__(self, rpm: float | None, tpm: float | None, now: float, share: Share | None = None) -> None:
+        self.share = share
         self._given = {REQUESTS: rpm, TOKENS: tpm}
         self.buckets: dict[str, TokenBucket] = {}
         self.announced: dict[str, float] = {}
@@ -56,6 +78,8 @@ class Quota:
         at = now
         for kind, bucket in self.buckets.items():
             at = max(at, bucket.due(1.0 if kind == REQUESTS else tokens, now))
+        if self.share is not None:
+            at = max(at, self.share.due(tokens, now))
         return max(at, pace.due(1.0, now)) if pace is not None else at
 
     def take(self, tokens: float, now: float, pace: TokenBucket | None = None) -> None:
@@ -64,6 +88,8 @@ class Quota:
             bucket.take(1.0 if kind == REQUESTS else tokens, now)
         if pace is not None:
             pace.take(1.0, now)
+        if self.share is not None:
+            self.share.take(tokens)
         self._pending_requests += 1.0
         self._pending_tokens += tokens
         self._mean_estimate += (ESTIMATE_MEMORY if self._mean_estimate else 1.0) * (tokens / self.scale
@@ -89,6 +115,8 @@ class Quota:
         if refused:
             self._give(tokens)
         limits = parse_limits(headers) if headers is not None else None
+        if self.share is not None:
+            self.share.answered(limits, refused)
         if limits is None:
             return False
         exhausted = False
@@ -103,17 +131,8 @@ class Quota:
         return exhausted
 
     def _follow(self, kind: str, state: LimitState, now: float, fresh: bool) -> None:
-        given = self._given[kind]
-        announced_wins = given is None or state.limit <= given
-        limit = state.limit if announced_wins else given
-        assert limit is not None
-        capacity = state.limit if announced_wins else None  # the server's bucket, or the user's pace
         self.announced[kind] = state.limit
-        bucket = self.buckets.get(kind)
-        if bucket is None:
-            bucket = self.buckets[kind] = TokenBucket(limit, now, capacity=capacity)
-        elif bucket.per_minute != limit:
-            bucket.set_rate(limit, now, capacity)
+        bucket = follow_limit(self.buckets, kind, self._given[kind], state.limit, now)
         if fresh and state.remaining is not None:
             pending = self._pending_requests if kind == REQUESTS else self._pending_tokens
             bucket.set_level(state.remaining - pending, now)
@@ -146,7 +165,24 @@ class Quota:
     def _give(self, tokens: float) -> None:
         for kind, bucket in self.buckets.items():
             bucket.give(1.0 if kind == REQUESTS else tokens)
+        if self.share is not None:
+            self.share.give(tokens)
 
     def limits(self) -> dict[str, float]:
         """The per-minute limits being paced to now."""
         return {kind: bucket.per_minute for kind, bucket in self.buckets.items()}
+
+
+def follow_limit(buckets: dict[str, TokenBucket], kind: str, given: float | None, announced: float,
+                 now: float) -> TokenBucket:
+    """The bucket of ``kind`` once the server announced its limit: the lower of that and the
+    user's wins; the server's bucket holds a minute, the user's pace a second."""
+    announced_wins = given is None or announced <= given
+    limit = announced if announced_wins or given is None else given
+    capacity = announced if announced_wins else None
+    bucket = buckets.get(kind)
+    if bucket is None:
+        bucket = buckets[kind] = TokenBucket(limit, now, capacity=capacity)
+    elif bucket.per_minute != limit:
+        bucket.set_rate(limit, now, capacity)
+    return bucket

@@ -1,0 +1,59 @@
+"""Shards of one run in one process sharing a `BudgetServer`, against the simulator's limits.
+
+Time is virtual (`VirtualClock`: the simulator's buckets, the pacers and the refills all read
+it), so the figures are the policy's, whatever else the machine is doing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from batchrun import RunConfig, run_batch
+from batchrun.scale.budget import BudgetServer, LocalBudgetClient, ShardBudget
+from batchrun.simulator import SimulatorConfig, serve
+from batchrun.simulator.limits import RateLimits
+from batchrun.stats import RunStats
+
+from ..helpers import VirtualClock, chat_line, write_jsonl
+
+
+async def run_shards(tmp_path: Path, base_url: str, clock: VirtualClock, server: BudgetServer | None, shards: int,
+                     lines: int, **config: Any) -> list[RunStats]:
+    """``shards`` runs of ``lines`` lines each, at once; ``server`` None: each on its own."""
+    results: list[RunStats] = []
+
+    async def shard(number: int) -> None:
+        rows = [chat_line(number * lines + i, max_completion_tokens=20) for i in range(lines)]
+        source = write_jsonl(tmp_path / f"part{number}.jsonl", rows)
+        shared = None if server is None else ShardBudget(LocalBudgetClient(server), number, clock=clock)
+        results.append(await run_batch(RunConfig(source, base_url=base_url, concurrency=16, **config), clock=clock,
+                                       shared=shared))
+
+    async with anyio.create_task_group() as group:
+        for number in range(shards):
+            group.start_soon(shard, number)
+        group.start_soon(clock.drive, lambda: len(results) == shards)
+    return results
+
+
+@pytest.mark.parametrize(("given", "shards"), [(None, 2), (600, 3)], ids=["learned-2", "given-3"])
+async def test_shards_together_keep_to_the_limit_and_use_it(tmp_path: Path, given: int | None, shards: int) -> None:
+    clock = VirtualClock()
+    rpm, lines = 600, 800 // shards
+    async with serve(SimulatorConfig(limits=RateLimits(rpm=rpm)), clock=clock) as sim:
+        start = clock.now()
+        server = BudgetServer(rpm=given, now=clock)
+        stats = await run_shards(tmp_path, sim.base_url, clock, server, shards, lines, rpm=given)
+        elapsed = clock.now() - start
+        refused, received = sim.stats.rate_limited["requests"], sim.stats.requests
+    assert all(s.exit_code == 0 and s.succeeded == lines for s in stats)
+    assert refused < 0.01 * received  # together within the limit
+    # The most the limit allows: what its bucket holds at the start, then rpm a minute. Learned,
+    # that is the provider's full minute; given by the user, a second's worth, as for one process.
+    possible = (rpm if given is None else rpm / 60) + elapsed * rpm / 60
+    assert 0.95 * possible <= shards * lines <= possible
+    assert server.limits() == {"requests": rpm}
