@@ -57,3 +57,15 @@ async def test_shards_together_keep_to_the_limit_and_use_it(tmp_path: Path, give
     possible = (rpm if given is None else rpm / 60) + elapsed * rpm / 60
     assert 0.95 * possible <= shards * lines <= possible
     assert server.limits() == {"requests": rpm}
+
+
+async def test_max_cost_is_one_cap_for_every_shard(tmp_path: Path) -> None:
+    clock, cap, shards = VirtualClock(), 0.002, 2  # about 140 of the 400 lines' answers
+    async with serve(SimulatorConfig(), clock=clock) as sim:
+        server = BudgetServer(max_cost=cap, now=clock)
+        stats = await run_shards(tmp_path, sim.base_url, clock, server, shards, 200, max_cost=cap)
+    assert all(s.exit_code == 3 and "--max-cost" in (s.stop_reason or "") for s in stats)
+    spent = [s.report.cost()[0] or 0.0 for s in stats]
+    assert 0.9 * cap < sum(spent) <= cap
+    assert all(s.succeeded > 20 for s in stats)  # both shards drew on the one cap
+    assert server.spent() / 1e9 == pytest.approx(sum(spent), abs=1e-6)
