@@ -71,7 +71,8 @@ class Want:
 @dataclass(frozen=True, slots=True)
 class Grant:
     """A lease: ``math.inf`` where no limit is known. ``stop``: ``Want.need`` can never fit under
-    the cap, whatever is returned. ``spent``: nano-USD the whole run has spent."""
+    the cap, whatever is returned. ``spent``: nano-USD the whole run has spent. ``slice``: the
+    shard's fair slice of requests and tokens now, what it tops up to."""
 
     requests: float
     tokens: float
@@ -79,6 +80,7 @@ class Grant:
     spent: int
     retry_in: float  # seconds until asking again may bring more, when this was short
     stop: bool = False
+    slice: tuple[float, float] = (math.inf, math.inf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,13 +128,14 @@ class BudgetServer:
         self._seen(shard, holding, now)
         active = len(self.shards)
         got: dict[str, float] = {}
+        targets: dict[str, float] = {}
         retry_in = BEAT
         for kind in (REQUESTS, TOKENS):
             bucket = self.buckets.get(kind)
             if bucket is None:
-                got[kind] = math.inf
+                got[kind] = targets[kind] = math.inf
                 continue
-            target = bucket.per_minute / 60 * SLICE_SECONDS / active
+            target = targets[kind] = bucket.per_minute / 60 * SLICE_SECONDS / active
             held = holding.requests if kind == REQUESTS else holding.tokens
             grant = max(0.0, min(target - held, bucket.level_at(now)))
             bucket.take(grant, now)
@@ -142,7 +145,8 @@ class BudgetServer:
         dollars, stop = self._dollars(shard, want, active)
         if dollars:
             self._seen(shard, _plus(holding, dollars), now)
-        return Grant(got[REQUESTS], got[TOKENS], dollars, self.spent(), max(retry_in, POLL), stop)
+        return Grant(got[REQUESTS], got[TOKENS], dollars, self.spent(), max(retry_in, POLL), stop,
+                     (targets[REQUESTS], targets[TOKENS]))
 
     def give_back(self, shard: int, holding: Holding) -> None:
         """``shard`` is done: what it holds unused returns to the buckets, and it leaves."""
@@ -238,8 +242,8 @@ class LocalBudgetClient:
 class _Slice:
     requests: float = 0.0
     tokens: float = 0.0
-    target_requests: float = 0.0  # the most recent full slice, what "half left" is measured on
-    target_tokens: float = 0.0
+    target_requests: float = math.inf  # the fair slice: what "half left" is measured on, and the
+    target_tokens: float = math.inf  # most a request needs of it (one costing more goes into debt)
 
 
 class ShardBudget:
@@ -273,7 +277,7 @@ class ShardBudget:
 
     def due(self, tokens: float, now: float) -> float:
         s = self._slice
-        if s.requests >= 1.0 and s.tokens >= min(tokens, s.target_tokens or tokens):
+        if s.requests >= min(1.0, s.target_requests) and s.tokens >= min(tokens, s.target_tokens):
             return now
         return now + POLL
 
@@ -371,8 +375,7 @@ class ShardBudget:
         s = self._slice
         s.requests += grant.requests
         s.tokens += grant.tokens
-        s.target_requests = s.requests if math.isfinite(s.requests) else 0.0
-        s.target_tokens = s.tokens if math.isfinite(s.tokens) else 0.0
+        s.target_requests, s.target_tokens = grant.slice
         self._free += grant.dollars
         self._run_spent = grant.spent
         if grant.stop:
