@@ -26,6 +26,7 @@ they reveal.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +41,8 @@ from ..pacing.bucket import TokenBucket
 from ..pacing.clock import SYSTEM_CLOCK, Clock
 from ..pacing.headers import LimitState, ServerLimits
 from ..pacing.quota import REQUESTS, TOKENS, follow_limit
+
+log = logging.getLogger("batchrun")
 
 SLICE_SECONDS = 1.0  # a shard holds about this long of its fair share of a limit
 LEASE_TTL = 10.0  # seconds: a shard silent this long is gone, and what it held returns
@@ -346,7 +349,10 @@ class ShardBudget:
         finally:
             with anyio.CancelScope(shield=True):
                 self._free = 0
-                await self.client.give_back(self.shard, self._holding())
+                try:
+                    await self.client.give_back(self.shard, self._holding())
+                except Exception as exc:  # the server is gone: the lease expires there anyway
+                    log.warning("could not give the shared budget back: %s", exc)
 
     async def _refill(self) -> None:
         while True:

@@ -149,3 +149,14 @@ async def test_a_spending_pool_reserves_from_what_it_leased_and_waits_for_more()
         assert woken and share.admit(NANO // 10, 0) is Verdict.GO  # the refill leased it, and said so
         share.settled(NANO // 10, NANO // 20, NANO // 20)
     assert server.spent() == NANO // 20
+
+
+async def test_a_server_gone_at_the_end_fails_nothing() -> None:
+    class Gone(Held):
+        async def give_back(self, shard: int, holding: Holding) -> None:
+            raise ConnectionError("the budget server died")
+
+    transport = Gone(BudgetServer(rpm=600))
+    async with ShardBudget(transport, 0).running():
+        pass
+    assert transport.leases == 1  # its lease there expires
