@@ -43,8 +43,9 @@ class Share(Protocol):
         """A request taken was not charged by the server after all."""
         ...
 
-    def answered(self, limits: ServerLimits | None, refused: bool) -> None:
-        """What an answer's headers said, for the processes that share the quota."""
+    def answered(self, limits: ServerLimits | None, refused: bool, pending: tuple[float, float]) -> None:
+        """What an answer's headers said, for the processes that share the quota; ``pending``:
+        the requests and tokens charged here and not answered, after this one."""
         ...
 
 
@@ -116,7 +117,7 @@ class Quota:
             self._give(tokens)
         limits = parse_limits(headers) if headers is not None else None
         if self.share is not None:
-            self.share.answered(limits, refused)
+            self.share.answered(limits, refused, (self._pending_requests, self._pending_tokens))
         if limits is None:
             return False
         exhausted = False

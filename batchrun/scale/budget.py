@@ -17,11 +17,13 @@ call changes nothing for good, and a shard restarted from its checkpoint starts 
 not heard from for `LEASE_TTL` seconds is gone: what it held returns to the run, its spend stays.
 
 The quotas start full, as a provider's do: the first slices are taken from a full bucket at once.
-Until a limit is known the slices are unlimited. The first ``remaining`` announced with a limit
-sets its bucket (less what the shards hold unused); later ones correct it downwards only: every
-shard reads a different, slightly stale ``remaining``, and none of them knows what the others
-sent since; a bucket that holds less than it should (another client of the same key) is what
-they reveal.
+Until a limit is known the slices are unlimited. The ``remaining`` a shard reports is the
+provider's word, less what the shards hold unused: a bucket is lowered to it at once, but raised
+to it only past what may have been sent unseen since that answer was written (the reporting
+shard's requests in flight, and a slice and the requests in flight of every other shard), since
+each shard's ``remaining`` is a little stale and none knows what the others sent meanwhile. So an
+estimate above what the provider charges (tokens, mostly) is corrected as for one process, and
+a stale answer does not let the shards together past the limit.
 """
 
 from __future__ import annotations
@@ -93,12 +95,15 @@ class News:
     requests: LimitState | None
     tokens: LimitState | None
     refused: int = 0
+    in_flight: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(slots=True)
 class _Shard:
     holding: Holding
     seen: float
+    in_flight: tuple[float, float] = (0.0, 0.0)  # as of its last report
+    slice: tuple[float, float] = (0.0, 0.0)  # its fair slice at its last lease
 
 
 class BudgetServer:
@@ -146,8 +151,10 @@ class BudgetServer:
             if held + grant < target / 2:
                 retry_in = min(retry_in, (target / 2 - held - grant) * 60 / bucket.per_minute)
         dollars, stop = self._dollars(shard, want, active)
-        if dollars:
-            self._seen(shard, _plus(holding, dollars), now)
+        record = self.shards[shard]
+        record.holding = Holding(holding.requests + got[REQUESTS], holding.tokens + got[TOKENS],
+                                 holding.dollars + dollars, holding.spent)
+        record.slice = (targets[REQUESTS], targets[TOKENS])
         return Grant(got[REQUESTS], got[TOKENS], dollars, self.spent(), max(retry_in, POLL), stop,
                      (targets[REQUESTS], targets[TOKENS]))
 
@@ -164,8 +171,9 @@ class BudgetServer:
         """Follow the limits and ``remaining`` an answer of ``shard``'s announced."""
         now = self._now()
         self._seen(shard, holding, now)
+        self.shards[shard].in_flight = news.in_flight
         self.refused += news.refused
-        for kind, state in ((REQUESTS, news.requests), (TOKENS, news.tokens)):
+        for index, (kind, state) in enumerate(((REQUESTS, news.requests), (TOKENS, news.tokens))):
             if state is None:
                 continue
             before = self.buckets.get(kind)
@@ -175,9 +183,18 @@ class BudgetServer:
                 unused = sum(_finite(s.holding.requests if kind == REQUESTS else s.holding.tokens)
                              for s in self.shards.values())
                 truth = state.remaining - unused
+                level = bucket.level_at(now)
                 # A bucket just announced (or resized) is as the provider says, full or not.
-                if truth < bucket.level_at(now) or shape != (bucket.per_minute, bucket.capacity):
+                if truth < level or shape != (bucket.per_minute, bucket.capacity):
                     bucket.set_level(truth, now)
+                    continue
+                # Above it: only past whatever may have been sent unseen since (in flight, and a
+                # slice of every other shard), so an estimate above the provider's charge is not
+                # paid for ever.
+                unseen = sum(s.in_flight[index] + (0.0 if number == shard else _finite(s.slice[index]))
+                             for number, s in self.shards.items())
+                if truth - unseen > level:
+                    bucket.set_level(truth - unseen, now)
 
     def spent(self) -> int:
         """Nano-USD the run has spent, as the shards last said."""
@@ -205,10 +222,6 @@ class BudgetServer:
                 del self.shards[number]
                 self.gone_spent += other.holding.spent
         self.shards[shard] = _Shard(holding, now)
-
-
-def _plus(holding: Holding, dollars: int) -> Holding:
-    return Holding(holding.requests, holding.tokens, holding.dollars + dollars, holding.spent)
 
 
 def _finite(value: float) -> float:
@@ -292,11 +305,11 @@ class ShardBudget:
         self._slice.requests += 1.0
         self._slice.tokens += tokens
 
-    def answered(self, limits: ServerLimits | None, refused: bool) -> None:
+    def answered(self, limits: ServerLimits | None, refused: bool, pending: tuple[float, float]) -> None:
         self._refused += refused
         if limits is None:
             return
-        self._news = News(limits.requests, limits.tokens)
+        self._news = News(limits.requests, limits.tokens, in_flight=pending)
         s = self._slice
         # Unlimited until now: from this answer on, only what the server grants.
         if limits.requests is not None and math.isinf(s.requests):
@@ -370,8 +383,9 @@ class ShardBudget:
         news, self._news = self._news, None
         if news is not None or self._refused:
             refused, self._refused = self._refused, 0
-            await self.client.report(self.shard, self._holding(),
-                                     News(news.requests if news else None, news.tokens if news else None, refused))
+            await self.client.report(self.shard, self._holding(), News(
+                news.requests if news else None, news.tokens if news else None, refused,
+                news.in_flight if news else (0.0, 0.0)))
         need = self._need
         if need:  # what it holds is not enough for the one waiting: all of it goes back
             self._free = 0

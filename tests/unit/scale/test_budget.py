@@ -41,11 +41,17 @@ def test_the_quota_starts_full_and_is_shared_fairly() -> None:
 def test_an_announced_limit_below_the_given_one_wins_and_its_remaining_is_followed() -> None:
     clock = FakeClock()
     server = BudgetServer(rpm=6000, now=clock.now)
+    bucket = server.buckets["requests"]
     server.report(0, Holding(requests=20), News(LimitState(1200, 500, None), None))
     assert server.limits() == {"requests": 1200}
-    assert server.buckets["requests"].level_at(clock.t) == 480  # what is left, less what shards hold
-    server.report(1, NOTHING, News(LimitState(1200, 900, None), None))  # stale: never raises it again
-    assert server.buckets["requests"].level_at(clock.t) == 480
+    assert bucket.level_at(clock.t) == 480  # what is left, less what shards hold
+    server.report(0, Holding(requests=20), News(LimitState(1200, 400, None), None))
+    assert bucket.level_at(clock.t) == 380  # less: at once
+    assert server.lease(1, NOTHING, Want()).requests == 10  # half of a second's 20: its fair slice
+    server.report(0, Holding(requests=20), News(LimitState(1200, 900, None), None, in_flight=(16, 0)))
+    # More: only past what may have gone out unseen since — shard 0's 16 in flight, and a slice
+    # of shard 1 — besides what the two hold (20 and 10).
+    assert bucket.level_at(clock.t) == 900 - 20 - 10 - 16 - 10
 
 
 def test_what_a_shard_gives_back_is_there_for_the_others() -> None:
