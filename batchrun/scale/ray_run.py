@@ -12,6 +12,9 @@ local runner does one after another: the engine stays the engine.
 - Ctrl-C in the driver cancels the tasks: Ray delivers SIGINT to each worker, where the engine
   drains as a single run does (its requests in flight get ``--drain-timeout``); a second Ctrl-C
   cancels them outright.
+- One `budget.BudgetServer` actor holds the run's rate budget (``--rpm``/``--tpm`` and the limits
+  the shards learn) and its ``--max-cost`` cap; each shard leases slices of them, so none of its
+  requests waits on a call to the actor.
 - Credentials never travel as task arguments (Ray keeps those in its control store): each
   worker reads the key from ``--api-key-env`` in its own environment, which a local cluster
   inherits from the driver and a real cluster's nodes must provide.
@@ -35,6 +38,7 @@ from ..engine import run_batch
 from ..errors import ConfigError
 from ..runner import run_async
 from ..stats import RunStats
+from .budget import BudgetServer, Grant, Holding, News, ShardBudget, Want
 from .parts import Plan, assemble, finished, plan
 from .shards import default_count
 
@@ -79,9 +83,12 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | N
     made = plan(config, shards or default_count(cpus, size))
     log.info("running %d shards on %d CPUs", len(made.shards), cpus)
     task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_shard)
+    # The run's one rate budget and cap; it takes no CPU a shard could use.
+    server = ray.remote(BudgetServer).options(num_cpus=0).remote(rpm=config.rpm, tpm=config.tpm,
+                                                                   max_cost=config.max_cost)
     secretless = replace(config, api_key=None)
     started = time.monotonic()
-    refs = [task.remote(secretless, shard) for shard in made.shards]
+    refs = [task.remote(secretless, shard, server) for shard in made.shards]
     outcomes: list[ShardOutcome] = _gather(ray, refs)
     stopped = [outcome for outcome in outcomes if outcome.stop_reason is not None]
     if stopped:
@@ -101,16 +108,35 @@ def _import_ray() -> Any:
         raise ConfigError("--ray needs Ray: pip install 'batchrun[ray]'") from None
 
 
-def _run_shard(config: RunConfig, shard: Shard) -> ShardOutcome:
-    """A shard's task, on a worker: its range through the engine, with SIGINT draining it."""
+def _run_shard(config: RunConfig, shard: Shard, server: Any) -> ShardOutcome:
+    """A shard's task, on a worker: its range through the engine, with SIGINT draining it, its
+    pace and spending leased from the run's `BudgetServer` actor."""
     key = os.environ.get(config.api_key_env)
     part = replace(config, shard=shard, api_key=ApiKey(key) if key else None)
-    stats: RunStats = run_async(partial(run_batch, part, handle_signals=True))
+    shared = ShardBudget(_ActorClient(server), shard.number)
+    stats: RunStats = run_async(partial(run_batch, part, handle_signals=True, shared=shared))
     cost = stats.report.cost()[1]
     if stats.up_to_date:  # an earlier start (or an earlier try of this task) finished it
         cost = float(orjson.loads(part.report_path.read_bytes())["cost_usd_priced"])
     return ShardOutcome(shard.number, stats.stop_reason, stats.stop_code, stats.exit_code, stats.sent_this_start,
                         stats.tokens_this_start, cost)
+
+
+class _ActorClient:
+    """A `budget.BudgetClient` calling the `BudgetServer` actor (an actor's call is awaitable)."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    async def lease(self, shard: int, holding: Holding, want: Want) -> Grant:
+        grant: Grant = await self._actor.lease.remote(shard, holding, want)
+        return grant
+
+    async def give_back(self, shard: int, holding: Holding) -> None:
+        await self._actor.give_back.remote(shard, holding)
+
+    async def report(self, shard: int, holding: Holding, news: News) -> None:
+        await self._actor.report.remote(shard, holding, news)
 
 
 def _gather(ray: Any, refs: list[Any]) -> list[ShardOutcome]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from batchrun.config import RunConfig
 from batchrun.runner import run_batch_sync
-from batchrun.simulator import Simulator, SimulatorConfig, run_in_thread
+from batchrun.simulator import RateLimits, Simulator, SimulatorConfig, run_in_thread
 from tests.helpers import chat_line, read_jsonl, wait_for, write_jsonl
 
 ray = pytest.importorskip("ray")
@@ -114,3 +115,27 @@ def test_ctrl_c_drains_every_shard_and_the_same_command_finishes(slow: Simulator
     assert again.returncode == 0, again.stderr
     assert [r["custom_id"] for r in read_jsonl(tmp_path / "in.results.jsonl")] == [f"req-{i}" for i in range(2000)]
     assert slow.stats.requests - before <= 2000 + 2 * 4  # the drain let the requests in flight finish
+
+
+def test_max_cost_is_one_cap_across_the_shards(sim: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, max_tokens=64) for i in range(400)])
+    cap = 0.004  # about a quarter of the 400 lines' answers
+    stats = run_on_ray(RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url, max_cost=cap), shards=2)
+    assert stats.exit_code == 3 and "--max-cost" in (stats.stop_reason or "")
+    reports = sorted((tmp_path / "out.jsonl.shards").glob("*.report.json"))
+    assert len(reports) == 2  # every shard stopped at the one cap, and said what it spent
+    spent = sum(json.loads(report.read_text())["cost_usd_priced"] for report in reports)
+    assert 0.9 * cap < spent <= cap
+
+
+def test_shards_together_keep_to_a_quota_they_learn(tmp_path: Path) -> None:
+    # 3,000 RPM starting full: 600 lines past it wait for the refill, about 12 s.
+    limits = RateLimits(rpm=3000)
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(3600)])
+    with run_in_thread(SimulatorConfig(latency_ms=20, limits=limits)) as limited:
+        stats = run_on_ray(RunConfig(source, tmp_path / "out.jsonl", base_url=limited.base_url, concurrency=64),
+                           shards=2)
+        refused = limited.stats.rate_limited["requests"]
+        requests = limited.stats.requests
+    assert stats.exit_code == 0
+    assert refused < 0.01 * requests, f"{refused} of {requests} requests refused"
