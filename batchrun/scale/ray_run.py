@@ -35,9 +35,9 @@ import orjson
 
 from ..config import ApiKey, RunConfig, Shard
 from ..engine import run_batch
-from ..errors import ConfigError
+from ..errors import BatchrunError, ConfigError
 from ..runner import run_async
-from ..stats import RunStats
+from ..stats import EXIT_STOPPED, EXIT_USAGE, RunStats
 from .budget import BudgetServer, Grant, Holding, News, ShardBudget, Want
 from .parts import Plan, assemble, finished, plan
 from .shards import default_count
@@ -114,7 +114,10 @@ def _run_shard(config: RunConfig, shard: Shard, server: Any) -> ShardOutcome:
     key = os.environ.get(config.api_key_env)
     part = replace(config, shard=shard, api_key=ApiKey(key) if key else None)
     shared = ShardBudget(_ActorClient(server), shard.number)
-    stats: RunStats = run_async(partial(run_batch, part, handle_signals=True, shared=shared))
+    try:
+        stats: RunStats = run_async(partial(run_batch, part, handle_signals=True, shared=shared))
+    except BatchrunError as exc:  # refused, nothing sent: another run (a killed driver's task) holds its part
+        return ShardOutcome(shard.number, str(exc), EXIT_USAGE, EXIT_USAGE, 0, 0, 0.0)
     cost = stats.report.cost()[1]
     if stats.up_to_date:  # an earlier start (or an earlier try of this task) finished it
         cost = float(orjson.loads(part.report_path.read_bytes())["cost_usd_priced"])
@@ -161,7 +164,7 @@ def _outcome(ray: Any, ref: Any, number: int) -> ShardOutcome:
     try:
         outcome: ShardOutcome = ray.get(ref)
     except ray.exceptions.TaskCancelledError:
-        return ShardOutcome(number, "interrupted by SIGINT", 4, 4, 0, 0, 0.0)
+        return ShardOutcome(number, "interrupted by SIGINT", EXIT_STOPPED, EXIT_STOPPED, 0, 0, 0.0)
     return outcome
 
 

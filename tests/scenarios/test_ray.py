@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -139,3 +140,24 @@ def test_shards_together_keep_to_a_quota_they_learn(tmp_path: Path) -> None:
         requests = limited.stats.requests
     assert stats.exit_code == 0
     assert refused < 0.01 * requests, f"{refused} of {requests} requests refused"
+
+
+def test_a_killed_driver_is_resumed_by_the_same_command(slow: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(2000)])
+    command = [sys.executable, "-m", "batchrun", "run", str(source), "--base-url", slow.base_url, "--ray",
+               "--shards", "2", "-c", "4", "-q"]
+    before = slow.stats.requests
+    driver = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    parts = [tmp_path / "in.results.jsonl.shards" / f"000{n}.jsonl.checkpoint" for n in (0, 1)]
+    idle = threading.Event()
+    while not all((part / "output.jsonl").exists() and (part / "output.jsonl").read_bytes() for part in parts):
+        idle.wait(0.05)
+    driver.kill()  # kill -9: Ray ends the tasks it owned
+    driver.wait()
+    for part in parts:  # until their workers are gone (a start meanwhile is refused, as for one process)
+        with (part / "lock").open("rb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr
+    assert [r["custom_id"] for r in read_jsonl(tmp_path / "in.results.jsonl")] == [f"req-{i}" for i in range(2000)]
+    assert slow.stats.requests - before <= 2000 + 2 * 4  # at most the requests in flight went twice
