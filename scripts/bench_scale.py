@@ -1,6 +1,6 @@
 """One process against ``--ray`` with 2 shards, side by side, on this machine.
 
-    python scripts/bench_scale.py [--lines 60000] [--concurrency 256] [--cases latency-0,latency-50,quota]
+    python scripts/bench_scale.py [--lines 200000] [--concurrency 256] [--cases latency-0,latency-50,quota]
 
 For each case a fresh ``batchrun mock-server`` process serves the run (its buckets full, its
 counters at zero), and ``batchrun run`` runs the same input once as one process and once with
@@ -76,7 +76,7 @@ def run(server: Server, source: Path, out: Path, concurrency: int, *extra: str) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--lines", type=int, default=60_000)
+    parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--cases", default="latency-0,latency-50,quota")
     args = parser.parse_args()

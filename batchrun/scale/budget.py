@@ -116,7 +116,7 @@ class BudgetServer:
     """
 
     def __init__(self, *, rpm: float | None = None, tpm: float | None = None, max_cost: float | None = None,
-                 now: Callable[[], float] = time.monotonic, lease_ttl: float = LEASE_TTL) -> None:
+                 spent: float = 0.0, now: Callable[[], float] = time.monotonic, lease_ttl: float = LEASE_TTL) -> None:
         self._now = now
         self._given = {REQUESTS: rpm, TOKENS: tpm}
         self.buckets: dict[str, TokenBucket] = {}
@@ -127,7 +127,7 @@ class BudgetServer:
         self.cap = None if max_cost is None else math.floor(max_cost * NANO)
         self.lease_ttl = lease_ttl
         self.shards: dict[int, _Shard] = {}
-        self.gone_spent = 0  # nano-USD of shards that left or expired
+        self.gone_spent = math.floor(spent * NANO)  # nano-USD of shards that left, expired, or were done before
         self.refused = 0
 
     def lease(self, shard: int, holding: Holding, want: Want) -> Grant:

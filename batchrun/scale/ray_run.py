@@ -15,19 +15,20 @@ local runner does one after another: the engine stays the engine.
 - One `budget.BudgetServer` actor holds the run's rate budget (``--rpm``/``--tpm`` and the limits
   the shards learn) and its ``--max-cost`` cap; each shard leases slices of them, so none of its
   requests waits on a call to the actor.
-- Credentials never travel as task arguments (Ray keeps those in its control store): each
-  worker reads the key from ``--api-key-env`` in its own environment, which a local cluster
-  inherits from the driver and a real cluster's nodes must provide.
+- Credentials never travel as task arguments (Ray keeps those in its control store). A local
+  cluster's processes inherit them from the driver's environment, put there before the cluster
+  starts; on an existing cluster each worker reads the key from ``--api-key-env`` on its node.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from typing import Any
 
@@ -44,6 +45,7 @@ from .shards import default_count
 
 log = logging.getLogger("batchrun")
 
+SECRETS_ENV = "BATCHRUN_RAY_CREDENTIALS"  # how a local cluster's workers get the driver's credentials
 TASK_RETRIES = 3  # a shard's worker or node may die this many times before the run stops
 
 
@@ -68,15 +70,21 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | N
     :param shards: how many; default `shards.default_count` of the cluster's CPUs and the input.
     :raises ConfigError: the run cannot be sharded as given (nothing was sent).
     """
-    if config.headers or (config.api_key is not None and not os.environ.get(config.api_key_env)):
-        raise ConfigError("--ray sends no credentials to the workers: each reads the key from "
-                          f"${config.api_key_env} itself, so --header and a user:password@ in --base-url "
-                          "cannot be used with it")
     if finished(config):  # up to date, or refused, as a single run judges it
         stats: RunStats = run_async(partial(run_batch, config))
         return stats
     ray: Any = _import_ray()
-    if not ray.is_initialized():
+    if not ray.is_initialized() and address is None and not os.environ.get("RAY_ADDRESS"):
+        os.environ[SECRETS_ENV] = _secrets(config)  # the local cluster started now inherits them
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        finally:
+            del os.environ[SECRETS_ENV]
+    elif config.headers or (config.api_key is not None and not os.environ.get(config.api_key_env)):
+        raise ConfigError("on an existing Ray cluster each worker reads the key from "
+                          f"${config.api_key_env} on its node, and nothing else: --header and a "
+                          "user:password@ in --base-url can be used with a local cluster only")
+    elif not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     size = config.input_path.stat().st_size
@@ -85,8 +93,10 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | N
     task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_shard)
     # The run's one rate budget and cap; it takes no CPU a shard could use.
     server = ray.remote(BudgetServer).options(num_cpus=0).remote(rpm=config.rpm, tpm=config.tpm,
-                                                                   max_cost=config.max_cost)
-    secretless = replace(config, api_key=None)
+                                                                   max_cost=config.max_cost,
+                                                                   spent=_spent_before(config, made))
+    secretless = {field.name: getattr(config, field.name) for field in fields(config)
+                  if field.name not in ("api_key", "headers")}
     started = time.monotonic()
     refs = [task.remote(secretless, shard, server) for shard in made.shards]
     outcomes: list[ShardOutcome] = _gather(ray, refs)
@@ -95,6 +105,17 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | N
         return _stopped(config, made, outcomes, stopped)
     return assemble(config, made, wall_s=time.monotonic() - started, sent=sum(o.sent for o in outcomes),
                     tokens=sum(o.tokens for o in outcomes))
+
+
+def _spent_before(config: RunConfig, made: Plan) -> float:
+    """USD the shards an earlier start finished spent: their parts' reports say (a shard still
+    running tells the budget what its checkpoint carries itself)."""
+    spent = 0.0
+    for shard in made.shards:
+        part = replace(config, shard=shard)
+        if part.out.exists() and not part.checkpoint_path.exists():
+            spent += float(orjson.loads(part.report_path.read_bytes())["cost_usd_priced"])
+    return spent
 
 
 def _import_ray() -> Any:
@@ -108,11 +129,36 @@ def _import_ray() -> Any:
         raise ConfigError("--ray needs Ray: pip install 'batchrun[ray]'") from None
 
 
-def _run_shard(config: RunConfig, shard: Shard, server: Any) -> ShardOutcome:
+def _secrets(config: RunConfig) -> str:
+    """The credentials, for the environment a local cluster's processes inherit."""
+    return orjson.dumps({"authorization": config.api_key.header() if config.api_key else None,
+                         "headers": list(config.headers)}).decode()
+
+
+def _credentials(api_key_env: str) -> tuple[ApiKey | None, tuple[str, ...]]:
+    """A worker's key and headers: those its local cluster inherited from the driver, else the
+    key in ``api_key_env`` on its node."""
+    handed = os.environ.get(SECRETS_ENV)
+    if handed is None:
+        key = os.environ.get(api_key_env)
+        return (ApiKey(key) if key else None), ()
+    secrets = orjson.loads(handed)
+    authorization: str | None = secrets["authorization"]
+    if authorization is None:
+        return None, tuple(secrets["headers"])
+    scheme, _, value = authorization.partition(" ")
+    if scheme == "Basic":
+        user, _, password = base64.b64decode(value).decode().partition(":")
+        return ApiKey.basic(user, password), tuple(secrets["headers"])
+    return ApiKey(value, scheme=scheme), tuple(secrets["headers"])
+
+
+def _run_shard(settings: dict[str, Any], shard: Shard, server: Any) -> ShardOutcome:
     """A shard's task, on a worker: its range through the engine, with SIGINT draining it, its
-    pace and spending leased from the run's `BudgetServer` actor."""
-    key = os.environ.get(config.api_key_env)
-    part = replace(config, shard=shard, api_key=ApiKey(key) if key else None)
+    pace and spending leased from the run's `BudgetServer` actor. ``settings``: the run's
+    `RunConfig` fields but the credentials (`_credentials`)."""
+    key, headers = _credentials(settings["api_key_env"])
+    part = RunConfig(**{**settings, "shard": shard}, api_key=key, headers=headers)
     shared = ShardBudget(_ActorClient(server), shard.number)
     try:
         stats: RunStats = run_async(partial(run_batch, part, handle_signals=True, shared=shared))

@@ -11,14 +11,17 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchrun.config import RunConfig
+from batchrun.errors import ConfigError
 from batchrun.runner import run_batch_sync
-from batchrun.simulator import RateLimits, Simulator, SimulatorConfig, run_in_thread
+from batchrun.scale.parts import plan
+from batchrun.simulator import Faults, RateLimits, Simulator, SimulatorConfig, run_in_thread
 from tests.helpers import chat_line, read_jsonl, wait_for, write_jsonl
 
 ray = pytest.importorskip("ray")
@@ -161,3 +164,39 @@ def test_a_killed_driver_is_resumed_by_the_same_command(slow: Simulator, tmp_pat
     assert again.returncode == 0, again.stderr
     assert [r["custom_id"] for r in read_jsonl(tmp_path / "in.results.jsonl")] == [f"req-{i}" for i in range(2000)]
     assert slow.stats.requests - before <= 2000 + 2 * 4  # at most the requests in flight went twice
+
+
+def test_a_local_clusters_workers_get_the_headers_and_nothing_writes_them(tmp_path: Path) -> None:
+    secret = "sk-ray-header-0123456789abcdef"
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(50)])
+    env = {name: value for name, value in os.environ.items() if name not in ("OPENAI_API_KEY", "RAY_ADDRESS")}
+    with run_in_thread(SimulatorConfig(faults=Faults(require_api_key=secret))) as locked:
+        done = subprocess.run([sys.executable, "-m", "batchrun", "run", str(source), "--base-url", locked.base_url,
+                               "--ray", "--shards", "2", "--header", f"Authorization: Bearer {secret}"],
+                              capture_output=True, text=True, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    assert len(read_jsonl(tmp_path / "in.results.jsonl")) == 50
+    assert secret not in done.stderr
+    assert all(secret.encode() not in path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
+
+
+def test_headers_are_refused_on_a_cluster_the_workers_do_not_inherit_from(sim: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(5)])
+    config = RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url, headers=("api-key: abcdefgh12345678",))
+    with pytest.raises(ConfigError, match="local cluster only"):
+        run_on_ray(config, shards=2)  # the module's cluster was started by the tests, not by the run
+    assert not (tmp_path / "out.jsonl.shards").exists()
+
+
+def test_the_cap_counts_what_shards_finished_by_an_earlier_start_spent(sim: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, max_tokens=64) for i in range(400)])
+    out = tmp_path / "out.jsonl"
+    config = RunConfig(source, out, base_url=sim.base_url)
+    made = plan(config, 2)
+    first = replace(config, shard=made.shards[0])
+    assert run_batch_sync(first).exit_code == 0  # an earlier start finished the first shard, and spent:
+    spent = json.loads(first.report_path.read_text())["cost_usd_priced"]
+    stats = run_on_ray(replace(config, max_cost=spent + 0.001), shards=2)  # ... leaving $0.001 for the rest
+    assert stats.exit_code == 3
+    second = replace(config, shard=made.shards[1])
+    assert json.loads(second.report_path.read_text())["cost_usd_priced"] <= 0.001
