@@ -108,13 +108,17 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | N
 
 
 def _spent_before(config: RunConfig, made: Plan) -> float:
-    """USD the shards an earlier start finished spent: their parts' reports say (a shard still
-    running tells the budget what its checkpoint carries itself)."""
+    """USD the shards an earlier start finished spent, as their parts' reports say. A shard still
+    running tells the budget what its checkpoint carries itself, and one retrying its part of a
+    finished output what that part cost."""
     spent = 0.0
     for shard in made.shards:
         part = replace(config, shard=shard)
-        if part.out.exists() and not part.checkpoint_path.exists():
-            spent += float(orjson.loads(part.report_path.read_bytes())["cost_usd_priced"])
+        if part.checkpoint_path.exists() or not part.report_path.exists():
+            continue  # running (its checkpoint carries its spend), or not a finished run (a part to retry)
+        report = orjson.loads(part.report_path.read_bytes())
+        if report.get("status") == "complete":
+            spent += float(report["cost_usd_priced"])
     return spent
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from batchrun.config import RunConfig
+from batchrun.config import RetryPolicy, RunConfig
 from batchrun.errors import ConfigError
 from batchrun.runner import run_batch_sync
 from batchrun.scale.parts import plan
@@ -200,3 +200,20 @@ def test_the_cap_counts_what_shards_finished_by_an_earlier_start_spent(sim: Simu
     assert stats.exit_code == 3
     second = replace(config, shard=made.shards[1])
     assert json.loads(second.report_path.read_text())["cost_usd_priced"] <= 0.001
+
+
+def test_retry_failed_on_ray_sends_only_the_failed_lines_again(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(200)])
+    out = tmp_path / "out.jsonl"
+    with run_in_thread(SimulatorConfig(faults=Faults(rate_500=0.2), seed=3)) as flaky:
+        once = RunConfig(source, out, base_url=flaky.base_url, retry=RetryPolicy(max_attempts=1))
+        first = run_on_ray(once, shards=2)
+        failed = first.failed
+        assert first.exit_code == 1 and failed > 0
+        before = flaky.stats.requests
+        again = run_on_ray(replace(once, retry=RetryPolicy(max_attempts=10), retry_failed=True), shards=2)
+        sent = flaky.stats.requests - before
+    assert again.exit_code == 0
+    assert [r["custom_id"] for r in read_jsonl(out)] == [f"req-{i}" for i in range(200)]
+    assert failed <= sent < 2 * failed + 20  # the failed lines, with their retries: not the 200
+
