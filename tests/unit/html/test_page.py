@@ -1,0 +1,74 @@
+"""The HTML report's page: sections, escaping of user data, the null-timeline note, run order."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install 'batchrun[report]'")
+pytest.importorskip("jinja2", reason="the report extra is not installed: pip install 'batchrun[report]'")
+
+from batchrun.html.page import endpoint, render_compare, render_run
+
+from .reports import latency_histogram, run_doc
+
+SECTIONS = ("facts", "throughput", "latency", "models", "outcomes")
+
+
+def _svgs(html: str) -> int:
+    return len(re.findall(r"<svg\b", html))
+
+
+def test_a_run_page_has_every_section_and_chart() -> None:
+    html = render_run(run_doc(), latency_histogram=latency_histogram(), max_cost=1.0)
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in html
+    # throughput, latency distribution, latency over time, tokens per model, spend
+    assert _svgs(html) == 5
+    assert "no-timeline" not in html
+    assert "--max-cost $1.00" in html
+    assert "req-9" in html and "Rate limit reached" in html
+    assert "<script" not in html  # the page needs no script to show its charts
+
+
+def test_user_data_is_escaped() -> None:
+    doc = run_doc()
+    evil = "<script>alert(1)</script>"
+    doc["failure_examples"]["server_error"] = [{"custom_id": evil, "message": f"bad {evil}"}]
+    doc["models"][evil] = doc["models"].pop("o4-mini")
+    doc["input"]["path"] = evil
+    html = render_run(doc, latency_histogram=latency_histogram())
+    assert "<script" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "upstream <b>" not in html
+
+
+def test_the_endpoint_is_shown_without_key_or_userinfo() -> None:
+    html = render_run(run_doc())
+    assert "https://llm.example:8443/v1" in html
+    assert "sk-secret" not in html and "sk-query" not in html and "user:" not in html
+    assert endpoint("(the built-in simulator)") == "(the built-in simulator)"
+
+
+def test_without_a_timeline_the_time_plots_are_left_out_with_a_note() -> None:
+    html = render_run(run_doc(with_timeline=False), latency_histogram=latency_histogram())
+    assert 'id="no-timeline"' in html
+    assert '<section id="throughput">' not in html
+    assert _svgs(html) == 2  # the latency distribution and tokens per model remain
+
+
+def test_runs_compared_keep_the_given_order() -> None:
+    docs = [run_doc(source=f"{night}.results.jsonl", cost=cost) for night, cost in
+            (("wed", 0.3), ("mon", 0.1), ("tue", 0.2))]
+    html = render_compare(docs)
+    table = html.split('<section id="runs">', 1)[1].split("</section>", 1)[0]
+    assert [table.index(name) for name in ("1. wed", "2. mon", "3. tue")] == sorted(
+        table.index(name) for name in ("1. wed", "2. mon", "3. tue"))
+    assert table.index("$0.3000") < table.index("$0.1000") < table.index("$0.2000")
+    for section in ("cost", "tokens", "latency", "failures", "duration"):
+        assert f'<section id="{section}">' in html
+    assert _svgs(html) == 5
+    # the charts' axes name the runs in the same order
+    ticks = [m for m in re.findall(r"\d\. (?:wed|mon|tue)", html.split('<section id="cost">', 1)[1])][:3]
+    assert ticks == ["1. wed", "2. mon", "3. tue"]
