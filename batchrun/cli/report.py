@@ -11,6 +11,7 @@ from ..config import Bounds
 from ..stats import EXIT_USAGE
 from .bounded import Bounded
 from .group import main
+from .html_option import check_html_extra, html_option, write_html
 
 REPORT_EXAMPLES = """
 \b
@@ -19,6 +20,8 @@ Examples:
   batchrun report results.jsonl --json > report.json
   batchrun report batch_abc123_output.jsonl --batch-discount   # an OpenAI Batch output file
   batchrun report vllm-output.jsonl --prices our-prices.toml
+  batchrun report results.jsonl --html report.html
+  batchrun report mon.jsonl tue.jsonl wed.jsonl --html trend.html   # runs side by side
 
 \b
 Reads any file in the OpenAI Batch output shape, streamed in constant memory: batchrun's
@@ -34,21 +37,35 @@ the provider's Batch API (their batchrun.batch_id) are priced at its 50%, and co
 
 
 @main.command(epilog=REPORT_EXAMPLES)
-@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.argument("output_paths", metavar="OUTPUT...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--prices", "prices_path", metavar="FILE", type=click.Path(path_type=Path),
               help="Price file (JSON or TOML) overriding or extending the built-in table.")
 @click.option("--batch-discount", is_flag=True,
               help="Price every line at the OpenAI Batch API's 50% discount (a file it answered, such as an OpenAI "
                    "Batch output file); lines batchrun ran through it are priced so anyway.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema batchrun.report/1).")
-def report(output_path: Path, prices_path: Path | None, batch_discount: bool, as_json: bool) -> None:
-    """Usage, cost and latency of OUTPUT, a file of results in the OpenAI Batch output shape."""
+@html_option
+def report(output_paths: tuple[Path, ...], prices_path: Path | None, batch_discount: bool, as_json: bool,
+           html_path: Path | None) -> None:
+    """Usage, cost and latency of OUTPUT, a file of results in the OpenAI Batch output shape;
+    with --html and several OUTPUTs, the runs side by side in the order given."""
     from ..accounting.pricing import load_prices
     from ..accounting.report import report_file
     from .tables import render_report
 
-    doc = report_file(output_path, load_prices(prices_path, batch_discount=batch_discount)).to_dict()
-    _print_document(doc, render_report(doc), as_json, doc["warnings"])
+    if len(output_paths) > 1 and (html_path is None or as_json):
+        raise click.UsageError("several OUTPUT files are compared with --html FILE (and without --json)")
+    check_html_extra(html_path)
+    prices = load_prices(prices_path, batch_discount=batch_discount)
+    reports = [report_file(path, prices) for path in output_paths]
+    docs = [counted.to_dict() for counted in reports]
+    if len(docs) == 1:
+        _print_document(docs[0], render_report(docs[0]), as_json, docs[0]["warnings"])
+    if html_path is not None:
+        from ..html.page import render_compare, render_run
+
+        write_html(html_path, render_compare(docs) if len(docs) > 1 else
+                   render_run(docs[0], latency_histogram=reports[0].latency.state()))
 
 
 ESTIMATE_EXAMPLES = """

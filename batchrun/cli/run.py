@@ -15,6 +15,7 @@ from .batch_options import batch_options, make_batch_options
 from .bounded import Bounded
 from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
+from .html_option import check_html_extra, html_option, write_html
 from .summary import format_summary, outcome_line, up_to_date_line
 
 RUN_EXAMPLES = """
@@ -51,12 +52,15 @@ listening): run the same command again to continue where it stopped.
 @click.option("--shards", type=Bounded(SHARDS_RANGE), metavar="N",
               help="With --ray: how many contiguous parts of the input run at once. Default: one per CPU, "
                    "fewer for a small input.")
+@html_option
 @batch_options
 @engine_options
 def run(input_path: Path, output: Path | None, model: str | None, ray_address: str | None, shards: int | None,
-        via: str, detach: bool, cancel: bool, batch_deadline: float | None, poll_interval: float,
-        batch_max_requests: int, batch_max_bytes: int, batch_mixed_models: bool, **engine: Any) -> None:
+        html_path: Path | None, via: str, detach: bool, cancel: bool, batch_deadline: float | None,
+        poll_interval: float, batch_max_requests: int, batch_max_bytes: int, batch_mixed_models: bool,
+        **engine: Any) -> None:
     """Run every request line of INPUT and write the ordered results."""
+    check_html_extra(html_path)
     batch = make_batch_options(via, detach, cancel, batch_deadline, poll_interval, batch_max_requests,
                                batch_max_bytes, batch_mixed_models)
     if shards is not None and ray_address is None:
@@ -79,6 +83,8 @@ def run(input_path: Path, output: Path | None, model: str | None, ray_address: s
             click.echo(f"batchrun: {stats.message}", err=True)
         sys.exit(stats.exit_code)
     report = str(config.report_path)
+    if html_path is not None:
+        _write_run_page(html_path, config.report_path, stats, config.max_cost)
     if stats.up_to_date:
         if not options.quiet or stats.exit_code:
             click.echo(up_to_date_line(stats, report), err=True)
@@ -87,3 +93,18 @@ def run(input_path: Path, output: Path | None, model: str | None, ray_address: s
     elif stats.exit_code:
         click.echo(outcome_line(stats, report), err=True)
     sys.exit(stats.exit_code)
+
+
+def _write_run_page(html_path: Path, report_path: Path, stats: RunStats, max_cost: float | None) -> None:
+    """The run's report JSON as a page; the latency distribution from the run's own counters."""
+    import orjson
+
+    from ..html.page import render_run
+
+    if not report_path.exists():
+        click.echo(f"batchrun: no report to write {html_path} from (the run wrote none)", err=True)
+        return
+    doc = orjson.loads(report_path.read_bytes())
+    latency = stats.report.latency  # empty when the run was up to date: nothing was counted this time
+    write_html(html_path, render_run(doc, latency_histogram=latency.state() if latency.count else None,
+                                     max_cost=max_cost))
