@@ -19,10 +19,13 @@ matplotlib.use("svg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 # Typed loosely: matplotlib types rc keys as a Literal of every known name.
 _STYLE: dict[Any, Any] = {"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "figure.dpi": 96}
 _WIDTH = 9.0
+# Plain numbers with thousands separators, also on log axes (not 4×10¹, not 1e6).
+_PLAIN = FuncFormatter(lambda value, _: f"{value:,.10g}")
 _TOKEN_PARTS = ("input", "cached", "output", "reasoning")
 _MARKS = (("rate_limited", "429", "#d62728"), ("retries", "retry", "#ff7f0e"), ("failed", "failed", "#7f0000"))
 
@@ -59,6 +62,7 @@ def throughput(timeline: dict[str, Any], name: str) -> str:
         tokens = ax.twinx()
         tokens.plot(t, [b["tokens"] / width for b in buckets], color="#2ca02c", label="tokens/s")
         tokens.set_ylabel("tokens/s", color="#2ca02c")
+        tokens.yaxis.set_major_formatter(_PLAIN)
         tokens.set_ylim(bottom=0, top=max([b["tokens"] / width for b in buckets] + [1]) * 1.3)
         for row, (key, label, colour) in enumerate(_MARKS):
             hits = [(b["t"], b[key]) for b in buckets if b.get(key)]
@@ -93,6 +97,8 @@ def latency_distribution(histogram: dict[str, Any], percentiles: dict[str, Any],
             ax.bar(left, list(merged.values()), width=[r - x for x, r in zip(left, right, strict=True)], align="edge",
                    color="#9ecae1", edgecolor="#6baed6")
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(_PLAIN)
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:,.10g}" if str(value)[0] in "2358" else ""))
         for mark, colour in (("p50", "#2ca02c"), ("p95", "#ff7f0e"), ("p99", "#d62728")):
             value = percentiles.get(mark)
             if value:
@@ -138,6 +144,7 @@ def stacked_tokens(labels: Sequence[str], tokens: Sequence[dict[str, Any]], name
         ax.set_yticks(range(len(labels)), list(labels))
         ax.invert_yaxis()
         ax.set_xlabel("tokens")
+        ax.xaxis.set_major_formatter(_PLAIN)
         ax.legend(fontsize=8, ncol=4, loc="lower left", bbox_to_anchor=(0, 1), frameon=False)
         return _svg(fig, name)
 
@@ -170,6 +177,7 @@ def per_run(labels: Sequence[str], series: dict[str, Sequence[float | None]], yl
             ax.plot([i for i, _ in points], [v for _, v in points], marker="o", label=label)
         ax.set_xticks(x, list(labels), rotation=20 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
         ax.set_ylabel(ylabel)
+        ax.yaxis.set_major_formatter(_PLAIN)
         ax.set_ylim(bottom=0)
         if len(series) > 1:
             ax.legend(fontsize=8)
