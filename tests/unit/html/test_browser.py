@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install 'batchrun[report]'")
 
-from batchrun.html.page import render_compare, render_run  # noqa: E402
+from batchrun.html.page import render_compare, render_run
 
-from .reports import latency_histogram, run_doc  # noqa: E402
+from .reports import latency_histogram, run_doc
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
