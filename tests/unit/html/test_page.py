@@ -21,7 +21,10 @@ def _svgs(html: str) -> int:
 
 
 def test_a_run_page_has_every_section_and_chart() -> None:
-    html = render_run(run_doc(), latency_histogram=latency_histogram(), max_cost=1.0)
+    doc = run_doc()
+    doc["pacing"] = {"concurrency": 32, "limits_per_minute": {"requests": 500.0}}
+    html = render_run(doc, latency_histogram=latency_histogram(), max_cost=1.0)
+    assert "at most 32 in flight; 500 requests/min" in html
     for section in SECTIONS:
         assert f'<section id="{section}">' in html
     # throughput, latency distribution, latency over time, tokens per model, spend
