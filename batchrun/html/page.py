@@ -63,7 +63,7 @@ def render_compare(docs: Sequence[dict[str, Any]]) -> str:
     """Runs side by side, in the given order: cost, tokens, latency percentiles, failure rate, duration."""
     labels = _labels(docs)
     latency = [doc.get("latency_ms") or {} for doc in docs]
-    rows: list[dict[str, Any]] = [{"label": label, "doc": doc, "failure_rate": _failure_rate(doc)}
+    rows: list[dict[str, Any]] = [{"label": label, "doc": doc, "failure_rate": _failure_rate(doc), "duration": _duration(doc)}
                                   for label, doc in zip(labels, docs, strict=True)]
     figures = {
         "cost": charts.per_run(labels, {"cost": [doc.get("cost_usd") for doc in docs]}, "USD", "cmp-cost"),
@@ -72,8 +72,7 @@ def render_compare(docs: Sequence[dict[str, Any]]) -> str:
                                   "latency (ms)", "cmp-latency"),
         "failure_rate": charts.per_run(labels, {"failed": [row["failure_rate"] for row in rows]}, "% of lines failed",
                                        "cmp-failures"),
-        "duration": charts.per_run(labels, {"wall time": [doc.get("wall_time_s") for doc in docs]}, "seconds",
-                                   "cmp-duration"),
+        "duration": charts.per_run(labels, {"duration": [row["duration"] for row in rows]}, "seconds", "cmp-duration"),
     }
     return _ENV.get_template("compare.html.j2").render(rows=rows, figures=figures, title="batchrun: runs compared")
 
@@ -81,6 +80,14 @@ def render_compare(docs: Sequence[dict[str, Any]]) -> str:
 def _failure_rate(doc: dict[str, Any]) -> float | None:
     lines = doc["requests"]["succeeded"] + doc["requests"]["failed"]
     return 100 * doc["requests"]["failed"] / lines if lines else None
+
+
+def _duration(doc: dict[str, Any]) -> float | None:
+    """The run's wall time; for a file, which has none, from its first line sent to its last answered."""
+    if doc.get("wall_time_s") is not None:
+        return float(doc["wall_time_s"])
+    timeline = doc.get("timeline")
+    return None if timeline is None else float(timeline["end"]) - float(timeline["start"])
 
 
 def _label(doc: dict[str, Any], default: str) -> str:

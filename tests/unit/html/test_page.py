@@ -75,3 +75,13 @@ def test_runs_compared_keep_the_given_order() -> None:
     # the charts' axes name the runs in the same order
     ticks = [m for m in re.findall(r"\d\. (?:wed|mon|tue)", html.split('<section id="cost">', 1)[1])][:3]
     assert ticks == ["1. wed", "2. mon", "3. tue"]
+
+
+def test_a_file_without_wall_time_is_compared_by_its_timeline() -> None:
+    """``batchrun report`` of a file knows no wall time: its duration is its timeline's span."""
+    timed, untimed = run_doc(wall=42.0), run_doc(with_timeline=True)
+    untimed["wall_time_s"] = None  # the fixture's timeline spans 60 s
+    bare = run_doc(with_timeline=False)
+    bare["wall_time_s"] = None
+    table = render_compare([timed, untimed, bare]).split('<section id="runs">', 1)[1].split("</section>", 1)[0]
+    assert re.findall(r"<td>([^<]*)</td></tr>", table) == ["42 s", "60 s", "—"]
