@@ -7,6 +7,7 @@ this module has the API key scrubbed from it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,10 @@ class Tally:
     attempts: int = 0
     rate_limited: int = 0  # 429s answered to attempts that were retried
     wire_s: float = 0.0  # every attempt, from sending to its answer (or failure)
-    answer_s: float | None = None  # the latest attempt alone
+    # When the latest attempt was sent and answered (or failed), on the client's clock; None
+    # until one is on the wire.
+    sent: float | None = None
+    answered: float = 0.0
     waited_s: float = 0.0  # for pacing, the breaker and backoff
     unanswered: int = 0  # retried attempts that were sent but whose answer was lost (maybe billed)
     dispatched: int = 0  # the last attempt's place in the dispatch order
@@ -102,6 +106,9 @@ class Client:
         self._config = config
         self._transport = as_transport(transport, config.concurrency)
         self._clock = clock
+        # Wall time of the clock's zero, read once: an attempt's start and end in the output are
+        # its clock readings moved by it, so the hot path reads no second clock.
+        self._epoch = time.time() - clock.now()
         self._on_retry = on_retry
         self._scrubber = credentials_scrubber(config)
         self._headers = endpoint_headers(config)
@@ -145,7 +152,7 @@ class Client:
             return Retrying(job, exc, tally)
         except RequestError as exc:
             result = _failure(job, exc)
-        return _finished(result, tally)
+        return _finished(result, tally, self._epoch)
 
     async def finish(self, pending: Retrying) -> Result:
         """Go on after a failed first attempt: wait and try again as `RetryBudget` says, until an
@@ -160,7 +167,7 @@ class Client:
         while True:
             wait = budget.wait(error)
             if budget.stop(error):
-                return _finished(_failure(job, error), tally)
+                return _finished(_failure(job, error), tally, self._epoch)
             tally.rate_limited += isinstance(error, RateLimited)
             tally.unanswered += isinstance(error, (TransportError, MalformedResponse))
             if self._on_retry is not None:
@@ -172,9 +179,9 @@ class Client:
             except RetryableError as exc:
                 error = exc
             except RequestError as exc:
-                return _finished(_failure(job, exc), tally)
+                return _finished(_failure(job, exc), tally, self._epoch)
             else:
-                return _finished(result, tally)
+                return _finished(result, tally, self._epoch)
 
     async def _attempt(self, job: Job, tally: Tally) -> Result:
         tally.attempts += 1
@@ -187,7 +194,7 @@ class Client:
         try:
             reply = await self._transport.post(self._url(job.url), self._headers, job.body, self._timeouts)
         except TransportError as exc:
-            _on_wire(tally, now() - sent)
+            _on_wire(tally, sent, now())
             self.pacer.settle(permit, None, None)
             if exc.code == "certificate_error":  # the same for every request: stop, don't burn the file
                 raise FatalEndpointError(self._scrub(f"TLS certificate verification failed: {exc.message}")) from None
@@ -197,13 +204,13 @@ class Client:
                                          "there: start the server, or check --base-url)") from None
             raise type(exc)(exc.code, self._scrub(exc.message)) from None
         except (InvalidResponse, MalformedResponse) as exc:
-            _on_wire(tally, now() - sent)
+            _on_wire(tally, sent, now())
             self.pacer.settle(permit, exc.status_code, None)
             raise
         except BaseException:
             self.pacer.cancelled(permit)
             raise
-        _on_wire(tally, now() - sent)
+        _on_wire(tally, sent, now())
         headers = reply.headers
         request_id = _text(headers.get("x-request-id"))
         if request_id is not None:
@@ -358,18 +365,21 @@ def _key_hint(config: RunConfig) -> str:
     return f"set {config.api_key_env} (the variable named by --api-key-env)"
 
 
-def _on_wire(tally: Tally, seconds: float) -> None:
-    tally.answer_s = seconds
-    tally.wire_s += seconds
+def _on_wire(tally: Tally, sent: float, answered: float) -> None:
+    tally.sent, tally.answered = sent, answered
+    tally.wire_s += answered - sent
 
 
-def _finished(result: Result, tally: Tally) -> Result:
+def _finished(result: Result, tally: Tally, epoch: float) -> Result:
+    """:param epoch: the wall time of the client's clock's zero."""
     result.attempts = tally.attempts
     result.rate_limited = tally.rate_limited
     result.unanswered = tally.unanswered
     result.dispatched = tally.dispatched
-    if tally.answer_s is not None:
-        result.latency_ms = round(tally.answer_s * 1000, 1)
+    if tally.sent is not None:
+        result.latency_ms = round((tally.answered - tally.sent) * 1000, 1)
+        result.started_at = round(epoch + tally.sent, 3)
+        result.finished_at = round(epoch + tally.answered, 3)
     if tally.attempts > 1:
         result.wire_ms = round(tally.wire_s * 1000, 1)
     waited_ms = round(tally.waited_s * 1000, 1)

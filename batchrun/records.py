@@ -74,6 +74,8 @@ class Result:
     error: dict[str, str] | None
     attempts: int = 0
     latency_ms: float | None = None  # the last attempt on the wire, from sending to its answer
+    started_at: float | None = None  # when that attempt was sent, and answered: epoch seconds
+    finished_at: float | None = None
     model: str | None = None
     rate_limited: int = 0  # 429s answered to the attempts that were retried
     wire_ms: float | None = None  # every attempt on the wire, when there was more than one
@@ -143,7 +145,8 @@ class Result:
         body = response.get("body")
         model = body.get("model") if isinstance(body, dict) else None
         return cls(index, record["custom_id"], response.get("status_code"), response.get("request_id"), body,
-                   failure(record), extra.get("attempts", 0), extra.get("latency_ms"), model,
+                   failure(record), extra.get("attempts", 0), extra.get("latency_ms"), extra.get("started_at"),
+                   extra.get("finished_at"), model,
                    extra.get("rate_limited", 0), extra.get("wire_ms"), extra.get("waited_ms"),
                    extra.get("unanswered", 0), line=line, carried_over=True, batch_id=batch_of(record))
 
@@ -163,6 +166,9 @@ class Result:
             request_id = self.request_id or f"req_batchrun_{line_id.removeprefix('batch_req_')}"
             response = {"status_code": self.status_code, "request_id": request_id, "body": self.body}
         extras: dict[str, Any] = {"attempts": self.attempts, "latency_ms": self.latency_ms}
+        if self.finished_at is not None:
+            extras["started_at"] = self.started_at
+            extras["finished_at"] = self.finished_at
         http_failure = self.http_failure
         if http_failure:
             extras["error"] = self.error

@@ -97,6 +97,8 @@ def test_output_is_an_online_runs_modulo_ids_and_timestamps(tmp_path: Path) -> N
     batch, direct = read_jsonl(tmp_path / "batch.jsonl"), read_jsonl(tmp_path / "online.jsonl")
     assert [comparable(r) for r in batch] == [comparable(r) for r in direct]
     assert all(r["batchrun"]["batch_id"].startswith("batch_") for r in batch)
+    assert not any("started_at" in r["batchrun"] or "finished_at" in r["batchrun"] for r in batch)
+    assert all(r["batchrun"]["finished_at"] >= r["batchrun"]["started_at"] for r in direct)
     assert (tmp_path / "batch.errors.jsonl").read_bytes() == b""
     report = orjson.loads((tmp_path / "batch.report.json").read_bytes())
     assert report["batch_api"]["lines"] == 30 and report["throughput_rps"] is None  # nothing was sent online

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from batchrun.client import Client
 from batchrun.config import ApiKey, RetryPolicy, RunConfig
 from batchrun.errors import FatalEndpointError, RateLimited, ServerError
-from batchrun.records import Job
+from batchrun.records import Job, LineError, Result
 from batchrun.retry import RetryBudget, parse_retry_after
 
 from ..helpers import FakeClock
@@ -165,6 +167,38 @@ async def test_a_lines_retries_are_accounted_for_one_by_one(tmp_path: Path) -> N
     assert [wait for _, wait in told] == sleep.waits and 0.5 <= sleep.waits[0] <= 0.55
     assert (result.rate_limited, result.unanswered) == (1, 1)  # the 429, and the answer lost
     assert result.waited_ms == round(sum(sleep.waits) * 1000, 1)
+
+
+async def test_a_line_records_when_its_answering_attempt_was_sent_and_answered(tmp_path: Path) -> None:
+    clock = FakeClock()
+    on_wire = iter([2.0, 3.0])  # seconds each attempt takes to be answered
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        clock.t += next(on_wire)
+        return httpx.Response(500 if clock.waits == [] else 200, json=OK_BODY)
+
+    before = time.time()
+    async with make_client(tmp_path, httpx.MockTransport(handler), clock) as client:
+        result = await client.send(JOB)
+    after = time.time()
+    assert result.ok and result.attempts == 2
+    assert result.started_at is not None and result.finished_at is not None
+    # The second attempt's, on the wall clock: sent the first attempt's 2 s and the backoff
+    # after the client began.
+    assert before - 0.001 <= result.started_at - 2.0 - clock.waits[0] <= after + 0.001
+    assert result.finished_at - result.started_at == pytest.approx(3.0, abs=0.002)
+    assert result.latency_ms == 3000.0
+    assert result.finished_at == round(result.finished_at, 3)
+    extra = orjson.loads(result.encode("run"))["batchrun"]
+    assert (extra["started_at"], extra["finished_at"]) == (result.started_at, result.finished_at)
+    back = Result.from_line(0, result.encode("run"))
+    assert (back.started_at, back.finished_at) == (result.started_at, result.finished_at)
+
+
+def test_a_line_never_sent_records_no_times() -> None:
+    bad = Result.from_line_error(LineError(3, 4, "c", "invalid_request_line", "x:4: not JSON"))
+    extra = orjson.loads(bad.encode("run"))["batchrun"]
+    assert "started_at" not in extra and "finished_at" not in extra
 
 
 async def test_429s_stop_once_the_wait_they_asked_for_spends_the_patience(tmp_path: Path) -> None:
