@@ -38,6 +38,10 @@ How a line is read:
   line was given before its final outcome: batchrun does not write it yet);
 - latency: ``batchrun.latency_ms`` where present — the time on the wire of the attempt that
   gave the line its outcome, from sending to the answer; waiting to be sent is not in it;
+- time: ``batchrun.started_at`` and ``batchrun.finished_at`` where present; each line with
+  them is counted in the `timeline.Timeline` bucket of its ``finished_at`` (buckets hold the
+  lines finished in them, empty ones included; at most 240, widening as the run's span grows),
+  its cost priced as above, its latency in a coarse per-bucket histogram (within 5%);
 - time on the wire over all attempts (``batchrun.wire_ms``, else ``latency_ms``) and time spent
   waiting — pacing, the breaker, backoff — (``batchrun.waited_ms``), summed over the lines.
 
@@ -72,6 +76,18 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
       "latency_ms": {"count", "mean", "p50", "p95", "p99", "max": float,
                      "relative_error": float} | null,
       "time_s": {"on_the_wire": float, "waiting": float} | null,  # summed over lines; null: not recorded
+      "timeline": {"start": float,               # epoch s: the earliest batchrun.started_at
+                   "end": float,                 # epoch s: the latest batchrun.finished_at
+                   "bucket_s": float,            # the buckets' width: a power of two seconds
+                   "buckets": [{"t": float,      # the bucket's start, seconds from "start" (the
+                                                 # first may begin up to one width before it)
+                                "lines": int, "tokens": int, "failed": int,
+                                "rate_limited": int,  # 429 answers, final and retried
+                                "retries": int, "cost_usd": float,  # of the lines with a price
+                                "latency_ms": {"p50": float | null, "p95": float | null}}]}
+                  | null,                        # null: no line records when it finished
+      "failure_examples": {code: [{"custom_id": str, "message": str}]},  # the first 5 of each
+                                                 # code (messages cut to 300 characters); {}: none
       "wall_time_s": float | null,               # known for a run, not from a file's lines
       "throughput_rps": float | null, "tokens_per_s": float | null,  # a resumed run: its own lines only; null: none sent
       "warnings": [str]
@@ -98,6 +114,7 @@ from ..usage import Usage
 from .histogram import LogHistogram
 from .pricing import BATCH_DISCOUNT, PriceTable, load_prices
 from .tally import PerModel, priced_total
+from .timeline import FailureExamples, Timeline
 
 SCHEMA = "batchrun.report/1"
 UNKNOWN_MODEL = "unknown"
@@ -139,6 +156,8 @@ class Report:
         self.hit_output_cap = 0
         self.models = PerModel(ModelTally)
         self.latency = LogHistogram()
+        self.timeline = Timeline()
+        self.failure_examples = FailureExamples()
         self.wire_s = 0.0
         self.waited_s = 0.0
         self.unreadable = 0
@@ -159,18 +178,24 @@ class Report:
             body = response.get("body")
         extra = record.get("batchrun")
         extra = extra if isinstance(extra, dict) else {}
-        self._count(status, body, Usage.from_body(body), failure(record), model, extra.get("attempts"),
-                    batch=batch_of(record) is not None)
-        self.hit_output_cap += hit_output_cap(body)
-        self._time(_number(extra.get("latency_ms")), _number(extra.get("wire_ms")), _number(extra.get("waited_ms")))
         rate_limited = extra.get("rate_limited")
-        if is_int(rate_limited):
-            self.rate_limited += rate_limited
+        rate_limited = rate_limited if is_int(rate_limited) else 0
+        latency_ms = _number(extra.get("latency_ms"))
+        custom_id = record.get("custom_id")
+        self._count(status, body, Usage.from_body(body), failure(record), model, extra.get("attempts"),
+                    batch=batch_of(record) is not None, custom_id=custom_id if isinstance(custom_id, str) else "",
+                    rate_limited=rate_limited, latency_ms=latency_ms,
+                    started=_number(extra.get("started_at")), finished=_number(extra.get("finished_at")))
+        self.hit_output_cap += hit_output_cap(body)
+        self._time(latency_ms, _number(extra.get("wire_ms")), _number(extra.get("waited_ms")))
+        self.rate_limited += rate_limited
 
     def add_result(self, result: Result) -> None:
         """Count one final `Result` of a live run: no encoding or parsing on the way."""
         self._count(result.status_code, result.body, result.read_usage(), result.error, result.model,
-                    result.attempts or None, batch=result.batch_id is not None)
+                    result.attempts or None, batch=result.batch_id is not None, custom_id=result.custom_id,
+                    rate_limited=result.rate_limited, latency_ms=result.latency_ms, started=result.started_at,
+                    finished=result.finished_at)
         self.hit_output_cap += result.read_cut()
         self._time(result.latency_ms, result.wire_ms, result.waited_ms)
         self.rate_limited += result.rate_limited
@@ -192,7 +217,10 @@ class Report:
         self._rate_lines, self._rate_tokens = lines, tokens
 
     def _count(self, status: int | None, body: Any, usage: Usage | None, error: Any, model: str | None,
-               attempts: Any, *, batch: bool) -> None:
+               attempts: Any, *, batch: bool, custom_id: str, rate_limited: int, latency_ms: float | None,
+               started: float | None, finished: float | None) -> None:
+        """:param rate_limited: / :param started: / :param finished: the 429s the line's retried
+        attempts were answered, and when its answering attempt was sent and answered."""
         self.lines += 1
         ok = not error and status is not None and 200 <= status < 300
         self.by_status["none" if status is None else str(status)] += 1
@@ -214,11 +242,21 @@ class Report:
         else:
             self.failed += 1
             tally.failed += 1
-            self.by_code[error_code(error, status, body)] += 1
+            code = error_code(error, status, body)
+            self.by_code[code] += 1
             self.rate_limited += status == 429
+            rate_limited += status == 429
+            self.failure_examples.add(code, custom_id, error_message(error, body))
+        retries = 0
         if is_int(attempts) and attempts >= 1:
             self.lines_with_attempts += 1
-            self.retries += attempts - 1
+            retries = attempts - 1
+            self.retries += retries
+        if finished is not None:
+            cost = self.line_cost(model or UNKNOWN_MODEL, usage, batch=batch) if usage is not None else 0.0
+            self.timeline.add(started, finished, failed=not ok, rate_limited=rate_limited, retries=retries,
+                              tokens=usage.total if usage is not None else 0, cost_usd=cost or 0.0,
+                              latency_ms=latency_ms)
 
     def _time(self, latency_ms: float | None, wire_ms: float | None, waited_ms: float | None) -> None:
         if latency_ms is not None:
@@ -242,11 +280,13 @@ class Report:
                                   "without_usage": t.without_usage, "usage": t.usage.as_dict(),
                                   "batch_requests": t.batch_requests, "batch_usage": t.batch_usage.as_dict()}
                            for name, t in self.models.items()},
-                "latency": self.latency.state(), "wire_s": self.wire_s, "waited_s": self.waited_s}
+                "latency": self.latency.state(), "wire_s": self.wire_s, "waited_s": self.waited_s,
+                "timeline": self.timeline.state(), "failure_examples": self.failure_examples.state()}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the counters by a `state` (the report of a run so far). A state saved before
-        the Batch API was counted has no Batch API counters: none of its lines went through it.
+        the Batch API was counted has no Batch API counters: none of its lines went through it;
+        one saved before lines were timed has no timeline and no failure examples.
 
         :raises (KeyError, TypeError, ValueError): not a `state`; nothing was changed.
         """
@@ -256,6 +296,8 @@ class Report:
                                         _usage(t.get("batch_usage", {}))))
                       for name, t in state["models"].items())
         latency = LogHistogram.restore(state["latency"])
+        timeline = Timeline.restore(state.get("timeline"))
+        examples = FailureExamples.restore(state.get("failure_examples", {}))
         counts = [int(state[key]) for key in ("lines", "succeeded", "failed", "retries", "lines_with_attempts",
                                               "rate_limited", "hit_output_cap")]
         by_code, by_status = Counter(state["by_code"]), Counter(state["by_status"])
@@ -264,6 +306,7 @@ class Report:
          self.hit_output_cap) = counts
         self.by_code, self.by_status, self.models, self.latency = by_code, by_status, models, latency
         self.wire_s, self.waited_s = wire_s, waited_s
+        self.timeline, self.failure_examples = timeline, examples
 
     def merge(self, other: Report) -> None:
         """Add ``other``'s counters, as if its lines had been counted here too (a sharded run's
@@ -287,6 +330,8 @@ class Report:
             tally.batch_requests += theirs.batch_requests
             tally.batch_usage.add(theirs.batch_usage)
         self.latency.merge(other.latency)
+        self.timeline.merge(other.timeline)
+        self.failure_examples.merge(other.failure_examples)
         self.wire_s += other.wire_s
         self.waited_s += other.waited_s
 
@@ -308,6 +353,11 @@ class Report:
         online = self.prices.cost(_priced(model), tally.usage.minus(tally.batch_usage))
         batch = self.batch_cost(model)
         return None if online is None or batch is None else online + batch
+
+    def line_cost(self, model: str, usage: Usage, *, batch: bool) -> float | None:
+        """USD for one line's ``usage`` of ``model``, at the Batch API's price when it went through
+        it; ``None`` when the model has no price."""
+        return (self._batch_prices if batch else self.prices).cost(_priced(model), usage)
 
     def batch_cost(self, model: str) -> float | None:
         """USD for the tokens of one model's lines answered through the Batch API, at its price."""
@@ -359,6 +409,10 @@ class Report:
             "prices": self.prices.provenance(),
             "latency_ms": self._latency_dict(),
             "time_s": {"on_the_wire": self.wire_s, "waiting": self.waited_s} if self.latency.count else None,
+            "timeline": self.timeline.to_dict(),
+            "failure_examples": {code: [{"custom_id": custom_id, "message": message}
+                                        for custom_id, message in self.failure_examples.by_code[code]]
+                                 for code, _ in self.by_code.most_common() if code in self.failure_examples.by_code},
             "wall_time_s": wall,
             "throughput_rps": _rate(self.lines if self._rate_lines is None else self._rate_lines, wall),
             "tokens_per_s": _rate(usage.total if self._rate_tokens is None else self._rate_tokens, wall),
@@ -428,6 +482,17 @@ def error_code(error: Any, status: int | None, body: Any) -> str:
     if status is not None and not 200 <= status < 300:
         return f"http_{status}"
     return "error" if error else "no_response"
+
+
+def error_message(error: Any, body: Any) -> str:
+    """The message of a failed line, from where `error_code` finds its code; ``""`` when none says one."""
+    for source in (error, body.get("error") if isinstance(body, dict) else None):
+        if isinstance(source, dict):
+            inner = source.get("error")
+            message = (inner if isinstance(inner, dict) else source).get("message")
+            if isinstance(message, str) and message:
+                return message
+    return ""
 
 
 def _code_of(error: Mapping[str, Any]) -> str | None:

@@ -242,11 +242,13 @@ def test_report_on_batchruns_own_output_matches_the_live_results() -> None:
     results = [
         Result(0, "a", 200, "r0", {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 10, "completion_tokens": 5,
                                                                       "total_tokens": 15}},
-               None, attempts=3, latency_ms=120.5, model="gpt-4o-mini"),
+               None, attempts=3, latency_ms=120.5, model="gpt-4o-mini", started_at=1e9, finished_at=1e9 + 0.12,
+               rate_limited=1),
         Result(1, "b", 429, "r1", {"error": {"code": "rate_limit_exceeded", "message": "slow down"}},
-               {"code": "rate_limit_exceeded", "message": "slow down"}, attempts=6, latency_ms=30.0, model="gpt-4o-mini"),
+               {"code": "rate_limit_exceeded", "message": "slow down"}, attempts=6, latency_ms=30.0, model="gpt-4o-mini",
+               started_at=1e9 + 2, finished_at=1e9 + 2.03),
         Result(2, "c", None, None, None, {"code": "request_timeout", "message": "timed out"}, attempts=2,
-               latency_ms=None, model="o4-mini"),
+               latency_ms=None, model="o4-mini", started_at=1e9 + 1, finished_at=1e9 + 61),
         Result(3, "line-4", None, None, None, {"code": "invalid_request_line", "message": "x:4: not JSON"}),
     ]
     live, from_file = Report(), Report()
@@ -256,7 +258,9 @@ def test_report_on_batchruns_own_output_matches_the_live_results() -> None:
     assert live.to_dict() == from_file.to_dict()
     doc = live.to_dict()
     assert doc["retries"] == 2 + 5 + 1
-    assert doc["rate_limited"] == 1
+    assert doc["rate_limited"] == 2
+    assert sum(bucket["rate_limited"] for bucket in doc["timeline"]["buckets"]) == 2
+    assert doc["failure_examples"]["invalid_request_line"] == [{"custom_id": "line-4", "message": "x:4: not JSON"}]
     assert doc["requests"]["by_error_code"] == {"rate_limit_exceeded": 1, "request_timeout": 1,
                                                 "invalid_request_line": 1}
     assert doc["latency_ms"]["count"] == 2
