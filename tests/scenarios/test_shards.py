@@ -25,8 +25,8 @@ from batchrun.simulator import Faults, Simulator, SimulatorConfig, run_in_thread
 from ..helpers import OnWritten, chat_line, fail_replacing_onto, read_jsonl, write_jsonl
 
 SAMPLES = Path(__file__).parents[2] / "samples"
-TIMING = ("latency_ms", "wire_ms", "waited_ms")  # measured: each run's own
-MEASURED = ("source", "output_bytes", "latency_ms", "time_s", "wall_time_s", "throughput_rps", "tokens_per_s",
+TIMING = ("latency_ms", "wire_ms", "waited_ms", "started_at", "finished_at")  # measured: each run's own
+MEASURED = ("source", "output_bytes", "latency_ms", "time_s", "timeline", "wall_time_s", "throughput_rps", "tokens_per_s",
             "pacing", "shards")
 
 
