@@ -97,8 +97,10 @@ class Timeline:
         if latency_ms is not None:
             bucket.latency.add(latency_ms)
         began = finished if started is None else started
-        self.start = began if self.start is None else min(self.start, began)
-        self.end = finished if self.end is None else max(self.end, finished)
+        if self.start is None or began < self.start:
+            self.start = began
+        if self.end is None or finished > self.end:
+            self.end = finished
         if self._last - self._first >= self.max_buckets:
             self._fit()
 
