@@ -41,7 +41,9 @@ How a line is read:
 - time: ``batchrun.started_at`` and ``batchrun.finished_at`` where present; each line with
   them is counted in the `timeline.Timeline` bucket of its ``finished_at`` (buckets hold the
   lines finished in them, empty ones included; at most 240, widening as the run's span grows),
-  its cost priced as above, its latency in a coarse per-bucket histogram (within 5%);
+  its cost priced as above, its latency in a coarse per-bucket histogram (within 5%), its
+  ``batchrun.waited_ms``; its time on the wire, ``[started_at, finished_at]``, is split over the
+  buckets it overlaps (``in_flight``: the requests on the wire, on average over the bucket);
 - time on the wire over all attempts (``batchrun.wire_ms``, else ``latency_ms``) and time spent
   waiting — pacing, the breaker, backoff — (``batchrun.waited_ms``), summed over the lines.
 
@@ -84,6 +86,8 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
                                 "lines": int, "tokens": int, "failed": int,
                                 "rate_limited": int,  # 429 answers, final and retried
                                 "retries": int, "cost_usd": float,  # of the lines with a price
+                                "in_flight": float,  # requests on the wire, averaged over the bucket
+                                "waited_s": float,   # batchrun.waited_ms of its lines, in seconds
                                 "latency_ms": {"p50": float | null, "p95": float | null}}]}
                   | null,                        # null: no line records when it finished
       "failure_examples": {code: [{"custom_id": str, "message": str}]},  # the first 5 of each
@@ -180,22 +184,22 @@ class Report:
         extra = extra if isinstance(extra, dict) else {}
         rate_limited = extra.get("rate_limited")
         rate_limited = rate_limited if is_int(rate_limited) else 0
-        latency_ms = _number(extra.get("latency_ms"))
+        latency_ms, waited_ms = _number(extra.get("latency_ms")), _number(extra.get("waited_ms"))
         custom_id = record.get("custom_id")
         self._count(status, body, Usage.from_body(body), failure(record), model, extra.get("attempts"),
                     batch=batch_of(record) is not None, custom_id=custom_id if isinstance(custom_id, str) else "",
-                    rate_limited=rate_limited, latency_ms=latency_ms,
+                    rate_limited=rate_limited, latency_ms=latency_ms, waited_ms=waited_ms,
                     started=_number(extra.get("started_at")), finished=_number(extra.get("finished_at")))
         self.hit_output_cap += hit_output_cap(body)
-        self._time(latency_ms, _number(extra.get("wire_ms")), _number(extra.get("waited_ms")))
+        self._time(latency_ms, _number(extra.get("wire_ms")), waited_ms)
         self.rate_limited += rate_limited
 
     def add_result(self, result: Result) -> None:
         """Count one final `Result` of a live run: no encoding or parsing on the way."""
         self._count(result.status_code, result.body, result.read_usage(), result.error, result.model,
                     result.attempts or None, batch=result.batch_id is not None, custom_id=result.custom_id,
-                    rate_limited=result.rate_limited, latency_ms=result.latency_ms, started=result.started_at,
-                    finished=result.finished_at)
+                    rate_limited=result.rate_limited, latency_ms=result.latency_ms, waited_ms=result.waited_ms,
+                    started=result.started_at, finished=result.finished_at)
         self.hit_output_cap += result.read_cut()
         self._time(result.latency_ms, result.wire_ms, result.waited_ms)
         self.rate_limited += result.rate_limited
@@ -218,7 +222,7 @@ class Report:
 
     def _count(self, status: int | None, body: Any, usage: Usage | None, error: Any, model: str | None,
                attempts: Any, *, batch: bool, custom_id: str, rate_limited: int, latency_ms: float | None,
-               started: float | None, finished: float | None) -> None:
+               waited_ms: float | None, started: float | None, finished: float | None) -> None:
         """:param rate_limited: / :param started: / :param finished: the 429s the line's retried
         attempts were answered, and when its answering attempt was sent and answered."""
         self.lines += 1
@@ -256,7 +260,7 @@ class Report:
             cost = self.line_cost(model or UNKNOWN_MODEL, usage, batch=batch) if usage is not None else 0.0
             self.timeline.add(started, finished, failed=not ok, rate_limited=rate_limited, retries=retries,
                               tokens=usage.total if usage is not None else 0, cost_usd=cost or 0.0,
-                              latency_ms=latency_ms)
+                              latency_ms=latency_ms, waited_ms=waited_ms)
 
     def _time(self, latency_ms: float | None, wire_ms: float | None, waited_ms: float | None) -> None:
         if latency_ms is not None:

@@ -8,6 +8,11 @@ pairs — the totals stay exact and the memory bounded however long the run, and
 in any order (a file is in input order, not finishing order). Two timelines merge at the wider
 width of the two.
 
+Each line's time on the wire, ``[started_at, finished_at]``, is split exactly over the buckets
+it overlaps (``busy_s``: the bucket's average requests in flight times its width), so the
+buckets span the run from its first request sent; the width is widened to fit the line before
+it is split, so a line costs at most `MAX_BUCKETS` steps however long it took.
+
 Latencies are kept per bucket in a coarse `LogHistogram` (percentiles within 5%): its memory
 is bounded by the range of the latencies, not their number — a bucket's latencies from 1 ms to
 an hour occupy at most about 160 counters.
@@ -44,6 +49,8 @@ class Bucket:
     rate_limited: int = 0  # 429 answers, final or retried
     retries: int = 0
     cost_usd: float = 0.0  # of the lines that have a price
+    busy_s: float = 0.0  # seconds of requests in flight within the bucket, summed over lines
+    waited_s: float = 0.0  # waiting to be sent (pacing, breaker, backoff) of the lines finished in it
     latency: LogHistogram = field(default_factory=_histogram)
 
     def merge(self, other: Bucket) -> None:
@@ -53,17 +60,21 @@ class Bucket:
         self.rate_limited += other.rate_limited
         self.retries += other.retries
         self.cost_usd += other.cost_usd
+        self.busy_s += other.busy_s
+        self.waited_s += other.waited_s
         self.latency.merge(other.latency)
 
     def state(self) -> list[Any]:
         return [self.lines, self.tokens, self.failed, self.rate_limited, self.retries, self.cost_usd,
-                self.latency.state()]
+                self.latency.state(), self.busy_s, self.waited_s]
 
     @classmethod
     def restore(cls, state: list[Any]) -> Bucket:
-        lines, tokens, failed, rate_limited, retries, cost, latency = state
+        # A state saved before busy_s and waited_s were kept has 7 items: those were not recorded.
+        lines, tokens, failed, rate_limited, retries, cost, latency, *times = state
+        busy, waited = times or (0.0, 0.0)
         return cls(int(lines), int(tokens), int(failed), int(rate_limited), int(retries), float(cost),
-                   LogHistogram.restore(latency))
+                   busy_s=float(busy), waited_s=float(waited), latency=LogHistogram.restore(latency))
 
 
 class Timeline:
@@ -78,8 +89,9 @@ class Timeline:
         self._first = self._last = 0  # the bucket numbers of the earliest and latest lines
 
     def add(self, started: float | None, finished: float, *, failed: bool, rate_limited: int, retries: int,
-            tokens: int, cost_usd: float, latency_ms: float | None) -> None:
-        """Count one line that was answered (or failed) at ``finished``, sent at ``started``."""
+            tokens: int, cost_usd: float, latency_ms: float | None, waited_ms: float | None = None) -> None:
+        """Count one line that was answered (or failed) at ``finished``, sent at ``started``, after
+        waiting ``waited_ms`` to be sent."""
         key = math.floor(finished / self.width)
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -96,13 +108,35 @@ class Timeline:
         bucket.cost_usd += cost_usd
         if latency_ms is not None:
             bucket.latency.add(latency_ms)
-        began = finished if started is None else started
+        if waited_ms is not None:
+            bucket.waited_s += waited_ms / 1000
+        began = finished if started is None else min(started, finished)
         if self.start is None or began < self.start:
             self.start = began
         if self.end is None or finished > self.end:
             self.end = finished
+        self._first = min(self._first, math.floor(began / self.width))
         if self._last - self._first >= self.max_buckets:
             self._fit()
+        if began < finished:
+            self._in_flight(began, finished)
+
+    def _in_flight(self, began: float, finished: float) -> None:
+        """Split ``[began, finished]`` over the buckets it overlaps (within `_first` and `_last`)."""
+        width = self.width
+        last = math.floor(finished / width)
+        key = math.floor(began / width)
+        if key >= last:  # the usual case: sent and answered within one bucket
+            self._buckets[last].busy_s += finished - began
+            return
+        while key < last:
+            edge = (key + 1) * width
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = Bucket()
+            bucket.busy_s += edge - began
+            key, began = key + 1, edge
+        self._buckets[last].busy_s += finished - began
 
     def _fit(self) -> None:
         """Double the width until the lines span at most `max_buckets` buckets."""
@@ -186,7 +220,8 @@ class Timeline:
             bucket = self._buckets.get(key, empty)
             rows.append({"t": round(key * width - start, 3), "lines": bucket.lines, "tokens": bucket.tokens,
                          "failed": bucket.failed, "rate_limited": bucket.rate_limited, "retries": bucket.retries,
-                         "cost_usd": bucket.cost_usd,
+                         "cost_usd": bucket.cost_usd, "in_flight": round(bucket.busy_s / width, 2),
+                         "waited_s": round(bucket.waited_s, 3),
                          "latency_ms": {"p50": bucket.latency.quantile(0.50), "p95": bucket.latency.quantile(0.95)}})
         return {"start": start, "end": self.end, "bucket_s": width, "buckets": rows}
 

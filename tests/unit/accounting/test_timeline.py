@@ -88,13 +88,15 @@ def test_a_lines_429s_retries_cost_and_tokens_land_in_its_bucket() -> None:
     report = Report(builtin_prices())
     report.add_record(line(0, T0 + 0.5, rate_limited=2, attempts=3))
     report.add_record(line(1, T0 + 10.13, status=429, code="rate_limit_exceeded"))
-    report.add_record(line(2, T0 + 10.2, batch_id="batch_1"))  # priced at the Batch API's price
+    report.add_record(line(2, T0 + 10.2, batch_id="batch_1", waited_ms=1_500))  # priced at the Batch API's price
     doc = report.to_dict()
     timeline = doc["timeline"]
     assert timeline["start"] == T0 and timeline["end"] == T0 + 10.2 and timeline["bucket_s"] == 0.125
     rows = timeline["buckets"]
-    assert len(rows) == 78 and sum(row["lines"] for row in rows) == 3  # 0.5 s to 10.25 s, empty ones too
-    first, last = rows[0], rows[-1]
+    # From the first request sent (0 s) to the last answer (10.25 s), empty buckets too.
+    assert len(rows) == 82 and sum(row["lines"] for row in rows) == 3
+    first, last = rows[4], rows[-1]
+    assert first["t"] == 0.5
     assert (first["lines"], first["rate_limited"], first["retries"], first["tokens"]) == (1, 2, 2, 110)
     online = (100 * 0.15 + 10 * 0.6) / 1e6
     assert first["cost_usd"] == pytest.approx(online)
@@ -102,6 +104,7 @@ def test_a_lines_429s_retries_cost_and_tokens_land_in_its_bucket() -> None:
     assert last["cost_usd"] == pytest.approx(online / 2)
     assert sum(row["cost_usd"] for row in rows) == pytest.approx(doc["cost_usd"])
     assert last["latency_ms"]["p50"] == pytest.approx(500.0, rel=0.05)
+    assert last["waited_s"] == 1.5 and sum(row["waited_s"] for row in rows) == 1.5
 
 
 def test_failure_examples_keep_five_of_each_code_cut_to_300_characters() -> None:
@@ -176,3 +179,59 @@ def test_a_file_without_timestamps_has_no_timeline() -> None:
     errors = report_file(DATA / "openai_batch_errors.jsonl").to_dict()
     assert errors["timeline"] is None
     assert sum(len(examples) for examples in errors["failure_examples"].values()) == 5
+
+
+def add(timeline: Timeline, started: float, finished: float, waited_ms: float | None = None) -> None:
+    timeline.add(started, finished, failed=False, rate_limited=0, retries=0, tokens=1, cost_usd=0.0, latency_ms=1.0,
+                 waited_ms=waited_ms)
+
+
+def test_a_lines_time_on_the_wire_is_split_exactly_over_the_buckets_it_overlaps() -> None:
+    timeline = Timeline()
+    add(timeline, T0 + 0.05, T0 + 0.4, waited_ms=250.0)  # 0.075 + 0.125 + 0.125 + 0.025 s, widths of 0.125 s
+    add(timeline, T0 + 0.25, T0 + 0.3, waited_ms=100.0)  # 0.05 s within the third
+    add(timeline, T0 + 0.3, T0 + 0.3)  # no time on the wire
+    doc = timeline.to_dict()
+    assert doc is not None and doc["bucket_s"] == 0.125
+    assert [row["in_flight"] for row in doc["buckets"]] == [0.6, 1.0, 1.4, 0.2]
+    assert [row["waited_s"] for row in doc["buckets"]] == [0.0, 0.0, 0.1, 0.25]  # where each line finished
+    # Kept by state and restore; a state saved before these were kept restores them as none.
+    again = Timeline.restore(orjson.loads(orjson.dumps(timeline.state())))
+    assert again.to_dict() == doc
+    old = timeline.state()
+    assert old is not None
+    old["buckets"] = [row[:8] for row in old["buckets"]]  # the key and the 7 items buckets had before
+    rows = Timeline.restore(old).to_dict()["buckets"]  # type: ignore[index]
+    assert [(row["lines"], row["in_flight"], row["waited_s"]) for row in rows] == [(0, 0, 0), (0, 0, 0), (2, 0, 0), (1, 0, 0)]
+
+
+def test_a_line_longer_than_the_timeline_and_sent_before_it_widens_it_first() -> None:
+    timeline = Timeline()
+    add(timeline, T0, T0 + 1.0)
+    add(timeline, T0 - 2 * 3_600.0, T0 + 2.0)  # two hours on the wire: 57,600 of the narrowest buckets
+    doc = timeline.to_dict()
+    assert doc is not None
+    assert timeline.buckets <= MAX_BUCKETS and len(doc["buckets"]) <= MAX_BUCKETS
+    busy = sum(row["in_flight"] for row in doc["buckets"]) * doc["bucket_s"]
+    assert busy == pytest.approx(2 * 3_600.0 + 3.0, abs=doc["bucket_s"] * 0.01 * len(doc["buckets"]))
+    assert doc["buckets"][0]["in_flight"] == 1.0 and doc["start"] == T0 - 2 * 3_600.0
+
+
+def test_timelines_merged_at_different_widths_keep_the_time_in_flight_and_waiting() -> None:
+    rng = random.Random(3)
+    lines = [(finished - rng.uniform(0.0, 30.0), finished, rng.uniform(0.0, 5_000.0))
+             for finished in (T0 + rng.uniform(0.0, 600.0 if i % 2 else 20.0) for i in range(400))]
+    whole, short, long = Timeline(), Timeline(), Timeline()
+    for i, (started, finished, waited) in enumerate(lines):
+        add(whole, started, finished, waited)
+        add(long if i % 2 else short, started, finished, waited)
+    assert short.width < long.width
+    short.merge(long)
+    got, expected = short.to_dict(), whole.to_dict()
+    assert got is not None and expected is not None and got["bucket_s"] == expected["bucket_s"]
+    for mine, theirs in zip(got["buckets"], expected["buckets"], strict=True):
+        assert mine["in_flight"] == pytest.approx(theirs["in_flight"], abs=0.011)
+        assert mine["waited_s"] == pytest.approx(theirs["waited_s"], abs=0.002)
+    assert sum(row["waited_s"] for row in got["buckets"]) == pytest.approx(sum(w for *_, w in lines) / 1000, abs=0.1)
+    assert sum(row["in_flight"] for row in got["buckets"]) * got["bucket_s"] == pytest.approx(
+        sum(f - s for s, f, _ in lines), rel=0.01)
