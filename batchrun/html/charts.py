@@ -78,6 +78,32 @@ def throughput(timeline: dict[str, Any], name: str) -> str:
         return _svg(fig, name)
 
 
+def in_flight(timeline: dict[str, Any], limit: int | None, name: str) -> str:
+    """Requests in flight per bucket (on average over it), against the run's in-flight limit when
+    it is known, and the seconds the lines finished in each bucket waited to be sent."""
+    with plt.rc_context(_STYLE):
+        fig, ax = _figure()
+        buckets = timeline["buckets"]
+        t = [b["t"] for b in buckets]
+        ax.plot(t, [b["in_flight"] for b in buckets], color="#1f77b4", label="in flight")
+        if limit is not None:
+            ax.axhline(limit, color="#d62728", linestyle="--", label=f"in-flight limit {limit:,}")
+        ax.set_xlabel("seconds from start")
+        ax.set_ylabel("requests in flight", color="#1f77b4")
+        ax.set_ylim(bottom=0, top=max([b["in_flight"] for b in buckets] + [limit or 0, 1]) * 1.15)
+        waited = ax.twinx()
+        waited.fill_between(t, [b["waited_s"] for b in buckets], color="#ff7f0e", alpha=0.35, linewidth=0,
+                            label="waited (s)")
+        waited.set_ylabel("seconds waited (pacing, breaker, backoff)", color="#ff7f0e")
+        waited.yaxis.set_major_formatter(_PLAIN)
+        waited.set_ylim(bottom=0, top=max([b["waited_s"] for b in buckets] + [1]) * 1.15)
+        handles = ax.get_legend_handles_labels()
+        more = waited.get_legend_handles_labels()
+        ax.legend(handles[0] + more[0], handles[1] + more[1], loc="lower left", bbox_to_anchor=(0, 1), fontsize=8, ncol=3,
+                  frameon=False)
+        return _svg(fig, name)
+
+
 def latency_distribution(histogram: dict[str, Any], percentiles: dict[str, Any], name: str) -> str:
     """The latency histogram (the report's log buckets, merged to about 60 bars) on a log axis,
     with p50, p95 and p99 marked."""

@@ -44,6 +44,9 @@ def render_run(doc: dict[str, Any], *, latency_histogram: dict[str, Any] | None 
     figures: dict[str, str] = {}
     if timeline is not None:
         figures["throughput"] = charts.throughput(timeline, "throughput")
+        if "in_flight" in timeline["buckets"][0]:  # not in a report written before it was kept
+            limit = (doc.get("pacing") or {}).get("concurrency")
+            figures["in_flight"] = charts.in_flight(timeline, limit, "in-flight")
         figures["latency_over_time"] = charts.latency_over_time(timeline, "latency-time")
         figures["spend"] = charts.spend(timeline, max_cost, "spend")
     if latency_histogram is not None and doc.get("latency_ms"):

@@ -21,7 +21,8 @@ def timeline(buckets: int = 30, bucket_s: float = 2.0) -> dict[str, Any]:
         lines = 40 + int(10 * math.sin(i / 4))
         rows.append({"t": i * bucket_s, "lines": lines, "tokens": lines * 120, "failed": int(i % 7 == 3),
                      "rate_limited": 2 if i % 5 == 1 else 0, "retries": 3 if i % 5 == 1 else 0,
-                     "cost_usd": lines * 0.0002, "latency_ms": {"p50": 100.0 + i, "p95": 250.0 + 2 * i}})
+                     "cost_usd": lines * 0.0002, "in_flight": 8.0 + 4 * math.sin(i / 3),
+                     "waited_s": 3.0 if i % 6 == 2 else 0.0, "latency_ms": {"p50": 100.0 + i, "p95": 250.0 + 2 * i}})
     return {"start": 1_790_000_000.0, "end": 1_790_000_000.0 + buckets * bucket_s, "bucket_s": bucket_s, "buckets": rows}
 
 

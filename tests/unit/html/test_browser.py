@@ -62,7 +62,7 @@ def _near(wanted: str, seen: set[tuple[int, ...]]) -> bool:
 
 def test_a_run_page_renders_its_charts_offline_without_console_messages(tmp_path: Path) -> None:
     dom, shot = open_page(tmp_path, render_run(run_doc(), latency_histogram=latency_histogram(), max_cost=1.0), 3000)
-    assert len(re.findall(r"<svg\b", dom)) == 5
+    assert len(re.findall(r"<svg\b", dom)) == 6
     # drawn, not only present: the tokens/s line, the latency bars, the p99 mark, the spend line
     seen = colours(shot)
     for colour in ("#2ca02c", "#9ecae1", "#d62728", "#9467bd"):

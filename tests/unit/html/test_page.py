@@ -27,12 +27,31 @@ def test_a_run_page_has_every_section_and_chart() -> None:
     assert "at most 32 in flight; 500 requests/min" in html
     for section in SECTIONS:
         assert f'<section id="{section}">' in html
-    # throughput, latency distribution, latency over time, tokens per model, spend
-    assert _svgs(html) == 5
+    # throughput, in flight, latency distribution, latency over time, tokens per model, spend
+    assert _svgs(html) == 6
     assert "no-timeline" not in html
     assert "--max-cost $1.00" in html
     assert "req-9" in html and "Rate limit reached" in html
     assert "<script" not in html  # the page needs no script to show its charts
+
+
+def _in_flight_chart(html: str) -> str:
+    return html.split("<h3>In flight and waiting</h3>", 1)[1].split("</svg>", 1)[0]
+
+
+def test_the_in_flight_chart_shows_the_runs_limit_only_when_the_run_recorded_one() -> None:
+    doc = run_doc()
+    doc["pacing"] = {"concurrency": 32, "limits_per_minute": {}}
+    chart = _in_flight_chart(render_run(doc))
+    assert "in flight" in chart and "waited (s)" in chart and "in-flight limit 32" in chart
+    # A plain output file (``batchrun report``) has no pacing block: the same chart, no limit line.
+    plain = render_run(run_doc())
+    assert "waited (s)" in _in_flight_chart(plain) and "in-flight limit" not in plain
+    # A report written before buckets kept these has no such chart (not a chart of zeros).
+    old = run_doc()
+    for bucket in old["timeline"]["buckets"]:
+        del bucket["in_flight"], bucket["waited_s"]
+    assert "In flight and waiting" not in render_run(old)
 
 
 def test_user_data_is_escaped() -> None:
