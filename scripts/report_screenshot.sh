@@ -27,7 +27,7 @@ trap 'kill $server' EXIT
 sleep 2
 OPENAI_API_KEY=sk-simulator python -m batchrun run evals.jsonl --base-url "http://127.0.0.1:$port/v1" -q \
     --concurrency 64 --max-attempts 2 --max-cost 2 --html report.html || true  # exit 1: some lines failed
-chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,2600 \
+chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,3200 \
     --screenshot="$repo/docs/report.png" "file://$work/report.html"
 python - "$repo/docs/report.png" <<'PY'  # the window is sized for the longest page: crop the blank below it
 import sys
