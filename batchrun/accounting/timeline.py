@@ -115,10 +115,15 @@ class Timeline:
             self.start = began
         if self.end is None or finished > self.end:
             self.end = finished
-        self._first = min(self._first, math.floor(began / self.width))
+        low = math.floor(began / self.width)
+        if low < self._first:
+            self._first = low
         if self._last - self._first >= self.max_buckets:
             self._fit()
-        if began < finished:
+            self._in_flight(began, finished)
+        elif low == key:  # the usual case: sent and answered within one bucket
+            bucket.busy_s += finished - began
+        else:
             self._in_flight(began, finished)
 
     def _in_flight(self, began: float, finished: float) -> None:
@@ -126,7 +131,7 @@ class Timeline:
         width = self.width
         last = math.floor(finished / width)
         key = math.floor(began / width)
-        if key >= last:  # the usual case: sent and answered within one bucket
+        if key >= last:
             self._buckets[last].busy_s += finished - began
             return
         while key < last:
