@@ -368,7 +368,7 @@ class RunConfig:
     def report_path(self) -> Path:
         """``out.jsonl`` → ``out.report.json`` (``out`` → ``out-report.json``): the run's usage
         and cost report, beside the output."""
-        return _beside(self.out, "report.json")
+        return report_path_for(self.out)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -407,6 +407,11 @@ def default_output_path(input_path: Path) -> Path:
 def errors_path_for(output_path: Path) -> Path:
     """``out.jsonl`` → ``out.errors.jsonl`` (``out`` → ``out-errors.jsonl``), beside the output."""
     return _beside(output_path, "errors.jsonl")
+
+
+def report_path_for(output_path: Path) -> Path:
+    """``out.jsonl`` → ``out.report.json`` (``out`` → ``out-report.json``), beside the output."""
+    return _beside(output_path, "report.json")
 
 
 def _beside(output: Path, what: str) -> Path:

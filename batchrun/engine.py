@@ -546,7 +546,8 @@ def _facts(config: RunConfig, scan: InputScan, lines_finished: int) -> dict[str,
     what makes another start the same run (`identity`), so that one finds it up to date."""
     same_run = identity(scan, config)
     return {"input_lines": scan.lines, "lines_finished": lines_finished,
-            "input": {"path": str(config.input_path), **same_run["input"]}, "options": same_run["options"]}
+            "input": {"path": str(config.input_path), **same_run["input"]}, "options": same_run["options"],
+            "max_cost": config.max_cost}
 
 
 def _save_report(config: RunConfig, checkpoint: Checkpoint, stats: RunStats, facts: dict[str, Any]) -> None:

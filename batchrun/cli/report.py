@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+import orjson
 
-from ..config import Bounds
+from ..config import Bounds, report_path_for
 from ..stats import EXIT_USAGE
 from .bounded import Bounded
 from .group import main
@@ -64,8 +66,31 @@ def report(output_paths: tuple[Path, ...], prices_path: Path | None, batch_disco
     if html_path is not None:
         from ..html.page import render_compare, render_run
 
-        write_html(html_path, render_compare(docs) if len(docs) > 1 else
-                   render_run(docs[0], latency_histogram=reports[0].latency.state()))
+        if len(docs) > 1:
+            write_html(html_path, render_compare(docs))
+        else:
+            run = run_facts(output_paths[0])
+            write_html(html_path, render_run({**docs[0], **run}, latency_histogram=reports[0].latency.state(),
+                                             max_cost=run.get("max_cost")))
+
+
+# What a run's own report says of it that its output lines do not: how it ended, what it ran, how
+# it was paced, its cap.
+_RUN_FACTS = ("status", "exit_code", "stop_reason", "input", "options", "max_cost", "pacing", "wall_time_s",
+              "simulated")
+
+
+def run_facts(output: Path) -> dict[str, Any]:
+    """The facts of the run that published ``output``, from the report beside it when that
+    report is of this very file (its size); ``{}`` for another tool's file or a changed one."""
+    try:
+        run = orjson.loads(report_path_for(output).read_bytes())
+        size = output.stat().st_size
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    if not isinstance(run, dict) or run.get("output_bytes") != size:
+        return {}
+    return {key: run[key] for key in _RUN_FACTS if key in run}
 
 
 ESTIMATE_EXAMPLES = """

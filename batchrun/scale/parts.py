@@ -185,7 +185,8 @@ def assemble(config: RunConfig, made: Plan, *, wall_s: float, sent: int = 0, tok
     output_bytes = _concatenate(folder / _ASSEMBLED[0], [part.out for part in parts])
     _concatenate(folder / _ASSEMBLED[1], [part.errors_path for part in parts])
     facts = {"input_lines": made.lines, "lines_finished": stats.written,
-             "input": {"path": str(whole.input_path), **made.same_run["input"]}, "options": made.same_run["options"]}
+             "input": {"path": str(whole.input_path), **made.same_run["input"]}, "options": made.same_run["options"],
+             "max_cost": whole.max_cost}
     doc = orjson.loads(report_json(stats, facts, output_bytes))
     doc["shards"] = len(parts)
     publish.write_atomically(folder / _ASSEMBLED[2], orjson.dumps(doc, option=orjson.OPT_INDENT_2), private=True)

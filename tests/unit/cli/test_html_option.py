@@ -46,6 +46,22 @@ def test_report_writes_the_page_and_still_prints_the_table(tmp_path: Path) -> No
     assert '<section id="latency">' in page and "gpt-4o-mini" in page
 
 
+def test_report_of_a_runs_output_shows_the_runs_facts_and_cap_from_the_report_beside_it(tmp_path: Path) -> None:
+    out = mock_run(tmp_path, "a", 20, "--max-cost", "5")
+    code, printed = invoke("report", str(out), "--html", str(tmp_path / "r.html"))
+    assert code == 0, printed
+    page = (tmp_path / "r.html").read_text()
+    assert "(the built-in simulator)" in page and "complete (exit 0)" in page and "$5.0000" in page
+    # The same lines without the run's report (copied elsewhere): only what the lines say.
+    copy = tmp_path / "copy" / "a.results.jsonl"
+    copy.parent.mkdir()
+    copy.write_bytes(out.read_bytes())
+    code, printed = invoke("report", str(copy), "--html", str(tmp_path / "c.html"))
+    assert code == 0, printed
+    bare = (tmp_path / "c.html").read_text()
+    assert "(the built-in simulator)" not in bare and "$5.0000" not in bare
+
+
 def test_report_compares_several_runs_in_the_given_order(tmp_path: Path) -> None:
     outs = [mock_run(tmp_path, name, lines) for name, lines in (("wed", 30), ("mon", 10), ("tue", 20))]
     code, printed = invoke("report", *map(str, outs), "--html", str(tmp_path / "trend.html"))
