@@ -82,3 +82,25 @@ def test_a_console_message_is_caught(tmp_path: Path) -> None:
     page.write_text('<script>console.error("boom")</script>', encoding="utf-8")
     lines = console_lines(chromium(page, "--dump-dom").stderr)
     assert any("boom" in line for line in lines)
+
+
+PDFTOTEXT = shutil.which("pdftotext")
+
+
+@pytest.mark.skipif(PDFTOTEXT is None, reason="pdftotext is not installed (apt-get install poppler-utils)")
+def test_the_page_prints_each_section_whole_from_its_heading(tmp_path: Path) -> None:
+    html = render_run(run_doc(), latency_histogram=latency_histogram(), max_cost=1.0)
+    page, pdf = tmp_path / "report.html", tmp_path / "report.pdf"
+    page.write_text(html, encoding="utf-8")
+    chromium(page, f"--print-to-pdf={pdf}", "--no-pdf-header-footer")
+    assert PDFTOTEXT is not None
+    text = subprocess.run([PDFTOTEXT, "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    pages = [[line.strip() for line in page.splitlines() if line.strip()] for page in text.split("\f")]
+    pages = [lines for lines in pages if lines]
+    sections = re.findall(r"<h2[^>]*>(.*?)</h2>", html)
+    headings = sections + re.findall(r"<h3[^>]*>(.*?)</h3>", html)
+    assert len(pages) > 1
+    # A page after the first begins a section, so no chart or table is cut in two (printed as the
+    # screen shows it, the page breaks fall through charts); and no page ends on a heading.
+    assert all(lines[0] in sections for lines in pages[1:]), [lines[0] for lines in pages]
+    assert all(lines[-1] not in headings for lines in pages), [lines[-1] for lines in pages]
