@@ -1,77 +1,23 @@
-"""``--via batch`` end to end against the simulator's Batch API over loopback.
-
-The simulator runs on a clock of its own (`SimClock`) that only the run's sleeps move on
-(`Linked`): a batch is exactly as far along at each status check on every machine.
-"""
+"""``--via batch`` end to end against the simulator's Batch API over loopback, on the
+simulator's clock that only the run's sleeps move on (tests/batchworld.py)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from batchrun.batchapi.lifecycle import Pending, run_via_batch
+from batchrun.batchapi.lifecycle import Pending
 from batchrun.batchapi.options import BatchLimits, BatchOptions
 from batchrun.cli.tables import render_report
 from batchrun.config import RunConfig
 from batchrun.disk.checkpoint import Checkpoint, scan_input
 from batchrun.errors import ConfigError
-from batchrun.runner import run_async
-from batchrun.simulator import Batches, Simulator, SimulatorConfig, run_in_thread
 from batchrun.stats import RunStats
-from tests.helpers import FakeClock, SimClock, chat_line, read_jsonl, write_jsonl
-
-FAST = BatchOptions(poll_interval=30.0)
-
-
-class Linked(FakeClock):
-    """The run's clock: sleeping takes no time, and moves the simulator's clock on as much."""
-
-    def __init__(self, sim: SimClock) -> None:
-        super().__init__()
-        self.sim = sim
-
-    async def sleep(self, seconds: float) -> None:
-        self.sim.now += max(seconds, 0.0)
-        await super().sleep(seconds)
-
-
-@dataclass
-class World:
-    sim: Simulator
-    clock: SimClock
-    anchor: float  # wall time at the simulator clock's zero
-
-    def wall(self) -> float:
-        return self.anchor + self.clock.now
-
-    def run(self, path: Path, out: Path, options: BatchOptions = FAST, **config: Any) -> RunStats | Pending:
-        run_config = RunConfig(path, out, base_url=self.sim.base_url, via="batch", **config)
-        return run_async(partial(run_via_batch, run_config, options, clock=Linked(self.clock), wall=self.wall))
-
-    def online(self, path: Path, out: Path) -> RunStats:
-        from batchrun.engine import run_batch
-
-        stats: RunStats = run_async(partial(run_batch, RunConfig(path, out, base_url=self.sim.base_url)))
-        return stats
-
-
-@contextmanager
-def world(**batches: Any) -> Iterator[World]:
-    clock = SimClock()
-    with run_in_thread(SimulatorConfig(batches=Batches(**batches)), clock=clock) as sim:
-        yield World(sim, clock, time.time() - clock.now)
-
-
-def lines(tmp_path: Path, n: int, **body: Any) -> Path:
-    return write_jsonl(tmp_path / "in.jsonl", [chat_line(i, **body) for i in range(n)])
+from tests.batchworld import FAST, lines, world
+from tests.helpers import chat_line, read_jsonl, write_jsonl
 
 
 def comparable(record: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 batch failed whole, a key to keep secret, refused restarts, Ctrl-C, a deadline already past.
 
 In process, the simulator runs on a clock of its own (`SimClock`) that only the run's sleeps
-move on (`Linked`); the Ctrl-C test runs the CLI against the simulator on the real clock.
+move on (tests/batchworld.py); the Ctrl-C test runs the CLI against the simulator on the real clock.
 """
 
 from __future__ import annotations
@@ -10,69 +10,23 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from batchrun.batchapi.lifecycle import Pending, run_via_batch
+from batchrun.batchapi.lifecycle import Pending
 from batchrun.batchapi.options import BatchLimits, BatchOptions
-from batchrun.config import ApiKey, RetryPolicy, RunConfig
+from batchrun.config import ApiKey, RetryPolicy
 from batchrun.errors import ConfigError
-from batchrun.runner import run_async
 from batchrun.simulator import Batches, Faults, Simulator, SimulatorConfig, run_in_thread
 from batchrun.stats import RunStats
-from tests.helpers import FakeClock, SimClock, chat_line, files_under, read_jsonl, wait_for, write_jsonl
+from tests.batchworld import FAST, lines, world
+from tests.helpers import chat_line, files_under, read_jsonl, wait_for, write_jsonl
 
-FAST = BatchOptions(poll_interval=30.0)
 QUICK_RETRIES = RetryPolicy(max_attempts=12, backoff_base=0.05, backoff_max=0.5)
-
-
-class Linked(FakeClock):
-    """The run's clock: sleeping takes no time, and moves the simulator's clock on as much."""
-
-    def __init__(self, sim: SimClock) -> None:
-        super().__init__()
-        self.sim = sim
-
-    async def sleep(self, seconds: float) -> None:
-        self.sim.now += max(seconds, 0.0)
-        await super().sleep(seconds)
-
-
-@dataclass
-class World:
-    sim: Simulator
-    clock: SimClock
-    anchor: float  # wall time at the simulator clock's zero
-
-    def wall(self) -> float:
-        return self.anchor + self.clock.now
-
-    def run(self, path: Path, out: Path, options: BatchOptions = FAST, **config: Any) -> RunStats | Pending:
-        run_config = RunConfig(path, out, base_url=self.sim.base_url, via="batch", **config)
-        stats: RunStats | Pending = run_async(partial(run_via_batch, run_config, options, clock=Linked(self.clock),
-                                                      wall=self.wall))
-        return stats
-
-
-@contextmanager
-def world(faults: Faults | None = None, **batches: Any) -> Iterator[World]:
-    clock = SimClock()
-    config = SimulatorConfig(faults=faults or Faults(), batches=Batches(**batches))
-    with run_in_thread(config, clock=clock) as sim:
-        yield World(sim, clock, time.time() - clock.now)
-
-
-def lines(tmp_path: Path, n: int, **body: Any) -> Path:
-    return write_jsonl(tmp_path / "in.jsonl", [chat_line(i, **body) for i in range(n)])
 
 
 def finished(stats: RunStats | Pending) -> RunStats:
