@@ -8,12 +8,11 @@ from dataclasses import replace
 from typing import Any
 
 import anyio
-import orjson
 
 from ..config import RunConfig
 from ..engine import run_batch
 from ..stats import RunStats
-from .parts import assemble, finished, plan
+from .parts import assemble, finished, finished_cost, plan
 
 
 async def run_sharded(config: RunConfig, count: int, **options: Any) -> RunStats:
@@ -49,6 +48,6 @@ async def run_sharded(config: RunConfig, count: int, **options: Any) -> RunStats
 def _spent(part: RunConfig, stats: RunStats) -> float:
     """USD a finished shard's lines cost: as its run counted them, or as its report says when an
     earlier start had finished it (its stats then count only lines and outcomes)."""
-    if stats.up_to_date:
-        return float(orjson.loads(part.report_path.read_bytes())["cost_usd_priced"])
+    if stats.up_to_date:  # its report described a complete run: it has a cost
+        return finished_cost(part) or 0.0
     return stats.report.cost()[1]

@@ -114,6 +114,16 @@ def finished(config: RunConfig) -> bool:
     return not config.retry_failed and (committed or (config.out.exists() and not folder.exists()))
 
 
+def finished_cost(part: RunConfig) -> float | None:
+    """USD a shard's part cost, as its report says when an earlier start finished it; ``None``
+    while it runs (its checkpoint carries its spend) or when it is no finished run (a part of a
+    finished output split to be retried)."""
+    if part.checkpoint_path.exists() or not part.report_path.exists():
+        return None
+    report = orjson.loads(part.report_path.read_bytes())
+    return float(report["cost_usd_priced"]) if report.get("status") == "complete" else None
+
+
 def _split_output(config: RunConfig, made: Plan) -> None:
     """A finished output's lines, shard by shard, as the parts the shards then retry, as a run
     retries a finished output (``retry_failed``). Written before the plan: a crash before the plan

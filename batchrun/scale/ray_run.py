@@ -40,7 +40,7 @@ from ..errors import BatchrunError, ConfigError
 from ..runner import run_async
 from ..stats import EXIT_STOPPED, EXIT_USAGE, RunStats
 from .budget import BudgetServer, Grant, Holding, News, ShardBudget, Want
-from .parts import Plan, assemble, finished, plan
+from .parts import Plan, assemble, finished, finished_cost, plan
 from .shards import default_count
 
 log = logging.getLogger("batchrun")
@@ -56,10 +56,8 @@ class ShardOutcome:
     number: int
     stop_reason: str | None
     stop_code: int
-    exit_code: int
     sent: int
     tokens: int
-    cost: float
 
 
 def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | None = None) -> RunStats:
@@ -108,18 +106,10 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | N
 
 
 def _spent_before(config: RunConfig, made: Plan) -> float:
-    """USD the shards an earlier start finished spent, as their parts' reports say. A shard still
-    running tells the budget what its checkpoint carries itself, and one retrying its part of a
-    finished output what that part cost."""
-    spent = 0.0
-    for shard in made.shards:
-        part = replace(config, shard=shard)
-        if part.checkpoint_path.exists() or not part.report_path.exists():
-            continue  # running (its checkpoint carries its spend), or not a finished run (a part to retry)
-        report = orjson.loads(part.report_path.read_bytes())
-        if report.get("status") == "complete":
-            spent += float(report["cost_usd_priced"])
-    return spent
+    """USD the shards an earlier start finished spent (`parts.finished_cost`); a shard still
+    running tells the budget itself what its checkpoint carries."""
+    costs = (finished_cost(replace(config, shard=shard)) for shard in made.shards)
+    return sum(cost for cost in costs if cost is not None)
 
 
 def _import_ray() -> Any:
@@ -167,12 +157,9 @@ def _run_shard(settings: dict[str, Any], shard: Shard, server: Any) -> ShardOutc
     try:
         stats: RunStats = run_async(partial(run_batch, part, handle_signals=True, shared=shared))
     except BatchrunError as exc:  # refused, nothing sent: another run (a killed driver's task) holds its part
-        return ShardOutcome(shard.number, str(exc), EXIT_USAGE, EXIT_USAGE, 0, 0, 0.0)
-    cost = stats.report.cost()[1]
-    if stats.up_to_date:  # an earlier start (or an earlier try of this task) finished it
-        cost = float(orjson.loads(part.report_path.read_bytes())["cost_usd_priced"])
-    return ShardOutcome(shard.number, stats.stop_reason, stats.stop_code, stats.exit_code, stats.sent_this_start,
-                        stats.tokens_this_start, cost)
+        return ShardOutcome(shard.number, str(exc), EXIT_USAGE, 0, 0)
+    return ShardOutcome(shard.number, stats.stop_reason, stats.stop_code, stats.sent_this_start,
+                        stats.tokens_this_start)
 
 
 class _ActorClient:
@@ -214,7 +201,7 @@ def _outcome(ray: Any, ref: Any, number: int) -> ShardOutcome:
     try:
         outcome: ShardOutcome = ray.get(ref)
     except ray.exceptions.TaskCancelledError:
-        return ShardOutcome(number, "interrupted by SIGINT", EXIT_STOPPED, EXIT_STOPPED, 0, 0, 0.0)
+        return ShardOutcome(number, "interrupted by SIGINT", EXIT_STOPPED, 0, 0)
     return outcome
 
 
