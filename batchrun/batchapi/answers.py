@@ -21,7 +21,7 @@ import orjson
 
 from ..client import missing_answer
 from ..disk.publish import private_file
-from ..records import Job, Result, failure
+from ..records import Job, LineError, Result, failure
 from .ledger import Ledger, Part
 from .plan import part_file
 
@@ -119,9 +119,11 @@ class Answers:
             assert index is not None, "an ordered file batchrun wrote"
             heapq.heappush(self._heads, (index, number, line, lines))
 
-    def take(self, job: Job) -> Result | None:
+    def take(self, job: Job | LineError) -> Result | None:
         """``job``'s answer from its batch, or ``None`` when it is to be sent online. Lines
         before ``job`` not asked for (an earlier start wrote them) are passed over."""
+        if isinstance(job, LineError):  # never planned into a batch
+            return None
         heads = self._heads
         while heads and heads[0][0] < job.index:
             _, number, _, lines = heapq.heappop(heads)

@@ -1,6 +1,6 @@
 """``--via batch`` from start to end: plan, upload, submit, poll, download, then write.
 
-    plan ──▶ upload ──▶ create ──▶ poll … ended ──▶ download, order ──▶ engine.run_batch(answers=…)
+    plan ──▶ upload ──▶ create ──▶ poll … ended ──▶ download, order ──▶ engine.run_batch(sources=[…])
       └───────── each id in the ledger (ledger.py) as soon as it exists ─────────┘
 
 A start does whatever the ledger says is left: it plans only when there is no ledger, uploads
@@ -114,7 +114,7 @@ async def run_via_batch(
         collected = answers.Answers(ledger, online=lifecycle.online)
         try:
             stats = await run_batch(config, transport=transport, observer=observer, clock=clock,
-                                    handle_signals=handle_signals, answers=collected)
+                                    handle_signals=handle_signals, sources=[collected])
         finally:
             collected.close()
         if stats.stop_reason is None:
