@@ -207,3 +207,19 @@ def test_cancel_cancels_and_writes_what_was_answered(tmp_path: Path) -> None:
     assert isinstance(stats, RunStats) and stats.exit_code == 1
     codes = [r["error"]["code"] if r["error"] else None for r in read_jsonl(out)]
     assert codes.count(None) in range(1, 10) and set(codes) == {None, "batch_cancelled"}
+
+
+def test_an_online_start_over_batches_in_flight_sends_nothing(tmp_path: Path) -> None:
+    """The lines are at the provider, paid for there: the same output online would buy them twice."""
+    path = lines(tmp_path, 30)
+    out = tmp_path / "out.jsonl"
+    with world(seconds_per_request=100.0) as w:
+        assert isinstance(w.run(path, out, BatchOptions(detach=True)), Pending)
+        before = w.sim.stats.requests
+        with pytest.raises(ConfigError, match="--via batch"):
+            w.online(path, out)
+        assert w.sim.stats.requests == before  # not one line sent online
+        w.clock.now += 5000
+        collected = w.run(path, out)  # the batch route collects them
+    assert isinstance(collected, RunStats) and collected.exit_code == 0
+    assert all("batch_id" in r["batchrun"] for r in read_jsonl(out))
