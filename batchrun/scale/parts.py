@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from ..accounting.ledger import carried_spend
+from ..accounting.ledger import SpendLedger, carried_spend
 from ..accounting.pricing import load_prices
 from ..accounting.report import Report
 from ..config import RunConfig, Shard
@@ -126,6 +126,13 @@ def finished_cost(part: RunConfig) -> float | None:
     return float(report["cost_usd_priced"]) + carried_spend(report) if report.get("status") == "complete" else None
 
 
+def spent_before(config: RunConfig, made: Plan) -> float:
+    """USD the shards an earlier start finished spent (`finished_cost`); a shard still running
+    tells the budget itself what its checkpoint carries."""
+    costs = (finished_cost(replace(config, shard=shard)) for shard in made.shards)
+    return sum(cost for cost in costs if cost is not None)
+
+
 def _split_output(config: RunConfig, made: Plan) -> None:
     """A finished output's lines, shard by shard, as the parts the shards then retry, as a run
     retries a finished output (``retry_failed``). Written before the plan: a crash before the plan
@@ -188,10 +195,14 @@ def assemble(config: RunConfig, made: Plan, *, wall_s: float, sent: int = 0, tok
     for part in parts:
         if part.checkpoint_path.exists() or not part.out.exists():
             raise ConfigError(f"{part.out}: shard {part.shard.number if part.shard else 0} is not finished")
+    lost = 0.0
     for part in parts:
         counted = Report(stats.report.prices)
-        counted.restore(orjson.loads(part.report_path.read_bytes())["counters"])
+        part_report = orjson.loads(part.report_path.read_bytes())
+        counted.restore(part_report["counters"])
         stats.report.merge(counted)
+        lost += carried_spend(part_report)
+    stats.ledger = SpendLedger(stats.report.prices, carried=lost)
     stats.written = stats.report.lines
     stats.carried_over = stats.written - sent
     output_bytes = _concatenate(folder / _ASSEMBLED[0], [part.out for part in parts])
