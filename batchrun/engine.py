@@ -244,6 +244,8 @@ async def run_batch(
             raise
     finally:
         stats.finished = time.monotonic()
+        if budget is not None and budget.refused is not None and stats.stop_code == EXIT_BUDGET:
+            stats.stop_reason = budget.describe_stop(budget.refused)  # with what the requests in flight cost
         carryover.close()
         every_line = control.fed_all and writer.next_index == checkpoint.first_index + carryover.prefix + control.fed
         facts = _facts(config, scan, writer.next_index - checkpoint.first_index + writer.buffered + carryover.left)
