@@ -27,6 +27,7 @@ symlink.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import itertools
@@ -183,16 +184,24 @@ class Checkpoint:
                 return Opened.PUBLISHED
             self._prepare(scan, restart=restart, retry_failed=retry_failed)
         except BaseException:
-            if created:
+            if created or self._holds_no_run():
                 self._remove_dir()
             self._lock.release()
             raise
         if self.finished is None:
             return Opened.RUN
-        if created:
+        if created or self._holds_no_run():
             self._remove_dir()
         self._lock.release()
         return Opened.UP_TO_DATE
+
+    def _holds_no_run(self) -> bool:
+        """Whether the directory holds nothing but the lock: what a crash at the very end of
+        publishing leaves (the record removed, the directory not yet), or a start taking the lock."""
+        try:
+            return {path.name for path in self.dir.iterdir()} <= {"lock"}
+        except OSError:
+            return False
 
     def _complete_publishing(self) -> bool:
         try:
@@ -361,7 +370,8 @@ class Checkpoint:
         """Undo the directory a refused start created (its lock file is all it can hold)."""
         for path in self.dir.iterdir():
             path.unlink(missing_ok=True)
-        self.dir.rmdir()
+        with contextlib.suppress(OSError):  # not empty: another start took the lock meanwhile, and uses it
+            self.dir.rmdir()
 
 
 def _publish_targets(config: RunConfig) -> tuple[Path, Path]:
