@@ -48,7 +48,7 @@ from .accounting.spending import BudgetGate
 from .client import Client, Retrying
 from .config import RunConfig
 from .disk.checkpoint import Checkpoint, InputScan, Opened, Recovered, identity, scan_input
-from .disk.publish import private_file, write_atomically
+from .disk.publish import write_atomically
 from .disk.resume import Carryover
 from .disk.snapshot import Snapshot
 from .disk.writer import OrderedWriter
@@ -294,7 +294,7 @@ def _carried_cost(recovered: Recovered, checkpoint: Checkpoint, prices: PriceTab
     for entry in (recovered.finished or {}).values():
         charge(entry.index, entry.line)
     if recovered.previous is not None:
-        with open(checkpoint.previous, "rb", opener=private_file) as f:
+        with checkpoint.open_previous() as f:
             for index, line in enumerate(f):
                 if index >= recovered.prefix:
                     charge(index, line)
