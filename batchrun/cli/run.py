@@ -15,7 +15,7 @@ from .batch_options import batch_options, make_batch_options
 from .bounded import Bounded
 from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
-from .html_option import check_html_extra, html_option, write_html
+from .html_option import check_html_extra, check_html_path, html_option, write_html
 from .summary import format_summary, outcome_line, up_to_date_line
 
 RUN_EXAMPLES = """
@@ -61,6 +61,7 @@ def run(input_path: Path, output: Path | None, model: str | None, ray_address: s
         **engine: Any) -> None:
     """Run every request line of INPUT and write the ordered results."""
     check_html_extra(html_path)
+    check_html_path(html_path)
     batch = make_batch_options(via, detach, cancel, batch_deadline, poll_interval, batch_max_requests,
                                batch_max_bytes, batch_mixed_models)
     if shards is not None and ray_address is None:

@@ -37,7 +37,7 @@ from ..batchapi.ledger import Ledger
 from ..client import Client
 from ..config import RunConfig
 from ..disk.checkpoint import Checkpoint, InputScan, Opened, Recovered, identity, scan_input
-from ..disk.publish import private_file, write_atomically
+from ..disk.publish import write_atomically
 from ..disk.resume import Carryover
 from ..disk.snapshot import Snapshot
 from ..disk.writer import OrderedWriter
@@ -45,7 +45,7 @@ from ..errors import ConfigError
 from ..pacing import SYSTEM_CLOCK, Clock
 from ..reader import Position, open_input, read_jobs, skip_in_steps
 from ..records import Job, Result
-from ..stats import EXIT_STOPPED, RunStats
+from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from ..transport import Transport
 from .control import BAD_LINE_WARNINGS, Control
 from .document import report_json, run_facts
@@ -160,6 +160,8 @@ async def run_batch(
             raise
     finally:
         stats.finished = time.monotonic()
+        if budget is not None and budget.refused is not None and stats.stop_code == EXIT_BUDGET:
+            stats.stop_reason = budget.describe_stop(budget.refused)  # with what the requests in flight cost
         carryover.close()
         if pool is not None:
             _charge_unsettled(pool.unsettled(), gate, ledger, prices)
@@ -239,7 +241,7 @@ def _carried_cost(recovered: Recovered, checkpoint: Checkpoint, prices: PriceTab
     for entry in (recovered.finished or {}).values():
         charge(entry.index, entry.line)
     if recovered.previous is not None:
-        with open(checkpoint.previous, "rb", opener=private_file) as f:
+        with checkpoint.open_previous() as f:
             for index, line in enumerate(f):
                 if index >= recovered.prefix:
                     charge(index, line)

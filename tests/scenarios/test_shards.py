@@ -3,6 +3,7 @@ loopback: the same files as a single run of the input, resumable shard by shard.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from dataclasses import replace
@@ -143,14 +144,15 @@ async def test_an_interrupted_assemble_completes_at_the_next_start(
         elif stop == "between_renames":
             fail_replacing_onto(patch, config.report_path)
         else:  # the plan and some parts are gone: only the commit record says the run is done
-            removed: list[Path] = []
+            removed: list[str] = []
+            folder = parts.shards_folder(config.out)
 
-            def remove_then_fail(path: Path) -> None:
-                if path.parent == parts.shards_folder(config.out):  # not a shard's own checkpoint's
-                    removed.append(path)
+            def remove_then_fail(name: str, dir_fd: int) -> None:
+                if os.path.samestat(os.fstat(dir_fd), os.stat(folder)):  # not a shard's own checkpoint's
+                    removed.append(name)
                 if len(removed) == 4:
                     raise OSError(5, "Input/output error")
-                remove(path)
+                remove(name, dir_fd)
 
             remove = publish._remove
             patch.setattr(publish, "_remove", remove_then_fail)
