@@ -194,20 +194,17 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
-class Shard:
-    """One contiguous part of the input, run as a run of its own whose lines keep the numbers,
-    ids and messages the whole run gives them (`scale.shards.split`).
+class Span:
+    """A contiguous part of the input, run as a run of its own whose lines keep the numbers, ids
+    and messages the whole input gives them.
 
-    :param number: 0-based. :param count: shards in the run.
     :param start: byte offset of its first line (at a line start).
     :param end: byte offset just past its last line.
     :param first_index: request index (0-based, blank lines not counted) of its first request line.
     :param first_line: physical lines before its first line.
-    :param duplicates: indices in this shard whose ``custom_id`` an earlier shard used.
+    :param duplicates: indices in it whose ``custom_id`` a line before it used.
     """
 
-    number: int
-    count: int
     start: int
     end: int
     first_index: int
@@ -254,8 +251,11 @@ class RunConfig:
     :param organization: / :param project: sent as ``OpenAI-Organization`` / ``OpenAI-Project``.
     :param model: the model every request is sent with, whatever its line says.
     :param via: ``"online"``, or ``"batch"``: through the provider's Batch API (`batchapi`).
-    :param shard: run only this part of the input; the files are the part's (`scale.parts`),
-        ``output_path`` stays the whole run's output.
+    :param span: run only this part of the input (a shard's: `scale.parts`); ``output_path``
+        is then the part's own output.
+    :param run_id: the id a new checkpoint gets, which makes its lines' ids its own; ``None``:
+        a random one. Runs of the parts of one input share one, so their outputs put end to end
+        are the output one run of the whole input writes.
     """
 
     input_path: Path
@@ -285,7 +285,8 @@ class RunConfig:
     project: str | None = None
     model: str | None = None
     via: str = "online"
-    shard: Shard | None = None
+    span: Span | None = None
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -316,7 +317,7 @@ class RunConfig:
                 raise ConfigError(f"{name} must be ASCII without spaces or control characters, got {value!r}")
         if self.via not in ("online", "batch"):
             raise ConfigError(f"via must be 'online' or 'batch', got {self.via!r}")
-        if self.shard is not None and self.via != "online":
+        if self.span is not None and self.via != "online":
             raise ConfigError("a run through the Batch API is one process's: it cannot be sharded")
         _check_paths({"input file": self.input_path, "output": self.out, "errors file": self.errors_path,
                       "report": self.report_path, "checkpoint": self.checkpoint_path, "batches": self.batches_path})
@@ -352,13 +353,9 @@ class RunConfig:
 
     @property
     def out(self) -> Path:
-        """The output path, always set after construction; a shard's, its part's."""
+        """The output path, always set after construction."""
         assert self.output_path is not None
-        if self.shard is None:
-            return self.output_path
-        from .scale.parts import part_path  # it reads configs: imported here, not at the top
-
-        return part_path(self.output_path, self.shard)
+        return self.output_path
 
     @property
     def errors_path(self) -> Path:

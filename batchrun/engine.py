@@ -189,10 +189,9 @@ async def run_batch(
     """
     open_input(config.input_path).close()
     prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
-    shard = config.shard
-    span = (shard.start, shard.end) if shard is not None else None
-    scan = await anyio.to_thread.run_sync(scan_input, config.input_path, span)
-    limit = shard.end if shard is not None else scan.size
+    span = config.span
+    scan = await anyio.to_thread.run_sync(scan_input, config.input_path, (span.start, span.end) if span else None)
+    limit = span.end if span is not None else scan.size
     budget = await _budget(config, prices, limit, shared)
     checkpoint = Checkpoint(config)
     stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines,
@@ -235,7 +234,7 @@ async def run_batch(
                        share=shared) as client:
             stats.pacer, control.wire = client.pacer, client.pacer.slots
             items = read_jobs(config.input_path, limit, start=position, model=config.model,
-                              duplicates=shard.duplicates if shard is not None else frozenset())
+                              duplicates=span.duplicates if span is not None else frozenset())
             await _run_pool(config, items, client, writer, checkpoint, carryover, answers, gate, control, observer,
                             handle_signals)
     except KeyboardInterrupt:
@@ -300,9 +299,9 @@ def _carried_cost(recovered: Recovered, checkpoint: Checkpoint, prices: PriceTab
 
 
 def _origin(config: RunConfig) -> Position | None:
-    """Where a shard's lines start, numbered as the whole run numbers them."""
-    shard = config.shard
-    return None if shard is None else Position(shard.start, shard.first_line, shard.first_index)
+    """Where a span's lines start, numbered as the whole input numbers them."""
+    span = config.span
+    return None if span is None else Position(span.start, span.first_line, span.first_index)
 
 
 async def _skip(path: Path, count: int, limit: int, origin: Position | None) -> Position:
@@ -568,7 +567,7 @@ def report_json(stats: RunStats, facts: dict[str, Any], output_bytes: int | None
     doc = {"schema": counted.pop("schema"), "status": stats.status, "exit_code": stats.exit_code,
            "stop_reason": stats.stop_reason, **facts, "output_bytes": output_bytes, **counted}
     doc["simulated"] = stats.simulated
-    if "shard" in facts["input"]:  # a part's counters, for the parts to add up exactly (`scale.parts`)
+    if "span" in facts["input"]:  # a part's counters, for the parts to add up exactly (`scale.parts`)
         doc["counters"] = stats.report.state()
     if stats.pacer is not None:
         doc["pacing"] = _pacing(stats.pacer)

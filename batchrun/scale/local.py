@@ -12,7 +12,7 @@ import anyio
 from ..config import RunConfig
 from ..engine import run_batch
 from ..stats import RunStats
-from .parts import assemble, finished, finished_cost, plan
+from .parts import assemble, finished, finished_cost, part_config, plan
 
 
 async def run_sharded(config: RunConfig, count: int, **options: Any) -> RunStats:
@@ -33,7 +33,7 @@ async def run_sharded(config: RunConfig, count: int, **options: Any) -> RunStats
     sent = tokens = 0
     spent = 0.0
     for shard in made.shards:
-        part = replace(config, shard=shard)
+        part = part_config(config, shard, made.run_id)
         if config.max_cost is not None:  # nothing left: a cap no request fits under stops the shard as the cap does
             part = replace(part, max_cost=max(config.max_cost - spent, 1e-9))
         stats = await run_batch(part, **options)
