@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import ipaddress
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .disk.publish import link_target
 from .errors import ConfigError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -250,7 +250,6 @@ class RunConfig:
         are secrets, like the key. With any of them, no API key is required.
     :param organization: / :param project: sent as ``OpenAI-Organization`` / ``OpenAI-Project``.
     :param model: the model every request is sent with, whatever its line says.
-    :param via: ``"online"``, or ``"batch"``: through the provider's Batch API (`batchapi`).
     :param span: run only this part of the input (a shard's: `scale.parts`); ``output_path``
         is then the part's own output.
     :param run_id: the id a new checkpoint gets, which makes its lines' ids its own; ``None``:
@@ -284,17 +283,12 @@ class RunConfig:
     organization: str | None = None
     project: str | None = None
     model: str | None = None
-    via: str = "online"
     span: Span | None = None
     run_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
         output = Path(self.output_path) if self.output_path else default_output_path(self.input_path)
-        try:
-            output = link_target(output)  # a symlinked output is written through, to its target's directory
-        except OSError as exc:
-            raise ConfigError(f"the output {output}: {exc.strerror}; remove the link or choose another -o") from None
         object.__setattr__(self, "output_path", output)
         self._check_numbers()
         if self.restart and self.retry_failed:
@@ -315,12 +309,7 @@ class RunConfig:
         for name, value in names:
             if value is not None and (not value.isascii() or not value.isprintable() or not value or " " in value):
                 raise ConfigError(f"{name} must be ASCII without spaces or control characters, got {value!r}")
-        if self.via not in ("online", "batch"):
-            raise ConfigError(f"via must be 'online' or 'batch', got {self.via!r}")
-        if self.span is not None and self.via != "online":
-            raise ConfigError("a run through the Batch API is one process's: it cannot be sharded")
-        _check_paths({"input file": self.input_path, "output": self.out, "errors file": self.errors_path,
-                      "report": self.report_path, "checkpoint": self.checkpoint_path, "batches": self.batches_path})
+        _check_names(self.files())
         if self.api_key is None and not self.headers and not is_loopback(self.base_url):
             raise ConfigError(
                 f"no API key for {self.base_url}: set OPENAI_API_KEY (or the variable named by "
@@ -377,14 +366,17 @@ class RunConfig:
         """``out.jsonl`` → ``out.jsonl.batches``: a ``--via batch`` run's batches until it is published."""
         return self.out.with_name(self.out.name + ".batches")
 
+    def files(self) -> dict[str, Path]:
+        """The input and every file and folder a run of it writes, by what each is."""
+        return {"input file": self.input_path, "output": self.out, "errors file": self.errors_path,
+                "report": self.report_path, "checkpoint": self.checkpoint_path, "batches": self.batches_path}
+
     def request_options(self) -> dict[str, str]:
         """The options that shape what is sent: a checkpoint only resumes with the same ones.
         Header values are secrets, and left out like the key."""
         options = {"base_url": "(the built-in simulator)" if self.mock else self.base_url.rstrip("/")}
         if self.model is not None:
             options["model"] = self.model
-        if self.via != "online":  # a checkpoint of an online run, which had no such option, resumes online
-            options["via"] = self.via
         return options
 
     def header_fields(self) -> dict[str, str]:
@@ -424,26 +416,18 @@ def _stem(path: Path) -> str:
     return path.name.removesuffix(".jsonl")
 
 
-def _check_paths(paths: dict[str, Path]) -> None:
-    """Every file of a run is a file of its own: none is a directory (but the checkpoint and the
-    batches' folder), and no two are one — by name, through symlinks, or as hard links.
+def _check_names(paths: dict[str, Path]) -> None:
+    """No two files of a run have one name (the filesystem's view — links, directories — is
+    `disk.runfiles.checked`'s, where the files are opened).
 
     :raises ConfigError: naming the two paths.
     """
-    seen: dict[object, str] = {}
+    seen: dict[str, str] = {}
     for what, path in paths.items():
-        if what not in ("input file", "checkpoint", "batches") and path.is_dir():
-            raise ConfigError(f"the {what} {path} is a directory; -o takes a file name")
-        keys: list[object] = [path.resolve()]
-        try:
-            stat = path.stat()
-            keys.append((stat.st_dev, stat.st_ino))
-        except OSError:
-            pass  # not there yet
-        for key in keys:
-            if key in seen:
-                raise ConfigError(f"the {what} {path} is the {seen[key]}; choose another -o")
-            seen[key] = f"{what} {path}"
+        key = os.path.normpath(path)
+        if key in seen:
+            raise ConfigError(f"the {what} {path} is the {seen[key]}; choose another -o")
+        seen[key] = f"{what} {path}"
 
 
 def split_base_url(url: str) -> tuple[str, ApiKey | None]:

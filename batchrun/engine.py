@@ -50,6 +50,7 @@ from .config import RunConfig
 from .disk.checkpoint import Checkpoint, InputScan, Opened, Recovered, identity, scan_input
 from .disk.publish import private_file, write_atomically
 from .disk.resume import Carryover
+from .disk.runfiles import checked
 from .disk.snapshot import Snapshot
 from .disk.writer import OrderedWriter
 from .errors import BatchrunError, RequestError
@@ -167,6 +168,7 @@ async def run_batch(
     clock: Clock = SYSTEM_CLOCK,
     handle_signals: bool = False,
     answers: Answered | None = None,
+    via: str | None = None,
     shared: ShardBudget | None = None,
 ) -> RunStats:
     """Run every line of ``config.input_path`` and write the ordered output.
@@ -181,19 +183,21 @@ async def run_batch(
         Once every request is done, a SIGINT while the connections close changes nothing, and
         one while the files are saved or published stops that: the next start completes it.
     :param answers: lines already answered, written as they are instead of being sent.
+    :param via: the route ``answers`` came by (``"batch"``), in the run's identity (`checkpoint.identity`).
     :param shared: this shard's side of the rate limits and ``--max-cost`` cap shared by the
         shards of one run (`batchrun.scale.budget`).
     :raises InputFileError: the input cannot be opened (nothing was sent).
     :raises ConfigError: the output cannot be written, another run holds it, or its checkpoint
         belongs to another input or options (nothing was sent).
     """
+    config = checked(config)
     open_input(config.input_path).close()
     prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
     span = config.span
     scan = await anyio.to_thread.run_sync(scan_input, config.input_path, (span.start, span.end) if span else None)
     limit = span.end if span is not None else scan.size
     budget = await _budget(config, prices, limit, shared)
-    checkpoint = Checkpoint(config)
+    checkpoint = Checkpoint(config, via)
     stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines,
                      simulated=config.mock)
     opened = checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed)
@@ -245,7 +249,7 @@ async def run_batch(
         stats.finished = time.monotonic()
         carryover.close()
         every_line = control.fed_all and writer.next_index == checkpoint.first_index + carryover.prefix + control.fed
-        facts = _facts(config, scan, writer.next_index - checkpoint.first_index + writer.buffered + carryover.left)
+        facts = _facts(config, scan, writer.next_index - checkpoint.first_index + writer.buffered + carryover.left, via)
         try:
             saved = _close_writer(writer, stats)
             if saved:
@@ -540,10 +544,10 @@ def _models_in(config: RunConfig, size: int) -> set[str | None]:
     return {item.model for item in items if isinstance(item, Job)}
 
 
-def _facts(config: RunConfig, scan: InputScan, lines_finished: int) -> dict[str, Any]:
+def _facts(config: RunConfig, scan: InputScan, lines_finished: int, via: str | None) -> dict[str, Any]:
     """What the report of a run says besides its counters and how it ended: how far it got, and
     what makes another start the same run (`identity`), so that one finds it up to date."""
-    same_run = identity(scan, config)
+    same_run = identity(scan, config, via)
     return {"input_lines": scan.lines, "lines_finished": lines_finished,
             "input": {"path": str(config.input_path), **same_run["input"]}, "options": same_run["options"],
             "max_cost": config.max_cost}

@@ -20,6 +20,7 @@ from .. import config as defaults
 from ..batchapi.lifecycle import Pending, run_via_batch
 from ..batchapi.options import BatchOptions
 from ..config import ApiKey, RetryPolicy, RunConfig, split_base_url, split_header
+from ..disk.runfiles import checked
 from ..engine import run_batch
 from ..errors import ConfigError
 from ..runner import run_async
@@ -175,14 +176,14 @@ class EngineOptions:
                 **request: Any) -> RunConfig:
         """:param request: more of `RunConfig`'s request-shaping fields (``run``'s ``model``)."""
         retry = RetryPolicy(max_attempts=self.max_attempts, rate_limit_patience=self.rate_limit_patience)
-        return RunConfig(input_path, output_path, base_url=base_url, api_key=api_key, concurrency=self.concurrency,
+        return checked(RunConfig(input_path, output_path, base_url=base_url, api_key=api_key, concurrency=self.concurrency,
                          window=self.window, timeout=self.timeout, connect_timeout=self.connect_timeout,
                          retry=retry, restart=self.restart, retry_failed=self.retry_failed,
                          drain_timeout=self.drain_timeout, mock=self.mock, rpm=self.rpm, tpm=self.tpm,
                          max_outage=self.max_outage, max_cost=self.max_cost, prices_path=self.prices_path,
                          batch_discount=self.batch_discount, headers=self.headers, api_key_env=self.api_key_env,
                          organization=os.environ.get("OPENAI_ORG_ID") or None,
-                         project=os.environ.get("OPENAI_PROJECT_ID") or None, **request)
+                         project=os.environ.get("OPENAI_PROJECT_ID") or None, **request))
 
     def setup_logging(self) -> None:
         handler = BarLogHandler(sys.stderr)

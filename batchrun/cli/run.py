@@ -70,7 +70,7 @@ def run(input_path: Path, output: Path | None, model: str | None, ray_address: s
     options = EngineOptions(**engine)
     options.setup_logging()
     with options.endpoint() as make_config:
-        config = make_config(input_path, output, model=model, via=via)
+        config = make_config(input_path, output, model=model)
         stats: RunStats | Pending
         if ray_address is not None:
             from ..scale.ray_run import run_on_ray

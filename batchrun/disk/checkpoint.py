@@ -139,9 +139,11 @@ class Opened(enum.Enum):
 class Checkpoint:
     """The checkpoint directory of one output file."""
 
-    def __init__(self, config: RunConfig) -> None:
-        """:raises ConfigError: the errors file or the report cannot be published (`_publish_targets`)."""
+    def __init__(self, config: RunConfig, via: str | None = None) -> None:
+        """:param via: the route besides online, as `identity` takes it.
+        :raises ConfigError: the errors file or the report cannot be published (`_publish_targets`)."""
         self.config = config
+        self.via = via
         self.dir = config.checkpoint_path
         self.output = self.dir / "output.jsonl"
         self.errors = self.dir / "errors.jsonl"
@@ -207,7 +209,7 @@ class Checkpoint:
             # finished output that --retry-failed makes before writing it.
             self._clear()
         run_id = self.config.run_id or secrets.token_hex(8)
-        meta = {"format": FORMAT, **identity(scan, self.config), "run_id": run_id}
+        meta = {"format": FORMAT, **identity(scan, self.config, self.via), "run_id": run_id}
         if self.meta.exists():
             with open(self.meta, "rb", opener=publish.private_file) as f:
                 saved = orjson.loads(f.read())
@@ -398,13 +400,20 @@ def _describes_complete_run(report: Any, output_bytes: int) -> TypeGuard[dict[st
             and all(is_int(requests.get(key)) for key in ("succeeded", "failed")))
 
 
-def identity(scan: InputScan, config: RunConfig) -> dict[str, Any]:
+def identity(scan: InputScan, config: RunConfig, via: str | None = None) -> dict[str, Any]:
     """What makes two starts the same run: the input (its size and digest), the options that shape
-    requests. A checkpoint records it, and so does the report of a finished run."""
+    requests. A checkpoint records it, and so does the report of a finished run.
+
+    :param via: the route the lines go by besides online (``"batch"``: the provider's Batch API),
+        so that one route never resumes another's run; an online run's has no such option.
+    """
     given: dict[str, Any] = {"size": scan.size, "digest": scan.digest}
     if (span := config.span) is not None:  # its digest is of these bytes alone
         given["span"] = {"start": span.start, "end": span.end}
-    return {"input": given, "options": config.request_options()}
+    options = config.request_options()
+    if via is not None:
+        options["via"] = via
+    return {"input": given, "options": options}
 
 
 def check_same_run(saved: dict, current: dict, where: str, restart: str) -> None:  # type: ignore[type-arg]
