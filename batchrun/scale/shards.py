@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..config import Bounds, Span
+from ..config import Span
 from ..idset import IdSet
 from ..reader import Position, jsonl_lines, open_input, request_id
+from ..settings import Bounds
 
 # A shard should be worth starting a process for: at about 300 bytes a line, 64 MiB is some
 # 220,000 requests, half a minute of one process at full speed.

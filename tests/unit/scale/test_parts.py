@@ -9,7 +9,7 @@ import pytest
 
 from batchrun.config import RunConfig, Span
 from batchrun.disk import journal
-from batchrun.disk.checkpoint import Checkpoint, scan_input
+from batchrun.disk.checkpoint import Checkpoint, check_same_run, scan_input
 from batchrun.errors import ConfigError
 from batchrun.records import Result
 from batchrun.scale import parts
@@ -73,3 +73,18 @@ def test_a_shard_s_checkpoint_keeps_only_the_journal_lines_past_its_prefix(tmp_p
     recovered = checkpoint.recover(RunStats(config.out, config.errors_path))
     checkpoint.close()
     assert recovered.prefix == 2 and set(recovered.finished or {}) == {first + 3}
+
+
+def test_a_part_s_identity_is_its_span_as_an_earlier_version_s_shard_range_was() -> None:
+    """A checkpoint or report an earlier version wrote for a shard recorded its range with the
+    shard's number and count; the same bytes are the same part."""
+    def same_run(**given: object) -> dict[str, object]:
+        return {"input": {"size": 100, "digest": "d", **given}, "options": {"base_url": BASE}}
+
+    earlier = same_run(shard={"number": 1, "count": 2, "start": 40, "end": 100})
+    check_same_run(earlier, same_run(span={"start": 40, "end": 100}), "here", "restart")
+    with pytest.raises(ConfigError, match=r"here: it holds another part of the input \(bytes 40 to 100 → bytes "
+                                          r"40 to 90\); restart"):
+        check_same_run(earlier, same_run(span={"start": 40, "end": 90}), "here", "restart")
+    with pytest.raises(ConfigError, match=r"another part of the input \(all of it → bytes 40 to 100\)"):
+        check_same_run(same_run(), same_run(span={"start": 40, "end": 100}), "here", "restart")
