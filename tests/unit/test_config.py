@@ -18,6 +18,7 @@ from batchrun.batchapi import options as batch_settings
 from batchrun.cli import main
 from batchrun.cli.bounded import Bounded
 from batchrun.config import ApiKey, RetryPolicy, RunConfig, Span, split_base_url, split_header
+from batchrun.disk.checkpoint import InputScan, identity
 from batchrun.errors import ConfigError
 from batchrun.settings import Bounds, Setting
 
@@ -103,6 +104,16 @@ def test_the_request_options_are_what_a_checkpoint_compares() -> None:
     assert RunConfig(Path("x.jsonl"), base_url=BASE + "/").request_options() == {"base_url": BASE}
     assert RunConfig(Path("x.jsonl"), base_url=BASE, mock=True, model="m").request_options() == {
         "base_url": "(the built-in simulator)", "model": "m"}
+
+
+def test_an_online_run_s_identity_is_what_it_was_and_the_batch_api_adds_its_route() -> None:
+    """A checkpoint an earlier version wrote for an online run is of the same run: no ``via``."""
+    scan = InputScan(10, "d", 1)
+    config = RunConfig(Path("x.jsonl"), base_url=BASE, model="m")
+    assert identity(scan, config) == {"input": {"size": 10, "digest": "d"}, "options": {"base_url": BASE, "model": "m"}}
+    assert identity(scan, config, "batch")["options"] == {"base_url": BASE, "model": "m", "via": "batch"}
+    spanned = dataclasses.replace(config, span=Span(3, 9, 1, 1))
+    assert identity(scan, spanned)["input"] == {"size": 10, "digest": "d", "span": {"start": 3, "end": 9}}
 
 
 def test_a_span_and_a_run_id_are_carried_as_given() -> None:
