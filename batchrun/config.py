@@ -1,4 +1,4 @@
-"""The frozen configuration of a run, and every default in one place.
+"""The frozen configuration of a run; its settings' defaults and ranges are declared in `settings`.
 
 The CLI builds a `RunConfig` from options and environment; the library only ever reads this
 object, never the environment.
@@ -131,7 +131,9 @@ class Span:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run needs.
+    """Everything a run needs, as values: building one checks them and looks at no file (what
+    the names stand for on disk is `disk.runfiles.checked`'s, where the files are opened). Its
+    settings' defaults and ranges are declared in `settings`.
 
     :param input_path: the JSONL file of requests.
     :param output_path: where ordered results go; default ``<input stem>.results.jsonl``.
