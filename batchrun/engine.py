@@ -183,7 +183,8 @@ async def run_batch(
         Once every request is done, a SIGINT while the connections close changes nothing, and
         one while the files are saved or published stops that: the next start completes it.
     :param answers: lines already answered, written as they are instead of being sent.
-    :param via: the route ``answers`` came by (``"batch"``), in the run's identity (`checkpoint.identity`).
+    :param via: the route the run goes by besides online (``"batch"``: `run_via_batch`), in its
+        identity (`checkpoint.identity`): a checkpoint or output of one route is not another's.
     :param shared: this shard's side of the rate limits and ``--max-cost`` cap shared by the
         shards of one run (`batchrun.scale.budget`).
     :raises InputFileError: the input cannot be opened (nothing was sent).
