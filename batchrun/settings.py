@@ -99,8 +99,8 @@ GROUPS = (ENDPOINT, THROUGHPUT, BUDGET, OUTPUT, BATCH_API, RAY, SIMULATOR)
 class Setting(Generic[T]):
     """One setting, declared once.
 
-    :param name: its keyword: the `RunConfig` (or `RetryPolicy`, `BatchOptions`) field, and the
-        command's parameter.
+    :param name: its keyword: the command's parameter, and the `RunConfig` or `RetryPolicy`
+        field of that name when it sets one.
     :param flag: its long option; ``None`` for a setting of the library only.
     :param default: :param group: its --help section (`GROUPS`). :param help: one sentence or two.
     :param bounds: the numbers it takes; ``None`` for a setting that is not a number.
