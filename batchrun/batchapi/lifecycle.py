@@ -34,6 +34,7 @@ from ..config import RunConfig
 from ..disk.checkpoint import identity, scan_input
 from ..disk.lock import RunLock
 from ..disk.rundir import make_run_dir
+from ..disk.runfiles import checked
 from ..engine import Observer, run_batch
 from ..errors import ConfigError, FatalEndpointError
 from ..pacing import SYSTEM_CLOCK, Clock
@@ -48,6 +49,8 @@ from .options import FIRST_POLL, BatchOptions
 from .plan import part_file, plan
 
 log = logging.getLogger("batchrun")
+
+VIA = "batch"  # the route, in the run's identity (`checkpoint.identity`)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ async def run_via_batch(
     :raises ConfigError: / :raises InputFileError: as `engine.run_batch`; or the batches'
         folder belongs to another input or options.
     """
+    if config.span is not None:
+        raise ConfigError("a run through the Batch API is one process's: it cannot be sharded")
+    config = checked(config)
     open_input(config.input_path).close()
     directory = config.batches_path
     if not directory.exists():
@@ -89,7 +95,7 @@ async def run_via_batch(
         # another run's: the engine says which (or completes its publishing), sending nothing.
         if not config.restart and (config.checkpoint_path.exists() or (config.out.exists() and not config.retry_failed)):
             return await run_batch(config, transport=transport, observer=observer, clock=clock,
-                                   handle_signals=handle_signals)
+                                   handle_signals=handle_signals, via=VIA)
     created = make_run_dir(directory, config.out)
     lock = RunLock(directory / "lock", config.out)
     lock.acquire()
@@ -113,7 +119,7 @@ async def run_via_batch(
         collected = answers.Answers(ledger, online=lifecycle.online, stop=stop)
         try:
             stats = await run_batch(config, transport=transport, observer=observer, clock=clock,
-                                    handle_signals=handle_signals, sources=[collected])
+                                    handle_signals=handle_signals, sources=[collected], via=VIA)
         finally:
             collected.close()
         if stats.stop_reason is None:
@@ -130,7 +136,7 @@ async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], f
     """The ledger in the batches' folder, or a new plan (`plan.plan`) when there is none."""
     directory = config.batches_path
     scan = await anyio.to_thread.run_sync(scan_input, config.input_path)
-    same_run = identity(scan, config)
+    same_run = identity(scan, config, VIA)
     ledger = Ledger.load(directory)
     if ledger is not None and ledger.identity != same_run:
         raise ConfigError(f"{directory} holds the batches of another input or options; run the original command "

@@ -9,7 +9,8 @@ from typing import Any
 import click
 import orjson
 
-from ..config import Bounds, report_path_for
+from ..config import report_path_for
+from ..settings import Bounds
 from ..stats import EXIT_USAGE
 from .bounded import Bounded
 from .group import main

@@ -76,7 +76,7 @@ _INK = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # what makes a line not blank
 
 
 def scan_input(path: Path, span: tuple[int, int] | None = None) -> InputScan:
-    """:param span: scan only these bytes, ``[start, end)`` at line starts (a shard's): the
+    """:param span: scan only these bytes, ``[start, end)`` at line starts (a `Span`'s): the
         digest and lines are theirs, the size the whole file's; no request is required in them.
     :raises InputFileError: no line of the input is a request (`require_a_request`).
     """
@@ -143,9 +143,11 @@ class Opened(enum.Enum):
 class Checkpoint:
     """The checkpoint directory of one output file."""
 
-    def __init__(self, config: RunConfig) -> None:
-        """:raises ConfigError: the errors file or the report cannot be published (`_publish_targets`)."""
+    def __init__(self, config: RunConfig, via: str | None = None) -> None:
+        """:param via: the route besides online, as `identity` takes it.
+        :raises ConfigError: the errors file or the report cannot be published (`_publish_targets`)."""
         self.config = config
+        self.via = via
         self.dir = config.checkpoint_path
         self.output = self.dir / "output.jsonl"
         self.errors = self.dir / "errors.jsonl"
@@ -160,8 +162,8 @@ class Checkpoint:
         self._finals = (config.out, *_publish_targets(config))
         self.finished: dict[str, Any] | None = None  # when the output is up to date: its run's report
         self.run_id = ""  # set by `open`, read from meta.json or made for a new run
-        # The index of the first line its files hold: a shard's lines keep the whole run's.
-        self.first_index = config.shard.first_index if config.shard is not None else 0
+        # The index of the first line its files hold: a span's lines keep the whole input's.
+        self.first_index = config.span.first_index if config.span is not None else 0
 
     def open(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> Opened:
         """Take the lock and make the directory describe this run.
@@ -221,12 +223,8 @@ class Checkpoint:
             # Without meta.json nothing here was started: at most a crash left the link to a
             # finished output that --retry-failed makes before writing it.
             self._clear()
-        run_id = secrets.token_hex(8)
-        if self.config.shard is not None:  # every shard of a run writes the ids of one run: its plan's
-            from ..scale.parts import planned_run_id  # it reads checkpoints: imported here, not at the top
-
-            run_id = planned_run_id(self.config) or run_id
-        meta = {"format": FORMAT, **identity(scan, self.config), "run_id": run_id}
+        run_id = self.config.run_id or secrets.token_hex(8)
+        meta = {"format": FORMAT, **identity(scan, self.config, self.via), "run_id": run_id}
         if self._exists(self.meta):
             with self._open(self.meta, "rb") as f:
                 saved = orjson.loads(f.read())
@@ -467,13 +465,20 @@ def _describes_complete_run(report: Any, output_bytes: int) -> TypeGuard[dict[st
             and all(is_int(requests.get(key)) for key in ("succeeded", "failed")))
 
 
-def identity(scan: InputScan, config: RunConfig) -> dict[str, Any]:
+def identity(scan: InputScan, config: RunConfig, via: str | None = None) -> dict[str, Any]:
     """What makes two starts the same run: the input (its size and digest), the options that shape
-    requests. A checkpoint records it, and so does the report of a finished run."""
+    requests. A checkpoint records it, and so does the report of a finished run.
+
+    :param via: the route the lines go by besides online (``"batch"``: the provider's Batch API),
+        so that one route never resumes another's run; an online run's has no such option.
+    """
     given: dict[str, Any] = {"size": scan.size, "digest": scan.digest}
-    if (shard := config.shard) is not None:  # its digest is of these bytes alone
-        given["shard"] = {"number": shard.number, "count": shard.count, "start": shard.start, "end": shard.end}
-    return {"input": given, "options": config.request_options()}
+    if (span := config.span) is not None:  # its digest is of these bytes alone
+        given["span"] = {"start": span.start, "end": span.end}
+    options = config.request_options()
+    if via is not None:
+        options["via"] = via
+    return {"input": given, "options": options}
 
 
 def check_same_run(saved: dict, current: dict, where: str, restart: str) -> None:  # type: ignore[type-arg]
@@ -482,9 +487,8 @@ def check_same_run(saved: dict, current: dict, where: str, restart: str) -> None
     if old.get("size") != new["size"]:
         raise ConfigError(f"{where}: the input file changed (size {old.get('size', 0):,} → {new['size']:,} bytes); "
                           f"restore the original input, or {restart}")
-    if old.get("shard") != new.get("shard"):
-        raise ConfigError(f"{where}: it holds another shard of the input ({old.get('shard')} → {new.get('shard')}); "
-                          f"{restart}")
+    if _bytes(old) != _bytes(new):
+        raise ConfigError(f"{where}: it holds another part of the input ({_part(old)} → {_part(new)}); {restart}")
     if old.get("digest") != new["digest"]:
         raise ConfigError(f"{where}: the input file's content changed (same size); restore it, or {restart}")
     # An option set on one side only (--model) is a change too.
@@ -493,6 +497,18 @@ def check_same_run(saved: dict, current: dict, where: str, restart: str) -> None
                for name in {**before, **now} if now.get(name) != before.get(name)]
     if changed:
         raise ConfigError(f"{where}: options changed ({'; '.join(changed)}); use the original options, or {restart}")
+
+
+def _bytes(given: dict[str, Any]) -> tuple[int, int] | None:
+    """The bytes of the input a run read (``None``: all of them). An earlier version recorded
+    them as ``shard``, with the shard's number and count, which the part's path already says."""
+    span = given.get("span", given.get("shard"))
+    return (span["start"], span["end"]) if isinstance(span, dict) else None
+
+
+def _part(given: dict[str, Any]) -> str:
+    span = _bytes(given)
+    return "all of it" if span is None else f"bytes {span[0]:,} to {span[1]:,}"
 
 
 def _lines_from(file: BinaryIO, start: int) -> Generator[bytes, None, None]:

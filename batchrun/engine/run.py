@@ -39,6 +39,7 @@ from ..config import RunConfig
 from ..disk.checkpoint import Checkpoint, InputScan, Opened, Recovered, identity, scan_input
 from ..disk.publish import write_atomically
 from ..disk.resume import Carryover
+from ..disk.runfiles import checked
 from ..disk.snapshot import Snapshot
 from ..disk.writer import OrderedWriter
 from ..errors import ConfigError
@@ -70,6 +71,7 @@ async def run_batch(
     clock: Clock = SYSTEM_CLOCK,
     handle_signals: bool = False,
     sources: Sequence[Source] = (),
+    via: str | None = None,
     shared: ShardBudget | None = None,
 ) -> RunStats:
     """Run every line of ``config.input_path`` and write the ordered output.
@@ -85,6 +87,8 @@ async def run_batch(
         one while the files are saved or published stops that: the next start completes it.
     :param sources: where lines are answered before they are sent online, asked in order
         after the lines earlier starts finished (`sources.py`): the Batch API's answers, say.
+    :param via: the route the run goes by besides online (``"batch"``: `run_via_batch`), in its
+        identity (`checkpoint.identity`): a checkpoint or output of one route is not another's.
     :param shared: this shard's side of the rate limits and ``--max-cost`` cap shared by the
         shards of one run (`batchrun.scale.budget`).
     :raises InputFileError: the input cannot be opened (nothing was sent).
@@ -92,15 +96,15 @@ async def run_batch(
         belongs to another input or options, or batches of it are at the provider and no
         source collects them (nothing was sent).
     """
+    config = checked(config)
     open_input(config.input_path).close()
     _refuse_batches_beside(config, sources)
     prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
-    shard = config.shard
-    span = (shard.start, shard.end) if shard is not None else None
-    scan = await anyio.to_thread.run_sync(scan_input, config.input_path, span)
-    limit = shard.end if shard is not None else scan.size
+    span = config.span
+    scan = await anyio.to_thread.run_sync(scan_input, config.input_path, (span.start, span.end) if span else None)
+    limit = span.end if span is not None else scan.size
     budget = await _budget(config, prices, limit, shared)
-    checkpoint = Checkpoint(config)
+    checkpoint = Checkpoint(config, via)
     stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines,
                      simulated=config.mock)
     opened = checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed)
@@ -145,7 +149,7 @@ async def run_batch(
                        share=shared) as client:
             stats.pacer, control.wire = client.pacer, client.pacer.slots
             items = read_jobs(config.input_path, limit, start=position, model=config.model,
-                              duplicates=shard.duplicates if shard is not None else frozenset())
+                              duplicates=span.duplicates if span is not None else frozenset())
             window = anyio.Semaphore(config.window or config.concurrency)
             sink = Sink(writer, window, config.window_bytes, stats, observer)
             pool = Pool(config, client, [carryover, *sources], gate, ledger, sink, control)
@@ -166,7 +170,7 @@ async def run_batch(
         if pool is not None:
             _charge_unsettled(pool.unsettled(), gate, ledger, prices)
         every_line = control.fed_all and writer.next_index == checkpoint.first_index + carryover.prefix + control.fed
-        facts = _facts(config, scan, writer.next_index - checkpoint.first_index + writer.buffered + carryover.left)
+        facts = _facts(config, scan, writer.next_index - checkpoint.first_index + writer.buffered + carryover.left, via)
         try:
             saved = _close_writer(writer, stats)
             if saved:
@@ -259,9 +263,9 @@ def _charge_unsettled(jobs: list[Job], gate: BudgetGate | None, ledger: SpendLed
 
 
 def _origin(config: RunConfig) -> Position | None:
-    """Where a shard's lines start, numbered as the whole run numbers them."""
-    shard = config.shard
-    return None if shard is None else Position(shard.start, shard.first_line, shard.first_index)
+    """Where a span's lines start, numbered as the whole input numbers them."""
+    span = config.span
+    return None if span is None else Position(span.start, span.first_line, span.first_index)
 
 
 async def _skip(path: Path, count: int, limit: int, origin: Position | None) -> Position:
@@ -328,13 +332,14 @@ def _models_in(config: RunConfig, size: int) -> set[str | None]:
     return {item.model for item in items if isinstance(item, Job)}
 
 
-def _facts(config: RunConfig, scan: InputScan, lines_finished: int) -> dict[str, Any]:
-    return run_facts(input_path=str(config.input_path), same_run=identity(scan, config), input_lines=scan.lines,
+def _facts(config: RunConfig, scan: InputScan, lines_finished: int, via: str | None) -> dict[str, Any]:
+    return run_facts(input_path=str(config.input_path), same_run=identity(scan, config, via), input_lines=scan.lines,
                      lines_finished=lines_finished, max_cost=config.max_cost)
 
 
 def _is_part(config: RunConfig) -> bool:
-    return config.shard is not None
+    """A span's run: its report keeps the raw counters, for the parts to add up exactly (`scale.parts`)."""
+    return config.span is not None
 
 
 def save_report(config: RunConfig, checkpoint: Checkpoint, stats: RunStats, facts: dict[str, Any]) -> None:

@@ -4,7 +4,6 @@ resume or assemble a sharded run where Ray is not installed."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -14,7 +13,7 @@ from ..engine import run_batch
 from ..pacing.clock import SYSTEM_CLOCK
 from ..stats import RunStats
 from .budget import BudgetServer, LocalBudgetClient, ShardBudget
-from .parts import assemble, finished, plan, spent_before
+from .parts import assemble, finished, part_config, plan, spent_before
 
 
 async def run_sharded(config: RunConfig, count: int, **options: Any) -> RunStats:
@@ -38,7 +37,7 @@ async def run_sharded(config: RunConfig, count: int, **options: Any) -> RunStats
     sent = tokens = 0
     for shard in made.shards:
         shared = ShardBudget(LocalBudgetClient(server), shard.number, clock=options.get("clock", SYSTEM_CLOCK))
-        stats = await run_batch(replace(config, shard=shard), shared=shared, **options)
+        stats = await run_batch(part_config(config, shard, made.run_id), shared=shared, **options)
         if stats.stop_reason is not None:
             return stats
         sent, tokens = sent + stats.sent_this_start, tokens + stats.tokens_this_start
