@@ -22,6 +22,7 @@ import anyio
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from ..bodies import DEFAULT_MAX_RESPONSE_BYTES
 from ..client import credentials_scrubber, describe_error, endpoint_headers, join_url
 from ..config import RunConfig
 from ..disk.publish import private_file
@@ -29,6 +30,7 @@ from ..errors import FatalEndpointError, MalformedResponse, RetryableError, Tran
 from ..pacing import Clock
 from ..retry import Retries, status_error
 from ..transport import Timeouts, Transport
+from .lines import read_lines
 
 log = logging.getLogger("batchrun")
 
@@ -54,7 +56,7 @@ class BatchApi:
         self._transport = transport
         self._clock = clock
         self._headers = endpoint_headers(config)
-        self._scrubber = credentials_scrubber(config)
+        self.scrubber = credentials_scrubber(config)
         self._timeouts = Timeouts(connect=config.connect_timeout, total=config.timeout)
         self._transfer = Timeouts(connect=config.connect_timeout, total=max(config.timeout, TRANSFER_TIMEOUT))
 
@@ -165,14 +167,14 @@ class BatchApi:
         try:
             reply = await self._transport.request(method, url, headers, body, timeouts, into=into)
         except TransportError as exc:
-            raise type(exc)(exc.code, self._scrubber.text(exc.message)) from None
+            raise type(exc)(exc.code, self.scrubber.text(exc.message)) from None
         status = reply.status
         if 200 <= status < 300:
             if into is not None:
                 await anyio.to_thread.run_sync(_check_jsonl, into, status)
                 return None
             try:
-                return self._scrubber.json(orjson.loads(reply.content))
+                return self.scrubber.json(orjson.loads(reply.content))
             except orjson.JSONDecodeError:
                 raise MalformedResponse("malformed_response", f"HTTP {status} with a body that is not JSON",
                                         status_code=status) from None
@@ -184,13 +186,13 @@ class BatchApi:
             answer = orjson.loads(content)
         except orjson.JSONDecodeError:
             answer = None
-        code, message = describe_error(status, answer, content, self._scrubber)
+        code, message = describe_error(status, answer, content, self.scrubber)
         if status in (401, 403):
             raise FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}) for {method} {path}: "
                                      f"{message}")
         location = reply.headers.get("location") if 300 <= status < 400 else None
         error = status_error(status, reply.headers, code, message, status_code=status,
-                             location=self._scrubber.text(location or "elsewhere"))
+                             location=self.scrubber.text(location or "elsewhere"))
         if isinstance(error, (RetryableError, FatalEndpointError)):
             raise error
         raise FatalEndpointError(f"the Batch API refused {method} {path} (HTTP {status}, {code}): {error.message}")
@@ -237,18 +239,24 @@ def multipart(filename: str, content: bytes) -> tuple[bytes, str]:
 def _check_jsonl(f: Any, status: int) -> None:
     """Every line of a downloaded output or error file is a JSON object: a body cut short or
     garbled on the way (a proxy's page) is downloaded again, not read as lines left unanswered.
+    A line over the answers' cap is not parsed (nor held, `lines.read_lines`): it needs only to
+    begin as an object, and is answered ``response_too_large`` (`answers.order`).
 
     :raises MalformedResponse: naming the first line that is not.
     """
     f.seek(0)
-    for line_no, line in enumerate(f, 1):
-        if not line.strip():
-            continue
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict):
+    for line_no, line in enumerate(read_lines(f, DEFAULT_MAX_RESPONSE_BYTES), 1):
+        if line.whole:
+            if not line.data.strip():
+                continue
+            try:
+                record = orjson.loads(line.data)
+            except orjson.JSONDecodeError:
+                record = None
+            good = isinstance(record, dict)
+        else:
+            good = line.data.lstrip().startswith(b"{")
+        if not good:
             raise MalformedResponse("malformed_response", f"HTTP {status} with line {line_no} of the file not a "
                                     "JSON object", status_code=status)
 

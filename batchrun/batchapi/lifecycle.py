@@ -297,7 +297,7 @@ class _Lifecycle:
                                   (part.error_file_id, answers.error_file(ledger.dir, part))):
                 if file_id is not None:
                     await self.api.download(file_id, path)
-            await anyio.to_thread.run_sync(answers.order, ledger.dir, part)
+            await anyio.to_thread.run_sync(answers.order, ledger.dir, part, self.api.scrubber)
             part.collected = True
             await anyio.to_thread.run_sync(ledger.save)
             for path in (answers.output_file(ledger.dir, part), answers.error_file(ledger.dir, part)):
