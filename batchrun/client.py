@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 from .config import DEFAULT_API_KEY_ENV, RunConfig
@@ -38,6 +37,9 @@ from .retry import Retries, status_error
 from .scrub import Scrubber
 from .transport import Timeouts, Transport, as_transport
 from .usage import Usage
+
+if TYPE_CHECKING:  # only annotates: loaded when an httpx transport is passed in
+    import httpx
 
 AUTH_STATUSES = frozenset({401, 403})
 # 401/403 in a row, after an earlier success, that mean the key itself stopped working (revoked,

@@ -16,11 +16,10 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import orjson
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from ..bodies import DEFAULT_MAX_RESPONSE_BYTES
 from ..client import credentials_scrubber, describe_error, endpoint_headers, join_url
@@ -31,6 +30,9 @@ from ..pacing import Clock
 from ..retry import Retries, status_error
 from ..transport import Timeouts, Transport
 from .lines import read_lines
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 log = logging.getLogger("batchrun")
 
@@ -148,6 +150,9 @@ class BatchApi:
 
         :raises FatalEndpointError: the retries are spent.
         """
+        # Here, not at the top: a run that never calls the Batch API does not load it.
+        from tenacity import AsyncRetrying, retry_if_exception_type
+
         decision = _Decision(Retries(self._config.retry))
 
         def before_sleep(state: RetryCallState) -> None:
@@ -229,7 +234,7 @@ def _failure(state: RetryCallState) -> RetryableError:
 def multipart(filename: str, content: bytes) -> tuple[bytes, str]:
     """The ``multipart/form-data`` body of a ``/v1/files`` upload of ``content`` (purpose
     ``batch``), and its content type, encoded by httpx."""
-    import httpx  # only here: the default transport is aiohttp's, and this runs once a batch
+    import httpx  # here, not at the top: the default transport is aiohttp's, and this runs once a batch
 
     request = httpx.Request("POST", "http://upload/", data={"purpose": "batch"},
                             files={"file": (filename, content, "application/jsonl")})

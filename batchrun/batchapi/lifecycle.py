@@ -24,10 +24,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import compress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 import orjson
 
 from ..config import RunConfig
@@ -46,6 +45,9 @@ from .api import BatchApi, metadata
 from .ledger import ENDED, Ledger, Part, remove_dir
 from .options import FIRST_POLL, BatchOptions
 from .plan import part_file, plan
+
+if TYPE_CHECKING:  # only annotates: loaded when an httpx transport is passed in
+    import httpx
 
 log = logging.getLogger("batchrun")
 
