@@ -41,14 +41,13 @@ import enum
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import orjson
+from typing import Protocol
 
 from ..errors import ConfigError
 from ..money import usd
 from ..records import Job, Result
-from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS, counter_for, encoding_for, request_tokens
+from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS
+from .ledger import worst_case
 from .pricing import Price, PriceTable
 
 _NANO = 1_000_000_000
@@ -141,13 +140,7 @@ class Budget:
 
     def worst_case(self, job: Job) -> float:
         """The most ``job`` can cost, in USD (see the module docstring)."""
-        price = self._price(job.model)
-        body: Any = orjson.loads(job.body)
-        # The bound alone: the reader asks this for every line, on the event loop.
-        tokens = request_tokens(job.url, body if isinstance(body, dict) else {},
-                                counter_for(encoding_for(job.model), exact=self.exact), estimate=False)
-        output = self.default_max_output if tokens.max_output is None else tokens.max_output
-        return price.bound(tokens.input_bound, output)
+        return worst_case(job, self._price(job.model), default_max_output=self.default_max_output, exact=self.exact)
 
     def admit(self, worst: float) -> Verdict:
         """May a request of this worst case be sent now? On GO its worst case is reserved."""
@@ -185,8 +178,20 @@ class Budget:
             self.pool.released(_nano(worst))
 
     def carry(self, spent: float) -> None:
-        """Count what an earlier start of the same run spent (the lines a resume carries over)."""
+        """Count what earlier starts of the same run spent (the lines a resume carries over, and
+        the spend ledger's lost answers), or what another route spent for this run (a batch's answers)."""
         self._spent += _nano(spent)
+
+    def answered(self, result: Result) -> float:
+        """Charge an answer another route bought for this run (the Batch API's) at what its usage
+        cost, at the price of that route; returns it, in USD."""
+        usage = result.read_usage()
+        table = self._table.with_batch_discount() if result.batch_id is not None else self._table
+        cost = (table.cost(result.model, usage) or 0.0) if usage is not None else 0.0
+        self._spent += _nano(cost)
+        if self.pool is not None:
+            self.pool.settled(0, _nano(cost), self._spent)
+        return cost
 
     def cost_of(self, worst: float, result: Result) -> float:
         """What a finished request is charged (module docstring), in USD."""

@@ -10,6 +10,7 @@ Beside ``results.jsonl`` a run keeps ``results.jsonl.checkpoint/``:
     journal       the lines finished before an earlier line, in completion order (see journal.py);
                   with output.jsonl, every finished line
     prefix.json   the report's counters over the prefix as of the last fsync (see snapshot.py)
+    spend.json    the spend ledger: what the starts' lost answers may have cost (accounting/ledger.py)
     previous.jsonl  with --retry-failed: the finished output whose failures are being re-sent
     report.json   on completion: the report, published with the output
     committed     on completion: the checkpoint is final and being published (see publish.py)
@@ -150,6 +151,7 @@ class Checkpoint:
         self.meta = self.dir / "meta.json"
         self.report = self.dir / "report.json"
         self.snapshot = self.dir / "prefix.json"
+        self.spend = self.dir / "spend.json"
         self._lock = RunLock(self.dir / "lock", config.out)
         self._finals = (config.out, *_publish_targets(config))
         self.finished: dict[str, Any] | None = None  # when the output is up to date: its run's report
@@ -326,6 +328,22 @@ class Checkpoint:
         """
         publish.write_atomically(self.snapshot, snapshot.encode(saved), private=True)
 
+    def save_spend(self, ledger: bytes) -> None:
+        """Record the spend ledger (`accounting.ledger.SpendLedger.encode`).
+
+        :raises OSError: it was not written (the previous one stays, smaller but true).
+        """
+        publish.write_atomically(self.spend, ledger, private=True)
+
+    def load_spend(self) -> Any:
+        """The saved spend ledger, decoded; ``None`` when there is none (or it cannot be read:
+        the ledger then starts from nothing, as before there was one)."""
+        try:
+            with open(self.spend, "rb", opener=publish.private_file) as f:
+                return orjson.loads(f.read())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+
     def open_files(self) -> tuple[BinaryIO, BinaryIO, BinaryIO]:
         """The ordered output, errors and journal, open for appending."""
         return (open(self.output, "ab", opener=publish.private_file), open(self.errors, "ab", opener=publish.private_file),
@@ -354,7 +372,8 @@ class Checkpoint:
         self._lock.release()
 
     def _clear(self) -> None:
-        for path in (self.output, self.errors, self.journal, self.previous, self.meta, self.report, self.snapshot):
+        for path in (self.output, self.errors, self.journal, self.previous, self.meta, self.report, self.snapshot,
+                     self.spend):
             path.unlink(missing_ok=True)
 
     def _remove_dir(self) -> None:

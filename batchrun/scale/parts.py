@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from ..accounting.ledger import SpendLedger, carried_spend
 from ..accounting.pricing import load_prices
 from ..accounting.report import Report
 from ..config import RunConfig, Shard
@@ -35,7 +36,7 @@ from ..disk import publish
 from ..disk.checkpoint import check_same_run, identity, scan_input
 from ..disk.publish import private_file
 from ..disk.rundir import make_run_dir
-from ..engine import report_json
+from ..engine.document import report_json, run_facts
 from ..errors import ConfigError
 from ..stats import RunStats
 from .shards import duplicates, split
@@ -115,13 +116,21 @@ def finished(config: RunConfig) -> bool:
 
 
 def finished_cost(part: RunConfig) -> float | None:
-    """USD a shard's part cost, as its report says when an earlier start finished it; ``None``
+    """USD a shard's part cost, as its report says when an earlier start finished it (its lines'
+    usage and its lost answers, `accounting.ledger`); ``None``
     while it runs (its checkpoint carries its spend) or when it is no finished run (a part of a
     finished output split to be retried)."""
     if part.checkpoint_path.exists() or not part.report_path.exists():
         return None
     report = orjson.loads(part.report_path.read_bytes())
-    return float(report["cost_usd_priced"]) if report.get("status") == "complete" else None
+    return float(report["cost_usd_priced"]) + carried_spend(report) if report.get("status") == "complete" else None
+
+
+def spent_before(config: RunConfig, made: Plan) -> float:
+    """USD the shards an earlier start finished spent (`finished_cost`); a shard still running
+    tells the budget itself what its checkpoint carries."""
+    costs = (finished_cost(replace(config, shard=shard)) for shard in made.shards)
+    return sum(cost for cost in costs if cost is not None)
 
 
 def _split_output(config: RunConfig, made: Plan) -> None:
@@ -186,20 +195,22 @@ def assemble(config: RunConfig, made: Plan, *, wall_s: float, sent: int = 0, tok
     for part in parts:
         if part.checkpoint_path.exists() or not part.out.exists():
             raise ConfigError(f"{part.out}: shard {part.shard.number if part.shard else 0} is not finished")
+    lost = 0.0
     for part in parts:
         counted = Report(stats.report.prices)
-        counted.restore(orjson.loads(part.report_path.read_bytes())["counters"])
+        part_report = orjson.loads(part.report_path.read_bytes())
+        counted.restore(part_report["counters"])
         stats.report.merge(counted)
+        lost += carried_spend(part_report)
+    stats.ledger = SpendLedger(stats.report.prices, carried=lost)
     stats.written = stats.report.lines
     stats.carried_over = stats.written - sent
     output_bytes = _concatenate(folder / _ASSEMBLED[0], [part.out for part in parts])
     _concatenate(folder / _ASSEMBLED[1], [part.errors_path for part in parts])
-    facts = {"input_lines": made.lines, "lines_finished": stats.written,
-             "input": {"path": str(whole.input_path), **made.same_run["input"]}, "options": made.same_run["options"],
-             "max_cost": whole.max_cost}
-    doc = orjson.loads(report_json(stats, facts, output_bytes))
-    doc["shards"] = len(parts)
-    publish.write_atomically(folder / _ASSEMBLED[2], orjson.dumps(doc, option=orjson.OPT_INDENT_2), private=True)
+    facts = run_facts(input_path=str(whole.input_path), same_run=made.same_run, input_lines=made.lines,
+                      lines_finished=stats.written, max_cost=whole.max_cost)
+    report = report_json(stats, facts, output_bytes, extra={"shards": len(parts)})
+    publish.write_atomically(folder / _ASSEMBLED[2], report, private=True)
     finals = (whole.out, whole.errors_path, whole.report_path)
     publish.commit(folder, [(folder / name, publish.link_target(final)) for name, final in zip(_ASSEMBLED, finals, strict=True)])
     return stats

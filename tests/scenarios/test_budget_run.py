@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import orjson
 import pytest
 
-from batchrun import RunConfig, run_batch
+from batchrun import RetryPolicy, RunConfig, run_batch
 from batchrun.errors import ConfigError
 from batchrun.simulator import serve
 
@@ -82,3 +83,42 @@ async def test_an_attempt_whose_answer_was_lost_is_charged_as_if_billed(tmp_path
     assert answered is not None
     # The lost attempt is charged its worst case on top of what the two answers cost.
     assert stats.budget.spent > answered * 1.5
+
+
+async def test_the_cap_remembers_lost_answers_across_starts(tmp_path: Path) -> None:
+    """Every answer is lost (a timeout): nothing in the output prices what was maybe billed, so
+    only the spend ledger keeps the next start with the same cap from sending again."""
+    import httpx
+
+    from batchrun.accounting.ledger import worst_case
+    from batchrun.accounting.pricing import load_prices
+    from batchrun.reader import read_jobs
+
+    from ..helpers import FakeClock
+
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, max_completion_tokens=100) for i in range(20)])
+    job = next(iter(read_jobs(source, source.stat().st_size)))
+    price = load_prices().price(job.model)  # type: ignore[union-attr]
+    assert price is not None
+    worst = worst_case(job, price)
+    sent = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    def start() -> RunConfig:
+        return RunConfig(source, base_url="http://127.0.0.1:9/v1", concurrency=1, max_cost=5.5 * worst,
+                         retry=RetryPolicy(max_attempts=2))
+
+    first = await run_batch(start(), transport=httpx.MockTransport(handler), clock=FakeClock())
+    assert first.exit_code == 3 and 0 < sent < 20
+    spent = sent
+    report = orjson.loads((tmp_path / "in.results.report.json").read_bytes())
+    assert report["spend"]["lost_answers_usd"] == pytest.approx(spent * worst, rel=1e-6)  # every attempt was lost
+    assert report["cost_usd"] == 0  # what the recorded usage prices: nothing
+
+    again = await run_batch(start(), transport=httpx.MockTransport(handler), clock=FakeClock())
+    assert again.exit_code == 3 and sent == spent  # the same command sends nothing more
+    assert "--max-cost" in (again.stop_reason or "")

@@ -14,7 +14,8 @@ import httpx
 import orjson
 import pytest
 
-from batchrun import RunConfig, engine, run_batch
+from batchrun import RunConfig, run_batch
+from batchrun.engine import run as engine
 from batchrun.simulator import Simulator
 
 from ..helpers import (

@@ -14,8 +14,9 @@ import httpx
 import orjson
 import pytest
 
-from batchrun import RunConfig, engine, run_batch
+from batchrun import RunConfig, run_batch
 from batchrun.disk import publish
+from batchrun.engine import run as engine
 from batchrun.errors import ConfigError
 from batchrun.simulator import Simulator
 

@@ -78,7 +78,7 @@ def test_worst_case_asks_the_counter_for_its_bound_only(monkeypatch: pytest.Monk
         def bound(self, text: str) -> int:
             return len(text.encode())
 
-    monkeypatch.setattr("batchrun.accounting.budget.counter_for", lambda encoding, exact: BoundOnly())
+    monkeypatch.setattr("batchrun.accounting.ledger.counter_for", lambda encoding, exact: BoundOnly())
     body = {"model": "m", "messages": [{"role": "user", "content": "héllo"}], "max_tokens": 100}
     assert Budget(1.0, PRICES, ["m"]).worst_case(job(body)) == pytest.approx((16 * 1.0 + 100 * 2.0) * MICRO)
 
