@@ -159,8 +159,8 @@ class Client:
         """Go on after a failed first attempt: wait and try again as `retry.next_wait` says, until
         an attempt succeeds, one fails for good, or the retries are spent.
 
-        A plain loop, not tenacity: tenacity per retried line costs several times the CPU of the
-        line's own work (``scripts/bench_client.py`` measures it).
+        A plain loop, not tenacity: an ``AsyncRetrying`` per retried line costs about 4× the
+        loop's CPU (``docs/libraries.md``; ``scripts/bench_client.py --retries`` measures it).
         """
         job, tally, error = pending.job, pending.tally, pending.error
         retries = Retries(self._config.retry)

@@ -3,7 +3,7 @@ headers, key handling, status classifier and retry policy (`retry.status_error`,
 `retry.next_wait`), as online requests are.
 
 The retries are tenacity's loop (`_retrying`) asking the same policy as online lines: a few calls
-per batch, where its cost cannot be measured.
+per batch, where its cost is not seen (``docs/libraries.md``).
 
 Every call but one is safe to repeat: a batch is created once. A ``POST /batches`` whose reply
 did not come back may have created it, so before trying again `BatchApi.create_batch` looks for
