@@ -7,12 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 from batchrun.batchapi.answers import error_file, order, ordered_file, output_file
+from batchrun.batchapi.api import BatchApi
 from batchrun.batchapi.ledger import Part
 from batchrun.batchapi.plan import part_file
+from batchrun.config import RunConfig
 from batchrun.scrub import Scrubber
+from batchrun.transport import HttpxTransport
+
+from ...helpers import FakeClock
 
 KEY = "sk-unit-0123456789abcdefSECRET"
 
@@ -84,3 +90,17 @@ def test_an_answer_over_the_cap_is_response_too_large_with_its_status(tmp_path: 
     assert second["error"]["message"].startswith("HTTP 200 with a body too large to keep (5,1")
     assert "over 1,000)" in second["error"]["message"]
     assert third["error"]["code"] == "response_too_large" and third["response"] == {"status_code": 500}
+
+
+def test_the_batch_apis_scrubber_holds_every_credential_the_run_sends(tmp_path: Path) -> None:
+    """The scrubber `order` is given (`BatchApi.scrubber`): the --header values, and the password
+    of a --base-url's user:password@, as online."""
+    password, token = "hunter2-CANARY-9f8e7d6c", "gateway-token-9876543210"
+    config = RunConfig(tmp_path / "in.jsonl", base_url=f"http://alice:{password}@127.0.0.1:9/v1",
+                       headers=(f"X-Gateway-Token: {token}",))
+    scrubber = BatchApi(config, HttpxTransport(httpx.MockTransport(lambda request: httpx.Response(500))),
+                        FakeClock()).scrubber
+    p = part(tmp_path, 1)
+    write(output_file(tmp_path, p), [record(0, {"choices": [], "echo": f"{password} {token}"})])
+    order(tmp_path, p, scrubber)
+    assert ordered(tmp_path, p)[0]["response"]["body"]["echo"] == "*** ***"
