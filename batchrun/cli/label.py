@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..batchapi.lifecycle import Pending
 from ..stats import EXIT_STOPPED
 from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
+from .html_option import check_html_extra, check_html_path, html_option, write_run_page
+from .routes import Route, exit_pending, route_options
 from .summary import format_summary, outcome_line
 from .tables import fit
 
@@ -105,32 +109,43 @@ that continues (the same one with a higher --max-cost), 4 stopped early
               help="The CSV/TSV data's delimiter: one character, or 'tab'. Default: a tab for .tsv; for .csv, "
                    "the one of , ; tab | that splits the header into the most columns.")
 @click.option("--dry-run", is_flag=True, help="Check every row; show the first requests and the cost estimate.")
+@html_option
+@route_options
 @engine_options
 def label(data_path: Path, template_path: Path, output: Path | None, model: str, system: str | None,
           labels: str | None, schema_path: Path | None, params: tuple[str, ...], id_field: str | None,
-          no_response_format: bool, raw_cells: bool, delimiter: str | None, dry_run: bool, **engine: Any) -> None:
+          no_response_format: bool, raw_cells: bool, delimiter: str | None, dry_run: bool, html_path: Path | None,
+          **engine: Any) -> None:
     """Ask a model about every row of DATA; write the rows with its answers as new columns."""
     from ..accounting.pricing import load_prices
     from ..label import LabelJob, LabelRun, preview
 
+    check_html_extra(html_path)
+    check_html_path(html_path)
+    route = Route.take(engine)
     options = EngineOptions(**engine)
     options.setup_logging()
     job = LabelJob.from_files(data_path, template_path, output_path=output, model=model, system=system,
                               labels=labels, schema_path=schema_path, params=params, id_field=id_field,
                               response_format=not no_response_format, raw_cells=raw_cells, delimiter=delimiter)
     if dry_run:
-        prices = load_prices(options.prices_path, batch_discount=options.batch_discount)
+        batch_priced = options.batch_discount or route.batch is not None
+        prices = load_prices(options.prices_path, batch_discount=batch_priced)
         click.echo(_preview_text(preview(job, prices=prices)))
         return
     config = stats = None
     try:
-        with options.endpoint() as make_config, LabelRun(job, make_config) as labeling:
+        with options.endpoint() as make_config, LabelRun(job, partial(make_config, via=route.via)) as labeling:
             config = labeling.prepare()
-            stats = options.run(config) if config is not None else None
+            stats = route.run(options, config) if config is not None else None
+            if isinstance(stats, Pending):  # the batches are still at the provider: nothing to join yet
+                exit_pending(stats, options.quiet)
             outcome = labeling.finish(stats)
     except KeyboardInterrupt:  # while rendering or joining: the engine handles its own signals
         click.echo("\nbatchrun: interrupted; run the same command again to continue", err=True)
         sys.exit(EXIT_STOPPED)
+    if html_path is not None:
+        write_run_page(html_path, labeling.config.report_path, stats, options.max_cost)
     counts = outcome.counts
     labeled = None
     if counts is not None:

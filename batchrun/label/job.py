@@ -47,6 +47,7 @@ from ..disk.lock import RunLock
 from ..disk.rundir import make_run_dir
 from ..engine import Observer, run_batch
 from ..errors import ConfigError
+from ..scale.parts import shards_folder
 from ..stats import EXIT_FAILED_LINES, EXIT_OK, RunStats
 from ..transport import Transport
 from .answers import AnswerSpec, FreeText, Labels, load_json_schema
@@ -149,14 +150,20 @@ class Workspace:
         self.requests = self.dir / "requests.jsonl"
         self.results = self.dir / "results.jsonl"
         self.errors = errors_path_for(self.results)
-        self.checkpoint = self.results.with_name(self.results.name + ".checkpoint")
+        # What the engine keeps until it publishes the results (`engine_folders`): any of them
+        # is a run to continue.
+        self.unfinished: tuple[Path, ...] = ()
         self.lock = self.dir / "lock"
         self.joined = self.dir / "joined"
         self.rows = self.dir / "rows"
 
+    def running(self) -> bool:
+        """Whether an engine run on the requests is under way (stopped, or still at the provider)."""
+        return any(path.exists() for path in self.unfinished)
+
     def join_pending(self) -> bool:
         """Whether the engine finished results the output was not joined from (module docstring)."""
-        if not self.results.exists() or self.checkpoint.exists():
+        if not self.results.exists() or self.running():
             return False
         try:
             return bool(orjson.loads(self.joined.read_bytes()) != _identity(self.results))
@@ -207,6 +214,7 @@ class LabelRun:
         self.job = job
         self.work = Workspace(job.out)
         self.config = engine(self.work.requests, self.work.results)
+        self.work.unfinished = engine_folders(self.config)
         self._lock = RunLock(self.work.lock, job.out)
         self._columns: list[str] = []
         self._delimiter = job.delimiter  # a CSV's, as the rendering read it
@@ -230,8 +238,9 @@ class LabelRun:
         :raises InputFileError: rows that cannot be sent (nothing was sent).
         """
         work, out, config = self.work, self.job.out, self.config
-        finished = work.results.exists() and not work.checkpoint.exists()
-        started = finished or work.checkpoint.exists()
+        running = work.running()
+        finished = work.results.exists() and not running
+        started = finished or running
         if not config.restart and work.join_pending():
             self._data_stamp = _stamp(self.job.data_path)
             self._render(compare=True)
@@ -375,6 +384,12 @@ def preview(job: LabelJob, count: int = 3, prices: PriceTable | None = None) -> 
             shown.append(request)
         estimate.add_request(job.spec.model, CHAT_URL, request.body)
     return Preview(shown, estimate)
+
+
+def engine_folders(config: RunConfig) -> tuple[Path, ...]:
+    """The folders a run of ``config`` keeps until it publishes its output: its checkpoint, its
+    batches at the provider (``--via batch``), its shards (``--ray``)."""
+    return config.checkpoint_path, config.batches_path, shards_folder(config.out)
 
 
 def _warn_formula_labels(labels: Sequence[str], out: Path, *, raw_cells: bool) -> None:
