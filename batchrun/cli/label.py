@@ -157,7 +157,9 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
             click.echo(format_summary(stats, str(config.report_path), command_args()), err=True)
         if labeled is not None:
             click.echo(fit(labeled, 2), err=True)
-    elif outcome.exit_code:  # one line all the same
+    if outcome.stopped is not None:
+        click.echo(f"batchrun: {outcome.stopped}", err=True)
+    elif options.quiet and outcome.exit_code:  # one line all the same
         if labeled is not None:
             click.echo(f"batchrun: {labeled}", err=True)
         elif config is not None and stats is not None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ from ..disk.rundir import make_run_dir
 from ..engine import Observer, run_batch
 from ..errors import ConfigError
 from ..scale.parts import shards_folder
-from ..stats import EXIT_FAILED_LINES, EXIT_OK, RunStats
+from ..stats import EXIT_FAILED_LINES, EXIT_OK, EXIT_STOPPED, RunStats
 from ..transport import Transport
 from .answers import AnswerSpec, FreeText, Labels, load_json_schema
 from .formulas import is_formula
@@ -184,14 +185,19 @@ class LabelOutcome:
 
     :param counts: what the output holds; ``None`` when the run stopped before writing it.
     :param stats: the engine's counters; ``None`` when no request had to be sent.
+    :param stopped: why the output could not be written (a disk error): the same command
+        writes it once the cause is fixed, sending nothing.
     """
 
     output_path: Path
     counts: JoinCounts | None
     stats: RunStats | None
+    stopped: str | None = None
 
     @property
     def exit_code(self) -> int:
+        if self.stopped is not None:  # writing the output failed; the answers are kept
+            return EXIT_STOPPED
         if self.counts is None:  # the engine stopped early (interrupted, budget): resumable
             assert self.stats is not None
             return self.stats.exit_code
@@ -207,10 +213,18 @@ class LabelRun:
             stats = run_batch(config) if config else None
             outcome = run.finish(stats)       # join
 
-    :raises ConfigError: the engine options are invalid (before anything is written).
+    A start refused before the engine kept anything (a row that cannot be sent, the engine's
+    options) leaves no work folder behind if it made it.
+
+    :raises ConfigError: the engine options are invalid, or the output is a symlink that is
+        not followed (another user's, or a loop), before anything is written.
     """
 
     def __init__(self, job: LabelJob, engine: EngineConfig) -> None:
+        try:
+            publish.link_target(job.out)  # as the join will write it: refused now, not after every row was sent
+        except OSError as exc:
+            raise ConfigError(f"the output {job.out}: {exc.strerror}; remove the link or choose another -o") from None
         self.job = job
         self.work = Workspace(job.out)
         self.config = engine(self.work.requests, self.work.results)
@@ -218,15 +232,28 @@ class LabelRun:
         self._lock = RunLock(self.work.lock, job.out)
         self._columns: list[str] = []
         self._delimiter = job.delimiter  # a CSV's, as the rendering read it
+        self._bom = False  # whether the data began with a BOM, as the rendering read it
         self._data_stamp: tuple[int, int] | None = None
+        self._created = False
 
     def __enter__(self) -> LabelRun:
-        make_run_dir(self.work.dir, self.job.out)
-        self._lock.acquire()
+        self._created = make_run_dir(self.work.dir, self.job.out)
+        try:
+            self._lock.acquire()
+        except BaseException:
+            self._remove_if_new()
+            raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self._lock.release()
+        if kind is not None:
+            self._remove_if_new()
+
+    def _remove_if_new(self) -> None:
+        """Remove the work folder if this start made it and the engine keeps nothing in it."""
+        if self._created and not self.work.results.exists() and not self.work.running():
+            shutil.rmtree(self.work.dir, ignore_errors=True)
 
     def prepare(self) -> RunConfig | None:
         """Check what earlier runs left, render the requests, and say what the engine must do.
@@ -267,11 +294,29 @@ class LabelRun:
         if _stamp(job.data_path) != self._data_stamp:
             raise ConfigError(f"{job.data_path} changed while it was being labeled; the answers are kept in "
                               f"{work.dir}: restore the data and run again, or run again with --restart")
-        # An output in the data's format keeps its delimiter (a ;-separated CSV stays one).
-        writer = RowWriter(job.out, job.output_format, self._columns, job.spec.added_columns, raw_cells=job.raw_cells,
-                           delimiter=self._delimiter if job.output_format == job.data_format else None)
-        results, errors = publish.AtomicFile(work.results), publish.AtomicFile(work.errors)
         try:
+            counts = self._join()
+        except OSError as exc:
+            where = exc.filename or job.out
+            return LabelOutcome(job.out, None, stats, f"could not write the output ({where}: {exc.strerror or exc}); "
+                                f"the answers are kept in {work.dir}: fix that and run the same command again "
+                                "to write it (nothing is sent again)")
+        return LabelOutcome(job.out, counts, stats)
+
+    def _join(self) -> JoinCounts:
+        """:raises OSError: writing failed; nothing was published but what is whole."""
+        job, work = self.job, self.work
+        targets: list[RowWriter | publish.AtomicFile] = []
+        try:
+            # An output in the data's format keeps its delimiter (a ;-separated CSV stays one).
+            writer = RowWriter(job.out, job.output_format, self._columns, job.spec.added_columns,
+                               raw_cells=job.raw_cells, bom=self._bom,
+                               delimiter=self._delimiter if job.output_format == job.data_format else None)
+            targets.append(writer)
+            results = publish.AtomicFile(work.results)
+            targets.append(results)
+            errors = publish.AtomicFile(work.errors)
+            targets.append(errors)
             with RowReader(job.data_path, job.data_format, self._delimiter) as rows, work.results.open("rb") as earlier:
                 counts = join(rows, earlier, job.spec.answer, lambda row: row_id(row, job.id_field), writer,
                               results.file, errors.file)
@@ -280,10 +325,10 @@ class LabelRun:
             writer.commit()
             work.mark_joined(job.out)  # last: from here the results have been joined
         except BaseException:
-            for target in (writer, results, errors):
+            for target in targets:
                 target.discard()
             raise
-        return LabelOutcome(job.out, counts, stats)
+        return counts
 
     def _render(self, *, compare: bool, new_requests: bool = False) -> None:
         """Write the requests file anew, and the digest of the rows they were made from.
@@ -323,7 +368,7 @@ class LabelRun:
         finally:
             if earlier is not None:
                 earlier.close()
-        self._columns, self._delimiter = renderer.columns, renderer.delimiter
+        self._columns, self._delimiter, self._bom = renderer.columns, renderer.delimiter, renderer.bom
 
     def _recorded_rows(self) -> str | None:
         """The digest of the rows the requests were last rendered from (`_render`)."""

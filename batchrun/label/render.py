@@ -118,7 +118,7 @@ class Renderer:
 
     After the iteration, `columns` holds the data's columns (a CSV header, or every key of a
     JSONL file in order of first appearance), `rows` their count, and `delimiter` a CSV/TSV
-    file's delimiter, as given or sniffed.
+    file's delimiter, as given or sniffed, and `bom` whether the file began with a UTF-8 BOM.
 
     :param id_field: the column whose value is each row's ``custom_id``; default ``line-<N>``,
         N the line the row starts on.
@@ -133,6 +133,7 @@ class Renderer:
         self.spec = spec
         self.id_field = id_field
         self.delimiter = delimiter
+        self.bom = False
         self.columns: list[str] = []
         self.rows = 0
         self._problems: list[tuple[int, str]] = []  # (row number, message): listed in row order
@@ -141,7 +142,7 @@ class Renderer:
 
     def __iter__(self) -> Iterator[Request]:
         with RowReader(self.path, delimiter=self.delimiter) as reader:
-            self.delimiter = reader.delimiter
+            self.delimiter, self.bom = reader.delimiter, reader.bom
             if reader.columns is not None:
                 self.columns = reader.columns
                 self._check_header(reader.columns)
