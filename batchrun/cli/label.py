@@ -31,6 +31,8 @@ Examples:
   batchrun label samples/invoices.jsonl -t samples/invoice.txt \\
       --json-schema samples/invoice_schema.json --id-field id --mock
   batchrun label tickets.csv -t triage.txt --labels bug,question,feature --dry-run
+  batchrun label reviews.csv -t sentiment.txt --labels positive,negative,neutral \\
+      --via batch --detach     # the Batch API: half the price; the same command collects
 
 \b
 DATA is CSV or TSV with a header row, or JSONL objects (by extension), streamed.
@@ -66,14 +68,20 @@ literal braces), or several messages when lines read ### system, ### user,
 \b
 --labels sends a JSON schema with an enum (structured outputs) and names the
 labels in the system prompt; answers are normalised (case, spaces, quotes, a
-trailing period, {"label": ...}). --json-schema sends the schema and checks
+trailing period, {"label": ...}). It also caps the answer by default:
+max_completion_tokens is the longest label's answer plus 4,096 tokens for a
+reasoning model to think (--param max_completion_tokens=N or max_tokens=N sets
+another; --dry-run shows it). --json-schema sends the schema and checks
 answers against it (type, enum, const, properties, required,
 additionalProperties, items, anyOf). Rows are checked before anything is sent:
 a placeholder a row cannot fill, or a repeated --id-field, exits 2 naming rows.
 
 \b
 The batch is kept in OUT.batch/ beside the output (requests.jsonl,
-results.jsonl). Run the same command again to continue after an interruption;
+results.jsonl). The rows are answered online, through the provider's Batch API
+(--via batch, with --detach, --cancel, --batch-deadline as for batchrun run), or
+as shards on Ray (--ray): the output is the same. Run the same command again to
+continue after an interruption, or to collect batches still at the provider;
 --retry-failed sends the rows with an _error again, with the template and
 options as now given (a fixed prompt), and keeps every answer; `batchrun report
 OUT.batch/results.jsonl` shows usage and cost.
@@ -131,7 +139,7 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
     if dry_run:
         batch_priced = options.batch_discount or route.batch is not None
         prices = load_prices(options.prices_path, batch_discount=batch_priced)
-        click.echo(_preview_text(preview(job, prices=prices)))
+        click.echo(_preview_text(preview(job, prices=prices), job.spec.default_cap))
         return
     config = stats = None
     try:
@@ -167,11 +175,13 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
     sys.exit(outcome.exit_code)
 
 
-def _preview_text(shown: Preview) -> str:
+def _preview_text(shown: Preview, default_cap: int | None) -> str:
     """The requests as a person checks a template (each message's text as it is, then the
-    other body fields as JSON), then the estimate's table; no trailing newline."""
+    other body fields as JSON), the output cap set by default, then the estimate's table; no
+    trailing newline."""
     import orjson
 
+    from ..label.answers import REASONING_ROOM
     from .tables import render_estimate
 
     parts = []
@@ -180,6 +190,10 @@ def _preview_text(shown: Preview) -> str:
         parts.extend(f"[{message['role']}]\n{message['content']}" for message in request.body["messages"])
         rest = {name: value for name, value in request.body.items() if name != "messages"}
         parts.append(f"[other fields]\n{orjson.dumps(rest).decode()}\n")
+    if default_cap is not None:
+        parts.append(fit(f"max_completion_tokens {default_cap:,} by default: the longest label's answer, and "
+                         f"{REASONING_ROOM:,} tokens for a reasoning model to think; --param max_completion_tokens=N "
+                         "(or max_tokens=N) sets another cap", 2) + "\n")
     parts.append(render_estimate(shown.estimate.to_dict()))
     return "\n".join(parts)
 

@@ -36,9 +36,10 @@ _BATCH_PARAMS = ("via", "detach", "cancel", "batch_deadline", "poll_interval", "
 
 def route_options(command: F) -> F:
     """Add ``--ray``, ``--shards`` and the Batch API's options; `Route.take` reads them back."""
+    command = batch_options(command)
     for option in reversed(_RAY_OPTIONS):
         command = option(command)
-    return batch_options(command)
+    return command
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 """`batchrun label` end to end: rows become a batch, the engine runs it, answers are joined back.
 
-    DATA ──render──▶ OUT.batch/requests.jsonl ──run_batch──▶ OUT.batch/results.jsonl
+    DATA ──render──▶ OUT.batch/requests.jsonl ──the engine──▶ OUT.batch/results.jsonl
                                                                    │
     DATA ─────────────────────────── join, row by row ◀────────────┘──▶ OUT
 
-The work folder ``OUT.batch/`` beside the output holds the batch: ``requests.jsonl`` (an
-OpenAI Batch input file), and the engine's ``results.jsonl``, ``results.errors.jsonl`` and,
-while it runs, its checkpoint. It stays after the run: ``--retry-failed`` re-sends from it,
+The engine is whatever runs a `RunConfig` — `run_batch`, or the routes ``batchrun run`` takes
+(the Batch API, Ray shards) — since the requests are an input file like any other. The work
+folder ``OUT.batch/`` beside the output holds the batch: ``requests.jsonl`` (an OpenAI Batch
+input file), and the engine's ``results.jsonl``, ``results.errors.jsonl`` and, until it has
+published them, its checkpoint, batches or shards (`engine_folders`). It stays after the run: ``--retry-failed`` re-sends from it,
 and ``batchrun report OUT.batch/results.jsonl`` reports on it.
 
 Running the same command again continues whatever stopped, because every step is repeatable:
@@ -210,7 +212,7 @@ class LabelRun:
 
         with LabelRun(job, engine) as run:
             config = run.prepare()            # render; None if the batch is already finished
-            stats = run_batch(config) if config else None
+            stats = run_batch(config) if config else None    # or another route's run
             outcome = run.finish(stats)       # join
 
     A start refused before the engine kept anything (a row that cannot be sent, the engine's
