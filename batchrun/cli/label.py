@@ -137,8 +137,7 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
                               labels=labels, schema_path=schema_path, params=params, id_field=id_field,
                               response_format=not no_response_format, raw_cells=raw_cells, delimiter=delimiter)
     if dry_run:
-        batch_priced = options.batch_discount or route.batch is not None
-        prices = load_prices(options.prices_path, batch_discount=batch_priced)
+        prices = load_prices(options.prices_path, batch_discount=options.batch_discount)  # both prices are shown
         click.echo(_preview_text(preview(job, prices=prices), job.spec.default_cap))
         return
     config = stats = None
