@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..batchapi.lifecycle import Pending
-from ..stats import EXIT_STOPPED
+from ..stats import EXIT_STOPPED, RunStats
 from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
 from .html_option import check_html_extra, check_html_path, html_option, write_run_page
@@ -140,17 +140,20 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
         prices = load_prices(options.prices_path, batch_discount=options.batch_discount)  # both prices are shown
         click.echo(_preview_text(preview(job, prices=prices), job.spec.default_cap))
         return
-    config = stats = None
+    config = None
+    stats: RunStats | Pending | None = None
     try:
         with options.endpoint() as make_config, LabelRun(job, partial(make_config, via=route.via)) as labeling:
             config = labeling.prepare()
             stats = route.run(options, config) if config is not None else None
-            if isinstance(stats, Pending):  # the batches are still at the provider: nothing to join yet
-                exit_pending(stats, options.quiet)
-            outcome = labeling.finish(stats)
+            # Batches still at the provider: nothing to join yet.
+            outcome = None if isinstance(stats, Pending) else labeling.finish(stats)
     except KeyboardInterrupt:  # while rendering or joining: the engine handles its own signals
         click.echo("\nbatchrun: interrupted; run the same command again to continue", err=True)
         sys.exit(EXIT_STOPPED)
+    if isinstance(stats, Pending):
+        exit_pending(stats, options.quiet)
+    assert outcome is not None
     if html_path is not None:
         write_run_page(html_path, labeling.config.report_path, stats, options.max_cost)
     counts = outcome.counts
