@@ -56,9 +56,17 @@ def test_the_review_sample_on_the_simulator(tmp_path: Path, monkeypatch: pytest.
     assert code == 0 and "resumed: 30 lines" in err  # nothing had failed: nothing was sent again
 
 
-def test_html_writes_the_runs_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_html_writes_the_runs_page_and_a_path_it_cannot_write_is_refused_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install 'batchrun[report]'")
     copy_samples(tmp_path, "reviews.csv", "sentiment.txt")
     monkeypatch.chdir(tmp_path)
+    for page, message in (("missing/page.html", "output directory missing does not exist"),
+                          (".", "is a directory")):
+        code, _, err = invoke("label", "reviews.csv", "-t", "sentiment.txt", "--labels", SENTIMENT, "--mock",
+                              "--html", page)
+        assert code == 2 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.csv", "sentiment.txt"]  # nothing ran
     code, _, err = invoke("label", "reviews.csv", "-t", "sentiment.txt", "--labels", SENTIMENT, "--mock",
                           "--mock-latency-ms", "1", "--html", "page.html", "-q")
     assert code == 0, err
@@ -106,8 +114,6 @@ def test_dry_run_shows_requests_and_the_estimate_and_sends_nothing(tmp_path: Pat
         (["--mock", "-o", "{dir}/d.csv"], "is the data file"),
         (["--mock", "--system", "S {{title}}"], "the template uses {title}, which is not a column"),
         (["--base-url", "https://api.example.com/v1"], "no API key"),
-        (["--mock", "--html", "{dir}/missing/page.html"], "/missing does not exist"),
-        (["--mock", "--html", "{dir}"], "is a directory"),
         (["--mock", "--shards", "2"], "--shards only applies with --ray"),
         (["--mock", "--ray", "--via", "batch"], "--ray runs online: it cannot be combined with --via batch"),
         (["--mock", "--detach"], "--detach only applies with --via batch"),

@@ -57,6 +57,18 @@ def test_an_output_symlink_of_another_user_is_refused_before_anything_is_sent(
     assert dangling or victim.read_text() == "the victim's own file\n"
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to make a symlink of another user")
+def test_an_html_page_at_another_users_symlink_is_refused_before_anything_is_sent(
+        tmp_path: Path, data: Path, sim: Simulator) -> None:
+    pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install 'batchrun[report]'")
+    link = tmp_path / "page.html"
+    link.symlink_to(tmp_path / "victim.html")
+    os.lchown(link, OTHER_UID, OTHER_UID)
+    code, err = label(data, "--base-url", sim.base_url, "--html", str(link))
+    assert code == 2 and "a symlink of another user" in err, err
+    assert sim.stats.requests == 0 and not (tmp_path / "reviews.labeled.csv.batch").exists()
+
+
 def test_a_refused_start_leaves_no_work_folder(tmp_path: Path, data: Path, sim: Simulator) -> None:
     data.with_name("bad.txt").write_text("{no_such_column}\n")
     code, err = label(data, "--base-url", sim.base_url, template="bad.txt")
