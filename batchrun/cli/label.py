@@ -19,7 +19,7 @@ from .summary import format_summary, outcome_line
 from .tables import fit
 
 if TYPE_CHECKING:
-    from ..label.job import Preview
+    from ..label.preview import Preview
 
 LABEL_EXAMPLES = """
 \b

@@ -68,4 +68,3 @@ def run(input_path: Path, output: Path | None, model: str | None, html_path: Pat
     elif stats.exit_code:
         click.echo(outcome_line(stats, report), err=True)
     sys.exit(stats.exit_code)
-

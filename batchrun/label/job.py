@@ -8,8 +8,9 @@ The engine is whatever runs a `RunConfig` — `run_batch`, or the routes ``batch
 (the Batch API, Ray shards) — since the requests are an input file like any other. The work
 folder ``OUT.batch/`` beside the output holds the batch: ``requests.jsonl`` (an OpenAI Batch
 input file), and the engine's ``results.jsonl``, ``results.errors.jsonl`` and, until it has
-published them, its checkpoint, batches or shards (`engine_folders`). It stays after the run: ``--retry-failed`` re-sends from it,
-and ``batchrun report OUT.batch/results.jsonl`` reports on it.
+published them, its checkpoint, batches or shards (`engine_folders`). It stays after the run:
+``--retry-failed`` re-sends from it, and ``batchrun report OUT.batch/results.jsonl`` reports on
+it.
 
 Running the same command again continues whatever stopped, because every step is repeatable:
 the requests are rendered again, byte for byte the same (checked line by line against the
@@ -38,31 +39,27 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, final
+from typing import IO, final
 
 import anyio
 import httpx
 import orjson
 
-from ..config import RunConfig, errors_path_for
+from ..config import RunConfig
 from ..disk import publish
 from ..disk.lock import RunLock
 from ..disk.rundir import make_run_dir
 from ..engine import Observer, run_batch
 from ..errors import ConfigError
-from ..scale.parts import shards_folder
 from ..stats import EXIT_FAILED_LINES, EXIT_OK, EXIT_STOPPED, RunStats
 from ..transport import Transport
 from .answers import AnswerSpec, FreeText, Labels, load_json_schema
 from .formulas import is_formula
 from .join import JoinCounts, join
-from .render import CHAT_URL, Renderer, Request, RequestSpec, parse_params, row_id
+from .render import Renderer, Request, RequestSpec, parse_params, row_id
 from .rows import Format, RowReader, RowWriter, data_format, format_of
 from .template import load_template
-
-if TYPE_CHECKING:
-    from ..accounting.estimate import Estimate
-    from ..accounting.pricing import PriceTable
+from .workspace import Workspace, engine_folders
 
 log = logging.getLogger("batchrun")
 
@@ -143,42 +140,6 @@ class LabelJob:
     def out(self) -> Path:
         assert self.output_path is not None
         return self.output_path
-
-
-class Workspace:
-    """The paths of the work folder beside an output."""
-
-    def __init__(self, out: Path) -> None:
-        self.dir = out.with_name(out.name + ".batch")
-        self.requests = self.dir / "requests.jsonl"
-        self.results = self.dir / "results.jsonl"
-        self.errors = errors_path_for(self.results)
-        # What the engine keeps until it publishes the results (`engine_folders`): any of them
-        # is a run to continue.
-        self.unfinished: tuple[Path, ...] = ()
-        self.lock = self.dir / "lock"
-        self.joined = self.dir / "joined"
-        self.rows = self.dir / "rows"
-
-    def running(self) -> bool:
-        """Whether an engine run on the requests is under way (stopped, or still at the provider)."""
-        return any(path.exists() for path in self.unfinished)
-
-    def join_pending(self) -> bool:
-        """Whether the engine finished results the output was not joined from (module docstring)."""
-        if not self.results.exists() or self.running():
-            return False
-        try:
-            return bool(orjson.loads(self.joined.read_bytes()) != _identity(self.results))
-        except FileNotFoundError:
-            return True
-
-    def mark_joined(self, out: Path) -> None:
-        """Record that ``out`` was joined from the results as they are now."""
-        publish.fsync_dir(self.dir)
-        publish.fsync_dir(out.parent)
-        publish.write_atomically(self.joined, orjson.dumps(_identity(self.results)))
-        publish.fsync_dir(self.dir)
 
 
 @dataclass
@@ -407,38 +368,6 @@ async def label_dataset(job: LabelJob, engine: EngineConfig, *,
         return await anyio.to_thread.run_sync(run.finish, stats)
 
 
-@dataclass
-class Preview:
-    """What a run would send: the first requests, and the estimate of all of them."""
-
-    requests: list[Request]
-    estimate: Estimate
-
-
-def preview(job: LabelJob, count: int = 3, prices: PriceTable | None = None) -> Preview:
-    """Render every row without writing or sending anything (``--dry-run``).
-
-    :raises InputFileError: rows that could not be sent, as a run would find them.
-    """
-    # Imported here: only a dry run needs prices and token counts.
-    from ..accounting.estimate import Estimate
-    from ..accounting.pricing import load_prices
-
-    shown: list[Request] = []
-    estimate = Estimate(prices or load_prices(), source=str(job.data_path))
-    for request in Renderer(job.data_path, job.spec, job.id_field, job.delimiter):
-        if len(shown) < count:
-            shown.append(request)
-        estimate.add_request(job.spec.model, CHAT_URL, request.body)
-    return Preview(shown, estimate)
-
-
-def engine_folders(config: RunConfig) -> tuple[Path, ...]:
-    """The folders a run of ``config`` keeps until it publishes its output: its checkpoint, its
-    batches at the provider (``--via batch``), its shards (``--ray``)."""
-    return config.checkpoint_path, config.batches_path, shards_folder(config.out)
-
-
 def _warn_formula_labels(labels: Sequence[str], out: Path, *, raw_cells: bool) -> None:
     formulas = [label for label in labels if is_formula(label)]
     if formulas:
@@ -446,12 +375,6 @@ def _warn_formula_labels(labels: Sequence[str], out: Path, *, raw_cells: bool) -
                    else "such labels are written with a ' in front, as text (--raw-cells writes them as given)")
         log.warning("--labels: a spreadsheet opening %s would run %s as a formula; %s", out,
                     ", ".join(map(repr, formulas)), outcome)
-
-
-def _identity(path: Path) -> list[int]:
-    """Which file ``path`` is now: a rename puts another file there, a rewrite changes it."""
-    stat = path.stat()
-    return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
