@@ -146,8 +146,11 @@ def test_ctrl_c_drains_every_shard_and_the_same_command_finishes(slow: Simulator
     assert (report["status"], report["exit_code"], report["shards"]) == ("stopped", 4, 2)
     assert "interrupted by SIGINT" in report["stop_reason"]
     assert 0 < report["lines"] <= report["lines_finished"] <= sent
-    again = subprocess.run([*command, "-q"], capture_output=True, text=True, check=False)
-    assert (again.returncode, again.stderr) == (0, "")  # -q: nothing from Ray either
+    # -q: nothing from Ray either, such as its notice on a new cluster when RAY_AUTH_MODE is not set
+    # (this process's `ray.init` set it).
+    unset = {name: value for name, value in os.environ.items() if name != "RAY_AUTH_MODE"}
+    again = subprocess.run([*command, "-q"], capture_output=True, text=True, check=False, env=unset)
+    assert (again.returncode, again.stderr) == (0, "")
     assert [r["custom_id"] for r in read_jsonl(tmp_path / "in.results.jsonl")] == [f"req-{i}" for i in range(2000)]
     assert slow.stats.requests - before <= 2000 + 2 * 4  # the drain let the requests in flight finish
 
@@ -336,6 +339,14 @@ def test_on_an_existing_cluster_the_key_is_the_nodes_and_paths_the_drivers(head:
         done = subprocess.run([*command, "--api-key-env", "BR_NODE_KEY"], capture_output=True, text=True,
                               check=False, cwd=tmp_path, env={**head, "BR_NODE_KEY": NODE_KEY})
         answered = dict(locked.stats.responses)
+        # Two tries to reach the cluster (Ray's core warns on stderr at each), with a token it refuses:
+        unjoined = subprocess.run([*command, "--api-key-env", "BR_NODE_KEY", "--restart"], capture_output=True, text=True,
+                                  check=False, cwd=tmp_path, env={**head, "BR_NODE_KEY": NODE_KEY,
+                                                                  "RAY_AUTH_TOKEN": secrets.token_hex(16),
+                                                                  "RAY_gcs_server_port_wait_time_s": "2"})
+    assert unjoined.returncode == 2
+    assert unjoined.stderr.splitlines() == [f"batchrun: error: --ray: cannot join the Ray cluster at $RAY_ADDRESS: "
+                                            f"Failed to connect to Ray cluster at {head['RAY_ADDRESS']}"]
     # The node has no $BR_DRIVER_KEY: refused before sending, never sent without it.
     assert missing.returncode == 2 and "$BR_DRIVER_KEY is not set on the Ray node" in missing.stderr
     assert refused == 0
