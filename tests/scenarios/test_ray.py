@@ -292,16 +292,19 @@ def head() -> Iterator[dict[str, str]]:
                             cwd=root / "elsewhere", env={**env, "BR_NODE_KEY": NODE_KEY,
                                                          "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert node.stdout is not None
+    output = node.stdout
+    drain: threading.Thread | None = None
     try:
-        assert node.stdout is not None
         said = []
-        for line in node.stdout:
+        for line in output:
             said.append(line)
             if "will now block" in line:  # after it wrote the current-cluster file
                 break
         else:
             pytest.fail(f"ray start --head failed (exit {node.wait()}):\n{''.join(said)}")
-        threading.Thread(target=node.stdout.read, daemon=True).start()  # --block goes on writing
+        drain = threading.Thread(target=output.read)  # --block goes on writing
+        drain.start()
         yield {**env, "RAY_ADDRESS": (root / "ray" / "ray_current_cluster").read_text().strip()}
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -309,6 +312,9 @@ def head() -> Iterator[dict[str, str]]:
         node.wait()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(node.pid, signal.SIGKILL)
+        if drain is not None:
+            drain.join()  # at the end of the output: every process of the group is gone
+        output.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
