@@ -326,7 +326,6 @@ def _gather(ray: Any, refs: list[Any], look: Any) -> list[ShardOutcome]:
     tasks (they drain); a second one cancels them outright, and they count as interrupted."""
     try:
         _wait(ray, refs, look)
-        return list(ray.get(refs))
     except KeyboardInterrupt:
         log.warning("SIGINT: no new requests in any shard; waiting for the requests in flight (again to cancel them)")
         for ref in refs:
@@ -337,7 +336,7 @@ def _gather(ray: Any, refs: list[Any], look: Any) -> list[ShardOutcome]:
             for ref in refs:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
-        return [_outcome(ray, ref, number) for number, ref in enumerate(refs)]
+    return [_outcome(ray, ref, number) for number, ref in enumerate(refs)]
 
 
 def _wait(ray: Any, refs: list[Any], look: Any) -> None:
@@ -348,11 +347,14 @@ def _wait(ray: Any, refs: list[Any], look: Any) -> None:
 
 
 def _outcome(ray: Any, ref: Any, number: int) -> ShardOutcome:
-    """A cancelled task's outcome: what it returned after draining, or a stop if Ray dropped it."""
+    """A finished task's outcome: what it returned (after draining, when cancelled), or a stop
+    when Ray dropped it: cancelled outright, or failed past its retries (its checkpoint stays)."""
     try:
         outcome: ShardOutcome = ray.get(ref)
-    except (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError):
+    except ray.exceptions.TaskCancelledError:
         return ShardOutcome(number, "interrupted by SIGINT", EXIT_STOPPED, 0, 0)
+    except ray.exceptions.RayError as exc:  # its worker or node died more than TASK_RETRIES times
+        return ShardOutcome(number, f"its Ray task failed: {str(exc).strip().splitlines()[0]}", EXIT_STOPPED, 0, 0)
     return outcome
 
 
