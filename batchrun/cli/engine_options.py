@@ -150,9 +150,13 @@ class EngineOptions:
         outcome: RunStats | Pending = self._run(partial(run_via_batch, config, batch))
         return outcome
 
+    def progress(self) -> BarProgress | LogProgress | None:
+        """The progress display: a bar on a terminal, log lines elsewhere, none with ``--quiet``."""
+        return (None if self.quiet else BarProgress(sys.stderr) if sys.stderr.isatty()
+                else LogProgress(self.progress_interval))
+
     def _run(self, job: Callable[..., Any]) -> Any:
-        progress = (None if self.quiet else BarProgress(sys.stderr) if sys.stderr.isatty()
-                    else LogProgress(self.progress_interval))
+        progress = self.progress()
         try:
             outcome = run_async(partial(job, observer=progress, handle_signals=True))
         except KeyboardInterrupt:  # before the run installed its own handlers

@@ -41,6 +41,10 @@ class BarProgress:
                          dynamic_ncols=True, smoothing=0.05, mininterval=self._min_interval, miniters=1)
 
     def written(self, result: Result, stats: RunStats) -> None:
+        self.moved(stats)
+
+    def moved(self, stats: RunStats) -> None:
+        """``stats`` changed (a sharded run's, added up: `scale.progress`)."""
         assert self._bar is not None
         self._bar.update(stats.written - self._bar.n)
 
@@ -91,6 +95,10 @@ class LogProgress:
         log.info("started: %s lines to %s", f"{stats.total_hint:,}" if stats.total_hint else "?", stats.output_path)
 
     def written(self, result: Result, stats: RunStats) -> None:
+        self.moved(stats)
+
+    def moved(self, stats: RunStats) -> None:
+        """``stats`` changed (a sharded run's, added up: `scale.progress`)."""
         now = time.monotonic()
         if now >= self._next:
             self._next = now + self._interval

@@ -16,7 +16,7 @@ from ..batchapi.options import BatchOptions
 from ..config import RunConfig
 from ..scale.shards import SHARDS_RANGE
 from ..settings import RAY
-from ..stats import RunStats
+from ..stats import EXIT_STOPPED, RunStats
 from .batch_options import batch_options, make_batch_options
 from .bounded import Bounded
 from .declared import DeclaredOption
@@ -27,8 +27,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _RAY_OPTIONS = [
     click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
                  cls=DeclaredOption, group=RAY,
-                 help="Run as shards on a Ray cluster (pip install 'batchrun[ray]'): a local one using every core, "
-                      "the one $RAY_ADDRESS names, or the one at ADDRESS."),
+                 help="Run as shards on a Ray cluster (pip install 'batchrun[ray]'): the one at ADDRESS, the one "
+                      "$RAY_ADDRESS names, or a local one of the run's own using every core."),
     click.option("--shards", type=Bounded(SHARDS_RANGE), metavar="N", cls=DeclaredOption, group=RAY,
                  help="With --ray: how many contiguous parts of the input run at once. Default: one per CPU, "
                       "fewer for a small input."),
@@ -78,7 +78,12 @@ class Route:
         if self.ray_address is not None:
             from ..scale.ray_run import run_on_ray
 
-            return run_on_ray(config, address=self.ray_address or None, shards=self.shards)
+            try:
+                return run_on_ray(config, address=self.ray_address or None, shards=self.shards,
+                                  display=options.progress())
+            except KeyboardInterrupt:  # while the cluster started, or the parts were put together
+                click.echo("\nbatchrun: interrupted; run the same command again to continue", err=True)
+                sys.exit(EXIT_STOPPED)
         if self.batch is not None:
             return options.run_via_batch(config, self.batch)
         return options.run(config)

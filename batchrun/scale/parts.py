@@ -193,13 +193,7 @@ def assemble(config: RunConfig, made: Plan, *, wall_s: float, sent: int = 0, tok
     for shard, part in zip(made.shards, parts, strict=True):
         if part.checkpoint_path.exists() or not part.out.exists():
             raise ConfigError(f"{part.out}: shard {shard.number} is not finished")
-    lost = 0.0
-    for part in parts:
-        counted = Report(stats.report.prices)
-        part_report = orjson.loads(part.report_path.read_bytes())
-        counted.restore(part_report["counters"])
-        stats.report.merge(counted)
-        lost += carried_spend(part_report)
+    lost = sum(_count(stats.report, orjson.loads(part.report_path.read_bytes())) for part in parts)
     stats.ledger = SpendLedger(stats.report.prices, carried=lost)
     stats.written = stats.report.lines
     stats.carried_over = stats.written - sent
@@ -212,6 +206,40 @@ def assemble(config: RunConfig, made: Plan, *, wall_s: float, sent: int = 0, tok
     finals = (config.out, config.errors_path, config.report_path)
     publish.commit(folder, [(folder / name, publish.link_target(final)) for name, final in zip(_ASSEMBLED, finals, strict=True)])
     return stats
+
+
+def save_stopped(config: RunConfig, made: Plan, stats: RunStats, *, sent: int) -> None:
+    """Count into ``stats`` (how a start of ``made`` stopped, its wall time) what its shards'
+    reports say, as each last stopped or finished, and write it as the report beside the output,
+    as a stopped single run's. A shard without a report has finished no line yet.
+
+    :param sent: the lines this start sent and finished (its throughput).
+    :raises OSError: the report could not be written.
+    """
+    lost, lines_finished = 0.0, 0
+    for shard in made.shards:
+        try:
+            part_report = orjson.loads(part_config(config, shard, made.run_id).report_path.read_bytes())
+        except FileNotFoundError:
+            continue
+        lost += _count(stats.report, part_report)
+        lines_finished += part_report["lines_finished"]
+    stats.ledger = SpendLedger(stats.report.prices, carried=lost)
+    stats.written = stats.report.lines
+    stats.carried_over = max(0, stats.written - sent)
+    stats.report.source = str(shards_folder(config.out))
+    facts = run_facts(input_path=str(config.input_path), same_run=made.same_run, input_lines=made.lines,
+                      lines_finished=lines_finished, max_cost=config.max_cost)
+    publish.write_atomically(config.report_path, report_json(stats, facts, extra={"shards": len(made.shards)}))
+
+
+def _count(report: Report, part_report: dict[str, Any]) -> float:
+    """Add the counters of a shard's report to ``report``; what its lost answers cost besides
+    (`accounting.ledger.carried_spend`)."""
+    counted = Report(report.prices)
+    counted.restore(part_report["counters"])
+    report.merge(counted)
+    return carried_spend(part_report)
 
 
 def _concatenate(target: Path, sources: list[Path]) -> int:

@@ -5,19 +5,27 @@ The only module that imports Ray, and only when a run asks for it (``pip install
 local runner does one after another: the engine stays the engine.
 
 - Its part and checkpoint are in ``out.jsonl.shards/``, which every node must reach (on a real
-  cluster: shared storage mounted at the same path).
+  cluster: shared storage mounted at the same path). Relative paths are the driver's: each task
+  works in the driver's working directory.
 - A task whose worker or node dies is retried by Ray (``max_retries``); the retry resumes from
   the shard's checkpoint, so nothing answered is sent again. A driver killed and started again
   resumes every shard the same way (the plan is saved before any shard runs).
 - Ctrl-C in the driver cancels the tasks: Ray delivers SIGINT to each worker, where the engine
   drains as a single run does (its requests in flight get ``--drain-timeout``); a second Ctrl-C
-  cancels them outright.
+  cancels them outright. Either way the run's report is written, as a stopped run's.
 - One `budget.BudgetServer` actor holds the run's rate budget (``--rpm``/``--tpm`` and the limits
   the shards learn) and its ``--max-cost`` cap; each shard leases slices of them, so none of its
-  requests waits on a call to the actor.
-- Credentials never travel as task arguments (Ray keeps those in its control store). A local
-  cluster's processes inherit them from the driver's environment, put there before the cluster
-  starts; on an existing cluster each worker reads the key from ``--api-key-env`` on its node.
+  requests waits on a call to the actor. One `progress.ProgressBoard` actor holds each shard's
+  counters, which the driver adds up for its progress display.
+- Which cluster: without an address (argument or ``RAY_ADDRESS``), a local cluster of the run's
+  own, started for it and stopped after it; never one a ``ray start`` left running, which Ray
+  would join by itself and whose workers have not the run's credentials. With an address, or a
+  connection this process already made, an existing cluster.
+- Credentials never travel as task arguments (Ray keeps those in its control store). The run's
+  own cluster's processes inherit them from the driver's environment, put there before the
+  cluster starts; on an existing cluster each worker reads the key from ``--api-key-env`` on its
+  node, and a shard whose node has none when the driver had one is refused (nothing sent).
+- Ray's own log lines reach stderr only when batchrun's log shows debug lines (``-v``).
 """
 
 from __future__ import annotations
@@ -27,26 +35,34 @@ import contextlib
 import importlib
 import logging
 import os
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from ..accounting.pricing import load_prices
+from ..accounting.report import Report
 from ..config import ApiKey, RunConfig
 from ..engine import run_batch
 from ..errors import BatchrunError, ConfigError
 from ..runner import run_async
 from ..stats import EXIT_STOPPED, EXIT_USAGE, RunStats
 from .budget import BudgetServer, Grant, Holding, News, ShardBudget, Want
-from .parts import Plan, assemble, finished, part_config, plan, spent_before
+from .parts import Plan, assemble, finished, part_config, plan, save_stopped, spent_before
+from .progress import Display, Post, ProgressBoard, ShardPoster, add_up
 from .shards import Shard, default_count
 
 log = logging.getLogger("batchrun")
 
-SECRETS_ENV = "BATCHRUN_RAY_CREDENTIALS"  # how a local cluster's workers get the driver's credentials
+SECRETS_ENV = "BATCHRUN_RAY_CREDENTIALS"  # how the run's own cluster's workers get the driver's credentials
 TASK_RETRIES = 3  # a shard's worker or node may die this many times before the run stops
+POLL = 0.25  # seconds between the driver's looks at the shards' progress
+_INIT = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
 
 
 @dataclass(frozen=True)
@@ -60,47 +76,122 @@ class ShardOutcome:
     tokens: int
 
 
-def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | None = None) -> RunStats:
+@dataclass(frozen=True)
+class _Where:
+    """What a task needs to know of the driver: its working directory, whether the cluster is
+    the run's own (its workers inherited the credentials), and whether the run has a key."""
+
+    cwd: str
+    own: bool
+    keyed: bool
+
+
+def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | None = None,
+               display: Display | None = None) -> RunStats:
     """Run ``config`` as shards on a Ray cluster and assemble their parts.
 
     :param address: an existing cluster's (``ray://…`` or ``host:port``); ``None``: the one
-        ``RAY_ADDRESS`` names, else a local cluster using every core.
+        ``RAY_ADDRESS`` names, else a local cluster of the run's own, using every core.
     :param shards: how many; default `shards.default_count` of the cluster's CPUs and the input.
-    :raises ConfigError: the run cannot be sharded as given (nothing was sent).
+    :param display: shows the shards' progress added up, as a single run's.
+    :raises ConfigError: the run cannot be sharded as given, or the cluster cannot be reached
+        (nothing was sent).
     """
     if finished(config):  # up to date, or refused, as a single run judges it
         stats: RunStats = run_async(partial(run_batch, config))
         return stats
     ray: Any = _import_ray()
-    if not ray.is_initialized() and address is None and not os.environ.get("RAY_ADDRESS"):
-        os.environ[SECRETS_ENV] = _secrets(config)  # the local cluster started now inherits them
+    with _connected(ray, config, address) as own:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        size = config.input_path.stat().st_size
+        made = plan(config, shards or default_count(cpus, size))
+        count = len(made.shards)
+        log.info("running %d shard%s on %d CPU%s", count, "" if count == 1 else "s", cpus, "" if cpus == 1 else "s")
+        task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_shard)
+        # The run's one rate budget and cap, and its progress; they take no CPU a shard could use.
+        server = ray.remote(BudgetServer).options(num_cpus=0).remote(rpm=config.rpm, tpm=config.tpm,
+                                                                       max_cost=config.max_cost,
+                                                                       spent=spent_before(config, made))
+        board = None if display is None else ray.remote(ProgressBoard).options(num_cpus=0).remote()
+        where = _Where(os.getcwd(), own, config.api_key is not None)
+        started = time.monotonic()
+        refs = [task.remote(_secretless(part_config(config, shard, made.run_id)), where, shard, server, board)
+                for shard in made.shards]
+        watch = _Watch(config, made, display)
         try:
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            outcomes = _gather(ray, refs, partial(watch.look, ray, board))
         finally:
-            del os.environ[SECRETS_ENV]
-    elif config.headers or (config.api_key is not None and not os.environ.get(config.api_key_env)):
-        raise ConfigError("on an existing Ray cluster each worker reads the key from "
-                          f"${config.api_key_env} on its node, and nothing else: --header and a "
-                          "user:password@ in --base-url can be used with a local cluster only")
-    elif not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    size = config.input_path.stat().st_size
-    made = plan(config, shards or default_count(cpus, size))
-    log.info("running %d shards on %d CPUs", len(made.shards), cpus)
-    task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_shard)
-    # The run's one rate budget and cap; it takes no CPU a shard could use.
-    server = ray.remote(BudgetServer).options(num_cpus=0).remote(rpm=config.rpm, tpm=config.tpm,
-                                                                   max_cost=config.max_cost,
-                                                                   spent=spent_before(config, made))
-    started = time.monotonic()
-    refs = [task.remote(_secretless(part_config(config, shard, made.run_id)), shard, server) for shard in made.shards]
-    outcomes: list[ShardOutcome] = _gather(ray, refs)
+            watch.close()
+    wall_s = time.monotonic() - started
+    sent, tokens = sum(o.sent for o in outcomes), sum(o.tokens for o in outcomes)
     stopped = [outcome for outcome in outcomes if outcome.stop_reason is not None]
     if stopped:
-        return _stopped(config, made, outcomes, stopped)
-    return assemble(config, made, wall_s=time.monotonic() - started, sent=sum(o.sent for o in outcomes),
-                    tokens=sum(o.tokens for o in outcomes))
+        return _stopped(config, made, stopped[0], wall_s=wall_s, sent=sent, tokens=tokens)
+    return assemble(config, made, wall_s=wall_s, sent=sent, tokens=tokens)
+
+
+@contextlib.contextmanager
+def _connected(ray: Any, config: RunConfig, address: str | None) -> Iterator[bool]:
+    """Connected to the cluster the run uses (module docstring); inside, whether it is the run's
+    own. Ray's logger is quiet meanwhile unless batchrun's shows debug lines.
+
+    :raises ConfigError: the credentials cannot reach an existing cluster's workers, or the
+        cluster cannot be joined.
+    """
+    ray_log = logging.getLogger("ray")
+    level = ray_log.level
+    verbose = log.isEnabledFor(logging.DEBUG)
+    if not verbose:
+        ray_log.setLevel(logging.ERROR)
+    try:
+        if ray.is_initialized():  # the caller's own connection: not to be closed here
+            _check_existing(config)
+            yield False
+            return
+        own = address is None and not os.environ.get("RAY_ADDRESS")
+        if own:
+            os.environ[SECRETS_ENV] = _secrets(config)  # the cluster started now inherits them
+        else:
+            _check_existing(config)
+        try:
+            # "local": a new cluster even when one is running here (Ray would join that one).
+            with contextlib.nullcontext() if verbose else _stderr_muted():
+                ray.init(address="local" if own else address, **_INIT)
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            joining = "start a local Ray cluster" if own else f"join the Ray cluster at {address or '$RAY_ADDRESS'}"
+            raise ConfigError(f"--ray: cannot {joining}: {str(exc).splitlines()[0]}") from None
+        finally:
+            os.environ.pop(SECRETS_ENV, None)
+        try:
+            yield own
+        finally:
+            ray.shutdown()  # the run's own cluster stops; from an existing one, the driver leaves
+    finally:
+        ray_log.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stderr_muted() -> Iterator[None]:
+    """File descriptor 2 on /dev/null: Ray's core writes its warnings there before its logging
+    is set up (a line a second while a cluster refuses the connection), which no logger
+    or environment variable silences; the processes it starts meanwhile keep their own logs."""
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _check_existing(config: RunConfig) -> None:
+    """:raises ConfigError: credentials an existing cluster's workers cannot read on their node."""
+    if config.headers or (config.api_key is not None and not os.environ.get(config.api_key_env)):
+        raise ConfigError("on an existing Ray cluster each worker reads the key from "
+                          f"${config.api_key_env} on its node, and nothing else: --header and a "
+                          "user:password@ in --base-url can be used with --ray's own local cluster only")
 
 
 def _import_ray() -> Any:
@@ -115,18 +206,27 @@ def _import_ray() -> Any:
 
 
 def _secrets(config: RunConfig) -> str:
-    """The credentials, for the environment a local cluster's processes inherit."""
+    """The credentials, for the environment the run's own cluster's processes inherit."""
     return orjson.dumps({"authorization": config.api_key.header() if config.api_key else None,
                          "headers": list(config.headers)}).decode()
 
 
-def _credentials(api_key_env: str) -> tuple[ApiKey | None, tuple[str, ...]]:
-    """A worker's key and headers: those its local cluster inherited from the driver, else the
-    key in ``api_key_env`` on its node."""
+def _credentials(api_key_env: str, where: _Where) -> tuple[ApiKey | None, tuple[str, ...]]:
+    """A worker's key and headers: those the run's own cluster inherited from the driver, or
+    the key in ``api_key_env`` on an existing cluster's node.
+
+    :raises ConfigError: the driver had a key and this worker has none.
+    """
+    node = socket.gethostname()
+    if not where.own:
+        key = os.environ.get(api_key_env)
+        if where.keyed and not key:
+            raise ConfigError(f"${api_key_env} is not set on the Ray node {node}: on an existing cluster each worker "
+                              "reads the key there; set it in the environment the node was started with")
+        return (ApiKey(key) if key else None), ()
     handed = os.environ.get(SECRETS_ENV)
     if handed is None:
-        key = os.environ.get(api_key_env)
-        return (ApiKey(key) if key else None), ()
+        raise ConfigError(f"the Ray worker on {node} did not inherit the run's credentials")
     secrets = orjson.loads(handed)
     authorization: str | None = secrets["authorization"]
     if authorization is None:
@@ -143,19 +243,43 @@ def _secretless(part: RunConfig) -> dict[str, Any]:
     return {field.name: getattr(part, field.name) for field in fields(part) if field.name not in ("api_key", "headers")}
 
 
-def _run_shard(settings: dict[str, Any], shard: Shard, server: Any) -> ShardOutcome:
+def _run_shard(settings: dict[str, Any], where: _Where, shard: Shard, server: Any, board: Any) -> ShardOutcome:
     """A shard's task, on a worker: its range through the engine, with SIGINT draining it, its
-    pace and spending leased from the run's `BudgetServer` actor. ``settings``: its `part_config`
+    pace and spending leased from the run's `BudgetServer` actor, its progress posted to the
+    `ProgressBoard` actor (``None``: no one shows it). ``settings``: its `part_config`
     (`_secretless`)."""
-    key, headers = _credentials(settings["api_key_env"])
-    part = RunConfig(**settings, api_key=key, headers=headers)
-    shared = ShardBudget(_ActorClient(server), shard.number)
     try:
-        stats: RunStats = run_async(partial(run_batch, part, handle_signals=True, shared=shared))
+        _work_in(where.cwd, settings)
+        key, headers = _credentials(settings["api_key_env"], where)
+        part = RunConfig(**settings, api_key=key, headers=headers)
+    except ConfigError as exc:  # refused, nothing sent
+        return ShardOutcome(shard.number, str(exc), EXIT_USAGE, 0, 0)
+    shared = ShardBudget(_ActorClient(server), shard.number)
+    poster = None if board is None else ShardPoster(lambda post: board.post.remote(shard.number, post))
+    try:
+        stats: RunStats = run_async(partial(run_batch, part, handle_signals=True, shared=shared, observer=poster))
     except BatchrunError as exc:  # refused, nothing sent: another run (a killed driver's task) holds its part
         return ShardOutcome(shard.number, str(exc), EXIT_USAGE, 0, 0)
+    if board is not None:  # the last count is on the board before the driver hears the task is done
+        _import_ray().get(board.post.remote(shard.number, Post.of(stats)))
     return ShardOutcome(shard.number, stats.stop_reason, stats.stop_code, stats.sent_this_start,
                         stats.tokens_this_start)
+
+
+def _work_in(cwd: str, settings: dict[str, Any]) -> None:
+    """Work in the driver's directory, where the run's relative paths are (a worker of an
+    existing cluster starts in its node's).
+
+    :raises ConfigError: it is not on this node, and a path is relative.
+    """
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        paths = [settings["input_path"], settings["output_path"], settings["prices_path"]]
+        if any(path is not None and not Path(path).is_absolute() for path in paths):
+            raise ConfigError(f"the driver's working directory {cwd} cannot be used on the Ray node "
+                              f"{socket.gethostname()} ({exc.strerror}): give absolute paths on storage "
+                              "every node mounts at the same place") from None
 
 
 class _ActorClient:
@@ -175,38 +299,82 @@ class _ActorClient:
         await self._actor.report.remote(shard, holding, news)
 
 
-def _gather(ray: Any, refs: list[Any]) -> list[ShardOutcome]:
-    """Every task's outcome; Ctrl-C cancels them (they drain), a second one outright."""
+class _Watch:
+    """The driver's side of the progress: the shards' posts added up into one `RunStats` (the
+    one object the display reads) and shown."""
+
+    def __init__(self, config: RunConfig, made: Plan, display: Display | None) -> None:
+        self._prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
+        self.stats = RunStats(config.out, config.errors_path, Report(self._prices, source=str(config.out)),
+                              total_hint=made.lines, simulated=config.mock)
+        self._display = display
+        if display is not None:
+            display.started(self.stats)
+
+    def look(self, ray: Any, board: Any) -> None:
+        if self._display is not None:
+            add_up(self.stats, ray.get(board.read.remote()), self._prices)
+            self._display.moved(self.stats)
+
+    def close(self) -> None:
+        if self._display is not None:
+            self._display.close(self.stats)
+
+
+def _gather(ray: Any, refs: list[Any], look: Any) -> list[ShardOutcome]:
+    """Every task's outcome, calling ``look`` every `POLL` seconds meanwhile. Ctrl-C cancels the
+    tasks (they drain); a second one cancels them outright, and they count as interrupted."""
     try:
-        return list(ray.get(refs))
+        _wait(ray, refs, look)
     except KeyboardInterrupt:
         log.warning("SIGINT: no new requests in any shard; waiting for the requests in flight (again to cancel them)")
         for ref in refs:
             ray.cancel(ref)
         try:
-            return [_outcome(ray, ref, number) for number, ref in enumerate(refs)]
+            _wait(ray, refs, look)
         except KeyboardInterrupt:
             for ref in refs:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
-            raise
+    return [_outcome(ray, ref, number) for number, ref in enumerate(refs)]
+
+
+def _wait(ray: Any, refs: list[Any], look: Any) -> None:
+    pending = refs
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL)
+        look()
 
 
 def _outcome(ray: Any, ref: Any, number: int) -> ShardOutcome:
-    """A cancelled task's outcome: what it returned after draining, or a stop if Ray dropped it."""
+    """A finished task's outcome: what it returned (after draining, when cancelled), or a stop
+    when Ray dropped it: cancelled outright, or failed past its retries (its checkpoint stays)."""
     try:
         outcome: ShardOutcome = ray.get(ref)
     except ray.exceptions.TaskCancelledError:
         return ShardOutcome(number, "interrupted by SIGINT", EXIT_STOPPED, 0, 0)
+    except ray.exceptions.RayError as exc:  # its worker or node died more than TASK_RETRIES times
+        return ShardOutcome(number, f"its Ray task failed: {str(exc).strip().splitlines()[0]}", EXIT_STOPPED, 0, 0)
     return outcome
 
 
-def _stopped(config: RunConfig, made: Plan, outcomes: list[ShardOutcome], stopped: list[ShardOutcome]) -> RunStats:
-    """A run with stopped shards ends as the first of them: its reason and exit code; every
-    shard's checkpoint is kept for the next start."""
-    first = stopped[0]
-    stats = RunStats(config.out, config.errors_path, total_hint=made.lines, simulated=config.mock)
-    stats.stop_reason = f"shard {first.number + 1} of {len(made.shards)}: {first.stop_reason}"
-    stats.stop_code = first.stop_code
-    stats.written = sum(outcome.sent for outcome in outcomes)
+def _stopped(config: RunConfig, made: Plan, first: ShardOutcome, *, wall_s: float, sent: int, tokens: int) -> RunStats:
+    """A run with stopped shards ends as the first of them: its reason and exit code, and the
+    report beside the output (`parts.save_stopped`); every shard's checkpoint is kept for the
+    next start.
+
+    :raises ConfigError: the first was refused before anything was sent.
+    """
+    reason = f"shard {first.number + 1} of {len(made.shards)}: {first.stop_reason}"
+    if first.stop_code == EXIT_USAGE and not sent:
+        raise ConfigError(reason)
+    stats = RunStats(config.out, config.errors_path,
+                     Report(load_prices(config.prices_path, batch_discount=config.batch_discount)),
+                     total_hint=made.lines, simulated=config.mock, started=0.0, finished=wall_s)
+    stats.stop_reason, stats.stop_code = reason, first.stop_code
+    stats.tokens_this_start = tokens
+    try:
+        save_stopped(config, made, stats, sent=sent)
+    except OSError as exc:
+        log.warning("could not write the report %s: %s", config.report_path, exc)
     return stats

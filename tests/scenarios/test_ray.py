@@ -6,9 +6,12 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,6 +27,7 @@ from batchrun.errors import ConfigError
 from batchrun.runner import run_batch_sync
 from batchrun.scale.parts import part_config, plan
 from batchrun.simulator import Faults, RateLimits, Simulator, SimulatorConfig, run_in_thread
+from batchrun.stats import RunStats
 from tests.helpers import chat_line, read_jsonl, wait_for, write_jsonl
 
 ray = pytest.importorskip("ray")
@@ -56,9 +60,29 @@ def rows(n: int) -> list[object]:
     return lines
 
 
+class Shown:
+    """A progress display that keeps what it was shown: the lines written, each time."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.written: list[int] = []
+
+    def started(self, stats: RunStats) -> None:
+        self.total = stats.total_hint
+
+    def moved(self, stats: RunStats) -> None:
+        self.written.append(stats.written)
+
+    def close(self, stats: RunStats) -> None:
+        self.written.append(stats.written)
+
+
 def test_output_is_the_single_process_runs(sim: Simulator, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", rows(300))
-    stats = run_on_ray(RunConfig(source, tmp_path / "ray.jsonl", base_url=sim.base_url), shards=2)
+    shown = Shown()
+    stats = run_on_ray(RunConfig(source, tmp_path / "ray.jsonl", base_url=sim.base_url), shards=2, display=shown)
+    # The display followed both shards as one run, to the last line.
+    assert shown.total == 300 and shown.written[-1] == 300 and shown.written == sorted(shown.written)
     single = run_batch_sync(RunConfig(source, tmp_path / "one.jsonl", base_url=sim.base_url))
     assert (stats.exit_code, stats.succeeded, stats.failed) == (single.exit_code, single.succeeded, single.failed) \
         == (1, 298, 2)
@@ -106,7 +130,7 @@ def test_ctrl_c_drains_every_shard_and_the_same_command_finishes(slow: Simulator
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stderr is not None
     with proc.stderr:
-        wait_for(proc, "running 2 shards")
+        wait_for(proc, "started: 2,000 lines")  # the progress of the shards, as one run's
         part = tmp_path / "in.results.jsonl.shards" / "0001.jsonl.checkpoint" / "output.jsonl"
         idle = threading.Event()
         while not part.exists() or not part.read_bytes():  # the last shard is answering
@@ -117,8 +141,16 @@ def test_ctrl_c_drains_every_shard_and_the_same_command_finishes(slow: Simulator
     assert "run the same command again" in rest
     sent = slow.stats.requests - before
     assert sent < 2000
-    again = subprocess.run([*command, "-q"], capture_output=True, text=True, check=False)
-    assert again.returncode == 0, again.stderr
+    # The stopped run's report is where the message says, and says how it ended and how far it got.
+    report = json.loads((tmp_path / "in.results.report.json").read_text())
+    assert (report["status"], report["exit_code"], report["shards"]) == ("stopped", 4, 2)
+    assert "interrupted by SIGINT" in report["stop_reason"]
+    assert 0 < report["lines"] <= report["lines_finished"] <= sent
+    # -q: nothing from Ray either, such as its notice on a new cluster when RAY_AUTH_MODE is not set
+    # (this process's `ray.init` set it).
+    unset = {name: value for name, value in os.environ.items() if name != "RAY_AUTH_MODE"}
+    again = subprocess.run([*command, "-q"], capture_output=True, text=True, check=False, env=unset)
+    assert (again.returncode, again.stderr) == (0, "")
     assert [r["custom_id"] for r in read_jsonl(tmp_path / "in.results.jsonl")] == [f"req-{i}" for i in range(2000)]
     assert slow.stats.requests - before <= 2000 + 2 * 4  # the drain let the requests in flight finish
 
@@ -237,3 +269,94 @@ def test_label_on_ray_is_the_online_label_run(sim: Simulator, tmp_path: Path) ->
     assert [comparable(r) for r in read_jsonl(work / "results.jsonl")] == \
         [comparable(r) for r in read_jsonl(tmp_path / "online.csv.batch/results.jsonl")]
     assert (work / "results.report.json").exists() and not (work / "results.jsonl.shards").exists()
+
+
+NODE_KEY = "sk-node-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[dict[str, str]]:
+    """A cluster that ``ray start --head`` left running, as a user's may be, in a Ray temp dir of
+    its own: yields the environment in which Ray finds it by itself (its current-cluster file),
+    with ``RAY_ADDRESS`` naming it. Its node was started elsewhere, with ``NODE_KEY`` in
+    ``$BR_NODE_KEY`` and no ``$OPENAI_API_KEY``."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    if not ray_cli.exists():
+        pytest.skip("no ray command beside this Python")
+    root = Path(tempfile.mkdtemp(prefix="br", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    (root / "elsewhere").mkdir()
+    env = {name: value for name, value in os.environ.items() if name not in ("OPENAI_API_KEY", "RAY_ADDRESS")}
+    env.update(RAY_TMPDIR=str(root), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
+    node = subprocess.Popen([str(ray_cli), "start", "--head", "--block", "--port", "0", "--num-cpus", "1",
+                             "--include-dashboard", "false", "--disable-usage-stats"],
+                            cwd=root / "elsewhere", env={**env, "BR_NODE_KEY": NODE_KEY,
+                                                         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert node.stdout is not None
+    output = node.stdout
+    drain: threading.Thread | None = None
+    try:
+        said = []
+        for line in output:
+            said.append(line)
+            if "will now block" in line:  # after it wrote the current-cluster file
+                break
+        else:
+            pytest.fail(f"ray start --head failed (exit {node.wait()}):\n{''.join(said)}")
+        drain = threading.Thread(target=output.read)  # --block goes on writing
+        drain.start()
+        yield {**env, "RAY_ADDRESS": (root / "ray" / "ray_current_cluster").read_text().strip()}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.pid, signal.SIGTERM)  # its group: the head's processes, started by this test
+        node.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.pid, signal.SIGKILL)
+        if drain is not None:
+            drain.join()  # at the end of the output: every process of the group is gone
+        output.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_ray_without_an_address_runs_its_own_cluster_with_the_credentials(head: dict[str, str],
+                                                                            tmp_path: Path) -> None:
+    secret = "sk-driver-0123456789abcdef"
+    write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(50)])
+    found = {name: value for name, value in head.items() if name != "RAY_ADDRESS"}  # found through its file only
+    with run_in_thread(SimulatorConfig(faults=Faults(require_api_key=secret))) as locked:
+        done = subprocess.run([sys.executable, "-m", "batchrun", "run", "in.jsonl", "-o", "out.jsonl", "--base-url",
+                               locked.base_url, "--ray", "-q"], capture_output=True, text=True, check=False,
+                              cwd=tmp_path, env={**found, "OPENAI_API_KEY": secret})
+        answered = dict(locked.stats.responses)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert answered == {200: 50}  # every request carried the key
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 50
+
+
+def test_on_an_existing_cluster_the_key_is_the_nodes_and_paths_the_drivers(head: dict[str, str],
+                                                                           tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(20)])
+    with run_in_thread(SimulatorConfig(faults=Faults(require_api_key=NODE_KEY))) as locked:
+        command = [sys.executable, "-m", "batchrun", "run", "in.jsonl", "-o", "out.jsonl", "--base-url",
+                   locked.base_url, "--ray", "-q"]
+        missing = subprocess.run([*command, "--api-key-env", "BR_DRIVER_KEY"], capture_output=True, text=True,
+                                 check=False, cwd=tmp_path, env={**head, "BR_DRIVER_KEY": NODE_KEY})
+        refused = locked.stats.requests
+        done = subprocess.run([*command, "--api-key-env", "BR_NODE_KEY"], capture_output=True, text=True,
+                              check=False, cwd=tmp_path, env={**head, "BR_NODE_KEY": NODE_KEY})
+        answered = dict(locked.stats.responses)
+        # Two tries to reach the cluster (Ray's core warns on stderr at each), with a token it refuses:
+        unjoined = subprocess.run([*command, "--api-key-env", "BR_NODE_KEY", "--restart"], capture_output=True, text=True,
+                                  check=False, cwd=tmp_path, env={**head, "BR_NODE_KEY": NODE_KEY,
+                                                                  "RAY_AUTH_TOKEN": secrets.token_hex(16),
+                                                                  "RAY_gcs_server_port_wait_time_s": "2"})
+    assert unjoined.returncode == 2
+    assert unjoined.stderr.splitlines() == [f"batchrun: error: --ray: cannot join the Ray cluster at $RAY_ADDRESS: "
+                                            f"Failed to connect to Ray cluster at {head['RAY_ADDRESS']}"]
+    # The node has no $BR_DRIVER_KEY: refused before sending, never sent without it.
+    assert missing.returncode == 2 and "$BR_DRIVER_KEY is not set on the Ray node" in missing.stderr
+    assert refused == 0
+    # Its workers start in another directory: the relative paths are the driver's all the same.
+    assert (done.returncode, done.stderr) == (0, "")
+    assert answered == {200: 20}
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 20

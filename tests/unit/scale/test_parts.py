@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from batchrun.disk import journal
 from batchrun.disk.checkpoint import Checkpoint, check_same_run, scan_input
 from batchrun.errors import ConfigError
 from batchrun.records import Result
+from batchrun.runner import run_batch_sync
 from batchrun.scale import parts
 from batchrun.scale.shards import Shard
+from batchrun.simulator import Simulator
 from batchrun.stats import RunStats
 
 from ...helpers import chat_line, write_jsonl
@@ -88,3 +91,20 @@ def test_a_part_s_identity_is_its_span_as_an_earlier_version_s_shard_range_was()
         check_same_run(earlier, same_run(span={"start": 40, "end": 90}), "here", "restart")
     with pytest.raises(ConfigError, match=r"another part of the input \(all of it → bytes 40 to 100\)"):
         check_same_run(same_run(), same_run(span={"start": 40, "end": 100}), "here", "restart")
+
+
+def test_a_stopped_start_s_report_adds_up_what_its_shards_reports_say(sim: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(20)])
+    config = RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url)
+    made = parts.plan(config, 2)
+    first = parts.part_config(config, made.shards[0], made.run_id)
+    assert run_batch_sync(first).exit_code == 0  # the second shard never ran: no report of its own
+    stats = RunStats(config.out, config.errors_path, total_hint=made.lines, started=0.0, finished=2.0)
+    stats.stop_reason, stats.stop_code = "shard 2 of 2: interrupted by SIGINT", 4
+    parts.save_stopped(config, made, stats, sent=3)
+    report = json.loads(config.report_path.read_text())
+    lines = made.shards[1].first_index
+    assert (report["status"], report["exit_code"], report["stop_reason"]) == ("stopped", 4,
+                                                                             "shard 2 of 2: interrupted by SIGINT")
+    assert (report["lines"], report["lines_finished"], report["input_lines"], report["shards"]) == (lines, lines, 20, 2)
+    assert report["requests"]["succeeded"] == lines and (stats.written, stats.carried_over) == (lines, lines - 3)
