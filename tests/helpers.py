@@ -260,3 +260,19 @@ def invoke(*args: str) -> tuple[int, str]:
     """Run the CLI in this process: its exit code and what it printed to stderr."""
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     return result.exit_code, result.stderr
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A freshly made self-signed certificate for 127.0.0.1 in ``folder``, and its key; skips the
+    test where the openssl binary is missing."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl binary is not available to make a certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return cert, key

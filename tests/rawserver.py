@@ -48,36 +48,22 @@ Handler = Callable[[Seen, asyncio.StreamWriter], Awaitable[bool]]
 """Answers one request by writing to the connection; returns whether to keep it open."""
 
 
-class RawServer:
-    """An HTTP/1.1 server on loopback, on a thread and event loop of its own.
+class LoopServer:
+    """A TCP server on loopback, on a thread and event loop of its own, serving each connection
+    with `_serve` as a task that stopping cancels.
 
-    :param handler: called for each request; it writes whatever bytes it likes.
     :param ssl_context: serve TLS with it.
-    :param read_body: ``False``: the handler is called before the request's body is read, and
-        nothing reads it (a server that never takes the upload).
     """
 
-    def __init__(self, handler: Handler, *, ssl_context: ssl.SSLContext | None = None,
-                 read_body: bool = True) -> None:
-        self.handler = handler
-        self.read_body = read_body
-        self.seen: list[Seen] = []
-        self.connections = 0
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.port = 0
         self._ssl = ssl_context
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
-        self.port = 0
 
-    @property
-    def base_url(self) -> str:
-        return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}/v1"
-
-    def count(self, text: str) -> int:
-        return sum(1 for s in self.seen if s.text == text)
-
-    def __enter__(self) -> RawServer:
+    def __enter__(self) -> Any:  # the subclass's instance
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
         return self
@@ -89,7 +75,7 @@ class RawServer:
         self._loop.close()
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._ssl)
+        self._server = await asyncio.start_server(self._track, "127.0.0.1", 0, ssl=self._ssl)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _stop(self) -> None:
@@ -100,10 +86,44 @@ class RawServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _track(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class RawServer(LoopServer):
+    """An HTTP/1.1 server on loopback, on a thread and event loop of its own.
+
+    :param handler: called for each request; it writes whatever bytes it likes.
+    :param ssl_context: serve TLS with it.
+    :param read_body: ``False``: the handler is called before the request's body is read, and
+        nothing reads it (a server that never takes the upload).
+    """
+
+    def __init__(self, handler: Handler, *, ssl_context: ssl.SSLContext | None = None,
+                 read_body: bool = True) -> None:
+        super().__init__(ssl_context=ssl_context)
+        self.handler = handler
+        self.read_body = read_body
+        self.seen: list[Seen] = []
+        self.connections = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}/v1"
+
+    def count(self, text: str) -> int:
+        return sum(1 for s in self.seen if s.text == text)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
             while await self._one(reader, writer):
@@ -111,7 +131,6 @@ class RawServer:
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, asyncio.LimitOverrunError):
             pass
         finally:
-            self._tasks.discard(task)
             writer.transport.abort()
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +28,7 @@ from batchrun import ApiKey, RetryPolicy, RunConfig, run_batch
 from batchrun.simulator import Faults, SimulatorConfig, serve
 from batchrun.transport import DEFAULT_MAX_RESPONSE_BYTES
 
-from ..helpers import FakeClock, chat_line, read_jsonl, write_jsonl
+from ..helpers import FakeClock, chat_line, read_jsonl, self_signed_certificate, write_jsonl
 from ..rawserver import FAST, Handler, RawServer, Seen, chat_answer, error_body, http, ok, question, replying, run
 
 KEY = "sk-test-CANARY-endpoint-7f3a9c"
@@ -340,17 +338,7 @@ async def test_a_redirect_is_never_followed_and_the_key_never_leaves(tmp_path: P
 @pytest.fixture(scope="module")
 def self_signed(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
     """A server context with a freshly made self-signed certificate for 127.0.0.1."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("neither the cryptography package nor the openssl binary is available to make a certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
+    cert, key = self_signed_certificate(tmp_path_factory.mktemp("tls"))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import ssl
 import subprocess
 import sys
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,53 +20,27 @@ import pytest
 from batchrun import RunConfig, run_batch
 from batchrun.simulator import Simulator
 
-from ..helpers import chat_line, read_jsonl, write_jsonl
-from ..rawserver import RawServer, ok, replying
+from ..helpers import chat_line, read_jsonl, self_signed_certificate, write_jsonl
+from ..rawserver import LoopServer, RawServer, ok, replying
 
 # REQUEST_METHOD: a CGI environment, where HTTP_PROXY is a request header and is not read.
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUEST_METHOD")
 
 
-class ForwardProxy:
+class ForwardProxy(LoopServer):
     """A forward HTTP proxy on loopback, on a thread and event loop of its own: an absolute-form
     request is sent on to its origin (one request a connection), a ``CONNECT`` is tunnelled.
     ``seen`` holds each request line's method and target, in arrival order."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.seen: list[str] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.Server | None = None
-        self.url = ""
 
-    def __enter__(self) -> ForwardProxy:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def _stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             request_line, *lines = head.decode("latin-1").split("\r\n")
@@ -97,7 +69,6 @@ class ForwardProxy:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
-            self._tasks.discard(task)
             writer.close()
 
 
@@ -156,18 +127,7 @@ async def test_the_proxy_of_the_other_scheme_is_not_used(
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A freshly made self-signed certificate for 127.0.0.1, and its key."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl binary is not available to make a certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return cert, key
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
 def test_https_requests_are_tunnelled_through_HTTPS_PROXY(
