@@ -47,7 +47,7 @@ listening): run the same command again to continue where it stopped.
 @click.option("--model", "-m", metavar="NAME",
               help="Send every request with this model, whatever its line says (lines without one get it too).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
-              help="Run as shards on a Ray cluster (pip install 'batchrun[ray]'): a local one using every core, "
+              help="Run as shards on a Ray cluster (pip install 'batchrun-llm[ray]'): a local one using every core, "
                    "the one $RAY_ADDRESS names, or the one at ADDRESS.")
 @click.option("--shards", type=Bounded(SHARDS_RANGE), metavar="N",
               help="With --ray: how many contiguous parts of the input run at once. Default: one per CPU, "
