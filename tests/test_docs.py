@@ -142,3 +142,7 @@ def test_the_site_builds_strictly_offline(tmp_path: Path) -> None:
                            cwd=ROOT, capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stderr
     assert (tmp_path / "site" / "contract" / "index.html").is_file()
+    # Read offline too: no page loads a script or a stylesheet from elsewhere (the theme's highlight.js CDN).
+    fetching = [f"{page.relative_to(tmp_path)}: {url}" for page in (tmp_path / "site").rglob("*.html")
+                for url in re.findall(r'(?:src|href)="(https?://[^"]+\.(?:js|css))"', page.read_text(encoding="utf-8"))]
+    assert fetching == []
