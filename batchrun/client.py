@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from .config import DEFAULT_API_KEY_ENV, RunConfig
+from .config import RunConfig
 from .errors import (
     AuthRefused,
     ConnectionRefused,
@@ -37,6 +37,7 @@ from .pacing.quota import Share
 from .records import Job, Result, openai_error
 from .retry import RetryBudget, parse_retry_after, worth_retrying
 from .scrub import Scrubber
+from .settings import DEFAULT_API_KEY_ENV
 from .transport import Timeouts, Transport, as_transport
 from .usage import Usage
 

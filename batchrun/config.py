@@ -1,4 +1,4 @@
-"""The frozen configuration of a run, and every default in one place.
+"""The frozen configuration of a run; its settings' defaults and ranges are declared in `settings`.
 
 The CLI builds a `RunConfig` from options and environment; the library only ever reads this
 object, never the environment.
@@ -8,94 +8,14 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .disk.publish import link_target
+from . import settings as declared
 from .errors import ConfigError
-
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
-DEFAULT_CONCURRENCY = 64
-# Lines that may wait, finished, behind the oldest unfinished one: per concurrency slot, with a
-# floor so that small pools still ride out one slow request. Lines waiting out a Retry-After
-# hold their place too: at 10% random 429s with whole-second Retry-After, 2,000 lines at C=64
-# took 6.7 s with a window of 1,024 and 4.6 s with 4,096 (the pacing benchmark's shed-10-429 case,
-# scripts/bench_pacing.py). A waiting line costs its encoded output line, about a kilobyte.
-WINDOW_PER_SLOT = 64
-MIN_WINDOW = 4096
-# The bytes those waiting lines may hold before dispatch pauses: far above what a window of
-# kilobyte answers holds (4 MB), so it only binds when answers are large (64 KB on average at
-# the smallest window), where the window alone let a slow first line hold gigabytes.
-DEFAULT_WINDOW_BYTES = 256 * 2**20
-DEFAULT_MAX_ATTEMPTS = 6
-DEFAULT_TIMEOUT = 600.0  # seconds one attempt may take in all: long generations are normal
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_BACKOFF_BASE = 1.0
-DEFAULT_BACKOFF_MAX = 8.0  # as the openai SDK caps it; longer outages are the breaker's
-DEFAULT_RATE_LIMIT_PATIENCE = 900.0
-DEFAULT_RETRY_AFTER_MAX = 300.0
-DEFAULT_DRAIN_TIMEOUT = 30.0  # seconds in-flight requests get to finish after a stop
-DEFAULT_OUTAGE_THRESHOLD = 10
-DEFAULT_MAX_OUTAGE = 1800.0
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """The values a numeric setting accepts: finite, from ``low`` (excluded when ``low_open``)
-    to ``high``; whole numbers only when ``whole``."""
-
-    low: float
-    high: float
-    low_open: bool = False
-    whole: bool = False
-
-    def admits(self, value: float) -> bool:
-        if not math.isfinite(value) or value > self.high or (self.whole and value != int(value)):
-            return False
-        return value > self.low if self.low_open else value >= self.low
-
-    def check(self, name: str, value: float) -> None:
-        """:raises ConfigError: naming the setting, unless `admits` the value."""
-        if not self.admits(value):
-            raise ConfigError(f"{name} must be {self}, got {value!r}")
-
-    def __str__(self) -> str:
-        if self.whole:
-            return f"a whole number from {_figure(self.low)} to {_figure(self.high)}"
-        if self.low_open:
-            return f"a number above {_figure(self.low)} and at most {_figure(self.high)}"
-        return f"a number from {_figure(self.low)} to {_figure(self.high)}"
-
-
-def _figure(value: float) -> str:
-    return f"{int(value):,}" if value == int(value) else f"{value:g}"
-
-
-# Every numeric setting has a finite range, shared by the options and `RunConfig`: nan passes
-# every comparison and inf every lower bound, and either one hung a run (a deadline never due, a
-# line waiting on 429s forever) or crashed it deep inside. The upper bounds are far above any
-# useful value, except concurrency's.
-ONE_DAY = 86_400.0
-# Each worker costs about 4 KB before it sends anything (peak RSS of `batchrun run` on 20 lines
-# with --mock, under /usr/bin/time: 48 MB at -c 10, 84 MB at -c 10000), and each request in
-# flight holds a connection: a file descriptor, and towards one endpoint one of Linux's 28,232
-# ephemeral ports (32768-60999), which a closed connection keeps for a minute in TIME_WAIT.
-MAX_CONCURRENCY = 10_000
-CONCURRENCY_RANGE = Bounds(1, MAX_CONCURRENCY, whole=True)
-WINDOW_RANGE = Bounds(1, WINDOW_PER_SLOT * MAX_CONCURRENCY, whole=True)  # the default's largest
-WINDOW_BYTES_RANGE = Bounds(1, 2**40, whole=True)
-ATTEMPTS_RANGE = Bounds(1, 100, whole=True)
-WAIT_RANGE = Bounds(0, ONE_DAY)  # seconds that may be none: patience, drain, outage, backoff
-DEADLINE_RANGE = Bounds(0, ONE_DAY, low_open=True)  # seconds that must pass first: timeouts
-MILLISECONDS_RANGE = Bounds(0, ONE_DAY * 1000)  # the simulator's latency
-RPM_RANGE = Bounds(0, 1e9, low_open=True)
-TPM_RANGE = Bounds(0, 1e12, low_open=True)
-COST_RANGE = Bounds(0, 1e9, low_open=True)  # USD
-OUTAGE_THRESHOLD_RANGE = Bounds(0, 1_000_000, whole=True)
 
 
 class ApiKey:
@@ -177,37 +97,31 @@ class RetryPolicy:
     :param retry_after_max: the longest server-requested wait honoured, in seconds.
     """
 
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    backoff_base: float = DEFAULT_BACKOFF_BASE
-    backoff_max: float = DEFAULT_BACKOFF_MAX
-    rate_limit_patience: float = DEFAULT_RATE_LIMIT_PATIENCE
-    retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
+    max_attempts: int = declared.MAX_ATTEMPTS.default
+    backoff_base: float = declared.BACKOFF_BASE.default
+    backoff_max: float = declared.BACKOFF_MAX.default
+    rate_limit_patience: float = declared.RATE_LIMIT_PATIENCE.default
+    retry_after_max: float = declared.RETRY_AFTER_MAX.default
 
     def __post_init__(self) -> None:
-        ATTEMPTS_RANGE.check("--max-attempts", self.max_attempts)
-        WAIT_RANGE.check("--rate-limit-patience", self.rate_limit_patience)
-        WAIT_RANGE.check("retry_after_max", self.retry_after_max)
-        WAIT_RANGE.check("backoff_base", self.backoff_base)
-        WAIT_RANGE.check("backoff_max", self.backoff_max)
+        for setting in declared.RETRY_SETTINGS:
+            setting.check(getattr(self, setting.name))
         if self.backoff_max < self.backoff_base:
             raise ConfigError("backoff must satisfy 0 <= base <= max")
 
 
 @dataclass(frozen=True)
-class Shard:
-    """One contiguous part of the input, run as a run of its own whose lines keep the numbers,
-    ids and messages the whole run gives them (`scale.shards.split`).
+class Span:
+    """A contiguous part of the input, run as a run of its own whose lines keep the numbers, ids
+    and messages the whole input gives them.
 
-    :param number: 0-based. :param count: shards in the run.
     :param start: byte offset of its first line (at a line start).
     :param end: byte offset just past its last line.
     :param first_index: request index (0-based, blank lines not counted) of its first request line.
     :param first_line: physical lines before its first line.
-    :param duplicates: indices in this shard whose ``custom_id`` an earlier shard used.
+    :param duplicates: indices in it whose ``custom_id`` a line before it used.
     """
 
-    number: int
-    count: int
     start: int
     end: int
     first_index: int
@@ -217,7 +131,9 @@ class Shard:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run needs.
+    """Everything a run needs, as values: building one checks them and looks at no file (what
+    the names stand for on disk is `disk.runfiles.checked`'s, where the files are opened). Its
+    settings' defaults and ranges are declared in `settings`.
 
     :param input_path: the JSONL file of requests.
     :param output_path: where ordered results go; default ``<input stem>.results.jsonl``.
@@ -253,47 +169,45 @@ class RunConfig:
         are secrets, like the key. With any of them, no API key is required.
     :param organization: / :param project: sent as ``OpenAI-Organization`` / ``OpenAI-Project``.
     :param model: the model every request is sent with, whatever its line says.
-    :param via: ``"online"``, or ``"batch"``: through the provider's Batch API (`batchapi`).
-    :param shard: run only this part of the input; the files are the part's (`scale.parts`),
-        ``output_path`` stays the whole run's output.
+    :param span: run only this part of the input (a shard's: `scale.parts`); ``output_path``
+        is then the part's own output.
+    :param run_id: the id a new checkpoint gets, which makes its lines' ids its own; ``None``:
+        a random one. Runs of the parts of one input share one, so their outputs put end to end
+        are the output one run of the whole input writes.
     """
 
     input_path: Path
     output_path: Path | None = None
-    base_url: str = DEFAULT_BASE_URL
+    base_url: str = declared.BASE_URL.default
     api_key: ApiKey | None = None
-    api_key_env: str = DEFAULT_API_KEY_ENV
-    concurrency: int = DEFAULT_CONCURRENCY
-    window: int | None = None
-    window_bytes: int = DEFAULT_WINDOW_BYTES
-    timeout: float = DEFAULT_TIMEOUT
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    api_key_env: str = declared.API_KEY_ENV.default
+    concurrency: int = declared.CONCURRENCY.default
+    window: int | None = declared.WINDOW.default
+    window_bytes: int = declared.WINDOW_BYTES.default
+    timeout: float = declared.TIMEOUT.default
+    connect_timeout: float = declared.CONNECT_TIMEOUT.default
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    restart: bool = False
-    retry_failed: bool = False
-    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
-    mock: bool = False
-    rpm: float | None = None
-    tpm: float | None = None
-    outage_threshold: int = DEFAULT_OUTAGE_THRESHOLD
-    max_outage: float = DEFAULT_MAX_OUTAGE
-    max_cost: float | None = None
-    prices_path: Path | None = None
-    batch_discount: bool = False
-    headers: tuple[str, ...] = ()
+    restart: bool = declared.RESTART.default
+    retry_failed: bool = declared.RETRY_FAILED.default
+    drain_timeout: float = declared.DRAIN_TIMEOUT.default
+    mock: bool = declared.MOCK.default
+    rpm: float | None = declared.RPM.default
+    tpm: float | None = declared.TPM.default
+    outage_threshold: int = declared.OUTAGE_THRESHOLD.default
+    max_outage: float = declared.MAX_OUTAGE.default
+    max_cost: float | None = declared.MAX_COST.default
+    prices_path: Path | None = declared.PRICES.default
+    batch_discount: bool = declared.BATCH_DISCOUNT.default
+    headers: tuple[str, ...] = declared.HEADERS.default
     organization: str | None = None
     project: str | None = None
     model: str | None = None
-    via: str = "online"
-    shard: Shard | None = None
+    span: Span | None = None
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
         output = Path(self.output_path) if self.output_path else default_output_path(self.input_path)
-        try:
-            output = link_target(output)  # a symlinked output is written through, to its target's directory
-        except OSError as exc:
-            raise ConfigError(f"the output {output}: {exc.strerror}; remove the link or choose another -o") from None
         object.__setattr__(self, "output_path", output)
         self._check_numbers()
         if self.restart and self.retry_failed:
@@ -314,12 +228,7 @@ class RunConfig:
         for name, value in names:
             if value is not None and (not value.isascii() or not value.isprintable() or not value or " " in value):
                 raise ConfigError(f"{name} must be ASCII without spaces or control characters, got {value!r}")
-        if self.via not in ("online", "batch"):
-            raise ConfigError(f"via must be 'online' or 'batch', got {self.via!r}")
-        if self.shard is not None and self.via != "online":
-            raise ConfigError("a run through the Batch API is one process's: it cannot be sharded")
-        _check_paths({"input file": self.input_path, "output": self.out, "errors file": self.errors_path,
-                      "report": self.report_path, "checkpoint": self.checkpoint_path, "batches": self.batches_path})
+        _check_names(self.files())
         if self.api_key is None and not self.headers and not is_loopback(self.base_url):
             raise ConfigError(
                 f"no API key for {self.base_url}: set OPENAI_API_KEY (or the variable named by "
@@ -332,33 +241,18 @@ class RunConfig:
 
         :raises ConfigError: naming the option.
         """
-        CONCURRENCY_RANGE.check("--concurrency", self.concurrency)
-        if self.window is not None:
-            WINDOW_RANGE.check("--window", self.window)
-        window = self.window or max(MIN_WINDOW, WINDOW_PER_SLOT * self.concurrency)
+        for setting in declared.RUN_SETTINGS:
+            setting.check(getattr(self, setting.name))
+        window = self.window or max(declared.MIN_WINDOW, declared.WINDOW_PER_SLOT * self.concurrency)
         if window < self.concurrency:
             raise ConfigError(f"--window ({window}) must be at least --concurrency ({self.concurrency})")
         object.__setattr__(self, "window", window)
-        WINDOW_BYTES_RANGE.check("window_bytes", self.window_bytes)
-        DEADLINE_RANGE.check("--timeout", self.timeout)
-        DEADLINE_RANGE.check("--connect-timeout", self.connect_timeout)
-        WAIT_RANGE.check("--drain-timeout", self.drain_timeout)
-        WAIT_RANGE.check("--max-outage", self.max_outage)
-        OUTAGE_THRESHOLD_RANGE.check("outage_threshold", self.outage_threshold)
-        for name, value, bounds in (("--rpm", self.rpm, RPM_RANGE), ("--tpm", self.tpm, TPM_RANGE),
-                                    ("--max-cost", self.max_cost, COST_RANGE)):
-            if value is not None:
-                bounds.check(name, value)
 
     @property
     def out(self) -> Path:
-        """The output path, always set after construction; a shard's, its part's."""
+        """The output path, always set after construction."""
         assert self.output_path is not None
-        if self.shard is None:
-            return self.output_path
-        from .scale.parts import part_path  # it reads configs: imported here, not at the top
-
-        return part_path(self.output_path, self.shard)
+        return self.output_path
 
     @property
     def errors_path(self) -> Path:
@@ -380,14 +274,17 @@ class RunConfig:
         """``out.jsonl`` → ``out.jsonl.batches``: a ``--via batch`` run's batches until it is published."""
         return self.out.with_name(self.out.name + ".batches")
 
+    def files(self) -> dict[str, Path]:
+        """The input and every file and folder a run of it writes, by what each is."""
+        return {"input file": self.input_path, "output": self.out, "errors file": self.errors_path,
+                "report": self.report_path, "checkpoint": self.checkpoint_path, "batches": self.batches_path}
+
     def request_options(self) -> dict[str, str]:
         """The options that shape what is sent: a checkpoint only resumes with the same ones.
         Header values are secrets, and left out like the key."""
         options = {"base_url": "(the built-in simulator)" if self.mock else self.base_url.rstrip("/")}
         if self.model is not None:
             options["model"] = self.model
-        if self.via != "online":  # a checkpoint of an online run, which had no such option, resumes online
-            options["via"] = self.via
         return options
 
     def header_fields(self) -> dict[str, str]:
@@ -427,26 +324,18 @@ def _stem(path: Path) -> str:
     return path.name.removesuffix(".jsonl")
 
 
-def _check_paths(paths: dict[str, Path]) -> None:
-    """Every file of a run is a file of its own: none is a directory (but the checkpoint and the
-    batches' folder), and no two are one — by name, through symlinks, or as hard links.
+def _check_names(paths: dict[str, Path]) -> None:
+    """No two files of a run have one name (the filesystem's view — links, directories — is
+    `disk.runfiles.checked`'s, where the files are opened).
 
     :raises ConfigError: naming the two paths.
     """
-    seen: dict[object, str] = {}
+    seen: dict[str, str] = {}
     for what, path in paths.items():
-        if what not in ("input file", "checkpoint", "batches") and path.is_dir():
-            raise ConfigError(f"the {what} {path} is a directory; -o takes a file name")
-        keys: list[object] = [path.resolve()]
-        try:
-            stat = path.stat()
-            keys.append((stat.st_dev, stat.st_ino))
-        except OSError:
-            pass  # not there yet
-        for key in keys:
-            if key in seen:
-                raise ConfigError(f"the {what} {path} is the {seen[key]}; choose another -o")
-            seen[key] = f"{what} {path}"
+        key = os.path.normpath(path)
+        if key in seen:
+            raise ConfigError(f"the {what} {path} is the {seen[key]}; choose another -o")
+        seen[key] = f"{what} {path}"
 
 
 def split_base_url(url: str) -> tuple[str, ApiKey | None]:

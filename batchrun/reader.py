@@ -336,7 +336,8 @@ def _url_problem(url: str) -> str | None:
 
     Whatever passes stays below the base URL's path: no ``//host`` (scheme-relative), no ``.``
     or ``..`` segment (servers and proxies resolve them, also percent-encoded), no encoded slash
-    that a server may decode into one.
+    that a server may decode into one, no ``;``: servers that strip ``;`` path parameters before
+    resolving dot segments (Tomcat, Jetty, Spring gateways) read ``/v1/..;/admin`` as ``..``.
     """
     if url.startswith("//"):
         return "must be a path, not a '//host' address"
@@ -349,14 +350,21 @@ def _url_problem(url: str) -> str | None:
         return "must not have '.' or '..' segments"
     if _ENCODED_SLASH.search(path):
         return "must not have an encoded '/' or '\\' in its path"
+    if ";" in path:
+        return "must not have ';' in its path (servers read it as path parameters; percent-encode it as %3B)"
     return None
 
 
 def _body_problem(body: dict[str, Any]) -> str | None:
     # A streamed answer is server-sent events, not JSON: it would be retried as malformed and
-    # paid for on every attempt.
-    if body.get("stream") is True:
-        return "stream=true is not supported in a batch; remove it"
+    # paid for on every attempt. Only JSON false is safe: servers that read the body leniently
+    # (pydantic's lax booleans, as vLLM's) take "true", 1, "yes" or "on" for true.
+    if "stream" in body and body["stream"] is not False:
+        value = body["stream"]
+        given = ("an array" if isinstance(value, list) else "an object" if isinstance(value, dict)
+                 else orjson.dumps(value).decode())  # a scalar: never too deep to write
+        given = given if len(given) <= 40 else given[:37] + "..."
+        return f"stream={given} is not supported in a batch: a streamed answer is not JSON; remove it or set it to false"
     return None
 
 

@@ -13,6 +13,7 @@ from .records import Result
 
 if TYPE_CHECKING:
     from .accounting.budget import Budget
+    from .accounting.ledger import SpendLedger
     from .pacing import Pacer
 
 EXIT_OK = 0
@@ -56,6 +57,7 @@ class RunStats:
     up_to_date: bool = False
     pacer: Pacer | None = None  # live pacing state, for the progress display
     budget: Budget | None = None  # live spending against --max-cost, for the progress display
+    ledger: SpendLedger | None = None  # what lost answers may have cost, across starts (the report's ``spend``)
     simulated: bool = False  # the answers, and so the costs, came from the built-in simulator
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None

@@ -48,7 +48,7 @@ class World:
 
     def run(self, path: Path, out: Path, options: BatchOptions = FAST, **config: Any) -> RunStats | Pending:
         """``path`` through the Batch API into ``out``."""
-        run_config = RunConfig(path, out, base_url=self.sim.base_url, via="batch", **config)
+        run_config = RunConfig(path, out, base_url=self.sim.base_url, **config)
         stats: RunStats | Pending = run_async(partial(run_via_batch, run_config, options, clock=Linked(self.clock),
                                                       wall=self.wall))
         return stats

@@ -188,7 +188,8 @@ limit = int(sys.argv[2])
 real, count = getattr(os, name), 0
 def crashing(src, dst, *args, **kwargs):
     global count
-    if name == "replace" and (".checkpoint" in os.fspath(dst) or os.fspath(dst).endswith(".batch")):
+    if name == "replace" and (".checkpoint" in os.fspath(dst) or os.fspath(dst).endswith(".batch")
+                              or kwargs.get("dst_dir_fd") is not None):  # within a folder held open
         return real(src, dst, *args, **kwargs)
     count += 1
     if interrupt:
@@ -217,10 +218,10 @@ def fail_replacing_onto(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:
     between two of its renames."""
     real = os.replace
 
-    def failing(src: object, dst: object) -> None:
+    def failing(src: object, dst: object, **dir_fds: int | None) -> None:
         if os.fspath(dst) == str(target):  # type: ignore[arg-type]
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real(src, dst)  # type: ignore[arg-type]
+        real(src, dst, **dir_fds)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "replace", failing)
 

@@ -32,6 +32,11 @@ its worst case on top. Those are known only when the line settles, so the cap ma
 by them: at most the worst cases of the lost attempts of the lines in flight at the last
 admission, and only when answers are being lost.
 
+So a stop does not end the spending: the requests in flight when it came settle after it, and
+those without an output cap may cost more than their reservation. `describe_stop` says what
+was spent once they have (the engine asks again after the pool is done), and what part of it
+they added.
+
 Money is kept in integer nano-dollars, rounded up, so reserving and releasing never drift.
 """
 
@@ -41,14 +46,13 @@ import enum
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import orjson
+from typing import Protocol
 
 from ..errors import ConfigError
 from ..money import usd
 from ..records import Job, Result
-from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS, counter_for, encoding_for, request_tokens
+from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS
+from .ledger import worst_case
 from .pricing import Price, PriceTable
 
 _NANO = 1_000_000_000
@@ -133,6 +137,7 @@ class Budget:
         self.in_flight = 0
         self.settled = 0
         self.refused: float | None = None  # the worst case of the request a STOP turned away
+        self._at_stop: _AtStop | None = None
         self.default_max_output = default_max_output
         self.exact = exact
         self.pool = pool
@@ -141,13 +146,7 @@ class Budget:
 
     def worst_case(self, job: Job) -> float:
         """The most ``job`` can cost, in USD (see the module docstring)."""
-        price = self._price(job.model)
-        body: Any = orjson.loads(job.body)
-        # The bound alone: the reader asks this for every line, on the event loop.
-        tokens = request_tokens(job.url, body if isinstance(body, dict) else {},
-                                counter_for(encoding_for(job.model), exact=self.exact), estimate=False)
-        output = self.default_max_output if tokens.max_output is None else tokens.max_output
-        return price.bound(tokens.input_bound, output)
+        return worst_case(job, self._price(job.model), default_max_output=self.default_max_output, exact=self.exact)
 
     def admit(self, worst: float) -> Verdict:
         """May a request of this worst case be sent now? On GO its worst case is reserved."""
@@ -162,6 +161,7 @@ class Budget:
             verdict = Verdict.GO
         if verdict is Verdict.STOP:
             self.refused = worst
+            self._at_stop = _AtStop(self._run_spent(), self._spent, self._reserved, self.in_flight)
         if verdict is not Verdict.GO:
             return verdict
         self._reserved += need
@@ -185,8 +185,20 @@ class Budget:
             self.pool.released(_nano(worst))
 
     def carry(self, spent: float) -> None:
-        """Count what an earlier start of the same run spent (the lines a resume carries over)."""
+        """Count what earlier starts of the same run spent (the lines a resume carries over, and
+        the spend ledger's lost answers), or what another route spent for this run (a batch's answers)."""
         self._spent += _nano(spent)
+
+    def answered(self, result: Result) -> float:
+        """Charge an answer another route bought for this run (the Batch API's) at what its usage
+        cost, at the price of that route; returns it, in USD."""
+        usage = result.read_usage()
+        table = self._table.with_batch_discount() if result.batch_id is not None else self._table
+        cost = (table.cost(result.model, usage) or 0.0) if usage is not None else 0.0
+        self._spent += _nano(cost)
+        if self.pool is not None:
+            self.pool.settled(0, _nano(cost), self._spent)
+        return cost
 
     def cost_of(self, worst: float, result: Result) -> float:
         """What a finished request is charged (module docstring), in USD."""
@@ -225,10 +237,23 @@ class Budget:
         return projected_spend(self.spent, done, total)
 
     def describe_stop(self, worst: float) -> str:
-        """Why dispatching stopped, for the log and the summary."""
-        spent = self.spent if self.pool is None else self.pool.run_spent(self._spent) / _NANO
-        return (f"budget reached (--max-cost): {usd(spent)} spent of the {usd(self.cap)} cap; the next request "
-                f"may cost up to {usd(worst)}")
+        """Why dispatching stopped, for the log, the summary and the report: what was spent,
+        the requests that were in flight at the stop included once they have settled."""
+        text = f"budget reached (--max-cost): {usd(self._run_spent() / _NANO)} spent of the {usd(self.cap)} cap"
+        stop = self._at_stop
+        if stop is not None and stop.in_flight and (added := self._spent - stop.own_spent) > 0:
+            them = "the request" if stop.in_flight == 1 else f"the {stop.in_flight:,} requests"
+            text += (f" ({usd(stop.run_spent / _NANO)} when it was reached; {them} then in flight, reserved at "
+                     f"{usd(stop.reserved / _NANO)}, cost {usd(added / _NANO)}")
+            if added > stop.reserved:
+                text += (f": answers to requests without max_tokens can be longer than the {self.default_max_output:,} "
+                         "output tokens reserved, and a lost answer is charged its worst case")
+            text += ")"
+        return f"{text}; the next request may cost up to {usd(worst)}"
+
+    def _run_spent(self) -> int:
+        """Nano-dollars spent: by this process, or by every process sharing the cap."""
+        return self._spent if self.pool is None else self.pool.run_spent(self._spent)
 
     def _price(self, model: str | None) -> Price:
         price = self._prices.get(model) if model else None
@@ -240,6 +265,16 @@ class Budget:
         need = _nano(worst)
         self._reserved = max(0, self._reserved - need)
         self.in_flight = max(0, self.in_flight - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _AtStop:
+    """The figures when `Budget.admit` said STOP, in nano-dollars."""
+
+    run_spent: int
+    own_spent: int
+    reserved: int
+    in_flight: int
 
 
 def projected_spend(spent: float, done: int, total: int) -> float | None:

@@ -35,9 +35,16 @@ class BudgetGate:
             settled = self._settled
             await settled.wait()
 
-    def settle(self, job: Job, result: Result) -> None:
-        self.budget.settle(self._reserved.pop(job.index), result)
+    def settle(self, job: Job, result: Result) -> float:
+        """The job is done: its reservation becomes its cost; returns the reservation (its worst case)."""
+        worst = self._reserved.pop(job.index)
+        self.budget.settle(worst, result)
         self._wake()
+        return worst
+
+    def reservation(self, job: Job) -> float | None:
+        """The worst case reserved for a job not settled yet."""
+        return self._reserved.get(job.index)
 
     def release(self, job: Job) -> None:
         """The job was not sent after all."""

@@ -6,7 +6,8 @@
     lifecycle.py upload, submit, poll, cancel and download; then the engine writes the output
     answers.py   each batch's output and error files, in input order, for the engine to write
 
-The lines are written by the engine itself (`engine.run_batch` with ``answers``): the ordered
-output, errors file, report, checkpoint and publishing are an online run's, and a line a batch
-did not answer can still be sent online (``--batch-deadline``).
+The lines are written by the engine itself (`engine.run_batch`, with the batches' answers as a
+source, `engine.sources`): the ordered output, errors file, report, checkpoint and publishing
+are an online run's, and a line a batch did not answer can still be sent online
+(``--batch-deadline``).
 """

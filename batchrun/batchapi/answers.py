@@ -21,7 +21,9 @@ import orjson
 
 from ..client import missing_answer
 from ..disk.publish import private_file
-from ..records import Job, Result, failure
+from ..engine.sources import StopBefore
+from ..records import Job, LineError, Result, failure
+from ..stats import EXIT_BUDGET
 from .ledger import Ledger, Part
 from .plan import part_file
 
@@ -99,10 +101,13 @@ class Answers:
 
     :param online: a line its batch did not answer (`UNANSWERED`) is sent online: `take`
         gives ``None`` for it, as for a line no batch holds.
+    :param stop: ``(index, reason)``: batches were held back by ``--max-cost`` (`cap.py`); the run
+        stops before the first of their lines, unless ``online``.
     """
 
-    def __init__(self, ledger: Ledger, *, online: bool) -> None:
+    def __init__(self, ledger: Ledger, *, online: bool, stop: tuple[int, str] | None = None) -> None:
         self._online = online
+        self._stop = None if online else stop
         self._files = contextlib.ExitStack()
         self._heads: list[tuple[int, int, bytes, Iterator[bytes]]] = []
         self._batch_ids: dict[int, str | None] = {}
@@ -119,9 +124,13 @@ class Answers:
             assert index is not None, "an ordered file batchrun wrote"
             heapq.heappush(self._heads, (index, number, line, lines))
 
-    def take(self, job: Job) -> Result | None:
+    def take(self, job: Job | LineError) -> Result | None:
         """``job``'s answer from its batch, or ``None`` when it is to be sent online. Lines
         before ``job`` not asked for (an earlier start wrote them) are passed over."""
+        if self._stop is not None and job.index >= self._stop[0]:
+            raise StopBefore(self._stop[1], EXIT_BUDGET)
+        if isinstance(job, LineError):  # never planned into a batch
+            return None
         heads = self._heads
         while heads and heads[0][0] < job.index:
             _, number, _, lines = heapq.heappop(heads)

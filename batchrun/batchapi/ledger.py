@@ -39,6 +39,9 @@ class Part:
     :param counts: the batch's last ``request_counts``.
     :param failure: why the provider failed the batch as a whole (its ``errors``).
     :param collected: its answers are in input order on disk (`answers.order`).
+    :param first_index: the input index of its first request.
+    :param worst_usd: the most its requests can cost at the Batch API's price (`--max-cost`);
+        ``None`` until a capped start needs it.
     """
 
     number: int
@@ -55,6 +58,8 @@ class Part:
     error_file_id: str | None = None
     failure: str | None = None
     collected: bool = False
+    first_index: int = 0
+    worst_usd: float | None = None
 
     @property
     def ended(self) -> bool:

@@ -1,6 +1,6 @@
 """``--via batch`` from start to end: plan, upload, submit, poll, download, then write.
 
-    plan ──▶ upload ──▶ create ──▶ poll … ended ──▶ download, order ──▶ engine.run_batch(answers=…)
+    plan ──▶ upload ──▶ create ──▶ poll … ended ──▶ download, order ──▶ engine.run_batch(sources=[…])
       └───────── each id in the ledger (ledger.py) as soon as it exists ─────────┘
 
 A start does whatever the ledger says is left: it plans only when there is no ledger, uploads
@@ -34,6 +34,7 @@ from ..config import RunConfig
 from ..disk.checkpoint import identity, scan_input
 from ..disk.lock import RunLock
 from ..disk.rundir import make_run_dir
+from ..disk.runfiles import checked
 from ..engine import Observer, run_batch
 from ..errors import ConfigError, FatalEndpointError
 from ..pacing import SYSTEM_CLOCK, Clock
@@ -41,13 +42,15 @@ from ..reader import open_input, read_jobs
 from ..records import Job, LineError, failure
 from ..stats import EXIT_OK, EXIT_STOPPED, RunStats
 from ..transport import Transport, as_transport
-from . import answers
+from . import answers, cap
 from .api import BatchApi, metadata
 from .ledger import ENDED, Ledger, Part, remove_dir
 from .options import FIRST_POLL, BatchOptions
 from .plan import part_file, plan
 
 log = logging.getLogger("batchrun")
+
+VIA = "batch"  # the route, in the run's identity (`checkpoint.identity`)
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,9 @@ async def run_via_batch(
     :raises ConfigError: / :raises InputFileError: as `engine.run_batch`; or the batches'
         folder belongs to another input or options.
     """
-    if config.max_cost is not None:
-        raise ConfigError("--max-cost cannot stop a batch once it is submitted; run `batchrun estimate` for the "
-                          "price first, or run online")
+    if config.span is not None:
+        raise ConfigError("a run through the Batch API is one process's: it cannot be sharded")
+    config = checked(config)
     open_input(config.input_path).close()
     directory = config.batches_path
     if not directory.exists():
@@ -92,7 +95,7 @@ async def run_via_batch(
         # another run's: the engine says which (or completes its publishing), sending nothing.
         if not config.restart and (config.checkpoint_path.exists() or (config.out.exists() and not config.retry_failed)):
             return await run_batch(config, transport=transport, observer=observer, clock=clock,
-                                   handle_signals=handle_signals)
+                                   handle_signals=handle_signals, via=VIA)
     created = make_run_dir(directory, config.out)
     lock = RunLock(directory / "lock", config.out)
     lock.acquire()
@@ -111,10 +114,12 @@ async def run_via_batch(
                 await lifecycle.transport.aclose()
         if pending is not None:
             return pending
-        collected = answers.Answers(ledger, online=lifecycle.online)
+        held = lifecycle.cap.held_back
+        stop = (min(part.first_index for part in held), lifecycle.cap.stop_reason()) if held else None
+        collected = answers.Answers(ledger, online=lifecycle.online, stop=stop)
         try:
             stats = await run_batch(config, transport=transport, observer=observer, clock=clock,
-                                    handle_signals=handle_signals, answers=collected)
+                                    handle_signals=handle_signals, sources=[collected], via=VIA)
         finally:
             collected.close()
         if stats.stop_reason is None:
@@ -131,7 +136,7 @@ async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], f
     """The ledger in the batches' folder, or a new plan (`plan.plan`) when there is none."""
     directory = config.batches_path
     scan = await anyio.to_thread.run_sync(scan_input, config.input_path)
-    same_run = identity(scan, config)
+    same_run = identity(scan, config, VIA)
     ledger = Ledger.load(directory)
     if ledger is not None and ledger.identity != same_run:
         raise ConfigError(f"{directory} holds the batches of another input or options; run the original command "
@@ -154,7 +159,7 @@ def _plan(config: RunConfig, options: BatchOptions, same_run: dict[str, Any], no
     if retry:  # only the lines the finished output failed
         items = compress(items, _failed_lines(config))
     jobs = (item for item in items if isinstance(item, Job))
-    parts = plan(jobs, options.limits, config.batches_path, config.input_path)
+    parts = plan(jobs, options.limits, config.batches_path, config.input_path, cap.split(config))
     ledger = Ledger(config.batches_path, secrets.token_hex(8), now, same_run, parts, retry_failed=retry)
     ledger.save()
     lines = sum(part.lines for part in parts)
@@ -180,6 +185,7 @@ class _Lifecycle:
         self.config, self.options, self.ledger = config, options, ledger
         self.transport = transport
         self.api = BatchApi(config, transport, clock)
+        self.cap = cap.BatchCap(config, ledger)
         self.clock = clock
         self.wall = wall
         self.online = False  # the deadline passed: what the batches did not answer goes online
@@ -231,7 +237,8 @@ class _Lifecycle:
             while True:
                 await self._poll()
                 await self._collect()
-                if all(part.collected or (self.online and part.batch_id is None) for part in self.ledger.parts):
+                if all(part.collected or (self.online and part.batch_id is None) or part in self.cap.held_back
+                       for part in self.ledger.parts):
                     return None
                 if self.options.detach:
                     return Pending(self._detached(), EXIT_OK)
@@ -250,6 +257,10 @@ class _Lifecycle:
                 continue
             if self.past_deadline():
                 return
+            if not self.cap.fits(part):
+                log.warning("batch %d of %d (%s lines) is held back: its worst case does not fit under --max-cost",
+                            part.number + 1, len(ledger.parts), f"{part.lines:,}")
+                continue
             if part.file_id is None:
                 part.file_id = await self.api.upload(part_file(ledger.dir, part.number))
                 await anyio.to_thread.run_sync(ledger.save)

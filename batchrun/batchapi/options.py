@@ -4,17 +4,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import Bounds
+from ..settings import BATCH_API, Bounds, Setting
 
-# OpenAI's limits per batch (Azure OpenAI, Groq and Together keep the same or larger ones).
-DEFAULT_MAX_REQUESTS = 50_000
-DEFAULT_MAX_BYTES = 200 * 10**6
-DEFAULT_POLL_INTERVAL = 60.0
 FIRST_POLL = 1.0  # seconds before the first status check; each wait after doubles, up to the interval
-MAX_REQUESTS_RANGE = Bounds(1, 10**7, whole=True)
-MAX_BYTES_RANGE = Bounds(1024, 2**40, whole=True)
-POLL_RANGE = Bounds(0, 86_400, low_open=True)
 DEADLINE_RANGE = Bounds(0, 10 * 86_400)
+
+VIA = Setting("via", "--via", "online", BATCH_API, choices=("online", "batch"),
+              help="batch: through the provider's Batch API (/v1/files, /v1/batches) at its price, within 24 h; run "
+                   "the same command again to pick up the batches where they are.")
+DETACH = Setting("detach", "--detach", False, BATCH_API,
+                 help="With --via batch: submit, collect what has ended, and exit without waiting for the rest.")
+CANCEL = Setting("cancel", "--cancel", False, BATCH_API,
+                 help="With --via batch: cancel the run's batches, then write what they had answered.")
+BATCH_DEADLINE: Setting[float | None] = Setting(
+    "batch_deadline", "--batch-deadline", None, BATCH_API, bounds=DEADLINE_RANGE, kind="duration",
+    metavar="DURATION", help="With --via batch: this long after the batches were planned (e.g. 6h), cancel those "
+                             "still running and send the lines they did not answer online.")
+POLL_INTERVAL = Setting("poll_interval", "--poll-interval", 60.0, BATCH_API, bounds=Bounds(0, 86_400, low_open=True),
+                        help="With --via batch: the longest wait, in seconds, between status checks.")
+# OpenAI's limits per batch (Azure OpenAI, Groq and Together keep the same or larger ones).
+BATCH_MAX_REQUESTS = Setting("batch_max_requests", "--batch-max-requests", 50_000, BATCH_API,
+                             bounds=Bounds(1, 10**7, whole=True), help="Most lines in one batch.")
+BATCH_MAX_BYTES = Setting("batch_max_bytes", "--batch-max-bytes", 200 * 10**6, BATCH_API,
+                          bounds=Bounds(1024, 2**40, whole=True), help="Largest request file of one batch, in bytes.")
+BATCH_MIXED_MODELS = Setting("batch_mixed_models", "--batch-mixed-models", False, BATCH_API,
+                             help="Let one batch hold several models (OpenAI allows one per batch; some providers more).")
+SETTINGS = (VIA, DETACH, CANCEL, BATCH_DEADLINE, POLL_INTERVAL, BATCH_MAX_REQUESTS, BATCH_MAX_BYTES, BATCH_MIXED_MODELS)
 
 
 @dataclass(frozen=True)
@@ -26,8 +41,8 @@ class BatchLimits:
     :param one_model: one model per batch (OpenAI requires it); every batch has one endpoint.
     """
 
-    max_requests: int = DEFAULT_MAX_REQUESTS
-    max_bytes: int = DEFAULT_MAX_BYTES
+    max_requests: int = BATCH_MAX_REQUESTS.default
+    max_bytes: int = BATCH_MAX_BYTES.default
     one_model: bool = True
 
 
@@ -47,11 +62,10 @@ class BatchOptions:
     detach: bool = False
     cancel: bool = False
     deadline: float | None = None
-    poll_interval: float = DEFAULT_POLL_INTERVAL
+    poll_interval: float = POLL_INTERVAL.default
 
     def __post_init__(self) -> None:
-        MAX_REQUESTS_RANGE.check("--batch-max-requests", self.limits.max_requests)
-        MAX_BYTES_RANGE.check("--batch-max-bytes", self.limits.max_bytes)
-        POLL_RANGE.check("--poll-interval", self.poll_interval)
-        if self.deadline is not None:
-            DEADLINE_RANGE.check("--batch-deadline", self.deadline)
+        BATCH_MAX_REQUESTS.check(self.limits.max_requests)
+        BATCH_MAX_BYTES.check(self.limits.max_bytes)
+        POLL_INTERVAL.check(self.poll_interval)
+        BATCH_DEADLINE.check(self.deadline)

@@ -9,7 +9,7 @@ names each answer by it, and a user's own ids need not be unique to the provider
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -38,27 +38,49 @@ class _Filling:
     file: BinaryIO
 
 
-def plan(jobs: Iterable[Job], limits: BatchLimits, directory: Path, source: Path) -> list[Part]:
+@dataclass(frozen=True)
+class CapSplit:
+    """Where ``--max-cost`` splits the plan: the lines whose worst cases add up to ``room`` go in
+    batches of their own, and from the first line that does not fit on, the rest go in others,
+    which a start submits only once they fit under its cap.
+
+    :param worst: a line's worst case at the Batch API's price, in USD.
+    """
+
+    room: float
+    worst: Callable[[Job], float]
+
+
+def plan(jobs: Iterable[Job], limits: BatchLimits, directory: Path, source: Path,
+         cap: CapSplit | None = None) -> list[Part]:
     """Write the request file of every batch into ``directory``, fsynced; their `Part`\\ s.
 
     :param source: the input's path, for messages.
+    :param cap: split where ``--max-cost`` is reached, and give every batch its worst case.
     :raises ConfigError: a line alone is larger than a batch may be (nothing was sent).
     """
     parts: list[Part] = []
-    filling: dict[tuple[str, str | None], _Filling] = {}
+    filling: dict[tuple[str, str | None, bool], _Filling] = {}
+    used, over = 0.0, False
     try:
         for job in jobs:
             line = request_line(job)
             if len(line) > limits.max_bytes:
                 raise ConfigError(f"{source}:{job.line_no}: the request is {len(line):,} bytes, more than one batch "
                                   f"may hold (--batch-max-bytes {limits.max_bytes:,}); shorten it or run it online")
-            key = (job.url, job.model if limits.one_model else None)
+            worst = 0.0
+            if cap is not None:
+                worst = cap.worst(job)
+                used += worst
+                over = over or used > cap.room
+            key = (job.url, job.model if limits.one_model else None, over)
             current = filling.get(key)
             if current is None or current.part.lines >= limits.max_requests \
                     or current.part.size + len(line) > limits.max_bytes:
                 if current is not None:
                     _close(current.file)
-                part = Part(number=len(parts), url=job.url, model=key[1], first_line=job.line_no)
+                part = Part(number=len(parts), url=job.url, model=key[1], first_line=job.line_no, first_index=job.index,
+                            worst_usd=0.0 if cap is not None else None)
                 path = part_file(directory, part.number)
                 path.unlink(missing_ok=True)  # one a crashed plan left
                 current = filling[key] = _Filling(part, open(path, "wb", opener=private_file))  # noqa: SIM115 -- closed below
@@ -66,6 +88,8 @@ def plan(jobs: Iterable[Job], limits: BatchLimits, directory: Path, source: Path
             current.file.write(line)
             current.part.lines += 1
             current.part.size += len(line)
+            if current.part.worst_usd is not None:
+                current.part.worst_usd += worst
     finally:
         for left in filling.values():
             if not left.file.closed:

@@ -1,13 +1,15 @@
-"""The type of every numeric option: a finite number within the setting's `Bounds`."""
+"""The types of every numeric option: a finite number within the setting's `Bounds`, or a
+duration (``90s``, ``6h``) within them."""
 
 from __future__ import annotations
 
 import os
+import re
 
 import click
 from click.core import ParameterSource
 
-from ..config import Bounds
+from ..settings import Bounds
 
 
 class Bounded(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2 on
@@ -40,3 +42,27 @@ def _origin(param: click.Parameter | None, ctx: click.Context | None) -> str:
     names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar)
     name = next((name for name in names if name in os.environ), names[0])
     return f" (from ${name})"
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2 on
+    """``90``, ``90s``, ``30m``, ``6h`` or ``1d``: seconds, at most ``bounds.high``."""
+
+    name = "duration"
+
+    def __init__(self, bounds: Bounds) -> None:
+        self.bounds = bounds
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        match = _DURATION.fullmatch(str(value).strip().lower())
+        if match is None:
+            self.fail(f"{value!r} is not a duration such as 90s, 30m, 6h or 1d.", param, ctx)
+        seconds = float(match[1]) * _UNITS[match[2] or "s"]
+        if not self.bounds.admits(seconds):
+            self.fail(f"{value} is more than {self.bounds.high / 86_400:g} days.", param, ctx)
+        return seconds

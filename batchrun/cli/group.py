@@ -6,12 +6,16 @@ import click
 
 from ..errors import BatchrunError
 from ..stats import EXIT_USAGE
+from .declared import SectionedCommand
 
 _ARGV = "batchrun.argv"
 
 
 class BatchrunGroup(click.Group):
-    """Turns library errors into clean messages and their exit codes (docs/contract.md, "Exit codes")."""
+    """Turns library errors into clean messages and their exit codes (docs/contract.md, "Exit codes");
+    its commands' --help lists their options in sections (`SectionedCommand`)."""
+
+    command_class = SectionedCommand
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[_ARGV] = list(args)  # before click consumes them

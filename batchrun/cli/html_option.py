@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
+from ..errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,6 +31,39 @@ def check_html_extra(html_path: Path | None) -> None:
         require()
     except ImportError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def check_html_path(html_path: Path | None) -> None:
+    """Refuse, before anything is sent, an ``--html`` FILE the page could not be written to once
+    the run is over: in a directory that is missing or not writable, a directory itself, or a
+    symlink that `write_html` would not follow (another user's, a loop).
+
+    A command checks it where it checks its other arguments, so that a run is not spent to end
+    in an error it could have found at the start.
+
+    :raises ConfigError: naming the file and why (exit 2).
+    """
+    if html_path is None:
+        return
+    from ..disk.publish import link_target
+
+    try:
+        target = link_target(html_path)  # where write_html lands: through a link this user may follow
+    except OSError as exc:
+        raise ConfigError(f"--html {html_path}: {exc.strerror}; remove the link or choose another FILE") from None
+    folder = target.parent
+    try:
+        info = os.stat(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ConfigError(f"--html {html_path}: directory {folder} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"--html {html_path}: {folder}: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"--html {html_path}: {folder} is not a directory")
+    if os.path.isdir(target):
+        raise ConfigError(f"--html {html_path}: is a directory; name a file")
+    if not os.access(folder, os.W_OK | os.X_OK):  # the page is written beside its name, then renamed
+        raise ConfigError(f"--html {html_path}: cannot write in {folder}: permission denied")
 
 
 def write_html(html_path: Path, page: str) -> None:

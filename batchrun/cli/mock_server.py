@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..config import MILLISECONDS_RANGE, WAIT_RANGE, Bounds
+from ..settings import MILLISECONDS_RANGE, WAIT_RANGE, Bounds
 from .bounded import Bounded
 from .group import main
 

@@ -9,11 +9,12 @@ from typing import Any
 import click
 import orjson
 
-from ..config import Bounds, report_path_for
+from ..config import report_path_for
+from ..settings import Bounds
 from ..stats import EXIT_USAGE
 from .bounded import Bounded
 from .group import main
-from .html_option import check_html_extra, html_option, write_html
+from .html_option import check_html_extra, check_html_path, html_option, write_html
 
 REPORT_EXAMPLES = """
 \b
@@ -58,6 +59,7 @@ def report(output_paths: tuple[Path, ...], prices_path: Path | None, batch_disco
     if len(output_paths) > 1 and (html_path is None or as_json):
         raise click.UsageError("several OUTPUT files are compared with --html FILE (and without --json)")
     check_html_extra(html_path)
+    check_html_path(html_path)
     prices = load_prices(prices_path, batch_discount=batch_discount)
     reports = [report_file(path, prices) for path in output_paths]
     docs = [counted.to_dict() for counted in reports]

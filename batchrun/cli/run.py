@@ -10,12 +10,14 @@ import click
 
 from ..batchapi.lifecycle import Pending
 from ..scale.shards import SHARDS_RANGE
+from ..settings import RAY
 from ..stats import RunStats
 from .batch_options import batch_options, make_batch_options
 from .bounded import Bounded
+from .declared import DeclaredOption
 from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
-from .html_option import check_html_extra, html_option, write_html
+from .html_option import check_html_extra, check_html_path, html_option, write_html
 from .summary import format_summary, outcome_line, up_to_date_line
 
 RUN_EXAMPLES = """
@@ -47,9 +49,10 @@ listening): run the same command again to continue where it stopped.
 @click.option("--model", "-m", metavar="NAME",
               help="Send every request with this model, whatever its line says (lines without one get it too).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              cls=DeclaredOption, group=RAY,
               help="Run as shards on a Ray cluster (pip install 'batchrun-llm[ray]'): a local one using every core, "
                    "the one $RAY_ADDRESS names, or the one at ADDRESS.")
-@click.option("--shards", type=Bounded(SHARDS_RANGE), metavar="N",
+@click.option("--shards", type=Bounded(SHARDS_RANGE), metavar="N", cls=DeclaredOption, group=RAY,
               help="With --ray: how many contiguous parts of the input run at once. Default: one per CPU, "
                    "fewer for a small input.")
 @html_option
@@ -61,6 +64,7 @@ def run(input_path: Path, output: Path | None, model: str | None, ray_address: s
         **engine: Any) -> None:
     """Run every request line of INPUT and write the ordered results."""
     check_html_extra(html_path)
+    check_html_path(html_path)
     batch = make_batch_options(via, detach, cancel, batch_deadline, poll_interval, batch_max_requests,
                                batch_max_bytes, batch_mixed_models)
     if shards is not None and ray_address is None:
@@ -70,7 +74,7 @@ def run(input_path: Path, output: Path | None, model: str | None, ray_address: s
     options = EngineOptions(**engine)
     options.setup_logging()
     with options.endpoint() as make_config:
-        config = make_config(input_path, output, model=model, via=via)
+        config = make_config(input_path, output, model=model)
         stats: RunStats | Pending
         if ray_address is not None:
             from ..scale.ray_run import run_on_ray

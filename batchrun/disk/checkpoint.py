@@ -10,6 +10,7 @@ Beside ``results.jsonl`` a run keeps ``results.jsonl.checkpoint/``:
     journal       the lines finished before an earlier line, in completion order (see journal.py);
                   with output.jsonl, every finished line
     prefix.json   the report's counters over the prefix as of the last fsync (see snapshot.py)
+    spend.json    the spend ledger: what the starts' lost answers may have cost (accounting/ledger.py)
     previous.jsonl  with --retry-failed: the finished output whose failures are being re-sent
     report.json   on completion: the report, published with the output
     committed     on completion: the checkpoint is final and being published (see publish.py)
@@ -22,11 +23,14 @@ name) and the directory is removed, as one step that a crash cannot leave half d
 (`publish.py`).
 
 The directory is private (`rundir.py`): its files are created 0600 and never opened through a
-symlink.
+symlink. It is opened once, when a start takes it, and its files are reached through that
+descriptor, never through its path: in a directory others can write in, they could otherwise
+swap it for one of theirs once it was checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import itertools
@@ -49,7 +53,7 @@ from ..reader import BOM, require_a_request
 from ..records import Result
 from . import journal, publish, snapshot
 from .lock import RunLock
-from .rundir import make_run_dir
+from .rundir import open_run_dir
 
 log = logging.getLogger("batchrun")
 
@@ -72,7 +76,7 @@ _INK = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # what makes a line not blank
 
 
 def scan_input(path: Path, span: tuple[int, int] | None = None) -> InputScan:
-    """:param span: scan only these bytes, ``[start, end)`` at line starts (a shard's): the
+    """:param span: scan only these bytes, ``[start, end)`` at line starts (a `Span`'s): the
         digest and lines are theirs, the size the whole file's; no request is required in them.
     :raises InputFileError: no line of the input is a request (`require_a_request`).
     """
@@ -139,9 +143,11 @@ class Opened(enum.Enum):
 class Checkpoint:
     """The checkpoint directory of one output file."""
 
-    def __init__(self, config: RunConfig) -> None:
-        """:raises ConfigError: the errors file or the report cannot be published (`_publish_targets`)."""
+    def __init__(self, config: RunConfig, via: str | None = None) -> None:
+        """:param via: the route besides online, as `identity` takes it.
+        :raises ConfigError: the errors file or the report cannot be published (`_publish_targets`)."""
         self.config = config
+        self.via = via
         self.dir = config.checkpoint_path
         self.output = self.dir / "output.jsonl"
         self.errors = self.dir / "errors.jsonl"
@@ -150,12 +156,14 @@ class Checkpoint:
         self.meta = self.dir / "meta.json"
         self.report = self.dir / "report.json"
         self.snapshot = self.dir / "prefix.json"
+        self.spend = self.dir / "spend.json"
         self._lock = RunLock(self.dir / "lock", config.out)
+        self._fd: int | None = None  # the directory, from `open` until the lock is released
         self._finals = (config.out, *_publish_targets(config))
         self.finished: dict[str, Any] | None = None  # when the output is up to date: its run's report
         self.run_id = ""  # set by `open`, read from meta.json or made for a new run
-        # The index of the first line its files hold: a shard's lines keep the whole run's.
-        self.first_index = config.shard.first_index if config.shard is not None else 0
+        # The index of the first line its files hold: a span's lines keep the whole input's.
+        self.first_index = config.span.first_index if config.span is not None else 0
 
     def open(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> Opened:
         """Take the lock and make the directory describe this run.
@@ -170,50 +178,55 @@ class Checkpoint:
             ``retry_failed`` says what to do with it. A refused start leaves no file behind
             that was not there before.
         """
-        created = make_run_dir(self.dir, self.config.out)
+        self._fd, created = open_run_dir(self.dir, self.config.out)
         try:
-            self._lock.acquire()
+            self._lock.acquire(self._fd)
         except BaseException:
             if created:
                 self._remove_dir()
+            self._release()
             raise
         try:
             if not restart and self._complete_publishing():
-                self._lock.release()
+                self._release()
                 return Opened.PUBLISHED
             self._prepare(scan, restart=restart, retry_failed=retry_failed)
         except BaseException:
-            if created:
+            if created or self._holds_no_run():
                 self._remove_dir()
-            self._lock.release()
+            self._release()
             raise
         if self.finished is None:
             return Opened.RUN
-        if created:
+        if created or self._holds_no_run():
             self._remove_dir()
-        self._lock.release()
+        self._release()
         return Opened.UP_TO_DATE
+
+    def _holds_no_run(self) -> bool:
+        """Whether the directory holds nothing but the lock: what a crash at the very end of
+        publishing leaves (the record removed, the directory not yet), or a start taking the lock."""
+        try:
+            return set(os.listdir(self._dir_fd())) <= {"lock"}
+        except OSError:
+            return False
 
     def _complete_publishing(self) -> bool:
         try:
-            return publish.complete(self.dir)
+            return publish.complete(self.dir, dir_fd=self._dir_fd())
         except OSError as exc:
             raise ConfigError(f"{self.dir}: could not finish publishing the finished run: {exc}; nothing was "
                               "sent: run the same command again once the disk is writable") from None
 
     def _prepare(self, scan: InputScan, *, restart: bool, retry_failed: bool) -> None:
-        if restart or not self.meta.exists():
+        if restart or not self._exists(self.meta):
             # Without meta.json nothing here was started: at most a crash left the link to a
             # finished output that --retry-failed makes before writing it.
             self._clear()
-        run_id = secrets.token_hex(8)
-        if self.config.shard is not None:  # every shard of a run writes the ids of one run: its plan's
-            from ..scale.parts import planned_run_id  # it reads checkpoints: imported here, not at the top
-
-            run_id = planned_run_id(self.config) or run_id
-        meta = {"format": FORMAT, **identity(scan, self.config), "run_id": run_id}
-        if self.meta.exists():
-            with open(self.meta, "rb", opener=publish.private_file) as f:
+        run_id = self.config.run_id or secrets.token_hex(8)
+        meta = {"format": FORMAT, **identity(scan, self.config, self.via), "run_id": run_id}
+        if self._exists(self.meta):
+            with self._open(self.meta, "rb") as f:
                 saved = orjson.loads(f.read())
             where = f"{self.config.out} has a checkpoint of a different run"
             restart_hint = "run again with --restart to discard it and start over"
@@ -224,11 +237,11 @@ class Checkpoint:
                 self.run_id = saved["run_id"]
             else:  # started by a version that kept no run id
                 self.run_id = run_id
-                publish.write_atomically(self.meta, orjson.dumps({**saved, "run_id": self.run_id},
-                                                                 option=orjson.OPT_INDENT_2), private=True)
-            if retry_failed and not self.previous.exists() and self.output.exists():
-                self.snapshot.unlink(missing_ok=True)  # it describes the output moved away
-                os.replace(self.output, self.previous)  # its failures are to be re-sent
+                self._write(self.meta, orjson.dumps({**saved, "run_id": self.run_id}, option=orjson.OPT_INDENT_2))
+            if retry_failed and not self._exists(self.previous) and self._exists(self.output):
+                self._unlink(self.snapshot)  # it describes the output moved away
+                fd = self._dir_fd()  # its failures are to be re-sent:
+                os.replace(self.output.name, self.previous.name, src_dir_fd=fd, dst_dir_fd=fd)
             return
         final = self.config.out
         if final.exists() and not restart:
@@ -242,9 +255,9 @@ class Checkpoint:
                 )
             # A link, not a move: the finished output stays where the user expects it until the
             # new one replaces it.
-            os.link(final, self.previous)
+            os.link(final, self.previous.name, dst_dir_fd=self._dir_fd())
         self.run_id = run_id
-        publish.write_atomically(self.meta, orjson.dumps(meta, option=orjson.OPT_INDENT_2), private=True)
+        self._write(self.meta, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
 
     def _finished_report(self, final: Path, current: dict[str, Any]) -> dict[str, Any] | None:
         """The report of the complete run ``final`` holds, if its report says ``final`` is what
@@ -273,21 +286,20 @@ class Checkpoint:
         """
         prefix, sizes, last_custom_id = self._recover_prefix(counter)
         finished: dict[int, journal.Entry] = {}
-        if self.journal.exists():
-            with open(self.journal, "rb", opener=publish.private_file) as f:
+        if self._exists(self.journal):
+            with self._open(self.journal, "rb") as f:
                 for entry in journal.scan(f):
                     if entry.index >= self.first_index + prefix:
                         finished[entry.index] = entry  # a later record of a line wins
-        publish.write_atomically(self.journal, b"".join(journal.encode(e.index, e.ok, e.line) for e in finished.values()),
-                                 private=True)
-        previous = _lines_from(self.previous, prefix) if self.previous.exists() else None
+        self._write(self.journal, b"".join(journal.encode(e.index, e.ok, e.line) for e in finished.values()))
+        previous = _lines_from(self.open_previous(), prefix) if self._exists(self.previous) else None
         return Recovered(prefix, finished, previous, sizes, last_custom_id)
 
     def _recover_prefix(self, counter: PrefixCounter) -> tuple[int, tuple[int, int], str | None]:
         """Count the intact ordered lines, cut anything torn after them, rebuild the errors file
         after the snapshot (all of it without one); the prefix's length, the two files' sizes
         and the last line's custom_id."""
-        saved = snapshot.load(self.snapshot, self.output, self.errors)
+        saved = snapshot.load(self.snapshot, self.output, self.errors, self._dir_fd())
         count = good = 0
         last_custom_id = None
         if saved is not None:
@@ -297,10 +309,10 @@ class Checkpoint:
                 saved = None  # a report state this version cannot read: count every line
             else:
                 count, good, last_custom_id = saved.lines, saved.output_bytes, saved.last_custom_id
-                _truncate(self.errors, saved.errors_bytes)
-        with open(self.errors, "ab" if saved is not None else "wb", opener=publish.private_file) as errors:
-            if self.output.exists():
-                with open(self.output, "rb", opener=publish.private_file) as f:
+                self._truncate(self.errors, saved.errors_bytes)
+        with self._open(self.errors, "ab" if saved is not None else "wb") as errors:
+            if self._exists(self.output):
+                with self._open(self.output, "rb") as f:
                     f.seek(good)
                     for line in f:
                         try:
@@ -315,7 +327,7 @@ class Checkpoint:
                             errors.write(line)
                         count += 1
                         good += len(line)
-                _truncate(self.output, good)
+                self._truncate(self.output, good)
             errors_size = errors.tell()
         return count, (good, errors_size), last_custom_id
 
@@ -324,12 +336,31 @@ class Checkpoint:
 
         :raises OSError: it was not written (the previous one stays, still true).
         """
-        publish.write_atomically(self.snapshot, snapshot.encode(saved), private=True)
+        self._write(self.snapshot, snapshot.encode(saved))
+
+    def save_spend(self, ledger: bytes) -> None:
+        """Record the spend ledger (`accounting.ledger.SpendLedger.encode`).
+
+        :raises OSError: it was not written (the previous one stays, smaller but true).
+        """
+        self._write(self.spend, ledger)
+
+    def load_spend(self) -> Any:
+        """The saved spend ledger, decoded; ``None`` when there is none (or it cannot be read:
+        the ledger then starts from nothing, as before there was one)."""
+        try:
+            with self._open(self.spend, "rb") as f:
+                return orjson.loads(f.read())
+        except (OSError, orjson.JSONDecodeError):
+            return None
 
     def open_files(self) -> tuple[BinaryIO, BinaryIO, BinaryIO]:
         """The ordered output, errors and journal, open for appending."""
-        return (open(self.output, "ab", opener=publish.private_file), open(self.errors, "ab", opener=publish.private_file),
-                open(self.journal, "ab", opener=publish.private_file))
+        return self._open(self.output, "ab"), self._open(self.errors, "ab"), self._open(self.journal, "ab")
+
+    def open_previous(self) -> BinaryIO:
+        """The finished output whose failures --retry-failed sends again, open for reading."""
+        return self._open(self.previous, "rb")
 
     def commit(self, report: bytes | None) -> None:
         """Give the finished files (and ``report``) their final names and remove the checkpoint.
@@ -340,28 +371,68 @@ class Checkpoint:
         moves = [(self.output, out), (self.errors, errors)]
         if report is not None:
             try:
-                publish.write_atomically(self.report, report, private=True)
+                self._write(self.report, report)
                 moves.append((self.report, report_path))
             except OSError as exc:  # the report is not worth keeping the finished output back for
                 log.warning("could not write the report %s: %s", self.config.report_path, exc)
         try:
-            publish.commit(self.dir, moves)
+            publish.commit(self.dir, moves, dir_fd=self._dir_fd())
         finally:
-            self._lock.release()
+            self._release()
 
     def close(self) -> None:
         """Leave the checkpoint for the next start."""
+        self._release()
+
+    def _release(self) -> None:
         self._lock.release()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # -- the directory's files, through its descriptor ---------------------------------------------
+
+    def _dir_fd(self) -> int:
+        assert self._fd is not None, "the checkpoint is not open"
+        return self._fd
+
+    def _open(self, path: Path, mode: str) -> BinaryIO:
+        return open(path.name, mode, opener=publish.private_opener(self._dir_fd()))  # type: ignore[return-value]
+
+    def _exists(self, path: Path) -> bool:
+        try:
+            os.stat(path.name, dir_fd=self._dir_fd(), follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _unlink(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path.name, dir_fd=self._dir_fd())
+
+    def _write(self, path: Path, data: bytes) -> None:
+        publish.write_atomically(path, data, private=True, dir_fd=self._dir_fd())
+
+    def _truncate(self, path: Path, size: int) -> None:
+        fd = publish.private_opener(self._dir_fd())(path.name, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
 
     def _clear(self) -> None:
-        for path in (self.output, self.errors, self.journal, self.previous, self.meta, self.report, self.snapshot):
-            path.unlink(missing_ok=True)
+        for path in (self.output, self.errors, self.journal, self.previous, self.meta, self.report, self.snapshot,
+                     self.spend):
+            self._unlink(path)
 
     def _remove_dir(self) -> None:
-        """Undo the directory a refused start created (its lock file is all it can hold)."""
-        for path in self.dir.iterdir():
-            path.unlink(missing_ok=True)
-        self.dir.rmdir()
+        """Undo the directory a refused start created, or remove one that holds no run (its lock
+        file is all either can hold)."""
+        for name in os.listdir(self._dir_fd()):
+            self._unlink(self.dir / name)
+        if publish.same_file(self.dir, self._dir_fd()):
+            with contextlib.suppress(OSError):  # not empty: another start took the lock meanwhile, and uses it
+                self.dir.rmdir()
 
 
 def _publish_targets(config: RunConfig) -> tuple[Path, Path]:
@@ -383,14 +454,6 @@ def _publish_targets(config: RunConfig) -> tuple[Path, Path]:
     return targets[0], targets[1]
 
 
-def _truncate(path: Path, size: int) -> None:
-    fd = publish.private_file(str(path), os.O_WRONLY)
-    try:
-        os.ftruncate(fd, size)
-    finally:
-        os.close(fd)
-
-
 def _describes_complete_run(report: Any, output_bytes: int) -> TypeGuard[dict[str, Any]]:
     """Whether ``report`` is the report of a complete run that published ``output_bytes`` bytes,
     with every field `Checkpoint.open` reads back (an earlier version's report has none)."""
@@ -402,13 +465,20 @@ def _describes_complete_run(report: Any, output_bytes: int) -> TypeGuard[dict[st
             and all(is_int(requests.get(key)) for key in ("succeeded", "failed")))
 
 
-def identity(scan: InputScan, config: RunConfig) -> dict[str, Any]:
+def identity(scan: InputScan, config: RunConfig, via: str | None = None) -> dict[str, Any]:
     """What makes two starts the same run: the input (its size and digest), the options that shape
-    requests. A checkpoint records it, and so does the report of a finished run."""
+    requests. A checkpoint records it, and so does the report of a finished run.
+
+    :param via: the route the lines go by besides online (``"batch"``: the provider's Batch API),
+        so that one route never resumes another's run; an online run's has no such option.
+    """
     given: dict[str, Any] = {"size": scan.size, "digest": scan.digest}
-    if (shard := config.shard) is not None:  # its digest is of these bytes alone
-        given["shard"] = {"number": shard.number, "count": shard.count, "start": shard.start, "end": shard.end}
-    return {"input": given, "options": config.request_options()}
+    if (span := config.span) is not None:  # its digest is of these bytes alone
+        given["span"] = {"start": span.start, "end": span.end}
+    options = config.request_options()
+    if via is not None:
+        options["via"] = via
+    return {"input": given, "options": options}
 
 
 def check_same_run(saved: dict, current: dict, where: str, restart: str) -> None:  # type: ignore[type-arg]
@@ -417,9 +487,8 @@ def check_same_run(saved: dict, current: dict, where: str, restart: str) -> None
     if old.get("size") != new["size"]:
         raise ConfigError(f"{where}: the input file changed (size {old.get('size', 0):,} → {new['size']:,} bytes); "
                           f"restore the original input, or {restart}")
-    if old.get("shard") != new.get("shard"):
-        raise ConfigError(f"{where}: it holds another shard of the input ({old.get('shard')} → {new.get('shard')}); "
-                          f"{restart}")
+    if _bytes(old) != _bytes(new):
+        raise ConfigError(f"{where}: it holds another part of the input ({_part(old)} → {_part(new)}); {restart}")
     if old.get("digest") != new["digest"]:
         raise ConfigError(f"{where}: the input file's content changed (same size); restore it, or {restart}")
     # An option set on one side only (--model) is a change too.
@@ -430,16 +499,28 @@ def check_same_run(saved: dict, current: dict, where: str, restart: str) -> None
         raise ConfigError(f"{where}: options changed ({'; '.join(changed)}); use the original options, or {restart}")
 
 
-def _lines_from(path: Path, start: int) -> Generator[bytes, None, None]:
-    """The lines of ``path`` from line ``start`` on; those before are read past now, in the
+def _bytes(given: dict[str, Any]) -> tuple[int, int] | None:
+    """The bytes of the input a run read (``None``: all of them). An earlier version recorded
+    them as ``shard``, with the shard's number and count, which the part's path already says."""
+    span = given.get("span", given.get("shard"))
+    return (span["start"], span["end"]) if isinstance(span, dict) else None
+
+
+def _part(given: dict[str, Any]) -> str:
+    span = _bytes(given)
+    return "all of it" if span is None else f"bytes {span[0]:,} to {span[1]:,}"
+
+
+def _lines_from(file: BinaryIO, start: int) -> Generator[bytes, None, None]:
+    """The lines of ``file`` from line ``start`` on; those before are read past now, in the
     caller's thread (a resume's worker thread), not at the first ``next`` on the event loop."""
-    lines = _lines_after(path, start)
+    lines = _lines_after(file, start)
     next(lines)
     return lines
 
 
-def _lines_after(path: Path, start: int) -> Generator[bytes, None, None]:
-    with open(path, "rb", opener=publish.private_file) as f:
+def _lines_after(file: BinaryIO, start: int) -> Generator[bytes, None, None]:
+    with file as f:
         for _ in itertools.islice(f, start):
             pass
         yield b""  # primed: the lines before ``start`` are read past

@@ -22,11 +22,13 @@ class RunLock:
         self._what = what
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        """:raises ConfigError: another live process holds the lock, or it cannot be opened (a
+    def acquire(self, dir_fd: int | None = None) -> None:
+        """:param dir_fd: the lock's directory, held open: the lock is the file of its name there.
+        :raises ConfigError: another live process holds the lock, or it cannot be opened (a
             symlink at its name is never followed: the pid would be written through it)."""
         try:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = os.open(self._path if dir_fd is None else self._path.name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                         0o600, dir_fd=dir_fd)
         except OSError as exc:
             raise ConfigError(f"{self._path}: cannot open the lock: {exc.strerror}") from None
         try:

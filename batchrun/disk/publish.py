@@ -12,6 +12,10 @@ run, which resumes as one.
 
 A published file leaves the private checkpoint, so it takes the permissions of a user's file
 (`public_mode`) just before its rename. Every file written whole is written by `AtomicFile`.
+
+The folder is worked on through a descriptor of it (``dir_fd``; opened here when the caller
+holds none), not through its path: in a directory others can write in, the folder at that name
+could be swapped for theirs after it was checked (`rundir.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,52 +36,75 @@ PRIVATE = 0o600
 _MAX_LINKS = 40  # as the kernel: more links in a row are a loop
 
 
-def commit(folder: Path, moves: Sequence[tuple[Path, Path]]) -> None:
+def commit(folder: Path, moves: Sequence[tuple[Path, Path]], *, dir_fd: int | None = None) -> None:
     """Record that ``folder`` is committed, then publish it (`complete`).
 
     :param moves: ``(file in folder, final path)``, in the order to rename them; a final path
         on the folder's filesystem (beside it, or where a symlink beside it points).
+    :param dir_fd: the folder, held open (`rundir.open_run_dir`).
     :raises OSError: a step failed; what is done stays done, and `complete` does the rest.
     """
+    if dir_fd is None:
+        fd = open_dir(folder)
+        try:
+            commit(folder, moves, dir_fd=fd)
+        finally:
+            os.close(fd)
+        return
     record = {"moves": [[source.name, final.name if final.parent == folder.parent else str(final.absolute())]
                         for source, final in moves]}
-    write_atomically(folder / COMMITTED, orjson.dumps(record), private=True)
-    fsync_dir(folder)  # the record must be on disk before the first rename can be
-    complete(folder)
+    write_atomically(folder / COMMITTED, orjson.dumps(record), private=True, dir_fd=dir_fd)
+    os.fsync(dir_fd)  # the record must be on disk before the first rename can be
+    complete(folder, dir_fd=dir_fd)
 
 
-def complete(folder: Path) -> bool:
+def complete(folder: Path, *, dir_fd: int | None = None) -> bool:
     """Finish publishing ``folder`` if it is committed: rename what is left, remove the folder.
 
+    :param dir_fd: the folder, held open (`rundir.open_run_dir`).
     :returns: whether it was committed (and is now published and gone).
     :raises OSError: a step failed; the record stays, so a later call picks up from there.
     """
+    if dir_fd is None:
+        try:
+            fd = open_dir(folder)
+        except FileNotFoundError:
+            return False
+        try:
+            return complete(folder, dir_fd=fd)
+        finally:
+            os.close(fd)
     try:
-        with open(folder / COMMITTED, "rb", opener=private_file) as f:
+        with open(COMMITTED, "rb", opener=private_opener(dir_fd)) as f:
             record = orjson.loads(f.read())
     except FileNotFoundError:
         return False
-    finals = [(folder / source, folder.parent / final) for source, final in record["moves"]]
-    for source, final in finals:
-        if os.path.lexists(source):
-            _chmod(source, public_mode(final))
-            os.replace(source, final)
-    for parent in dict.fromkeys(final.parent for _, final in finals):
-        fsync_dir(parent)
-    for path in folder.iterdir():
-        if path.name != COMMITTED:
-            _remove(path)
-    (folder / COMMITTED).unlink()  # last: until here a crash leaves the steps to be completed
-    shutil.rmtree(folder, ignore_errors=True)
+    _publish(folder, dir_fd, record)
     return True
 
 
-def write_atomically(path: Path, data: bytes, *, private: bool = False) -> None:
+def _publish(folder: Path, fd: int, record: dict[str, Any]) -> None:
+    finals = [(source, folder.parent / final) for source, final in record["moves"]]
+    for source, final in finals:
+        if _lexists(source, fd):
+            _chmod(source, fd, public_mode(final))
+            os.replace(source, final, src_dir_fd=fd)
+    for parent in dict.fromkeys(final.parent for _, final in finals):
+        fsync_dir(parent)
+    for name in os.listdir(fd):
+        if name != COMMITTED:
+            _remove(name, fd)
+    os.unlink(COMMITTED, dir_fd=fd)  # last: until here a crash leaves the steps to be completed
+    if same_file(folder, fd):  # not a folder another user put at its name meanwhile
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_atomically(path: Path, data: bytes, *, private: bool = False, dir_fd: int | None = None) -> None:
     """Write ``path`` whole or not at all (`AtomicFile`).
 
     :raises OSError: nothing was written; the temporary file is gone too.
     """
-    target = AtomicFile(path, private=private)
+    target = AtomicFile(path, private=private, dir_fd=dir_fd)
     try:
         target.file.write(data)
         target.commit()
@@ -98,38 +125,70 @@ class AtomicFile:
         replaced. Otherwise a user's file: created as the umask allows (`public_mode`), and
         written through a symlink at ``path`` to its target (`link_target`).
     :param text: open for UTF-8 text with newlines as written (for the csv module), else binary.
+    :param dir_fd: a private file in the directory held open as this descriptor (`rundir.open_run_dir`),
+        reached through it by the name of ``path``, whatever its path names now.
     :raises OSError: the temporary file could not be created.
     """
 
-    def __init__(self, path: Path, *, private: bool = False, text: bool = False) -> None:
+    def __init__(self, path: Path, *, private: bool = False, text: bool = False, dir_fd: int | None = None) -> None:
+        if dir_fd is not None and not private:
+            raise ValueError("a file reached through its directory's descriptor is a private one")
         self.path = path if private else link_target(path)
         self.tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self.tmp.unlink(missing_ok=True)
-        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE)
+        self._dir_fd = dir_fd
+        self._unlink_tmp()
+        fd = os.open(self._name(self.tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE,
+                     dir_fd=dir_fd)
         try:
             os.fchmod(fd, PRIVATE if private else public_mode(self.path))
             self.file: IO[Any] = open(fd, "w", encoding="utf-8", newline="") if text else open(fd, "wb")  # noqa: SIM115
         except BaseException:
             os.close(fd)
-            self.tmp.unlink(missing_ok=True)
+            self._unlink_tmp()
             raise
 
     def commit(self) -> None:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        os.replace(self.tmp, self.path)
+        os.replace(self._name(self.tmp), self._name(self.path), src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):  # closing flushes what is being thrown away: a full disk
             self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        self._unlink_tmp()
+
+    def _name(self, path: Path) -> Path | str:
+        """How to reach ``path``: by its name in the directory held open, else by its path."""
+        return path if self._dir_fd is None else path.name
+
+    def _unlink_tmp(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._name(self.tmp), dir_fd=self._dir_fd)
 
 
 def private_file(path: str, flags: int) -> int:
     """The opener (``open(path, mode, opener=private_file)``) of a file in a private directory: never
     through a symlink, and created 0600."""
     return os.open(path, flags | os.O_NOFOLLOW, PRIVATE)
+
+
+def private_opener(dir_fd: int) -> Callable[[str, int], int]:
+    """`private_file` for the files of a directory held open: ``open(name, mode, opener=...)``
+    with a file's name (an absolute path would not be looked up in the directory)."""
+
+    def opener(name: str, flags: int) -> int:
+        return os.open(name, flags | os.O_NOFOLLOW, PRIVATE, dir_fd=dir_fd)
+
+    return opener
+
+
+def open_dir(path: Path) -> int:
+    """A descriptor of the directory ``path``, never through a symlink at its name.
+
+    :raises OSError: none there, a symlink (ELOOP), not a directory.
+    """
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
 
 
 def public_mode(path: Path) -> int:
@@ -178,16 +237,35 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _chmod(path: Path, mode: int) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+def same_file(path: Path, fd: int) -> bool:
+    """Whether ``path`` names the very file (or directory) held open as ``fd``, not a link to it."""
+    try:
+        here, held = os.lstat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _lexists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _chmod(name: str, dir_fd: int, mode: int) -> None:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
     try:
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+def _remove(name: str, dir_fd: int) -> None:
+    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISDIR(info.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
     else:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)

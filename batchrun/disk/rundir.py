@@ -17,14 +17,29 @@ from ..errors import ConfigError
 
 
 def make_run_dir(path: Path, out: Path) -> bool:
+    """`open_run_dir`, for a caller that reaches the directory's files by their paths.
+
+    :returns: whether it was created (``False``: it was there already).
+    :raises ConfigError: as `open_run_dir`.
+    """
+    fd, created = open_run_dir(path, out)
+    os.close(fd)
+    return created
+
+
+def open_run_dir(path: Path, out: Path) -> tuple[int, bool]:
     """Create ``path``, the run's directory beside its output ``out``, or check the one there;
-    either way it is made 0700.
+    either way it is made 0700, and kept open.
+
+    The descriptor is the directory that was checked: in a directory others can write in (and
+    that is not sticky), they could rename it away and put theirs at its name afterwards, so its
+    files are reached through the descriptor (``dir_fd``), not through ``path``.
 
     An existing one that other users could write in is refused, not repaired: it may hold what
     they left for this run to write into. One they could only read is made private: no one
     else could have put anything in it.
 
-    :returns: whether it was created (``False``: it was there already).
+    :returns: the descriptor (the caller closes it), and whether the directory was created.
     :raises ConfigError: the output's directory does not exist, or ``path`` cannot be created
         in it (no permission, a read-only filesystem, a file where a directory should be), or
         the one there is a symlink, another user's, writable by others, or holds a symlink,
@@ -48,9 +63,10 @@ def make_run_dir(path: Path, out: Path) -> bool:
         raise ConfigError(f"{path}: cannot open: {exc.strerror}") from None
     try:
         _make_private(path, fd, created=created)
-    finally:
+    except BaseException:
         os.close(fd)
-    return created
+        raise
+    return fd, created
 
 
 def _make_private(path: Path, fd: int, *, created: bool) -> None:

@@ -18,7 +18,9 @@ File format (JSON, one object): ``{"format": 1, "crc": <crc32 of the rest, as en
 
 from __future__ import annotations
 
+import os
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from typing import Any
 import orjson
 
 from ..records import Result
-from .publish import private_file
+from .publish import private_opener
 
 FORMAT = 1
 _BACK = 1 << 16  # bytes read back at a time to find the line that ends the prefix
@@ -48,34 +50,40 @@ def encode(snapshot: Snapshot) -> bytes:
     return b'{"format":%d,"crc":%d,"snapshot":%s}' % (FORMAT, zlib.crc32(body), body)
 
 
-def load(path: Path, output: Path, errors: Path) -> Snapshot | None:
-    """The snapshot at ``path`` if it checks out against ``output`` and ``errors`` (module docstring)."""
+def load(path: Path, output: Path, errors: Path, dir_fd: int) -> Snapshot | None:
+    """The snapshot at ``path`` if it checks out against ``output`` and ``errors`` (module
+    docstring): files of the checkpoint held open as ``dir_fd``, reached by their names."""
+    opener = private_opener(dir_fd)
     try:
-        with open(path, "rb", opener=private_file) as f:
+        with open(path.name, "rb", opener=opener) as f:
             data = f.read()
         doc = orjson.loads(data)
         start = data.index(b'"snapshot":') + len(b'"snapshot":')
         if doc.get("format") != FORMAT or doc.get("crc") != zlib.crc32(data[start:-1]):
             return None
         snapshot = Snapshot(**doc["snapshot"])
-        if output.lstat().st_size < snapshot.output_bytes or errors.lstat().st_size < snapshot.errors_bytes:
+        if (_size(output, dir_fd) < snapshot.output_bytes or _size(errors, dir_fd) < snapshot.errors_bytes):
             return None
         if (snapshot.lines == 0) != (snapshot.output_bytes == 0):
             return None
-        if snapshot.lines and _last_custom_id(output, snapshot) != snapshot.last_custom_id:
+        if snapshot.lines and _last_custom_id(output, snapshot, opener) != snapshot.last_custom_id:
             return None
     except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return None
     return snapshot
 
 
-def _last_custom_id(output: Path, snapshot: Snapshot) -> str | None:
+def _size(path: Path, dir_fd: int) -> int:
+    return os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False).st_size
+
+
+def _last_custom_id(output: Path, snapshot: Snapshot, opener: Callable[[str, int], int]) -> str | None:
     """The custom_id of the line that ends at the snapshot's end of the output, if a line does.
 
     :raises ValueError: that line is not an output record.
     """
     end = snapshot.output_bytes
-    with open(output, "rb", opener=private_file) as f:
+    with open(output.name, "rb", opener=opener) as f:
         f.seek(end - 1)
         if f.read(1) != b"\n":
             return None

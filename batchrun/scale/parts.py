@@ -8,8 +8,9 @@ Beside ``out.jsonl`` a sharded run keeps ``out.jsonl.shards/`` (private, as a ch
     0000.report.json …
     0000.jsonl.checkpoint/ …  a shard's checkpoint until its part is published
 
-Every shard is a run of its own (`engine.run_batch` with ``RunConfig.shard``): it resumes from its
-own checkpoint, and writes the ids of the plan's one run id, so the parts put end to end are
+Every shard is a run of its own (`engine.run_batch` of its `part_config`: its span of the input,
+its part as the output, the plan's run id): it resumes from its own checkpoint, and writes the
+ids of the plan's one run id, so the parts put end to end are
 the output a single run would have written. `assemble` does that once every part is published,
 and publishes the one output, errors file and report as a run does (`disk.publish`): a crash at
 any point leaves either the parts, which the next `assemble` assembles again, or a committed
@@ -28,17 +29,18 @@ from typing import Any
 
 import orjson
 
+from ..accounting.ledger import SpendLedger, carried_spend
 from ..accounting.pricing import load_prices
 from ..accounting.report import Report
-from ..config import RunConfig, Shard
+from ..config import RunConfig
 from ..disk import publish
 from ..disk.checkpoint import check_same_run, identity, scan_input
 from ..disk.publish import private_file
 from ..disk.rundir import make_run_dir
-from ..engine import report_json
+from ..engine.document import report_json, run_facts
 from ..errors import ConfigError
 from ..stats import RunStats
-from .shards import duplicates, split
+from .shards import Shard, duplicates, split
 
 PLAN = "plan.json"
 FORMAT = 1
@@ -55,6 +57,12 @@ def part_path(output: Path, shard: Shard) -> Path:
     report and checkpoint are named from it as a run's are from its output."""
     width = max(4, len(str(shard.count - 1)))
     return shards_folder(output) / f"{shard.number:0{width}d}.jsonl"
+
+
+def part_config(config: RunConfig, shard: Shard, run_id: str) -> RunConfig:
+    """The run of ``shard`` of ``config``'s input (``config`` is the whole run's): its span of the
+    input, its part as the output, and the plan's ``run_id`` for a checkpoint it starts."""
+    return replace(config, output_path=part_path(config.out, shard), span=shard.span, run_id=run_id)
 
 
 @dataclass(frozen=True)
@@ -115,13 +123,21 @@ def finished(config: RunConfig) -> bool:
 
 
 def finished_cost(part: RunConfig) -> float | None:
-    """USD a shard's part cost, as its report says when an earlier start finished it; ``None``
+    """USD a shard's part cost, as its report says when an earlier start finished it (its lines'
+    usage and its lost answers, `accounting.ledger`); ``None``
     while it runs (its checkpoint carries its spend) or when it is no finished run (a part of a
     finished output split to be retried)."""
     if part.checkpoint_path.exists() or not part.report_path.exists():
         return None
     report = orjson.loads(part.report_path.read_bytes())
-    return float(report["cost_usd_priced"]) if report.get("status") == "complete" else None
+    return float(report["cost_usd_priced"]) + carried_spend(report) if report.get("status") == "complete" else None
+
+
+def spent_before(config: RunConfig, made: Plan) -> float:
+    """USD the shards an earlier start finished spent (`finished_cost`); a shard still running
+    tells the budget itself what its checkpoint carries."""
+    costs = (finished_cost(part_config(config, shard, made.run_id)) for shard in made.shards)
+    return sum(cost for cost in costs if cost is not None)
 
 
 def _split_output(config: RunConfig, made: Plan) -> None:
@@ -138,13 +154,6 @@ def _split_output(config: RunConfig, made: Plan) -> None:
             except BaseException:
                 target.discard()
                 raise
-
-
-def planned_run_id(config: RunConfig) -> str | None:
-    """The run id of the plan ``config``'s shard belongs to (``None``: no plan)."""
-    assert config.output_path is not None
-    saved = _load(shards_folder(config.output_path))
-    return saved.run_id if saved is not None else None
 
 
 def _load(folder: Path) -> Plan | None:
@@ -172,35 +181,35 @@ def assemble(config: RunConfig, made: Plan, *, wall_s: float, sent: int = 0, tok
     :raises ConfigError: a shard's part is not published yet.
     :raises OSError: a step failed; calling again completes it.
     """
-    whole = replace(config, shard=None)
-    folder = shards_folder(whole.out)
-    stats = RunStats(whole.out, whole.errors_path, Report(load_prices(config.prices_path,
-                                                                      batch_discount=config.batch_discount),
-                                                          source=str(whole.out)),
+    folder = shards_folder(config.out)
+    prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
+    stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)),
                      total_hint=made.lines, simulated=config.mock, started=0.0, finished=wall_s)
     stats.tokens_this_start = tokens
     if not folder.exists() or publish.complete(folder):
-        stats.count_finished_run(orjson.loads(whole.report_path.read_bytes()))
+        stats.count_finished_run(orjson.loads(config.report_path.read_bytes()))
         return stats
-    parts = [replace(whole, shard=shard) for shard in made.shards]
-    for part in parts:
+    parts = [part_config(config, shard, made.run_id) for shard in made.shards]
+    for shard, part in zip(made.shards, parts, strict=True):
         if part.checkpoint_path.exists() or not part.out.exists():
-            raise ConfigError(f"{part.out}: shard {part.shard.number if part.shard else 0} is not finished")
+            raise ConfigError(f"{part.out}: shard {shard.number} is not finished")
+    lost = 0.0
     for part in parts:
         counted = Report(stats.report.prices)
-        counted.restore(orjson.loads(part.report_path.read_bytes())["counters"])
+        part_report = orjson.loads(part.report_path.read_bytes())
+        counted.restore(part_report["counters"])
         stats.report.merge(counted)
+        lost += carried_spend(part_report)
+    stats.ledger = SpendLedger(stats.report.prices, carried=lost)
     stats.written = stats.report.lines
     stats.carried_over = stats.written - sent
     output_bytes = _concatenate(folder / _ASSEMBLED[0], [part.out for part in parts])
     _concatenate(folder / _ASSEMBLED[1], [part.errors_path for part in parts])
-    facts = {"input_lines": made.lines, "lines_finished": stats.written,
-             "input": {"path": str(whole.input_path), **made.same_run["input"]}, "options": made.same_run["options"],
-             "max_cost": whole.max_cost}
-    doc = orjson.loads(report_json(stats, facts, output_bytes))
-    doc["shards"] = len(parts)
-    publish.write_atomically(folder / _ASSEMBLED[2], orjson.dumps(doc, option=orjson.OPT_INDENT_2), private=True)
-    finals = (whole.out, whole.errors_path, whole.report_path)
+    facts = run_facts(input_path=str(config.input_path), same_run=made.same_run, input_lines=made.lines,
+                      lines_finished=stats.written, max_cost=config.max_cost)
+    report = report_json(stats, facts, output_bytes, extra={"shards": len(parts)})
+    publish.write_atomically(folder / _ASSEMBLED[2], report, private=True)
+    finals = (config.out, config.errors_path, config.report_path)
     publish.commit(folder, [(folder / name, publish.link_target(final)) for name, final in zip(_ASSEMBLED, finals, strict=True)])
     return stats
 

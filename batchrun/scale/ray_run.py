@@ -28,20 +28,20 @@ import importlib
 import logging
 import os
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any
 
 import orjson
 
-from ..config import ApiKey, RunConfig, Shard
+from ..config import ApiKey, RunConfig
 from ..engine import run_batch
 from ..errors import BatchrunError, ConfigError
 from ..runner import run_async
 from ..stats import EXIT_STOPPED, EXIT_USAGE, RunStats
 from .budget import BudgetServer, Grant, Holding, News, ShardBudget, Want
-from .parts import Plan, assemble, finished, finished_cost, plan
-from .shards import default_count
+from .parts import Plan, assemble, finished, part_config, plan, spent_before
+from .shards import Shard, default_count
 
 log = logging.getLogger("batchrun")
 
@@ -92,24 +92,15 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | N
     # The run's one rate budget and cap; it takes no CPU a shard could use.
     server = ray.remote(BudgetServer).options(num_cpus=0).remote(rpm=config.rpm, tpm=config.tpm,
                                                                    max_cost=config.max_cost,
-                                                                   spent=_spent_before(config, made))
-    secretless = {field.name: getattr(config, field.name) for field in fields(config)
-                  if field.name not in ("api_key", "headers")}
+                                                                   spent=spent_before(config, made))
     started = time.monotonic()
-    refs = [task.remote(secretless, shard, server) for shard in made.shards]
+    refs = [task.remote(_secretless(part_config(config, shard, made.run_id)), shard, server) for shard in made.shards]
     outcomes: list[ShardOutcome] = _gather(ray, refs)
     stopped = [outcome for outcome in outcomes if outcome.stop_reason is not None]
     if stopped:
         return _stopped(config, made, outcomes, stopped)
     return assemble(config, made, wall_s=time.monotonic() - started, sent=sum(o.sent for o in outcomes),
                     tokens=sum(o.tokens for o in outcomes))
-
-
-def _spent_before(config: RunConfig, made: Plan) -> float:
-    """USD the shards an earlier start finished spent (`parts.finished_cost`); a shard still
-    running tells the budget itself what its checkpoint carries."""
-    costs = (finished_cost(replace(config, shard=shard)) for shard in made.shards)
-    return sum(cost for cost in costs if cost is not None)
 
 
 def _import_ray() -> Any:
@@ -147,12 +138,17 @@ def _credentials(api_key_env: str) -> tuple[ApiKey | None, tuple[str, ...]]:
     return ApiKey(value, scheme=scheme), tuple(secrets["headers"])
 
 
+def _secretless(part: RunConfig) -> dict[str, Any]:
+    """A shard's `RunConfig` fields but the credentials, which a worker gets itself (`_credentials`)."""
+    return {field.name: getattr(part, field.name) for field in fields(part) if field.name not in ("api_key", "headers")}
+
+
 def _run_shard(settings: dict[str, Any], shard: Shard, server: Any) -> ShardOutcome:
     """A shard's task, on a worker: its range through the engine, with SIGINT draining it, its
-    pace and spending leased from the run's `BudgetServer` actor. ``settings``: the run's
-    `RunConfig` fields but the credentials (`_credentials`)."""
+    pace and spending leased from the run's `BudgetServer` actor. ``settings``: its `part_config`
+    (`_secretless`)."""
     key, headers = _credentials(settings["api_key_env"])
-    part = RunConfig(**{**settings, "shard": shard}, api_key=key, headers=headers)
+    part = RunConfig(**settings, api_key=key, headers=headers)
     shared = ShardBudget(_ActorClient(server), shard.number)
     try:
         stats: RunStats = run_async(partial(run_batch, part, handle_signals=True, shared=shared))

@@ -7,17 +7,42 @@ is found by a second pass (`duplicates`): each shard's reader sees only its own 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..config import Bounds, Shard
+from ..config import Span
 from ..idset import IdSet
 from ..reader import Position, jsonl_lines, open_input, request_id
+from ..settings import Bounds
 
 # A shard should be worth starting a process for: at about 300 bytes a line, 64 MiB is some
 # 220,000 requests, half a minute of one process at full speed.
 MIN_SHARD_BYTES = 64 * 2**20
 SHARDS_RANGE = Bounds(1, 10_000, whole=True)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One contiguous part of the input, run as a run of its own (`span`) whose lines keep the
+    numbers, ids and messages the whole run gives them (`split`).
+
+    :param number: 0-based. :param count: shards in the run.
+    :param start: / :param end: / :param first_index: / :param first_line: / :param duplicates:
+        as `Span` has them.
+    """
+
+    number: int
+    count: int
+    start: int
+    end: int
+    first_index: int
+    first_line: int
+    duplicates: frozenset[int] = frozenset()
+
+    @property
+    def span(self) -> Span:
+        """The part of the input its run reads."""
+        return Span(self.start, self.end, self.first_index, self.first_line, self.duplicates)
 
 
 def default_count(cpus: int, size: int) -> int:

@@ -166,10 +166,10 @@ class BatchStore:
 
     :param clock: seconds since the epoch (the server's clock, anchored to wall time).
     :param count: called with a counter name (``files_uploaded``, ``batches_created``,
-        ``batches_cancelled``) each time one of those happens, for the server's stats.
+        ``batch_requests``, ``batches_cancelled``) and how many happened, for the server's stats.
     """
 
-    def __init__(self, config: Batches, seed: int, clock: Callable[[], float], count: Callable[[str], None]) -> None:
+    def __init__(self, config: Batches, seed: int, clock: Callable[[], float], count: Callable[[str, int], None]) -> None:
         self._config = config
         self._seed = seed
         self._clock = clock
@@ -230,7 +230,7 @@ class BatchStore:
         lines = _request_lines(upload[1])
         file = _File(self._new_id("file-", 24), upload[0], "batch", int(now), upload[1], lines)
         self._files[file.id] = file
-        self._count("files_uploaded")
+        self._count("files_uploaded", 1)
         return file
 
     # batches
@@ -270,7 +270,8 @@ class BatchStore:
         fates = [] if errors else [self._fate(batch_id, i) for i in range(len(file.lines))]
         batch = _Batch(batch_id, file, request["endpoint"], metadata, now, errors, fates, sequence=self._serial)
         self._batches[batch.id] = batch
-        self._count("batches_created")
+        self._count("batches_created", 1)
+        self._count("batch_requests", len(file.lines))
         return batch
 
     def _validate(self, file: _File, endpoint: str) -> list[dict[str, Any]]:
@@ -305,7 +306,7 @@ class BatchStore:
         status = self._view(batch, now)["status"]
         if status in ("validating", "in_progress"):
             batch.cancel_requested = now
-            self._count("batches_cancelled")
+            self._count("batches_cancelled", 1)
         elif status not in ("cancelling", "cancelled"):
             raise _Error(400, f"Cannot cancel a batch with status '{status}'.", code="invalid_state")
         return self._view(batch, now)

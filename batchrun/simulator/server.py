@@ -111,8 +111,9 @@ class SimulatorStats:
     (once all are answered, the ``total_tokens`` of their 200s), the charges as made under
     ``"max"`` and ``"sum"`` (see ``limits.py`` for the accounting).
 
-    The Batch API counts ``files_uploaded``, ``batches_created`` and ``batches_cancelled``
-    (cancels that took effect), so a test can tell that a client never submitted twice.
+    The Batch API counts ``files_uploaded``, ``batches_created``, the requests in those
+    (``batch_requests``) and ``batches_cancelled`` (cancels that took effect), so a test can tell
+    that a client never submitted twice, nor a line it should not have.
     """
 
     connections: int = 0
@@ -129,6 +130,7 @@ class SimulatorStats:
     charged_tokens: int = 0
     files_uploaded: int = 0
     batches_created: int = 0
+    batch_requests: int = 0
     batches_cancelled: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +150,7 @@ class SimulatorStats:
             "charged_tokens": self.charged_tokens,
             "files_uploaded": self.files_uploaded,
             "batches_created": self.batches_created,
+            "batch_requests": self.batch_requests,
             "batches_cancelled": self.batches_cancelled,
         }
 
@@ -205,8 +208,8 @@ class _Shared:
         self.connections: set[_Connection] = set()
         self._idle: asyncio.Future[None] | None = None
 
-    def _count(self, name: str) -> None:
-        setattr(self.stats, name, getattr(self.stats, name) + 1)
+    def _count(self, name: str, n: int = 1) -> None:
+        setattr(self.stats, name, getattr(self.stats, name) + n)
 
     def forget(self, connection: _Connection) -> None:
         self.connections.discard(connection)

@@ -15,6 +15,7 @@ from batchrun.cli.tables import render_report
 from batchrun.config import RunConfig
 from batchrun.disk.checkpoint import Checkpoint, scan_input
 from batchrun.errors import ConfigError
+from batchrun.records import LineError
 from batchrun.stats import RunStats
 from tests.batchworld import FAST, lines, world
 from tests.helpers import chat_line, read_jsonl, write_jsonl
@@ -207,3 +208,44 @@ def test_cancel_cancels_and_writes_what_was_answered(tmp_path: Path) -> None:
     assert isinstance(stats, RunStats) and stats.exit_code == 1
     codes = [r["error"]["code"] if r["error"] else None for r in read_jsonl(out)]
     assert codes.count(None) in range(1, 10) and set(codes) == {None, "batch_cancelled"}
+
+
+def test_an_online_start_over_batches_in_flight_sends_nothing(tmp_path: Path) -> None:
+    """The lines are at the provider, paid for there: the same output online would buy them twice."""
+    path = lines(tmp_path, 30)
+    out = tmp_path / "out.jsonl"
+    with world(seconds_per_request=100.0) as w:
+        assert isinstance(w.run(path, out, BatchOptions(detach=True)), Pending)
+        before = w.sim.stats.requests
+        with pytest.raises(ConfigError, match="--via batch"):
+            w.online(path, out)
+        assert w.sim.stats.requests == before  # not one line sent online
+        w.clock.now += 5000
+        collected = w.run(path, out)  # the batch route collects them
+    assert isinstance(collected, RunStats) and collected.exit_code == 0
+    assert all("batch_id" in r["batchrun"] for r in read_jsonl(out))
+
+
+def test_max_cost_submits_only_batches_whose_worst_case_fits(tmp_path: Path) -> None:
+    """A batch cannot be stopped once submitted: what does not fit under the cap is held back,
+    never submitted, and the same command with a higher cap submits it."""
+    from batchrun.batchapi.cap import worst_at_batch_price
+    from batchrun.reader import read_jobs
+
+    path = lines(tmp_path, 40, max_completion_tokens=50)
+    out = tmp_path / "out.jsonl"
+    worst = worst_at_batch_price(RunConfig(path, out, base_url="http://127.0.0.1:9/v1"))
+    costs = [worst(job) for job in read_jobs(path, path.stat().st_size) if not isinstance(job, LineError)]
+    cap = sum(costs[:25]) + costs[25] / 2  # 25 lines fit, the 26th does not
+    with world(seconds_per_request=1.0) as w:
+        first = w.run(path, out, max_cost=cap)
+        assert isinstance(first, RunStats) and first.exit_code == 3
+        assert "--max-cost" in (first.stop_reason or "") and "not submitted" in (first.stop_reason or "")
+        assert w.sim.stats.batches_created == 1 and w.sim.stats.batch_requests == 25  # never one line more
+        assert not out.exists()
+        second = w.run(path, out, max_cost=1.0)
+        assert isinstance(second, RunStats) and second.exit_code == 0
+        assert w.sim.stats.batches_created == 2 and w.sim.stats.batch_requests == 40  # nothing submitted twice
+    records = read_jsonl(out)
+    assert [r["custom_id"] for r in records] == [f"req-{i}" for i in range(40)]
+    assert all(r["error"] is None and "batch_id" in r["batchrun"] for r in records)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import orjson
 import pytest
 
-from batchrun import RunConfig, run_batch
+from batchrun import RetryPolicy, RunConfig, run_batch
 from batchrun.errors import ConfigError
 from batchrun.simulator import serve
 
@@ -82,3 +83,99 @@ async def test_an_attempt_whose_answer_was_lost_is_charged_as_if_billed(tmp_path
     assert answered is not None
     # The lost attempt is charged its worst case on top of what the two answers cost.
     assert stats.budget.spent > answered * 1.5
+
+
+async def test_the_cap_remembers_lost_answers_across_starts(tmp_path: Path) -> None:
+    """Every answer is lost (a timeout): nothing in the output prices what was maybe billed, so
+    only the spend ledger keeps the next start with the same cap from sending again."""
+    import httpx
+
+    from batchrun.accounting.ledger import worst_case
+    from batchrun.accounting.pricing import load_prices
+    from batchrun.reader import read_jobs
+
+    from ..helpers import FakeClock
+
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, max_completion_tokens=100) for i in range(20)])
+    job = next(iter(read_jobs(source, source.stat().st_size)))
+    price = load_prices().price(job.model)  # type: ignore[union-attr]
+    assert price is not None
+    worst = worst_case(job, price)
+    sent = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    def start() -> RunConfig:
+        return RunConfig(source, base_url="http://127.0.0.1:9/v1", concurrency=1, max_cost=5.5 * worst,
+                         retry=RetryPolicy(max_attempts=2))
+
+    first = await run_batch(start(), transport=httpx.MockTransport(handler), clock=FakeClock())
+    assert first.exit_code == 3 and 0 < sent < 20
+    spent = sent
+    report = orjson.loads((tmp_path / "in.results.report.json").read_bytes())
+    assert report["spend"]["lost_answers_usd"] == pytest.approx(spent * worst, rel=1e-6)  # every attempt was lost
+    assert report["cost_usd"] == 0  # what the recorded usage prices: nothing
+
+    again = await run_batch(start(), transport=httpx.MockTransport(handler), clock=FakeClock())
+    assert again.exit_code == 3 and sent == spent  # the same command sends nothing more
+    assert "--max-cost" in (again.stop_reason or "")
+
+
+async def test_the_stop_says_what_the_requests_in_flight_cost_once_they_settled(tmp_path: Path) -> None:
+    """Requests without ``max_tokens`` are reserved at 4,096 output tokens; answered with 16,000,
+    those in flight when the cap was reached pass it, and the message and the report say so."""
+    import asyncio
+
+    import anyio
+    import orjson
+
+    from batchrun.money import usd
+
+    from ..rawserver import RawServer, Seen, chat_answer, http
+
+    quick = {f"question {i}" for i in range(5)}  # these five settle first and reach the cap
+    release = asyncio.Event()  # of the server's loop: the rest wait for it
+    stopped: list[object] = []
+
+    async def handler(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        if seen.text not in quick:
+            await release.wait()
+        answer = chat_answer(seen)
+        answer["usage"] = {"prompt_tokens": 3, "completion_tokens": 16_000, "total_tokens": 16_003}
+        writer.write(http(200, orjson.dumps(answer)))
+        return True
+
+    class Watch:
+        def started(self, stats: object) -> None:
+            stopped.append(stats)
+
+        def written(self, result: object, stats: object) -> None: ...
+
+        def retrying(self, job: object, error: object, wait: float) -> None: ...
+
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(100)])
+    with RawServer(handler) as server:
+        config = RunConfig(source, tmp_path / "out.jsonl", base_url=server.base_url, concurrency=32, max_cost=0.05)
+
+        async def release_after_the_stop() -> None:
+            while not stopped or stopped[0].stop_reason is None:  # type: ignore[attr-defined]
+                await anyio.lowlevel.checkpoint()
+            server._loop.call_soon_threadsafe(release.set)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(release_after_the_stop)
+            stats = await run_batch(config, observer=Watch())  # type: ignore[arg-type]
+    assert stats.exit_code == 3 and stats.budget is not None
+    in_flight = len(server.seen) - len(quick)
+    assert in_flight > 0 and stats.written == len(server.seen)
+    cost = stats.report.cost()[1]
+    assert cost == pytest.approx(len(server.seen) * 16_003 * 0.6e-6, rel=0.01) and cost > 0.05
+    reason = stats.stop_reason or ""
+    assert reason.startswith(f"budget reached (--max-cost): {usd(cost)} spent of the $0.0500 cap "
+                             f"({usd(5 * 16_003 * 0.6e-6)} when it was reached; the {in_flight} requests then in flight, ")
+    assert f"cost {usd(in_flight * 16_003 * 0.6e-6)}: answers to requests without max_tokens" in reason
+    report = orjson.loads(config.report_path.read_bytes())
+    assert report["stop_reason"] == reason and usd(report["cost_usd"]) == usd(cost)

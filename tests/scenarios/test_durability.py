@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import httpx
 import orjson
 import pytest
 
-from batchrun import RunConfig, engine, run_batch
+from batchrun import RunConfig, run_batch
+from batchrun.engine import run as engine
 from batchrun.simulator import Simulator
 
 from ..helpers import (
@@ -170,3 +173,47 @@ def test_a_start_that_cannot_finish_publishing_says_so_and_sends_nothing(
     assert sim.stats.requests == 5
     assert invoke(*args)[0] == 0 and sim.stats.requests == 5
     assert not (tmp_path / "out.jsonl.checkpoint").exists() and (tmp_path / "out.errors.jsonl").exists()
+
+
+# batchrun ARGS, killed (os._exit: as kill -9) when publishing has removed the checkpoint's
+# record and is about to remove the emptied folder.
+KILLED_AS_THE_CHECKPOINT_IS_REMOVED = """
+import os, shutil, sys
+real = shutil.rmtree
+def rmtree(path, *args, **kwargs):
+    if os.fspath(path).endswith(".checkpoint"):
+        os._exit(9)
+    return real(path, *args, **kwargs)
+shutil.rmtree = rmtree
+from batchrun.cli import main
+main(sys.argv[1:], prog_name="batchrun")
+"""
+
+
+def test_a_crash_at_the_very_end_of_publishing_leaves_no_checkpoint_for_ever(tmp_path: Path, sim: Simulator) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(5)])
+    out = tmp_path / "out.jsonl"
+    args = ["run", str(source), "-o", str(out), "--base-url", sim.base_url]
+    crashed = subprocess.run([sys.executable, "-c", KILLED_AS_THE_CHECKPOINT_IS_REMOVED, *args],
+                             check=False, capture_output=True, text=True)
+    assert crashed.returncode == 9, crashed.stderr
+    checkpoint = tmp_path / "out.jsonl.checkpoint"
+    assert checkpoint.is_dir() and not (checkpoint / "committed").exists()
+    assert len(read_jsonl(out)) == 5 and sim.stats.requests == 5
+
+    code, err = invoke(*args)
+    assert code == 0 and "is up to date" in err, err
+    assert not checkpoint.exists() and sim.stats.requests == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.errors.jsonl", "out.jsonl", "out.report.json"]
+
+
+def test_an_empty_checkpoint_is_removed_by_a_refused_start_too(tmp_path: Path, sim: Simulator) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(3)])
+    args = ["run", str(source), "-o", str(tmp_path / "out.jsonl"), "--base-url", sim.base_url]
+    assert invoke(*args)[0] == 0
+    (tmp_path / "out.jsonl.checkpoint").mkdir(mode=0o700)
+    (tmp_path / "out.jsonl.checkpoint" / "lock").touch(mode=0o600)
+    write_jsonl(source, [chat_line(i) for i in range(4)])
+    code, err = invoke(*args)
+    assert code == 2 and "holds a finished run of another input" in err
+    assert not (tmp_path / "out.jsonl.checkpoint").exists() and sim.stats.requests == 3

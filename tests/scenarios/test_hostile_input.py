@@ -481,3 +481,33 @@ def test_a_real_full_tmpfs_stops_the_run_and_it_resumes_once_space_is_back(
     assert code == 0, err
     assert [r["custom_id"] for r in read_jsonl(out)] == [f"req-{i}" for i in range(400)]
     assert not (small_tmpfs / "out.jsonl.checkpoint").exists()
+
+
+LAX_TRUE_AND_PATH_PARAMETERS = [
+    {"custom_id": "s-str", "body": {"model": "m", "stream": "true"}},
+    {"custom_id": "s-int", "body": {"model": "m", "stream": 1}},
+    {"custom_id": "s-yes", "body": {"model": "m", "stream": "yes"}},
+    {"custom_id": "s-on", "body": {"model": "m", "stream": "on"}},
+    {"custom_id": "s-cap", "body": {"model": "m", "stream": "True"}},
+    {"custom_id": "p-dots", "url": "/v1/..;/admin", "body": {"model": "m"}},
+]
+
+
+def test_lax_stream_values_and_path_parameters_are_never_sent(tmp_path: Path, sim: Simulator) -> None:
+    """A server that reads booleans leniently streams for ``"true"``, ``1``, ``"yes"``…; one that
+    strips ``;`` parameters before resolving dot segments reads ``/v1/..;/admin`` as ``/admin``."""
+    alone = write_jsonl(tmp_path / "bad.jsonl", LAX_TRUE_AND_PATH_PARAMETERS)
+    code, err = invoke("run", str(alone), "-o", str(tmp_path / "bad.out.jsonl"), "--base-url", sim.base_url)
+    assert code == 2 and f"{alone}:1: stream=\"true\" is not supported" in err and "Traceback" not in err
+    assert sim.stats.requests == 0 and not (tmp_path / "bad.out.jsonl").exists()
+
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [chat_line(0), *LAX_TRUE_AND_PATH_PARAMETERS, chat_line(1)])
+    code, err = invoke("run", str(mixed), "-o", str(tmp_path / "out.jsonl"), "--base-url", sim.base_url, "-q")
+    assert code == 1 and "Traceback" not in err
+    assert sim.stats.requests == 2
+    records = read_jsonl(tmp_path / "out.jsonl")
+    refused = {r["custom_id"]: r["error"] for r in records[1:-1]}
+    assert all(e["code"] == "invalid_request_line" for e in refused.values())
+    assert {cid: e["message"].split(": ", 1)[0] for cid, e in refused.items()} == {
+        r["custom_id"]: f"{mixed}:{n}" for n, r in enumerate(LAX_TRUE_AND_PATH_PARAMETERS, start=2)}
+    assert "';'" in refused["p-dots"]["message"]

@@ -20,7 +20,7 @@ import pytest
 from batchrun.config import RetryPolicy, RunConfig
 from batchrun.errors import ConfigError
 from batchrun.runner import run_batch_sync
-from batchrun.scale.parts import plan
+from batchrun.scale.parts import part_config, plan
 from batchrun.simulator import Faults, RateLimits, Simulator, SimulatorConfig, run_in_thread
 from tests.helpers import chat_line, read_jsonl, wait_for, write_jsonl
 
@@ -193,12 +193,12 @@ def test_the_cap_counts_what_shards_finished_by_an_earlier_start_spent(sim: Simu
     out = tmp_path / "out.jsonl"
     config = RunConfig(source, out, base_url=sim.base_url)
     made = plan(config, 2)
-    first = replace(config, shard=made.shards[0])
+    first = part_config(config, made.shards[0], made.run_id)
     assert run_batch_sync(first).exit_code == 0  # an earlier start finished the first shard, and spent:
     spent = json.loads(first.report_path.read_text())["cost_usd_priced"]
     stats = run_on_ray(replace(config, max_cost=spent + 0.001), shards=2)  # ... leaving $0.001 for the rest
     assert stats.exit_code == 3
-    second = replace(config, shard=made.shards[1])
+    second = part_config(config, made.shards[1], made.run_id)
     assert json.loads(second.report_path.read_text())["cost_usd_priced"] <= 0.001
 
 

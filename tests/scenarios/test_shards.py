@@ -3,6 +3,7 @@ loopback: the same files as a single run of the input, resumable shard by shard.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from dataclasses import replace
@@ -104,13 +105,13 @@ async def test_a_shard_stopped_mid_run_resumes_sending_nothing_twice(tmp_path: P
     sent_once = sim.stats.requests
     config = sharded_like(reference, tmp_path / "out.jsonl")
     made = parts.plan(config, 3)
-    second = replace(config, shard=made.shards[1])
+    second = parts.part_config(config, made.shards[1], made.run_id)
     with anyio.CancelScope() as scope:
         await run_batch(second, observer=OnWritten(6, scope.cancel))
     assert second.checkpoint_path.exists() and not second.out.exists()
     stopped = orjson.loads(second.report_path.read_bytes())  # of its own lines
     assert stopped["input_lines"] == made.shards[2].first_index - made.shards[1].first_index
-    assert stopped["input"]["shard"] == {"number": 1, "count": 3, "start": second.shard.start, "end": second.shard.end}
+    assert stopped["input"]["span"] == {"start": made.shards[1].start, "end": made.shards[1].end}
 
     stats = await run_sharded(config, 3)
     assert stats.exit_code == 1
@@ -143,14 +144,15 @@ async def test_an_interrupted_assemble_completes_at_the_next_start(
         elif stop == "between_renames":
             fail_replacing_onto(patch, config.report_path)
         else:  # the plan and some parts are gone: only the commit record says the run is done
-            removed: list[Path] = []
+            removed: list[str] = []
+            folder = parts.shards_folder(config.out)
 
-            def remove_then_fail(path: Path) -> None:
-                if path.parent == parts.shards_folder(config.out):  # not a shard's own checkpoint's
-                    removed.append(path)
+            def remove_then_fail(name: str, dir_fd: int) -> None:
+                if os.path.samestat(os.fstat(dir_fd), os.stat(folder)):  # not a shard's own checkpoint's
+                    removed.append(name)
                 if len(removed) == 4:
                     raise OSError(5, "Input/output error")
-                remove(path)
+                remove(name, dir_fd)
 
             remove = publish._remove
             patch.setattr(publish, "_remove", remove_then_fail)
@@ -172,7 +174,7 @@ async def test_every_shard_writes_the_ids_of_the_plan_s_one_run_id(tmp_path: Pat
     config = RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url)
     made = parts.plan(config, 3)
     for shard in made.shards:
-        assert (await run_batch(replace(config, shard=shard))).exit_code == 1
+        assert (await run_batch(parts.part_config(config, shard, made.run_id))).exit_code == 1
     parts.assemble(config, made, wall_s=1.0)
     lines = read_jsonl(config.out)
     assert [line["id"] for line in lines] == [batch_request_id(made.run_id, i, line["custom_id"])
@@ -182,12 +184,13 @@ async def test_every_shard_writes_the_ids_of_the_plan_s_one_run_id(tmp_path: Pat
 async def test_a_shard_s_checkpoint_resumes_only_its_own_range(tmp_path: Path, sim: Simulator) -> None:
     source = messy_input(tmp_path / "in.jsonl")
     config = RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url, concurrency=1)
-    shard = parts.plan(config, 3).shards[1]
+    made = parts.plan(config, 3)
+    shard = made.shards[1]
     with anyio.CancelScope() as scope:
-        await run_batch(replace(config, shard=shard), observer=OnWritten(3, scope.cancel))
+        await run_batch(parts.part_config(config, shard, made.run_id), observer=OnWritten(3, scope.cancel))
     other = replace(shard, end=shard.end - 1)  # the same part, another range: another plan's
-    with pytest.raises(ConfigError, match="another shard of the input"):
-        await run_batch(replace(config, shard=other))
+    with pytest.raises(ConfigError, match="another part of the input"):
+        await run_batch(parts.part_config(config, other, made.run_id))
 
 
 def spent(config: RunConfig) -> float:

@@ -14,8 +14,9 @@ import httpx
 import orjson
 import pytest
 
-from batchrun import RunConfig, engine, run_batch
+from batchrun import RunConfig, run_batch
 from batchrun.disk import publish
+from batchrun.engine import run as engine
 from batchrun.errors import ConfigError
 from batchrun.simulator import Simulator
 
@@ -227,3 +228,47 @@ def test_a_symlinked_output_of_another_user_is_refused(tmp_path: Path, sim: Simu
     code, err = invoke("run", str(source), "-o", str(link), "--base-url", sim.base_url)
     assert code == 2 and f"the output {link}: a symlink of another user (uid {OTHER_UID}), not followed" in err, err
     assert victim.read_bytes() == SECRET and sim.stats.requests == 0
+
+
+FORGED = orjson.dumps({"id": "forged", "custom_id": "req-0", "response": None, "error": None}) + b"\n"
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+async def test_a_checkpoint_swapped_after_it_was_checked_is_neither_written_nor_published(
+        source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped: bool) -> None:
+    """In a world-writable directory without the sticky bit, another user can rename the checked
+    checkpoint away mid-run and put theirs at its name: the run goes on in its own (the one it
+    opened), writes nothing into theirs, and never publishes what theirs holds."""
+    monkeypatch.setattr(engine, "SYNC_INTERVAL", 0)  # the snapshot is saved throughout
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    config = RunConfig(source, base_url=BASE, output_path=shared / "out.jsonl", concurrency=4)
+    checkpoint = config.checkpoint_path
+    planted = {"output.jsonl": FORGED, "errors.jsonl": b"", "journal": b"", "lock": b"",
+               "meta.json": orjson.dumps({"format": 1, "run_id": "theirs"})}
+
+    def swap() -> None:
+        checkpoint.rename(shared / "moved-away")
+        checkpoint.mkdir(mode=0o700)
+        for name, data in planted.items():
+            (checkpoint / name).write_bytes(data)
+
+    with anyio.CancelScope() as scope:
+        stop = OnWritten(30, scope.cancel) if stopped else None
+
+        class Both(OnWritten):
+            def written(self, result: object, stats: object) -> None:
+                super().written(result, stats)  # type: ignore[arg-type]
+                if stop is not None:
+                    stop.written(result, stats)  # type: ignore[arg-type]
+
+        await run_batch(config, transport=httpx.MockTransport(answer), observer=Both(10, swap))
+    assert {path.name: path.read_bytes() for path in checkpoint.iterdir()} == planted  # theirs, untouched
+    if stopped:  # the run's own files stayed in its own folder, wherever it was moved
+        assert not config.out.exists()
+        assert len(read_jsonl(shared / "moved-away" / "output.jsonl")) >= 10
+    else:
+        assert [r["custom_id"] for r in read_jsonl(config.out)] == [f"req-{i}" for i in range(40)]
+        assert FORGED not in config.out.read_bytes()
+        assert list((shared / "moved-away").iterdir()) == []  # emptied by publishing; not at its name: kept

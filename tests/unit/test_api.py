@@ -33,7 +33,7 @@ def test_run_batch_sync_against_the_simulator(tmp_path: Path) -> None:
 def test_run_via_batch_against_the_simulators_batch_api(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(10)])
     with run_in_thread() as sim:
-        config = batchrun.RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url, via="batch")
+        config = batchrun.RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url)
         stats = anyio.run(batchrun.run_via_batch, config, batchrun.BatchOptions(poll_interval=0.05))
         assert sim.stats.batches_created == 1
     assert isinstance(stats, batchrun.RunStats) and (stats.exit_code, stats.succeeded) == (0, 10)

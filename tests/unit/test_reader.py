@@ -31,6 +31,13 @@ def test_envelope_and_bare_body_shapes(tmp_path: Path) -> None:
     assert orjson.loads(second.body)["messages"][0]["content"] == "hi"
 
 
+@pytest.mark.parametrize("envelope", [False, True])
+def test_stream_false_is_sent(tmp_path: Path, envelope: bool) -> None:
+    body = {"model": "m", "stream": False}
+    (job,) = lines(tmp_path, orjson.dumps({"custom_id": "a", "body": body} if envelope else body) + b"\n")
+    assert isinstance(job, Job) and orjson.loads(job.body)["stream"] is False
+
+
 def test_envelope_defaults_method_and_url(tmp_path: Path) -> None:
     (job,) = lines(tmp_path, b'{"custom_id": "a", "body": {"model": "m"}}\n')
     assert isinstance(job, Job) and job.url == "/v1/chat/completions"
@@ -75,6 +82,18 @@ def test_last_line_without_newline(tmp_path: Path) -> None:
         (b'{"custom_id": "a", "url": "/v1/..", "body": {}}', "'.' or '..' segments"),
         (b'{"custom_id": "a", "url": "/v1/..%2fadmin", "body": {}}', "an encoded '/'"),
         (b'{"model": "m", "stream": true}', "stream=true is not supported"),
+        # lax readers (pydantic's booleans, as vLLM's) take all of these for true
+        (b'{"model": "m", "stream": "true"}', 'stream="true" is not supported'),
+        (b'{"model": "m", "stream": "True"}', 'stream="True" is not supported'),
+        (b'{"model": "m", "stream": "yes"}', 'stream="yes" is not supported'),
+        (b'{"model": "m", "stream": "on"}', 'stream="on" is not supported'),
+        (b'{"model": "m", "stream": 1}', "stream=1 is not supported"),
+        (b'{"model": "m", "stream": null}', "stream=null is not supported"),
+        (b'{"model": "m", "stream": [[[[true]]]]}', "stream=an array is not supported"),
+        (b'{"custom_id": "a", "body": {"model": "m", "stream": "1"}}', 'stream="1" is not supported'),
+        (b'{"custom_id": "a", "url": "/v1/..;/admin", "body": {}}', "must not have ';' in its path"),
+        (b'{"custom_id": "a", "url": "/v1/chat;x=1/completions", "body": {}}', "must not have ';' in its path"),
+        (b'{"custom_id": "a", "url": "/v1/.;/chat", "body": {}}', "must not have ';' in its path"),
     ],
 )
 def test_bad_lines_become_errors_with_file_and_line(tmp_path: Path, line: bytes, fragment: str) -> None:
@@ -89,7 +108,8 @@ def test_bad_lines_become_errors_with_file_and_line(tmp_path: Path, line: bytes,
 
 
 @pytest.mark.parametrize("url", ["/v1/chat/completions", "/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01",
-                                 "/v1/files/file-abc:123/content", "/v1/x%20y", "/v1/.well-known/x", "/v1/x?next=/../y"])
+                                 "/v1/files/file-abc:123/content", "/v1/x%20y", "/v1/.well-known/x", "/v1/x?next=/../y",
+                                 "/v1/x%3By", "/v1/chat/completions?a=1;b=2"])
 def test_urls_that_stay_below_the_base_url_are_accepted(tmp_path: Path, url: str) -> None:
     (job,) = lines(tmp_path, orjson.dumps({"custom_id": "a", "url": url, "body": {"model": "m"}}) + b"\n")
     assert isinstance(job, Job) and job.url == url

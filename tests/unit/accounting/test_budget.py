@@ -78,7 +78,7 @@ def test_worst_case_asks_the_counter_for_its_bound_only(monkeypatch: pytest.Monk
         def bound(self, text: str) -> int:
             return len(text.encode())
 
-    monkeypatch.setattr("batchrun.accounting.budget.counter_for", lambda encoding, exact: BoundOnly())
+    monkeypatch.setattr("batchrun.accounting.ledger.counter_for", lambda encoding, exact: BoundOnly())
     body = {"model": "m", "messages": [{"role": "user", "content": "héllo"}], "max_tokens": 100}
     assert Budget(1.0, PRICES, ["m"]).worst_case(job(body)) == pytest.approx((16 * 1.0 + 100 * 2.0) * MICRO)
 
@@ -170,6 +170,30 @@ def test_a_resumed_run_starts_from_what_it_spent_and_projects_the_total() -> Non
     figures = budget.figures()
     assert figures.spent == pytest.approx(0.9) and figures.remaining == pytest.approx(0.1)
     assert "$0.9000 spent of the $1.0000 cap" in budget.describe_stop(0.2)
+
+
+def test_the_stop_message_counts_what_the_requests_in_flight_cost_after_it() -> None:
+    budget = Budget(1.0, PRICES, ["m"])
+    assert budget.admit(0.3) is Verdict.GO and budget.admit(0.3) is Verdict.GO
+    budget.settle(0.3, ok(500_000, 0))  # $0.50
+    assert budget.admit(0.6) is Verdict.STOP  # 0.5 spent, one request in flight reserved at 0.3
+    assert budget.describe_stop(0.6) == ("budget reached (--max-cost): $0.5000 spent of the $1.0000 cap; "
+                                         "the next request may cost up to $0.6000")
+    budget.settle(0.3, ok(0, 400_000))  # $0.80: an answer longer than its reservation
+    assert budget.describe_stop(0.6) == (
+        "budget reached (--max-cost): $1.3000 spent of the $1.0000 cap ($0.5000 when it was reached; the "
+        "request then in flight, reserved at $0.3000, cost $0.8000: answers to requests without max_tokens can "
+        "be longer than the 4,096 output tokens reserved, and a lost answer is charged its worst case); "
+        "the next request may cost up to $0.6000")
+
+
+def test_the_stop_message_of_requests_that_kept_within_their_reservation() -> None:
+    budget = Budget(1.0, PRICES, ["m"], spent=0.8)
+    assert budget.admit(0.1) is Verdict.GO and budget.admit(0.3) is Verdict.STOP
+    budget.settle(0.1, ok(50_000, 0))
+    assert budget.describe_stop(0.3) == ("budget reached (--max-cost): $0.8500 spent of the $1.0000 cap ($0.8000 "
+                                         "when it was reached; the request then in flight, reserved at $0.1000, "
+                                         "cost $0.0500); the next request may cost up to $0.3000")
 
 
 # -- the cap holds: a simulated run ----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import main
+from batchrun.simulator import Simulator
 
 from ...helpers import chat_line, write_jsonl
 
@@ -88,3 +90,58 @@ def test_without_the_extra_the_error_names_it_before_anything_runs(tmp_path: Pat
     assert not (tmp_path / "a.results.jsonl").exists()
     code, printed = invoke("report", str(source), "--html", str(tmp_path / "a.html"))
     assert code == 2 and "batchrun-llm[report]" in printed
+
+
+OTHER_UID = 65534  # nobody
+
+
+def _other_users_link(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim.html"
+    victim.write_text("theirs")
+    link = tmp_path / "page.html"
+    link.symlink_to(victim)
+    os.lchown(link, OTHER_UID, OTHER_UID)
+    return link
+
+
+@pytest.mark.parametrize("where", ["missing directory", "parent is a file", "another user's symlink"])
+def test_run_refuses_an_html_path_it_could_not_write_before_sending(tmp_path: Path, sim: Simulator,
+                                                                     where: str) -> None:
+    if where == "another user's symlink" and os.getuid() != 0:
+        pytest.skip("needs root to make a symlink of another user")
+    (tmp_path / "file").write_text("")
+    page = {"missing directory": lambda: tmp_path / "nope" / "a.html",
+            "parent is a file": lambda: tmp_path / "file" / "a.html",
+            "another user's symlink": lambda: _other_users_link(tmp_path)}[where]()
+    source = write_jsonl(tmp_path / "a.jsonl", [chat_line(i) for i in range(3)])
+    code, printed = invoke("run", str(source), "--base-url", sim.base_url, "--html", str(page))
+    assert code == 2, printed
+    assert f"batchrun: error: --html {page}: " in printed and "Traceback" not in printed
+    assert sim.stats.requests == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["a.jsonl", "file", *(["page.html", "victim.html"] if where == "another user's symlink" else [])])
+
+
+def test_report_refuses_an_html_path_it_could_not_write_before_reading(tmp_path: Path) -> None:
+    out = mock_run(tmp_path, "a", 2)
+    code, printed = invoke("report", str(out), "--html", str(tmp_path / "nope" / "r.html"))
+    assert code == 2 and f"--html {tmp_path / 'nope' / 'r.html'}: directory {tmp_path / 'nope'} does not exist" in printed
+    assert "gpt-4o-mini" not in printed  # refused before the table was printed
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to make a symlink of another user")
+def test_report_refuses_another_users_symlink(tmp_path: Path) -> None:
+    out = mock_run(tmp_path, "a", 2)
+    link = _other_users_link(tmp_path)
+    code, printed = invoke("report", str(out), "--html", str(link))
+    assert code == 2 and f"--html {link}: a symlink of another user (uid {OTHER_UID}), not followed" in printed
+    assert (tmp_path / "victim.html").read_text() == "theirs"
+
+
+def test_an_own_symlink_is_written_through(tmp_path: Path) -> None:
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "r.html").symlink_to(Path("pages") / "real.html")
+    out = mock_run(tmp_path, "a", 2)
+    code, printed = invoke("report", str(out), "--html", str(tmp_path / "r.html"))
+    assert code == 0, printed
+    assert "<svg" in (tmp_path / "pages" / "real.html").read_text() and (tmp_path / "r.html").is_symlink()

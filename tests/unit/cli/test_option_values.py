@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from batchrun import RetryPolicy, RunConfig
 from batchrun.cli import main
 from batchrun.cli.bounded import Bounded
-from batchrun.config import MAX_CONCURRENCY, Bounds
 from batchrun.errors import ConfigError
+from batchrun.settings import MAX_CONCURRENCY, Bounds
 
 from ...helpers import chat_line, write_jsonl
 

@@ -244,11 +244,16 @@ async def test_a_resumed_run_reports_rates_of_its_own_lines_only(source: Path, t
 
 def _recovered_stats(config: RunConfig) -> tuple[int, dict[str, object], int, bytes]:
     from batchrun.accounting.report import Report
-    from batchrun.disk.checkpoint import Checkpoint
+    from batchrun.disk.checkpoint import Checkpoint, Opened, scan_input
     from batchrun.stats import RunStats
 
     stats = RunStats(config.out, config.errors_path, Report())
-    recovered = Checkpoint(config).recover(stats)
+    checkpoint = Checkpoint(config)
+    assert checkpoint.open(scan_input(config.input_path), restart=False, retry_failed=False) is Opened.RUN
+    try:
+        recovered = checkpoint.recover(stats)
+    finally:
+        checkpoint.close()
     if recovered.previous is not None:
         recovered.previous.close()
     errors = (config.checkpoint_path / "errors.jsonl").read_bytes()

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.config import RunConfig, Shard
+from batchrun.config import RunConfig, Span
 from batchrun.disk import journal
-from batchrun.disk.checkpoint import Checkpoint, scan_input
+from batchrun.disk.checkpoint import Checkpoint, check_same_run, scan_input
 from batchrun.errors import ConfigError
 from batchrun.records import Result
 from batchrun.scale import parts
+from batchrun.scale.shards import Shard
 from batchrun.stats import RunStats
 
 from ...helpers import chat_line, write_jsonl
@@ -22,14 +23,13 @@ BASE = "http://127.0.0.1:9/v1"
 
 def test_a_shard_s_files_are_its_part_s_beside_the_output(tmp_path: Path) -> None:
     config = RunConfig(tmp_path / "in.jsonl", tmp_path / "out.jsonl", base_url=BASE)
-    part = replace(config, shard=Shard(3, 12, 100, 200, 10, 11))
+    part = parts.part_config(config, Shard(3, 12, 100, 200, 10, 11, frozenset({15})), "abc")
     folder = tmp_path / "out.jsonl.shards"
     assert (part.out, part.errors_path, part.report_path, part.checkpoint_path) == (
         folder / "0003.jsonl", folder / "0003.errors.jsonl", folder / "0003.report.json", folder / "0003.jsonl.checkpoint")
-    assert part.output_path == config.out == tmp_path / "out.jsonl"
-    assert replace(config, shard=Shard(3, 12_000, 100, 200, 10, 11)).out.name == "00003.jsonl"
-    with pytest.raises(ConfigError, match="cannot be sharded"):
-        replace(config, shard=Shard(3, 12, 100, 200, 10, 11), via="batch")
+    assert part.output_path == part.out and config.out == tmp_path / "out.jsonl"
+    assert (part.span, part.run_id) == (Span(100, 200, 10, 11, frozenset({15})), "abc")
+    assert parts.part_config(config, Shard(3, 12_000, 100, 200, 10, 11), "abc").out.name == "00003.jsonl"
 
 
 def test_the_plan_of_an_earlier_start_is_kept_and_another_input_s_refused(tmp_path: Path) -> None:
@@ -39,7 +39,6 @@ def test_the_plan_of_an_earlier_start_is_kept_and_another_input_s_refused(tmp_pa
     assert len(made.shards) == 4 and made.lines == 20
     again = parts.plan(config, 2)  # its shards' checkpoints hold the first plan's ranges
     assert again == made
-    assert parts.planned_run_id(replace(config, shard=made.shards[2])) == made.run_id
 
     write_jsonl(source, [chat_line(i) for i in range(21)])
     with pytest.raises(ConfigError, match=r"has shards of a different run.*input file changed"):
@@ -62,9 +61,11 @@ def test_a_shard_s_checkpoint_keeps_only_the_journal_lines_past_its_prefix(tmp_p
     holds is dropped, by index past the shard's first one."""
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(20)])
     config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE)
-    shard = parts.plan(config, 2).shards[1]
-    checkpoint = Checkpoint(replace(config, shard=shard))
+    made = parts.plan(config, 2)
+    shard = made.shards[1]
+    checkpoint = Checkpoint(parts.part_config(config, shard, made.run_id))
     checkpoint.open(scan_input(source, (shard.start, shard.end)), restart=False, retry_failed=False)
+    assert checkpoint.run_id == made.run_id  # every shard writes the ids of the plan's one run
     first = shard.first_index
     line = {i: Result(i, f"req-{i}", 200, "r", {}, None).encode(checkpoint.run_id) for i in range(first, first + 4)}
     checkpoint.output.write_bytes(line[first] + line[first + 1])
@@ -72,3 +73,18 @@ def test_a_shard_s_checkpoint_keeps_only_the_journal_lines_past_its_prefix(tmp_p
     recovered = checkpoint.recover(RunStats(config.out, config.errors_path))
     checkpoint.close()
     assert recovered.prefix == 2 and set(recovered.finished or {}) == {first + 3}
+
+
+def test_a_part_s_identity_is_its_span_as_an_earlier_version_s_shard_range_was() -> None:
+    """A checkpoint or report an earlier version wrote for a shard recorded its range with the
+    shard's number and count; the same bytes are the same part."""
+    def same_run(**given: object) -> dict[str, object]:
+        return {"input": {"size": 100, "digest": "d", **given}, "options": {"base_url": BASE}}
+
+    earlier = same_run(shard={"number": 1, "count": 2, "start": 40, "end": 100})
+    check_same_run(earlier, same_run(span={"start": 40, "end": 100}), "here", "restart")
+    with pytest.raises(ConfigError, match=r"here: it holds another part of the input \(bytes 40 to 100 → bytes "
+                                          r"40 to 90\); restart"):
+        check_same_run(earlier, same_run(span={"start": 40, "end": 90}), "here", "restart")
+    with pytest.raises(ConfigError, match=r"another part of the input \(all of it → bytes 40 to 100\)"):
+        check_same_run(same_run(), same_run(span={"start": 40, "end": 100}), "here", "restart")

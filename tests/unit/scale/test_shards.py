@@ -10,10 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchrun.config import Shard
 from batchrun.reader import BOM, MAX_LINE_BYTES, Position, read_jobs
 from batchrun.records import LineError
-from batchrun.scale.shards import MIN_SHARD_BYTES, default_count, duplicates, split
+from batchrun.scale.shards import MIN_SHARD_BYTES, Shard, default_count, duplicates, split
 
 
 def envelope(custom_id: str, text: str = "hi") -> bytes:

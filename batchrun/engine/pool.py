@@ -1,0 +1,272 @@
+"""The pool: one task group owning a reader, a fixed pool of workers and the ordered writer.
+
+    reader ──jobs (bounded)──▶ N workers ──each answer, at once──▶ writer ──▶ journal, output
+       ▲  │                     │  ▲                                  │
+       │  └ sources (sources.py)┤  └──────────────────────────────────┤
+       │           a retry task ◀─┘                                   │
+       └──────────────── window: a slot per line, released on write ───┘
+
+No task per line and no unbounded buffer: the job stream holds ``concurrency`` items, and the
+window lets the reader run at most ``window`` lines ahead of the oldest line not yet written,
+and no further while the lines waiting behind it hold ``window_bytes``, so a slow request at
+the head stalls dispatch instead of growing memory. A worker hands its
+answer to the writer in the same step of the event loop that received it (`Sink.put`, no
+await), so an answer is in the kernel before its request stops holding a slot: a ``kill -9``
+can cost only the requests in flight.
+A line whose first attempt fails is handed to a task of its own to wait out its backoff and
+retry, and its worker goes on with the next line: a line waiting keeps no other from being
+sent, while the pacer's slots keep the requests actually in flight within ``concurrency``.
+Those tasks are few when the endpoint is healthy, and never more than the window.
+
+The pool knows nothing of routes: a line answered by a source (`sources.py`) is written as it
+is; only the lines no source answers go to the workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Protocol, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ..accounting.ledger import SpendLedger
+from ..accounting.spending import BudgetGate
+from ..client import Client, Retrying
+from ..config import RunConfig
+from ..disk.writer import OrderedWriter
+from ..errors import BatchrunError, RequestError
+from ..records import Job, LineError, Result
+from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
+from .control import Control
+from .sources import Source, StopBefore, first_answer
+
+log = logging.getLogger("batchrun")
+T = TypeVar("T")
+
+
+class Observer(Protocol):
+    """Hooks for a progress display; called from the event loop, so they must be quick."""
+
+    def started(self, stats: RunStats) -> None: ...
+
+    def written(self, result: Result, stats: RunStats) -> None: ...
+
+    def retrying(self, job: Job, error: RequestError, wait: float) -> None: ...
+
+
+class Pool:
+    """What the reader and the workers share: the client, the sources, the cap, the ledger,
+    the sink and the `Control`."""
+
+    def __init__(self, config: RunConfig, client: Client, sources: Sequence[Source], gate: BudgetGate | None,
+                 ledger: SpendLedger, sink: Sink, control: Control) -> None:
+        self.config, self.client, self.sources, self.gate = config, client, sources, gate
+        self.ledger, self.sink, self.control = ledger, sink, control
+        # Lines a worker took and did not deliver yet: on the wire, or waiting to be tried again.
+        self._taken: dict[int, Job] = {}
+
+    def unsettled(self) -> list[Job]:
+        """The lines a worker took that were never delivered: cancelled on the wire (maybe billed)
+        or while waiting out a backoff."""
+        return list(self._taken.values())
+
+    async def run(self, items: Generator[Job | LineError, None, None], window: anyio.Semaphore,
+                  periodic: Callable[[], Any], handle_signals: bool) -> None:
+        """Every line of ``items`` answered, written, or left for a later start by a stop.
+
+        :param periodic: the task that saves the checkpoint while the pool runs.
+        """
+        config, control = self.config, self.control
+        job_send, job_recv = anyio.create_memory_object_stream[Job](config.concurrency)
+        lanes = [job_recv.clone() for _ in range(config.concurrency)]
+        job_recv.close()
+        with control.run_scope:
+            async with anyio.create_task_group() as tg:
+                if handle_signals:
+                    tg.start_soon(_watch_signals, control)
+                tg.start_soon(periodic)
+                async with anyio.create_task_group() as pool:
+                    pool.start_soon(self._guarded, self._feed, items, job_send, window)
+                    pool.start_soon(self._run_workers, lanes)
+                tg.cancel_scope.cancel()  # the signal watcher and the syncer have nothing left to do
+
+    async def _guarded(self, task: Callable[..., Any], *args: Any) -> None:
+        """Run a pool task; a condition that dooms the whole run stops it with a reason (`Control.abort`)."""
+        try:
+            await task(*args)
+        except BatchrunError as exc:
+            self.control.abort(str(exc))
+        except OSError as exc:
+            self.control.abort(f"I/O error: {exc}", disk=True)
+
+    async def _feed(self, items: Generator[Job | LineError, None, None], jobs: MemoryObjectSendStream[Job],
+                    window: anyio.Semaphore) -> None:
+        control, sink, gate, sources = self.control, self.sink, self.gate, self.sources
+        with control.feed_scope, contextlib.closing(items):
+            async with jobs:
+                for item in items:  # from the end of the ordered prefix on
+                    try:
+                        window.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await window.acquire()
+                    await sink.room()
+                    try:
+                        done = first_answer(sources, item)
+                    except StopBefore as stop:
+                        control.stop(stop.reason, stop.code, grace=None)
+                        return
+                    if done is not None:
+                        if gate is not None and not done.carried_over:
+                            gate.budget.answered(done)
+                        sink.put(done)
+                    elif isinstance(item, Job):
+                        if gate is not None and (over := await gate.reserve(item)) is not None:
+                            control.stop(over, EXIT_BUDGET, grace=None)
+                            return
+                        await _send(jobs, item)
+                    else:
+                        control.bad_line(item.message)
+                        sink.put(Result.from_line_error(item))
+                    control.fed += 1
+                control.fed_all = True
+
+    async def _run_workers(self, lanes: list[MemoryObjectReceiveStream[Job]]) -> None:
+        control = self.control
+        # The lanes close here, not as each worker ends: a worker ending on an error is followed
+        # by its abort, which cancels the reader; a lane closed first would break the reader's send.
+        try:
+            with control.workers_scope:
+                async with anyio.create_task_group() as workers:
+                    for jobs in lanes:
+                        workers.start_soon(self._guarded, self._work, jobs, workers)
+            written, doomed = control.held.at_end(stopped=control.stopping, no_such_path=self.client.no_such_path())
+            if doomed is not None:
+                control.abort(doomed)
+            for result in written:
+                self.sink.put(result)
+        finally:
+            for jobs in lanes:
+                jobs.close()
+
+    async def _work(self, jobs: MemoryObjectReceiveStream[Job], retries: TaskGroup) -> None:
+        client, control, gate = self.client, self.control, self.gate
+        while True:
+            try:
+                job = await _receive(jobs)
+            except anyio.EndOfStream:
+                return
+            if control.stopping:
+                if gate is not None:
+                    gate.release(job)
+                continue  # not sent: the next start does it
+            self._taken[job.index] = job
+            outcome = await client.first_attempt(job)
+            if isinstance(outcome, Retrying):
+                retries.start_soon(self._guarded, self._retry, outcome)
+            else:
+                self._deliver(outcome, job)
+
+    async def _retry(self, pending: Retrying) -> None:
+        result = await self.client.finish(pending)
+        self._deliver(result, pending.job)
+
+    def _deliver(self, result: Result, job: Job) -> None:
+        """Hand an answer to the files, or hold it (`held.Held`)."""
+        gate, control = self.gate, self.control
+        del self._taken[job.index]
+        self.ledger.settle(job, result, gate.settle(job, result) if gate is not None else None)
+        control.off_the_wire()
+        if result.unconfirmed:
+            control.held.hold(result)
+            return
+        if result.ok:  # the key and path work: refusals of lines sent before this were those lines' own
+            for held in control.held.confirmed_by(result):
+                self.sink.put(held)
+        self.sink.put(result)
+
+
+class Sink:
+    """Where every finished line goes, synchronously: into the files, then counted and shown.
+
+    No await between an answer's arrival and `put`: a cancellation (an abort, the end of the
+    grace period) cannot come between them, and no other request can be sent in the slot the
+    answer just freed before the answer is in the kernel.
+    """
+
+    def __init__(self, writer: OrderedWriter, window: anyio.Semaphore, window_bytes: int, stats: RunStats,
+                 observer: Observer | None) -> None:
+        self._writer, self._window, self._stats, self._observer = writer, window, stats, observer
+        self._window_bytes = window_bytes
+        self._drained: anyio.Event | None = None  # set when lines waiting are written
+
+    def put(self, result: Result) -> None:
+        """:raises OSError: writing failed (the run stops: `Pool._guarded`)."""
+        stats, observer, writer = self._stats, self._observer, self._writer
+        written = writer.add(result)
+        for done in written:
+            self._window.release()
+            stats.record(done)
+            if observer is not None:
+                observer.written(done, stats)
+        if written and self._drained is not None:
+            self._drained.set()
+        stats.max_buffered = max(stats.max_buffered, writer.buffered)
+        stats.max_buffered_bytes = max(stats.max_buffered_bytes, writer.buffered_bytes)
+
+    async def room(self) -> None:
+        """Wait while the lines waiting for an earlier one hold ``window_bytes`` or more.
+
+        The earliest line was dispatched before any of them and its answer (or failure) drains
+        them: waiting here stalls the run no more than the window does.
+        """
+        while self._writer.buffered_bytes >= self._window_bytes:
+            self._drained = anyio.Event()
+            await self._drained.wait()
+        self._drained = None
+
+
+def retry_hook(observer: Observer | None, control: Control) -> Callable[[Job, RequestError, float], None]:
+    def on_retry(job: Job, error: RequestError, wait: float) -> None:
+        log.debug("%s (line %d): %s; retrying in %.2f s", job.custom_id, job.line_no, error.code, wait)
+        if observer is not None:
+            observer.retrying(job, error, wait)
+        control.off_the_wire()
+
+    return on_retry
+
+
+async def _watch_signals(control: Control) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if control.stopping:
+                log.warning("%s again: cancelling the %d requests in flight", name, control.on_the_wire)
+            elif not control.on_the_wire:
+                log.warning("%s: no new requests; none in flight: stopping now", name)
+            else:
+                log.warning("%s: no new requests; waiting up to %g s for the %d in flight "
+                            "(again to cancel them)", name, control.drain_timeout, control.on_the_wire)
+            control.stop(f"interrupted by {name}", EXIT_STOPPED, grace=control.drain_timeout)
+
+
+# A memory object stream's `send` and `receive` yield to the event loop even when they could
+# act at once; these act at once when they can and wait only when they must.
+
+
+async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def _receive(stream: MemoryObjectReceiveStream[T]) -> T:
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        return await stream.receive()
