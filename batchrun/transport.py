@@ -3,7 +3,7 @@
 - `AiohttpTransport`, the default: aiohttp's connection pool. httpcore's pool thrashes at high
   concurrency (a released connection is offered to every waiter, encode/httpx#3215): at 256
   requests in flight one ``httpx.AsyncHTTPTransport`` serves about a twentieth of what aiohttp
-  does (``python scripts/bench.py --clients httpx-pool,aiohttp``; README, "Performance").
+  does (``python scripts/bench.py --clients httpx-pool,aiohttp``; docs/performance.md, "HTTP transport").
 - `HttpxTransport`: any ``httpx.AsyncBaseTransport`` underneath — ``httpx.MockTransport`` in
   tests, or httpx's own pool, HTTP/2, proxies and mounts for whoever needs them.
 

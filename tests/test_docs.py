@@ -4,7 +4,11 @@ somewhere, and the exit codes it promises are the ones the code returns."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from batchrun import stats
 
@@ -106,3 +110,39 @@ def test_the_exit_codes_in_the_contract_are_the_ones_the_code_returns() -> None:
     assert sorted(table) == sorted(constants.values())
     assert {name: EXIT_MEANINGS[name] in table[value] for name, value in constants.items()} == dict.fromkeys(
         constants, True)
+
+
+# PyPI's `batchrun` is another project: an install line names this one's distribution, or the checkout.
+_DISTRIBUTION = re.search(r'^name = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.MULTILINE)
+_BARE_EXTRAS = re.compile(rb"(?<![\w.-])batchrun\[")
+_PIP_INSTALL = re.compile(rb"pip install((?: +[^\s;&|)#]+)+)")
+
+
+def test_every_install_line_names_this_distribution_and_not_pypis_batchrun() -> None:
+    assert _DISTRIBUTION is not None and _DISTRIBUTION[1] != "batchrun"
+    wrong = []
+    for path in repository_files():
+        for n, line in enumerate(path.read_bytes().splitlines(), 1):
+            words = [word.strip(b"'\"`") for match in _PIP_INSTALL.findall(line) for word in match.split()]
+            if _BARE_EXTRAS.search(line) or b"batchrun" in words:
+                wrong.append(f"{path.relative_to(ROOT)}:{n}: {line.decode(errors='replace').strip()}")
+    assert wrong == []
+
+
+def test_every_page_under_docs_is_in_the_site_nav_and_every_nav_entry_is_a_page() -> None:
+    listed = re.findall(r"^\s*- [^:\n]+: ([\w.-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(encoding="utf-8"), re.MULTILINE)
+    assert len(listed) == len(set(listed))
+    assert sorted(listed) == sorted(path.name for path in (ROOT / "docs").glob("*.md"))
+
+
+def test_the_site_builds_strictly_offline(tmp_path: Path) -> None:
+    """What CI runs: a warning (a broken link or anchor, a page outside the nav) fails the build."""
+    pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
+    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                           cwd=ROOT, capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    assert (tmp_path / "site" / "contract" / "index.html").is_file()
+    # Read offline too: no page loads a script or a stylesheet from elsewhere (the theme's highlight.js CDN).
+    fetching = [f"{page.relative_to(tmp_path)}: {url}" for page in (tmp_path / "site").rglob("*.html")
+                for url in re.findall(r'(?:src|href)="(https?://[^"]+\.(?:js|css))"', page.read_text(encoding="utf-8"))]
+    assert fetching == []

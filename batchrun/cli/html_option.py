@@ -22,7 +22,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def html_option(command: F) -> F:
     return click.option("--html", "html_path", metavar="FILE", type=click.Path(path_type=Path, dir_okay=False),
                         help="Also write the report as one self-contained HTML page with charts "
-                             "(pip install 'batchrun[report]').")(command)
+                             "(pip install 'batchrun-llm[report]').")(command)
 
 
 def check_html_extra(html_path: Path | None) -> None:

@@ -27,7 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _RAY_OPTIONS = [
     click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
                  cls=DeclaredOption, group=RAY,
-                 help="Run as shards on a Ray cluster (pip install 'batchrun[ray]'): the one at ADDRESS, the one "
+                 help="Run as shards on a Ray cluster (pip install 'batchrun-llm[ray]'): the one at ADDRESS, the one "
                       "$RAY_ADDRESS names, or a local one of the run's own using every core."),
     click.option("--shards", type=Bounded(SHARDS_RANGE), metavar="N", cls=DeclaredOption, group=RAY,
                  help="With --ray: how many contiguous parts of the input run at once. Default: one per CPU, "

@@ -1,4 +1,4 @@
-"""Where a run keeps its state between starts, so any interruption can be resumed (README, "Checkpoints and resume").
+"""Where a run keeps its state between starts, so any interruption can be resumed (docs/reliability.md, "Checkpoints and resume").
 
 Beside ``results.jsonl`` a run keeps ``results.jsonl.checkpoint/``:
 

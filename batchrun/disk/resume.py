@@ -1,5 +1,5 @@
 """Which lines an earlier start of the run already finished, asked line by line as the input
-is read again (an answered line is never sent twice: README, "Checkpoints and resume").
+is read again (an answered line is never sent twice: docs/reliability.md, "Checkpoints and resume").
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Needs the ``report`` extra (matplotlib draws the charts as inline SVG, Jinja2 fi
 
 from __future__ import annotations
 
-EXTRA_HINT = "--html needs the report extra: pip install 'batchrun[report]'"
+EXTRA_HINT = "--html needs the report extra: pip install 'batchrun-llm[report]' (in a checkout: pip install -e '.[report]')"
 
 
 def require() -> None:

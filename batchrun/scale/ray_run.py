@@ -1,7 +1,7 @@
 """``batchrun run --ray``: a run's shards (`parts.plan`) as Ray tasks, then `parts.assemble`.
 
 The only module that imports Ray, and only when a run asks for it (``pip install
-'batchrun[ray]'``). Each shard is one task calling `engine.run_batch` for its range, as the
+'batchrun-llm[ray]'``). Each shard is one task calling `engine.run_batch` for its range, as the
 local runner does one after another: the engine stays the engine.
 
 - Its part and checkpoint are in ``out.jsonl.shards/``, which every node must reach (on a real
@@ -202,7 +202,7 @@ def _import_ray() -> Any:
     try:
         return importlib.import_module("ray")
     except ImportError:
-        raise ConfigError("--ray needs Ray: pip install 'batchrun[ray]'") from None
+        raise ConfigError("--ray needs Ray: pip install 'batchrun-llm[ray]' (in a checkout: pip install -e '.[ray]')") from None
 
 
 def _secrets(config: RunConfig) -> str:

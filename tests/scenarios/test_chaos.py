@@ -139,7 +139,7 @@ async def test_ten_thousand_requests_through_a_storm_of_faults(tmp_path: Path) -
     errors = read_jsonl(config.errors_path)
     assert [e["custom_id"] for e in errors] == [o["custom_id"] for o in out if not succeeded(o)]
 
-    if figures := os.environ.get(FIGURES_ENV):  # for the README's reliability section
+    if figures := os.environ.get(FIGURES_ENV):  # for docs/reliability.md, "Faults, bad input and secrets"
         Path(figures).write_bytes(orjson.dumps(
             {"lines": CHAOS_LINES, "requests": seen.requests, "faults_injected": sum(injected.values()),
              "by_fault": injected, "answered_400": seen.responses[400], "failed_after_retries": len(failed),
@@ -256,7 +256,7 @@ ERROR_CODES = {"500": "server_error", "timeout": "request_timeout", "malformed":
 
 
 def expected_outcome(schedule: list[str], max_attempts: int) -> tuple[str, int]:
-    """The final outcome the schedule implies, and the attempt it comes at (README, "Retries": 429s do
+    """The final outcome the schedule implies, and the attempt it comes at (docs/running.md, "Retries": 429s do
     not use up attempts; 400 is final; the rest are retried up to ``max_attempts`` failures)."""
     failures = 0
     attempt = 0

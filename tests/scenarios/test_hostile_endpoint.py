@@ -1,5 +1,5 @@
 """A hostile endpoint, over real loopback: every fault becomes a precise error record,
-retried exactly when README "Retries" says, and never a crash.
+retried exactly when docs/retries.md says, and never a crash.
 
 The built-in simulator does hangs, drops, truncations, malformed bodies, 429s and 5xx. What it
 cannot do — scripted statuses per attempt, redirects to a second host, gzip, huge or invalid

@@ -58,7 +58,7 @@ def test_the_review_sample_on_the_simulator(tmp_path: Path, monkeypatch: pytest.
 
 def test_html_writes_the_runs_page_and_a_path_it_cannot_write_is_refused_first(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install 'batchrun[report]'")
+    pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install 'batchrun-llm[report]'")
     copy_samples(tmp_path, "reviews.csv", "sentiment.txt")
     monkeypatch.chdir(tmp_path)
     for page, message in (("missing/page.html", "output directory missing does not exist"),

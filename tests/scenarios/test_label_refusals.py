@@ -60,7 +60,7 @@ def test_an_output_symlink_of_another_user_is_refused_before_anything_is_sent(
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to make a symlink of another user")
 def test_an_html_page_at_another_users_symlink_is_refused_before_anything_is_sent(
         tmp_path: Path, data: Path, sim: Simulator) -> None:
-    pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install 'batchrun[report]'")
+    pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install 'batchrun-llm[report]'")
     link = tmp_path / "page.html"
     link.symlink_to(tmp_path / "victim.html")
     os.lchown(link, OTHER_UID, OTHER_UID)

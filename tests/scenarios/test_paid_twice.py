@@ -1,4 +1,4 @@
-"""The paid-twice bound (README, "Checkpoints and resume"): after an abort, a budget stop or a
+"""The paid-twice bound (docs/reliability.md, "What can be paid for twice"): after an abort, a budget stop or a
 failed publish, a resume sends no line whose answer was received. (SIGTERM: test_crash.py;
 kill -9 and a failed publish: unit/disk/test_publish.py.)"""
 

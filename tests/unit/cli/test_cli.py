@@ -34,6 +34,8 @@ def test_mock_run_of_the_sample(tmp_path: Path) -> None:
     assert [o["custom_id"] for o in out] == [f"explain-{i:04d}" for i in range(200)]
     assert "200 succeeded, 0 failed" in err and "chat.results.jsonl" in err
     assert "started: 200 lines" in err  # stderr is not a terminal: log lines, not a bar
+    # The README's first command: its reasoning-model lines leave room to think, so none is cut.
+    assert "output cap" not in err
     assert (tmp_path / "chat.results.errors.jsonl").read_bytes() == b""
 
 

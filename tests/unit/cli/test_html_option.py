@@ -15,7 +15,7 @@ from batchrun.simulator import Simulator
 
 from ...helpers import chat_line, write_jsonl
 
-pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install 'batchrun[report]'")
+pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install -e '.[report]'")
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -86,10 +86,10 @@ def test_without_the_extra_the_error_names_it_before_anything_runs(tmp_path: Pat
     source = write_jsonl(tmp_path / "a.jsonl", [chat_line(0)])
     code, printed = invoke("run", str(source), "--mock", "--html", str(tmp_path / "a.html"))
     assert code == 2
-    assert "pip install 'batchrun[report]'" in printed
+    assert "pip install 'batchrun-llm[report]'" in printed
     assert not (tmp_path / "a.results.jsonl").exists()
     code, printed = invoke("report", str(source), "--html", str(tmp_path / "a.html"))
-    assert code == 2 and "batchrun[report]" in printed
+    assert code == 2 and "batchrun-llm[report]" in printed
 
 
 OTHER_UID = 65534  # nobody

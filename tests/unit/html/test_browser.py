@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install 'batchrun[report]'")
+pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install -e '.[report]'")
 
 from batchrun.html.page import render_compare, render_run
 

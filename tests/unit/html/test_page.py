@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install 'batchrun[report]'")
-pytest.importorskip("jinja2", reason="the report extra is not installed: pip install 'batchrun[report]'")
+pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install -e '.[report]'")
+pytest.importorskip("jinja2", reason="the report extra is not installed: pip install -e '.[report]'")
 
 from batchrun.html.page import endpoint, render_compare, render_run
 
