@@ -41,7 +41,9 @@ JSON document (`Estimate.to_dict`), schema ``batchrun.estimate/1``::
       "cost_usd": {"low": float, "high": float} | null,    # null when a model has no price
       "cost_usd_priced": {"low": float, "high": float},
       "batch_api": {"cost_usd": {"low": float, "high": float} | null,  # the same through the Batch API
-                    "cost_usd_priced": {"low": float, "high": float}},
+                    "cost_usd_priced": {"low": float, "high": float},
+                    "batches": int,                 # how many --via batch plans, at OpenAI's limits
+                    "queue_tokens": {model: int}},  # what they enqueue (prompts + output caps)
       "default_max_output_tokens": int,
       "token_counts": {encoding: "exact" | "heuristic"},
       "prices": {"date", "source", "overrides", "multiplier", "batch_discount"},
@@ -59,6 +61,7 @@ from typing import Any
 
 import orjson
 
+from ..batchapi.plan import QueueNeed
 from ..reader import read_jobs
 from ..records import Job, LineError
 from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS, TokenCounter, counter_for, encoding_for, request_tokens
@@ -106,6 +109,7 @@ class Estimate:
         self.by_endpoint: Counter[str] = Counter()
         self.models = PerModel(ModelEstimate)
         self.encodings: dict[str, str] = {}
+        self.queue = QueueNeed()  # the Batch API's batches and queue (`batchapi.queue`)
 
     def add_problem(self, problem: Problem) -> None:
         self.lines += 1
@@ -187,7 +191,8 @@ class Estimate:
                        "output_cap": sum(t.output_cap_tokens for t in self.models.values())},
             "cost_usd": _range(total),
             "cost_usd_priced": _range(priced),
-            "batch_api": {"cost_usd": _range(batch_total), "cost_usd_priced": _range(batch_priced)},
+            "batch_api": {"cost_usd": _range(batch_total), "cost_usd_priced": _range(batch_priced),
+                          "batches": self.queue.batches, "queue_tokens": dict(sorted(self.queue.tokens.items()))},
             "default_max_output_tokens": self.default_max_output,
             "token_counts": self.token_counts(),
             "prices": self.prices.provenance(),
@@ -228,6 +233,7 @@ def estimate_file(path: Path, prices: PriceTable | None = None, *,
             continue
         assert isinstance(item, Job) and item.model is not None
         estimate.add_request(item.model, item.url, orjson.loads(item.body))
+        estimate.queue.add(item)
     return estimate
 
 

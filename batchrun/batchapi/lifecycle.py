@@ -46,6 +46,7 @@ from .api import BatchApi, metadata
 from .ledger import ENDED, Ledger, Part, remove_dir
 from .options import FIRST_POLL, BatchOptions
 from .plan import part_file, plan
+from .queue import BatchQueue, refused_for_queue
 
 if TYPE_CHECKING:  # only annotates: loaded when an httpx transport is passed in
     import httpx
@@ -188,6 +189,8 @@ class _Lifecycle:
         self.transport = transport
         self.api = BatchApi(config, transport, clock)
         self.cap = cap.BatchCap(config, ledger)
+        self.queue = BatchQueue(ledger, options.limits.queue_tokens)
+        self._waiting: set[int] = set()  # batches said to wait for the queue
         self.clock = clock
         self.wall = wall
         self.online = False  # the deadline passed: what the batches did not answer goes online
@@ -239,6 +242,8 @@ class _Lifecycle:
             while True:
                 await self._poll()
                 await self._collect()
+                if not self.options.cancel and not self.online:  # what waited for the queue
+                    await self._submit()
                 if all(part.collected or (self.online and part.batch_id is None) or part in self.cap.held_back
                        for part in self.ledger.parts):
                     return None
@@ -255,10 +260,18 @@ class _Lifecycle:
     async def _submit(self) -> None:
         ledger = self.ledger
         for part in ledger.parts:
-            if part.batch_id is not None:
+            if part.batch_id is not None or part.ended or part in self.cap.held_back:
                 continue
             if self.past_deadline():
                 return
+            if not self.queue.fits(part):
+                if part.number not in self._waiting:
+                    self._waiting.add(part.number)
+                    log.info("batch %d of %d (%s tokens) waits for the batch queue: %s of %s tokens of %s are "
+                             "enqueued", part.number + 1, len(ledger.parts), f"{part.tokens:,}",
+                             f"{self.queue.enqueued(part.model):,}", f"{self.queue.limit or 0:,}",
+                             part.model or part.url)
+                continue
             if not self.cap.fits(part):
                 log.warning("batch %d of %d (%s lines) is held back: its worst case does not fit under --max-cost",
                             part.number + 1, len(ledger.parts), f"{part.lines:,}")
@@ -289,14 +302,22 @@ class _Lifecycle:
         if not isinstance(batch_id, str) or not batch_id:
             raise FatalEndpointError("POST /v1/batches: the reply has no 'id'")
         part.batch_id = batch_id
-        part.update(batch)
+        self._update(part, batch)
         await anyio.to_thread.run_sync(self.ledger.save)
+
+    def _update(self, part: Part, batch: dict[str, Any]) -> bool:
+        """Take in ``part``'s Batch object; a batch refused for the queue is put back to wait."""
+        message = refused_for_queue(batch)
+        if message is None:
+            return part.update(batch)
+        self.queue.refused(part, message)
+        return True
 
     async def _poll(self) -> None:
         changed = False
         for part in self.ledger.in_flight:
             assert part.batch_id is not None
-            changed |= part.update(await self.api.retrieve(part.batch_id))
+            changed |= self._update(part, await self.api.retrieve(part.batch_id))
         if changed:
             await anyio.to_thread.run_sync(self.ledger.save)
             log.info("%s", self._progress())

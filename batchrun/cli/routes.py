@@ -34,7 +34,7 @@ _RAY_OPTIONS = [
                       "fewer for a small input."),
 ]
 _BATCH_PARAMS = ("via", "detach", "cancel", "batch_deadline", "poll_interval", "batch_max_requests",
-                 "batch_max_bytes", "batch_mixed_models")
+                 "batch_max_bytes", "batch_mixed_models", "batch_queue_tokens")
 
 
 def route_options(command: F) -> F:
