@@ -21,7 +21,7 @@ import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import compress
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ from ..disk.lock import RunLock
 from ..disk.rundir import make_run_dir
 from ..disk.runfiles import checked
 from ..engine import Observer, run_batch
+from ..engine.sources import Source, first_answer
 from ..errors import ConfigError, FatalEndpointError
 from ..pacing import SYSTEM_CLOCK, Clock
 from ..reader import open_input, read_jobs
@@ -76,6 +77,7 @@ async def run_via_batch(
     clock: Clock = SYSTEM_CLOCK,
     wall: Callable[[], float] = time.time,
     handle_signals: bool = False,
+    sources: Sequence[Source] = (),
 ) -> RunStats | Pending:
     """Run ``config``'s input through the Batch API (module docstring); the engine writes the
     output as an online run's once every batch has ended.
@@ -83,6 +85,8 @@ async def run_via_batch(
     :param wall: seconds since the epoch (the deadline, and when batches were made, span starts).
     :param handle_signals: SIGINT/SIGTERM while submitting or polling stop this start only:
         the batches go on at the provider, and the next start picks them up.
+    :param sources: answers known before anything is sent (`engine.sources`): their lines are
+        not planned into batches, and the engine takes them first.
     :raises ConfigError: / :raises InputFileError: as `engine.run_batch`; or the batches'
         folder belongs to another input or options.
     """
@@ -98,13 +102,13 @@ async def run_via_batch(
         # another run's: the engine says which (or completes its publishing), sending nothing.
         if not config.restart and (config.checkpoint_path.exists() or (config.out.exists() and not config.retry_failed)):
             return await run_batch(config, transport=transport, observer=observer, clock=clock,
-                                   handle_signals=handle_signals, via=VIA)
+                                   handle_signals=handle_signals, sources=sources, via=VIA)
     created = make_run_dir(directory, config.out)
     lock = RunLock(directory / "lock", config.out)
     lock.acquire()
     try:
         try:
-            ledger = await _ledger(config, options, wall)
+            ledger = await _ledger(config, options, wall, sources)
         except BaseException:
             if created and Ledger.load(directory) is None:  # refused before planning: leave nothing behind
                 remove_dir(directory)
@@ -122,7 +126,7 @@ async def run_via_batch(
         collected = answers.Answers(ledger, online=lifecycle.online, stop=stop)
         try:
             stats = await run_batch(config, transport=transport, observer=observer, clock=clock,
-                                    handle_signals=handle_signals, sources=[collected], via=VIA)
+                                    handle_signals=handle_signals, sources=[*sources, collected], via=VIA)
         finally:
             collected.close()
         if stats.stop_reason is None:
@@ -135,7 +139,8 @@ async def run_via_batch(
         lock.release()
 
 
-async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], float]) -> Ledger:
+async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], float],
+                  sources: Sequence[Source]) -> Ledger:
     """The ledger in the batches' folder, or a new plan (`plan.plan`) when there is none."""
     directory = config.batches_path
     scan = await anyio.to_thread.run_sync(scan_input, config.input_path)
@@ -151,17 +156,18 @@ async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], f
         remove_dir(directory, keep="lock")
         ledger = None
     if ledger is None:
-        ledger = await anyio.to_thread.run_sync(_plan, config, options, same_run, wall())
+        ledger = await anyio.to_thread.run_sync(_plan, config, options, same_run, wall(), sources)
     return ledger
 
 
-def _plan(config: RunConfig, options: BatchOptions, same_run: dict[str, Any], now: float) -> Ledger:
+def _plan(config: RunConfig, options: BatchOptions, same_run: dict[str, Any], now: float,
+          sources: Sequence[Source]) -> Ledger:
     size = same_run["input"]["size"]
     items: Iterator[Job | LineError] = read_jobs(config.input_path, size, model=config.model)
     retry = config.retry_failed and config.out.exists()
     if retry:  # only the lines the finished output failed
         items = compress(items, _failed_lines(config))
-    jobs = (item for item in items if isinstance(item, Job))
+    jobs = (item for item in items if isinstance(item, Job) and first_answer(sources, item) is None)
     parts = plan(jobs, options.limits, config.batches_path, config.input_path, cap.split(config))
     ledger = Ledger(config.batches_path, secrets.token_hex(8), now, same_run, parts, retry_failed=retry)
     ledger.save()

@@ -53,6 +53,8 @@ from ..engine import Observer, run_batch
 from ..errors import ConfigError
 from ..stats import EXIT_FAILED_LINES, EXIT_OK, EXIT_STOPPED, RunStats
 from ..transport import Transport
+from ..engine.sources import Source
+from . import previous
 from .answers import AnswerSpec, FreeText, Labels, load_json_schema
 from .formulas import is_formula
 from .join import JoinCounts, join
@@ -198,6 +200,8 @@ class LabelRun:
         self._bom = False  # whether the data began with a BOM, as the rendering read it
         self._data_stamp: tuple[int, int] | None = None
         self._created = False
+        self._previous: previous.Previous | None = None
+        self.up_to_date = False  # the output already holds this run (`prepare`)
 
     def __enter__(self) -> LabelRun:
         self._created = make_run_dir(self.work.dir, self.job.out)
@@ -209,6 +213,8 @@ class LabelRun:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if self._previous is not None:
+            self._previous.close()
         self._lock.release()
         if kind is not None:
             self._remove_if_new()
@@ -228,23 +234,44 @@ class LabelRun:
         :raises InputFileError: rows that cannot be sent (nothing was sent).
         """
         work, out, config = self.work, self.job.out, self.config
+        if config.restart:
+            previous.discard(work)
+        incremental = work.previous_results.exists()  # only new rows are being labeled (`previous`)
         running = work.running()
         finished = work.results.exists() and not running
-        started = finished or running
         if not config.restart and work.join_pending():
             self._data_stamp = _stamp(self.job.data_path)
             self._render(compare=True)
             return None
-        if not config.restart:
-            if out.exists() and not started:
+        if not config.restart and not incremental:
+            if out.exists() and not (finished or running):
                 raise ConfigError(f"{out} already exists and {work.dir} holds no run that wrote it: pass --restart "
                                   "to label every row and replace it")
             if out.exists() and finished and not config.retry_failed:
-                raise ConfigError(f"{out} already holds a finished label run: pass --retry-failed to send its "
-                                  "failed rows again, or --restart to label every row again")
+                self._data_stamp = _stamp(self.job.data_path)
+                if self._rendered() == _digest(work.requests):
+                    self.up_to_date = True  # the same command again: nothing to send, the output is joined again
+                    self._render(compare=True)
+                    return None
+                previous.set_aside(work)
+                incremental, finished = True, False
+        if incremental:
+            self._previous = previous.Previous(work, by_id=self.job.id_field is not None)
         self._data_stamp = _stamp(self.job.data_path)
-        self._render(compare=started and not config.restart, new_requests=finished and config.retry_failed)
+        self._render(compare=(finished or running) and not config.restart, new_requests=finished and config.retry_failed)
         return None if finished and not config.retry_failed and not config.restart else config
+
+    @property
+    def sources(self) -> list[Source]:
+        """Where the engine finds answers before sending: the answers kept from the run set aside."""
+        return [self._previous] if self._previous is not None else []
+
+    def _rendered(self) -> bytes:
+        """The digest of the requests as the data, template and options render them now."""
+        digest = hashlib.blake2b(digest_size=16)
+        for request in Renderer(self.job.data_path, self.job.spec, self.job.id_field, self.job.delimiter):
+            digest.update(request.line())
+        return digest.digest()
 
     def finish(self, stats: RunStats | None) -> LabelOutcome:
         """Join the answers with the rows into the output, unless the engine stopped early.
@@ -287,6 +314,7 @@ class LabelRun:
             errors.commit()
             writer.commit()
             work.mark_joined(job.out)  # last: from here the results have been joined
+            previous.discard(work)
         except BaseException:
             for target in targets:
                 target.discard()
@@ -364,7 +392,8 @@ async def label_dataset(job: LabelJob, engine: EngineConfig, *,
         config = await anyio.to_thread.run_sync(run.prepare)
         stats = None
         if config is not None:
-            stats = await run_batch(config, transport=transport, observer=observer, handle_signals=handle_signals)
+            stats = await run_batch(config, transport=transport, observer=observer, handle_signals=handle_signals,
+                                    sources=run.sources)
         return await anyio.to_thread.run_sync(run.finish, stats)
 
 
@@ -375,6 +404,15 @@ def _warn_formula_labels(labels: Sequence[str], out: Path, *, raw_cells: bool) -
                    else "such labels are written with a ' in front, as text (--raw-cells writes them as given)")
         log.warning("--labels: a spreadsheet opening %s would run %s as a formula; %s", out,
                     ", ".join(map(repr, formulas)), outcome)
+
+
+def _digest(path: Path) -> bytes | None:
+    """The digest of a file's bytes (`LabelRun._rendered`'s); ``None`` when it is gone."""
+    try:
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).digest()
+    except FileNotFoundError:
+        return None
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
