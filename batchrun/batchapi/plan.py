@@ -113,8 +113,8 @@ class QueueNeed:
     """What a file asks of the Batch API, without writing anything (``batchrun estimate``): the
     batches `plan` would make of it, and the tokens each model's batches enqueue in all."""
 
-    def __init__(self, limits: BatchLimits = BatchLimits()) -> None:
-        self._limits = limits
+    def __init__(self, limits: BatchLimits | None = None) -> None:
+        self._limits = limits or BatchLimits()
         self._filling: dict[tuple[str, str | None], Part] = {}
         self.batches = 0
         self.tokens: dict[str, int] = {}

@@ -16,8 +16,12 @@ Running the same command again continues whatever stopped, because every step is
 the requests are rendered again, byte for byte the same (checked line by line against the
 earlier ones: a changed data file, template or option is refused unless ``--restart``), the
 engine resumes from its checkpoint, and the join, which writes the output to a temporary file
-renamed into place, runs again from the start. A finished output is not overwritten unless
-asked (``--retry-failed`` or ``--restart``), as with ``batchrun run``.
+renamed into place, runs again from the start.
+
+Over a finished output, the same command is up to date, as with ``batchrun run``: nothing is
+sent, the output is joined again, and the exit code is that run's. When the data, template or
+options changed, only the rows whose requests are new are sent; the others keep their answers
+(`previous`). ``--restart`` labels every row again.
 
 ``--retry-failed`` over a finished run may change the template and the request options (the
 prompt being what a user fixes after seeing failures): the rows that have an answer keep it,
@@ -50,10 +54,10 @@ from ..disk import publish
 from ..disk.lock import RunLock
 from ..disk.rundir import make_run_dir
 from ..engine import Observer, run_batch
+from ..engine.sources import Source
 from ..errors import ConfigError
 from ..stats import EXIT_FAILED_LINES, EXIT_OK, EXIT_STOPPED, RunStats
 from ..transport import Transport
-from ..engine.sources import Source
 from . import previous
 from .answers import AnswerSpec, FreeText, Labels, load_json_schema
 from .formulas import is_formula
@@ -175,7 +179,7 @@ class LabelRun:
 
         with LabelRun(job, engine) as run:
             config = run.prepare()            # render; None if the batch is already finished
-            stats = run_batch(config) if config else None    # or another route's run
+            stats = run_batch(config, sources=run.sources) if config else None  # or another route
             outcome = run.finish(stats)       # join
 
     A start refused before the engine kept anything (a row that cannot be sent, the engine's
@@ -227,10 +231,11 @@ class LabelRun:
     def prepare(self) -> RunConfig | None:
         """Check what earlier runs left, render the requests, and say what the engine must do.
 
-        :returns: the engine's config, or ``None`` when the batch already finished (only the
-            join is left, e.g. after a crash while writing the output).
-        :raises ConfigError: a finished output would be overwritten unasked, or the requests
-            now differ from those of the run being continued.
+        :returns: the engine's config (with `sources`), or ``None`` when the batch already
+            finished (only the join is left: after a crash while writing the output, or the
+            same command again, `up_to_date`).
+        :raises ConfigError: an output no run in the work folder wrote would be overwritten
+            unasked, or the requests now differ from those of the run being continued.
         :raises InputFileError: rows that cannot be sent (nothing was sent).
         """
         work, out, config = self.work, self.job.out, self.config
@@ -249,13 +254,14 @@ class LabelRun:
                                   "to label every row and replace it")
             if out.exists() and finished and not config.retry_failed:
                 self._data_stamp = _stamp(self.job.data_path)
-                if self._rendered() == _digest(work.requests):
+                renderer = Renderer(self.job.data_path, self.job.spec, self.job.id_field, self.job.delimiter)
+                if previous.unchanged(work, (request.line() for request in renderer)):
                     self.up_to_date = True  # the same command again: nothing to send, the output is joined again
                     self._render(compare=True)
                     return None
-                previous.set_aside(work)
                 incremental, finished = True, False
         if incremental:
+            previous.set_aside(work)
             self._previous = previous.Previous(work, by_id=self.job.id_field is not None)
         self._data_stamp = _stamp(self.job.data_path)
         self._render(compare=(finished or running) and not config.restart, new_requests=finished and config.retry_failed)
@@ -265,13 +271,6 @@ class LabelRun:
     def sources(self) -> list[Source]:
         """Where the engine finds answers before sending: the answers kept from the run set aside."""
         return [self._previous] if self._previous is not None else []
-
-    def _rendered(self) -> bytes:
-        """The digest of the requests as the data, template and options render them now."""
-        digest = hashlib.blake2b(digest_size=16)
-        for request in Renderer(self.job.data_path, self.job.spec, self.job.id_field, self.job.delimiter):
-            digest.update(request.line())
-        return digest.digest()
 
     def finish(self, stats: RunStats | None) -> LabelOutcome:
         """Join the answers with the rows into the output, unless the engine stopped early.
@@ -404,15 +403,6 @@ def _warn_formula_labels(labels: Sequence[str], out: Path, *, raw_cells: bool) -
                    else "such labels are written with a ' in front, as text (--raw-cells writes them as given)")
         log.warning("--labels: a spreadsheet opening %s would run %s as a formula; %s", out,
                     ", ".join(map(repr, formulas)), outcome)
-
-
-def _digest(path: Path) -> bytes | None:
-    """The digest of a file's bytes (`LabelRun._rendered`'s); ``None`` when it is gone."""
-    try:
-        with path.open("rb") as f:
-            return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).digest()
-    except FileNotFoundError:
-        return None
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

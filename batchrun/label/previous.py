@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
@@ -24,15 +25,26 @@ from ..records import Job, LineError, Result, failure
 from .workspace import Workspace
 
 
+def unchanged(work: Workspace, lines: Iterable[bytes]) -> bool:
+    """Whether ``lines``, the requests as rendered now, are the earlier requests byte for byte."""
+    now = hashlib.blake2b(digest_size=16)
+    for line in lines:
+        now.update(line)
+    try:
+        with work.requests.open("rb") as f:
+            return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).digest() == now.digest()
+    except FileNotFoundError:
+        return False
+
+
 def set_aside(work: Workspace) -> None:
-    """Move the finished run's results, then its requests, aside, durably. A start killed
-    between the two renames finds the results aside and the requests still the earlier ones,
-    and completes the move."""
+    """Move the finished run's results, then its requests, aside, durably. Repeatable: a start
+    killed between the two renames finds the results aside and the requests still the earlier
+    ones, and the next completes the move."""
     if work.results.exists():
         os.replace(work.results, work.previous_results)
     if not work.previous_requests.exists():
         os.replace(work.requests, work.previous_requests)
-    work.errors.unlink(missing_ok=True)  # the engine writes its own
     fsync_dir(work.dir)
 
 

@@ -16,7 +16,7 @@ from batchrun.batchapi.options import BatchLimits, BatchOptions
 from batchrun.cli import main
 from batchrun.errors import ConfigError
 from batchrun.stats import RunStats
-from tests.batchworld import FAST, World, lines, world
+from tests.batchworld import World, lines, world
 from tests.helpers import read_jsonl
 
 # 40 lines of 10 per batch: each batch enqueues about 1,100 tokens (the client's estimate) or

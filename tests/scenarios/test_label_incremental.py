@@ -123,3 +123,16 @@ def test_ray_refuses_to_keep_answers_and_the_rows_stay_set_aside(tmp_path: Path)
         assert code == 2 and "--ray cannot keep the answers of an earlier run" in err and sent == 0
         code, err, sent = label(w, data)  # without --ray: the answers set aside are kept
         assert code == 0 and sent == 1, err
+
+
+def test_a_start_killed_between_setting_aside_the_results_and_the_requests_goes_on(tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    write_rows(data, rows(8))
+    with world() as w:
+        assert label(w, data, "--id-field", "id")[0] == 0
+        work = tmp_path / "out.csv.batch"
+        (work / "results.jsonl").rename(work / "previous.results.jsonl")  # the first rename only
+        write_rows(data, rows(9))
+        code, err, sent = label(w, data, "--id-field", "id")
+        assert code == 0 and sent == 1, err
+    assert len(read_csv(tmp_path / "out.csv")) == 9
