@@ -81,8 +81,10 @@ results.jsonl). The rows are answered online, through the provider's Batch API
 (--via batch, with --detach, --cancel, --batch-deadline as for batchrun run), or
 as shards on Ray (--ray): the output is the same. Run the same command again to
 continue after an interruption, or to collect batches still at the provider;
---retry-failed sends the rows with an _error again, with the template and
-options as now given (a fixed prompt), and keeps every answer; `batchrun report
+over a finished output it is up to date, and after rows were added or changed it
+sends only those (with --id-field, matched by id and request). --retry-failed
+sends the rows with an _error again, with the template and options as now given
+(a fixed prompt), and keeps every answer; `batchrun report
 OUT.batch/results.jsonl` shows usage and cost.
 
 \b
