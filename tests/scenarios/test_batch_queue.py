@@ -126,3 +126,20 @@ def test_the_simulator_refuses_past_its_queue_as_openai_does(tmp_path: Path) -> 
                                 "org-batchrun-simulator. Limit: 2,600 enqueued tokens. Please try again once some "
                                 "in_progress batches have been completed."}
     assert refused[0]["request_counts"]["total"] == 0
+
+
+def test_the_learned_limit_is_kept_for_later_starts(tmp_path: Path) -> None:
+    path = lines(tmp_path, 60, max_tokens=100)
+    detached = BatchOptions(TEN, detach=True, poll_interval=5.0)
+    with world(seconds_per_request=1.0, queue_tokens=LIMIT) as w:
+        w.run(path, tmp_path / "out.jsonl", detached)  # all 6 submitted: nothing is known yet
+        w.clock.now += 1  # validated: 4 of them refused
+        w.run(path, tmp_path / "out.jsonl", detached)  # learns the limit; the 4 wait
+        for _ in range(3):
+            w.clock.now += 100
+            last = w.run(path, tmp_path / "out.jsonl", detached)  # 2 more each time, as the queue allows
+        listed = batches(w)
+    assert isinstance(last, RunStats) and last.exit_code == 0
+    assert sum(b["status"] == "failed" for b in listed) == 4  # none refused after the first wave
+    assert sum(b["status"] == "completed" for b in listed) == 6
+    assert all(record["error"] is None for record in read_jsonl(tmp_path / "out.jsonl"))
