@@ -43,6 +43,7 @@ class Part:
     :param worst_usd: the most its requests can cost at the Batch API's price (`--max-cost`);
         ``None`` until a capped start needs it.
     :param tokens: what it enqueues against the provider's batch queue limit (`queue.py`).
+    :param refused: the last batch of it the provider refused for that limit: not its batch.
     """
 
     number: int
@@ -62,6 +63,7 @@ class Part:
     first_index: int = 0
     worst_usd: float | None = None
     tokens: int = 0
+    refused: str | None = None
 
     @property
     def ended(self) -> bool:

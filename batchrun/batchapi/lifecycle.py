@@ -298,7 +298,7 @@ class _Lifecycle:
         for part in self.ledger.parts:
             if part.file_id is not None and part.batch_id is None:
                 found = await self.api.find_batch(metadata(self.ledger.run, part.number), self.ledger.created)
-                if found is not None:
+                if found is not None and found.get("id") != part.refused:
                     await self._record(part, found)
                     log.info("found batch %d of %d, created by an earlier start: %s", part.number + 1,
                              len(self.ledger.parts), part.batch_id)

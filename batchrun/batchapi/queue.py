@@ -109,5 +109,6 @@ class BatchQueue:
         log.warning("batch %d of %d (%s tokens) was refused for the provider's batch queue limit (%s); it is "
                     "submitted again once earlier batches end", part.number + 1, len(self._ledger.parts),
                     f"{part.tokens:,}", message)
+        part.refused = part.batch_id
         part.batch_id, part.status, part.counts, part.failure = None, None, {}, None
         part.output_file_id = part.error_file_id = None
