@@ -128,7 +128,7 @@ def test_the_simulator_refuses_past_its_queue_as_openai_does(tmp_path: Path) -> 
     assert refused[0]["request_counts"]["total"] == 0
 
 
-def test_the_learned_limit_is_kept_for_later_starts(tmp_path: Path) -> None:
+def test_the_learned_limit_is_kept_for_later_starts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = lines(tmp_path, 60, max_tokens=100)
     detached = BatchOptions(TEN, detach=True, poll_interval=5.0)
     with world(seconds_per_request=1.0, queue_tokens=LIMIT) as w:
@@ -141,5 +141,7 @@ def test_the_learned_limit_is_kept_for_later_starts(tmp_path: Path) -> None:
         listed = batches(w)
     assert isinstance(last, RunStats) and last.exit_code == 0
     assert sum(b["status"] == "failed" for b in listed) == 4  # none refused after the first wave
+    # Each refusal taken in once: a later start does not take a refused batch for the part's own.
+    assert caplog.text.count("was refused for the provider's batch queue limit") == 4
     assert sum(b["status"] == "completed" for b in listed) == 6
     assert all(record["error"] is None for record in read_jsonl(tmp_path / "out.jsonl"))
