@@ -93,6 +93,9 @@ def connect(directory: Path, *, timeout: float = BUSY_TIMEOUT_S, create: bool = 
 
 
 def _prepare(db: sqlite3.Connection) -> None:
+    # Before anything is written (it changes nothing in a database that has tables): prune and
+    # clear give the space back.
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable at checkpoints, never corrupt
     version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -100,7 +103,6 @@ def _prepare(db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
             if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # not made by another process meanwhile
-                db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # prune and clear give the space back
                 db.execute("CREATE TABLE IF NOT EXISTS answers (key BLOB PRIMARY KEY, answer BLOB NOT NULL, "
                            "stored_at REAL NOT NULL) WITHOUT ROWID")
                 db.execute("CREATE INDEX IF NOT EXISTS answers_by_age ON answers (stored_at)")
@@ -227,8 +229,11 @@ def _delete(directory: Path, sql: str, args: tuple[float, ...]) -> int:
     try:
         db.execute("BEGIN IMMEDIATE")
         removed = db.execute(sql, args).rowcount
+        # The freed pages back to the file system. The sqlite3 module steps a statement that
+        # returns no rows once, and each step of this one frees one page.
+        for _ in range(db.execute("PRAGMA freelist_count").fetchone()[0]):
+            db.execute("PRAGMA incremental_vacuum(1)")
         db.execute("COMMIT")
-        db.execute("PRAGMA incremental_vacuum")  # the freed pages back to the file system
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.Error as exc:
         raise CacheBroken(f"cannot change {cache_file(directory)}: {exc}") from None
