@@ -65,7 +65,7 @@ class Stats:
     newest: float | None
 
 
-def connect(directory: Path, *, timeout: float = BUSY_TIMEOUT_S, create: bool = True) -> sqlite3.Connection:
+def connect(directory: Path, *, timeout: float, create: bool = True) -> sqlite3.Connection:
     """A connection to the cache in ``directory`` (made private, with its table, when ``create``).
 
     :raises CacheBroken: it cannot be opened, is not a cache, or is a newer batchrun's.
@@ -74,8 +74,7 @@ def connect(directory: Path, *, timeout: float = BUSY_TIMEOUT_S, create: bool = 
     try:
         if create:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # Made here, private: SQLite gives its -wal and -shm files the database file's mode.
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            _make_private(path)
         elif not path.exists():
             raise CacheBroken(f"{directory} holds no response cache")
         db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
@@ -90,6 +89,18 @@ def connect(directory: Path, *, timeout: float = BUSY_TIMEOUT_S, create: bool = 
         db.close()
         raise
     return db
+
+
+def _make_private(path: Path) -> None:
+    """Make the database file, private, unless it exists: SQLite gives its -wal and -shm files
+    the database file's mode.
+
+    Only a file that did not exist is opened here. Closing any descriptor of a database file
+    drops every POSIX lock this process holds on it, those of its SQLite connections included,
+    and another process could then write under them.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _prepare(db: sqlite3.Connection) -> None:
@@ -168,7 +179,7 @@ class Store:
     def _write(self) -> None:
         db: sqlite3.Connection | None = None
         try:
-            db = connect(self._directory)
+            db = connect(self._directory, timeout=BUSY_TIMEOUT_S, create=False)
             closing = False
             while not closing:
                 batch = [self._queue.get()]
@@ -199,7 +210,7 @@ class Store:
 
 def stats(directory: Path) -> Stats:
     """:raises CacheBroken: no cache there, or not a usable one."""
-    db = connect(directory, create=False)
+    db = connect(directory, timeout=BUSY_TIMEOUT_S, create=False)
     try:
         entries, size, oldest, newest = db.execute(
             "SELECT count(*), coalesce(sum(length(answer)), 0), min(stored_at), max(stored_at) FROM answers").fetchone()
@@ -225,7 +236,7 @@ def clear(directory: Path) -> int:
 
 
 def _delete(directory: Path, sql: str, args: tuple[float, ...]) -> int:
-    db = connect(directory, create=False)
+    db = connect(directory, timeout=BUSY_TIMEOUT_S, create=False)
     try:
         db.execute("BEGIN IMMEDIATE")
         removed = db.execute(sql, args).rowcount
