@@ -192,3 +192,16 @@ def test_without_cache_nothing_is_made(sim: Simulator, tmp_path: Path, monkeypat
     assert cache_file(tmp_path / "xdg" / "batchrun").exists()  # --cache alone: the default location
     assert sent(sim, lambda: CliRunner().invoke(main, ["run", str(path), "--base-url", sim.base_url, "-q",
                                                        "--cache", "-o", str(tmp_path / "p.jsonl")])) == 0
+
+
+def test_cached_lines_cost_nothing_against_max_cost(sim: Simulator, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    known = [chat_line(i, max_tokens=50) for i in range(40)]
+    first = run(sim, write_jsonl(tmp_path / "a.jsonl", known), tmp_path / "a.out.jsonl", cache)
+    spent = first.report.cost()[0]
+    assert spent is not None and spent > 0
+    more = write_jsonl(tmp_path / "b.jsonl", [*known, *(chat_line(i, max_tokens=50) for i in range(40, 45))])
+    # the 40 lines cached would pass this cap if they were charged; the 5 new ones fit under it
+    second = run(sim, more, tmp_path / "b.out.jsonl", cache, max_cost=spent / 2)
+    assert second.exit_code == 0 and second.stop_reason is None
+    assert second.from_cache == 40 and second.sent_this_start == 5
