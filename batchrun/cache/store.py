@@ -36,6 +36,7 @@ BUSY_TIMEOUT_S = 30.0
 READ_TIMEOUT_S = 2.0
 _WRITE_BATCH = 256  # answers per write transaction: short, so other processes wait little
 _CLOSE = None  # what tells the writer thread to finish
+_CONNECTING = threading.Lock()
 
 
 class CacheBroken(Exception):
@@ -72,12 +73,13 @@ def connect(directory: Path, *, timeout: float, create: bool = True) -> sqlite3.
     """
     path = cache_file(directory)
     try:
-        if create:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _make_private(path)
-        elif not path.exists():
-            raise CacheBroken(f"{directory} holds no response cache")
-        db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        with _CONNECTING:  # no connection of this process opens while `_make_private` holds the file
+            if create:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _make_private(path)
+            elif not path.exists():
+                raise CacheBroken(f"{directory} holds no response cache")
+            db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as exc:
         raise CacheBroken(f"cannot open {path}: {exc}") from None
     try:
@@ -97,7 +99,8 @@ def _make_private(path: Path) -> None:
 
     Only a file that did not exist is opened here. Closing any descriptor of a database file
     drops every POSIX lock this process holds on it, those of its SQLite connections included,
-    and another process could then write under them.
+    and another process could then write under them: a connection made in this process (the
+    shards of a local run, say) waits for it (`_CONNECTING`).
     """
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))

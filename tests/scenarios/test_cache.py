@@ -145,7 +145,6 @@ def test_via_batch_submits_only_what_the_cache_lacks_and_fills_it(tmp_path: Path
     path = lines(tmp_path, 40)
     first_half = write_jsonl(tmp_path / "half.jsonl", [chat_line(i) for i in range(0, 40, 2)])
     with world(seconds_per_request=1.0) as w:
-        RunConfig(first_half, tmp_path / "half.out.jsonl", base_url=w.sim.base_url)
         stats = run_async(partial(run_batch, RunConfig(first_half, tmp_path / "half.out.jsonl",
                                                        base_url=w.sim.base_url, cache=cache)))
         assert stats.exit_code == 0 and w.sim.stats.requests == 20

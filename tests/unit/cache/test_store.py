@@ -80,7 +80,7 @@ def test_a_file_that_is_not_a_database_is_refused_as_broken(tmp_path: Path) -> N
     directory = tmp_path / "c"
     directory.mkdir()
     cache_file(directory).write_bytes(b"this is not an SQLite database, just text " * 100)
-    with pytest.raises(CacheBroken, match="not a usable cache|cannot open"):
+    with pytest.raises(CacheBroken, match=r"not a usable cache|cannot open"):
         Store(directory)
 
 
