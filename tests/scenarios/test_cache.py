@@ -204,3 +204,22 @@ def test_cached_lines_cost_nothing_against_max_cost(sim: Simulator, tmp_path: Pa
     second = run(sim, more, tmp_path / "b.out.jsonl", cache, max_cost=spent / 2)
     assert second.exit_code == 0 and second.stop_reason is None
     assert second.from_cache == 40 and second.sent_this_start == 5
+
+
+def test_shards_share_one_cache(sim: Simulator, tmp_path: Path) -> None:
+    from batchrun.scale.local import run_sharded
+
+    cache = tmp_path / "cache"
+    path = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(90)])
+
+    def sharded(out: str) -> RunStats:
+        config = RunConfig(path, tmp_path / out, base_url=sim.base_url, cache=cache)
+        stats: RunStats = run_async(partial(run_sharded, config, 3))
+        return stats
+
+    assert sent(sim, lambda: sharded("a.jsonl")) == 90
+    assert sent(sim, lambda: sharded("b.jsonl")) == 0
+    report = orjson.loads((tmp_path / "b.report.json").read_bytes())
+    assert report["cache"]["hits"] == 90 and report["cost_usd"] == 0  # the parts' counters, added up
+    assert [comparable(r) for r in read_jsonl(tmp_path / "b.jsonl")] == \
+        [comparable(r) for r in read_jsonl(tmp_path / "a.jsonl")]
