@@ -34,7 +34,7 @@ SCHEMA_VERSION = 1
 # waits only for what WAL mode still locks (a recovery after a crash), up to `READ_TIMEOUT_S`.
 BUSY_TIMEOUT_S = 30.0
 READ_TIMEOUT_S = 2.0
-_WRITE_BATCH = 256  # answers per write transaction: short, so other processes wait little
+_WRITE_BATCH = 1024  # answers per write transaction: some 30 ms, so other processes wait little
 _CLOSE = None  # what tells the writer thread to finish
 _CONNECTING = threading.Lock()
 
@@ -117,8 +117,10 @@ def _prepare(db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
             if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # not made by another process meanwhile
+                # A rowid table: answers of a kilobyte and more made WITHOUT ROWID's b-tree 7 times
+                # slower to write (20,000 answers of 1.2 KB: 220 against 30 us each).
                 db.execute("CREATE TABLE IF NOT EXISTS answers (key BLOB PRIMARY KEY, answer BLOB NOT NULL, "
-                           "stored_at REAL NOT NULL) WITHOUT ROWID")
+                           "stored_at REAL NOT NULL)")
                 db.execute("CREATE INDEX IF NOT EXISTS answers_by_age ON answers (stored_at)")
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
