@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 from .config import RunConfig
@@ -28,18 +27,20 @@ from .errors import (
     RateLimited,
     RequestError,
     RetryableError,
-    ServerError,
     TransportError,
     Unconfirmed,
 )
 from .pacing import SYSTEM_CLOCK, CircuitBreaker, Clock, Pacer, estimate_cost
 from .pacing.quota import Share
 from .records import Job, Result, openai_error
-from .retry import RetryBudget, parse_retry_after, worth_retrying
+from .retry import Retries, status_error
 from .scrub import Scrubber
 from .settings import DEFAULT_API_KEY_ENV
 from .transport import Timeouts, Transport, as_transport
 from .usage import Usage
+
+if TYPE_CHECKING:  # only annotates: loaded when an httpx transport is passed in
+    import httpx
 
 AUTH_STATUSES = frozenset({401, 403})
 # 401/403 in a row, after an earlier success, that mean the key itself stopped working (revoked,
@@ -156,18 +157,17 @@ class Client:
         return _finished(result, tally, self._epoch)
 
     async def finish(self, pending: Retrying) -> Result:
-        """Go on after a failed first attempt: wait and try again as `RetryBudget` says, until an
-        attempt succeeds, one fails for good, or the budget is spent.
+        """Go on after a failed first attempt: wait and try again as `retry.next_wait` says, until
+        an attempt succeeds, one fails for good, or the retries are spent.
 
-        A plain loop: tenacity around every request's attempts cost several times batchrun's own
-        CPU per request, and around the retries alone needed the first failure replayed into it
-        (``scripts/bench_client.py`` measures both paths).
+        A plain loop, not tenacity: an ``AsyncRetrying`` per retried line costs about 4× the
+        loop's CPU (``docs/libraries.md``; ``scripts/bench_client.py --retries`` measures it).
         """
         job, tally, error = pending.job, pending.tally, pending.error
-        budget = RetryBudget(self._config.retry)
+        retries = Retries(self._config.retry)
         while True:
-            wait = budget.wait(error)
-            if budget.stop(error):
+            wait = retries.next_wait(error)
+            if wait is None:
                 return _finished(_failure(job, error), tally, self._epoch)
             tally.rate_limited += isinstance(error, RateLimited)
             tally.unanswered += isinstance(error, (TransportError, MalformedResponse))
@@ -244,10 +244,10 @@ class Client:
     def _status_error(self, status: int, request_id: str | None, body: Any, content: bytes,
                       headers: Mapping[str, str], path: str) -> RequestError | FatalEndpointError:
         if 200 <= status < 300:
-            snippet = self._snippet(content)
+            snippet = _snippet(content, self._scrubber)
             return MalformedResponse("malformed_response", f"HTTP {status} with a body that is not JSON: {snippet!r}",
                                      status_code=status, request_id=request_id)
-        code, message = self._describe_error(status, body, content)
+        code, message = describe_error(status, body, content, self._scrubber)
         kw: dict[str, Any] = {"status_code": status, "request_id": request_id, "body": body}
         if status in AUTH_STATUSES:
             self._auth_failures += 1
@@ -257,22 +257,14 @@ class Client:
                 return FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}")
             return AuthRefused(code, message, **kw)  # this line's model or resource, or the key: not yet known
         self._auth_failures, self._answered = 0, True
-        if status == 429 and code == "insufficient_quota":  # waiting frees no quota: every line would wait, then fail
-            return FatalEndpointError("the account is out of quota (insufficient_quota): add credits or raise the "
-                                      "limit; the run is resumable")
-        if 300 <= status < 400:
-            where = self._scrub(_text(headers.get("location")) or "elsewhere")
-            return HTTPStatusError(code, f"HTTP {status}: redirected to {where}, not followed (the API key "
-                                   "goes only to --base-url; point it at the final address)", **kw)
-        if worth_retrying(status, headers):
-            kind = RateLimited if status == 429 else ServerError
-            return kind(code, message, retry_after=parse_retry_after(headers), **kw)
-        if status == 404 and not self._succeeded and _unknown_path(body):
+        location = self._scrub(_text(headers.get("location")) or "elsewhere") if 300 <= status < 400 else None
+        error = status_error(status, headers, code, message, location=location, **kw)
+        if type(error) is HTTPStatusError and status == 404 and not self._succeeded and _unknown_path(body):
             self._no_such_path, self._missing = self._no_such_path + 1, path
             if self._no_such_path >= NO_SUCH_PATH_TO_STOP:
                 return FatalEndpointError(self._no_such_path_message())
             return NoSuchPath(code, message, **kw)
-        return HTTPStatusError(code, message, **kw)
+        return error
 
     def no_such_path(self) -> str | None:
         """Why the run should stop when no request succeeded and some were answered 404 for the
@@ -285,23 +277,9 @@ class Client:
                 f"{self._no_such_path} requests, and none succeeded) — check --base-url {self._scrub(self._config.base_url)} "
                 f"(it should end where `{tail}` can be appended)")
 
-    def _describe_error(self, status: int, body: Any, content: bytes) -> tuple[str, str]:
-        """The ``(code, message)`` of an error response, from OpenAI's error shape when present."""
-        described = openai_error(status, body)
-        if described is not None:
-            code, message = described[0], described[1] or f"HTTP {status}"
-        else:
-            code = f"http_{status}"
-            message = f"HTTP {status}: {self._snippet(content)}" if content else f"HTTP {status}"
-        return code, self._scrub(message)[:_MAX_MESSAGE]
-
     def _scrub(self, text: str) -> str:
         """Remove the credentials from text that came from elsewhere (a server echoing headers, a URL)."""
         return self._scrubber.text(text)
-
-    def _snippet(self, content: bytes) -> str:
-        """The start of a body that is not JSON, scrubbed before it is cut."""
-        return self._scrub(content[:_SNIPPET_BYTES].decode("utf-8", "replace"))[:_SNIPPET]
 
     def _url(self, path: str) -> str:
         url = self._urls.get(path)
@@ -323,6 +301,23 @@ def credentials_scrubber(config: RunConfig) -> Scrubber:
     """What takes the credentials out of text the endpoint sends: the key, and the extra
     headers' values (an Azure api-key, a gateway's token)."""
     return Scrubber([*(config.api_key.secrets() if config.api_key else ()), *config.header_fields().values()])
+
+
+def describe_error(status: int, body: Any, content: bytes, scrubber: Scrubber) -> tuple[str, str]:
+    """The ``(code, message)`` of an error response, from OpenAI's error shape when present;
+    the message scrubbed and cut to a length to keep."""
+    described = openai_error(status, body)
+    if described is not None:
+        code, message = described[0], described[1] or f"HTTP {status}"
+    else:
+        code = f"http_{status}"
+        message = f"HTTP {status}: {_snippet(content, scrubber)}" if content else f"HTTP {status}"
+    return code, scrubber.text(message)[:_MAX_MESSAGE]
+
+
+def _snippet(content: bytes, scrubber: Scrubber) -> str:
+    """The start of a body that is not JSON, scrubbed before it is cut."""
+    return scrubber.text(content[:_SNIPPET_BYTES].decode("utf-8", "replace"))[:_SNIPPET]
 
 
 def _text(value: str | None) -> str | None:

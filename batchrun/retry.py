@@ -1,9 +1,12 @@
-"""When to try a request again, and how long to wait first (the table: ``docs/retries.md``).
+"""What an error status means, when to try a request again, and how long to wait first (the
+table: ``docs/retries.md``).
 
-Which statuses are worth another attempt is decided here (`worth_retrying`, as the openai SDK
-decides it, less the 5xx that name what a server cannot do); `Client._status_error` turns them
-into `errors.py`'s classes. `RetryBudget` is the policy one request's retries follow
-(`Client.finish` is the loop that asks it):
+`status_error` is the one classifier of error statuses, for online lines (`Client`) and the Batch
+API's calls (`batchapi.api`) alike: which are worth another attempt (`worth_retrying`, as the
+openai SDK decides it, less the 5xx that name what a server cannot do), which stop every request
+(``insufficient_quota``), which are final. `next_wait` is the one retry policy, a pure function
+of what a request's failures have spent so far (`Spent`); `Retries` holds that state for one
+request (`Client.finish` asks it per line, `batchapi.api` through tenacity):
 
 - retry only `RetryableError`;
 - wait with exponential backoff and full jitter, capped at 8 s as the openai SDK caps it (an
@@ -19,11 +22,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
+from typing import Any, NamedTuple
 
 from .config import RetryPolicy
-from .errors import RateLimited, RetryableError
+from .errors import FatalEndpointError, HTTPStatusError, RateLimited, RetryableError, ServerError
 
 # Spread of the extra wait added to a server-given Retry-After, as a share of it.
 RETRY_AFTER_JITTER = 0.1
@@ -76,37 +80,76 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return seconds if seconds >= 0 else None
 
 
-class RetryBudget:
-    """The retries of one request: what it has spent so far, and what is left. After each
-    failure ask `wait` (which counts what it returns), then `stop`."""
+def status_error(status: int, headers: Mapping[str, str], code: str, message: str, *,
+                 location: str | None = None, **kw: Any) -> HTTPStatusError | RetryableError | FatalEndpointError:
+    """What an error status (not 2xx) means, whoever asked: a stop for every request (a 429
+    ``insufficient_quota``), a failure worth another attempt (`RateLimited`, `ServerError`, with
+    the wait the server asked for), or a final one (`HTTPStatusError`). 401/403 and a 404 for the
+    path itself depend on what the caller saw before: it decides them first.
+
+    :param code: / :param message: the error's, from its body (scrubbed).
+    :param location: a redirect's target (scrubbed), named in its message.
+    :param kw: ``status_code``, ``request_id``, ``body`` of the error.
+    """
+    if status == 429 and code == "insufficient_quota":  # waiting frees no quota: every line would wait, then fail
+        return FatalEndpointError("the account is out of quota (insufficient_quota): add credits or raise the "
+                                  "limit; the run is resumable")
+    if 300 <= status < 400:
+        return HTTPStatusError(code, f"HTTP {status}: redirected to {location or 'elsewhere'}, not followed (the "
+                               "API key goes only to --base-url; point it at the final address)", **kw)
+    if worth_retrying(status, headers):
+        kind = RateLimited if status == 429 else ServerError
+        return kind(code, message, retry_after=parse_retry_after(headers), **kw)
+    return HTTPStatusError(code, message, **kw)
+
+
+class Spent(NamedTuple):
+    """What one request's failures have used up so far: all that a retry decision reads. (A
+    tuple: one is made per retried attempt, and a frozen dataclass costs several times more.)"""
+
+    failures: int = 0  # retryable failures other than 429
+    rate_limited: int = 0  # 429s
+    rate_limited_wait: float = 0.0  # seconds waited after them
+
+    def after(self, failure: RetryableError, wait: float) -> Spent:
+        """What is spent once ``failure`` is counted and ``wait`` waited."""
+        if isinstance(failure, RateLimited):
+            return Spent(self.failures, self.rate_limited + 1, self.rate_limited_wait + wait)
+        return Spent(self.failures + 1, self.rate_limited, self.rate_limited_wait)
+
+
+def next_wait(policy: RetryPolicy, spent: Spent, failure: RetryableError,
+              uniform: Callable[[float, float], float] = random.uniform) -> float | None:
+    """Seconds to wait after ``failure`` before the next attempt, or ``None`` when the request has
+    failed for good; a pure function of its arguments (``uniform(a, b)`` draws the jitter).
+
+    A 429 gives up when its wait would take the 429s' waits to ``rate_limit_patience``; any other
+    failure when it is the ``max_attempts``-th.
+    """
+    if failure.retry_after is not None:
+        told = min(failure.retry_after, policy.retry_after_max)
+        wait = told + uniform(0, told * RETRY_AFTER_JITTER)
+    else:
+        # Each kind of failure backs off on its own count: 429s answered after a server error say
+        # nothing about how long that error lasts, nor the other way round.
+        exponent = spent.rate_limited if isinstance(failure, RateLimited) else spent.failures
+        wait = uniform(0, min(policy.backoff_max, policy.backoff_base * 2**exponent))
+    if isinstance(failure, RateLimited):
+        return None if spent.rate_limited_wait + wait >= policy.rate_limit_patience else wait
+    return None if spent.failures + 1 >= policy.max_attempts else wait
+
+
+class Retries:
+    """The retries of one request: ask `next_wait` once after each failure."""
 
     def __init__(self, policy: RetryPolicy, rng: random.Random | None = None) -> None:
         self.policy = policy
-        self.failures = 0  # retryable failures other than 429
-        self.rate_limited = 0
-        self.rate_limited_wait = 0.0
-        self._rng = rng or random
+        self.spent = Spent()
+        self._uniform = rng.uniform if rng is not None else random.uniform
 
-    def stop(self, exc: RetryableError) -> bool:
-        """Whether the request has failed for good with ``exc``."""
-        if isinstance(exc, RateLimited):
-            return self.rate_limited_wait >= self.policy.rate_limit_patience
-        self.failures += 1
-        return self.failures >= self.policy.max_attempts
-
-    def wait(self, exc: RetryableError) -> float:
-        """Seconds to wait after ``exc`` before trying again."""
-        if exc.retry_after is not None:
-            told = min(exc.retry_after, self.policy.retry_after_max)
-            delay = told + self._rng.uniform(0, told * RETRY_AFTER_JITTER)
-        else:
-            # Each kind of failure backs off on its own count: 429s answered after a server
-            # error say nothing about how long that error lasts, nor the other way round. (`stop`,
-            # asked after, counts this failure.)
-            exponent = self.rate_limited if isinstance(exc, RateLimited) else self.failures
-            cap = min(self.policy.backoff_max, self.policy.backoff_base * 2**exponent)
-            delay = self._rng.uniform(0, cap)
-        if isinstance(exc, RateLimited):
-            self.rate_limited += 1
-            self.rate_limited_wait += delay
-        return delay
+    def next_wait(self, failure: RetryableError) -> float | None:
+        """`next_wait` of what this request has spent; the failure and its wait are counted."""
+        wait = next_wait(self.policy, self.spent, failure, self._uniform)
+        if wait is not None:
+            self.spent = self.spent.after(failure, wait)
+        return wait

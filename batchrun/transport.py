@@ -18,18 +18,21 @@ Each transport translates its library's exceptions into `TransportError`, here a
 from __future__ import annotations
 
 import asyncio
+import sys
 import urllib.request
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 import aiohttp
 import anyio
-import httpx
 from yarl import URL
 
 from .bodies import DEFAULT_MAX_RESPONSE_BYTES, BodyBudget, collect, too_large
 from .errors import ConnectionRefused, MalformedResponse, TransportError
+
+if TYPE_CHECKING:  # imported where a request goes through it: runs on the default transport never load it
+    import httpx
 
 _CHUNK = 2**16
 
@@ -193,6 +196,8 @@ class HttpxTransport:
 
     async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
                       timeouts: Timeouts, *, into: BinaryIO | None = None) -> Reply:
+        import httpx  # loaded already: the transport underneath is httpx's
+
         # httpx has no total timeout: the deadline is this scope, httpx's own bound only connecting.
         timeout = {"connect": timeouts.connect, "read": None, "write": None, "pool": None}
         request = httpx.Request(method, url, headers=headers, content=body, extensions={"timeout": timeout})
@@ -231,9 +236,10 @@ def as_transport(transport: Transport | httpx.AsyncBaseTransport | None, max_con
     """The transport to use: the default, or an httpx one adapted to the seam."""
     if transport is None:
         return AiohttpTransport(max_connections=max_connections)
-    if isinstance(transport, httpx.AsyncBaseTransport):
+    httpx = sys.modules.get("httpx")  # an httpx transport was made with httpx loaded; else none is one
+    if httpx is not None and isinstance(transport, httpx.AsyncBaseTransport):
         return HttpxTransport(transport)
-    return transport
+    return cast("Transport", transport)
 
 
 async def _write(chunks: AsyncIterable[bytes], into: BinaryIO) -> bytes:

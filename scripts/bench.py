@@ -3,6 +3,8 @@
     python scripts/bench.py                 # C 64,256 x latency 0,50,200 ms; 3 clients; 3 repeats
     python scripts/bench.py --quick         # smoke run: 300 requests, 1 repeat, under a minute
     python scripts/bench.py --memory        # batchrun's peak RSS at 20k and 200k lines
+    python scripts/bench.py --rev 9650629 --clients batchrun,batchrun@9650629,aiohttp-loop \
+        --concurrency 256                   # before and after a change, in one command
     python scripts/bench.py --clients batchrun,httpx-pool,httpx-sharded,httpx-aiohttp,aiohttp \\
         --concurrency 256 --latency-ms 50,200 --json-out results.json
 
@@ -24,6 +26,8 @@ Clients (programs in scripts/bench_clients/):
                  session with ``TCPConnector(limit=C)``, orjson; on uvloop like batchrun.
   openai-sdk     what users write: ``AsyncOpenAI`` defaults, ``asyncio.Semaphore(C)``, one task
                  per line under ``asyncio.gather``, plain asyncio (no uvloop).
+  batchrun@REV   the same CLI as committed at REV (``--rev``; ``git archive``), side by side with
+                 the work tree's: a change measured before and after on the same machine, at once.
   httpx-pool, httpx-sharded, httpx-aiohttp, aiohttp
                  batchrun's engine through its Python API over different httpx transports:
                  one pool with limits C/C; C/8 pools of 8/8 in round robin; the
@@ -66,7 +70,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -116,6 +120,11 @@ class Client:
 def _cli(inp: Path, out: Path, url: str, c: int) -> list[str]:
     return [PYTHON, str(CLIENTS_DIR / "batchrun_cli.py"), "run", str(inp), "-o", str(out),
             "--base-url", url, "--concurrency", str(c), "-q"]
+
+
+def _at(snapshot: Path) -> Client:
+    """The CLI client importing batchrun from ``snapshot`` (a revision's) instead of the work tree's."""
+    return Client(lambda inp, out, url, c: ["env", f"PYTHONPATH={snapshot}", *_cli(inp, out, url, c)], True)
 
 
 def _baseline(script: str) -> Client:
@@ -218,12 +227,19 @@ class Workspace:
     env: dict[str, str]
 
     @classmethod
-    def create(cls, path: Path) -> Workspace:
+    def create(cls, path: Path, revs: Sequence[str] = ()) -> Workspace:
         """Snapshot batchrun/ into ``path`` so every run measures the same code, even while the
-        work tree changes under a long bench; the environment loses proxies, OpenAI keys and URLs
-        and batchrun settings (loopback only, defaults only) and puts the snapshot first."""
+        work tree changes under a long bench (and each of ``revs``' batchrun/, for its
+        ``batchrun@REV`` client); the environment loses proxies, OpenAI keys and URLs and
+        batchrun settings (loopback only, defaults only) and puts the snapshot first."""
         shutil.copytree(REPO / "batchrun", path / "snapshot" / "batchrun",
                         ignore=shutil.ignore_patterns("__pycache__"))
+        for rev in revs:
+            folder = path / f"snapshot-{rev}"
+            folder.mkdir()
+            archive = subprocess.run(["git", "archive", rev, "batchrun"], cwd=REPO, check=True, capture_output=True)
+            subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+            CLIENTS[f"batchrun@{rev}"] = _at(folder)
         drop = re.compile(r"(?i)^(OPENAI_|BATCHRUN_)|_proxy$|^PYTHONPATH$")
         env = {k: v for k, v in os.environ.items() if not drop.search(k)}
         env["PYTHONPATH"] = str(path / "snapshot")
@@ -470,12 +486,14 @@ def results_table(summaries: list[Summary]) -> str:
 
 
 def ratios_table(summaries: list[Summary]) -> str | None:
-    """batchrun against the aiohttp loop (throughput, CPU) and the openai-SDK loop (throughput)."""
+    """batchrun (and each ``batchrun@REV``) against the aiohttp loop (throughput, CPU) and the
+    openai-SDK loop (throughput): the ratios of one command, which other load on the machine
+    moves far less than the rates."""
     by_key = {(s.client, s.case): s for s in summaries if s.runs}
-    rows = ["| C | latency | batchrun ÷ aiohttp-loop req/s | batchrun ÷ aiohttp-loop CPU/req "
-            "| batchrun ÷ openai-sdk req/s |", "|---:|---:|---:|---:|---:|"]
+    rows = ["| C | latency | client | ÷ aiohttp-loop req/s | ÷ aiohttp-loop CPU/req | ÷ openai-sdk req/s |",
+            "|---:|---:|---|---:|---:|---:|"]
     for (client, case), own in by_key.items():
-        if client != "batchrun":
+        if client.partition("@")[0] != "batchrun":
             continue
         floor, sdk = by_key.get(("aiohttp-loop", case)), by_key.get(("openai-sdk", case))
         if floor is None and sdk is None:
@@ -483,7 +501,7 @@ def ratios_table(summaries: list[Summary]) -> str | None:
         cells = [f"{own.rate / floor.rate:.2f}x" if floor else "—",
                  f"{own.cpu_ms / floor.cpu_ms:.2f}x" if floor else "—",
                  f"{own.rate / sdk.rate:.1f}x" if sdk else "—"]
-        rows.append(f"| {case.concurrency} | {case.latency_ms:g} ms | " + " | ".join(cells) + " |")
+        rows.append(f"| {case.concurrency} | {case.latency_ms:g} ms | {client} | " + " | ".join(cells) + " |")
     return "\n".join(rows) if len(rows) > 2 else None
 
 
@@ -581,8 +599,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_REQUESTS} requests, 1 repeat")
     parser.add_argument("--memory", action="store_true", help="batchrun only, C 256, L 0, 20k and 200k lines")
     parser.add_argument("--json-out", type=Path, help="save every run and the medians as JSON here")
+    parser.add_argument("--rev", action="append", default=[],
+                        help="also offer client batchrun@REV: the CLI as committed at this git revision (repeatable)")
     args = parser.parse_args()
-    unknown = set(args.clients) - set(CLIENTS)
+    unknown = set(args.clients) - set(CLIENTS) - {f"batchrun@{rev}" for rev in args.rev}
     if unknown:
         parser.error(f"unknown clients: {', '.join(sorted(unknown))}")
     return args
@@ -618,7 +638,7 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="batchrun-bench-") as tmp:
         env = environment()  # the same moment as the snapshot, so the commit it names is the one measured
-        runs = run_cases(cases, clients, repeats, Workspace.create(Path(tmp)), args.timeout)
+        runs = run_cases(cases, clients, repeats, Workspace.create(Path(tmp), args.rev), args.timeout)
     summaries = summarize(runs)
     print(render(summaries, env, time.monotonic() - started, args.quick))
     if args.json_out:

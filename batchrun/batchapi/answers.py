@@ -2,9 +2,11 @@
 
 The provider's output and error files come in an order of their own. `order` reads a batch's
 output and error files once, and writes one line per request of the batch, in input order:
-the provider's record, or, for a request neither file answers, one that says why (its batch
-failed, expired, was cancelled, or completed without it). It holds an offset per request of
-one batch, never the answers themselves. `Answers` then reads every batch's ordered file in step with
+the provider's record with the credentials scrubbed from it as from an online answer, or, for a
+request neither file answers, one that says why (its batch failed, expired, was cancelled, or
+completed without it), or, for an answer over online answers' size cap, ``response_too_large``
+as online. It holds an offset per request of one batch, never the answers themselves, and reads
+the files in bounded chunks (`lines.read_lines`). `Answers` then reads every batch's ordered file in step with
 the input, one line of each at a time: memory does not grow with the input.
 """
 
@@ -19,12 +21,15 @@ from typing import IO, Any
 
 import orjson
 
+from ..bodies import DEFAULT_MAX_RESPONSE_BYTES, too_large
 from ..client import missing_answer
 from ..disk.publish import private_file
 from ..engine.sources import StopBefore
 from ..records import Job, LineError, Result, failure
+from ..scrub import Scrubber
 from ..stats import EXIT_BUDGET
 from .ledger import Ledger, Part
+from .lines import Line, read_lines
 from .plan import part_file
 
 # The codes of lines a batch did not answer: with a deadline they are sent online instead.
@@ -43,19 +48,21 @@ def ordered_file(directory: Path, part: Part) -> Path:
     return directory / f"part-{part.number:04d}.answers.jsonl"
 
 
-def order(directory: Path, part: Part) -> None:
-    """Write ``part``'s answers in input order (`ordered_file`), fsynced, from its downloaded files."""
-    where: dict[int, tuple[IO[bytes], int, int]] = {}
+def order(directory: Path, part: Part, scrubber: Scrubber, cap: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+    """Write ``part``'s answers in input order (`ordered_file`), fsynced, from its downloaded files.
+
+    :param scrubber: takes the credentials out of what the provider quotes back.
+    :param cap: bytes of a line past which its answer is ``response_too_large``.
+    """
+    where: dict[int, tuple[IO[bytes], int, int] | bytes] = {}
     with contextlib.ExitStack() as files:
         for path in (output_file(directory, part), error_file(directory, part)):
             if path.exists():
                 f = files.enter_context(open(path, "rb", opener=private_file))
-                offset = 0
-                for line in f:
-                    index = _index(line)
+                for line in read_lines(f, cap):
+                    index = _index(line.data) if line.whole else line.head_index()
                     if index is not None and index not in where:  # the output file's answer first
-                        where[index] = (f, offset, len(line))
-                    offset += len(line)
+                        where[index] = (f, line.offset, line.length) if line.whole else _too_large(index, line, cap)
         target = ordered_file(directory, part)
         with open(target, "wb", opener=private_file) as out, \
                 open(part_file(directory, part.number), "rb", opener=private_file) as requests:
@@ -66,15 +73,37 @@ def order(directory: Path, part: Part) -> None:
                 if found is None:
                     out.write(_unanswered(index, part))
                     continue
+                if isinstance(found, bytes):
+                    out.write(found)
+                    continue
                 source, offset, length = found
                 source.seek(offset)
-                line = source.read(length)
-                out.write(line if line.endswith(b"\n") else line + b"\n")
+                out.write(_scrubbed(source.read(length), scrubber))
             out.flush()
             os.fsync(out.fileno())
 
 
-def _index(line: bytes) -> int | None:
+def _scrubbed(line: bytes, scrubber: Scrubber) -> bytes:
+    """A provider's line, ended by a newline, with the credentials it quotes masked (as
+    `Client` masks an online answer's)."""
+    if scrubber.suspect(line):
+        return orjson.dumps(scrubber.json(orjson.loads(line)), option=orjson.OPT_APPEND_NEWLINE)
+    return line if line.endswith(b"\n") else line + b"\n"
+
+
+def _too_large(index: int, line: Line, cap: int) -> bytes:
+    """The record of an answer over the cap, which is not kept (as online: ``response_too_large``)."""
+    status = line.head_status()
+    how = f"{line.length:,} bytes in the batch's file, over {cap:,}"
+    error = {"code": "response_too_large", "message": f"an answer too large to keep ({how})"}
+    if status is not None:
+        error["message"] = too_large(status, how).message
+    response = {"status_code": status} if status is not None else None
+    return orjson.dumps({"custom_id": str(index), "response": response, "error": error},
+                        option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _index(line: bytes | bytearray) -> int | None:
     """The input index a line of a request, output or error file is about (its ``custom_id``)."""
     try:
         record = orjson.loads(line)

@@ -24,10 +24,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import compress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 import orjson
 
 from ..cache import ResponseCache, open_cache
@@ -48,6 +47,9 @@ from .api import BatchApi, metadata
 from .ledger import ENDED, Ledger, Part, remove_dir
 from .options import FIRST_POLL, BatchOptions
 from .plan import part_file, plan
+
+if TYPE_CHECKING:  # only annotates: loaded when an httpx transport is passed in
+    import httpx
 
 log = logging.getLogger("batchrun")
 
@@ -327,7 +329,7 @@ class _Lifecycle:
                                   (part.error_file_id, answers.error_file(ledger.dir, part))):
                 if file_id is not None:
                     await self.api.download(file_id, path)
-            await anyio.to_thread.run_sync(answers.order, ledger.dir, part)
+            await anyio.to_thread.run_sync(answers.order, ledger.dir, part, self.api.scrubber)
             part.collected = True
             await anyio.to_thread.run_sync(ledger.save)
             for path in (answers.output_file(ledger.dir, part), answers.error_file(ledger.dir, part)):

@@ -1,4 +1,5 @@
-"""``--html FILE`` of ``batchrun report`` and ``batchrun run``: the report as a self-contained page."""
+"""``--html FILE`` of ``batchrun report``, ``batchrun run`` and ``batchrun label``: the report as a
+self-contained page."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..stats import RunStats
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,7 +59,7 @@ def check_html_path(html_path: Path | None) -> None:
     try:
         info = os.stat(folder)
     except (FileNotFoundError, NotADirectoryError):
-        raise ConfigError(f"--html {html_path}: directory {folder} does not exist") from None
+        raise ConfigError(f"--html {html_path}: output directory {folder} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"--html {html_path}: {folder}: {exc.strerror}") from None
     if not stat.S_ISDIR(info.st_mode):
@@ -64,6 +68,22 @@ def check_html_path(html_path: Path | None) -> None:
         raise ConfigError(f"--html {html_path}: is a directory; name a file")
     if not os.access(folder, os.W_OK | os.X_OK):  # the page is written beside its name, then renamed
         raise ConfigError(f"--html {html_path}: cannot write in {folder}: permission denied")
+
+
+def write_run_page(html_path: Path, report_path: Path, stats: RunStats | None, max_cost: float | None) -> None:
+    """A run's report JSON as a page; the latency distribution from the run's own counters
+    (``stats``: ``None`` when this start ran nothing)."""
+    import orjson
+
+    from ..html.page import render_run
+
+    if not report_path.exists():
+        click.echo(f"batchrun: no report to write {html_path} from (the run wrote none)", err=True)
+        return
+    doc = orjson.loads(report_path.read_bytes())
+    latency = stats.report.latency if stats is not None else None  # empty when up to date: nothing counted
+    write_html(html_path, render_run(doc, latency_histogram=latency.state() if latency and latency.count else None,
+                                     max_cost=max_cost))
 
 
 def write_html(html_path: Path, page: str) -> None:

@@ -8,14 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..stats import EXIT_STOPPED
+from ..batchapi.lifecycle import Pending
+from ..stats import EXIT_STOPPED, RunStats
 from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
+from .html_option import check_html_extra, check_html_path, html_option, write_run_page
+from .routes import Route, exit_pending, route_options
 from .summary import format_summary, outcome_line
 from .tables import fit
 
 if TYPE_CHECKING:
-    from ..label.job import Preview
+    from ..label.preview import Preview
 
 LABEL_EXAMPLES = """
 \b
@@ -27,6 +30,8 @@ Examples:
   batchrun label samples/invoices.jsonl -t samples/invoice.txt \\
       --json-schema samples/invoice_schema.json --id-field id --mock
   batchrun label tickets.csv -t triage.txt --labels bug,question,feature --dry-run
+  batchrun label reviews.csv -t sentiment.txt --labels positive,negative,neutral \\
+      --via batch --detach     # the Batch API: half the price; the same command collects
 
 \b
 DATA is CSV or TSV with a header row, or JSONL objects (by extension), streamed.
@@ -62,14 +67,20 @@ literal braces), or several messages when lines read ### system, ### user,
 \b
 --labels sends a JSON schema with an enum (structured outputs) and names the
 labels in the system prompt; answers are normalised (case, spaces, quotes, a
-trailing period, {"label": ...}). --json-schema sends the schema and checks
+trailing period, {"label": ...}). It also caps the answer by default:
+max_completion_tokens is the longest label's answer plus 4,096 tokens for a
+reasoning model to think (--param max_completion_tokens=N or max_tokens=N sets
+another; --dry-run shows it). --json-schema sends the schema and checks
 answers against it (type, enum, const, properties, required,
 additionalProperties, items, anyOf). Rows are checked before anything is sent:
 a placeholder a row cannot fill, or a repeated --id-field, exits 2 naming rows.
 
 \b
 The batch is kept in OUT.batch/ beside the output (requests.jsonl,
-results.jsonl). Run the same command again to continue after an interruption;
+results.jsonl). The rows are answered online, through the provider's Batch API
+(--via batch, with --detach, --cancel, --batch-deadline as for batchrun run), or
+as shards on Ray (--ray): the output is the same. Run the same command again to
+continue after an interruption, or to collect batches still at the provider;
 --retry-failed sends the rows with an _error again, with the template and
 options as now given (a fixed prompt), and keeps every answer; `batchrun report
 OUT.batch/results.jsonl` shows usage and cost.
@@ -105,32 +116,45 @@ that continues (the same one with a higher --max-cost), 4 stopped early
               help="The CSV/TSV data's delimiter: one character, or 'tab'. Default: a tab for .tsv; for .csv, "
                    "the one of , ; tab | that splits the header into the most columns.")
 @click.option("--dry-run", is_flag=True, help="Check every row; show the first requests and the cost estimate.")
+@html_option
+@route_options
 @engine_options
 def label(data_path: Path, template_path: Path, output: Path | None, model: str, system: str | None,
           labels: str | None, schema_path: Path | None, params: tuple[str, ...], id_field: str | None,
-          no_response_format: bool, raw_cells: bool, delimiter: str | None, dry_run: bool, **engine: Any) -> None:
+          no_response_format: bool, raw_cells: bool, delimiter: str | None, dry_run: bool, html_path: Path | None,
+          **engine: Any) -> None:
     """Ask a model about every row of DATA; write the rows with its answers as new columns."""
     from ..accounting.pricing import load_prices
     from ..label import LabelJob, LabelRun, preview
 
+    check_html_extra(html_path)
+    check_html_path(html_path)
+    route = Route.take(engine)
     options = EngineOptions(**engine)
     options.setup_logging()
     job = LabelJob.from_files(data_path, template_path, output_path=output, model=model, system=system,
                               labels=labels, schema_path=schema_path, params=params, id_field=id_field,
                               response_format=not no_response_format, raw_cells=raw_cells, delimiter=delimiter)
     if dry_run:
-        prices = load_prices(options.prices_path, batch_discount=options.batch_discount)
-        click.echo(_preview_text(preview(job, prices=prices)))
+        prices = load_prices(options.prices_path, batch_discount=options.batch_discount)  # both prices are shown
+        click.echo(_preview_text(preview(job, prices=prices), job.spec.default_cap))
         return
-    config = stats = None
+    config = None
+    stats: RunStats | Pending | None = None
     try:
         with options.endpoint() as make_config, LabelRun(job, make_config) as labeling:
             config = labeling.prepare()
-            stats = options.run(config) if config is not None else None
-            outcome = labeling.finish(stats)
+            stats = route.run(options, config) if config is not None else None
+            # Batches still at the provider: nothing to join yet.
+            outcome = None if isinstance(stats, Pending) else labeling.finish(stats)
     except KeyboardInterrupt:  # while rendering or joining: the engine handles its own signals
         click.echo("\nbatchrun: interrupted; run the same command again to continue", err=True)
         sys.exit(EXIT_STOPPED)
+    if isinstance(stats, Pending):
+        exit_pending(stats, options.quiet)
+    assert outcome is not None
+    if html_path is not None:
+        write_run_page(html_path, labeling.config.report_path, stats, options.max_cost)
     counts = outcome.counts
     labeled = None
     if counts is not None:
@@ -142,7 +166,9 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
             click.echo(format_summary(stats, str(config.report_path), command_args()), err=True)
         if labeled is not None:
             click.echo(fit(labeled, 2), err=True)
-    elif outcome.exit_code:  # one line all the same
+    if outcome.stopped is not None:
+        click.echo(f"batchrun: {outcome.stopped}", err=True)
+    elif options.quiet and outcome.exit_code:  # one line all the same
         if labeled is not None:
             click.echo(f"batchrun: {labeled}", err=True)
         elif config is not None and stats is not None:
@@ -150,11 +176,13 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
     sys.exit(outcome.exit_code)
 
 
-def _preview_text(shown: Preview) -> str:
+def _preview_text(shown: Preview, default_cap: int | None) -> str:
     """The requests as a person checks a template (each message's text as it is, then the
-    other body fields as JSON), then the estimate's table; no trailing newline."""
+    other body fields as JSON), the output cap set by default, then the estimate's table; no
+    trailing newline."""
     import orjson
 
+    from ..label.answers import REASONING_ROOM
     from .tables import render_estimate
 
     parts = []
@@ -163,6 +191,10 @@ def _preview_text(shown: Preview) -> str:
         parts.extend(f"[{message['role']}]\n{message['content']}" for message in request.body["messages"])
         rest = {name: value for name, value in request.body.items() if name != "messages"}
         parts.append(f"[other fields]\n{orjson.dumps(rest).decode()}\n")
+    if default_cap is not None:
+        parts.append(fit(f"max_completion_tokens {default_cap:,} by default: the longest label's answer, and "
+                         f"{REASONING_ROOM:,} tokens for a reasoning model to think; --param max_completion_tokens=N "
+                         "(or max_tokens=N) sets another cap", 2) + "\n")
     parts.append(render_estimate(shown.estimate.to_dict()))
     return "\n".join(parts)
 

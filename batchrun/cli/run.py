@@ -9,15 +9,10 @@ from typing import Any
 import click
 
 from ..batchapi.lifecycle import Pending
-from ..scale.shards import SHARDS_RANGE
-from ..settings import RAY
-from ..stats import RunStats
-from .batch_options import batch_options, make_batch_options
-from .bounded import Bounded
-from .declared import DeclaredOption
 from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
-from .html_option import check_html_extra, check_html_path, html_option, write_html
+from .html_option import check_html_extra, check_html_path, html_option, write_run_page
+from .routes import Route, exit_pending, route_options
 from .summary import format_summary, outcome_line, up_to_date_line
 
 RUN_EXAMPLES = """
@@ -49,47 +44,24 @@ listening): run the same command again to continue where it stopped.
               help="Results file. Default: INPUT with .jsonl replaced by .results.jsonl.")
 @click.option("--model", "-m", metavar="NAME",
               help="Send every request with this model, whatever its line says (lines without one get it too).")
-@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
-              cls=DeclaredOption, group=RAY,
-              help="Run as shards on a Ray cluster (pip install 'batchrun[ray]'): a local one using every core, "
-                   "the one $RAY_ADDRESS names, or the one at ADDRESS.")
-@click.option("--shards", type=Bounded(SHARDS_RANGE), metavar="N", cls=DeclaredOption, group=RAY,
-              help="With --ray: how many contiguous parts of the input run at once. Default: one per CPU, "
-                   "fewer for a small input.")
 @html_option
-@batch_options
+@route_options
 @engine_options
-def run(input_path: Path, output: Path | None, model: str | None, ray_address: str | None, shards: int | None,
-        html_path: Path | None, via: str, detach: bool, cancel: bool, batch_deadline: float | None,
-        poll_interval: float, batch_max_requests: int, batch_max_bytes: int, batch_mixed_models: bool,
-        **engine: Any) -> None:
+def run(input_path: Path, output: Path | None, model: str | None, html_path: Path | None, **engine: Any) -> None:
     """Run every request line of INPUT and write the ordered results."""
     check_html_extra(html_path)
     check_html_path(html_path)
-    batch = make_batch_options(via, detach, cancel, batch_deadline, poll_interval, batch_max_requests,
-                               batch_max_bytes, batch_mixed_models)
-    if shards is not None and ray_address is None:
-        raise click.UsageError("--shards only applies with --ray")
-    if ray_address is not None and batch is not None:
-        raise click.UsageError("--ray runs online: it cannot be combined with --via batch")
+    route = Route.take(engine)
     options = EngineOptions(**engine)
     options.setup_logging()
     with options.endpoint() as make_config:
         config = make_config(input_path, output, model=model)
-        stats: RunStats | Pending
-        if ray_address is not None:
-            from ..scale.ray_run import run_on_ray
-
-            stats = run_on_ray(config, address=ray_address or None, shards=shards)
-        else:
-            stats = options.run(config) if batch is None else options.run_via_batch(config, batch)
+        stats = route.run(options, config)
     if isinstance(stats, Pending):
-        if not options.quiet or stats.exit_code:
-            click.echo(f"batchrun: {stats.message}", err=True)
-        sys.exit(stats.exit_code)
+        exit_pending(stats, options.quiet)
     report = str(config.report_path)
     if html_path is not None:
-        _write_run_page(html_path, config.report_path, stats, config.max_cost)
+        write_run_page(html_path, config.report_path, stats, config.max_cost)
     if stats.up_to_date:
         if not options.quiet or stats.exit_code:
             click.echo(up_to_date_line(stats, report), err=True)
@@ -98,18 +70,3 @@ def run(input_path: Path, output: Path | None, model: str | None, ray_address: s
     elif stats.exit_code:
         click.echo(outcome_line(stats, report), err=True)
     sys.exit(stats.exit_code)
-
-
-def _write_run_page(html_path: Path, report_path: Path, stats: RunStats, max_cost: float | None) -> None:
-    """The run's report JSON as a page; the latency distribution from the run's own counters."""
-    import orjson
-
-    from ..html.page import render_run
-
-    if not report_path.exists():
-        click.echo(f"batchrun: no report to write {html_path} from (the run wrote none)", err=True)
-        return
-    doc = orjson.loads(report_path.read_bytes())
-    latency = stats.report.latency  # empty when the run was up to date: nothing was counted this time
-    write_html(html_path, render_run(doc, latency_histogram=latency.state() if latency.count else None,
-                                     max_cost=max_cost))

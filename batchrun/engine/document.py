@@ -1,5 +1,5 @@
 """The report document of a run: the one builder that a single run, a stopped run and the
-assembly of a sharded run's parts all write their ``report.json`` with (docs/contract.md, "Report")."""
+assembly of a sharded run's parts all write their ``report.json`` with (docs/contract.md, "The report")."""
 
 from __future__ import annotations
 

@@ -9,7 +9,9 @@ resume and the report all apply.
     schema.py    the JSON Schema subset answers are checked against
     render.py    rows → OpenAI Batch request lines, every row problem found before any spend
     join.py      rows + ordered results → labeled rows
-    job.py       the three steps around `run_batch`, resume, and the dry run
+    workspace.py the work folder beside the output, and what its files say
+    job.py       the three steps around the engine (any route), and resume
+    preview.py   the dry run: every row rendered and priced
 
 >>> job = LabelJob(Path("reviews.csv"), RequestSpec(load_template(Path("sentiment.txt")), "gpt-4o-mini",
 ...                Labels.parse_option("positive,negative,neutral")))
@@ -19,7 +21,8 @@ resume and the report all apply.
 from __future__ import annotations
 
 from .answers import FreeText, JsonSchema, Labels, load_json_schema
-from .job import LabelJob, LabelOutcome, LabelRun, label_dataset, preview
+from .job import LabelJob, LabelOutcome, LabelRun, label_dataset
+from .preview import preview
 from .render import RequestSpec, parse_params
 from .template import Template, load_template
 

@@ -41,6 +41,11 @@ OUTPUT_CAP = "output_cap"
 ANSWER_CODES = frozenset({NO_ANSWER, INVALID_LABEL, INVALID_JSON, SCHEMA_MISMATCH, OUTPUT_CAP})
 """Error codes of a request that succeeded but whose answer could not be used."""
 
+# The thinking a reasoning model (OpenAI's o-series, gpt-5) gets within the output cap that
+# `Labels` sets by default: reasoning tokens count toward the cap, and an answer the cap cuts
+# off is empty yet paid for. A one-word answer alone needs a few tokens.
+REASONING_ROOM = 4096
+
 _WRAPPING = " \t\r\n\"'`*“”‘’"
 _FENCE = re.compile(r"^```[\w-]*\s*\n(.*?)\n?```$", re.DOTALL)
 _NAME = re.compile(r"[^A-Za-z0-9_-]")
@@ -73,6 +78,9 @@ class AnswerSpec(Protocol):
     def instruction(self) -> str | None:
         """Text added to the system prompt, if any."""
 
+    def output_cap(self) -> int | None:
+        """The output tokens to allow when the user sets no cap, if the answer is known to be short."""
+
     def parse(self, text: str) -> dict[str, Any]:
         """Column values from the answer text.
 
@@ -92,6 +100,9 @@ class FreeText:
         return None
 
     def instruction(self) -> str | None:
+        return None
+
+    def output_cap(self) -> int | None:
         return None
 
     def parse(self, text: str) -> dict[str, Any]:
@@ -135,6 +146,11 @@ class Labels:
         # the simulator, which looks for "one of: a, b", picks one).
         return f"Answer with exactly one of: {', '.join(self.labels)}"
 
+    def output_cap(self) -> int | None:
+        """The longest answer's bytes as structured output, ``{"label":"…"}`` (a bound on its
+        tokens: every token of a byte-level BPE covers a byte at least), and `REASONING_ROOM`."""
+        return REASONING_ROOM + max(len(orjson.dumps({"label": label})) for label in self.labels)
+
     def parse(self, text: str) -> dict[str, Any]:
         label = self._by_key.get(label_key(text))
         if label is None:
@@ -164,6 +180,9 @@ class JsonSchema:
 
     def instruction(self) -> str | None:
         return f"Answer with a JSON object that matches this JSON schema: {orjson.dumps(self.schema).decode()}"
+
+    def output_cap(self) -> int | None:
+        return None
 
     def parse(self, text: str) -> dict[str, Any]:
         try:

@@ -1,13 +1,16 @@
 """`batchrun label` end to end: rows become a batch, the engine runs it, answers are joined back.
 
-    DATA ──render──▶ OUT.batch/requests.jsonl ──run_batch──▶ OUT.batch/results.jsonl
+    DATA ──render──▶ OUT.batch/requests.jsonl ──the engine──▶ OUT.batch/results.jsonl
                                                                    │
     DATA ─────────────────────────── join, row by row ◀────────────┘──▶ OUT
 
-The work folder ``OUT.batch/`` beside the output holds the batch: ``requests.jsonl`` (an
-OpenAI Batch input file), and the engine's ``results.jsonl``, ``results.errors.jsonl`` and,
-while it runs, its checkpoint. It stays after the run: ``--retry-failed`` re-sends from it,
-and ``batchrun report OUT.batch/results.jsonl`` reports on it.
+The engine is whatever runs a `RunConfig` — `run_batch`, or the routes ``batchrun run`` takes
+(the Batch API, Ray shards) — since the requests are an input file like any other. The work
+folder ``OUT.batch/`` beside the output holds the batch: ``requests.jsonl`` (an OpenAI Batch
+input file), and the engine's ``results.jsonl``, ``results.errors.jsonl`` and, until it has
+published them, its checkpoint, batches or shards (`engine_folders`). It stays after the run:
+``--retry-failed`` re-sends from it, and ``batchrun report OUT.batch/results.jsonl`` reports on
+it.
 
 Running the same command again continues whatever stopped, because every step is repeatable:
 the requests are rendered again, byte for byte the same (checked line by line against the
@@ -32,33 +35,31 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, final
+from typing import IO, final
 
 import anyio
 import httpx
 import orjson
 
-from ..config import RunConfig, errors_path_for
+from ..config import RunConfig
 from ..disk import publish
 from ..disk.lock import RunLock
 from ..disk.rundir import make_run_dir
 from ..engine import Observer, run_batch
 from ..errors import ConfigError
-from ..stats import EXIT_FAILED_LINES, EXIT_OK, RunStats
+from ..stats import EXIT_FAILED_LINES, EXIT_OK, EXIT_STOPPED, RunStats
 from ..transport import Transport
 from .answers import AnswerSpec, FreeText, Labels, load_json_schema
 from .formulas import is_formula
 from .join import JoinCounts, join
-from .render import CHAT_URL, Renderer, Request, RequestSpec, parse_params, row_id
+from .render import Renderer, Request, RequestSpec, parse_params, row_id
 from .rows import Format, RowReader, RowWriter, data_format, format_of
 from .template import load_template
-
-if TYPE_CHECKING:
-    from ..accounting.estimate import Estimate
-    from ..accounting.pricing import PriceTable
+from .workspace import Workspace, engine_folders
 
 log = logging.getLogger("batchrun")
 
@@ -141,50 +142,25 @@ class LabelJob:
         return self.output_path
 
 
-class Workspace:
-    """The paths of the work folder beside an output."""
-
-    def __init__(self, out: Path) -> None:
-        self.dir = out.with_name(out.name + ".batch")
-        self.requests = self.dir / "requests.jsonl"
-        self.results = self.dir / "results.jsonl"
-        self.errors = errors_path_for(self.results)
-        self.checkpoint = self.results.with_name(self.results.name + ".checkpoint")
-        self.lock = self.dir / "lock"
-        self.joined = self.dir / "joined"
-        self.rows = self.dir / "rows"
-
-    def join_pending(self) -> bool:
-        """Whether the engine finished results the output was not joined from (module docstring)."""
-        if not self.results.exists() or self.checkpoint.exists():
-            return False
-        try:
-            return bool(orjson.loads(self.joined.read_bytes()) != _identity(self.results))
-        except FileNotFoundError:
-            return True
-
-    def mark_joined(self, out: Path) -> None:
-        """Record that ``out`` was joined from the results as they are now."""
-        publish.fsync_dir(self.dir)
-        publish.fsync_dir(out.parent)
-        publish.write_atomically(self.joined, orjson.dumps(_identity(self.results)))
-        publish.fsync_dir(self.dir)
-
-
 @dataclass
 class LabelOutcome:
     """How a label run ended.
 
     :param counts: what the output holds; ``None`` when the run stopped before writing it.
     :param stats: the engine's counters; ``None`` when no request had to be sent.
+    :param stopped: why the output could not be written (a disk error): the same command
+        writes it once the cause is fixed, sending nothing.
     """
 
     output_path: Path
     counts: JoinCounts | None
     stats: RunStats | None
+    stopped: str | None = None
 
     @property
     def exit_code(self) -> int:
+        if self.stopped is not None:  # writing the output failed; the answers are kept
+            return EXIT_STOPPED
         if self.counts is None:  # the engine stopped early (interrupted, budget): resumable
             assert self.stats is not None
             return self.stats.exit_code
@@ -197,28 +173,50 @@ class LabelRun:
 
         with LabelRun(job, engine) as run:
             config = run.prepare()            # render; None if the batch is already finished
-            stats = run_batch(config) if config else None
+            stats = run_batch(config) if config else None    # or another route's run
             outcome = run.finish(stats)       # join
 
-    :raises ConfigError: the engine options are invalid (before anything is written).
+    A start refused before the engine kept anything (a row that cannot be sent, the engine's
+    options) leaves no work folder behind if it made it.
+
+    :raises ConfigError: the engine options are invalid, or the output is a symlink that is
+        not followed (another user's, or a loop), before anything is written.
     """
 
     def __init__(self, job: LabelJob, engine: EngineConfig) -> None:
+        try:
+            publish.link_target(job.out)  # as the join will write it: refused now, not after every row was sent
+        except OSError as exc:
+            raise ConfigError(f"the output {job.out}: {exc.strerror}; remove the link or choose another -o") from None
         self.job = job
         self.work = Workspace(job.out)
         self.config = engine(self.work.requests, self.work.results)
+        self.work.unfinished = engine_folders(self.config)
         self._lock = RunLock(self.work.lock, job.out)
         self._columns: list[str] = []
         self._delimiter = job.delimiter  # a CSV's, as the rendering read it
+        self._bom = False  # whether the data began with a BOM, as the rendering read it
         self._data_stamp: tuple[int, int] | None = None
+        self._created = False
 
     def __enter__(self) -> LabelRun:
-        make_run_dir(self.work.dir, self.job.out)
-        self._lock.acquire()
+        self._created = make_run_dir(self.work.dir, self.job.out)
+        try:
+            self._lock.acquire()
+        except BaseException:
+            self._remove_if_new()
+            raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self._lock.release()
+        if kind is not None:
+            self._remove_if_new()
+
+    def _remove_if_new(self) -> None:
+        """Remove the work folder if this start made it and the engine keeps nothing in it."""
+        if self._created and not self.work.results.exists() and not self.work.running():
+            shutil.rmtree(self.work.dir, ignore_errors=True)
 
     def prepare(self) -> RunConfig | None:
         """Check what earlier runs left, render the requests, and say what the engine must do.
@@ -230,8 +228,9 @@ class LabelRun:
         :raises InputFileError: rows that cannot be sent (nothing was sent).
         """
         work, out, config = self.work, self.job.out, self.config
-        finished = work.results.exists() and not work.checkpoint.exists()
-        started = finished or work.checkpoint.exists()
+        running = work.running()
+        finished = work.results.exists() and not running
+        started = finished or running
         if not config.restart and work.join_pending():
             self._data_stamp = _stamp(self.job.data_path)
             self._render(compare=True)
@@ -258,11 +257,29 @@ class LabelRun:
         if _stamp(job.data_path) != self._data_stamp:
             raise ConfigError(f"{job.data_path} changed while it was being labeled; the answers are kept in "
                               f"{work.dir}: restore the data and run again, or run again with --restart")
-        # An output in the data's format keeps its delimiter (a ;-separated CSV stays one).
-        writer = RowWriter(job.out, job.output_format, self._columns, job.spec.added_columns, raw_cells=job.raw_cells,
-                           delimiter=self._delimiter if job.output_format == job.data_format else None)
-        results, errors = publish.AtomicFile(work.results), publish.AtomicFile(work.errors)
         try:
+            counts = self._join()
+        except OSError as exc:
+            where = exc.filename or job.out
+            return LabelOutcome(job.out, None, stats, f"could not write the output ({where}: {exc.strerror or exc}); "
+                                f"the answers are kept in {work.dir}: fix that and run the same command again "
+                                "to write it (nothing is sent again)")
+        return LabelOutcome(job.out, counts, stats)
+
+    def _join(self) -> JoinCounts:
+        """:raises OSError: writing failed; nothing was published but what is whole."""
+        job, work = self.job, self.work
+        targets: list[RowWriter | publish.AtomicFile] = []
+        try:
+            # An output in the data's format keeps its delimiter (a ;-separated CSV stays one).
+            writer = RowWriter(job.out, job.output_format, self._columns, job.spec.added_columns,
+                               raw_cells=job.raw_cells, bom=self._bom,
+                               delimiter=self._delimiter if job.output_format == job.data_format else None)
+            targets.append(writer)
+            results = publish.AtomicFile(work.results)
+            targets.append(results)
+            errors = publish.AtomicFile(work.errors)
+            targets.append(errors)
             with RowReader(job.data_path, job.data_format, self._delimiter) as rows, work.results.open("rb") as earlier:
                 counts = join(rows, earlier, job.spec.answer, lambda row: row_id(row, job.id_field), writer,
                               results.file, errors.file)
@@ -271,10 +288,10 @@ class LabelRun:
             writer.commit()
             work.mark_joined(job.out)  # last: from here the results have been joined
         except BaseException:
-            for target in (writer, results, errors):
+            for target in targets:
                 target.discard()
             raise
-        return LabelOutcome(job.out, counts, stats)
+        return counts
 
     def _render(self, *, compare: bool, new_requests: bool = False) -> None:
         """Write the requests file anew, and the digest of the rows they were made from.
@@ -314,7 +331,7 @@ class LabelRun:
         finally:
             if earlier is not None:
                 earlier.close()
-        self._columns, self._delimiter = renderer.columns, renderer.delimiter
+        self._columns, self._delimiter, self._bom = renderer.columns, renderer.delimiter, renderer.bom
 
     def _recorded_rows(self) -> str | None:
         """The digest of the rows the requests were last rendered from (`_render`)."""
@@ -351,32 +368,6 @@ async def label_dataset(job: LabelJob, engine: EngineConfig, *,
         return await anyio.to_thread.run_sync(run.finish, stats)
 
 
-@dataclass
-class Preview:
-    """What a run would send: the first requests, and the estimate of all of them."""
-
-    requests: list[Request]
-    estimate: Estimate
-
-
-def preview(job: LabelJob, count: int = 3, prices: PriceTable | None = None) -> Preview:
-    """Render every row without writing or sending anything (``--dry-run``).
-
-    :raises InputFileError: rows that could not be sent, as a run would find them.
-    """
-    # Imported here: only a dry run needs prices and token counts.
-    from ..accounting.estimate import Estimate
-    from ..accounting.pricing import load_prices
-
-    shown: list[Request] = []
-    estimate = Estimate(prices or load_prices(), source=str(job.data_path))
-    for request in Renderer(job.data_path, job.spec, job.id_field, job.delimiter):
-        if len(shown) < count:
-            shown.append(request)
-        estimate.add_request(job.spec.model, CHAT_URL, request.body)
-    return Preview(shown, estimate)
-
-
 def _warn_formula_labels(labels: Sequence[str], out: Path, *, raw_cells: bool) -> None:
     formulas = [label for label in labels if is_formula(label)]
     if formulas:
@@ -384,12 +375,6 @@ def _warn_formula_labels(labels: Sequence[str], out: Path, *, raw_cells: bool) -
                    else "such labels are written with a ' in front, as text (--raw-cells writes them as given)")
         log.warning("--labels: a spreadsheet opening %s would run %s as a formula; %s", out,
                     ", ".join(map(repr, formulas)), outcome)
-
-
-def _identity(path: Path) -> list[int]:
-    """Which file ``path`` is now: a rename puts another file there, a rewrite changes it."""
-    stat = path.stat()
-    return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

@@ -30,6 +30,9 @@ CHAT_URL = "/v1/chat/completions"
 ERROR_COLUMN = "_error"
 RAW_COLUMN = "_raw"
 MAX_REPORTED = 10  # problems listed; the rest are counted
+# A chat request's output cap: OpenAI's reasoning models take only the first, every chat model
+# of theirs takes it, and vLLM too; the second is the older spelling other servers know.
+OUTPUT_CAPS = ("max_completion_tokens", "max_tokens")
 _RESERVED = {"model": "it is set by --model", "messages": "they come from the template",
              "stream": "a streamed answer is not JSON, so it cannot be read back"}
 
@@ -39,6 +42,9 @@ class RequestSpec:
     """Everything besides the row that shapes its request.
 
     :param params: extra body fields (``temperature``, ``max_tokens`` …); sent in key order.
+        Without ``max_completion_tokens`` or ``max_tokens`` among them, the answer's own cap
+        (`AnswerSpec.output_cap`, that of ``--labels``) is sent as ``max_completion_tokens``,
+        and kept in `default_cap`.
     :param response_format: send the answer's ``response_format`` (structured outputs); off for
         endpoints that reject it — the prompt still states what to answer.
     :raises ConfigError: a param that another option sets.
@@ -51,6 +57,7 @@ class RequestSpec:
     response_format: bool = True
     _prompt: Template = field(init=False, repr=False, compare=False)
     _extra: dict[str, Any] = field(init=False, repr=False, compare=False)
+    default_cap: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in self.params:
@@ -61,12 +68,17 @@ class RequestSpec:
                               "it (--no-response-format sends none)")
         instruction = self.answer.instruction()
         prompt = self.template.with_instruction(instruction) if instruction else self.template
-        extra = dict(sorted(self.params.items()))
+        params = dict(self.params)
+        cap = None if any(name in params for name in OUTPUT_CAPS) else self.answer.output_cap()
+        if cap is not None:
+            params[OUTPUT_CAPS[0]] = cap
+        extra = dict(sorted(params.items()))
         fmt = self.answer.response_format() if self.response_format else None
         if fmt is not None:
             extra = {"response_format": fmt, **extra}
         object.__setattr__(self, "_prompt", prompt)
         object.__setattr__(self, "_extra", extra)
+        object.__setattr__(self, "default_cap", cap)
 
     @property
     def added_columns(self) -> tuple[str, ...]:
@@ -118,7 +130,7 @@ class Renderer:
 
     After the iteration, `columns` holds the data's columns (a CSV header, or every key of a
     JSONL file in order of first appearance), `rows` their count, and `delimiter` a CSV/TSV
-    file's delimiter, as given or sniffed.
+    file's delimiter, as given or sniffed, and `bom` whether the file began with a UTF-8 BOM.
 
     :param id_field: the column whose value is each row's ``custom_id``; default ``line-<N>``,
         N the line the row starts on.
@@ -133,6 +145,7 @@ class Renderer:
         self.spec = spec
         self.id_field = id_field
         self.delimiter = delimiter
+        self.bom = False
         self.columns: list[str] = []
         self.rows = 0
         self._problems: list[tuple[int, str]] = []  # (row number, message): listed in row order
@@ -141,7 +154,7 @@ class Renderer:
 
     def __iter__(self) -> Iterator[Request]:
         with RowReader(self.path, delimiter=self.delimiter) as reader:
-            self.delimiter = reader.delimiter
+            self.delimiter, self.bom = reader.delimiter, reader.bom
             if reader.columns is not None:
                 self.columns = reader.columns
                 self._check_header(reader.columns)

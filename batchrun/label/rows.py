@@ -5,8 +5,9 @@ held in memory: `RowReader` yields `Row`\\s, `RowWriter` writes the labeled rows
 file that `RowWriter.commit` renames into place, so a half-written output never has the final
 name.
 
-- CSV/TSV: a header row, then one row per record (quoted fields may span lines). Values are
-  strings. A TSV is split on tabs; a CSV on the delimiter given, else the one of ``, ; TAB |``
+- CSV/TSV: a header row, then one row per record (quoted fields may span lines); lines end in
+  LF, CRLF or a lone CR (as old Mac Excel saves a CSV), and a line's number counts them so. Values
+  are strings. A TSV is split on tabs; a CSV on the delimiter given, else the one of ``, ; TAB |``
   that splits its header into the most fields (`sniff_delimiter`). A row with fewer fields
   than the header is allowed (the missing ones are empty in the output, and absent for the
   template); one with more is an error. Written out, a cell
@@ -15,12 +16,14 @@ name.
   lines skipped, a line over its size limit an error, never held in memory). JSONL written
   from JSONL keeps each original object byte for byte and adds the new keys at its end.
 
-Both are UTF-8; a BOM is tolerated.
+Both are UTF-8; a BOM is tolerated, and a CSV/TSV output written from data that began with one
+begins with one too (Excel reads a CSV without it in the locale's legacy encoding: mojibake).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -82,6 +85,7 @@ class RowReader:
     :param delimiter: of a CSV/TSV file; by default a tab for TSV, and sniffed for CSV.
     :param columns: the CSV header, known on opening; ``None`` for JSONL, whose objects may
         each have other keys.
+    :param bom: whether the file begins with a UTF-8 BOM.
     :raises InputFileError: the file cannot be opened, is not in its format (with the line), or
         its delimiter cannot be told.
     """
@@ -92,6 +96,13 @@ class RowReader:
         self.columns: list[str] | None = None
         self.delimiter = delimiter
         self._file = open_input(path, "a data file")
+        self._text: io.TextIOWrapper | None = None
+        try:
+            self.bom = self._file.read(len(BOM)) == BOM
+            self._file.seek(0)
+        except OSError as exc:
+            self.close()
+            raise InputFileError(f"{path}: read failed: {exc.strerror}") from None
         if self.format != "jsonl":
             csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
             try:
@@ -113,7 +124,7 @@ class RowReader:
         self.close()
 
     def close(self) -> None:
-        self._file.close()
+        (self._text or self._file).close()  # the text reader closes the file under it
 
     def __iter__(self) -> Iterator[Row]:
         try:
@@ -122,12 +133,16 @@ class RowReader:
             raise InputFileError(f"{self.path}: read failed: {exc.strerror}") from None
 
     def _text_lines(self) -> Iterator[str]:
-        """The file's lines as text, decoded one by one so a bad byte is reported on its line."""
-        for line_no, raw in enumerate(self._file, start=1):
+        """The file's lines as text with their ends (LF, CRLF or CR), as the csv module reads
+        them; a byte that is not UTF-8 is reported on its line (it decodes to a lone surrogate,
+        which no UTF-8 text holds, and fails to encode back)."""
+        self._text = io.TextIOWrapper(self._file, encoding="utf-8", errors="surrogateescape", newline="")
+        for line_no, line in enumerate(self._text, start=1):
             try:
-                yield (raw[len(BOM):] if line_no == 1 and raw.startswith(BOM) else raw).decode()
-            except UnicodeDecodeError:
+                line.encode()
+            except UnicodeEncodeError:
                 raise InputFileError(f"{self.path}:{line_no}: not UTF-8 text") from None
+            yield line.removeprefix("\ufeff") if line_no == 1 else line
 
     def _sniff(self, lines: Iterator[str]) -> tuple[str, Iterator[str]]:
         """The delimiter of the header line, and ``lines`` as if none had been read."""
@@ -193,7 +208,10 @@ def sniff_delimiter(header: str, where: str) -> str:
     :raises InputFileError: two of them split it into as many fields: which one is meant
         cannot be told from the header.
     """
-    fields = {delimiter: len(next(csv.reader([header], delimiter=delimiter))) for delimiter in DELIMITERS}
+    try:
+        fields = {delimiter: len(next(csv.reader([header], delimiter=delimiter))) for delimiter in DELIMITERS}
+    except csv.Error as exc:
+        raise InputFileError(f"{where}: not valid CSV: {exc}") from None
     most = max(fields.values())
     if most == 1:
         return ","
@@ -217,10 +235,11 @@ class RowWriter:
     :param raw_cells: write CSV/TSV cells as they are, even those a spreadsheet would run as
         formulas (by default they get a ``'`` in front: `formulas.defuse`). The header too.
     :param delimiter: of CSV/TSV output; by default a comma for CSV, a tab for TSV.
+    :param bom: begin CSV/TSV output with a UTF-8 BOM (as the data did).
     """
 
     def __init__(self, path: Path, fmt: Format, columns: Sequence[str], added: Sequence[str], *,
-                 raw_cells: bool = False, delimiter: str | None = None) -> None:
+                 raw_cells: bool = False, delimiter: str | None = None, bom: bool = False) -> None:
         self.path = path
         self.format = fmt
         self._columns = list(columns)
@@ -228,6 +247,8 @@ class RowWriter:
         self._target = AtomicFile(path, text=fmt != "jsonl")
         self._file = self._target.file
         if fmt != "jsonl":
+            if bom:
+                self._file.write("\ufeff")
             self._csv = csv.writer(_LineFeeds(self._file), dialect="excel", lineterminator="\r\n",
                                    delimiter=delimiter or _DELIMITER[fmt])
             self._csv.writerow(map(self._text, [*self._columns, *added]))

@@ -28,6 +28,10 @@ request that failed: ``response.status_code`` other than 200), and ``rate_lost``
 file while ``request_counts`` counts them as completed, which a client can only notice by
 matching ``custom_id``s. ``request_counts.failed`` counts the non-200 answers and the lines of
 the error file. Ids are derived from the seed and the order of creation, so a run repeats.
+Two faults test what a client keeps of the files: ``quote`` is text (a test passes the API key)
+that every output line's body and every error line's message quote back, as a provider echoing
+the headers it was sent would; ``oversize`` pads the first line's answer to that many bytes more
+(a ``padding`` string in its body), an answer past any cap a client holds answers to.
 
 The server's faults, latency and key check apply to these routes as to any other (a truncated
 ``POST /batches`` has created its batch); its rate limits do not.
@@ -78,6 +82,8 @@ class Batches:
     :param rate_failed: share of lines answered with ``failed_status`` in the output file.
     :param failed_status: the status of those answers (a 4xx or 5xx).
     :param rate_lost: share of lines missing from both files (counted as completed).
+    :param quote: text every output body and error message quotes back (``Authorization: Bearer …``).
+    :param oversize: bytes of padding in the first line's answer body.
     """
 
     validating_s: float = 0.01
@@ -90,6 +96,8 @@ class Batches:
     rate_failed: float = 0.0
     failed_status: int = 500
     rate_lost: float = 0.0
+    quote: str = ""
+    oversize: int = 0
 
     def __post_init__(self) -> None:
         times = (self.validating_s, self.seconds_per_request, self.finalizing_s, self.cancelling_s)
@@ -101,6 +109,8 @@ class Batches:
             raise ValueError("rate_failed and rate_lost must be >= 0 and add up to at most 1")
         if not 400 <= self.failed_status <= 599:
             raise ValueError("failed_status must be a 4xx or 5xx")
+        if self.oversize < 0:
+            raise ValueError("oversize must be >= 0")
 
 
 class _Error(Exception):
@@ -432,7 +442,7 @@ class BatchStore:
                 message = ("This request could not be executed before the batch expired." if unanswered_code ==
                            "batch_expired" else "This request was not executed because the batch was cancelled.")
                 record: dict[str, Any] = {"id": line_id, "custom_id": line.custom_id, "response": None,
-                                          "error": {"code": unanswered_code, "message": message}}
+                                          "error": {"code": unanswered_code, "message": message + self._quoted()}}
                 errors.append(orjson.dumps(record))
                 continue
             if fate == "lost":
@@ -440,8 +450,13 @@ class BatchStore:
             reply = self._reply(line, fate)
             request_id = "req_" + hashlib.blake2b(line.method.encode() + line.url.encode() + line.body,
                                                   digest_size=12).hexdigest()
+            body = reply.payload
+            if self._config.quote:
+                body = {**body, "echo": self._quoted()}
+            if index == 0 and self._config.oversize:
+                body = {**body, "padding": "x" * self._config.oversize}
             record = {"id": line_id, "custom_id": line.custom_id,
-                      "response": {"status_code": reply.status, "request_id": request_id, "body": reply.payload},
+                      "response": {"status_code": reply.status, "request_id": request_id, "body": body},
                       "error": None}
             output.append(orjson.dumps(record))
         # OpenAI does not keep the input order; neither does the simulator (a fixed order of its own).
@@ -451,6 +466,9 @@ class BatchStore:
             batch.output_file = self._store_output(batch, "output", output, now)
         if errors:
             batch.error_file = self._store_output(batch, "error", errors, now)
+
+    def _quoted(self) -> str:
+        return f" (sent with Authorization: Bearer {self._config.quote})" if self._config.quote else ""
 
     def _store_output(self, batch: _Batch, kind: str, lines: list[bytes], now: int) -> _File:
         file = _File(self._new_id("file-", 24), f"{batch.id}_{kind}.jsonl", "batch_output", now,

@@ -56,6 +56,24 @@ def test_the_review_sample_on_the_simulator(tmp_path: Path, monkeypatch: pytest.
     assert code == 0 and "resumed: 30 lines" in err  # nothing had failed: nothing was sent again
 
 
+def test_html_writes_the_runs_page_and_a_path_it_cannot_write_is_refused_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib", reason="the report extra is not installed: pip install 'batchrun[report]'")
+    copy_samples(tmp_path, "reviews.csv", "sentiment.txt")
+    monkeypatch.chdir(tmp_path)
+    for page, message in (("missing/page.html", "output directory missing does not exist"),
+                          (".", "is a directory")):
+        code, _, err = invoke("label", "reviews.csv", "-t", "sentiment.txt", "--labels", SENTIMENT, "--mock",
+                              "--html", page)
+        assert code == 2 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.csv", "sentiment.txt"]  # nothing ran
+    code, _, err = invoke("label", "reviews.csv", "-t", "sentiment.txt", "--labels", SENTIMENT, "--mock",
+                          "--mock-latency-ms", "1", "--html", "page.html", "-q")
+    assert code == 0, err
+    page = (tmp_path / "page.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "gpt-4o-mini" in page
+
+
 def test_the_invoice_sample_extracts_schema_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     copy_samples(tmp_path, "invoices.jsonl", "invoice.txt", "invoice_schema.json")
     monkeypatch.chdir(tmp_path)
@@ -78,6 +96,8 @@ def test_dry_run_shows_requests_and_the_estimate_and_sends_nothing(tmp_path: Pat
     assert out.startswith("--- custom_id line-2 (row 1, line 2) ---\n[system]\nYou annotate customer reviews")
     assert "Answer with exactly one of: positive, negative, neutral\n[user]\nProduct: Aeropress Go" in out
     assert '"temperature":0' in out and out.count("--- custom_id") == 3
+    # One-word answers get a small output cap by default, with room for a reasoning model to think.
+    assert '"max_completion_tokens":4116' in out and "max_completion_tokens 4,116 by default" in out
     assert "30 to send" in out and "gpt-4o-mini" in out  # the estimate of every row
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.csv", "sentiment.txt"]
 
@@ -94,6 +114,9 @@ def test_dry_run_shows_requests_and_the_estimate_and_sends_nothing(tmp_path: Pat
         (["--mock", "-o", "{dir}/d.csv"], "is the data file"),
         (["--mock", "--system", "S {{title}}"], "the template uses {title}, which is not a column"),
         (["--base-url", "https://api.example.com/v1"], "no API key"),
+        (["--mock", "--shards", "2"], "--shards only applies with --ray"),
+        (["--mock", "--ray", "--via", "batch"], "--ray runs online: it cannot be combined with --via batch"),
+        (["--mock", "--detach"], "--detach only applies with --via batch"),
     ],
 )
 def test_usage_errors_exit_2_before_anything_is_sent(tmp_path: Path, args: list[str], message: str) -> None:

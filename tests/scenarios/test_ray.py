@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from batchrun.cli import main
 from batchrun.config import RetryPolicy, RunConfig
 from batchrun.errors import ConfigError
 from batchrun.runner import run_batch_sync
@@ -217,3 +219,21 @@ def test_retry_failed_on_ray_sends_only_the_failed_lines_again(tmp_path: Path) -
     assert [r["custom_id"] for r in read_jsonl(out)] == [f"req-{i}" for i in range(200)]
     assert failed <= sent < 2 * failed + 20  # the failed lines, with their retries: not the 200
 
+
+
+def test_label_on_ray_is_the_online_label_run(sim: Simulator, tmp_path: Path) -> None:
+    samples = Path(__file__).parents[2] / "samples"
+    data, template = samples / "reviews.csv", samples / "sentiment.txt"
+    outputs = {}
+    for name, route in (("online", ()), ("ray", ("--ray", "--shards", "2"))):
+        outputs[name] = tmp_path / f"{name}.csv"
+        result = CliRunner().invoke(main, ["label", str(data), "-t", str(template), "--labels",
+                                           "positive,negative,neutral", "-o", str(outputs[name]), "--base-url",
+                                           sim.base_url, *route], catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        assert ("running 2 shards" in result.stderr) == (name == "ray")
+    assert outputs["ray"].read_bytes() == outputs["online"].read_bytes()
+    work = tmp_path / "ray.csv.batch"
+    assert [comparable(r) for r in read_jsonl(work / "results.jsonl")] == \
+        [comparable(r) for r in read_jsonl(tmp_path / "online.csv.batch/results.jsonl")]
+    assert (work / "results.report.json").exists() and not (work / "results.jsonl.shards").exists()

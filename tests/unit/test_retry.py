@@ -1,49 +1,18 @@
-"""Retry classification, Retry-After handling and backoff — with a fake sleep, never a real one."""
+"""`retry.py`: the status classifier, Retry-After, and the retry policy as a pure function of what
+a request's failures have spent (`next_wait`), asked as tenacity's tests ask its strategies: no
+request, no sleep."""
 
 from __future__ import annotations
 
 import random
-import time
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from pathlib import Path
 
-import httpx
-import orjson
 import pytest
 
-from batchrun.client import Client
-from batchrun.config import ApiKey, RetryPolicy, RunConfig
-from batchrun.errors import FatalEndpointError, RateLimited, ServerError
-from batchrun.records import Job, LineError, Result
-from batchrun.retry import RetryBudget, parse_retry_after
-
-from ..helpers import FakeClock
-
-OK_BODY = {"model": "m", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-
-
-def scripted(*responses: httpx.Response | Exception) -> tuple[httpx.MockTransport, list[httpx.Request]]:
-    """A transport answering with ``responses`` in turn; the last one repeats."""
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        answer = responses[min(len(seen), len(responses)) - 1]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    return httpx.MockTransport(handler), seen
-
-
-def make_client(tmp_path: Path, transport: httpx.AsyncBaseTransport, sleep: FakeClock, **policy: float) -> Client:
-    config = RunConfig(tmp_path / "in.jsonl", base_url="http://127.0.0.1:9/v1",
-                       api_key=ApiKey("sk-test-SECRET"), retry=RetryPolicy(**policy))  # type: ignore[arg-type]
-    return Client(config, transport=transport, clock=sleep)
-
-
-JOB = Job(0, 1, "req-0", "/v1/chat/completions", b'{"model": "m"}', "m")
+from batchrun.config import RetryPolicy
+from batchrun.errors import FatalEndpointError, HTTPStatusError, RateLimited, ServerError
+from batchrun.retry import Retries, Spent, next_wait, parse_retry_after, status_error
 
 
 @pytest.mark.parametrize(("headers", "expected"), [
@@ -68,207 +37,125 @@ def test_parse_retry_after_http_date() -> None:
     assert parse_retry_after({"retry-after": earlier}, now=now.timestamp()) == 0.0
 
 
-def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
-    err = ServerError("http_500", "boom")
-    for failures, cap in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (4, 8.0), (8, 8.0)]:
-        budget = RetryBudget(RetryPolicy(backoff_base=1.0, backoff_max=8.0), random.Random(1))
-        budget.failures = failures  # earlier server errors of this line
-        waits = [budget.wait(err) for _ in range(200)]
-        assert all(0 <= w <= cap for w in waits)
-        assert max(waits) > cap * 0.9 and min(waits) < cap * 0.1  # spread over the whole range
+POLICY = RetryPolicy(max_attempts=4, backoff_base=1.0, backoff_max=8.0, rate_limit_patience=10.0,
+                     retry_after_max=20.0)
+SERVER = ServerError("http_500", "boom")
+LIMITED = RateLimited("rate_limit_exceeded", "slow down")
 
 
-def test_429s_and_server_errors_back_off_on_their_own_counts() -> None:
-    budget = RetryBudget(RetryPolicy(backoff_base=1.0, backoff_max=8.0), random.Random(4))
-    for _ in range(5):  # five 429s without Retry-After: their own doubling
-        budget.wait(RateLimited("rate_limit", "slow"))
-    assert budget.rate_limited == 5
-    waits = [budget.wait(ServerError("http_500", "boom")) for _ in range(100)]
-    assert max(waits) <= 1.0  # the first server error of the line: the first cap, not the sixth
+def top(low: float, high: float) -> float:
+    """A jitter draw at the top of its range: the wait is the cap itself."""
+    return high
 
 
-def test_retry_after_is_honoured_with_small_jitter_and_capped() -> None:
-    budget = RetryBudget(RetryPolicy(retry_after_max=20.0), random.Random(2))
-    waits = [budget.wait(RateLimited("rate_limit", "slow", retry_after=5.0)) for _ in range(100)]
-    assert all(5.0 <= w <= 5.5 for w in waits) and len(set(waits)) > 90
-    assert 20.0 <= budget.wait(RateLimited("r", "s", retry_after=999.0)) <= 22.0
-
-
-def test_429s_do_not_use_up_attempts_but_patience() -> None:
-    budget = RetryBudget(RetryPolicy(max_attempts=3, rate_limit_patience=10.0), random.Random(3))
-    limited = RateLimited("rate_limit", "slow", retry_after=1.0)
-    for _ in range(8):
-        budget.wait(limited)
-        assert not budget.stop(limited)  # 8 × ~1 s < 10 s
-    server = ServerError("http_503", "down")
-    assert not budget.stop(server)
-    assert not budget.stop(server)
-    assert budget.stop(server)  # third non-429 failure
-    budget.wait(limited)
-    budget.wait(limited)
-    assert budget.stop(limited)  # patience spent
-
-
-@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
-async def test_retryable_statuses_are_retried(tmp_path: Path, status: int) -> None:
-    transport, seen = scripted(httpx.Response(status, json={"error": {"message": "later"}}),
-                               httpx.Response(200, json=OK_BODY))
-    sleep = FakeClock()
-    async with make_client(tmp_path, transport, sleep) as client:
-        result = await client.send(JOB)
-    assert result.ok and result.attempts == 2 and len(seen) == 2 and len(sleep.waits) == 1
-
-
-@pytest.mark.parametrize("status", [400, 404, 405, 413, 422, 501])
-async def test_final_statuses_are_sent_once_and_recorded(tmp_path: Path, status: int) -> None:
-    body = {"error": {"message": "bad thing", "type": "invalid_request_error", "code": "bad_param"}}
-    transport, seen = scripted(httpx.Response(status, json=body, headers={"x-request-id": "req_1"}))
-    sleep = FakeClock()
-    async with make_client(tmp_path, transport, sleep) as client:
-        result = await client.send(JOB)
-    assert len(seen) == 1 and sleep.waits == [] and result.attempts == 1
-    assert (result.status_code, result.request_id, result.body) == (status, "req_1", body)
-    assert result.error == {"code": "bad_param", "message": "bad thing"}
-
-
-async def test_retry_after_header_drives_the_wait(tmp_path: Path) -> None:
-    transport, _ = scripted(httpx.Response(429, headers={"retry-after-ms": "1200"}),
-                            httpx.Response(429, headers={"retry-after": "3"}),
-                            httpx.Response(200, json=OK_BODY))
-    sleep = FakeClock()
-    async with make_client(tmp_path, transport, sleep) as client:
-        result = await client.send(JOB)
-    assert result.ok and result.attempts == 3
-    assert 1.2 <= sleep.waits[0] <= 1.32 and 3.0 <= sleep.waits[1] <= 3.3
-
-
-async def test_exhausted_attempts_record_the_last_failure(tmp_path: Path) -> None:
-    transport, seen = scripted(httpx.Response(503, json={"error": {"message": "overloaded", "type": "server_error"}}))
-    sleep = FakeClock()
-    async with make_client(tmp_path, transport, sleep, max_attempts=4) as client:
-        result = await client.send(JOB)
-    assert len(seen) == 4 and result.attempts == 4 and len(sleep.waits) == 3
-    assert result.status_code == 503 and result.error == {"code": "server_error", "message": "overloaded"}
-
-
-async def test_a_lines_retries_are_accounted_for_one_by_one(tmp_path: Path) -> None:
-    transport, seen = scripted(httpx.Response(429, headers={"retry-after-ms": "500"}),
-                               httpx.RemoteProtocolError("dropped"),
-                               httpx.Response(503, json={"error": {"message": "busy"}}),
-                               httpx.Response(200, json=OK_BODY))
-    sleep = FakeClock()
-    told: list[tuple[str, float]] = []
-    config = RunConfig(tmp_path / "in.jsonl", base_url="http://127.0.0.1:9/v1")
-    async with Client(config, transport=transport, clock=sleep,
-                      on_retry=lambda job, error, wait: told.append((error.code, wait))) as client:
-        result = await client.send(JOB)
-    assert result.ok and result.attempts == len(seen) == 4
-    assert [code for code, _ in told] == ["http_429", "connection_error", "http_503"]
-    assert [wait for _, wait in told] == sleep.waits and 0.5 <= sleep.waits[0] <= 0.55
-    assert (result.rate_limited, result.unanswered) == (1, 1)  # the 429, and the answer lost
-    assert result.waited_ms == round(sum(sleep.waits) * 1000, 1)
-
-
-async def test_a_line_records_when_its_answering_attempt_was_sent_and_answered(tmp_path: Path) -> None:
-    clock = FakeClock()
-    on_wire = iter([2.0, 3.0])  # seconds each attempt takes to be answered
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        clock.t += next(on_wire)
-        return httpx.Response(500 if clock.waits == [] else 200, json=OK_BODY)
-
-    before = time.time()
-    async with make_client(tmp_path, httpx.MockTransport(handler), clock) as client:
-        result = await client.send(JOB)
-    after = time.time()
-    assert result.ok and result.attempts == 2
-    assert result.started_at is not None and result.finished_at is not None
-    # The second attempt's, on the wall clock: sent the first attempt's 2 s and the backoff
-    # after the client began.
-    assert before - 0.001 <= result.started_at - 2.0 - clock.waits[0] <= after + 0.001
-    assert result.finished_at - result.started_at == pytest.approx(3.0, abs=0.002)
-    assert result.latency_ms == 3000.0
-    assert result.finished_at == round(result.finished_at, 3)
-    extra = orjson.loads(result.encode("run"))["batchrun"]
-    assert (extra["started_at"], extra["finished_at"]) == (result.started_at, result.finished_at)
-    back = Result.from_line(0, result.encode("run"))
-    assert (back.started_at, back.finished_at) == (result.started_at, result.finished_at)
-
-
-def test_a_line_never_sent_records_no_times() -> None:
-    bad = Result.from_line_error(LineError(3, 4, "c", "invalid_request_line", "x:4: not JSON"))
-    extra = orjson.loads(bad.encode("run"))["batchrun"]
-    assert "started_at" not in extra and "finished_at" not in extra
-
-
-async def test_429s_stop_once_the_wait_they_asked_for_spends_the_patience(tmp_path: Path) -> None:
-    transport, seen = scripted(httpx.Response(429, headers={"retry-after": "1"},
-                                              json={"error": {"message": "slow down", "code": "rate_limit_exceeded"}}))
-    sleep = FakeClock()
-    async with make_client(tmp_path, transport, sleep, rate_limit_patience=2.0) as client:
-        result = await client.send(JOB)
-    # The wait after the second 429 (about 1 s more) would pass 2 s of patience: it is not taken.
-    assert len(seen) == 2 and len(sleep.waits) == 1 and result.attempts == 2
-    assert result.status_code == 429 and result.error == {"code": "rate_limit_exceeded", "message": "slow down"}
-    assert result.rate_limited == 1  # 429s that were retried; the last one is the line's outcome
-
-
-@pytest.mark.parametrize(("exc", "code"), [
-    (httpx.ReadTimeout("slow"), "request_timeout"),
-    (httpx.ConnectError("refused"), "connection_error"),
-    (httpx.RemoteProtocolError("dropped"), "connection_error"),
+@pytest.mark.parametrize(("spent", "cap"), [
+    (Spent(failures=0), 1.0), (Spent(failures=1), 2.0), (Spent(failures=2), 4.0),
+    (Spent(failures=3, rate_limited=9), 8.0),  # capped at backoff_max; the 429s do not count
 ])
-async def test_transport_failures_retry_then_record_no_response(tmp_path: Path, exc: Exception, code: str) -> None:
-    transport, seen = scripted(exc)
-    async with make_client(tmp_path, transport, FakeClock(), max_attempts=3) as client:
-        result = await client.send(JOB)
-    assert len(seen) == 3 and result.status_code is None and result.body is None
-    assert result.error is not None and result.error["code"] == code
+def test_a_failures_backoff_cap_doubles_with_the_earlier_failures_of_its_kind(spent: Spent, cap: float) -> None:
+    policy = RetryPolicy(max_attempts=10, backoff_base=1.0, backoff_max=8.0)
+    assert next_wait(policy, spent, SERVER, top) == cap
 
 
-async def test_non_json_success_is_retried_as_malformed(tmp_path: Path) -> None:
-    transport, seen = scripted(httpx.Response(200, content=b"<html>gateway</html>"), httpx.Response(200, json=OK_BODY))
-    async with make_client(tmp_path, transport, FakeClock()) as client:
-        result = await client.send(JOB)
-    assert result.ok and len(seen) == 2
-    transport, _ = scripted(httpx.Response(200, content=b"{truncated"))
-    async with make_client(tmp_path, transport, FakeClock(), max_attempts=2) as client:
-        result = await client.send(JOB)
-    assert result.error is not None and result.error["code"] == "malformed_response" and result.status_code == 200
+@pytest.mark.parametrize(("spent", "cap"), [
+    (Spent(), 1.0), (Spent(rate_limited=1, rate_limited_wait=1.0), 2.0),
+    (Spent(rate_limited=2, rate_limited_wait=1.0), 4.0),
+    (Spent(failures=3, rate_limited=0), 1.0),  # the server errors before do not count
+])
+def test_a_429s_backoff_cap_doubles_with_the_earlier_429s(spent: Spent, cap: float) -> None:
+    assert next_wait(POLICY, spent, LIMITED, top) == cap
 
 
-@pytest.mark.parametrize("status", [401, 403])
-async def test_auth_failure_is_fatal_and_not_retried(tmp_path: Path, status: int) -> None:
-    transport, seen = scripted(httpx.Response(status, json={"error": {"message": "Incorrect API key provided: sk-test-SECRET"}}))
-    async with make_client(tmp_path, transport, FakeClock()) as client:
-        with pytest.raises(FatalEndpointError) as info:
-            await client.send(JOB)
-    assert len(seen) == 1
-    assert "SECRET" not in str(info.value) and "***" in str(info.value)
+def test_429s_and_other_failures_back_off_on_separate_counts() -> None:
+    """Merge the two counts (one exponent for both kinds) and this fails."""
+    after_429s = Spent(rate_limited=5, rate_limited_wait=2.0)
+    assert next_wait(POLICY, after_429s, SERVER, top) == 1.0  # the first server error: the first cap
+    after_errors = Spent(failures=3)
+    assert next_wait(RetryPolicy(max_attempts=10), after_errors, LIMITED, top) == 1.0
+    retries = Retries(POLICY, random.Random(4))
+    for _ in range(5):
+        assert retries.next_wait(LIMITED) is not None
+    assert retries.spent.rate_limited == 5 and retries.spent.failures == 0
+    assert retries.next_wait(SERVER) is not None and retries.spent.failures == 1
 
 
-async def test_request_carries_key_and_body_and_joined_url(tmp_path: Path) -> None:
-    transport, seen = scripted(httpx.Response(200, json=OK_BODY))
-    async with make_client(tmp_path, transport, FakeClock()) as client:
-        await client.send(JOB)
-    (request,) = seen
-    assert str(request.url) == "http://127.0.0.1:9/v1/chat/completions"
-    assert request.headers["authorization"] == "Bearer sk-test-SECRET"
-    assert request.content == JOB.body
+def test_the_backoff_is_full_jitter_below_the_cap() -> None:
+    draws: list[tuple[float, float]] = []
+
+    def uniform(low: float, high: float) -> float:
+        draws.append((low, high))
+        return (low + high) / 2
+
+    assert next_wait(POLICY, Spent(failures=2), SERVER, uniform) == 2.0
+    assert draws == [(0, 4.0)]
+    rng = random.Random(1)
+    waits = [next_wait(POLICY, Spent(failures=1), SERVER, rng.uniform) for _ in range(200)]
+    assert all(w is not None and 0 <= w <= 2.0 for w in waits)
+    assert max(w or 0 for w in waits) > 1.8 and min(w or 9 for w in waits) < 0.2  # spread over the whole range
 
 
-async def test_error_messages_never_contain_the_key(tmp_path: Path) -> None:
-    transport, _ = scripted(httpx.Response(400, text="you sent Bearer sk-test-SECRET"))
-    async with make_client(tmp_path, transport, FakeClock()) as client:
-        result = await client.send(JOB)
-    assert result.error is not None and "SECRET" not in result.error["message"]
-    transport, _ = scripted(httpx.ConnectError("cannot reach sk-test-SECRET"))
-    async with make_client(tmp_path, transport, FakeClock(), max_attempts=1) as client:
-        result = await client.send(JOB)
-    assert result.error is not None and "SECRET" not in result.error["message"]
+def test_retry_after_is_honoured_with_a_little_jitter_and_capped() -> None:
+    told = RateLimited("rate_limit_exceeded", "slow", retry_after=5.0)
+    assert next_wait(POLICY, Spent(), told, lambda low, high: low) == 5.0
+    assert next_wait(POLICY, Spent(), told, top) == 5.5  # 10% at most
+    assert next_wait(POLICY, Spent(failures=3), ServerError("c", "m", retry_after=999.0), lambda low, high: low) is None
+    assert next_wait(POLICY, Spent(failures=2), ServerError("c", "m", retry_after=999.0), top) == 22.0
+    assert next_wait(RetryPolicy(rate_limit_patience=900.0, retry_after_max=20.0), Spent(),
+                     RateLimited("c", "m", retry_after=999.0), lambda low, high: low) == 20.0
 
 
-def test_api_key_hides_itself() -> None:
-    key = ApiKey("sk-test-SECRET")
-    config = RunConfig(Path("in.jsonl"), base_url="https://example.invalid/v1", api_key=key)
-    assert "SECRET" not in repr(config) and "SECRET" not in str(key) and "SECRET" not in f"{key}"
+def test_other_failures_give_up_at_max_attempts() -> None:
+    # max_attempts=4: the failures of attempts 1-3 are retried, the 4th is final.
+    assert [next_wait(POLICY, Spent(failures=n), SERVER, top) is None for n in range(4)] == [False, False, False, True]
+    assert next_wait(POLICY, Spent(failures=3, rate_limited=50), LIMITED, top) is not None  # 429s use no attempt
+
+
+def test_429s_give_up_when_the_wait_would_spend_the_patience() -> None:
+    told = RateLimited("rate_limit_exceeded", "slow", retry_after=1.0)
+    low = lambda low, high: low  # noqa: E731 -- the draw without jitter
+    assert next_wait(POLICY, Spent(rate_limited=8, rate_limited_wait=8.5), told, low) == 1.0  # 9.5 s < 10 s
+    assert next_wait(POLICY, Spent(rate_limited=9, rate_limited_wait=9.0), told, low) is None  # 10 s: spent
+    assert next_wait(POLICY, Spent(failures=0, rate_limited_wait=9.0), SERVER, top) is not None  # not a 429
+
+
+def test_spent_counts_each_failure_in_its_own_kind() -> None:
+    spent = Spent().after(LIMITED, 1.5).after(SERVER, 3.0).after(LIMITED, 0.5)
+    assert spent == Spent(failures=1, rate_limited=2, rate_limited_wait=2.0)
+
+
+def test_retries_ask_the_policy_once_per_failure() -> None:
+    retries = Retries(RetryPolicy(max_attempts=3, rate_limit_patience=10.0), random.Random(3))
+    limited = RateLimited("rate_limit", "slow", retry_after=1.0)
+    waits = [retries.next_wait(limited) for _ in range(8)]
+    assert all(w is not None and 1.0 <= w <= 1.1 for w in waits)  # 8 × ~1 s < 10 s
+    assert retries.next_wait(SERVER) is not None and retries.next_wait(SERVER) is not None
+    assert retries.next_wait(SERVER) is None  # the third non-429 failure
+    spent = retries.spent
+    assert retries.next_wait(SERVER) is None and retries.spent == spent  # a final answer counts nothing
+    while retries.next_wait(limited) is not None:
+        pass
+    assert 9.0 <= retries.spent.rate_limited_wait < 10.0  # the patience, less the wait not taken
+
+
+@pytest.mark.parametrize(("status", "headers", "code", "kind"), [
+    (429, {}, "rate_limit_exceeded", RateLimited),
+    (503, {}, "http_503", ServerError),
+    (408, {}, "http_408", ServerError),
+    (501, {}, "http_501", HTTPStatusError),
+    (400, {}, "bad_param", HTTPStatusError),
+    (400, {"x-should-retry": "true"}, "bad_param", ServerError),
+    (503, {"x-should-retry": "False"}, "http_503", HTTPStatusError),
+    (429, {}, "insufficient_quota", FatalEndpointError),
+    (302, {}, "http_302", HTTPStatusError),
+])
+def test_one_classifier_for_every_error_status(status: int, headers: dict[str, str], code: str, kind: type) -> None:
+    error = status_error(status, headers, code, "the message", location="https://elsewhere.example/", status_code=status)
+    assert type(error) is kind
+
+
+def test_the_classifier_keeps_what_the_server_said() -> None:
+    error = status_error(429, {"retry-after": "7"}, "rate_limit_exceeded", "slow down", status_code=429, request_id="r1")
+    assert isinstance(error, RateLimited) and error.retry_after == 7.0
+    assert (error.code, error.message, error.status_code, error.request_id) == ("rate_limit_exceeded", "slow down", 429, "r1")
+    moved = status_error(301, {}, "http_301", "", location="https://other.example/v1")
+    assert "https://other.example/v1" in str(moved) and "not followed" in str(moved)

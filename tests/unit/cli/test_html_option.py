@@ -125,7 +125,7 @@ def test_run_refuses_an_html_path_it_could_not_write_before_sending(tmp_path: Pa
 def test_report_refuses_an_html_path_it_could_not_write_before_reading(tmp_path: Path) -> None:
     out = mock_run(tmp_path, "a", 2)
     code, printed = invoke("report", str(out), "--html", str(tmp_path / "nope" / "r.html"))
-    assert code == 2 and f"--html {tmp_path / 'nope' / 'r.html'}: directory {tmp_path / 'nope'} does not exist" in printed
+    assert code == 2 and f"--html {tmp_path / 'nope' / 'r.html'}: output directory {tmp_path / 'nope'} does not exist" in printed
     assert "gpt-4o-mini" not in printed  # refused before the table was printed
 
 

@@ -1,4 +1,4 @@
-"""`batchrun.label.answers` and `schema`: what is asked for, and how answers are judged."""
+"""`batchrun.label.answers`: what is asked for, and how answers are judged."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from batchrun.label.answers import (
     answer_text,
     load_json_schema,
 )
-from batchrun.label.schema import strict_compatible, unchecked_keywords, validate
+
+from .test_schema import SCHEMA
 
 LABELS = Labels(("Positive", "negative", "very  mixed"))
 
@@ -72,45 +73,6 @@ def test_bad_label_sets(option: str) -> None:
         Labels.parse_option(option)
 
 
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "vendor": {"type": "string"},
-        "total": {"type": "number"},
-        "count": {"type": "integer"},
-        "currency": {"enum": ["USD", "EUR"]},
-        "paid": {"type": ["boolean", "null"]},
-        "lines": {"type": "array", "items": {"type": "object", "properties": {"sku": {"type": "string"}},
-                                             "required": ["sku"], "additionalProperties": False}},
-        "kind": {"anyOf": [{"const": "invoice"}, {"const": "receipt"}]},
-    },
-    "required": ["vendor", "total"],
-    "additionalProperties": False,
-}
-GOOD = {"vendor": "ACME", "total": 9.5, "count": 2.0, "currency": "EUR", "paid": None, "lines": [{"sku": "a"}],
-        "kind": "receipt"}
-
-
-@pytest.mark.parametrize(
-    ("change", "problem"),
-    [
-        ({}, None),
-        ({"total": "9.5"}, "$.total: expected number, got string"),
-        ({"total": True}, "$.total: expected number, got boolean"),
-        ({"count": 2.5}, "$.count: expected integer, got number"),
-        ({"currency": "GBP"}, "$.currency: 'GBP' is not one of 'USD', 'EUR'"),
-        ({"paid": "yes"}, "$.paid: expected boolean or null, got string"),
-        ({"lines": [{"sku": "a"}, {}]}, "$.lines[1]: 'sku' is required"),
-        ({"lines": [{"sku": "a", "qty": 1}]}, "$.lines[0]: 'qty' is not an allowed property"),
-        ({"kind": "memo"}, "$.kind: matches none of the anyOf alternatives"),
-        ({"extra": 1}, "$: 'extra' is not an allowed property"),
-    ],
-)
-def test_schema_subset_validation(change: dict[str, Any], problem: str | None) -> None:
-    assert validate({**GOOD, **change}, SCHEMA) == problem
-    assert validate({"total": 1}, SCHEMA) == "$: 'vendor' is required"
-
-
 def test_schema_answers_become_columns_or_errors() -> None:
     spec = JsonSchema(SCHEMA)
     assert spec.columns == ("vendor", "total", "count", "currency", "paid", "lines", "kind")
@@ -146,16 +108,6 @@ def test_schema_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         path.write_bytes(content)
         with pytest.raises(ConfigError, match=message):
             load_json_schema(path)
-
-
-def test_strict_compatibility_and_unchecked_keywords() -> None:
-    strict = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
-              "additionalProperties": False}
-    assert strict_compatible(strict)
-    assert not strict_compatible({**strict, "required": []})
-    assert not strict_compatible({**strict, "properties": {"a": {"type": "object", "properties": {}}}})
-    assert unchecked_keywords({"type": "object", "title": "t", "minProperties": 1,
-                               "properties": {"a": {"$ref": "#/x", "description": "d"}}}) == ["$ref", "minProperties"]
 
 
 def test_answer_text_of_a_chat_completion() -> None:

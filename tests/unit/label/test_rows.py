@@ -36,6 +36,28 @@ def test_csv_rows_keep_quoting_unicode_newlines_and_start_lines(tmp_path: Path) 
     assert rows[3].values == {"id": "4", "text": "short"}  # a short row: the missing field is absent
 
 
+def test_csv_rows_with_lone_cr_line_ends_are_numbered_by_them(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_bytes(b'id,text\r1,"two\rlines"\r\r2,\xe2\x98\x95\r3,\xff\r')
+    with pytest.raises(InputFileError, match=r"d.csv:6: not UTF-8"), RowReader(path) as reader:
+        rows = []
+        for row in reader:
+            rows.append(row)
+    assert [(r.number, r.line, r.values["text"]) for r in rows] == [(1, 2, "two\rlines"), (2, 5, "\u2615")]
+
+
+def test_a_bom_is_told_and_written_back_in_csv_only(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"\xef\xbb\xbfa\n1\n")
+    with RowReader(path) as reader:
+        assert reader.bom and reader.columns == ["a"]
+    for fmt, start in (("csv", b"\xef\xbb\xbfa,label\n"), ("jsonl", b'{"a":"1"')):
+        writer = RowWriter(tmp_path / f"out.{fmt}", fmt, ["a"], ["label"], bom=True)  # type: ignore[arg-type]
+        writer.write(Row(1, 2, {"a": "1"}), {"label": "x"})
+        writer.commit()
+        assert (tmp_path / f"out.{fmt}").read_bytes().startswith(start)
+
+
 def test_csv_written_back_reads_the_same(tmp_path: Path) -> None:
     source = tmp_path / "d.csv"
     source.write_bytes((TRICKY_CSV + '5,"a lone\rCR",\r\n').encode())
