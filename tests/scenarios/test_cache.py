@@ -223,3 +223,24 @@ def test_shards_share_one_cache(sim: Simulator, tmp_path: Path) -> None:
     assert report["cache"]["hits"] == 90 and report["cost_usd"] == 0  # the parts' counters, added up
     assert [comparable(r) for r in read_jsonl(tmp_path / "b.jsonl")] == \
         [comparable(r) for r in read_jsonl(tmp_path / "a.jsonl")]
+
+
+def test_label_via_batch_with_cache_submits_nothing_the_cache_holds(tmp_path: Path) -> None:
+    for name in ("reviews.csv", "sentiment.txt"):
+        shutil.copy(SAMPLES / name, tmp_path / name)
+    cache = tmp_path / "cache"
+
+    def label(w: Any, out: str, *extra: str) -> None:
+        result = CliRunner().invoke(main, ["label", str(tmp_path / "reviews.csv"), "-t", str(tmp_path / "sentiment.txt"),
+                                           "--labels", "positive,negative,neutral", "--base-url", w.sim.base_url,
+                                           "--cache", str(cache), "-o", str(tmp_path / out), "-q", *extra],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+
+    with world(seconds_per_request=1.0) as w:
+        label(w, "a.csv")  # online: fills the cache
+        requests = w.sim.stats.requests
+        label(w, "b.csv", "--via", "batch")
+        assert w.sim.stats.batches_created == 0 and w.sim.stats.batch_requests == 0
+        assert w.sim.stats.requests == requests  # not even a file uploaded
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
