@@ -240,7 +240,7 @@ def test_label_via_batch_with_cache_submits_nothing_the_cache_holds(tmp_path: Pa
     with world(seconds_per_request=1.0) as w:
         label(w, "a.csv")  # online: fills the cache
         requests = w.sim.stats.requests
-        label(w, "b.csv", "--via", "batch")
+        label(w, "b.csv", "--via", "batch", "--detach")  # nothing to wait for: it writes at once
         assert w.sim.stats.batches_created == 0 and w.sim.stats.batch_requests == 0
         assert w.sim.stats.requests == requests  # not even a file uploaded
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
