@@ -164,6 +164,8 @@ class RunConfig:
     :param max_cost: USD the run may spend at most (exit 3 when reached).
     :param prices_path: a price file overriding or extending the built-in table.
     :param batch_discount: price every model at the OpenAI Batch API's discount.
+    :param cache: the response cache's folder (`batchrun.cache`): lines answered before are
+        answered from it, and this run's successes kept there; ``None``: no cache.
     :param headers: ``"Name: value"`` headers sent with every request (an Azure ``api-key``, a
         gateway's token); they win over batchrun's own, ``Authorization`` included. Their values
         are secrets, like the key. With any of them, no API key is required.
@@ -198,6 +200,7 @@ class RunConfig:
     max_cost: float | None = declared.MAX_COST.default
     prices_path: Path | None = declared.PRICES.default
     batch_discount: bool = declared.BATCH_DISCOUNT.default
+    cache: Path | None = declared.CACHE.default
     headers: tuple[str, ...] = declared.HEADERS.default
     organization: str | None = None
     project: str | None = None

@@ -205,6 +205,12 @@ PRICES: Setting[Path | None] = Setting(
 BATCH_DISCOUNT = Setting("batch_discount", "--batch-discount", False, BUDGET,
                          help="Price the lines answered online at the Batch API's 50% too (lines answered through "
                               "it always are).")
+CACHE: Setting[Path | None] = Setting(
+    "cache", "--cache", None, BUDGET, kind="path", metavar="[DIR]",
+    default_text="off; --cache alone: $XDG_CACHE_HOME/batchrun, else ~/.cache/batchrun",
+    help="Answer a request answered successfully before (same endpoint, path and body) from the response cache "
+         "in DIR, at no cost, instead of sending it; keep this run's successes there. Requests with "
+         "temperature > 0 are cached too. See batchrun cache.")
 
 RESTART = Setting("restart", "--restart", False, OUTPUT,
                   help="Discard earlier results for this output (checkpoint or finished) and run everything again.")
@@ -218,4 +224,5 @@ RETRY_SETTINGS: tuple[Setting[Any], ...] = (MAX_ATTEMPTS, RATE_LIMIT_PATIENCE, B
                                             RETRY_AFTER_MAX)
 RUN_SETTINGS: tuple[Setting[Any], ...] = (
     BASE_URL, API_KEY_ENV, HEADERS, CONCURRENCY, WINDOW, TIMEOUT, CONNECT_TIMEOUT, RPM, TPM, MAX_OUTAGE,
-    DRAIN_TIMEOUT, WINDOW_BYTES, OUTAGE_THRESHOLD, MAX_COST, PRICES, BATCH_DISCOUNT, RESTART, RETRY_FAILED, MOCK)
+    DRAIN_TIMEOUT, WINDOW_BYTES, OUTAGE_THRESHOLD, MAX_COST, PRICES, BATCH_DISCOUNT, CACHE, RESTART, RETRY_FAILED,
+    MOCK)

@@ -37,6 +37,7 @@ class RunStats:
         the counters only the lines and their outcomes are known (from its report).
     :param carried_over: lines finished by earlier starts of the run, read back on resume.
     :param via_batch: lines this start wrote as the Batch API answered them (`batchapi`).
+    :param from_cache: lines this start answered from the response cache (`batchrun.cache`).
     :param tokens_this_start: tokens of the lines this start sent and finished.
     :param max_buffered: the most results that ever waited for an earlier line at once.
     :param max_buffered_bytes: the most bytes of output lines that ever waited at once.
@@ -49,6 +50,7 @@ class RunStats:
     written: int = 0
     carried_over: int = 0
     via_batch: int = 0
+    from_cache: int = 0
     tokens_this_start: int = 0
     max_buffered: int = 0
     max_buffered_bytes: int = 0
@@ -69,6 +71,8 @@ class RunStats:
             self.carried_over += 1
         elif result.batch_id is not None:
             self.via_batch += 1
+        elif result.cached:
+            self.from_cache += 1
         elif (usage := result.read_usage()) is not None:
             self.tokens_this_start += usage.total
 
@@ -92,9 +96,9 @@ class RunStats:
 
     @property
     def sent_this_start(self) -> int:
-        """Lines this start sent and finished: what its rates count (lines carried over, or
-        answered through the Batch API, took none of its time)."""
-        return self.written - self.carried_over - self.via_batch
+        """Lines this start sent and finished: what its rates count (lines carried over,
+        answered through the Batch API or from the cache, took none of its time)."""
+        return self.written - self.carried_over - self.via_batch - self.from_cache
 
     @property
     def succeeded(self) -> int:

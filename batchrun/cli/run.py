@@ -22,6 +22,7 @@ Examples:
   OPENAI_API_KEY=sk-... batchrun run requests.jsonl -o results.jsonl --concurrency 128
   batchrun run requests.jsonl --base-url http://127.0.0.1:8000/v1   # vLLM, llama.cpp, Ollama
   batchrun run requests.jsonl --via batch --detach    # the Batch API: half the price, within 24 h
+  batchrun run eval.jsonl --cache     # nightly: what was answered before is not sent (batchrun cache --help)
 
 \b
 Input lines are OpenAI Batch envelopes ({"custom_id", "method", "url", "body"}) or bare

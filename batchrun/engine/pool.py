@@ -230,6 +230,20 @@ class Sink:
         self._drained = None
 
 
+class KeepingSink(Sink):
+    """A `Sink` that first hands each finished line to ``keep`` (the response cache's): a run
+    without a cache has a plain `Sink`, and does no work for it."""
+
+    def __init__(self, writer: OrderedWriter, window: anyio.Semaphore, window_bytes: int, stats: RunStats,
+                 observer: Observer | None, *, keep: Callable[[Result], None]) -> None:
+        super().__init__(writer, window, window_bytes, stats, observer)
+        self._keep = keep
+
+    def put(self, result: Result) -> None:
+        self._keep(result)
+        super().put(result)
+
+
 def retry_hook(observer: Observer | None, control: Control) -> Callable[[Job, RequestError, float], None]:
     def on_retry(job: Job, error: RequestError, wait: float) -> None:
         log.debug("%s (line %d): %s; retrying in %.2f s", job.custom_id, job.line_no, error.code, wait)

@@ -34,6 +34,7 @@ from ..accounting.report import Report
 from ..accounting.spending import BudgetGate
 from ..batchapi.answers import Answers
 from ..batchapi.ledger import Ledger
+from ..cache import ResponseCache, open_cache
 from ..client import Client
 from ..config import RunConfig
 from ..disk.checkpoint import Checkpoint, InputScan, Opened, Recovered, identity, scan_input
@@ -50,7 +51,7 @@ from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from ..transport import Transport
 from .control import BAD_LINE_WARNINGS, Control
 from .document import report_json, run_facts
-from .pool import Observer, Pool, Sink, retry_hook
+from .pool import KeepingSink, Observer, Pool, Sink, retry_hook
 from .sources import Source
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ async def run_batch(
     sources: Sequence[Source] = (),
     via: str | None = None,
     shared: ShardBudget | None = None,
+    cache: ResponseCache | None = None,
 ) -> RunStats:
     """Run every line of ``config.input_path`` and write the ordered output.
 
@@ -91,6 +93,9 @@ async def run_batch(
         identity (`checkpoint.identity`): a checkpoint or output of one route is not another's.
     :param shared: this shard's side of the rate limits and ``--max-cost`` cap shared by the
         shards of one run (`batchrun.scale.budget`).
+    :param cache: the response cache, asked after the lines earlier starts finished and before
+        ``sources``, and given every answer written; by default the one ``config.cache`` names,
+        opened and closed here (a caller that opens it closes it).
     :raises InputFileError: the input cannot be opened (nothing was sent).
     :raises ConfigError: the output cannot be written, another run holds it, its checkpoint
         belongs to another input or options, or batches of it are at the provider and no
@@ -143,6 +148,9 @@ async def run_batch(
         observer.started(stats)
     control = Control(stats, config.drain_timeout)
     pool: Pool | None = None
+    own_cache = cache is None and config.cache is not None
+    if own_cache:
+        cache = await anyio.to_thread.run_sync(open_cache, config)
     try:
         async with (shared.running() if shared is not None else contextlib.nullcontext()),\
                 Client(config, transport=transport, clock=clock, on_retry=retry_hook(observer, control),
@@ -151,8 +159,10 @@ async def run_batch(
             items = read_jobs(config.input_path, limit, start=position, model=config.model,
                               duplicates=span.duplicates if span is not None else frozenset())
             window = anyio.Semaphore(config.window or config.concurrency)
-            sink = Sink(writer, window, config.window_bytes, stats, observer)
-            pool = Pool(config, client, [carryover, *sources], gate, ledger, sink, control)
+            sink = Sink(writer, window, config.window_bytes, stats, observer) if cache is None else \
+                KeepingSink(writer, window, config.window_bytes, stats, observer, keep=cache.keep)
+            asked: list[Source] = [carryover, *sources] if cache is None else [carryover, cache, *sources]
+            pool = Pool(config, client, asked, gate, ledger, sink, control)
 
             async def periodic() -> None:
                 await _sync_periodically(writer, checkpoint, ledger, control)
@@ -167,6 +177,9 @@ async def run_batch(
         if budget is not None and budget.refused is not None and stats.stop_code == EXIT_BUDGET:
             stats.stop_reason = budget.describe_stop(budget.refused)  # with what the requests in flight cost
         carryover.close()
+        if own_cache and cache is not None:
+            with anyio.CancelScope(shield=True):  # what is queued is written, whatever stopped the run
+                await anyio.to_thread.run_sync(cache.close)
         if pool is not None:
             _charge_unsettled(pool.unsettled(), gate, ledger, prices)
         every_line = control.fed_all and writer.next_index == checkpoint.first_index + carryover.prefix + control.fed
