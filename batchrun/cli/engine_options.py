@@ -165,7 +165,9 @@ class EngineOptions:
         if self.mock:
             from ..simulator import SimulatorConfig, run_in_thread
 
-            with run_in_thread(SimulatorConfig(latency_ms=self.mock_latency_ms)) as sim:
+            # It refuses a model or a path OpenAI would refuse: a rehearsal meets those mistakes.
+            config = SimulatorConfig(latency_ms=self.mock_latency_ms, any_model=False, any_root=False)
+            with run_in_thread(config) as sim:
                 yield partial(self._config, sim.base_url, None)
             return
         value = os.environ.get(self.api_key_env)
