@@ -52,7 +52,7 @@ from .disk.publish import private_file, write_atomically
 from .disk.resume import Carryover
 from .disk.snapshot import Snapshot
 from .disk.writer import OrderedWriter
-from .errors import BatchrunError, RequestError
+from .errors import BatchrunError, FatalEndpointError, RequestError
 from .pacing import SYSTEM_CLOCK, Clock, Pacer
 from .reader import Position, open_input, read_jobs, skip_in_steps
 from .records import Job, LineError, Result
@@ -144,15 +144,17 @@ class Control:
         if self.draining and not self.on_the_wire:
             self.workers_scope.cancel()
 
-    def abort(self, reason: str, *, disk: bool = False) -> None:
+    def abort(self, reason: str, *, disk: bool = False, next_step: str | None = None) -> None:
         """Stop now: a condition that dooms the rest of the run.
 
         :param disk: writing failed: everything stops.
+        :param next_step: see `RunStats.next_step`.
         """
         if not self.aborted:  # the first reason is the one to report
             self.aborted = self.stopping = True
             log.error("stopping: %s", reason)
             self.stats.stop_reason, self.stats.stop_code = reason, EXIT_STOPPED
+            self.stats.next_step = next_step
             self.feed_scope.cancel()
             self.workers_scope.cancel()
         if disk:
@@ -351,6 +353,8 @@ async def _guarded(abort: Callable[..., None], task: Callable[..., Any], *args: 
     """Run a pool task; a condition that dooms the whole run stops it with a reason (`Control.abort`)."""
     try:
         await task(*args)
+    except FatalEndpointError as exc:
+        abort(str(exc), next_step=exc.next_step)
     except BatchrunError as exc:
         abort(str(exc))
     except OSError as exc:
@@ -395,7 +399,7 @@ async def _run_workers(abort: Callable[[str], None], client: Client, gate: Budge
                 for jobs in lanes:
                     workers.start_soon(_guarded, abort, _work, abort, client, gate, jobs, sink, control, workers)
         if not control.aborted and control.held and (missing := client.no_such_path()):
-            abort(missing)  # no line succeeded, and some were answered 404 for the path
+            control.abort(str(missing), next_step=missing.next_step)  # no line succeeded; some were 404 for the path
         if not control.aborted:  # nothing answered since: the refusals were those lines' own
             for result in control.held:
                 sink.put(result)
