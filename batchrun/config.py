@@ -96,6 +96,7 @@ RPM_RANGE = Bounds(0, 1e9, low_open=True)
 TPM_RANGE = Bounds(0, 1e12, low_open=True)
 COST_RANGE = Bounds(0, 1e9, low_open=True)  # USD
 OUTAGE_THRESHOLD_RANGE = Bounds(0, 1_000_000, whole=True)
+LIMIT_RANGE = Bounds(1, 2**53, whole=True)  # lines
 
 
 class ApiKey:
@@ -256,6 +257,9 @@ class RunConfig:
     :param via: ``"online"``, or ``"batch"``: through the provider's Batch API (`batchapi`).
     :param shard: run only this part of the input; the files are the part's (`scale.parts`),
         ``output_path`` stays the whole run's output.
+    :param limit: send only the first ``limit`` lines (a smoke run, `smoke`): their answers stay in
+        the checkpoint, and the run without a limit goes on from them. Not part of the run's
+        identity, so not of `request_options`.
     """
 
     input_path: Path
@@ -286,6 +290,7 @@ class RunConfig:
     model: str | None = None
     via: str = "online"
     shard: Shard | None = None
+    limit: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -318,6 +323,9 @@ class RunConfig:
             raise ConfigError(f"via must be 'online' or 'batch', got {self.via!r}")
         if self.shard is not None and self.via != "online":
             raise ConfigError("a run through the Batch API is one process's: it cannot be sharded")
+        if self.limit is not None and (self.via != "online" or self.shard is not None):
+            raise ConfigError("--limit sends the first lines online, from one process: it cannot be combined with "
+                              f"{'--via batch' if self.via != 'online' else '--ray'}")
         _check_paths({"input file": self.input_path, "output": self.out, "errors file": self.errors_path,
                       "report": self.report_path, "checkpoint": self.checkpoint_path, "batches": self.batches_path})
         if self.api_key is None and not self.headers and not is_loopback(self.base_url):
@@ -346,7 +354,7 @@ class RunConfig:
         WAIT_RANGE.check("--max-outage", self.max_outage)
         OUTAGE_THRESHOLD_RANGE.check("outage_threshold", self.outage_threshold)
         for name, value, bounds in (("--rpm", self.rpm, RPM_RANGE), ("--tpm", self.tpm, TPM_RANGE),
-                                    ("--max-cost", self.max_cost, COST_RANGE)):
+                                    ("--max-cost", self.max_cost, COST_RANGE), ("--limit", self.limit, LIMIT_RANGE)):
             if value is not None:
                 bounds.check(name, value)
 

@@ -41,6 +41,7 @@ import orjson
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from . import smoke
 from .accounting.budget import Budget
 from .accounting.pricing import PriceTable, load_prices
 from .accounting.report import Report
@@ -197,8 +198,8 @@ async def run_batch(
     limit = shard.end if shard is not None else scan.size
     budget = await _budget(config, prices, limit, shared)
     checkpoint = Checkpoint(config)
-    stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines,
-                     simulated=config.mock)
+    stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)),
+                     total_hint=min(scan.lines, config.limit or scan.lines), simulated=config.mock)
     opened = checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed)
     if opened is Opened.PUBLISHED:
         log.info("an earlier start finished this run: its output is now published; nothing to send")
@@ -236,8 +237,9 @@ async def run_batch(
                 Client(config, transport=transport, clock=clock, on_retry=_retry_hook(observer, control),
                        share=shared) as client:
             stats.pacer, control.wire = client.pacer, client.pacer.slots
-            items = read_jobs(config.input_path, limit, start=position, model=config.model,
-                              duplicates=shard.duplicates if shard is not None else frozenset())
+            items = smoke.first_lines(read_jobs(config.input_path, limit, start=position, model=config.model,
+                                                duplicates=shard.duplicates if shard is not None else frozenset()),
+                                      config.limit, recovered.prefix)
             await _run_pool(config, items, client, writer, checkpoint, carryover, answers, gate, control, observer,
                             handle_signals)
     except KeyboardInterrupt:
@@ -248,6 +250,9 @@ async def run_batch(
         stats.finished = time.monotonic()
         carryover.close()
         every_line = control.fed_all and writer.next_index == checkpoint.first_index + carryover.prefix + control.fed
+        if every_line and (cut := smoke.cut_at(config.limit, scan.lines)) is not None:  # kept, not published
+            every_line = False
+            smoke.stop(stats, cut, scan.lines, checkpoint.output)
         facts = _facts(config, scan, writer.next_index - checkpoint.first_index + writer.buffered + carryover.left)
         try:
             saved = _close_writer(writer, stats)

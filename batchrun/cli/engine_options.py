@@ -72,6 +72,9 @@ _OPTIONS = [
                  help="Price file (JSON or TOML) overriding or extending the built-in table."),
     click.option("--batch-discount", is_flag=True,
                  help="Price the lines answered online at the Batch API's 50% too (lines answered through it always are)."),
+    click.option("--limit", type=Bounded(defaults.LIMIT_RANGE), metavar="N",
+                 help="Send only the first N lines, to check a prompt before the whole file: their answers stay in "
+                      "the checkpoint (not published), and the same command without --limit sends only the rest."),
     click.option("--restart", is_flag=True,
                  help="Discard earlier results for this output (checkpoint or finished) and run everything again."),
     click.option("--retry-failed", is_flag=True,
@@ -149,6 +152,7 @@ class EngineOptions:
     max_cost: float | None
     prices_path: Path | None
     batch_discount: bool
+    limit: int | None
     restart: bool
     retry_failed: bool
     drain_timeout: float
@@ -182,7 +186,7 @@ class EngineOptions:
                          retry=retry, restart=self.restart, retry_failed=self.retry_failed,
                          drain_timeout=self.drain_timeout, mock=self.mock, rpm=self.rpm, tpm=self.tpm,
                          max_outage=self.max_outage, max_cost=self.max_cost, prices_path=self.prices_path,
-                         batch_discount=self.batch_discount, headers=self.headers, api_key_env=self.api_key_env,
+                         batch_discount=self.batch_discount, limit=self.limit, headers=self.headers, api_key_env=self.api_key_env,
                          organization=os.environ.get("OPENAI_ORG_ID") or None,
                          project=os.environ.get("OPENAI_PROJECT_ID") or None, **request)
 
