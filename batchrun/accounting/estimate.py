@@ -66,7 +66,7 @@ from .pricing import PriceTable, load_prices
 from .tally import PerModel, priced_total
 
 MISSING_MODEL = "missing_model"
-_MAX_PROBLEMS_KEPT = 1000  # in the JSON document; all of them go to ``on_problem``
+PROBLEM_LINES_KEPT = 1000  # in the JSON document; all of them go to ``on_problem``
 
 
 @dataclass
@@ -110,7 +110,7 @@ class Estimate:
     def add_problem(self, problem: Problem) -> None:
         self.lines += 1
         self.problems += 1
-        if len(self.problem_lines) < _MAX_PROBLEMS_KEPT:
+        if len(self.problem_lines) < PROBLEM_LINES_KEPT:
             self.problem_lines.append(problem)
 
     def add_request(self, model: str, url: str, body: dict[str, Any]) -> None:

@@ -52,6 +52,13 @@ listening): run the same command again to continue where it stopped.
 @click.option("--shards", type=Bounded(SHARDS_RANGE), metavar="N",
               help="With --ray: how many contiguous parts of the input run at once. Default: one per CPU, "
                    "fewer for a small input.")
+@click.option("--dry-run", is_flag=True, hidden=True, expose_value=False,
+              callback=lambda ctx, param, value: value and _elsewhere(
+                  "--dry-run", "`batchrun estimate INPUT` checks every line and estimates the cost, sending nothing"))
+@click.option("--labels", hidden=True, expose_value=False,
+              callback=lambda ctx, param, value: value is not None and _elsewhere(
+                  "--labels", "`batchrun label DATA.csv -t TEMPLATE --labels A,B,...` labels the rows of a CSV "
+                  "(with --dry-run, it shows their requests and cost first)"))
 @html_option
 @batch_options
 @engine_options
@@ -93,6 +100,11 @@ def run(input_path: Path, output: Path | None, model: str | None, ray_address: s
     elif stats.exit_code:
         click.echo(outcome_line(stats, report), err=True)
     sys.exit(stats.exit_code)
+
+
+def _elsewhere(option: str, hint: str) -> None:
+    """An option of another command, given to ``run``: say which command has it."""
+    raise click.UsageError(f"run has no {option}: {hint}")
 
 
 def _write_run_page(html_path: Path, report_path: Path, stats: RunStats, max_cost: float | None) -> None:
