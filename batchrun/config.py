@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import ipaddress
 import math
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .disk.publish import link_target
@@ -328,12 +331,33 @@ class RunConfig:
                               f"{'--via batch' if self.via != 'online' else '--ray'}")
         _check_paths({"input file": self.input_path, "output": self.out, "errors file": self.errors_path,
                       "report": self.report_path, "checkpoint": self.checkpoint_path, "batches": self.batches_path})
-        if self.api_key is None and not self.headers and not is_loopback(self.base_url):
+        if self.api_key is None and not self.headers and not self.mock and not is_loopback(self.base_url):
             raise ConfigError(
-                f"no API key for {self.base_url}: set OPENAI_API_KEY (or the variable named by "
+                f"no API key for {self.base_url}: set {self.api_key_env} (or the variable named by "
                 "--api-key-env), pass the credentials with --header (Azure's 'api-key: ...'), or use --mock "
-                "for the built-in simulator"
+                "for the built-in simulator. From Python, RunConfig.from_env(...) reads the key from the "
+                "environment, as the command does, or pass api_key=batchrun.ApiKey(...)"
             )
+
+    @classmethod
+    def from_env(cls, input_path: Path | str, output_path: Path | str | None = None, *,
+                 environ: Mapping[str, str] | None = None, **fields: Any) -> RunConfig:
+        """A config that takes from the environment what the command line takes from it: the key
+        from ``api_key_env`` (``OPENAI_API_KEY``), ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID`` and
+        ``OPENAI_PROJECT_ID``; ``fields`` (any of the config's) win. A bare `RunConfig` reads
+        nothing from the environment.
+
+        :param environ: read instead of ``os.environ``.
+        """
+        env = os.environ if environ is None else environ
+        found: dict[str, Any] = {}
+        if key := env.get(fields.get("api_key_env", DEFAULT_API_KEY_ENV)):
+            found["api_key"] = ApiKey(key)
+        for name, variable in (("base_url", "OPENAI_BASE_URL"), ("organization", "OPENAI_ORG_ID"),
+                               ("project", "OPENAI_PROJECT_ID")):
+            if value := env.get(variable):
+                found[name] = value
+        return cls(Path(input_path), None if output_path is None else Path(output_path), **{**found, **fields})
 
     def _check_numbers(self) -> None:
         """Every number within its range (nan and inf in none); the window defaulted.

@@ -14,11 +14,20 @@ import contextlib
 import itertools
 from collections.abc import Generator
 from pathlib import Path
-from typing import TypeVar
-
-from .stats import EXIT_FAILED_LINES, EXIT_OK, RunStats
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class Ending(Protocol):
+    """How a start ends (`RunStats`)."""
+
+    stop_reason: str | None
+    stop_code: int
+    next_step: str | None
+
+    @property
+    def exit_code(self) -> int: ...
 
 
 def first_lines(items: Generator[T, None, None], limit: int | None, done: int) -> Generator[T, None, None]:
@@ -39,10 +48,12 @@ def cut_at(limit: int | None, lines: int) -> int | None:
     return limit if limit is not None and limit < lines else None
 
 
-def stop(stats: RunStats, limit: int, lines: int, answers: Path) -> None:
-    """End a start whose ``limit`` lines are all written: kept in the checkpoint (``answers``, its
-    ordered output), not published. The exit code is theirs: 0 when every one succeeded, else 1."""
+def stop(stats: Ending, limit: int, lines: int, answers: Path) -> None:
+    """End a start whose ``limit`` lines are all written, and nothing else stopped: kept in the
+    checkpoint (``answers``, its ordered output), not published. The exit code is theirs (0 when
+    every one succeeded, else 1), as if they were the whole run."""
+    stats.stop_reason = None  # a stop that came after the last line changes nothing, as for a whole run
+    stats.stop_code = stats.exit_code
     stats.stop_reason = (f"--limit {limit:,}: the first {limit:,} of {lines:,} lines are done (their answers: "
                          f"{answers}); the run without --limit sends only the other {lines - limit:,}")
-    stats.stop_code = EXIT_FAILED_LINES if stats.failed else EXIT_OK
     stats.next_step = "run the command again without --limit (or with a higher one)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -102,7 +102,7 @@ def run(input_path: Path, output: Path | None, model: str | None, ray_address: s
     sys.exit(stats.exit_code)
 
 
-def _elsewhere(option: str, hint: str) -> None:
+def _elsewhere(option: str, hint: str) -> NoReturn:
     """An option of another command, given to ``run``: say which command has it."""
     raise click.UsageError(f"run has no {option}: {hint}")
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from batchrun import run_batch_sync
 from batchrun.config import RetryPolicy, RunConfig
 from batchrun.errors import ConfigError
-from batchrun.runner import run_batch_sync
 from batchrun.scale.parts import plan
 from batchrun.simulator import Faults, RateLimits, Simulator, SimulatorConfig, run_in_thread
 from tests.helpers import chat_line, read_jsonl, wait_for, write_jsonl
