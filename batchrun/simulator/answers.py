@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from ..accounting.estimate import reasoning_model
 from ..accounting.pricing import builtin_prices
 from ..json_numbers import is_int, is_number
 
@@ -32,7 +33,6 @@ MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-5-mini", "o4-mini", "tex
 _FORMATS = ("text", "json_object", "json_schema")  # the `text.format` types a response echoes
 _EPOCH = 1_735_689_600  # 2025-01-01: `created` is this plus a digest-derived offset, never the clock.
 _MAX_DIMENSIONS = 4096
-_REASONING_MODEL = re.compile(r"(?:^|/)(?:o\d|gpt-5)")
 # "Labels: a, b, c" / "answer with one of: a | b | c" in a prompt: the answer is one of them.
 _LABELS = re.compile(r"(?i)\b(?:labels?|categories|classes|one of)\s*:\s*([^\n]+)")
 _LABEL_SPLIT = re.compile(r"\s*(?:,|\||/|\bor\b)\s*")
@@ -313,7 +313,7 @@ def _complete(model: str, digest: bytes, cap: int | None, fmt: Any, texts: list[
     """
     content = _content(digest, fmt, texts)
     visible = len(content) // 4 + 1
-    reasoning = 32 * (1 + digest[1] % 16) if _REASONING_MODEL.search(model) else 0
+    reasoning = 32 * (1 + digest[1] % 16) if reasoning_model(model) else 0
     cut = False
     if cap is not None and reasoning + visible > cap:
         cut = True
