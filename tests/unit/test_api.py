@@ -75,7 +75,7 @@ def test_estimate_and_report_functions(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, max_tokens=10) for i in range(4)])
     estimate = batchrun.estimate(source)
     assert (estimate.requests, estimate.problems) == (4, 0)
-    low, high = estimate.cost()[0] or (0.0, 0.0)
+    low, high, _ = estimate.cost()[0] or (0.0, 0.0, 0.0)
     batchrun.run_batch_sync(batchrun.RunConfig(source, mock=True))
     report = batchrun.report(tmp_path / "in.results.jsonl")
     assert report.succeeded == 4 and low <= (report.cost()[1] or 0.0) <= high
