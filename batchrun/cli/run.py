@@ -74,6 +74,8 @@ def run(input_path: Path, output: Path | None, model: str | None, ray_address: s
         raise click.UsageError("--shards only applies with --ray")
     if ray_address is not None and batch is not None:
         raise click.UsageError("--ray runs online: it cannot be combined with --via batch")
+    if ray_address is not None and engine["limit"] is not None:
+        raise click.UsageError("--limit sends the first lines from one process: it cannot be combined with --ray")
     options = EngineOptions(**engine)
     options.setup_logging()
     with options.endpoint() as make_config:

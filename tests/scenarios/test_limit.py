@@ -90,3 +90,9 @@ def test_label_takes_the_limit_too(tmp_path: Path, sim: Simulator) -> None:
 def test_a_limit_that_cannot_be_is_refused(tmp_path: Path, fields: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RunConfig(tmp_path / "in.jsonl", base_url="http://127.0.0.1:1/v1", **{"limit": 2, **fields})  # type: ignore[arg-type]
+
+
+def test_a_limit_with_ray_is_refused_before_ray_starts(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(0)])
+    code, err = invoke("run", str(source), "--mock", "--ray", "--limit", "1")
+    assert code == 2 and "--limit" in err and "--ray" in err
