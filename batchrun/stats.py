@@ -33,6 +33,8 @@ class RunStats:
     :param stop_reason: why the run stopped before finishing every line, when it did
         (interrupted, fatal endpoint error, disk error, budget); its checkpoint is kept.
     :param stop_code: the exit code such a stop maps to.
+    :param next_step: what continues a stopped run when it is not "run the same command again"
+        (that would fail the same way, or do nothing more), ending in the command to run.
     :param up_to_date: the output already held this run, complete: nothing was done, and of
         the counters only the lines and their outcomes are known (from its report).
     :param carried_over: lines finished by earlier starts of the run, read back on resume.
@@ -56,6 +58,7 @@ class RunStats:
     max_buffered_bytes: int = 0
     stop_reason: str | None = None
     stop_code: int = EXIT_STOPPED
+    next_step: str | None = None
     up_to_date: bool = False
     pacer: Pacer | None = None  # live pacing state, for the progress display
     budget: Budget | None = None  # live spending against --max-cost, for the progress display

@@ -88,6 +88,8 @@ async def run_via_batch(
     """
     if config.span is not None:
         raise ConfigError("a run through the Batch API is one process's: it cannot be sharded")
+    if config.limit is not None:
+        raise ConfigError("--limit sends the first lines online, from one process: it cannot be combined with --via batch")
     config = checked(config)
     open_input(config.input_path).close()
     directory = config.batches_path

@@ -46,7 +46,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     declared.BASE_URL, declared.API_KEY_ENV, declared.HEADERS, declared.CONCURRENCY, declared.WINDOW,
     declared.MAX_ATTEMPTS, declared.RATE_LIMIT_PATIENCE, declared.TIMEOUT, declared.CONNECT_TIMEOUT, declared.RPM,
     declared.TPM, declared.MAX_OUTAGE, declared.DRAIN_TIMEOUT, declared.MAX_COST, declared.PRICES,
-    declared.BATCH_DISCOUNT, declared.CACHE, declared.RESTART, declared.RETRY_FAILED, QUIET, VERBOSE,
+    declared.BATCH_DISCOUNT, declared.CACHE, declared.RESTART, declared.RETRY_FAILED, declared.LIMIT, QUIET, VERBOSE,
     PROGRESS_INTERVAL, declared.MOCK, MOCK_LATENCY_MS)
 _RETRY = tuple(setting for setting in SETTINGS if setting in declared.RETRY_SETTINGS)
 _RUN = tuple(setting for setting in SETTINGS
@@ -122,7 +122,9 @@ class EngineOptions:
         if self.mock:
             from ..simulator import SimulatorConfig, run_in_thread
 
-            with run_in_thread(SimulatorConfig(latency_ms=self.mock_latency_ms)) as sim:
+            # It refuses a model or a path OpenAI would refuse: a rehearsal meets those mistakes.
+            config = SimulatorConfig(latency_ms=self.mock_latency_ms, any_model=False, any_root=False)
+            with run_in_thread(config) as sim:
                 yield partial(self._config, sim.base_url, None)
             return
         value = os.environ.get(self.api_key_env)

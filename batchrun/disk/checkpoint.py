@@ -58,6 +58,9 @@ from .rundir import open_run_dir
 log = logging.getLogger("batchrun")
 
 FORMAT = 1
+# The options of a run's identity that only say where requests go: a checkpoint in which no line
+# was sent takes another start's (`Checkpoint._unpin`).
+ENDPOINT_OPTIONS = ("base_url",)
 _CHUNK = 1 << 20
 
 
@@ -232,11 +235,14 @@ class Checkpoint:
             restart_hint = "run again with --restart to discard it and start over"
             if saved.get("format") != FORMAT:
                 raise ConfigError(f"{where} (checkpoint format {saved.get('format')}); {restart_hint}")
+            moved = self._unpin(saved, meta)
             check_same_run(saved, meta, where, restart_hint)
-            if isinstance(saved.get("run_id"), str):
-                self.run_id = saved["run_id"]
-            else:  # started by a version that kept no run id
-                self.run_id = run_id
+            has_run_id = isinstance(saved.get("run_id"), str)
+            self.run_id = saved["run_id"] if has_run_id else run_id  # else: started by a version that kept none
+            if moved:
+                log.info("no line in the checkpoint of %s was sent yet: it takes this start's %s", self.config.out,
+                         " and ".join(moved))
+            if moved or not has_run_id:
                 self._write(self.meta, orjson.dumps({**saved, "run_id": self.run_id}, option=orjson.OPT_INDENT_2))
             if retry_failed and not self._exists(self.previous) and self._exists(self.output):
                 self._unlink(self.snapshot)  # it describes the output moved away
@@ -258,6 +264,35 @@ class Checkpoint:
             os.link(final, self.previous.name, dst_dir_fd=self._dir_fd())
         self.run_id = run_id
         self._write(self.meta, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+
+    def _unpin(self, saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+        """Let ``saved`` (meta.json) take this start's `ENDPOINT_OPTIONS` when no line of the
+        checkpoint was sent: an endpoint that answered nothing (a mistyped --base-url, a server not
+        started) shaped none of the output, so fixing it is not another run.
+
+        :returns: the options ``saved`` took (then meta.json is to be written again).
+        """
+        before, now = saved.get("options", {}), current["options"]
+        moved = [name for name in ENDPOINT_OPTIONS if before.get(name) != now.get(name)]
+        if not moved or not isinstance(before, dict) or self._sent_any():
+            return []
+        saved["options"] = {**before, **{name: now.get(name) for name in moved}}
+        return moved
+
+    def _sent_any(self) -> bool:
+        """Whether a line this checkpoint holds was sent to the endpoint (an input line that could
+        not be sent was not). Read until the first one: that is the first line, unless the input
+        starts with lines that could not be sent."""
+        if self._exists(self.previous):  # a finished output whose failures are being sent again
+            return True
+        if self._exists(self.output):
+            with self._open(self.output, "rb") as f:
+                if any(_was_sent(line) for line in f):
+                    return True
+        if self._exists(self.journal):
+            with self._open(self.journal, "rb") as f:
+                return any(_was_sent(entry.line) for entry in journal.scan(f))
+        return False
 
     def _finished_report(self, final: Path, current: dict[str, Any]) -> dict[str, Any] | None:
         """The report of the complete run ``final`` holds, if its report says ``final`` is what
@@ -509,6 +544,15 @@ def _bytes(given: dict[str, Any]) -> tuple[int, int] | None:
 def _part(given: dict[str, Any]) -> str:
     span = _bytes(given)
     return "all of it" if span is None else f"bytes {span[0]:,} to {span[1]:,}"
+
+
+def _was_sent(line: bytes) -> bool:
+    """Whether an output line is of a request that was sent (a torn line may have been: it counts)."""
+    try:
+        result = Result.from_line(0, line)
+    except ValueError:
+        return True
+    return result.attempts > 0 or result.status_code is not None
 
 
 def _lines_from(file: BinaryIO, start: int) -> Generator[bytes, None, None]:

@@ -39,7 +39,7 @@ from ..accounting.spending import BudgetGate
 from ..client import Client, Retrying
 from ..config import RunConfig
 from ..disk.writer import OrderedWriter
-from ..errors import BatchrunError, RequestError
+from ..errors import BatchrunError, FatalEndpointError, RequestError
 from ..records import Job, LineError, Result
 from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from .control import Control
@@ -99,6 +99,8 @@ class Pool:
         """Run a pool task; a condition that dooms the whole run stops it with a reason (`Control.abort`)."""
         try:
             await task(*args)
+        except FatalEndpointError as exc:
+            self.control.abort(str(exc), next_step=exc.next_step)
         except BatchrunError as exc:
             self.control.abort(str(exc))
         except OSError as exc:
@@ -145,8 +147,8 @@ class Pool:
                     for jobs in lanes:
                         workers.start_soon(self._guarded, self._work, jobs, workers)
             written, doomed = control.held.at_end(stopped=control.stopping, no_such_path=self.client.no_such_path())
-            if doomed is not None:
-                control.abort(doomed)
+            if doomed is not None:  # no line succeeded, and some were answered 404 for the path
+                control.abort(str(doomed), next_step=doomed.next_step)
             for result in written:
                 self.sink.put(result)
         finally:

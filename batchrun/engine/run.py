@@ -27,6 +27,7 @@ import anyio
 import anyio.lowlevel
 import orjson
 
+from .. import smoke
 from ..accounting.budget import Budget
 from ..accounting.ledger import SpendLedger, carried_spend, worst_case
 from ..accounting.pricing import PriceTable, load_prices
@@ -110,8 +111,8 @@ async def run_batch(
     limit = span.end if span is not None else scan.size
     budget = await _budget(config, prices, limit, shared)
     checkpoint = Checkpoint(config, via)
-    stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines,
-                     simulated=config.mock)
+    stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)),
+                     total_hint=min(scan.lines, config.limit or scan.lines), simulated=config.mock)
     opened = checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed)
     if opened is Opened.PUBLISHED:
         log.info("an earlier start finished this run: its output is now published; nothing to send")
@@ -156,8 +157,9 @@ async def run_batch(
                 Client(config, transport=transport, clock=clock, on_retry=retry_hook(observer, control),
                        share=shared) as client:
             stats.pacer, control.wire = client.pacer, client.pacer.slots
-            items = read_jobs(config.input_path, limit, start=position, model=config.model,
-                              duplicates=span.duplicates if span is not None else frozenset())
+            items = smoke.first_lines(read_jobs(config.input_path, limit, start=position, model=config.model,
+                                                duplicates=span.duplicates if span is not None else frozenset()),
+                                      config.limit, recovered.prefix)
             window = anyio.Semaphore(config.window or config.concurrency)
             sink = Sink(writer, window, config.window_bytes, stats, observer) if cache is None else \
                 KeepingSink(writer, window, config.window_bytes, stats, observer, keep=cache.keep)
@@ -183,6 +185,9 @@ async def run_batch(
         if pool is not None:
             _charge_unsettled(pool.unsettled(), gate, ledger, prices)
         every_line = control.fed_all and writer.next_index == checkpoint.first_index + carryover.prefix + control.fed
+        if every_line and (cut := smoke.cut_at(config.limit, scan.lines)) is not None:  # kept, not published
+            every_line = False
+            smoke.stop(stats, cut, scan.lines, checkpoint.output)
         facts = _facts(config, scan, writer.next_index - checkpoint.first_index + writer.buffered + carryover.left, via)
         try:
             saved = _close_writer(writer, stats)
