@@ -1,7 +1,7 @@
 """``--limit N``: a smoke run, sending only the first N lines of the input to check a prompt
 before the whole file is run.
 
-The limit is not part of what makes two starts the same run (`disk.checkpoint.identity`): a
+The limit is not part of what makes two starts the same run (`disk.identity.identity`): a
 smoke run leaves its answers in the checkpoint, unpublished, and the run without ``--limit``
 (or with a higher one) goes on from them, sending none of them again. What the engine reads
 through here: the lines it may feed (`first_lines`), and, once they are all written, how the

@@ -31,7 +31,7 @@ import orjson
 
 from ..cache import ResponseCache, open_cache
 from ..config import RunConfig
-from ..disk.checkpoint import identity, scan_input
+from ..disk.identity import identity, scan_input
 from ..disk.lock import RunLock
 from ..disk.rundir import make_run_dir
 from ..disk.runfiles import checked
@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # only annotates: loaded when an httpx transport is passed in
 
 log = logging.getLogger("batchrun")
 
-VIA = "batch"  # the route, in the run's identity (`checkpoint.identity`)
+VIA = "batch"  # the route, in the run's identity (`identity.identity`)
 
 
 @dataclass(frozen=True)

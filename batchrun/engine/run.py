@@ -38,7 +38,8 @@ from ..batchapi.ledger import Ledger
 from ..cache import ResponseCache, open_cache
 from ..client import Client
 from ..config import RunConfig
-from ..disk.checkpoint import Checkpoint, InputScan, Opened, Recovered, identity, scan_input
+from ..disk.checkpoint import Checkpoint, Opened, Recovered
+from ..disk.identity import InputScan, identity, scan_input
 from ..disk.publish import write_atomically
 from ..disk.resume import Carryover
 from ..disk.runfiles import checked
@@ -91,7 +92,7 @@ async def run_batch(
     :param sources: where lines are answered before they are sent online, asked in order
         after the lines earlier starts finished (`sources.py`): the Batch API's answers, say.
     :param via: the route the run goes by besides online (``"batch"``: `run_via_batch`), in its
-        identity (`checkpoint.identity`): a checkpoint or output of one route is not another's.
+        identity (`identity.identity`): a checkpoint or output of one route is not another's.
     :param shared: this shard's side of the rate limits and ``--max-cost`` cap shared by the
         shards of one run (`batchrun.scale.budget`).
     :param cache: the response cache, asked after the lines earlier starts finished and before

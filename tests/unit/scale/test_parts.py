@@ -11,7 +11,8 @@ import pytest
 from batchrun import run_batch_sync
 from batchrun.config import RunConfig, Span
 from batchrun.disk import journal
-from batchrun.disk.checkpoint import Checkpoint, check_same_run, scan_input
+from batchrun.disk.checkpoint import Checkpoint
+from batchrun.disk.identity import check_same_run, scan_input
 from batchrun.errors import ConfigError
 from batchrun.records import Result
 from batchrun.scale import parts
