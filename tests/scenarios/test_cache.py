@@ -51,14 +51,18 @@ def sent(sim: Simulator, action: Any) -> int:
 
 @pytest.fixture
 def warnings() -> Iterator[list[str]]:
-    """The warnings batchrun logs (its logger may not propagate: the CLI sets it up so)."""
+    """The warnings batchrun logs (its logger may not propagate, and an earlier CLI test may have
+    left it at ERROR: the CLI sets it up so)."""
     seen: list[str] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
     logger = logging.getLogger("batchrun")
+    level = logger.level
     logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
     yield seen
     logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 def test_a_second_run_sends_nothing_and_writes_the_same_output(sim: Simulator, tmp_path: Path) -> None:
