@@ -159,8 +159,7 @@ def _ms(value: float) -> str:
 
 
 def duration(value: float) -> str:
-    """A time span for people: ``12.3 s`` under two minutes, then ``3m05s``, ``1h02m03s``. The
-    progress bar's own (tqdm's ``05:12``) is tqdm's to draw."""
+    """A time span for people: ``12.3 s`` under two minutes, then ``3m05s``, ``1h02m03s``."""
     if value < 120:
         return f"{value:,.1f} s"
     minutes, seconds = divmod(int(value), 60)

@@ -194,7 +194,7 @@ def test_progress_bar_counts_lines() -> None:
         stats.record(result)
         bar.written(result, stats)
     bar.close(stats)
-    assert "3/3" in stream.getvalue() and "ok=3" in stream.getvalue()
+    assert "| 3/3 " in stream.getvalue() and "failed 0" in stream.getvalue()
 
 
 def test_a_misspelt_model_is_rehearsed_with_mock(tmp_path: Path) -> None:
