@@ -12,31 +12,37 @@ from typing import Any
 
 from ..accounting.pricing import BATCH_DISCOUNT, describe_prices
 from ..money import usd
+from ..output_cap import ADVICE
+from ..plural import counted
 
 WIDTH = 80  # what every line printed to a terminal fits in
 _LABEL = 14  # where a summary row's text starts: "  " + a 10-wide label + "  "
 _MIN_NAME = 12  # a model name is never cut shorter than this
+_CUT_EXAMPLES = 3  # custom_ids named of the answers the output cap cut (the JSON and the page have 5)
 
 
 def render_report(doc: dict[str, Any]) -> str:
     """A ``batchrun.report/1`` document as text for a terminal, without a trailing newline."""
     requests = doc["requests"]
-    rows = [("requests", f"{doc['lines']:,} lines: {requests['succeeded']:,} succeeded, "
+    rows = [("requests", f"{counted(doc['lines'], 'line')}: {requests['succeeded']:,} succeeded, "
                          f"{requests['failed']:,} failed")]
     if requests["by_error_code"]:
         rows.append(("failures", ", ".join(f"{code} {n:,}" for code, n in requests["by_error_code"].items())))
     if doc["hit_output_cap"]:
-        rows.append(("output cap", f"{doc['hit_output_cap']:,} answers hit the output cap (cut short or empty): "
-                                   "allow more output tokens"))
+        rows.append(("output cap", _output_cap(doc)))
     retries = "unknown (not recorded in this file)" if doc["retries"] is None else f"{doc['retries']:,}"
-    rows.append(("retries", f"{retries}; 429s: {doc['rate_limited']:,}"))
+    rate_limited = doc["rate_limited"]
+    rows.append(("retries", f"{retries}; {counted(rate_limited, 'answer')} {'was' if rate_limited == 1 else 'were'} "
+                            "429"))
     tokens = doc["tokens"]
     rows.append(("tokens", f"{tokens['total']:,}: {tokens['prompt']:,} prompt ({tokens['cached']:,} cached), "
                            f"{tokens['completion']:,} completion ({tokens['reasoning']:,} reasoning)"))
     rows.append(("latency", _latency(doc["latency_ms"])))
-    if doc.get("time_s"):
-        rows.append(("time", f"{duration(doc['time_s']['on_the_wire'])} on the wire, "
-                             f"{duration(doc['time_s']['waiting'])} waiting (pacing, backoff), over all lines"))
+    if doc.get("time_s") and doc["latency_ms"]:
+        # Means, not the sums: summed over lines that overlap, hours pass in a minute's run.
+        lines, time_s = doc["latency_ms"]["count"], doc["time_s"]
+        rows.append(("time", f"per line, on average: {_ms(1000 * time_s['on_the_wire'] / lines)} on the wire, "
+                             f"{_ms(1000 * time_s['waiting'] / lines)} waiting to be sent (pacing, backoff)"))
     rows.append(("wall time", _wall(doc)))
     cost = doc["cost_usd"]
     rows.append(("cost", usd(cost) if cost is not None
@@ -110,6 +116,13 @@ def _shorten(name: str, width: int) -> str:
         return name
     head = (width - 1) // 2
     return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+
+
+def _output_cap(doc: dict[str, Any]) -> str:
+    examples = doc.get("output_cap_examples") or []  # a report written before they were kept has none
+    named = f", such as {', '.join(examples[:_CUT_EXAMPLES])}" if examples else ""
+    return (f"{doc['hit_output_cap']:,} of {counted(doc['lines'], 'answer')} stopped at the output cap (cut short "
+            f"or empty){named}: {ADVICE}")
 
 
 def _latency(latency: dict[str, Any] | None) -> str:
