@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import jinja2
 
+from ..output_cap import ADVICE
 from . import charts
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("batchrun.html", "templates"),
@@ -59,7 +60,8 @@ def render_run(doc: dict[str, Any], *, latency_histogram: dict[str, Any] | None 
         doc=doc, timeline=timeline, figures=figures, max_cost=max_cost, options=options,
         endpoint=None if base_url is None else endpoint(base_url),
         parts={model: charts.token_parts(m["tokens"]) for model, m in models.items()},
-        examples=doc.get("failure_examples") or {}, title=_label(doc, "batchrun report"))
+        examples=doc.get("failure_examples") or {}, title=_label(doc, "batchrun report"),
+        cut_examples=doc.get("output_cap_examples") or [], advice=ADVICE)
 
 
 def render_compare(docs: Sequence[dict[str, Any]]) -> str:
