@@ -82,6 +82,44 @@ def render_estimate(doc: dict[str, Any]) -> str:
                    ("total", total, _range(doc["cost_usd"])), doc, cost_title="cost USD low-high")
 
 
+def render_compare(doc: dict[str, Any]) -> str:
+    """A ``batchrun.compare/1`` document as text for a terminal: the runs named whole, then a row
+    per run by its number, and under each run after the first its change against the first."""
+    runs = doc["runs"]
+    header = ["lines", "failed", "tokens", "cost USD", "p50", "p95", "time"]
+    table = []
+    for number, run in enumerate(runs, 1):
+        table.append((f"{number}.", _compare_cells(run["figures"], change=False)))
+        if run["change"] is not None:
+            table.append(("change", _compare_cells(run["change"], change=True)))
+    widths = [max(len(h), *(len(cells[i]) for _, cells in table)) + 2 for i, h in enumerate(header)]
+    head = f"  {'run':<8}" + "".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True))
+    lines = [f"batchrun: {counted(len(runs), 'run')} compared, each change against the first",
+             # whole, on a line of its own: a path is never cut, so it can be copied
+             *(f"  {number}. {run['source']}" if run["source"] else f"  {run['label']}"
+               for number, run in enumerate(runs, 1)),
+             "", head, "  " + "-" * (len(head) - 2)]
+    lines += [f"  {name:<8}" + "".join(f"{cell:>{w}}" for cell, w in zip(cells, widths, strict=True))
+              for name, cells in table]
+    lines += [fit(f"warning: {note}", 2) for note in doc["warnings"]]
+    return "\n".join(lines)
+
+
+def _compare_cells(figures: dict[str, Any], *, change: bool) -> list[str]:
+    """The figures of one row of `render_compare`: a run's, or (``change``) signed differences."""
+    failed = figures["failed_pct"]
+    cells = [f"{figures['lines']:+,}" if change else f"{figures['lines']:,}",
+             "-" if failed is None else f"{failed:+.1f} pt" if change else f"{failed:.1f}%",
+             f"{figures['tokens']:+,}" if change else f"{figures['tokens']:,}"]
+    for key, text in (("cost_usd", usd), ("p50_ms", _ms), ("p95_ms", _ms), ("duration_s", duration)):
+        value = figures[key]
+        if value is None:
+            cells.append("-")
+        else:
+            cells.append(("-" if value < 0 else "+") + text(abs(value)) if change else text(value))
+    return cells
+
+
 def fit(line: str, indent: int = 0) -> str:
     """``line`` wrapped at spaces to `WIDTH`, continued ``indent`` spaces in. A word is never cut:
     a path longer than a whole line keeps its line to itself, so it can still be copied."""
