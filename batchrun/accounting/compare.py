@@ -31,11 +31,11 @@ FIGURES = ("lines", "failed", "failed_pct", "tokens", "cost_usd", "p50_ms", "p95
 
 def compare(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The document of the module docstring, the runs in the order given."""
-    runs = [{"label": label, "source": doc.get("source"), "figures": figures(doc)}
-            for label, doc in zip(labels(docs), docs, strict=True)]
-    first = runs[0]["figures"] if runs else {}
-    for index, run in enumerate(runs):
-        run["change"] = None if index == 0 else {key: _less(run["figures"][key], first[key]) for key in FIGURES}
+    shown = [figures(doc) for doc in docs]
+    runs: list[dict[str, Any]] = [
+        {"label": label, "source": doc.get("source"), "figures": mine,
+         "change": None if index == 0 else {key: _less(mine[key], shown[0][key]) for key in FIGURES}}
+        for index, (label, doc, mine) in enumerate(zip(labels(docs), docs, shown, strict=True))]
     warnings = [f"{run['label']}: {note}" for run, doc in zip(runs, docs, strict=True) for note in doc["warnings"]]
     return {"schema": SCHEMA, "runs": runs, "warnings": warnings}
 

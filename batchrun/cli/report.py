@@ -59,7 +59,7 @@ def report(output_paths: tuple[Path, ...], prices_path: Path | None, batch_disco
     from ..accounting.compare import compare
     from ..accounting.pricing import load_prices
     from ..accounting.report import report_file
-    from .tables import render_compare, render_report
+    from .tables import render_comparison, render_report
 
     check_html_extra(html_path)
     check_html_path(html_path)
@@ -73,7 +73,7 @@ def report(output_paths: tuple[Path, ...], prices_path: Path | None, batch_disco
         _print_document(docs[0], render_report(docs[0]), as_json, docs[0]["warnings"])
     else:
         compared = compare(docs)
-        _print_document(compared, render_compare(compared), as_json, compared["warnings"])
+        _print_document(compared, render_comparison(compared), as_json, compared["warnings"])
     if html_path is not None:
         from ..html.page import render_compare, render_run
 

@@ -82,7 +82,7 @@ def render_estimate(doc: dict[str, Any]) -> str:
                    ("total", total, _range(doc["cost_usd"])), doc, cost_title="cost USD low-high")
 
 
-def render_compare(doc: dict[str, Any]) -> str:
+def render_comparison(doc: dict[str, Any]) -> str:
     """A ``batchrun.compare/1`` document as text for a terminal: the runs named whole, then a row
     per run by its number, and under each run after the first its change against the first."""
     runs = doc["runs"]
@@ -106,7 +106,7 @@ def render_compare(doc: dict[str, Any]) -> str:
 
 
 def _compare_cells(figures: dict[str, Any], *, change: bool) -> list[str]:
-    """The figures of one row of `render_compare`: a run's, or (``change``) signed differences."""
+    """The figures of one row of `render_comparison`: a run's, or (``change``) signed differences."""
     failed = figures["failed_pct"]
     cells = [f"{figures['lines']:+,}" if change else f"{figures['lines']:,}",
              "-" if failed is None else f"{failed:+.1f} pt" if change else f"{failed:.1f}%",
