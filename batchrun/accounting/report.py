@@ -418,13 +418,15 @@ class Report:
                 notes.append(f"no price for {name}: its cost ({tally.usage.total:,} tokens) is unknown, "
                              "not counted in the total; add it with --prices FILE")
             if tally.without_usage:
-                notes.append(f"{tally.without_usage:,} successful {model} responses reported no usage: "
+                notes.append(f"{tally.without_usage:,} successful {model} "
+                             f"{'response' if tally.without_usage == 1 else 'responses'} reported no usage: "
                              "their tokens and cost are not counted")
         if self.unreadable:
             where = ", ".join(self.unreadable_examples)
             more = f" and {self.unreadable - len(self.unreadable_examples):,} more" \
                 if self.unreadable > len(self.unreadable_examples) else ""
-            notes.append(f"{self.unreadable:,} lines are not output records and were skipped: {where}{more}")
+            are = "line is not an output record and was" if self.unreadable == 1 else "lines are not output records and were"
+            notes.append(f"{self.unreadable:,} {are} skipped: {where}{more}")
         return notes
 
     def to_dict(self) -> dict[str, Any]:

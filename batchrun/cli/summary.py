@@ -97,7 +97,7 @@ def up_to_date_line(stats: RunStats, report_path: str) -> str:
     is up to date): nothing was sent, and the exit code is that run's."""
     failed = f", {stats.failed:,} failed" if stats.failed else ""
     return (f"batchrun: {stats.output_path} is up to date: this input already ran to completion with these options "
-            f"({stats.written:,} lines{failed}; report: {report_path}); nothing was sent")
+            f"({counted(stats.written, 'line')}{failed}; report: {report_path}); nothing was sent")
 
 
 def outcome_line(stats: RunStats, report_path: str) -> str:

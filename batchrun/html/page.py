@@ -16,10 +16,12 @@ import jinja2
 
 from ..accounting.compare import compare
 from ..output_cap import ADVICE
+from ..plural import counted
 from . import charts
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("batchrun.html", "templates"),
                           autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_ENV.filters["counted"] = counted
 _ENV.filters["usd"] = lambda v: "unknown" if v is None else f"${v:,.4f}"
 _ENV.filters["num"] = lambda v: "—" if v is None else f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}"
 _ENV.filters["when"] = lambda v: "—" if v is None else datetime.datetime.fromtimestamp(
