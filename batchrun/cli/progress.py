@@ -159,7 +159,9 @@ class BarProgress:
         with self._lock:
             del _shown[id(self._file)]
             if self._drawn:
-                self._file.write("\n")
+                # Left on screen as the run's last word on its progress; a start that did no line
+                # has none worth keeping above why it stopped: the lines are cleared.
+                self._file.write("\n" if stats.written else f"{self._home()}\x1b[K\n\x1b[K\r\x1b[1A")
                 self._file.flush()
                 self._drawn = False
 

@@ -89,3 +89,29 @@ def test_a_log_line_goes_above_the_two_lines_which_are_drawn_again_below_it() ->
 
 def _record(message: str) -> logging.LogRecord:
     return logging.LogRecord("batchrun", logging.WARNING, __file__, 1, message, None, None)
+
+
+def test_a_start_that_did_no_line_leaves_no_progress_on_screen() -> None:
+    terminal = io.StringIO()
+    stats = RunStats(Path("o.jsonl"), Path("o.errors.jsonl"), total_hint=4)
+    progress = BarProgress(terminal, min_interval=0, width=80)
+    handler = BarLogHandler(terminal)
+    progress.started(stats)
+    handler.emit(_record("stopping: the endpoint has no /v1/chat/completions"))
+    progress.close(stats)
+    terminal.write("stopped early: ...\n")
+    assert screen(terminal.getvalue()) == ["stopping: the endpoint has no /v1/chat/completions",
+                                           "stopped early: ...", ""]
+
+
+def test_the_lines_are_redrawn_at_most_every_min_interval() -> None:
+    terminal, now = io.StringIO(), [100.0]
+    stats = RunStats(Path("o.jsonl"), Path("o.errors.jsonl"), total_hint=20)
+    progress = BarProgress(terminal, min_interval=1.0, width=80, clock=lambda: now[0])
+    progress.started(stats)
+    for index in range(20):
+        result = Result(index, f"c{index}", 200, None, {}, None)
+        stats.record(result)
+        progress.written(result, stats)
+        now[0] += 0.25
+    assert terminal.getvalue().count("\x1b[K\n") == 1 + 4  # the first draw, then one a second (at 101 … 104)
