@@ -1,7 +1,12 @@
 #!/bin/sh
-# What batchrun shows a person, captured from real terminals (tmux) at 80 and 120 columns into
-# docs/terminal/: the progress lines mid-run, the summary, a resumed run, a stop before any line
-# was done, runs compared. Needs tmux and batchrun on PATH; takes about two minutes.
+# What batchrun shows a person, captured from real terminals (tmux) into docs/terminal/, against
+# the built-in simulator with rate limits, some 429s and some 500s, on a 2,000-line input:
+#   progress-80.txt, progress-120.txt  the progress lines mid-run at 80 and 120 columns
+#   summary-80.txt                     a run's end: its last progress lines and the summary
+#   resumed-80.txt                     stopped by --max-cost, then run again with a higher cap
+#   stopped-before-any-line-80.txt     a wrong --base-url: why, and what next
+#   compare-80.txt                     report A B --html FILE: runs side by side, where the page went
+# Needs tmux and batchrun on PATH; takes about two minutes.
 #
 #   scripts/capture_terminal.sh [DIR]      # DIR: where the captures go (docs/terminal)
 set -eu
