@@ -14,9 +14,10 @@ dest=$(cd "$(dirname "$0")/.." && pwd)/${1:-docs/terminal}
 mkdir -p "$dest"
 work=$(mktemp -d)
 session=batchrun-capture-$$
+# A tmux server of its own (-L): another one's sessions are left alone, and this one's by it.
+tmux() { command tmux -L "$session" "$@"; }
 cleanup() {
-    tmux kill-session -t "$session-80" 2>/dev/null || true
-    tmux kill-session -t "$session-120" 2>/dev/null || true
+    tmux kill-server 2>/dev/null || true
     [ -n "${server:-}" ] && kill "$server" 2>/dev/null || true
     rm -rf "$work"
 }
