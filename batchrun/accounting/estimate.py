@@ -67,6 +67,7 @@ from typing import Any
 
 import orjson
 
+from ..plural import counted
 from ..reader import read_jobs
 from ..records import Job, LineError
 from ..tokens import (
@@ -187,7 +188,7 @@ class Estimate:
                          f"{self.default_max_output:,} output tokens each (--default-max-tokens)")
         for model, tally in sorted(self.models.items()):
             if self.prices.resolve(model) is None:
-                notes.append(f"no price for model {model!r} ({tally.requests:,} requests): its cost is unknown; "
+                notes.append(f"no price for model {model!r} ({counted(tally.requests, 'request')}): its cost is unknown; "
                              "add it with --prices FILE")
             if tally.images:
                 notes.append(f"{tally.images:,} images in {model} requests are counted at a fixed "

@@ -145,7 +145,8 @@ async def run_batch(
         budget.carry(stats.report.cost()[1] + carried + ledger.carried)
         stats.budget, gate = budget, BudgetGate(budget)
     if recovered.prefix or recovered.finished:
-        log.info("resuming: %s lines were finished by an earlier start", f"{stats.written + len(recovered.finished or {}):,}")
+        log.info("resuming: earlier starts finished %s of the lines (succeeded or failed); the report at the end "
+                 "counts them too", f"{stats.written + len(recovered.finished or {}):,}")
     if observer is not None:
         observer.started(stats)
     control = Control(stats, config.drain_timeout)
