@@ -184,7 +184,7 @@ class Estimate:
                     if tally.requests_without_cap}
         if uncapped:  # one note for every model: the cure is the same
             each = f" ({', '.join(f'{model} {n:,}' for model, n in uncapped.items())})" if len(uncapped) > 1 else ""
-            notes.append(f"{sum(uncapped.values()):,} requests{each} set no max_tokens: the high estimate assumes "
+            notes.append(f"{counted(sum(uncapped.values()), 'request')}{each} set no max_tokens: the high estimate assumes "
                          f"{self.default_max_output:,} output tokens each (--default-max-tokens)")
         for model, tally in sorted(self.models.items()):
             if self.prices.resolve(model) is None:
