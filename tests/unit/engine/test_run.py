@@ -20,7 +20,7 @@ from batchrun.disk import journal
 from batchrun.disk.writer import OrderedWriter
 from batchrun.records import Result
 
-from ..helpers import FakeClock, HeldClock, chat_line, read_jsonl, write_jsonl
+from ...helpers import FakeClock, HeldClock, chat_line, read_jsonl, write_jsonl
 
 BASE = "http://127.0.0.1:9/v1"
 
