@@ -85,7 +85,7 @@ def test_a_ledger_of_another_format_is_refused_naming_it(tmp_path: Path) -> None
 def test_an_unreadable_ledger_is_refused_with_a_warning_that_its_batches_may_be_at_the_provider(
         tmp_path: Path, text: bytes) -> None:
     Ledger.path(tmp_path).write_bytes(text)
-    with pytest.raises(ConfigError, match="cannot be read .*its batches may still be at the provider"):
+    with pytest.raises(ConfigError, match=r"cannot be read .*its batches may still be at the provider"):
         Ledger.load(tmp_path)
 
 

@@ -9,9 +9,9 @@ import math
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
-import anyio.abc
 from anyio.abc import TaskStatus
 
 from batchrun.engine.control import BAD_LINE_WARNINGS, Control
