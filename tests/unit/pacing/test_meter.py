@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from batchrun.pacing import meter
 from batchrun.pacing.meter import RateWindow
 
 
@@ -19,7 +20,7 @@ class Monotonic:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Monotonic:
     fake = Monotonic()
-    monkeypatch.setattr(meter.time, "monotonic", fake)
+    monkeypatch.setattr(time, "monotonic", fake)  # the wall clock the meter reads
     return fake
 
 
