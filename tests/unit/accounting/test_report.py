@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrun import reader as reader_module
-from batchrun.accounting.histogram import LogHistogram
 from batchrun.accounting.pricing import builtin_prices, load_prices
 from batchrun.accounting.report import SCHEMA, Report, error_code, report_file
 from batchrun.cli import main
@@ -308,49 +306,6 @@ def test_a_line_over_the_line_limit_is_unreadable_and_the_next_is_read(tmp_path:
 def test_a_missing_file_is_an_input_file_error(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="no such file"):
         report_file(tmp_path / "nope.jsonl")
-
-
-# -- latency percentiles in bounded memory --------------------------------------------------------
-
-
-def nearest_rank(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q * len(ordered) - 1e-9)) - 1]
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(min_value=0.0, max_value=1e7, allow_nan=False), min_size=1, max_size=300),
-       st.floats(min_value=0.001, max_value=1.0))
-def test_histogram_quantiles_are_within_the_stated_relative_error(values: list[float], q: float) -> None:
-    histogram = LogHistogram()
-    for value in values:
-        histogram.add(value)
-    for quantile in (q, 0.5, 0.95, 0.99, 1.0):
-        exact = nearest_rank(values, quantile)
-        estimate = histogram.quantile(quantile)
-        assert estimate is not None
-        assert abs(estimate - exact) <= histogram.relative_error * exact * (1 + 1e-9) + 1e-9
-
-
-def test_histogram_memory_is_bounded_by_the_range_not_the_count() -> None:
-    histogram = LogHistogram()
-    value = 0.001
-    for _ in range(200_000):  # geometric sweep over 10 decades, many values per bucket
-        histogram.add(value)
-        value = value * 1.000_115 if value < 1e7 else 0.001
-    bound = math.log(1e10) / math.log(histogram._gamma) + 2
-    assert histogram.count == 200_000
-    assert histogram.buckets <= bound < 2400
-
-
-def test_histogram_ignores_what_is_not_a_latency_and_merges() -> None:
-    a, b = LogHistogram(), LogHistogram()
-    for value in (10.0, -1.0, float("nan"), float("inf")):
-        a.add(value)
-    b.add(30.0)
-    a.merge(b)
-    assert a.count == 2 and a.max == 30.0 and a.quantile(1.0) == pytest.approx(30.0, rel=0.005)
-    assert LogHistogram().quantile(0.5) is None
 
 
 # -- the command -----------------------------------------------------------------------------------
