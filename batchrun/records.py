@@ -91,6 +91,8 @@ class Result:
     carried_over: bool = False
     # Answered through the provider's Batch API, by this batch (`batchapi`); priced at its discount.
     batch_id: str | None = None
+    # Answered from the response cache (`batchrun.cache`): never sent, and priced at nothing.
+    cached: bool = False
 
     @property
     def ok(self) -> bool:
@@ -148,7 +150,8 @@ class Result:
                    failure(record), extra.get("attempts", 0), extra.get("latency_ms"), extra.get("started_at"),
                    extra.get("finished_at"), model,
                    extra.get("rate_limited", 0), extra.get("wire_ms"), extra.get("waited_ms"),
-                   extra.get("unanswered", 0), line=line, carried_over=True, batch_id=batch_of(record))
+                   extra.get("unanswered", 0), line=line, carried_over=True, batch_id=batch_of(record),
+                   cached=extra.get("cached") is True)
 
     def encode(self, run_id: str) -> bytes:
         """The output line, newline included, in the OpenAI Batch output shape (module docstring).
@@ -182,6 +185,8 @@ class Result:
             extras["unanswered"] = self.unanswered
         if self.batch_id is not None:
             extras["batch_id"] = self.batch_id
+        if self.cached:
+            extras["cached"] = True
         record = {
             "id": line_id,
             "custom_id": self.custom_id,

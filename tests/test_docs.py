@@ -146,3 +146,30 @@ def test_the_site_builds_strictly_offline(tmp_path: Path) -> None:
     fetching = [f"{page.relative_to(tmp_path)}: {url}" for page in (tmp_path / "site").rglob("*.html")
                 for url in re.findall(r'(?:src|href)="(https?://[^"]+\.(?:js|css))"', page.read_text(encoding="utf-8"))]
     assert fetching == []
+
+
+# How docs/design.md begins and ends its list of the modules tested whole.
+_TESTED_WHOLE = re.compile(r"have no unit file of their own(.*?)`tests/test_docs\.py` keeps this list\s+exact", re.DOTALL)
+
+
+def modules_tested_whole() -> set[str]:
+    """The modules docs/design.md says are tested whole, by their path under ``batchrun/``."""
+    found = _TESTED_WHOLE.search((ROOT / "docs" / "design.md").read_text(encoding="utf-8"))
+    assert found is not None, "docs/design.md no longer lists the modules tested whole"
+    return {name for name in re.findall(r"`([\w/]+\.py)`", found[1]) if not name.startswith(("tests/", "test_"))}
+
+
+def unit_files(module: Path) -> list[Path]:
+    """``batchrun/disk/checkpoint.py`` → ``tests/unit/disk/test_checkpoint.py``, and the files
+    of a module tested topic by topic (``test_checkpoint_<topic>.py``)."""
+    folder = ROOT / "tests" / "unit" / module.parent.relative_to(ROOT / "batchrun")
+    return [*folder.glob(f"test_{module.stem}.py"), *folder.glob(f"test_{module.stem}_*.py")]
+
+
+def test_every_module_has_its_unit_file_or_is_documented_as_tested_whole() -> None:
+    whole = modules_tested_whole()
+    modules = {path.relative_to(ROOT / "batchrun").as_posix(): path for path in (ROOT / "batchrun").rglob("*.py")
+               if path.name not in ("__init__.py", "__main__.py")}
+    assert sorted(whole - set(modules)) == []  # no module listed that is not there
+    assert sorted(name for name in whole if unit_files(modules[name])) == []  # nor one that has its unit file now
+    assert sorted(name for name, path in modules.items() if name not in whole and not unit_files(path)) == []

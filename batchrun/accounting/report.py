@@ -19,7 +19,10 @@ batch, ``batchrun.batch_id``) is priced at the Batch API's price, `pricing.BATCH
 the online price; every other line at the table's price. So each model's tokens are summed in
 two parts, the Batch API's and the rest. ``--batch-discount`` prices the other lines at the
 Batch API's price too (a file the Batch API answered outside batchrun, such as an OpenAI Batch
-output file, names no batch); the discount is applied once, never twice to a Batch API line.
+output file, names no batch); the discount is applied once, never twice to a Batch API line. A line answered from the
+response cache (``batchrun.cached``) was not bought: it costs nothing, and what it saved is
+its usage at the price the other lines pay (the online price, or the Batch API's with
+``--batch-discount``).
 
 How a line is read:
 
@@ -33,6 +36,7 @@ How a line is read:
 - model: ``response.body.model`` (what was billed), else the request's model when known;
 - tokens: ``response.body.usage`` in any shape `Usage.from_body` reads, on any line that has it;
 - Batch API: ``batchrun.batch_id`` (`records.batch_of`), a live result's ``batch_id``;
+- response cache: ``batchrun.cached`` is ``true``, a live result's ``cached``;
 - retries: ``batchrun.attempts - 1`` where present (OpenAI and vLLM files do not say: null);
 - 429s: final 429 statuses, plus ``batchrun.rate_limited`` where present (the 429 answers a
   line was given before its final outcome: batchrun does not write it yet);
@@ -60,6 +64,7 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
       "retries": int | null,                     # null: the file does not record attempts
       "rate_limited": int,                       # 429 responses seen (final, and retried when known)
       "hit_output_cap": int,                     # answers cut short (or left empty) by their output cap
+      "output_cap_examples": [str],              # the custom_ids of the first 5 of them
       "tokens": {"prompt", "completion", "total", "cached", "reasoning": int},
       "models": {model: {"requests": int, "succeeded": int, "failed": int,
                          "responses_without_usage": int,
@@ -67,13 +72,17 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
                          "priced_as": str | null,   # the price-table row used
                          "cost_usd": float | null,  # null: no price known for this model
                          "batch_api": {"requests": int, "cost_usd": float | null,
-                                       "saved_usd": float | null} | null}},  # as below, this model's
+                                       "saved_usd": float | null} | null,  # as below, this model's
+                         "cache": {"hits": int, "saved_usd": float | null} | null}},  # as below
       "cost_usd": float | null,                  # null when any model with tokens has no price
       "cost_usd_priced": float,                  # the sum over the models that have a price
       "batch_api": {"lines": int,                # lines answered through the Batch API
                     "cost_usd": float | null,    # what they cost, at its price (part of cost_usd)
                     "saved_usd": float | null} | null,  # what they would have cost online, less that
                                                  # null: no line went through it
+      "cache": {"hits": int,                     # lines answered from the response cache (never sent)
+                "saved_usd": float | null} | null,  # what they would have cost (not in cost_usd)
+                                                 # null: no line came from the cache
       "prices": {"date", "source", "overrides", "multiplier", "batch_discount"},
       "latency_ms": {"count", "mean", "p50", "p95", "p99", "max": float,
                      "relative_error": float} | null,
@@ -118,7 +127,7 @@ from ..usage import Usage
 from .histogram import LogHistogram
 from .pricing import BATCH_DISCOUNT, PriceTable, load_prices
 from .tally import PerModel, priced_total
-from .timeline import FailureExamples, Timeline
+from .timeline import EXAMPLES_PER_CODE, FailureExamples, Timeline
 
 SCHEMA = "batchrun.report/1"
 UNKNOWN_MODEL = "unknown"
@@ -137,6 +146,8 @@ class ModelTally:
     usage: Usage = field(default_factory=Usage)
     batch_requests: int = 0  # of the requests, those answered through the Batch API
     batch_usage: Usage = field(default_factory=Usage)  # of the usage, theirs
+    cached_requests: int = 0  # of the requests, those answered from the response cache
+    cached_usage: Usage = field(default_factory=Usage)  # of the usage, theirs: not bought
 
 
 class Report:
@@ -158,6 +169,7 @@ class Report:
         self.lines_with_attempts = 0
         self.rate_limited = 0
         self.hit_output_cap = 0
+        self.cut_examples: list[str] = []  # custom_ids of the first answers that hit the output cap
         self.models = PerModel(ModelTally)
         self.latency = LogHistogram()
         self.timeline = Timeline()
@@ -187,20 +199,22 @@ class Report:
         latency_ms, waited_ms = _number(extra.get("latency_ms")), _number(extra.get("waited_ms"))
         custom_id = record.get("custom_id")
         self._count(status, body, Usage.from_body(body), failure(record), model, extra.get("attempts"),
-                    batch=batch_of(record) is not None, custom_id=custom_id if isinstance(custom_id, str) else "",
+                    batch=batch_of(record) is not None, cached=extra.get("cached") is True,
+                    custom_id=custom_id if isinstance(custom_id, str) else "",
                     rate_limited=rate_limited, latency_ms=latency_ms, waited_ms=waited_ms,
                     started=_number(extra.get("started_at")), finished=_number(extra.get("finished_at")))
-        self.hit_output_cap += hit_output_cap(body)
+        self._cut(hit_output_cap(body), custom_id if isinstance(custom_id, str) else "")
         self._time(latency_ms, _number(extra.get("wire_ms")), waited_ms)
         self.rate_limited += rate_limited
 
     def add_result(self, result: Result) -> None:
         """Count one final `Result` of a live run: no encoding or parsing on the way."""
         self._count(result.status_code, result.body, result.read_usage(), result.error, result.model,
-                    result.attempts or None, batch=result.batch_id is not None, custom_id=result.custom_id,
+                    result.attempts or None, batch=result.batch_id is not None, cached=result.cached,
+                    custom_id=result.custom_id,
                     rate_limited=result.rate_limited, latency_ms=result.latency_ms, waited_ms=result.waited_ms,
                     started=result.started_at, finished=result.finished_at)
-        self.hit_output_cap += result.read_cut()
+        self._cut(result.read_cut(), result.custom_id)
         self._time(result.latency_ms, result.wire_ms, result.waited_ms)
         self.rate_limited += result.rate_limited
 
@@ -221,7 +235,7 @@ class Report:
         self._rate_lines, self._rate_tokens = lines, tokens
 
     def _count(self, status: int | None, body: Any, usage: Usage | None, error: Any, model: str | None,
-               attempts: Any, *, batch: bool, custom_id: str, rate_limited: int, latency_ms: float | None,
+               attempts: Any, *, batch: bool, cached: bool, custom_id: str, rate_limited: int, latency_ms: float | None,
                waited_ms: float | None, started: float | None, finished: float | None) -> None:
         """:param rate_limited: / :param started: / :param finished: the 429s the line's retried
         attempts were answered, and when its answering attempt was sent and answered."""
@@ -235,10 +249,13 @@ class Report:
         tally = self.models.of(model or UNKNOWN_MODEL)
         tally.requests += 1
         tally.batch_requests += batch
+        tally.cached_requests += cached
         if usage is not None:
             tally.usage.add(usage)
             if batch:
                 tally.batch_usage.add(usage)
+            elif cached:
+                tally.cached_usage.add(usage)
         if ok:
             self.succeeded += 1
             tally.succeeded += 1
@@ -257,10 +274,17 @@ class Report:
             retries = attempts - 1
             self.retries += retries
         if finished is not None:
-            cost = self.line_cost(model or UNKNOWN_MODEL, usage, batch=batch) if usage is not None else 0.0
+            cost = self.line_cost(model or UNKNOWN_MODEL, usage, batch=batch) if usage is not None and not cached \
+                else 0.0
             self.timeline.add(started, finished, failed=not ok, rate_limited=rate_limited, retries=retries,
                               tokens=usage.total if usage is not None else 0, cost_usd=cost or 0.0,
                               latency_ms=latency_ms, waited_ms=waited_ms)
+
+    def _cut(self, cut: bool, custom_id: str) -> None:
+        if cut:
+            self.hit_output_cap += 1
+            if len(self.cut_examples) < EXAMPLES_PER_CODE:
+                self.cut_examples.append(custom_id)
 
     def _time(self, latency_ms: float | None, wire_ms: float | None, waited_ms: float | None) -> None:
         if latency_ms is not None:
@@ -279,29 +303,34 @@ class Report:
         return {"lines": self.lines, "succeeded": self.succeeded, "failed": self.failed,
                 "by_code": dict(self.by_code), "by_status": dict(self.by_status), "retries": self.retries,
                 "lines_with_attempts": self.lines_with_attempts, "rate_limited": self.rate_limited,
-                "hit_output_cap": self.hit_output_cap,
+                "hit_output_cap": self.hit_output_cap, "cut_examples": self.cut_examples,
                 "models": {name: {"requests": t.requests, "succeeded": t.succeeded, "failed": t.failed,
                                   "without_usage": t.without_usage, "usage": t.usage.as_dict(),
-                                  "batch_requests": t.batch_requests, "batch_usage": t.batch_usage.as_dict()}
+                                  "batch_requests": t.batch_requests, "batch_usage": t.batch_usage.as_dict(),
+                                  "cached_requests": t.cached_requests, "cached_usage": t.cached_usage.as_dict()}
                            for name, t in self.models.items()},
                 "latency": self.latency.state(), "wire_s": self.wire_s, "waited_s": self.waited_s,
                 "timeline": self.timeline.state(), "failure_examples": self.failure_examples.state()}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the counters by a `state` (the report of a run so far). A state saved before
-        the Batch API was counted has no Batch API counters: none of its lines went through it;
-        one saved before lines were timed has no timeline and no failure examples.
+        the Batch API was counted has no Batch API counters: none of its lines went through it
+        (nor came from the response cache, for one saved before that was counted);
+        one saved before lines were timed has no timeline and no failure examples; one saved before
+        they were kept, no output cap examples.
 
         :raises (KeyError, TypeError, ValueError): not a `state`; nothing was changed.
         """
         models = PerModel(ModelTally)
         models.update((name, ModelTally(int(t["requests"]), int(t["succeeded"]), int(t["failed"]),
                                         int(t["without_usage"]), _usage(t["usage"]), int(t.get("batch_requests", 0)),
-                                        _usage(t.get("batch_usage", {}))))
+                                        _usage(t.get("batch_usage", {})), int(t.get("cached_requests", 0)),
+                                        _usage(t.get("cached_usage", {}))))
                       for name, t in state["models"].items())
         latency = LogHistogram.restore(state["latency"])
         timeline = Timeline.restore(state.get("timeline"))
         examples = FailureExamples.restore(state.get("failure_examples", {}))
+        cut_examples = [str(custom_id) for custom_id in state.get("cut_examples", [])][:EXAMPLES_PER_CODE]
         counts = [int(state[key]) for key in ("lines", "succeeded", "failed", "retries", "lines_with_attempts",
                                               "rate_limited", "hit_output_cap")]
         by_code, by_status = Counter(state["by_code"]), Counter(state["by_status"])
@@ -310,7 +339,7 @@ class Report:
          self.hit_output_cap) = counts
         self.by_code, self.by_status, self.models, self.latency = by_code, by_status, models, latency
         self.wire_s, self.waited_s = wire_s, waited_s
-        self.timeline, self.failure_examples = timeline, examples
+        self.timeline, self.failure_examples, self.cut_examples = timeline, examples, cut_examples
 
     def merge(self, other: Report) -> None:
         """Add ``other``'s counters, as if its lines had been counted here too (a sharded run's
@@ -324,6 +353,7 @@ class Report:
         self.lines_with_attempts += other.lines_with_attempts
         self.rate_limited += other.rate_limited
         self.hit_output_cap += other.hit_output_cap
+        self.cut_examples = (self.cut_examples + other.cut_examples)[:EXAMPLES_PER_CODE]
         for name, theirs in other.models.items():
             tally = self.models.of(name)
             tally.requests += theirs.requests
@@ -333,6 +363,8 @@ class Report:
             tally.usage.add(theirs.usage)
             tally.batch_requests += theirs.batch_requests
             tally.batch_usage.add(theirs.batch_usage)
+            tally.cached_requests += theirs.cached_requests
+            tally.cached_usage.add(theirs.cached_usage)
         self.latency.merge(other.latency)
         self.timeline.merge(other.timeline)
         self.failure_examples.merge(other.failure_examples)
@@ -349,12 +381,13 @@ class Report:
         return total
 
     def model_cost(self, model: str) -> float | None:
-        """USD for one model's tokens, the Batch API's at its price; 0 when it used none, ``None``
-        when it has no price."""
+        """USD for one model's tokens, the Batch API's at its price, the cache's at none; 0 when
+        it bought none, ``None`` when it has no price."""
         tally = self.models[model]
-        if tally.usage == Usage():  # no tokens cost nothing, priced or not
+        bought = tally.usage.minus(tally.cached_usage)
+        if bought == Usage():  # no tokens cost nothing, priced or not
             return 0.0
-        online = self.prices.cost(_priced(model), tally.usage.minus(tally.batch_usage))
+        online = self.prices.cost(_priced(model), bought.minus(tally.batch_usage))
         batch = self.batch_cost(model)
         return None if online is None or batch is None else online + batch
 
@@ -368,6 +401,11 @@ class Report:
         usage = self.models[model].batch_usage
         return 0.0 if usage == Usage() else self._batch_prices.cost(_priced(model), usage)
 
+    def cache_saved(self, model: str) -> float | None:
+        """USD one model's lines answered from the cache would have cost (module docstring)."""
+        usage = self.models[model].cached_usage
+        return 0.0 if usage == Usage() else self.prices.cost(_priced(model), usage)
+
     def cost(self) -> tuple[float | None, float]:
         """``(total, priced)``: the total is ``None`` when some model's cost is unknown."""
         return priced_total(self.model_cost(model) for model in self.models)
@@ -380,13 +418,15 @@ class Report:
                 notes.append(f"no price for {name}: its cost ({tally.usage.total:,} tokens) is unknown, "
                              "not counted in the total; add it with --prices FILE")
             if tally.without_usage:
-                notes.append(f"{tally.without_usage:,} successful {model} responses reported no usage: "
+                notes.append(f"{tally.without_usage:,} successful {model} "
+                             f"{'response' if tally.without_usage == 1 else 'responses'} reported no usage: "
                              "their tokens and cost are not counted")
         if self.unreadable:
             where = ", ".join(self.unreadable_examples)
             more = f" and {self.unreadable - len(self.unreadable_examples):,} more" \
                 if self.unreadable > len(self.unreadable_examples) else ""
-            notes.append(f"{self.unreadable:,} lines are not output records and were skipped: {where}{more}")
+            are = "line is not an output record and was" if self.unreadable == 1 else "lines are not output records and were"
+            notes.append(f"{self.unreadable:,} {are} skipped: {where}{more}")
         return notes
 
     def to_dict(self) -> dict[str, Any]:
@@ -405,11 +445,14 @@ class Report:
             "retries": self.retries if self.lines_with_attempts else None,
             "rate_limited": self.rate_limited,
             "hit_output_cap": self.hit_output_cap,
+            "output_cap_examples": self.cut_examples,
             "tokens": usage.as_dict(),
             "models": {model: self._model_dict(model) for model in sorted(self.models)},
             "cost_usd": total_cost,
             "cost_usd_priced": priced,
             "batch_api": self._batch_dict(),
+            "cache": _cache(sum(tally.cached_requests for tally in self.models.values()),
+                            [self.cache_saved(model) for model in self.models]),
             "prices": self.prices.provenance(),
             "latency_ms": self._latency_dict(),
             "time_s": {"on_the_wire": self.wire_s, "waiting": self.waited_s} if self.latency.count else None,
@@ -429,7 +472,8 @@ class Report:
                 "responses_without_usage": tally.without_usage, "tokens": tally.usage.as_dict(),
                 "priced_as": self.prices.resolve(_priced(model)),
                 "cost_usd": self.model_cost(model),
-                "batch_api": _batch_api("requests", tally.batch_requests, [self.batch_cost(model)])}
+                "batch_api": _batch_api("requests", tally.batch_requests, [self.batch_cost(model)]),
+                "cache": _cache(tally.cached_requests, [self.cache_saved(model)])}
 
     def _batch_dict(self) -> dict[str, Any] | None:
         lines = sum(tally.batch_requests for tally in self.models.values())
@@ -454,6 +498,11 @@ def _batch_api(counted: str, count: int, costs: list[float | None]) -> dict[str,
     # Every Batch API price is BATCH_DISCOUNT of the online one, so the online cost follows.
     saved = None if cost is None else cost / BATCH_DISCOUNT - cost
     return {counted: count, "cost_usd": cost, "saved_usd": saved}
+
+
+def _cache(count: int, saved: list[float | None]) -> dict[str, Any] | None:
+    """The ``cache`` entry of ``count`` lines answered from the cache, which would have cost ``saved``."""
+    return {"hits": count, "saved_usd": priced_total(saved)[0]} if count else None
 
 
 def _priced(model: str) -> str | None:

@@ -12,31 +12,37 @@ from typing import Any
 
 from ..accounting.pricing import BATCH_DISCOUNT, describe_prices
 from ..money import usd
+from ..output_cap import ADVICE
+from ..plural import counted
 
 WIDTH = 80  # what every line printed to a terminal fits in
 _LABEL = 14  # where a summary row's text starts: "  " + a 10-wide label + "  "
 _MIN_NAME = 12  # a model name is never cut shorter than this
+_CUT_EXAMPLES = 3  # custom_ids named of the answers the output cap cut (the JSON and the page have 5)
 
 
 def render_report(doc: dict[str, Any]) -> str:
     """A ``batchrun.report/1`` document as text for a terminal, without a trailing newline."""
     requests = doc["requests"]
-    rows = [("requests", f"{doc['lines']:,} lines: {requests['succeeded']:,} succeeded, "
+    rows = [("requests", f"{counted(doc['lines'], 'line')}: {requests['succeeded']:,} succeeded, "
                          f"{requests['failed']:,} failed")]
     if requests["by_error_code"]:
         rows.append(("failures", ", ".join(f"{code} {n:,}" for code, n in requests["by_error_code"].items())))
     if doc["hit_output_cap"]:
-        rows.append(("output cap", f"{doc['hit_output_cap']:,} answers hit the output cap (cut short or empty): "
-                                   "allow more output tokens"))
+        rows.append(("output cap", _output_cap(doc)))
     retries = "unknown (not recorded in this file)" if doc["retries"] is None else f"{doc['retries']:,}"
-    rows.append(("retries", f"{retries}; 429s: {doc['rate_limited']:,}"))
+    rate_limited = doc["rate_limited"]
+    rows.append(("retries", f"{retries}; {counted(rate_limited, 'answer')} {'was' if rate_limited == 1 else 'were'} "
+                            "429"))
     tokens = doc["tokens"]
     rows.append(("tokens", f"{tokens['total']:,}: {tokens['prompt']:,} prompt ({tokens['cached']:,} cached), "
                            f"{tokens['completion']:,} completion ({tokens['reasoning']:,} reasoning)"))
     rows.append(("latency", _latency(doc["latency_ms"])))
-    if doc.get("time_s"):
-        rows.append(("time", f"{duration(doc['time_s']['on_the_wire'])} on the wire, "
-                             f"{duration(doc['time_s']['waiting'])} waiting (pacing, backoff), over all lines"))
+    if doc.get("time_s") and doc["latency_ms"]:
+        # Means, not the sums: summed over lines that overlap, hours pass in a minute's run.
+        lines, time_s = doc["latency_ms"]["count"], doc["time_s"]
+        rows.append(("time", f"per line, on average: {_ms(1000 * time_s['on_the_wire'] / lines)} on the wire, "
+                             f"{_ms(1000 * time_s['waiting'] / lines)} waiting to be sent (pacing, backoff)"))
     rows.append(("wall time", _wall(doc)))
     cost = doc["cost_usd"]
     rows.append(("cost", usd(cost) if cost is not None
@@ -57,10 +63,15 @@ def render_estimate(doc: dict[str, Any]) -> str:
     rows.append(("endpoints", ", ".join(f"{url} {n:,}" for url, n in doc["by_endpoint"].items()) or "none"))
     counts = ", ".join(f"{encoding} {how}" for encoding, how in doc["token_counts"].items())
     rows.append(("tokens", f"{doc['tokens']['input']:,} input (estimated{': ' + counts if counts else ''}); "
-                           f"up to {doc['tokens']['output_cap']:,} output"))
+                           f"up to {doc['tokens']['output_cap']:,} output, {doc['tokens']['output_expected']:,} "
+                           "expected"))
     sent = "at the Batch API's price (--batch-discount)" if doc["prices"]["batch_discount"] else "sent online"
     rows.append(("cost", f"{_cost_range(doc)} {sent}"))
     rows.append(("Batch API", f"{_cost_range(doc['batch_api'])} ({BATCH_DISCOUNT:.0%} of the online price)"))
+    typical = doc["expected_output"]
+    rows.append(("expected", f"{_expected(doc)} {sent}, {_expected(doc['batch_api'])} Batch API (assumed: typical "
+                             f"answers of {typical['answer_tokens']:,} output tokens, +{typical['reasoning_tokens']:,} "
+                             "reasoning for o-series and GPT-5, within each cap)"))
     if doc["batch_api"].get("batches"):  # an estimate of a file; a label --dry-run counts none
         queue = ", ".join(f"{tokens:,} {model}" for model, tokens in doc["batch_api"]["queue_tokens"].items())
         rows.append(("batches", f"{doc['batch_api']['batches']:,} with --via batch, enqueuing {queue} tokens in all "
@@ -73,6 +84,44 @@ def render_estimate(doc: dict[str, Any]) -> str:
              sum(m["requests_without_cap"] for m in models)]
     return _layout(f"batchrun estimate for {doc['source']}", rows, header, table,
                    ("total", total, _range(doc["cost_usd"])), doc, cost_title="cost USD low-high")
+
+
+def render_comparison(doc: dict[str, Any]) -> str:
+    """A ``batchrun.compare/1`` document as text for a terminal: the runs named whole, then a row
+    per run by its number, and under each run after the first its change against the first."""
+    runs = doc["runs"]
+    header = ["lines", "failed", "tokens", "cost USD", "p50", "p95", "time"]
+    table = []
+    for number, run in enumerate(runs, 1):
+        table.append((f"{number}.", _compare_cells(run["figures"], change=False)))
+        if run["change"] is not None:
+            table.append(("change", _compare_cells(run["change"], change=True)))
+    widths = [max(len(h), *(len(cells[i]) for _, cells in table)) + 2 for i, h in enumerate(header)]
+    head = f"  {'run':<8}" + "".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True))
+    lines = [f"batchrun: {counted(len(runs), 'run')} compared, each change against the first",
+             # whole, on a line of its own: a path is never cut, so it can be copied
+             *(f"  {number}. {run['source']}" if run["source"] else f"  {run['label']}"
+               for number, run in enumerate(runs, 1)),
+             "", head, "  " + "-" * (len(head) - 2)]
+    lines += [f"  {name:<8}" + "".join(f"{cell:>{w}}" for cell, w in zip(cells, widths, strict=True))
+              for name, cells in table]
+    lines += [fit(f"warning: {note}", 2) for note in doc["warnings"]]
+    return "\n".join(lines)
+
+
+def _compare_cells(figures: dict[str, Any], *, change: bool) -> list[str]:
+    """The figures of one row of `render_comparison`: a run's, or (``change``) signed differences."""
+    failed = figures["failed_pct"]
+    cells = [f"{figures['lines']:+,}" if change else f"{figures['lines']:,}",
+             "-" if failed is None else f"{failed:+.1f} pt" if change else f"{failed:.1f}%",
+             f"{figures['tokens']:+,}" if change else f"{figures['tokens']:,}"]
+    for key, text in (("cost_usd", usd), ("p50_ms", _ms), ("p95_ms", _ms), ("duration_s", duration)):
+        value = figures[key]
+        if value is None:
+            cells.append("-")
+        else:
+            cells.append(("-" if value < 0 else "+") + text(abs(value)) if change else text(value))
+    return cells
 
 
 def fit(line: str, indent: int = 0) -> str:
@@ -111,6 +160,13 @@ def _shorten(name: str, width: int) -> str:
     return name[:head] + "…" + name[len(name) - (width - 1 - head):]
 
 
+def _output_cap(doc: dict[str, Any]) -> str:
+    examples = doc.get("output_cap_examples") or []  # a report written before they were kept has none
+    named = f", such as {', '.join(examples[:_CUT_EXAMPLES])}" if examples else ""
+    return (f"{doc['hit_output_cap']:,} of {counted(doc['lines'], 'answer')} stopped at the output cap (cut short "
+            f"or empty){named}: {ADVICE}")
+
+
 def _latency(latency: dict[str, Any] | None) -> str:
     if latency is None:
         return "unknown (not recorded in this file)"
@@ -140,6 +196,13 @@ def _cost_range(doc: dict[str, Any]) -> str:
     return f"unknown: {_range(doc['cost_usd_priced'])} for the priced models, plus the unpriced;"
 
 
+def _expected(doc: dict[str, Any]) -> str:
+    """The ``expected`` cost of an estimate, or of its ``batch_api`` part."""
+    if doc["cost_usd"] is not None:
+        return usd(doc["cost_usd"]["expected"])
+    return f"{usd(doc['cost_usd_priced']['expected'])} for the priced models, plus the unpriced,"
+
+
 def _range(cost: dict[str, float] | None) -> str:
     return "unknown" if cost is None else f"{usd(cost['low'])} - {usd(cost['high'])}"
 
@@ -151,8 +214,7 @@ def _ms(value: float) -> str:
 
 
 def duration(value: float) -> str:
-    """A time span for people: ``12.3 s`` under two minutes, then ``3m05s``, ``1h02m03s``. The
-    progress bar's own (tqdm's ``05:12``) is tqdm's to draw."""
+    """A time span for people: ``12.3 s`` under two minutes, then ``3m05s``, ``1h02m03s``."""
     if value < 120:
         return f"{value:,.1f} s"
     minutes, seconds = divmod(int(value), 60)

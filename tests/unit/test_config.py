@@ -18,7 +18,7 @@ from batchrun.batchapi import options as batch_settings
 from batchrun.cli import main
 from batchrun.cli.bounded import Bounded
 from batchrun.config import ApiKey, RetryPolicy, RunConfig, Span, split_base_url, split_header
-from batchrun.disk.checkpoint import InputScan, identity
+from batchrun.disk.identity import InputScan, identity
 from batchrun.errors import ConfigError
 from batchrun.settings import Bounds, Setting
 
@@ -276,3 +276,14 @@ def test_a_setting_without_a_value_is_a_flag_and_none_is_not_checked() -> None:
         settings.MAX_COST.check(0)
     assert settings.WINDOW_BYTES.label == "window_bytes" and settings.TIMEOUT.label == "--timeout"
     assert dataclasses.replace(settings.TIMEOUT, flag=None).label == "timeout"
+
+
+def test_retry_policy_is_validated() -> None:
+    with pytest.raises(ConfigError):
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(ConfigError, match="window"):
+        RunConfig(Path("x.jsonl"), base_url=BASE, concurrency=64, window=8)
+    with pytest.raises(ConfigError, match="no API key"):
+        RunConfig(Path("x.jsonl"), base_url="https://api.example.com/v1")
+    with pytest.raises(ConfigError, match="is the input file"):
+        RunConfig(Path("x.jsonl"), Path("x.jsonl"), base_url=BASE)

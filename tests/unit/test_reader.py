@@ -6,7 +6,6 @@ import orjson
 import pytest
 
 from batchrun.errors import InputFileError
-from batchrun.idset import IdSet
 from batchrun.reader import read_jobs, skip_requests
 from batchrun.records import Job, LineError
 from batchrun.tokens import counter_for, request_tokens
@@ -149,15 +148,6 @@ def test_unopenable_input(tmp_path: Path, make, fragment: str) -> None:  # type:
     make(path)
     with pytest.raises(InputFileError, match=fragment):
         list(read_jobs(path))
-
-
-def test_idset_detects_repeats_across_growth() -> None:
-    ids = IdSet(capacity=4)
-    keys = [f"id-{i}" for i in range(10_000)]
-    assert all(ids.add(k) for k in keys)
-    assert len(ids) == 10_000
-    assert not any(ids.add(k) for k in keys[::97])
-    assert ids.add("fresh")
 
 
 _MIXED = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrun import reader as reader_module
-from batchrun.accounting.histogram import LogHistogram
 from batchrun.accounting.pricing import builtin_prices, load_prices
 from batchrun.accounting.report import SCHEMA, Report, error_code, report_file
 from batchrun.cli import main
@@ -310,49 +308,6 @@ def test_a_missing_file_is_an_input_file_error(tmp_path: Path) -> None:
         report_file(tmp_path / "nope.jsonl")
 
 
-# -- latency percentiles in bounded memory --------------------------------------------------------
-
-
-def nearest_rank(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q * len(ordered) - 1e-9)) - 1]
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(min_value=0.0, max_value=1e7, allow_nan=False), min_size=1, max_size=300),
-       st.floats(min_value=0.001, max_value=1.0))
-def test_histogram_quantiles_are_within_the_stated_relative_error(values: list[float], q: float) -> None:
-    histogram = LogHistogram()
-    for value in values:
-        histogram.add(value)
-    for quantile in (q, 0.5, 0.95, 0.99, 1.0):
-        exact = nearest_rank(values, quantile)
-        estimate = histogram.quantile(quantile)
-        assert estimate is not None
-        assert abs(estimate - exact) <= histogram.relative_error * exact * (1 + 1e-9) + 1e-9
-
-
-def test_histogram_memory_is_bounded_by_the_range_not_the_count() -> None:
-    histogram = LogHistogram()
-    value = 0.001
-    for _ in range(200_000):  # geometric sweep over 10 decades, many values per bucket
-        histogram.add(value)
-        value = value * 1.000_115 if value < 1e7 else 0.001
-    bound = math.log(1e10) / math.log(histogram._gamma) + 2
-    assert histogram.count == 200_000
-    assert histogram.buckets <= bound < 2400
-
-
-def test_histogram_ignores_what_is_not_a_latency_and_merges() -> None:
-    a, b = LogHistogram(), LogHistogram()
-    for value in (10.0, -1.0, float("nan"), float("inf")):
-        a.add(value)
-    b.add(30.0)
-    a.merge(b)
-    assert a.count == 2 and a.max == 30.0 and a.quantile(1.0) == pytest.approx(30.0, rel=0.005)
-    assert LogHistogram().quantile(0.5) is None
-
-
 # -- the command -----------------------------------------------------------------------------------
 
 
@@ -413,3 +368,25 @@ def test_reports_of_two_parts_merged_count_what_one_report_of_both_counts(
         assert merged[key] == pytest.approx(expected[key])
     assert merged["latency"]["total"] == pytest.approx(expected["latency"]["total"])
     assert first.to_dict()["latency_ms"] == pytest.approx(whole.to_dict()["latency_ms"])
+
+
+def _cut_answer(custom_id: str) -> dict[str, Any]:
+    body = {"model": "gpt-4o-mini", "choices": [{"index": 0, "message": {"content": ""}, "finish_reason": "length"}]}
+    return {"custom_id": custom_id, "response": {"status_code": 200, "body": body}, "error": None}
+
+
+def test_the_answers_the_output_cap_cut_are_named_and_the_names_survive_a_resume_and_a_merge() -> None:
+    first, second = Report(builtin_prices()), Report(builtin_prices())
+    for i in range(3):
+        first.add_record(_cut_answer(f"a-{i}"))
+        second.add_record(_cut_answer(f"b-{i}"))
+    restored = Report(builtin_prices())
+    restored.restore(orjson.loads(orjson.dumps(first.state())))
+    assert restored.to_dict()["output_cap_examples"] == ["a-0", "a-1", "a-2"]
+    restored.merge(second)
+    assert restored.to_dict()["hit_output_cap"] == 6
+    assert restored.to_dict()["output_cap_examples"] == ["a-0", "a-1", "a-2", "b-0", "b-1"]  # the first 5
+    old = first.state()
+    del old["cut_examples"]  # a checkpoint written before they were kept
+    restored.restore(old)
+    assert restored.to_dict()["output_cap_examples"] == [] and restored.hit_output_cap == 3

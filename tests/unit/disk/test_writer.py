@@ -10,10 +10,15 @@ from typing import Any, BinaryIO
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from batchrun.accounting.report import Report
 from batchrun.disk import journal, writer
 from batchrun.disk.writer import OrderedWriter
 from batchrun.records import Result
+
+from ...helpers import read_jsonl
 
 RUN_ID = "0123456789abcdef"
 
@@ -207,3 +212,50 @@ def test_a_file_without_a_raw_one_beneath_is_refused(files: Files) -> None:
         OrderedWriter(io.BytesIO(), errors, log, run_id=RUN_ID)  # type: ignore[arg-type]
     for f in (out, errors, log):
         f.close()
+
+
+def test_a_waiting_result_keeps_its_encoded_line_not_its_body(tmp_path: Path) -> None:
+    files = [(tmp_path / name).open("ab") for name in ("o.jsonl", "e.jsonl", "journal")]
+    writer = OrderedWriter(*files, run_id="run")
+    body = {"model": "gpt-4o-2024-08-06", "choices": [], "pad": "x" * 10_000,
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}
+    late = Result(1, "c1", 200, None, body, None, model="gpt-4o")
+    full = Report()
+    full.add_result(Result(1, "c1", 200, None, body, None, model="gpt-4o"))
+    assert writer.add(late) == [] and late.body is None
+    assert writer.buffered_bytes == len(late.encode("run")) > 10_000
+    assert [r.index for r in writer.add(_result(0))] == [0, 1] and writer.buffered_bytes == 0
+    shed = Report()
+    shed.add_result(late)
+    assert shed.state() == full.state()  # counted as the whole result would be: billed model, usage
+    writer.close(sync=False)
+    assert read_jsonl(tmp_path / "o.jsonl")[1]["response"]["body"] == body
+
+
+def _result(index: int) -> Result:
+    return Result(index, f"c{index}", 200, None, {"i": index}, None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(range(40)))
+def test_writer_restores_input_order_from_any_completion_order(tmp_path_factory: pytest.TempPathFactory,
+                                                               order: list[int]) -> None:
+    folder = tmp_path_factory.mktemp("w")
+    files = [(folder / name).open("ab") for name in ("o.jsonl", "e.jsonl", "journal")]
+    writer = OrderedWriter(*files, run_id="run")
+    written: list[int] = []
+    early: list[int] = []  # finished before an earlier line: the ordered output cannot hold them yet
+    for i in order:
+        if i != writer.next_index:
+            early.append(i)
+        written += [r.index for r in writer.add(_result(i))]
+        assert written == list(range(len(written)))  # only a contiguous prefix is ever written
+        assert writer.buffered == i_seen(order, i) - len(written)
+    writer.close(sync=False)
+    assert [o["custom_id"] for o in read_jsonl(folder / "o.jsonl")] == [f"c{i}" for i in range(40)]
+    with (folder / "journal").open("rb") as f:
+        assert [entry.index for entry in journal.scan(f)] == early  # only those, in completion order
+
+
+def i_seen(order: list[int], upto: int) -> int:
+    return order.index(upto) + 1

@@ -1,4 +1,4 @@
-"""The engine over `httpx.MockTransport`: order, completeness, the window, aborts, output files."""
+"""A run's lifecycle over `httpx.MockTransport`: order, completeness, the window, aborts, output files."""
 
 from __future__ import annotations
 
@@ -10,17 +10,11 @@ import anyio.lowlevel
 import httpx
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from batchrun import RunConfig, run_batch
-from batchrun.accounting.report import Report
 from batchrun.config import RetryPolicy
-from batchrun.disk import journal
-from batchrun.disk.writer import OrderedWriter
-from batchrun.records import Result
 
-from ..helpers import FakeClock, HeldClock, chat_line, read_jsonl, write_jsonl
+from ...helpers import FakeClock, HeldClock, chat_line, read_jsonl, write_jsonl
 
 BASE = "http://127.0.0.1:9/v1"
 
@@ -211,24 +205,6 @@ async def test_lines_waiting_behind_a_slow_head_are_bounded_in_bytes(tmp_path: P
     assert window_bytes <= stats.max_buffered_bytes < window_bytes + 2 * concurrency * longest
 
 
-def test_a_waiting_result_keeps_its_encoded_line_not_its_body(tmp_path: Path) -> None:
-    files = [(tmp_path / name).open("ab") for name in ("o.jsonl", "e.jsonl", "journal")]
-    writer = OrderedWriter(*files, run_id="run")
-    body = {"model": "gpt-4o-2024-08-06", "choices": [], "pad": "x" * 10_000,
-            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}
-    late = Result(1, "c1", 200, None, body, None, model="gpt-4o")
-    full = Report()
-    full.add_result(Result(1, "c1", 200, None, body, None, model="gpt-4o"))
-    assert writer.add(late) == [] and late.body is None
-    assert writer.buffered_bytes == len(late.encode("run")) > 10_000
-    assert [r.index for r in writer.add(_result(0))] == [0, 1] and writer.buffered_bytes == 0
-    shed = Report()
-    shed.add_result(late)
-    assert shed.state() == full.state()  # counted as the whole result would be: billed model, usage
-    writer.close(sync=False)
-    assert read_jsonl(tmp_path / "o.jsonl")[1]["response"]["body"] == body
-
-
 async def test_missing_output_directory_fails_before_sending(tmp_path: Path) -> None:
     from batchrun.errors import ConfigError
 
@@ -238,35 +214,6 @@ async def test_missing_output_directory_fails_before_sending(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="does not exist"):
         await run_batch(RunConfig(source, tmp_path / "nope" / "o.jsonl", base_url=BASE), transport=transport)
     assert calls == []
-
-
-def _result(index: int) -> Result:
-    return Result(index, f"c{index}", 200, None, {"i": index}, None)
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.permutations(range(40)))
-def test_writer_restores_input_order_from_any_completion_order(tmp_path_factory: pytest.TempPathFactory,
-                                                               order: list[int]) -> None:
-    folder = tmp_path_factory.mktemp("w")
-    files = [(folder / name).open("ab") for name in ("o.jsonl", "e.jsonl", "journal")]
-    writer = OrderedWriter(*files, run_id="run")
-    written: list[int] = []
-    early: list[int] = []  # finished before an earlier line: the ordered output cannot hold them yet
-    for i in order:
-        if i != writer.next_index:
-            early.append(i)
-        written += [r.index for r in writer.add(_result(i))]
-        assert written == list(range(len(written)))  # only a contiguous prefix is ever written
-        assert writer.buffered == i_seen(order, i) - len(written)
-    writer.close(sync=False)
-    assert [o["custom_id"] for o in read_jsonl(folder / "o.jsonl")] == [f"c{i}" for i in range(40)]
-    with (folder / "journal").open("rb") as f:
-        assert [entry.index for entry in journal.scan(f)] == early  # only those, in completion order
-
-
-def i_seen(order: list[int], upto: int) -> int:
-    return order.index(upto) + 1
 
 
 async def test_ctrl_c_while_the_connections_close_still_publishes(tmp_path: Path) -> None:
@@ -286,19 +233,6 @@ async def test_ctrl_c_while_the_connections_close_still_publishes(tmp_path: Path
     assert stats.exit_code == 0 and stats.stop_reason is None
     assert [o["custom_id"] for o in read_jsonl(config.out)] == [f"req-{i}" for i in range(5)]
     assert not config.checkpoint_path.exists()
-
-
-def test_retry_policy_is_validated() -> None:
-    from batchrun.errors import ConfigError
-
-    with pytest.raises(ConfigError):
-        RetryPolicy(max_attempts=0)
-    with pytest.raises(ConfigError, match="window"):
-        RunConfig(Path("x.jsonl"), base_url=BASE, concurrency=64, window=8)
-    with pytest.raises(ConfigError, match="no API key"):
-        RunConfig(Path("x.jsonl"), base_url="https://api.example.com/v1")
-    with pytest.raises(ConfigError, match="is the input file"):
-        RunConfig(Path("x.jsonl"), Path("x.jsonl"), base_url=BASE)
 
 
 async def test_a_huge_retry_after_delays_its_own_line_only_and_counts_against_patience(tmp_path: Path) -> None:

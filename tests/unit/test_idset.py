@@ -1,0 +1,31 @@
+"""The compact set of seen ids alone: new or seen, across the table's growth."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchrun.idset import IdSet
+
+
+def test_idset_detects_repeats_across_growth() -> None:
+    ids = IdSet(capacity=4)
+    keys = [f"id-{i}" for i in range(10_000)]
+    assert all(ids.add(k) for k in keys)
+    assert len(ids) == 10_000
+    assert not any(ids.add(k) for k in keys[::97])
+    assert ids.add("fresh")
+
+
+def test_a_repeat_is_not_counted_and_the_empty_string_is_an_id_like_any_other() -> None:
+    ids = IdSet(capacity=1)
+    assert ids.add("") and not ids.add("")
+    assert ids.add("a") and not ids.add("a")
+    assert len(ids) == 2
+
+
+def test_a_key_whose_hash_is_zero_is_remembered_though_zero_marks_an_empty_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = IdSet(capacity=4)
+    monkeypatch.setattr("builtins.hash", lambda key: 0 if key == "zero" else len(key))
+    assert ids.add("zero")
+    assert not ids.add("zero")
+    assert len(ids) == 1
