@@ -219,7 +219,6 @@ class _Lifecycle:
         self.api = BatchApi(config, transport, clock)
         self.cap = cap.BatchCap(config, ledger)
         self.queue = BatchQueue(ledger, options.limits.queue_tokens)
-        self._waiting: set[int] = set()  # batches said to wait for the queue
         self.clock = clock
         self.wall = wall
         self.online = False  # the deadline passed: what the batches did not answer goes online
@@ -293,13 +292,7 @@ class _Lifecycle:
                 continue
             if self.past_deadline():
                 return
-            if not self.queue.fits(part):
-                if part.number not in self._waiting:
-                    self._waiting.add(part.number)
-                    log.info("batch %d of %d (%s tokens) waits for the batch queue: %s of %s tokens of %s are "
-                             "enqueued", part.number + 1, len(ledger.parts), f"{part.tokens:,}",
-                             f"{self.queue.enqueued(part.model):,}", f"{self.queue.limit or 0:,}",
-                             part.model or part.url)
+            if not self.queue.fits(part):  # it waits for earlier batches to end
                 continue
             if not self.cap.fits(part):
                 log.warning("batch %d of %d (%s lines) is held back: its worst case does not fit under --max-cost",

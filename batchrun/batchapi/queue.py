@@ -74,6 +74,7 @@ class BatchQueue:
     def __init__(self, ledger: Ledger, given: int | None) -> None:
         self._ledger = ledger
         self._given = given
+        self._waiting: set[int] = set()
 
     @property
     def limit(self) -> int | None:
@@ -85,10 +86,17 @@ class BatchQueue:
         return sum(part.tokens for part in self._ledger.in_flight if part.model == model)
 
     def fits(self, part: Part) -> bool:
-        """Whether ``part`` may be submitted now. A batch goes alone whatever its size: only the
-        provider knows what other runs have enqueued."""
+        """Whether ``part`` may be submitted now (said once of each batch that must wait). A batch
+        goes alone whatever its size: only the provider knows what other runs have enqueued."""
         limit, enqueued = self.limit, self.enqueued(part.model)
-        return limit is None or enqueued == 0 or enqueued + part.tokens <= limit
+        if limit is None or enqueued == 0 or enqueued + part.tokens <= limit:
+            return True
+        if part.number not in self._waiting:
+            self._waiting.add(part.number)
+            log.info("batch %d of %d (%s tokens) waits for the batch queue: %s of %s tokens of %s are enqueued",
+                     part.number + 1, len(self._ledger.parts), f"{part.tokens:,}", f"{enqueued:,}", f"{limit:,}",
+                     part.model or part.url)
+        return False
 
     def refused(self, part: Part, message: str) -> None:
         """``part``'s batch failed for the queue limit: learn the limit and put it back.
