@@ -16,10 +16,12 @@ in tokens, so that equals the sum of the per-line costs.
 
 Pricing is per line: a line answered through the provider's Batch API (its output names the
 batch, ``batchrun.batch_id``) is priced at the Batch API's price, `pricing.BATCH_DISCOUNT` of
-the online price; every other line at the table's price. So each model's tokens are summed in
-two parts, the Batch API's and the rest. ``--batch-discount`` prices the other lines at the
-Batch API's price too (a file the Batch API answered outside batchrun, such as an OpenAI Batch
-output file, names no batch); the discount is applied once, never twice to a Batch API line.
+the online price, and so is a line whose answer says it was processed on the flex tier
+(``service_tier: "flex"``, as OpenAI echoes it); every other line at the table's price. So
+each model's tokens are summed in three parts, the Batch API's, flex's and the rest.
+``--batch-discount`` prices the other lines at the Batch API's price too (a file the Batch API
+answered outside batchrun, such as an OpenAI Batch output file, names no batch); the discount
+is applied once, never twice to a Batch API line.
 
 How a line is read:
 
@@ -33,6 +35,9 @@ How a line is read:
 - model: ``response.body.model`` (what was billed), else the request's model when known;
 - tokens: ``response.body.usage`` in any shape `Usage.from_body` reads, on any line that has it;
 - Batch API: ``batchrun.batch_id`` (`records.batch_of`), a live result's ``batch_id``;
+- service tier: the answer's ``service_tier`` (`records.tier_of`); sent at the standard tier
+  after flex: ``batchrun.tier_fallback``; refusals for capacity before the outcome:
+  ``batchrun.capacity_refused``;
 - retries: ``batchrun.attempts - 1`` where present (OpenAI and vLLM files do not say: null);
 - 429s: final 429 statuses, plus ``batchrun.rate_limited`` where present (the 429 answers a
   line was given before its final outcome: batchrun does not write it yet);
@@ -74,6 +79,13 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
                     "cost_usd": float | null,    # what they cost, at its price (part of cost_usd)
                     "saved_usd": float | null} | null,  # what they would have cost online, less that
                                                  # null: no line went through it
+      "flex": {"lines", "cost_usd", "saved_usd"} | null,  # as batch_api, for the lines answered on
+                                                 # the flex tier (at the Batch API's price)
+      "tiers": {tier: int},                      # lines by the service_tier their answer names; {}: none named
+      "tier_fallback": {"lines": int,            # lines sent at the standard tier after flex
+                        "cost_usd": float | null} | null,  # what they cost (at the standard price)
+      "capacity_refused": int,                   # refusals for capacity (flex's 429 Resource Unavailable,
+                                                 # 498, 529) answered before the lines' outcomes
       "prices": {"date", "source", "overrides", "multiplier", "batch_discount"},
       "latency_ms": {"count", "mean", "p50", "p95", "p99", "max": float,
                      "relative_error": float} | null,
@@ -113,10 +125,10 @@ from ..errors import InputFileError
 from ..json_numbers import is_int, is_number
 from ..output_cap import hit_output_cap
 from ..reader import jsonl_lines, open_input
-from ..records import Result, batch_of, failure
+from ..records import Result, batch_of, failure, tier_of
 from ..usage import Usage
 from .histogram import LogHistogram
-from .pricing import BATCH_DISCOUNT, PriceTable, load_prices
+from .pricing import BATCH_DISCOUNT, FLEX, PriceTable, load_prices
 from .tally import PerModel, priced_total
 from .timeline import FailureExamples, Timeline
 
@@ -137,6 +149,8 @@ class ModelTally:
     usage: Usage = field(default_factory=Usage)
     batch_requests: int = 0  # of the requests, those answered through the Batch API
     batch_usage: Usage = field(default_factory=Usage)  # of the usage, theirs
+    flex_requests: int = 0  # of the requests, those answered on the flex tier
+    flex_usage: Usage = field(default_factory=Usage)  # of the usage, theirs
 
 
 class Report:
@@ -158,6 +172,10 @@ class Report:
         self.lines_with_attempts = 0
         self.rate_limited = 0
         self.hit_output_cap = 0
+        self.capacity_refused = 0
+        self.tiers: Counter[str] = Counter()
+        self.fallback_lines = 0
+        self.fallback_cost: float | None = 0.0  # None once one of them has no price
         self.models = PerModel(ModelTally)
         self.latency = LogHistogram()
         self.timeline = Timeline()
@@ -186,8 +204,11 @@ class Report:
         rate_limited = rate_limited if is_int(rate_limited) else 0
         latency_ms, waited_ms = _number(extra.get("latency_ms")), _number(extra.get("waited_ms"))
         custom_id = record.get("custom_id")
+        refused = extra.get("capacity_refused")
+        self.capacity_refused += refused if is_int(refused) else 0
         self._count(status, body, Usage.from_body(body), failure(record), model, extra.get("attempts"),
-                    batch=batch_of(record) is not None, custom_id=custom_id if isinstance(custom_id, str) else "",
+                    batch=batch_of(record) is not None, tier=tier_of(body), fell_back=extra.get("tier_fallback") is True,
+                    custom_id=custom_id if isinstance(custom_id, str) else "",
                     rate_limited=rate_limited, latency_ms=latency_ms, waited_ms=waited_ms,
                     started=_number(extra.get("started_at")), finished=_number(extra.get("finished_at")))
         self.hit_output_cap += hit_output_cap(body)
@@ -196,8 +217,10 @@ class Report:
 
     def add_result(self, result: Result) -> None:
         """Count one final `Result` of a live run: no encoding or parsing on the way."""
+        self.capacity_refused += result.capacity_refused
         self._count(result.status_code, result.body, result.read_usage(), result.error, result.model,
-                    result.attempts or None, batch=result.batch_id is not None, custom_id=result.custom_id,
+                    result.attempts or None, batch=result.batch_id is not None, tier=result.tier,
+                    fell_back=result.fell_back, custom_id=result.custom_id,
                     rate_limited=result.rate_limited, latency_ms=result.latency_ms, waited_ms=result.waited_ms,
                     started=result.started_at, finished=result.finished_at)
         self.hit_output_cap += result.read_cut()
@@ -221,10 +244,12 @@ class Report:
         self._rate_lines, self._rate_tokens = lines, tokens
 
     def _count(self, status: int | None, body: Any, usage: Usage | None, error: Any, model: str | None,
-               attempts: Any, *, batch: bool, custom_id: str, rate_limited: int, latency_ms: float | None,
-               waited_ms: float | None, started: float | None, finished: float | None) -> None:
-        """:param rate_limited: / :param started: / :param finished: the 429s the line's retried
-        attempts were answered, and when its answering attempt was sent and answered."""
+               attempts: Any, *, batch: bool, tier: str | None, fell_back: bool, custom_id: str, rate_limited: int,
+               latency_ms: float | None, waited_ms: float | None, started: float | None,
+               finished: float | None) -> None:
+        """:param tier: the service tier its answer names. :param fell_back: sent at the standard
+        tier after flex. :param rate_limited: / :param started: / :param finished: the 429s the
+        line's retried attempts were answered, and when its answering attempt was sent and answered."""
         self.lines += 1
         ok = not error and status is not None and 200 <= status < 300
         self.by_status["none" if status is None else str(status)] += 1
@@ -235,10 +260,20 @@ class Report:
         tally = self.models.of(model or UNKNOWN_MODEL)
         tally.requests += 1
         tally.batch_requests += batch
+        flex = tier == FLEX and not batch
+        tally.flex_requests += flex
+        if tier is not None:
+            self.tiers[tier] += 1
         if usage is not None:
             tally.usage.add(usage)
             if batch:
                 tally.batch_usage.add(usage)
+            elif flex:
+                tally.flex_usage.add(usage)
+        if fell_back:
+            self.fallback_lines += 1
+            cost = self.line_cost(model or UNKNOWN_MODEL, usage, batch=flex) if usage is not None else 0.0
+            self.fallback_cost = None if cost is None or self.fallback_cost is None else self.fallback_cost + cost
         if ok:
             self.succeeded += 1
             tally.succeeded += 1
@@ -257,7 +292,7 @@ class Report:
             retries = attempts - 1
             self.retries += retries
         if finished is not None:
-            cost = self.line_cost(model or UNKNOWN_MODEL, usage, batch=batch) if usage is not None else 0.0
+            cost = self.line_cost(model or UNKNOWN_MODEL, usage, batch=batch or flex) if usage is not None else 0.0
             self.timeline.add(started, finished, failed=not ok, rate_limited=rate_limited, retries=retries,
                               tokens=usage.total if usage is not None else 0, cost_usd=cost or 0.0,
                               latency_ms=latency_ms, waited_ms=waited_ms)
@@ -279,10 +314,12 @@ class Report:
         return {"lines": self.lines, "succeeded": self.succeeded, "failed": self.failed,
                 "by_code": dict(self.by_code), "by_status": dict(self.by_status), "retries": self.retries,
                 "lines_with_attempts": self.lines_with_attempts, "rate_limited": self.rate_limited,
-                "hit_output_cap": self.hit_output_cap,
+                "hit_output_cap": self.hit_output_cap, "capacity_refused": self.capacity_refused,
+                "tiers": dict(self.tiers), "fallback_lines": self.fallback_lines, "fallback_cost": self.fallback_cost,
                 "models": {name: {"requests": t.requests, "succeeded": t.succeeded, "failed": t.failed,
                                   "without_usage": t.without_usage, "usage": t.usage.as_dict(),
-                                  "batch_requests": t.batch_requests, "batch_usage": t.batch_usage.as_dict()}
+                                  "batch_requests": t.batch_requests, "batch_usage": t.batch_usage.as_dict(),
+                                  "flex_requests": t.flex_requests, "flex_usage": t.flex_usage.as_dict()}
                            for name, t in self.models.items()},
                 "latency": self.latency.state(), "wire_s": self.wire_s, "waited_s": self.waited_s,
                 "timeline": self.timeline.state(), "failure_examples": self.failure_examples.state()}
@@ -290,14 +327,16 @@ class Report:
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the counters by a `state` (the report of a run so far). A state saved before
         the Batch API was counted has no Batch API counters: none of its lines went through it;
-        one saved before lines were timed has no timeline and no failure examples.
+        one saved before lines were timed has no timeline and no failure examples; one saved
+        before service tiers were counted, no tier counters (none of its lines had a tier).
 
         :raises (KeyError, TypeError, ValueError): not a `state`; nothing was changed.
         """
         models = PerModel(ModelTally)
         models.update((name, ModelTally(int(t["requests"]), int(t["succeeded"]), int(t["failed"]),
                                         int(t["without_usage"]), _usage(t["usage"]), int(t.get("batch_requests", 0)),
-                                        _usage(t.get("batch_usage", {}))))
+                                        _usage(t.get("batch_usage", {})), int(t.get("flex_requests", 0)),
+                                        _usage(t.get("flex_usage", {}))))
                       for name, t in state["models"].items())
         latency = LogHistogram.restore(state["latency"])
         timeline = Timeline.restore(state.get("timeline"))
@@ -306,11 +345,17 @@ class Report:
                                               "rate_limited", "hit_output_cap")]
         by_code, by_status = Counter(state["by_code"]), Counter(state["by_status"])
         wire_s, waited_s = float(state["wire_s"]), float(state["waited_s"])
+        tiers = Counter({str(k): int(v) for k, v in state.get("tiers", {}).items()})
+        refused = int(state.get("capacity_refused", 0))
+        fallback_lines, fallback_cost = int(state.get("fallback_lines", 0)), state.get("fallback_cost", 0.0)
+        fallback_cost = None if fallback_cost is None else float(fallback_cost)
         (self.lines, self.succeeded, self.failed, self.retries, self.lines_with_attempts, self.rate_limited,
          self.hit_output_cap) = counts
         self.by_code, self.by_status, self.models, self.latency = by_code, by_status, models, latency
         self.wire_s, self.waited_s = wire_s, waited_s
         self.timeline, self.failure_examples = timeline, examples
+        self.tiers, self.capacity_refused, self.fallback_lines, self.fallback_cost = (tiers, refused, fallback_lines,
+                                                                                      fallback_cost)
 
     def merge(self, other: Report) -> None:
         """Add ``other``'s counters, as if its lines had been counted here too (a sharded run's
@@ -324,6 +369,11 @@ class Report:
         self.lines_with_attempts += other.lines_with_attempts
         self.rate_limited += other.rate_limited
         self.hit_output_cap += other.hit_output_cap
+        self.capacity_refused += other.capacity_refused
+        self.tiers.update(other.tiers)
+        self.fallback_lines += other.fallback_lines
+        self.fallback_cost = (None if self.fallback_cost is None or other.fallback_cost is None
+                              else self.fallback_cost + other.fallback_cost)
         for name, theirs in other.models.items():
             tally = self.models.of(name)
             tally.requests += theirs.requests
@@ -333,6 +383,8 @@ class Report:
             tally.usage.add(theirs.usage)
             tally.batch_requests += theirs.batch_requests
             tally.batch_usage.add(theirs.batch_usage)
+            tally.flex_requests += theirs.flex_requests
+            tally.flex_usage.add(theirs.flex_usage)
         self.latency.merge(other.latency)
         self.timeline.merge(other.timeline)
         self.failure_examples.merge(other.failure_examples)
@@ -349,14 +401,14 @@ class Report:
         return total
 
     def model_cost(self, model: str) -> float | None:
-        """USD for one model's tokens, the Batch API's at its price; 0 when it used none, ``None``
-        when it has no price."""
+        """USD for one model's tokens, the Batch API's and flex's at the Batch API's price; 0 when
+        it used none, ``None`` when it has no price."""
         tally = self.models[model]
         if tally.usage == Usage():  # no tokens cost nothing, priced or not
             return 0.0
-        online = self.prices.cost(_priced(model), tally.usage.minus(tally.batch_usage))
-        batch = self.batch_cost(model)
-        return None if online is None or batch is None else online + batch
+        online = self.prices.cost(_priced(model), tally.usage.minus(tally.batch_usage).minus(tally.flex_usage))
+        batch, flex = self.batch_cost(model), self.flex_cost(model)
+        return None if online is None or batch is None or flex is None else online + batch + flex
 
     def line_cost(self, model: str, usage: Usage, *, batch: bool) -> float | None:
         """USD for one line's ``usage`` of ``model``, at the Batch API's price when it went through
@@ -366,6 +418,11 @@ class Report:
     def batch_cost(self, model: str) -> float | None:
         """USD for the tokens of one model's lines answered through the Batch API, at its price."""
         usage = self.models[model].batch_usage
+        return 0.0 if usage == Usage() else self._batch_prices.cost(_priced(model), usage)
+
+    def flex_cost(self, model: str) -> float | None:
+        """USD for the tokens of one model's lines answered on the flex tier, at the Batch API's price."""
+        usage = self.models[model].flex_usage
         return 0.0 if usage == Usage() else self._batch_prices.cost(_priced(model), usage)
 
     def cost(self) -> tuple[float | None, float]:
@@ -410,6 +467,12 @@ class Report:
             "cost_usd": total_cost,
             "cost_usd_priced": priced,
             "batch_api": self._batch_dict(),
+            "flex": _batch_api("lines", sum(t.flex_requests for t in self.models.values()),
+                               [self.flex_cost(model) for model in self.models]),
+            "tiers": dict(self.tiers.most_common()),
+            "tier_fallback": ({"lines": self.fallback_lines, "cost_usd": self.fallback_cost}
+                              if self.fallback_lines else None),
+            "capacity_refused": self.capacity_refused,
             "prices": self.prices.provenance(),
             "latency_ms": self._latency_dict(),
             "time_s": {"on_the_wire": self.wire_s, "waiting": self.waited_s} if self.latency.count else None,
