@@ -25,7 +25,7 @@ from .records import Job
 
 STANDARD = "default"  # what OpenAI calls its standard tier, in requests and in the answers' echo
 TIERS = (FLEX,)
-__all__ = ["FALLBACK_REFUSALS", "FLEX", "FLEX_TIMEOUT", "STANDARD", "TIERS", "Tiering", "with_tier"]
+__all__ = ["FALLBACK_REFUSALS", "FLEX", "FLEX_TIMEOUT", "STANDARD", "TIERS", "Tiering", "tiered_path", "with_tier"]
 TIER_PATHS = ("/chat/completions", "/responses")
 # OpenAI's advice for flex, whose answers are slower: a 15-minute timeout (the SDK's is 10).
 FLEX_TIMEOUT = 900.0
@@ -48,7 +48,7 @@ class Tiering:
 
     def shape(self, job: Job) -> Job:
         """``job`` as it is sent: with the tier, or as it was."""
-        if not job.url.partition("?")[0].endswith(TIER_PATHS) or _names_tier(job.body):
+        if not tiered_path(job.url) or _names_tier(job.body):
             return job
         if self._prices.offers_flex(job.model) is False:
             model = str(job.model)
@@ -58,6 +58,11 @@ class Tiering:
             self.without[model] = self.without.get(model, 0) + 1
             return job
         return with_tier(job, self.tier)
+
+
+def tiered_path(url: str) -> bool:
+    """Whether an endpoint path takes a service tier (chat completions and Responses)."""
+    return url.partition("?")[0].endswith(TIER_PATHS)
 
 
 def with_tier(job: Job, tier: str) -> Job:

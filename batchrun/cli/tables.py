@@ -61,6 +61,9 @@ def render_estimate(doc: dict[str, Any]) -> str:
     sent = "at the Batch API's price (--batch-discount)" if doc["prices"]["batch_discount"] else "sent online"
     rows.append(("cost", f"{_cost_range(doc)} {sent}"))
     rows.append(("Batch API", f"{_cost_range(doc['batch_api'])} ({BATCH_DISCOUNT:.0%} of the online price)"))
+    if doc["flex"]["requests"]:
+        rows.append(("flex", f"{_cost_range(doc['flex'])} with --tier flex ({doc['flex']['requests']:,} requests at "
+                             "the Batch API's price, the rest online)"))
     header = ["requests", "input", "output cap", "no cap"]
     table = [(model, [m["requests"], m["input_tokens"], m["output_cap_tokens"], m["requests_without_cap"]],
               _range(m["cost_usd"])) for model, m in doc["models"].items()]
