@@ -42,7 +42,7 @@ async def run(tmp_path: Path, rows: list[dict[str, Any]], flex: FlexTier = FlexT
                                 clock=clock or FakeClock())
         counters = {"flex_requests": sim.stats.flex_requests, "flex_unavailable": sim.stats.flex_unavailable,
                     "requests": sim.stats.requests}
-    return stats, read_jsonl(out), counters
+    return stats, read_jsonl(out) if out.exists() else [], counters
 
 
 def embedding_line(i: int) -> dict[str, Any]:
