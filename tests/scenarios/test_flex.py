@@ -158,10 +158,10 @@ async def test_lines_unanswered_when_the_fallback_time_comes_go_at_the_standard_
 
 
 async def test_max_cost_reserves_and_charges_flex_lines_at_the_batch_rate(tmp_path: Path) -> None:
-    rows = [chat_line(i, model=FLEX_MODEL, max_tokens=2000) for i in range(10)]
-    # Below one line's worst case at the standard price (2,000 output tokens at $2 per 1M), above
-    # it at flex's; the answers themselves cost far less.
-    cap = 2000 * 2.00e-6 * 0.75
+    rows = [chat_line(i, model=FLEX_MODEL, max_tokens=20_000) for i in range(10)]
+    # Below one line's worst case at the standard price (20,000 output tokens at $2 per 1M), above
+    # it at flex's with room for the answers (a few hundred tokens each).
+    cap = 20_000 * 2.00e-6 * 0.75
     (tmp_path / "standard").mkdir()
     (tmp_path / "flex").mkdir()
     standard, _, sent = await run(tmp_path / "standard", rows, max_cost=cap)
