@@ -33,7 +33,10 @@ def tier(record: dict[str, Any]) -> str | None:
     return record["response"]["body"].get("service_tier")
 
 
-async def run(tmp_path: Path, rows: list[dict[str, Any]], flex: FlexTier = FlexTier(), *, clock: Any = None,
+NO_REFUSALS = FlexTier()
+
+
+async def run(tmp_path: Path, rows: list[dict[str, Any]], flex: FlexTier = NO_REFUSALS, *, clock: Any = None,
               **config: Any) -> tuple[RunStats, list[dict[str, Any]], dict[str, int]]:
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
@@ -81,6 +84,7 @@ async def test_flex_goes_on_chat_and_responses_lines_only_and_is_priced_at_the_b
 async def test_without_tier_nothing_is_sent_on_flex(tmp_path: Path) -> None:
     stats, out, sim = await run(tmp_path, [chat_line(i, model=FLEX_MODEL) for i in range(5)])
     assert stats.exit_code == 0 and sim["flex_requests"] == 0
+    assert all(tier(r) == "default" for r in out)
     assert report(tmp_path / "out.jsonl")["flex"] is None
 
 
