@@ -15,7 +15,7 @@ from batchrun.accounting.pricing import BATCH_DISCOUNT, load_prices
 from batchrun.batchapi.options import BatchOptions
 from batchrun.config import RetryPolicy
 from batchrun.records import Result
-from batchrun.simulator import FlexTier, SimulatorConfig, serve
+from batchrun.simulator import FlexTier, SimulatorConfig, run_in_thread, serve
 from batchrun.stats import EXIT_BUDGET, RunStats
 from batchrun.usage import Usage
 from tests.batchworld import lines, world
@@ -223,3 +223,18 @@ def test_tier_fallback_takes_a_duration_or_never(tmp_path: Path, monkeypatch: py
     code, text = invoke("run", str(source), "--mock", "-q", "--tier-fallback", "30m")
     assert code == 2 and "--tier-fallback only applies with --tier" in text
 
+
+
+def test_label_takes_the_tier_too(tmp_path: Path) -> None:
+    samples = Path(__file__).parents[2] / "samples"
+    for name in ("reviews.csv", "sentiment.txt"):
+        (tmp_path / name).write_bytes((samples / name).read_bytes())
+    with run_in_thread(SimulatorConfig(flex=FlexTier(unavailable=0.3), seed=2)) as sim:
+        code, err = invoke("label", str(tmp_path / "reviews.csv"), "-t", str(tmp_path / "sentiment.txt"),
+                           "--labels", "positive,negative,neutral", "--model", FLEX_MODEL, "--tier", "flex",
+                           "--base-url", sim.base_url, "-q")
+        refused = sim.stats.flex_unavailable
+    assert code == 0, err
+    assert refused > 0
+    doc = orjson.loads((tmp_path / "reviews.labeled.csv.batch" / "results.report.json").read_bytes())
+    assert doc["tiers"] == {"flex": 30} and doc["capacity_refused"] == refused
