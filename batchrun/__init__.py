@@ -1,17 +1,21 @@
-"""batchrun: run a JSONL file of LLM requests against an OpenAI-compatible endpoint.
+"""batchrun: run a JSONL file of LLM requests against an OpenAI-compatible endpoint
+(docs/python-api.md).
 
 >>> import batchrun
->>> config = batchrun.RunConfig("requests.jsonl", base_url="http://127.0.0.1:8000/v1")
+>>> config = batchrun.RunConfig.from_env("requests.jsonl")  # the key from OPENAI_API_KEY, as the CLI
 >>> stats = batchrun.run_batch_sync(config)        # or: await batchrun.run_batch(config)
 >>> stats.exit_code, stats.succeeded, stats.report.usage().total, stats.report.cost()
+>>> batchrun.estimate("requests.jsonl").cost()     # before: what it would cost; nothing sent
+>>> batchrun.label_file_sync("reviews.csv", "sentiment.txt", labels="positive,negative")
 """
 
 from __future__ import annotations
 
+from .api import estimate, label_file, label_file_sync, report, run_batch, run_batch_sync
 from .batchapi.lifecycle import Pending, run_via_batch
 from .batchapi.options import BatchLimits, BatchOptions
 from .config import ApiKey, RetryPolicy, RunConfig
-from .engine import Observer, run_batch
+from .engine import Observer
 from .errors import (
     BatchrunError,
     ConfigError,
@@ -26,7 +30,6 @@ from .errors import (
     TransportError,
 )
 from .records import Job, Result
-from .runner import run_batch_sync
 from .stats import RunStats
 from .usage import Usage
 
@@ -53,6 +56,10 @@ __all__ = [
     "ServerError",
     "TransportError",
     "Usage",
+    "estimate",
+    "label_file",
+    "label_file_sync",
+    "report",
     "run_batch",
     "run_batch_sync",
     "run_via_batch",

@@ -56,6 +56,11 @@ NO_SUCH_PATH_TO_STOP = 8
 # outage breaker's probe, refused too, means the same: it went out a second or more later.
 REFUSED_ATTEMPTS_TO_STOP = 3
 USER_AGENT = "batchrun"
+# The end of each fatal stop's next step (`FatalEndpointError.next_step`): what continues the run
+# once the cause is fixed. A checkpoint in which no line was sent takes a corrected --base-url
+# (`Checkpoint._unpin`); one that holds answers keeps the endpoint that gave them.
+AGAIN = "run the command again"
+NEW_BASE_URL = "a checkpoint with no line sent yet takes the new one"
 _MAX_MESSAGE = 500
 _SNIPPET = 200  # characters of a body that is not JSON quoted in a message
 _SNIPPET_BYTES = 4096  # read past the snippet's end, so that a key it would cut is found whole
@@ -219,11 +224,13 @@ class Client:
             _on_wire(tally, sent, now())
             self.pacer.settle(permit, None, None)
             if exc.code == "certificate_error":  # the same for every request: stop, don't burn the file
-                raise FatalEndpointError(self._scrub(f"TLS certificate verification failed: {exc.message}")) from None
+                raise FatalEndpointError(self._scrub(f"TLS certificate verification failed: {exc.message}"),
+                                         f"check --base-url and the server's certificate, then {AGAIN}") from None
             if isinstance(exc, ConnectionRefused) and not self._answered and (
                     permit.probe or tally.attempts >= min(REFUSED_ATTEMPTS_TO_STOP, self._config.retry.max_attempts)):
                 raise FatalEndpointError(f"connection refused: {_host_port(self._url(job.url))} (nothing listens "
-                                         "there: start the server, or check --base-url)") from None
+                                         "there: start the server, or check --base-url)",
+                                         f"start the server, or correct --base-url ({NEW_BASE_URL}), then {AGAIN}") from None
             raise type(exc)(exc.code, self._scrub(exc.message)) from None
         except (InvalidResponse, MalformedResponse) as exc:
             _on_wire(tally, sent, now())
@@ -275,8 +282,11 @@ class Client:
             self._auth_failures += 1
             if not self._answered or self._auth_failures >= AUTH_FAILURES_TO_STOP:
                 if self._config.api_key is None and not self._config.headers:  # a --header may carry it (Azure's api-key)
-                    return FatalEndpointError(f"no API key was sent (HTTP {status}: {message}); {_key_hint(self._config)}")
-                return FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}")
+                    return FatalEndpointError(f"no API key was sent (HTTP {status}: {message}); {_key_hint(self._config)}",
+                                              f"{_key_hint(self._config)}, then {AGAIN}")
+                return FatalEndpointError(f"the endpoint rejected the credentials (HTTP {status}): {message}",
+                                          f"check the key in {self._config.api_key_env} (or the --header that carries it) "
+                                          f"and --base-url, then {AGAIN}")
             return AuthRefused(code, message, **kw)  # this line's model or resource, or the key: not yet known
         self._auth_failures, self._answered = 0, True
         location = self._scrub(_text(headers.get("location")) or "elsewhere") if 300 <= status < 400 else None
@@ -284,20 +294,21 @@ class Client:
         if type(error) is HTTPStatusError and status == 404 and not self._succeeded and _unknown_path(body):
             self._no_such_path, self._missing = self._no_such_path + 1, path
             if self._no_such_path >= NO_SUCH_PATH_TO_STOP:
-                return FatalEndpointError(self._no_such_path_message())
+                return self._no_such_path_error()
             return NoSuchPath(code, message, **kw)
         return error
 
-    def no_such_path(self) -> str | None:
+    def no_such_path(self) -> FatalEndpointError | None:
         """Why the run should stop when no request succeeded and some were answered 404 for the
         path itself (the base URL points where the endpoint is not), or ``None``."""
-        return None if self._succeeded or not self._no_such_path else self._no_such_path_message()
+        return None if self._succeeded or not self._no_such_path else self._no_such_path_error()
 
-    def _no_such_path_message(self) -> str:
+    def _no_such_path_error(self) -> FatalEndpointError:
         tail = self._missing.removeprefix("/v1/").lstrip("/")
-        return (f"the endpoint has no {urlsplit(self._url(self._missing)).path} (HTTP 404 for the path to "
-                f"{self._no_such_path} requests, and none succeeded) — check --base-url {self._scrub(self._config.base_url)} "
-                f"(it should end where `{tail}` can be appended)")
+        return FatalEndpointError(
+            f"the endpoint has no {urlsplit(self._url(self._missing)).path} (HTTP 404 for the path to "
+            f"{self._no_such_path} requests, and none succeeded) — check --base-url {self._scrub(self._config.base_url)} "
+            f"(it should end where `{tail}` can be appended)", f"correct --base-url ({NEW_BASE_URL}), then {AGAIN}")
 
     def _scrub(self, text: str) -> str:
         """Remove the credentials from text that came from elsewhere (a server echoing headers, a URL)."""

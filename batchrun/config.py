@@ -10,8 +10,10 @@ import base64
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from . import settings as declared
@@ -164,6 +166,8 @@ class RunConfig:
     :param max_cost: USD the run may spend at most (exit 3 when reached).
     :param prices_path: a price file overriding or extending the built-in table.
     :param batch_discount: price every model at the OpenAI Batch API's discount.
+    :param cache: the response cache's folder (`batchrun.cache`): lines answered before are
+        answered from it, and this run's successes kept there; ``None``: no cache.
     :param headers: ``"Name: value"`` headers sent with every request (an Azure ``api-key``, a
         gateway's token); they win over batchrun's own, ``Authorization`` included. Their values
         are secrets, like the key. With any of them, no API key is required.
@@ -175,6 +179,9 @@ class RunConfig:
     :param tier_fallback: with ``tier``, seconds from the run's start after which a line still
         unanswered goes at the standard tier (so does one refused for capacity
         `tiers.FALLBACK_REFUSALS` times); ``None``: never.
+    :param limit: send only the first ``limit`` lines (a smoke run, `smoke`): their answers stay in
+        the checkpoint, and the run without a limit goes on from them. Not part of the run's
+        identity, so not of `request_options`.
     :param run_id: the id a new checkpoint gets, which makes its lines' ids its own; ``None``:
         a random one. Runs of the parts of one input share one, so their outputs put end to end
         are the output one run of the whole input writes.
@@ -202,6 +209,7 @@ class RunConfig:
     max_cost: float | None = declared.MAX_COST.default
     prices_path: Path | None = declared.PRICES.default
     batch_discount: bool = declared.BATCH_DISCOUNT.default
+    cache: Path | None = declared.CACHE.default
     headers: tuple[str, ...] = declared.HEADERS.default
     organization: str | None = None
     project: str | None = None
@@ -210,6 +218,7 @@ class RunConfig:
     run_id: str | None = None
     tier: str | None = declared.TIER.default
     tier_fallback: float | None = declared.TIER_FALLBACK.default
+    limit: int | None = declared.LIMIT.default
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -238,13 +247,36 @@ class RunConfig:
         for name, value in names:
             if value is not None and (not value.isascii() or not value.isprintable() or not value or " " in value):
                 raise ConfigError(f"{name} must be ASCII without spaces or control characters, got {value!r}")
+        if self.limit is not None and self.span is not None:
+            raise ConfigError("--limit sends the first lines online, from one process: it cannot be combined with --ray")
         _check_names(self.files())
-        if self.api_key is None and not self.headers and not is_loopback(self.base_url):
+        if self.api_key is None and not self.headers and not self.mock and not is_loopback(self.base_url):
             raise ConfigError(
-                f"no API key for {self.base_url}: set OPENAI_API_KEY (or the variable named by "
+                f"no API key for {self.base_url}: set {self.api_key_env} (or the variable named by "
                 "--api-key-env), pass the credentials with --header (Azure's 'api-key: ...'), or use --mock "
-                "for the built-in simulator"
+                "for the built-in simulator. From Python, RunConfig.from_env(...) reads the key from the "
+                "environment, as the command does, or pass api_key=batchrun.ApiKey(...)"
             )
+
+    @classmethod
+    def from_env(cls, input_path: Path | str, output_path: Path | str | None = None, *,
+                 environ: Mapping[str, str] | None = None, **fields: Any) -> RunConfig:
+        """A config that takes from the environment what the command line takes from it: the key
+        from ``api_key_env`` (``OPENAI_API_KEY``), ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID`` and
+        ``OPENAI_PROJECT_ID``; ``fields`` (any of the config's) win. A bare `RunConfig` reads
+        nothing from the environment.
+
+        :param environ: read instead of ``os.environ``.
+        """
+        env = os.environ if environ is None else environ
+        found: dict[str, Any] = {}
+        if key := env.get(fields.get("api_key_env", declared.DEFAULT_API_KEY_ENV)):
+            found["api_key"] = ApiKey(key)
+        for name, variable in (("base_url", "OPENAI_BASE_URL"), ("organization", "OPENAI_ORG_ID"),
+                               ("project", "OPENAI_PROJECT_ID")):
+            if value := env.get(variable):
+                found[name] = value
+        return cls(Path(input_path), None if output_path is None else Path(output_path), **{**found, **fields})
 
     def _check_numbers(self) -> None:
         """Every number within its range (nan and inf in none); the window defaulted.

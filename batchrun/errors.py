@@ -41,7 +41,15 @@ class InputFileError(BatchrunError):
 
 
 class FatalEndpointError(BatchrunError):
-    """Every further request would fail too: the run stops, resumable."""
+    """Every further request would fail too: the run stops, resumable.
+
+    :param next_step: what to do before the command is run again, when running it again as it
+        is would fail the same way ("correct --base-url …, then run the command again").
+    """
+
+    def __init__(self, message: str, next_step: str | None = None) -> None:
+        super().__init__(message)
+        self.next_step = next_step
 
 
 class RequestError(BatchrunError):

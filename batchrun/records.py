@@ -98,6 +98,8 @@ class Result:
     tier: str | None = None
     fell_back: bool = False  # sent at the standard tier after flex (--tier-fallback)
     capacity_refused: int = 0  # refusals for capacity answered to the attempts that were retried
+    # Answered from the response cache (`batchrun.cache`): never sent, and priced at nothing.
+    cached: bool = False
 
     @property
     def ok(self) -> bool:
@@ -157,7 +159,7 @@ class Result:
                    extra.get("rate_limited", 0), extra.get("wire_ms"), extra.get("waited_ms"),
                    extra.get("unanswered", 0), line=line, carried_over=True, batch_id=batch_of(record),
                    tier=tier_of(body), fell_back=extra.get("tier_fallback") is True,
-                   capacity_refused=extra.get("capacity_refused", 0))
+                   capacity_refused=extra.get("capacity_refused", 0), cached=extra.get("cached") is True)
 
     def encode(self, run_id: str) -> bytes:
         """The output line, newline included, in the OpenAI Batch output shape (module docstring).
@@ -195,6 +197,8 @@ class Result:
             extras["capacity_refused"] = self.capacity_refused
         if self.fell_back:
             extras["tier_fallback"] = True
+        if self.cached:
+            extras["cached"] = True
         record = {
             "id": line_id,
             "custom_id": self.custom_id,

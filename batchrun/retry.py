@@ -112,7 +112,7 @@ def status_error(status: int, headers: Mapping[str, str], code: str, message: st
     """
     if status == 429 and code == "insufficient_quota":  # waiting frees no quota: every line would wait, then fail
         return FatalEndpointError("the account is out of quota (insufficient_quota): add credits or raise the "
-                                  "limit; the run is resumable")
+                                  "limit; the run is resumable", "add credits or raise the limit, then run the command again")
     if 300 <= status < 400:
         return HTTPStatusError(code, f"HTTP {status}: redirected to {location or 'elsewhere'}, not followed (the "
                                "API key goes only to --base-url; point it at the final address)", **kw)

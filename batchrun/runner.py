@@ -1,15 +1,10 @@
-"""Running the async engine from synchronous code, on the event loop batchrun is tuned for."""
+"""Running async code from synchronous code, on the event loop batchrun is tuned for."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import anyio
-
-from .config import RunConfig
-from .engine import run_batch
-from .stats import RunStats
 
 
 def run_async(fn: Any, *args: Any) -> Any:
@@ -22,9 +17,3 @@ def run_async(fn: Any, *args: Any) -> Any:
     else:
         use_uvloop = True
     return anyio.run(fn, *args, backend="asyncio", backend_options={"use_uvloop": use_uvloop})
-
-
-def run_batch_sync(config: RunConfig, **kwargs: Any) -> RunStats:
-    """`run_batch` for code that is not already async (scripts; not inside a running loop)."""
-    result: RunStats = run_async(partial(run_batch, config, **kwargs))
-    return result

@@ -82,6 +82,7 @@ RPM_RANGE = Bounds(0, 1e9, low_open=True)
 TPM_RANGE = Bounds(0, 1e12, low_open=True)
 COST_RANGE = Bounds(0, 1e9, low_open=True)  # USD
 OUTAGE_THRESHOLD_RANGE = Bounds(0, 1_000_000, whole=True)
+LIMIT_RANGE = Bounds(1, 2**53, whole=True)  # lines
 
 
 # The sections of --help, in their order: the common ones first.
@@ -216,12 +217,22 @@ PRICES: Setting[Path | None] = Setting(
 BATCH_DISCOUNT = Setting("batch_discount", "--batch-discount", False, BUDGET,
                          help="Price the lines answered online at the Batch API's 50% too (lines answered through "
                               "it always are).")
+CACHE: Setting[Path | None] = Setting(
+    "cache", "--cache", None, BUDGET, kind="path", metavar="[DIR]",
+    default_text="off; --cache alone: $XDG_CACHE_HOME/batchrun, else ~/.cache/batchrun",
+    help="Answer a request answered successfully before (same endpoint, path and body) from the response cache "
+         "in DIR, at no cost, instead of sending it; keep this run's successes there. Requests with "
+         "temperature > 0 are cached too. See batchrun cache.")
 
 RESTART = Setting("restart", "--restart", False, OUTPUT,
                   help="Discard earlier results for this output (checkpoint or finished) and run everything again.")
 RETRY_FAILED = Setting("retry_failed", "--retry-failed", False, OUTPUT,
                        help="Keep the earlier successes for this output; send only what failed again.")
 
+LIMIT: Setting[int | None] = Setting(
+    "limit", "--limit", None, OUTPUT, bounds=LIMIT_RANGE, metavar="N",
+    help="Send only the first N lines, to check a prompt before the whole file: their answers stay in the "
+         "checkpoint (not published), and the same command without --limit sends only the rest.")
 MOCK = Setting("mock", "--mock", False, SIMULATOR, help="Run against the built-in simulator: no key, no network.")
 
 # What `RetryPolicy` checks, and what `RunConfig` checks besides.
@@ -229,5 +240,5 @@ RETRY_SETTINGS: tuple[Setting[Any], ...] = (MAX_ATTEMPTS, RATE_LIMIT_PATIENCE, B
                                             RETRY_AFTER_MAX)
 RUN_SETTINGS: tuple[Setting[Any], ...] = (
     BASE_URL, API_KEY_ENV, HEADERS, CONCURRENCY, WINDOW, TIMEOUT, CONNECT_TIMEOUT, RPM, TPM, MAX_OUTAGE,
-    DRAIN_TIMEOUT, WINDOW_BYTES, OUTAGE_THRESHOLD, MAX_COST, PRICES, BATCH_DISCOUNT, RESTART, RETRY_FAILED, MOCK,
-    TIER, TIER_FALLBACK)
+    DRAIN_TIMEOUT, WINDOW_BYTES, OUTAGE_THRESHOLD, MAX_COST, PRICES, BATCH_DISCOUNT, CACHE, RESTART, RETRY_FAILED, LIMIT,
+    MOCK, TIER, TIER_FALLBACK)

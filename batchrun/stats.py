@@ -33,10 +33,13 @@ class RunStats:
     :param stop_reason: why the run stopped before finishing every line, when it did
         (interrupted, fatal endpoint error, disk error, budget); its checkpoint is kept.
     :param stop_code: the exit code such a stop maps to.
+    :param next_step: what continues a stopped run when it is not "run the same command again"
+        (that would fail the same way, or do nothing more), ending in the command to run.
     :param up_to_date: the output already held this run, complete: nothing was done, and of
         the counters only the lines and their outcomes are known (from its report).
     :param carried_over: lines finished by earlier starts of the run, read back on resume.
     :param via_batch: lines this start wrote as the Batch API answered them (`batchapi`).
+    :param from_cache: lines this start answered from the response cache (`batchrun.cache`).
     :param tokens_this_start: tokens of the lines this start sent and finished.
     :param max_buffered: the most results that ever waited for an earlier line at once.
     :param max_buffered_bytes: the most bytes of output lines that ever waited at once.
@@ -49,11 +52,13 @@ class RunStats:
     written: int = 0
     carried_over: int = 0
     via_batch: int = 0
+    from_cache: int = 0
     tokens_this_start: int = 0
     max_buffered: int = 0
     max_buffered_bytes: int = 0
     stop_reason: str | None = None
     stop_code: int = EXIT_STOPPED
+    next_step: str | None = None
     up_to_date: bool = False
     pacer: Pacer | None = None  # live pacing state, for the progress display
     budget: Budget | None = None  # live spending against --max-cost, for the progress display
@@ -69,6 +74,8 @@ class RunStats:
             self.carried_over += 1
         elif result.batch_id is not None:
             self.via_batch += 1
+        elif result.cached:
+            self.from_cache += 1
         elif (usage := result.read_usage()) is not None:
             self.tokens_this_start += usage.total
 
@@ -92,9 +99,9 @@ class RunStats:
 
     @property
     def sent_this_start(self) -> int:
-        """Lines this start sent and finished: what its rates count (lines carried over, or
-        answered through the Batch API, took none of its time)."""
-        return self.written - self.carried_over - self.via_batch
+        """Lines this start sent and finished: what its rates count (lines carried over,
+        answered through the Batch API or from the cache, took none of its time)."""
+        return self.written - self.carried_over - self.via_batch - self.from_cache
 
     @property
     def succeeded(self) -> int:

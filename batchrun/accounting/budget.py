@@ -199,7 +199,10 @@ class Budget:
 
     def answered(self, result: Result) -> float:
         """Charge an answer another route bought for this run (the Batch API's) at what its usage
-        cost, at the price of that route; returns it, in USD."""
+        cost, at the price of that route; returns it, in USD. An answer from the response cache
+        was bought by no one: it costs nothing."""
+        if result.cached:
+            return 0.0
         usage = result.read_usage()
         table = self._table.with_batch_discount() if result.batch_id is not None else self._table
         cost = (table.cost(result.model, usage) or 0.0) if usage is not None else 0.0

@@ -13,6 +13,12 @@ cap. The cost range per model is then:
   ``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens`` (times ``n``), or
   `DEFAULT_MAX_OUTPUT_TOKENS` when it states none (embeddings and moderations produce none).
 
+Beside the range, an expected figure, to plan with: the input as for ``low``, and each request's
+output at a typical answer's length, `TYPICAL_ANSWER_TOKENS` (what pacing charges a request
+without a cap), plus `TYPICAL_REASONING_TOKENS` for a reasoning model (`reasoning_model`), within
+the request's cap (or ``--default-max-tokens``). It is an assumption, not a bound, and labelled
+as one: answers to a task differ from it in length either way.
+
 A model with no price has no range (``null``), and the total range is then ``null`` too, with
 a warning; the priced part is still given.
 
@@ -36,20 +42,22 @@ JSON document (`Estimate.to_dict`), schema ``batchrun.estimate/1``::
                                                   # the first 1,000
       "by_endpoint": {url: int},
       "models": {model: {"requests": int, "input_tokens": int, "output_cap_tokens": int,
-                         "requests_without_cap": int, "images": int,
+                         "expected_output_tokens": int, "requests_without_cap": int, "images": int,
                          "priced_as": str | null,
-                         "cost_usd": {"low": float, "high": float} | null,
-                         "batch_api": {"cost_usd": {"low": float, "high": float} | null},
-                         "flex_requests": int, "flex_input_tokens": int, "flex_output_cap_tokens": int}},
-      "tokens": {"input": int, "output_cap": int},
-      "cost_usd": {"low": float, "high": float} | null,    # null when a model has no price
-      "cost_usd_priced": {"low": float, "high": float},
-      "batch_api": {"cost_usd": {"low": float, "high": float} | null,  # the same through the Batch API
-                    "cost_usd_priced": {"low": float, "high": float}},
+                         "cost_usd": {"low": float, "high": float, "expected": float} | null,
+                         "batch_api": {"cost_usd": {"low": float, "high": float, "expected": float} | null},
+                         "flex_requests": int, "flex_input_tokens": int, "flex_output_cap_tokens": int,
+                         "flex_expected_output_tokens": int}},
+      "tokens": {"input": int, "output_cap": int, "output_expected": int},
+      "cost_usd": {"low": float, "high": float, "expected": float} | null,  # null when a model has no price
+      "cost_usd_priced": {"low": float, "high": float, "expected": float},
+      "batch_api": {"cost_usd": {"low": float, "high": float, "expected": float} | null,  # through the Batch API
+                    "cost_usd_priced": {"low": float, "high": float, "expected": float}},
       "flex": {"requests": int,                   # requests --tier flex would send on flex
-               "cost_usd": {"low": float, "high": float} | null,  # the file with --tier flex
-               "cost_usd_priced": {"low": float, "high": float}},
+               "cost_usd": {"low": float, "high": float, "expected": float} | null,  # the file with --tier flex
+               "cost_usd_priced": {"low": float, "high": float, "expected": float}},
       "default_max_output_tokens": int,
+      "expected_output": {"answer_tokens": int, "reasoning_tokens": int},  # what "expected" assumes
       "token_counts": {encoding: "exact" | "heuristic"},
       "prices": {"date", "source", "overrides", "multiplier", "batch_discount"},
       "warnings": [str]
@@ -58,6 +66,7 @@ JSON document (`Estimate.to_dict`), schema ``batchrun.estimate/1``::
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,12 +78,27 @@ import orjson
 from ..reader import read_jobs
 from ..records import Job, LineError
 from ..tiers import tiered_path
-from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS, TokenCounter, counter_for, encoding_for, request_tokens
+from ..tokens import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    EXPECTED_OUTPUT_TOKENS,
+    TokenCounter,
+    counter_for,
+    encoding_for,
+    request_tokens,
+)
 from .pricing import PriceTable, load_prices
 from .tally import PerModel, priced_total
 
 MISSING_MODEL = "missing_model"
-_MAX_PROBLEMS_KEPT = 1000  # in the JSON document; all of them go to ``on_problem``
+PROBLEM_LINES_KEPT = 1000  # in the JSON document; all of them go to ``on_problem``
+TYPICAL_ANSWER_TOKENS = EXPECTED_OUTPUT_TOKENS
+TYPICAL_REASONING_TOKENS = 1000  # a reasoning model's thinking before a typical answer, billed as output
+_REASONING_MODEL = re.compile(r"(?:^|/)(?:o\d|gpt-5)")  # OpenAI's o-series and GPT-5, dated or fine-tuned
+
+
+def reasoning_model(model: str) -> bool:
+    """Whether ``model`` spends reasoning tokens before its answer (billed as output)."""
+    return _REASONING_MODEL.search(model) is not None
 
 
 @dataclass
@@ -94,11 +118,13 @@ class ModelEstimate:
     requests: int = 0
     input_tokens: int = 0
     output_cap_tokens: int = 0
+    expected_output_tokens: int = 0
     requests_without_cap: int = 0
     images: int = 0
     flex_requests: int = 0  # of the requests, those --tier flex would send on flex, and their tokens
     flex_input_tokens: int = 0
     flex_output_cap_tokens: int = 0
+    flex_expected_output_tokens: int = 0
 
 
 class Estimate:
@@ -121,7 +147,7 @@ class Estimate:
     def add_problem(self, problem: Problem) -> None:
         self.lines += 1
         self.problems += 1
-        if len(self.problem_lines) < _MAX_PROBLEMS_KEPT:
+        if len(self.problem_lines) < PROBLEM_LINES_KEPT:
             self.problem_lines.append(problem)
 
     def add_request(self, model: str, url: str, body: dict[str, Any]) -> None:
@@ -133,53 +159,65 @@ class Estimate:
         tally.requests += 1
         tally.input_tokens += tokens.input
         tally.images += tokens.images
-        if tokens.max_output is None:
+        cap = tokens.max_output
+        if cap is None:
             tally.requests_without_cap += 1
-        output = self.default_max_output if tokens.max_output is None else tokens.max_output
-        tally.output_cap_tokens += output
+            cap = self.default_max_output
+        tally.output_cap_tokens += cap
+        typical = TYPICAL_ANSWER_TOKENS + (TYPICAL_REASONING_TOKENS if reasoning_model(model) else 0)
+        tally.expected_output_tokens += min(cap, typical)
         if tiered_path(url) and "service_tier" not in body and self.prices.offers_flex(model) is not False:
             tally.flex_requests += 1
             tally.flex_input_tokens += tokens.input
-            tally.flex_output_cap_tokens += output
+            tally.flex_output_cap_tokens += cap
+            tally.flex_expected_output_tokens += min(cap, typical)
 
     @property
     def requests(self) -> int:
         return self.lines - self.problems
 
-    def model_cost(self, model: str, *, batch_api: bool = False, flex: bool = False) -> tuple[float, float] | None:
-        """``(low, high)`` USD for one model's requests, sent online, through the Batch API, or
-        with ``--tier flex``; ``None`` when it has no price."""
+    def model_cost(self, model: str, *, batch_api: bool = False,
+                   flex: bool = False) -> tuple[float, float, float] | None:
+        """``(low, high, expected)`` USD for one model's requests, sent online, through the Batch
+        API, or with ``--tier flex``; ``None`` when it has no price."""
         price = (self._batch_prices if batch_api else self.prices).price(model)
         if price is None:
             return None
         tally = self.models[model]
         if not flex:
             low = price.bound(tally.input_tokens, 0)
-            return low, low + price.bound(0, tally.output_cap_tokens)
+            return low, low + price.bound(0, tally.output_cap_tokens), low + price.bound(0, tally.expected_output_tokens)
         flex_price = self._batch_prices.price(model)
         assert flex_price is not None  # the same row, discounted
-        online_input, online_output = (tally.input_tokens - tally.flex_input_tokens,
-                                       tally.output_cap_tokens - tally.flex_output_cap_tokens)
-        low = price.bound(online_input, 0) + flex_price.bound(tally.flex_input_tokens, 0)
-        return low, low + price.bound(0, online_output) + flex_price.bound(0, tally.flex_output_cap_tokens)
+        low = price.bound(tally.input_tokens - tally.flex_input_tokens, 0) + flex_price.bound(tally.flex_input_tokens, 0)
+        high = (price.bound(0, tally.output_cap_tokens - tally.flex_output_cap_tokens)
+                + flex_price.bound(0, tally.flex_output_cap_tokens))
+        expected = (price.bound(0, tally.expected_output_tokens - tally.flex_expected_output_tokens)
+                    + flex_price.bound(0, tally.flex_expected_output_tokens))
+        return low, low + high, low + expected
 
     def cost(self, *, batch_api: bool = False, flex: bool = False
-             ) -> tuple[tuple[float, float] | None, tuple[float, float]]:
-        """``(total, priced)`` ranges; the total is ``None`` when some model has no price."""
+             ) -> tuple[tuple[float, float, float] | None, tuple[float, float, float]]:
+        """``(total, priced)`` as ``(low, high, expected)``; the total is ``None`` when some model
+        has no price."""
         costs = [self.model_cost(model, batch_api=batch_api, flex=flex) for model in self.models]
         total, low = priced_total(None if cost is None else cost[0] for cost in costs)
         high = priced_total(None if cost is None else cost[1] for cost in costs)[1]
-        return (None if total is None else (low, high)), (low, high)
+        expected = priced_total(None if cost is None else cost[2] for cost in costs)[1]
+        return (None if total is None else (low, high, expected)), (low, high, expected)
 
     def warnings(self) -> list[str]:
         notes = []
+        uncapped = {model: tally.requests_without_cap for model, tally in sorted(self.models.items())
+                    if tally.requests_without_cap}
+        if uncapped:  # one note for every model: the cure is the same
+            each = f" ({', '.join(f'{model} {n:,}' for model, n in uncapped.items())})" if len(uncapped) > 1 else ""
+            notes.append(f"{sum(uncapped.values()):,} requests{each} set no max_tokens: the high estimate assumes "
+                         f"{self.default_max_output:,} output tokens each (--default-max-tokens)")
         for model, tally in sorted(self.models.items()):
             if self.prices.resolve(model) is None:
                 notes.append(f"no price for model {model!r} ({tally.requests:,} requests): its cost is unknown; "
                              "add it with --prices FILE")
-            if tally.requests_without_cap:
-                notes.append(f"{tally.requests_without_cap:,} {model} requests set no max_tokens: the high "
-                             f"estimate assumes {self.default_max_output:,} output tokens each")
             if tally.images:
                 notes.append(f"{tally.images:,} images in {model} requests are counted at a fixed "
                              "765 tokens each (85 with detail=low)")
@@ -207,13 +245,15 @@ class Estimate:
             "by_endpoint": dict(self.by_endpoint.most_common()),
             "models": {model: self._model_dict(model) for model in sorted(self.models)},
             "tokens": {"input": sum(t.input_tokens for t in self.models.values()),
-                       "output_cap": sum(t.output_cap_tokens for t in self.models.values())},
+                       "output_cap": sum(t.output_cap_tokens for t in self.models.values()),
+                       "output_expected": sum(t.expected_output_tokens for t in self.models.values())},
             "cost_usd": _range(total),
             "cost_usd_priced": _range(priced),
             "batch_api": {"cost_usd": _range(batch_total), "cost_usd_priced": _range(batch_priced)},
             "flex": {"requests": sum(t.flex_requests for t in self.models.values()), "cost_usd": _range(flex_total),
                      "cost_usd_priced": _range(flex_priced)},
             "default_max_output_tokens": self.default_max_output,
+            "expected_output": {"answer_tokens": TYPICAL_ANSWER_TOKENS, "reasoning_tokens": TYPICAL_REASONING_TOKENS},
             "token_counts": self.token_counts(),
             "prices": self.prices.provenance(),
             "warnings": self.warnings(),
@@ -231,8 +271,8 @@ class Estimate:
         return counter
 
 
-def _range(cost: tuple[float, float] | None) -> dict[str, float] | None:
-    return None if cost is None else {"low": cost[0], "high": cost[1]}
+def _range(cost: tuple[float, float, float] | None) -> dict[str, float] | None:
+    return None if cost is None else {"low": cost[0], "high": cost[1], "expected": cost[2]}
 
 
 def estimate_file(path: Path, prices: PriceTable | None = None, *,

@@ -21,7 +21,10 @@ the online price, and so is a line whose answer says it was processed on the fle
 each model's tokens are summed in three parts, the Batch API's, flex's and the rest.
 ``--batch-discount`` prices the other lines at the Batch API's price too (a file the Batch API
 answered outside batchrun, such as an OpenAI Batch output file, names no batch); the discount
-is applied once, never twice to a Batch API line.
+is applied once, never twice to a Batch API line. A line answered from the
+response cache (``batchrun.cached``) was not bought: it costs nothing, and what it saved is
+its usage at the price the other lines pay (the online price, or the Batch API's with
+``--batch-discount``).
 
 How a line is read:
 
@@ -38,6 +41,7 @@ How a line is read:
 - service tier: the answer's ``service_tier`` (`records.tier_of`); sent at the standard tier
   after flex: ``batchrun.tier_fallback``; refusals for capacity before the outcome:
   ``batchrun.capacity_refused``;
+- response cache: ``batchrun.cached`` is ``true``, a live result's ``cached``;
 - retries: ``batchrun.attempts - 1`` where present (OpenAI and vLLM files do not say: null);
 - 429s: final 429 statuses, plus ``batchrun.rate_limited`` where present (the 429 answers a
   line was given before its final outcome: batchrun does not write it yet);
@@ -72,7 +76,8 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
                          "priced_as": str | null,   # the price-table row used
                          "cost_usd": float | null,  # null: no price known for this model
                          "batch_api": {"requests": int, "cost_usd": float | null,
-                                       "saved_usd": float | null} | null}},  # as below, this model's
+                                       "saved_usd": float | null} | null,  # as below, this model's
+                         "cache": {"hits": int, "saved_usd": float | null} | null}},  # as below
       "cost_usd": float | null,                  # null when any model with tokens has no price
       "cost_usd_priced": float,                  # the sum over the models that have a price
       "batch_api": {"lines": int,                # lines answered through the Batch API
@@ -86,6 +91,9 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
                         "cost_usd": float | null} | null,  # what they cost (at the standard price)
       "capacity_refused": int,                   # refusals for capacity (flex's 429 Resource Unavailable,
                                                  # 498, 529) answered before the lines' outcomes
+      "cache": {"hits": int,                     # lines answered from the response cache (never sent)
+                "saved_usd": float | null} | null,  # what they would have cost (not in cost_usd)
+                                                 # null: no line came from the cache
       "prices": {"date", "source", "overrides", "multiplier", "batch_discount"},
       "latency_ms": {"count", "mean", "p50", "p95", "p99", "max": float,
                      "relative_error": float} | null,
@@ -151,6 +159,8 @@ class ModelTally:
     batch_usage: Usage = field(default_factory=Usage)  # of the usage, theirs
     flex_requests: int = 0  # of the requests, those answered on the flex tier
     flex_usage: Usage = field(default_factory=Usage)  # of the usage, theirs
+    cached_requests: int = 0  # of the requests, those answered from the response cache
+    cached_usage: Usage = field(default_factory=Usage)  # of the usage, theirs: not bought
 
 
 class Report:
@@ -207,7 +217,8 @@ class Report:
         refused = extra.get("capacity_refused")
         self.capacity_refused += refused if is_int(refused) else 0
         self._count(status, body, Usage.from_body(body), failure(record), model, extra.get("attempts"),
-                    batch=batch_of(record) is not None, tier=tier_of(body), fell_back=extra.get("tier_fallback") is True,
+                    batch=batch_of(record) is not None, cached=extra.get("cached") is True, tier=tier_of(body),
+                    fell_back=extra.get("tier_fallback") is True,
                     custom_id=custom_id if isinstance(custom_id, str) else "",
                     rate_limited=rate_limited, latency_ms=latency_ms, waited_ms=waited_ms,
                     started=_number(extra.get("started_at")), finished=_number(extra.get("finished_at")))
@@ -219,8 +230,8 @@ class Report:
         """Count one final `Result` of a live run: no encoding or parsing on the way."""
         self.capacity_refused += result.capacity_refused
         self._count(result.status_code, result.body, result.read_usage(), result.error, result.model,
-                    result.attempts or None, batch=result.batch_id is not None, tier=result.tier,
-                    fell_back=result.fell_back, custom_id=result.custom_id,
+                    result.attempts or None, batch=result.batch_id is not None, cached=result.cached,
+                    tier=result.tier, fell_back=result.fell_back, custom_id=result.custom_id,
                     rate_limited=result.rate_limited, latency_ms=result.latency_ms, waited_ms=result.waited_ms,
                     started=result.started_at, finished=result.finished_at)
         self.hit_output_cap += result.read_cut()
@@ -244,8 +255,8 @@ class Report:
         self._rate_lines, self._rate_tokens = lines, tokens
 
     def _count(self, status: int | None, body: Any, usage: Usage | None, error: Any, model: str | None,
-               attempts: Any, *, batch: bool, tier: str | None, fell_back: bool, custom_id: str, rate_limited: int,
-               latency_ms: float | None, waited_ms: float | None, started: float | None,
+               attempts: Any, *, batch: bool, cached: bool, tier: str | None, fell_back: bool, custom_id: str,
+               rate_limited: int, latency_ms: float | None, waited_ms: float | None, started: float | None,
                finished: float | None) -> None:
         """:param tier: the service tier its answer names. :param fell_back: sent at the standard
         tier after flex. :param rate_limited: / :param started: / :param finished: the 429s the
@@ -260,7 +271,8 @@ class Report:
         tally = self.models.of(model or UNKNOWN_MODEL)
         tally.requests += 1
         tally.batch_requests += batch
-        flex = tier == FLEX and not batch
+        tally.cached_requests += cached
+        flex = tier == FLEX and not batch and not cached
         tally.flex_requests += flex
         if tier is not None:
             self.tiers[tier] += 1
@@ -268,6 +280,8 @@ class Report:
             tally.usage.add(usage)
             if batch:
                 tally.batch_usage.add(usage)
+            elif cached:
+                tally.cached_usage.add(usage)
             elif flex:
                 tally.flex_usage.add(usage)
         if fell_back:
@@ -292,7 +306,8 @@ class Report:
             retries = attempts - 1
             self.retries += retries
         if finished is not None:
-            cost = self.line_cost(model or UNKNOWN_MODEL, usage, batch=batch or flex) if usage is not None else 0.0
+            cost = self.line_cost(model or UNKNOWN_MODEL, usage, batch=batch or flex) \
+                if usage is not None and not cached else 0.0
             self.timeline.add(started, finished, failed=not ok, rate_limited=rate_limited, retries=retries,
                               tokens=usage.total if usage is not None else 0, cost_usd=cost or 0.0,
                               latency_ms=latency_ms, waited_ms=waited_ms)
@@ -319,14 +334,16 @@ class Report:
                 "models": {name: {"requests": t.requests, "succeeded": t.succeeded, "failed": t.failed,
                                   "without_usage": t.without_usage, "usage": t.usage.as_dict(),
                                   "batch_requests": t.batch_requests, "batch_usage": t.batch_usage.as_dict(),
-                                  "flex_requests": t.flex_requests, "flex_usage": t.flex_usage.as_dict()}
+                                  "flex_requests": t.flex_requests, "flex_usage": t.flex_usage.as_dict(),
+                                  "cached_requests": t.cached_requests, "cached_usage": t.cached_usage.as_dict()}
                            for name, t in self.models.items()},
                 "latency": self.latency.state(), "wire_s": self.wire_s, "waited_s": self.waited_s,
                 "timeline": self.timeline.state(), "failure_examples": self.failure_examples.state()}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the counters by a `state` (the report of a run so far). A state saved before
-        the Batch API was counted has no Batch API counters: none of its lines went through it;
+        the Batch API was counted has no Batch API counters: none of its lines went through it
+        (nor came from the response cache, for one saved before that was counted);
         one saved before lines were timed has no timeline and no failure examples; one saved
         before service tiers were counted, no tier counters (none of its lines had a tier).
 
@@ -336,7 +353,8 @@ class Report:
         models.update((name, ModelTally(int(t["requests"]), int(t["succeeded"]), int(t["failed"]),
                                         int(t["without_usage"]), _usage(t["usage"]), int(t.get("batch_requests", 0)),
                                         _usage(t.get("batch_usage", {})), int(t.get("flex_requests", 0)),
-                                        _usage(t.get("flex_usage", {}))))
+                                        _usage(t.get("flex_usage", {})), int(t.get("cached_requests", 0)),
+                                        _usage(t.get("cached_usage", {}))))
                       for name, t in state["models"].items())
         latency = LogHistogram.restore(state["latency"])
         timeline = Timeline.restore(state.get("timeline"))
@@ -385,6 +403,8 @@ class Report:
             tally.batch_usage.add(theirs.batch_usage)
             tally.flex_requests += theirs.flex_requests
             tally.flex_usage.add(theirs.flex_usage)
+            tally.cached_requests += theirs.cached_requests
+            tally.cached_usage.add(theirs.cached_usage)
         self.latency.merge(other.latency)
         self.timeline.merge(other.timeline)
         self.failure_examples.merge(other.failure_examples)
@@ -401,12 +421,13 @@ class Report:
         return total
 
     def model_cost(self, model: str) -> float | None:
-        """USD for one model's tokens, the Batch API's and flex's at the Batch API's price; 0 when
-        it used none, ``None`` when it has no price."""
+        """USD for one model's tokens, the Batch API's and flex's at the Batch API's price, the
+        cache's at none; 0 when it bought none, ``None`` when it has no price."""
         tally = self.models[model]
-        if tally.usage == Usage():  # no tokens cost nothing, priced or not
+        bought = tally.usage.minus(tally.cached_usage)
+        if bought == Usage():  # no tokens cost nothing, priced or not
             return 0.0
-        online = self.prices.cost(_priced(model), tally.usage.minus(tally.batch_usage).minus(tally.flex_usage))
+        online = self.prices.cost(_priced(model), bought.minus(tally.batch_usage).minus(tally.flex_usage))
         batch, flex = self.batch_cost(model), self.flex_cost(model)
         return None if online is None or batch is None or flex is None else online + batch + flex
 
@@ -424,6 +445,11 @@ class Report:
         """USD for the tokens of one model's lines answered on the flex tier, at the Batch API's price."""
         usage = self.models[model].flex_usage
         return 0.0 if usage == Usage() else self._batch_prices.cost(_priced(model), usage)
+
+    def cache_saved(self, model: str) -> float | None:
+        """USD one model's lines answered from the cache would have cost (module docstring)."""
+        usage = self.models[model].cached_usage
+        return 0.0 if usage == Usage() else self.prices.cost(_priced(model), usage)
 
     def cost(self) -> tuple[float | None, float]:
         """``(total, priced)``: the total is ``None`` when some model's cost is unknown."""
@@ -473,6 +499,8 @@ class Report:
             "tier_fallback": ({"lines": self.fallback_lines, "cost_usd": self.fallback_cost}
                               if self.fallback_lines else None),
             "capacity_refused": self.capacity_refused,
+            "cache": _cache(sum(tally.cached_requests for tally in self.models.values()),
+                            [self.cache_saved(model) for model in self.models]),
             "prices": self.prices.provenance(),
             "latency_ms": self._latency_dict(),
             "time_s": {"on_the_wire": self.wire_s, "waiting": self.waited_s} if self.latency.count else None,
@@ -492,7 +520,8 @@ class Report:
                 "responses_without_usage": tally.without_usage, "tokens": tally.usage.as_dict(),
                 "priced_as": self.prices.resolve(_priced(model)),
                 "cost_usd": self.model_cost(model),
-                "batch_api": _batch_api("requests", tally.batch_requests, [self.batch_cost(model)])}
+                "batch_api": _batch_api("requests", tally.batch_requests, [self.batch_cost(model)]),
+                "cache": _cache(tally.cached_requests, [self.cache_saved(model)])}
 
     def _batch_dict(self) -> dict[str, Any] | None:
         lines = sum(tally.batch_requests for tally in self.models.values())
@@ -517,6 +546,11 @@ def _batch_api(counted: str, count: int, costs: list[float | None]) -> dict[str,
     # Every Batch API price is BATCH_DISCOUNT of the online one, so the online cost follows.
     saved = None if cost is None else cost / BATCH_DISCOUNT - cost
     return {counted: count, "cost_usd": cost, "saved_usd": saved}
+
+
+def _cache(count: int, saved: list[float | None]) -> dict[str, Any] | None:
+    """The ``cache`` entry of ``count`` lines answered from the cache, which would have cost ``saved``."""
+    return {"hits": count, "saved_usd": priced_total(saved)[0]} if count else None
 
 
 def _priced(model: str) -> str | None:

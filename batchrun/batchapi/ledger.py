@@ -88,7 +88,7 @@ class Ledger:
     :param run: the run's own random id, in each batch's ``metadata`` (`api.metadata`).
     :param created: when the run planned its batches (seconds since the epoch): a deadline
         counts from there, and a batch made before it is not this run's.
-    :param identity: the input and options (`disk.checkpoint.identity`).
+    :param identity: the input and options (`disk.identity.identity`).
     :param retry_failed: the batches hold the failed lines of a finished output, not every line.
     """
 

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import orjson
 
+from ..cache import ResponseCache, open_cache
 from ..config import RunConfig
-from ..disk.checkpoint import identity, scan_input
+from ..disk.identity import identity, scan_input
 from ..disk.lock import RunLock
 from ..disk.rundir import make_run_dir
 from ..disk.runfiles import checked
@@ -52,7 +53,7 @@ if TYPE_CHECKING:  # only annotates: loaded when an httpx transport is passed in
 
 log = logging.getLogger("batchrun")
 
-VIA = "batch"  # the route, in the run's identity (`checkpoint.identity`)
+VIA = "batch"  # the route, in the run's identity (`identity.identity`)
 
 
 @dataclass(frozen=True)
@@ -87,23 +88,41 @@ async def run_via_batch(
     """
     if config.span is not None:
         raise ConfigError("a run through the Batch API is one process's: it cannot be sharded")
+    if config.limit is not None:
+        raise ConfigError("--limit sends the first lines online, from one process: it cannot be combined with --via batch")
     config = checked(config)
     open_input(config.input_path).close()
     directory = config.batches_path
-    if not directory.exists():
-        if options.cancel:
-            raise ConfigError(f"{config.out} has no batches to cancel ({directory} does not exist)")
-        # A checkpoint with no batches is an online run's; a finished output is up to date, or
-        # another run's: the engine says which (or completes its publishing), sending nothing.
-        if not config.restart and (config.checkpoint_path.exists() or (config.out.exists() and not config.retry_failed)):
-            return await run_batch(config, transport=transport, observer=observer, clock=clock,
-                                   handle_signals=handle_signals, via=VIA)
+    if not directory.exists() and options.cancel:
+        raise ConfigError(f"{config.out} has no batches to cancel ({directory} does not exist)")
+    # One cache for the plan and the engine: a line it answers is not submitted, and the engine
+    # answers it from there; the batches' answers are kept in it as the engine writes them.
+    cache = await anyio.to_thread.run_sync(open_cache, config)
+    try:
+        return await _run(config, options, cache, transport=transport, observer=observer, clock=clock, wall=wall,
+                          handle_signals=handle_signals)
+    finally:
+        if cache is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(cache.close)
+
+
+async def _run(config: RunConfig, options: BatchOptions, cache: ResponseCache | None, *,
+               transport: Transport | httpx.AsyncBaseTransport | None, observer: Observer | None, clock: Clock,
+               wall: Callable[[], float], handle_signals: bool) -> RunStats | Pending:
+    directory = config.batches_path
+    # A checkpoint with no batches is an online run's; a finished output is up to date, or
+    # another run's: the engine says which (or completes its publishing), sending nothing.
+    if not directory.exists() and not config.restart and \
+            (config.checkpoint_path.exists() or (config.out.exists() and not config.retry_failed)):
+        return await run_batch(config, transport=transport, observer=observer, clock=clock,
+                               handle_signals=handle_signals, via=VIA, cache=cache)
     created = make_run_dir(directory, config.out)
     lock = RunLock(directory / "lock", config.out)
     lock.acquire()
     try:
         try:
-            ledger = await _ledger(config, options, wall)
+            ledger = await _ledger(config, options, wall, cache)
         except BaseException:
             if created and Ledger.load(directory) is None:  # refused before planning: leave nothing behind
                 remove_dir(directory)
@@ -121,7 +140,7 @@ async def run_via_batch(
         collected = answers.Answers(ledger, online=lifecycle.online, stop=stop)
         try:
             stats = await run_batch(config, transport=transport, observer=observer, clock=clock,
-                                    handle_signals=handle_signals, sources=[collected], via=VIA)
+                                    handle_signals=handle_signals, sources=[collected], via=VIA, cache=cache)
         finally:
             collected.close()
         if stats.stop_reason is None:
@@ -134,7 +153,8 @@ async def run_via_batch(
         lock.release()
 
 
-async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], float]) -> Ledger:
+async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], float],
+                  cache: ResponseCache | None) -> Ledger:
     """The ledger in the batches' folder, or a new plan (`plan.plan`) when there is none."""
     directory = config.batches_path
     scan = await anyio.to_thread.run_sync(scan_input, config.input_path)
@@ -150,17 +170,18 @@ async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], f
         remove_dir(directory, keep="lock")
         ledger = None
     if ledger is None:
-        ledger = await anyio.to_thread.run_sync(_plan, config, options, same_run, wall())
+        ledger = await anyio.to_thread.run_sync(_plan, config, options, same_run, wall(), cache)
     return ledger
 
 
-def _plan(config: RunConfig, options: BatchOptions, same_run: dict[str, Any], now: float) -> Ledger:
+def _plan(config: RunConfig, options: BatchOptions, same_run: dict[str, Any], now: float,
+          cache: ResponseCache | None) -> Ledger:
     size = same_run["input"]["size"]
     items: Iterator[Job | LineError] = read_jobs(config.input_path, size, model=config.model)
     retry = config.retry_failed and config.out.exists()
     if retry:  # only the lines the finished output failed
         items = compress(items, _failed_lines(config))
-    jobs = (item for item in items if isinstance(item, Job))
+    jobs = (item for item in items if isinstance(item, Job) and (cache is None or not cache.holds(item)))
     parts = plan(jobs, options.limits, config.batches_path, config.input_path, cap.split(config))
     ledger = Ledger(config.batches_path, secrets.token_hex(8), now, same_run, parts, retry_failed=retry)
     ledger.save()

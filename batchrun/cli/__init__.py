@@ -6,7 +6,7 @@ options every engine-backed command shares, and how they become a run, are in `e
 
 from __future__ import annotations
 
-from . import label, mock_server, report, run  # noqa: F401  (each registers its command)
+from . import cache, label, mock_server, report, run  # noqa: F401  (each registers its command)
 from .group import main
 
 __all__ = ["main"]

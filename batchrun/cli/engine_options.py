@@ -18,6 +18,7 @@ import click
 from .. import settings as declared
 from ..batchapi.lifecycle import Pending, run_via_batch
 from ..batchapi.options import BatchOptions
+from ..cache import default_dir
 from ..config import ApiKey, RetryPolicy, RunConfig, split_base_url, split_header
 from ..disk.runfiles import checked
 from ..engine import run_batch
@@ -46,8 +47,8 @@ SETTINGS: tuple[Setting[Any], ...] = (
     declared.BASE_URL, declared.API_KEY_ENV, declared.HEADERS, declared.CONCURRENCY, declared.WINDOW,
     declared.MAX_ATTEMPTS, declared.RATE_LIMIT_PATIENCE, declared.TIMEOUT, declared.CONNECT_TIMEOUT, declared.RPM,
     declared.TPM, declared.TIER, declared.TIER_FALLBACK, declared.MAX_OUTAGE, declared.DRAIN_TIMEOUT,
-    declared.MAX_COST, declared.PRICES, declared.BATCH_DISCOUNT, declared.RESTART, declared.RETRY_FAILED, QUIET,
-    VERBOSE, PROGRESS_INTERVAL, declared.MOCK, MOCK_LATENCY_MS)
+    declared.MAX_COST, declared.PRICES, declared.BATCH_DISCOUNT, declared.CACHE, declared.RESTART,
+    declared.RETRY_FAILED, declared.LIMIT, QUIET, VERBOSE, PROGRESS_INTERVAL, declared.MOCK, MOCK_LATENCY_MS)
 _RETRY = tuple(setting for setting in SETTINGS if setting in declared.RETRY_SETTINGS)
 _RUN = tuple(setting for setting in SETTINGS
              if setting in declared.RUN_SETTINGS and setting not in (declared.BASE_URL, declared.MOCK))
@@ -68,7 +69,16 @@ def _checked_by(parse: Callable[[str], object]) -> Callable[[click.Context, clic
     return check
 
 
-_CALLBACKS = {"base_url": _checked_by(split_base_url), "headers": _checked_by(split_header)}
+def _cache_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    """``--cache`` alone is the default location (`cache.default_dir`); ``--cache DIR`` is DIR."""
+    if value is None:
+        return None
+    return Path(value) if value else default_dir()
+
+
+_CALLBACKS = {"base_url": _checked_by(split_base_url), "headers": _checked_by(split_header), "cache": _cache_dir}
+# Options whose value may be left out: click takes them as text, the callback makes the value.
+_OPTIONAL_VALUE = {"cache": {"is_flag": False, "flag_value": "", "type": click.STRING}}
 
 
 def _defaulted(name: str) -> bool:
@@ -97,7 +107,7 @@ def no_stdio(what: str) -> Callable[[click.Context, click.Parameter, Path | None
 def engine_options(command: F) -> F:
     """Add the shared options to a command; it receives them as keyword arguments."""
     for setting in reversed(SETTINGS):
-        command = option(setting, callback=_CALLBACKS.get(setting.name))(command)
+        command = option(setting, callback=_CALLBACKS.get(setting.name), **_OPTIONAL_VALUE.get(setting.name, {}))(command)
     return command
 
 
@@ -120,7 +130,9 @@ class EngineOptions:
         if self.mock:
             from ..simulator import SimulatorConfig, run_in_thread
 
-            with run_in_thread(SimulatorConfig(latency_ms=self.mock_latency_ms)) as sim:
+            # It refuses a model or a path OpenAI would refuse: a rehearsal meets those mistakes.
+            config = SimulatorConfig(latency_ms=self.mock_latency_ms, any_model=False, any_root=False)
+            with run_in_thread(config) as sim:
                 yield partial(self._config, sim.base_url, None)
             return
         value = os.environ.get(self.api_key_env)

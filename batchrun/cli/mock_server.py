@@ -55,6 +55,9 @@ _EXPIRY = Bounds(0, 7 * 86_400, low_open=True)
 @click.option("--rate-malformed", type=Bounded(_SHARE), default=0.0, help="Share answered 200 with non-JSON.")
 @click.option("--require-api-key-env", metavar="NAME",
               help="Answer 401 unless requests carry the key held in environment variable NAME.")
+@click.option("--any-model", is_flag=True,
+              help="Answer any model name; by default a model batchrun has no price for is answered 404 "
+                   "model_not_found, as OpenAI answers a model that does not exist.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of fault and jitter draws.")
 @click.option("--rpm", type=Bounded(_PER_MINUTE),
               help="Requests per minute, enforced like OpenAI: 429s past it, x-ratelimit-* headers on every answer.")
@@ -84,14 +87,15 @@ _EXPIRY = Bounds(0, 7 * 86_400, low_open=True)
 def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_429: float, retry_after: float,
                 no_retry_after: bool, no_retry_after_ms: bool, rate_500: float, rate_timeout: float, hang_s: float,
                 rate_drop: float, rate_truncate: float, rate_malformed: float, require_api_key_env: str | None,
-                seed: int, rpm: int | None, tpm: int | None, token_charge: TokenCharge, no_limit_headers: bool,
+                any_model: bool, seed: int, rpm: int | None, tpm: int | None, token_charge: TokenCharge, no_limit_headers: bool,
                 limits_schedule: tuple[str, ...], batch_seconds_per_request: float, batch_expire_after: float,
                 batch_rate_failed: float, batch_rate_lost: float, flex_unavailable: float,
                 flex_latency_ms: float) -> None:
     """Serve the OpenAI-compatible simulator on loopback until Ctrl-C.
 
     Deterministic answers with realistic usage for /v1/chat/completions, /v1/completions,
-    /v1/embeddings, /v1/responses and /v1/models; counters at /_simulator/stats.
+    /v1/embeddings, /v1/responses and /v1/models; counters at /_simulator/stats. As OpenAI, it
+    answers 404 to a path outside /v1/ and to a model it does not know (see --any-model).
 
     With --rpm/--tpm it throttles as OpenAI does (token buckets refilled continuously, 429 with
     retry-after-ms); GET or POST {"rpm": N, "tpm": N} to /_simulator/limits reads or changes them.
@@ -130,6 +134,7 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
                                  batches=Batches(seconds_per_request=batch_seconds_per_request,
                                                  expire_after_s=batch_expire_after, rate_failed=batch_rate_failed,
                                                  rate_lost=batch_rate_lost),
+                                 any_model=any_model, any_root=False,
                                  flex=FlexTier(flex_unavailable, flex_latency_ms))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

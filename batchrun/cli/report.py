@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import click
 import orjson
 
-from ..config import report_path_for
+from ..config import default_output_path, report_path_for
+from ..errors import ConfigError
 from ..settings import Bounds
 from ..stats import EXIT_USAGE
 from .bounded import Bounded
@@ -62,6 +64,9 @@ def report(output_paths: tuple[Path, ...], prices_path: Path | None, batch_disco
     check_html_path(html_path)
     prices = load_prices(prices_path, batch_discount=batch_discount)
     reports = [report_file(path, prices) for path in output_paths]
+    for path, counted in zip(output_paths, reports, strict=True):
+        if counted.unreadable and not counted.lines:
+            raise ConfigError(not_results(path))
     docs = [counted.to_dict() for counted in reports]
     if len(docs) == 1:
         _print_document(docs[0], render_report(docs[0]), as_json, docs[0]["warnings"])
@@ -74,6 +79,22 @@ def report(output_paths: tuple[Path, ...], prices_path: Path | None, batch_disco
             run = run_facts(output_paths[0])
             write_html(html_path, render_run({**docs[0], **run}, latency_histogram=reports[0].latency.state(),
                                              max_cost=run.get("max_cost")))
+
+
+def not_results(path: Path) -> str:
+    """Why ``path``, in which no line is a result, is not what ``report`` reads, and which file is."""
+    where = f"{path} holds no results (no line in the OpenAI Batch output shape)"
+    if path.suffix.lower() in (".csv", ".tsv"):  # a label run's output, or its data (then its default output)
+        outputs = (path, path.with_name(f"{path.stem}.labeled{path.suffix}"))
+        found = [results for out in outputs if (results := out.with_name(out.name + ".batch") / "results.jsonl").exists()]
+        return (f"{where}: it is a table; a label run's results are in OUTPUT.batch/results.jsonl beside its "
+                f"output{f': batchrun report {found[0]}' if found else ''}")
+    with contextlib.suppress(OSError, orjson.JSONDecodeError, StopIteration):
+        with path.open("rb") as f:
+            first = orjson.loads(next(line for line in f if line.strip()))
+        if isinstance(first, dict) and ("body" in first or "messages" in first or "input" in first):
+            return f"{where}: it is an input file of requests; a run's results are in {default_output_path(path)} by default"
+    return where
 
 
 # What a run's own report says of it that its output lines do not: how it ended, what it ran, how
@@ -128,13 +149,18 @@ Exit codes: 0 every line is fine, 2 the file cannot be read or has bad lines.
 def estimate(input_path: Path, prices_path: Path | None, batch_discount: bool, default_max_tokens: int | None,
              as_json: bool) -> None:
     """Check every line of INPUT and estimate its tokens and cost, before anything is sent."""
-    from ..accounting.estimate import Problem, estimate_file
+    from ..accounting.estimate import PROBLEM_LINES_KEPT, Problem, estimate_file
     from ..accounting.pricing import load_prices
     from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS
     from .tables import render_estimate
 
+    shown = 0
+
     def show(problem: Problem) -> None:
-        click.echo(f"batchrun: {problem.message}", err=True)
+        nonlocal shown
+        if shown < PROBLEMS_SHOWN:
+            click.echo(f"batchrun: {problem.message}", err=True)
+            shown += 1
 
     prices = load_prices(prices_path, batch_discount=batch_discount)
     cap = DEFAULT_MAX_OUTPUT_TOKENS if default_max_tokens is None else default_max_tokens
@@ -142,9 +168,18 @@ def estimate(input_path: Path, prices_path: Path | None, batch_discount: bool, d
     doc = result.to_dict()
     _print_document(doc, render_estimate(doc), as_json, doc["warnings"])
     if result.problems:
+        if (more := result.problems - shown) > 0:
+            click.echo(f"batchrun: … and {more:,} more bad lines (--json lists the first {PROBLEM_LINES_KEPT:,})",
+                       err=True)
         click.echo(f"batchrun: {result.problems:,} of {result.lines:,} lines would not be sent as they are",
                    err=True)
+        if input_path.suffix.lower() in (".csv", ".tsv"):
+            click.echo(f"batchrun: {input_path.name} is a table, and estimate reads JSONL requests: did you mean "
+                       f"`batchrun label {input_path} -t TEMPLATE --dry-run` (its requests and their cost)?", err=True)
         sys.exit(EXIT_USAGE)
+
+
+PROBLEMS_SHOWN = 20  # bad lines printed one by one; the rest are counted
 
 
 def _print_document(doc: dict[str, object], table: str, as_json: bool, warnings: list[str]) -> None:

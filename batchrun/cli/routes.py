@@ -71,6 +71,10 @@ class Route:
             raise click.UsageError("--shards only applies with --ray")
         if ray_address is not None and batch is not None:
             raise click.UsageError("--ray runs online: it cannot be combined with --via batch")
+        if params.get("limit") is not None and (ray_address is not None or batch is not None):
+            route = "--ray" if ray_address is not None else "--via batch"
+            raise click.UsageError(f"--limit sends the first lines online, from one process: it cannot be combined "
+                                   f"with {route}")
         return cls(batch, ray_address, shards)
 
     def run(self, options: EngineOptions, config: RunConfig) -> RunStats | Pending:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -22,6 +22,7 @@ Examples:
   OPENAI_API_KEY=sk-... batchrun run requests.jsonl -o results.jsonl --concurrency 128
   batchrun run requests.jsonl --base-url http://127.0.0.1:8000/v1   # vLLM, llama.cpp, Ollama
   batchrun run requests.jsonl --via batch --detach    # the Batch API: half the price, within 24 h
+  batchrun run eval.jsonl --cache     # nightly: what was answered before is not sent (batchrun cache --help)
 
 \b
 Input lines are OpenAI Batch envelopes ({"custom_id", "method", "url", "body"}) or bare
@@ -43,6 +44,13 @@ listening): run the same command again to continue where it stopped.
               help="Results file. Default: INPUT with .jsonl replaced by .results.jsonl.")
 @click.option("--model", "-m", metavar="NAME",
               help="Send every request with this model, whatever its line says (lines without one get it too).")
+@click.option("--dry-run", is_flag=True, hidden=True, expose_value=False,
+              callback=lambda ctx, param, value: value and _elsewhere(
+                  "--dry-run", "`batchrun estimate INPUT` checks every line and estimates the cost, sending nothing"))
+@click.option("--labels", hidden=True, expose_value=False,
+              callback=lambda ctx, param, value: value is not None and _elsewhere(
+                  "--labels", "`batchrun label DATA.csv -t TEMPLATE --labels A,B,...` labels the rows of a CSV "
+                  "(with --dry-run, it shows their requests and cost first)"))
 @html_option
 @route_options
 @engine_options
@@ -69,3 +77,8 @@ def run(input_path: Path, output: Path | None, model: str | None, html_path: Pat
     elif stats.exit_code:
         click.echo(outcome_line(stats, report), err=True)
     sys.exit(stats.exit_code)
+
+
+def _elsewhere(option: str, hint: str) -> NoReturn:
+    """An option of another command, given to ``run``: say which command has it."""
+    raise click.UsageError(f"run has no {option}: {hint}")

@@ -43,7 +43,8 @@ def _next_step(stats: RunStats, argv: Sequence[str]) -> list[str]:
     """The one instruction that continues the run."""
     budget = stats.budget
     if stats.stop_code != EXIT_BUDGET or budget is None:
-        return [fit(f"run the same command again to continue (checkpoint: {stats.output_path}.checkpoint/)", 2)]
+        again = stats.next_step or "run the same command again"
+        return [fit(f"{again} to continue (checkpoint: {stats.output_path}.checkpoint/)", 2)]
     # Enough for the rest of the file at the rate so far, and at least for the request turned away.
     projected = projected_spend(budget.spent, stats.written, stats.total_hint or 0) or budget.spent
     cap = _round_up(max(projected, budget.cap) + (budget.refused or 0.0))
@@ -98,5 +99,5 @@ def outcome_line(stats: RunStats, report_path: str) -> str:
         return (f"batchrun: {stats.failed:,} of {stats.written:,} lines failed: see {stats.errors_path} "
                 f"(report: {report_path})")
     again = ("run again with a higher --max-cost to continue" if stats.status == "budget"
-             else "run the same command again to continue")
+             else f"{stats.next_step or 'run the same command again'} to continue")
     return f"batchrun: stopped early: {stats.stop_reason}; {again} (report: {report_path})"

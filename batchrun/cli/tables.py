@@ -58,10 +58,15 @@ def render_estimate(doc: dict[str, Any]) -> str:
     rows.append(("endpoints", ", ".join(f"{url} {n:,}" for url, n in doc["by_endpoint"].items()) or "none"))
     counts = ", ".join(f"{encoding} {how}" for encoding, how in doc["token_counts"].items())
     rows.append(("tokens", f"{doc['tokens']['input']:,} input (estimated{': ' + counts if counts else ''}); "
-                           f"up to {doc['tokens']['output_cap']:,} output"))
+                           f"up to {doc['tokens']['output_cap']:,} output, {doc['tokens']['output_expected']:,} "
+                           "expected"))
     sent = "at the Batch API's price (--batch-discount)" if doc["prices"]["batch_discount"] else "sent online"
     rows.append(("cost", f"{_cost_range(doc)} {sent}"))
     rows.append(("Batch API", f"{_cost_range(doc['batch_api'])} ({BATCH_DISCOUNT:.0%} of the online price)"))
+    typical = doc["expected_output"]
+    rows.append(("expected", f"{_expected(doc)} {sent}, {_expected(doc['batch_api'])} Batch API (assumed: typical "
+                             f"answers of {typical['answer_tokens']:,} output tokens, +{typical['reasoning_tokens']:,} "
+                             "reasoning for o-series and GPT-5, within each cap)"))
     if doc["flex"]["requests"]:
         rows.append(("flex", f"{_cost_range(doc['flex'])} with --tier flex ({doc['flex']['requests']:,} requests at "
                              "the Batch API's price, the rest online)"))
@@ -158,6 +163,13 @@ def _cost_range(doc: dict[str, Any]) -> str:
     if doc["cost_usd"] is not None:
         return _range(doc["cost_usd"])
     return f"unknown: {_range(doc['cost_usd_priced'])} for the priced models, plus the unpriced;"
+
+
+def _expected(doc: dict[str, Any]) -> str:
+    """The ``expected`` cost of an estimate, or of its ``batch_api`` part."""
+    if doc["cost_usd"] is not None:
+        return usd(doc["cost_usd"]["expected"])
+    return f"{usd(doc['cost_usd_priced']['expected'])} for the priced models, plus the unpriced,"
 
 
 def _range(cost: dict[str, float] | None) -> str:

@@ -32,13 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import itertools
 import logging
 import os
-import re
 import secrets
-import sys
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,61 +46,15 @@ import orjson
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..json_numbers import is_int
-from ..reader import BOM, require_a_request
 from ..records import Result
 from . import journal, publish, snapshot
+from .identity import ENDPOINT_OPTIONS, InputScan, check_same_run, identity
 from .lock import RunLock
 from .rundir import open_run_dir
 
 log = logging.getLogger("batchrun")
 
 FORMAT = 1
-_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class InputScan:
-    """One pass over the input: its identity, and its request lines (those not blank, as the
-    reader counts them) for the progress total and the report."""
-
-    size: int
-    digest: str
-    lines: int
-
-
-_BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*(?=\n)")  # a newline, and the blank line after it
-_INK = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # what makes a line not blank
-
-
-def scan_input(path: Path, span: tuple[int, int] | None = None) -> InputScan:
-    """:param span: scan only these bytes, ``[start, end)`` at line starts (a `Span`'s): the
-        digest and lines are theirs, the size the whole file's; no request is required in them.
-    :raises InputFileError: no line of the input is a request (`require_a_request`).
-    """
-    digest = hashlib.blake2b(digest_size=16)
-    size = lines = blank = 0
-    blank_so_far = True  # the line that goes on into the next chunk
-    with path.open("rb") as f:
-        if span is None:
-            require_a_request(f, path)
-        begin, end = span if span is not None else (0, sys.maxsize)
-        f.seek(begin)
-        size = begin
-        while size < end and (chunk := f.read(min(_CHUNK, end - size))):
-            digest.update(chunk)
-            start = len(BOM) if not size and chunk.startswith(BOM) else 0
-            size += len(chunk)
-            first = chunk.find(b"\n", start)
-            if first < 0:
-                blank_so_far = blank_so_far and not _INK.search(chunk, start)
-                continue
-            blank += blank_so_far and not _INK.search(chunk, start, first)
-            blank += len(_BLANK_LINE.findall(chunk, first))
-            lines += chunk.count(b"\n")
-            blank_so_far = not _INK.search(chunk, chunk.rfind(b"\n") + 1)
-        if span is not None:
-            size = os.fstat(f.fileno()).st_size
-    return InputScan(size, digest.hexdigest(), lines - blank + (not blank_so_far))
 
 
 class PrefixCounter(Protocol):
@@ -232,11 +183,14 @@ class Checkpoint:
             restart_hint = "run again with --restart to discard it and start over"
             if saved.get("format") != FORMAT:
                 raise ConfigError(f"{where} (checkpoint format {saved.get('format')}); {restart_hint}")
+            moved = self._unpin(saved, meta)
             check_same_run(saved, meta, where, restart_hint)
-            if isinstance(saved.get("run_id"), str):
-                self.run_id = saved["run_id"]
-            else:  # started by a version that kept no run id
-                self.run_id = run_id
+            has_run_id = isinstance(saved.get("run_id"), str)
+            self.run_id = saved["run_id"] if has_run_id else run_id  # else: started by a version that kept none
+            if moved:
+                log.info("no line in the checkpoint of %s was sent yet: it takes this start's %s", self.config.out,
+                         " and ".join(moved))
+            if moved or not has_run_id:
                 self._write(self.meta, orjson.dumps({**saved, "run_id": self.run_id}, option=orjson.OPT_INDENT_2))
             if retry_failed and not self._exists(self.previous) and self._exists(self.output):
                 self._unlink(self.snapshot)  # it describes the output moved away
@@ -258,6 +212,35 @@ class Checkpoint:
             os.link(final, self.previous.name, dst_dir_fd=self._dir_fd())
         self.run_id = run_id
         self._write(self.meta, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+
+    def _unpin(self, saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+        """Let ``saved`` (meta.json) take this start's `ENDPOINT_OPTIONS` when no line of the
+        checkpoint was sent: an endpoint that answered nothing (a mistyped --base-url, a server not
+        started) shaped none of the output, so fixing it is not another run.
+
+        :returns: the options ``saved`` took (then meta.json is to be written again).
+        """
+        before, now = saved.get("options", {}), current["options"]
+        moved = [name for name in ENDPOINT_OPTIONS if before.get(name) != now.get(name)]
+        if not moved or not isinstance(before, dict) or self._sent_any():
+            return []
+        saved["options"] = {**before, **{name: now.get(name) for name in moved}}
+        return moved
+
+    def _sent_any(self) -> bool:
+        """Whether a line this checkpoint holds was sent to the endpoint (an input line that could
+        not be sent was not). Read until the first one: that is the first line, unless the input
+        starts with lines that could not be sent."""
+        if self._exists(self.previous):  # a finished output whose failures are being sent again
+            return True
+        if self._exists(self.output):
+            with self._open(self.output, "rb") as f:
+                if any(_was_sent(line) for line in f):
+                    return True
+        if self._exists(self.journal):
+            with self._open(self.journal, "rb") as f:
+                return any(_was_sent(entry.line) for entry in journal.scan(f))
+        return False
 
     def _finished_report(self, final: Path, current: dict[str, Any]) -> dict[str, Any] | None:
         """The report of the complete run ``final`` holds, if its report says ``final`` is what
@@ -465,50 +448,13 @@ def _describes_complete_run(report: Any, output_bytes: int) -> TypeGuard[dict[st
             and all(is_int(requests.get(key)) for key in ("succeeded", "failed")))
 
 
-def identity(scan: InputScan, config: RunConfig, via: str | None = None) -> dict[str, Any]:
-    """What makes two starts the same run: the input (its size and digest), the options that shape
-    requests. A checkpoint records it, and so does the report of a finished run.
-
-    :param via: the route the lines go by besides online (``"batch"``: the provider's Batch API),
-        so that one route never resumes another's run; an online run's has no such option.
-    """
-    given: dict[str, Any] = {"size": scan.size, "digest": scan.digest}
-    if (span := config.span) is not None:  # its digest is of these bytes alone
-        given["span"] = {"start": span.start, "end": span.end}
-    options = config.request_options()
-    if via is not None:
-        options["via"] = via
-    return {"input": given, "options": options}
-
-
-def check_same_run(saved: dict, current: dict, where: str, restart: str) -> None:  # type: ignore[type-arg]
-    """:raises ConfigError: ``saved`` is the `identity` of another run: ``where``, what changed, and ``restart``."""
-    old, new = saved.get("input", {}), current["input"]
-    if old.get("size") != new["size"]:
-        raise ConfigError(f"{where}: the input file changed (size {old.get('size', 0):,} → {new['size']:,} bytes); "
-                          f"restore the original input, or {restart}")
-    if _bytes(old) != _bytes(new):
-        raise ConfigError(f"{where}: it holds another part of the input ({_part(old)} → {_part(new)}); {restart}")
-    if old.get("digest") != new["digest"]:
-        raise ConfigError(f"{where}: the input file's content changed (same size); restore it, or {restart}")
-    # An option set on one side only (--model) is a change too.
-    before, now = saved.get("options", {}), current["options"]
-    changed = [f"{name} {before.get(name)!r} → {now.get(name)!r}"
-               for name in {**before, **now} if now.get(name) != before.get(name)]
-    if changed:
-        raise ConfigError(f"{where}: options changed ({'; '.join(changed)}); use the original options, or {restart}")
-
-
-def _bytes(given: dict[str, Any]) -> tuple[int, int] | None:
-    """The bytes of the input a run read (``None``: all of them). An earlier version recorded
-    them as ``shard``, with the shard's number and count, which the part's path already says."""
-    span = given.get("span", given.get("shard"))
-    return (span["start"], span["end"]) if isinstance(span, dict) else None
-
-
-def _part(given: dict[str, Any]) -> str:
-    span = _bytes(given)
-    return "all of it" if span is None else f"bytes {span[0]:,} to {span[1]:,}"
+def _was_sent(line: bytes) -> bool:
+    """Whether an output line is of a request that was sent (a torn line may have been: it counts)."""
+    try:
+        result = Result.from_line(0, line)
+    except ValueError:
+        return True
+    return result.attempts > 0 or result.status_code is not None
 
 
 def _lines_from(file: BinaryIO, start: int) -> Generator[bytes, None, None]:

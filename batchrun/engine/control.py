@@ -57,17 +57,19 @@ class Control:
         self.stats.stop_reason, self.stats.stop_code = reason, code
         self._drain(grace)
 
-    def abort(self, reason: str, *, disk: bool = False) -> None:
+    def abort(self, reason: str, *, disk: bool = False, next_step: str | None = None) -> None:
         """Stop: a condition that dooms the rest of the run. The requests on the wire still
         drain (``drain_timeout``) and their answers are written; lines held back
         (`held.Held`) are not, and the next start sends them.
 
         :param disk: writing failed: everything stops at once.
+        :param next_step: what to fix before the next start (`RunStats.next_step`).
         """
         if not self.aborted:  # the first reason is the one to report
             self.aborted = True
             log.error("stopping: %s", reason)
             self.stats.stop_reason, self.stats.stop_code = reason, EXIT_STOPPED
+            self.stats.next_step = next_step
             self.stopping = True
             self._drain(self.drain_timeout)  # within a stop's own grace, if that is shorter
         if disk:

@@ -14,7 +14,7 @@ from ..stats import RunStats
 def run_facts(*, input_path: str, same_run: dict[str, Any], input_lines: int, lines_finished: int,
               max_cost: float | None) -> dict[str, Any]:
     """What the report of a run says besides its counters and how it ended: how far it got, and
-    what makes another start the same run (`disk.checkpoint.identity`), so that one finds it up
+    what makes another start the same run (`disk.identity.identity`), so that one finds it up
     to date."""
     return {"input_lines": input_lines, "lines_finished": lines_finished,
             "input": {"path": input_path, **same_run["input"]}, "options": same_run["options"], "max_cost": max_cost}

@@ -17,6 +17,7 @@ marked by the client). Such a line is held back until the run knows which:
 
 from __future__ import annotations
 
+from ..errors import FatalEndpointError
 from ..records import Result
 
 
@@ -41,7 +42,8 @@ class Held:
         self._lines = [held for held in self._lines if held.dispatched > sent]
         return own
 
-    def at_end(self, *, stopped: bool, no_such_path: str | None) -> tuple[list[Result], str | None]:
+    def at_end(self, *, stopped: bool,
+               no_such_path: FatalEndpointError | None) -> tuple[list[Result], FatalEndpointError | None]:
         """What becomes of the lines still held when the workers are done: those to write, and
         why the run must stop instead (``no_such_path``: the client's word that no line succeeded
         and some were 404'd for the path)."""

@@ -39,7 +39,7 @@ from ..accounting.spending import BudgetGate
 from ..client import Client, Retrying
 from ..config import RunConfig
 from ..disk.writer import OrderedWriter
-from ..errors import BatchrunError, RequestError
+from ..errors import BatchrunError, FatalEndpointError, RequestError
 from ..records import Job, LineError, Result
 from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from ..tiers import Tiering
@@ -100,6 +100,8 @@ class Pool:
         """Run a pool task; a condition that dooms the whole run stops it with a reason (`Control.abort`)."""
         try:
             await task(*args)
+        except FatalEndpointError as exc:
+            self.control.abort(str(exc), next_step=exc.next_step)
         except BatchrunError as exc:
             self.control.abort(str(exc))
         except OSError as exc:
@@ -148,8 +150,8 @@ class Pool:
                     for jobs in lanes:
                         workers.start_soon(self._guarded, self._work, jobs, workers)
             written, doomed = control.held.at_end(stopped=control.stopping, no_such_path=self.client.no_such_path())
-            if doomed is not None:
-                control.abort(doomed)
+            if doomed is not None:  # no line succeeded, and some were answered 404 for the path
+                control.abort(str(doomed), next_step=doomed.next_step)
             for result in written:
                 self.sink.put(result)
         finally:
@@ -231,6 +233,20 @@ class Sink:
             self._drained = anyio.Event()
             await self._drained.wait()
         self._drained = None
+
+
+class KeepingSink(Sink):
+    """A `Sink` that first hands each finished line to ``keep`` (the response cache's): a run
+    without a cache has a plain `Sink`, and does no work for it."""
+
+    def __init__(self, writer: OrderedWriter, window: anyio.Semaphore, window_bytes: int, stats: RunStats,
+                 observer: Observer | None, *, keep: Callable[[Result], None]) -> None:
+        super().__init__(writer, window, window_bytes, stats, observer)
+        self._keep = keep
+
+    def put(self, result: Result) -> None:
+        self._keep(result)
+        super().put(result)
 
 
 def retry_hook(observer: Observer | None, control: Control) -> Callable[[Job, RequestError, float], None]:

@@ -27,6 +27,7 @@ import anyio
 import anyio.lowlevel
 import orjson
 
+from .. import smoke
 from ..accounting.budget import Budget
 from ..accounting.ledger import SpendLedger, carried_spend, worst_case
 from ..accounting.pricing import PriceTable, load_prices
@@ -34,9 +35,11 @@ from ..accounting.report import Report
 from ..accounting.spending import BudgetGate
 from ..batchapi.answers import Answers
 from ..batchapi.ledger import Ledger
+from ..cache import ResponseCache, open_cache
 from ..client import Client
 from ..config import RunConfig
-from ..disk.checkpoint import Checkpoint, InputScan, Opened, Recovered, identity, scan_input
+from ..disk.checkpoint import Checkpoint, Opened, Recovered
+from ..disk.identity import InputScan, identity, scan_input
 from ..disk.publish import write_atomically
 from ..disk.resume import Carryover
 from ..disk.runfiles import checked
@@ -51,7 +54,7 @@ from ..tiers import Tiering
 from ..transport import Transport
 from .control import BAD_LINE_WARNINGS, Control
 from .document import report_json, run_facts
-from .pool import Observer, Pool, Sink, retry_hook
+from .pool import KeepingSink, Observer, Pool, Sink, retry_hook
 from .sources import Source
 
 if TYPE_CHECKING:
@@ -74,6 +77,7 @@ async def run_batch(
     sources: Sequence[Source] = (),
     via: str | None = None,
     shared: ShardBudget | None = None,
+    cache: ResponseCache | None = None,
 ) -> RunStats:
     """Run every line of ``config.input_path`` and write the ordered output.
 
@@ -89,9 +93,12 @@ async def run_batch(
     :param sources: where lines are answered before they are sent online, asked in order
         after the lines earlier starts finished (`sources.py`): the Batch API's answers, say.
     :param via: the route the run goes by besides online (``"batch"``: `run_via_batch`), in its
-        identity (`checkpoint.identity`): a checkpoint or output of one route is not another's.
+        identity (`identity.identity`): a checkpoint or output of one route is not another's.
     :param shared: this shard's side of the rate limits and ``--max-cost`` cap shared by the
         shards of one run (`batchrun.scale.budget`).
+    :param cache: the response cache, asked after the lines earlier starts finished and before
+        ``sources``, and given every answer written; by default the one ``config.cache`` names,
+        opened and closed here (a caller that opens it closes it).
     :raises InputFileError: the input cannot be opened (nothing was sent).
     :raises ConfigError: the output cannot be written, another run holds it, its checkpoint
         belongs to another input or options, or batches of it are at the provider and no
@@ -106,8 +113,8 @@ async def run_batch(
     limit = span.end if span is not None else scan.size
     budget = await _budget(config, prices, limit, shared)
     checkpoint = Checkpoint(config, via)
-    stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)), total_hint=scan.lines,
-                     simulated=config.mock)
+    stats = RunStats(config.out, config.errors_path, Report(prices, source=str(config.out)),
+                     total_hint=min(scan.lines, config.limit or scan.lines), simulated=config.mock)
     opened = checkpoint.open(scan, restart=config.restart, retry_failed=config.retry_failed)
     if opened is Opened.PUBLISHED:
         log.info("an earlier start finished this run: its output is now published; nothing to send")
@@ -144,17 +151,23 @@ async def run_batch(
         observer.started(stats)
     control = Control(stats, config.drain_timeout)
     pool: Pool | None = None
+    own_cache = cache is None and config.cache is not None
+    if own_cache:
+        cache = await anyio.to_thread.run_sync(open_cache, config)
     try:
         async with (shared.running() if shared is not None else contextlib.nullcontext()),\
                 Client(config, transport=transport, clock=clock, on_retry=retry_hook(observer, control),
                        share=shared) as client:
             stats.pacer, control.wire = client.pacer, client.pacer.slots
-            items = read_jobs(config.input_path, limit, start=position, model=config.model,
-                              duplicates=span.duplicates if span is not None else frozenset())
+            items = smoke.first_lines(read_jobs(config.input_path, limit, start=position, model=config.model,
+                                                duplicates=span.duplicates if span is not None else frozenset()),
+                                      config.limit, recovered.prefix)
             window = anyio.Semaphore(config.window or config.concurrency)
-            sink = Sink(writer, window, config.window_bytes, stats, observer)
+            sink = Sink(writer, window, config.window_bytes, stats, observer) if cache is None else \
+                KeepingSink(writer, window, config.window_bytes, stats, observer, keep=cache.keep)
+            asked: list[Source] = [carryover, *sources] if cache is None else [carryover, cache, *sources]
             tiering = Tiering(config.tier, prices) if config.tier is not None else None
-            pool = Pool(config, client, [carryover, *sources], gate, ledger, sink, control, tiering)
+            pool = Pool(config, client, asked, gate, ledger, sink, control, tiering)
 
             async def periodic() -> None:
                 await _sync_periodically(writer, checkpoint, ledger, control)
@@ -169,9 +182,15 @@ async def run_batch(
         if budget is not None and budget.refused is not None and stats.stop_code == EXIT_BUDGET:
             stats.stop_reason = budget.describe_stop(budget.refused)  # with what the requests in flight cost
         carryover.close()
+        if own_cache and cache is not None:
+            with anyio.CancelScope(shield=True):  # what is queued is written, whatever stopped the run
+                await anyio.to_thread.run_sync(cache.close)
         if pool is not None:
             _charge_unsettled(pool.unsettled(), gate, ledger, prices)
         every_line = control.fed_all and writer.next_index == checkpoint.first_index + carryover.prefix + control.fed
+        if every_line and (cut := smoke.cut_at(config.limit, scan.lines)) is not None:  # kept, not published
+            every_line = False
+            smoke.stop(stats, cut, scan.lines, checkpoint.output)
         facts = _facts(config, scan, writer.next_index - checkpoint.first_index + writer.buffered + carryover.left, via)
         try:
             saved = _close_writer(writer, stats)

@@ -1,8 +1,9 @@
 """Where a line's answer comes from: sources asked in order, before the line is sent online.
 
     carried over (disk/resume.py)  what earlier starts of this output finished
+    response cache (cache/)        what was answered before, by any run (``--cache``)
     Batch API (batchapi/answers.py) what the provider's batches answered
-    …                              any other source a route adds (a cache, a tier)
+    …                              any other source a route adds (a tier)
     online                         the pool's workers, when no source has the answer
 
 A source answers a line (a `Result`, written as it is, never sent), passes it on (``None``: the

@@ -34,7 +34,7 @@ from ..accounting.pricing import load_prices
 from ..accounting.report import Report
 from ..config import RunConfig
 from ..disk import publish
-from ..disk.checkpoint import check_same_run, identity, scan_input
+from ..disk.identity import check_same_run, identity, scan_input
 from ..disk.publish import private_file
 from ..disk.rundir import make_run_dir
 from ..engine.document import report_json, run_facts
@@ -71,7 +71,7 @@ class Plan:
 
     shards: list[Shard]
     run_id: str
-    same_run: dict[str, Any]  # `checkpoint.identity` of the whole input
+    same_run: dict[str, Any]  # `identity.identity` of the whole input
     lines: int  # request lines in the whole input
 
 

@@ -20,17 +20,19 @@ from typing import Any
 
 import orjson
 
+from ..accounting.estimate import reasoning_model
+from ..accounting.pricing import builtin_prices
 from ..json_numbers import is_int, is_number
 
-__all__ = ["MODELS", "Reply", "answer", "error_payload"]
+__all__ = ["MODELS", "Reply", "answer", "error_payload", "known_model"]
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-5-mini", "o4-mini", "text-embedding-3-small")
-"""Listed by ``GET /v1/models``; any other model name is accepted and echoed too."""
+"""Listed by ``GET /v1/models``. A request may name any model batchrun has a price for
+(`known_model`); any name at all with ``any_model``."""
 
 _FORMATS = ("text", "json_object", "json_schema")  # the `text.format` types a response echoes
 _EPOCH = 1_735_689_600  # 2025-01-01: `created` is this plus a digest-derived offset, never the clock.
 _MAX_DIMENSIONS = 4096
-_REASONING_MODEL = re.compile(r"(?:^|/)(?:o\d|gpt-5)")
 # "Labels: a, b, c" / "answer with one of: a | b | c" in a prompt: the answer is one of them.
 _LABELS = re.compile(r"(?i)\b(?:labels?|categories|classes|one of)\s*:\s*([^\n]+)")
 _LABEL_SPLIT = re.compile(r"\s*(?:,|\||/|\bor\b)\s*")
@@ -83,14 +85,16 @@ def error_payload(message: str, type_: str, param: str | None = None, code: str 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def answer(method: str, path: str, body: bytes) -> Reply:
+def answer(method: str, path: str, body: bytes, *, any_model: bool = True) -> Reply:
     """Answer one request as an OpenAI-compatible server would.
 
     :param method: the HTTP method, upper case.
     :param path: the request path, with or without a ``/v1`` prefix or a query string.
     :param body: the raw request body.
-    :returns: 200 with the endpoint's JSON, 400 for an invalid body, 404 for an unknown route.
-        Never raises, whatever the body.
+    :param any_model: answer whatever model a request names; without it a model batchrun has no
+        price for is answered 404 ``model_not_found``, as OpenAI answers a model that does not exist.
+    :returns: 200 with the endpoint's JSON, 400 for an invalid body, 404 for an unknown route or
+        model. Never raises, whatever the body.
     """
     route = path.partition("?")[0]
     if route.startswith("/v1/"):
@@ -103,9 +107,19 @@ def answer(method: str, path: str, body: bytes) -> Reply:
         return Reply(404, error_payload(message, "invalid_request_error"))
     try:
         request = _parse(body)
+        if not any_model and not known_model(request["model"]):
+            message = f"The model `{request['model']}` does not exist or you do not have access to it."
+            return Reply(404, error_payload(message, "invalid_request_error", code="model_not_found"))
         return Reply(200, handler(request, _digest(route, request)))
     except _Invalid as exc:
         return Reply(400, error_payload(str(exc), "invalid_request_error", exc.param, exc.code))
+
+
+def known_model(model: str) -> bool:
+    """Whether ``model`` is one the simulator serves unless told to serve any: one batchrun has a
+    built-in price for (dated snapshots and aliases included), so a run rehearsed with ``--mock``
+    meets a misspelt model as it would at OpenAI."""
+    return builtin_prices().resolve(model) is not None
 
 
 def _parse(body: bytes) -> dict[str, Any]:
@@ -299,7 +313,7 @@ def _complete(model: str, digest: bytes, cap: int | None, fmt: Any, texts: list[
     """
     content = _content(digest, fmt, texts)
     visible = len(content) // 4 + 1
-    reasoning = 32 * (1 + digest[1] % 16) if _REASONING_MODEL.search(model) else 0
+    reasoning = 32 * (1 + digest[1] % 16) if reasoning_model(model) else 0
     cut = False
     if cap is not None and reasoning + visible > cap:
         cut = True

@@ -79,6 +79,13 @@ class SimulatorConfig:
     :param batches: the Batch API's processing times, limits, partial failures and lost
         responses (see ``batches.py``).
     :param flex: the flex service tier's refusals and latency (see ``tiers.py``).
+    :param any_model: answer any model a request names (tests and benchmarks name their own);
+        without it a model batchrun has no price for is answered 404 ``model_not_found``, as
+        OpenAI answers a model that does not exist (`answers.known_model`).
+    :param any_root: answer the routes without their ``/v1`` prefix too; without it a path
+        outside ``/v1/`` is a 404, as OpenAI answers a base URL missing its ``/v1``.
+        ``--mock`` and ``batchrun mock-server`` turn both off, so that a rehearsal meets those
+        mistakes as a real run would.
     """
 
     host: str = "127.0.0.1"
@@ -91,6 +98,8 @@ class SimulatorConfig:
     limits_schedule: tuple[LimitChange, ...] = ()
     batches: Batches = field(default_factory=Batches)
     flex: FlexTier = field(default_factory=FlexTier)
+    any_model: bool = True
+    any_root: bool = True
 
     def __post_init__(self) -> None:
         if self.latency_ms < 0 or self.jitter_ms < 0:
@@ -220,6 +229,14 @@ class _Shared:
         self.expected_auth = None if key is None else b"Bearer " + key.encode()
         self.connections: set[_Connection] = set()
         self._idle: asyncio.Future[None] | None = None
+
+    def answer(self, method: str, path: str, body: bytes) -> Reply:
+        """What the endpoint answers a request that no fault or limit stands in for."""
+        if not self.config.any_root and not path.startswith("/v1/"):
+            return Reply(404, error_payload(f"Invalid URL ({method} {path})", "invalid_request_error"))
+        if is_batch_route(path):
+            return self.batches.handle(method, path, body)
+        return answer(method, path, body, any_model=self.config.any_model)
 
     def _count(self, name: str, n: int = 1) -> None:
         setattr(self.stats, name, getattr(self.stats, name) + n)
@@ -360,7 +377,7 @@ class _Connection(asyncio.Protocol):
 
     def _admit(self, method: str, path: str, body: bytes) -> tuple[Reply, Ticket]:
         """Charge an arriving request to the rate limits: its answer, or the 429 that replaces it."""
-        reply = answer(method, path, body)
+        reply = self._shared.answer(method, path, body)
         ticket = self._limiter.admit(reply, body)
         if ticket.refusal is not None:
             return ticket.refusal, ticket
@@ -481,9 +498,7 @@ class _Connection(asyncio.Protocol):
             return unavailable_reply(self._shared.config.flex.retry_after_s)
         if request.reply is not None:
             return request.reply
-        if is_batch_route(request.path):
-            return self._shared.batches.handle(request.method, request.path, request.body)
-        return answer(request.method, request.path, request.body)
+        return self._shared.answer(request.method, request.path, request.body)
 
     def _write(
         self,

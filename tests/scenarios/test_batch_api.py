@@ -13,7 +13,8 @@ from batchrun.batchapi.lifecycle import Pending
 from batchrun.batchapi.options import BatchLimits, BatchOptions
 from batchrun.cli.tables import render_report
 from batchrun.config import RunConfig
-from batchrun.disk.checkpoint import Checkpoint, scan_input
+from batchrun.disk.checkpoint import Checkpoint
+from batchrun.disk.identity import scan_input
 from batchrun.errors import ConfigError
 from batchrun.records import LineError
 from batchrun.stats import RunStats

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from batchrun import RunConfig, run_batch
-from batchrun.disk import checkpoint
+from batchrun.disk import identity
 from batchrun.reader import jsonl_lines
 from batchrun.simulator import Simulator, serve
 
@@ -155,7 +155,7 @@ async def test_the_report_of_a_run_stopped_by_sigterm(tmp_path: Path) -> None:
 
 def test_input_lines_are_the_request_lines_wherever_chunks_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pieces = [b"\n", b"  \n", b"\r\n", b"\t \r\n", b'{"a": 1}\n', b'{"a": 1}\r\n', b"x", b"  ", b"\xef\xbb\xbf"]
-    monkeypatch.setattr(checkpoint, "require_a_request", lambda f, path: None)  # lines need not be requests here
+    monkeypatch.setattr(identity, "require_a_request", lambda f, path: None)  # lines need not be requests here
     rng = random.Random(7)
     path = tmp_path / "in.jsonl"
     for _ in range(300):
@@ -164,5 +164,5 @@ def test_input_lines_are_the_request_lines_wherever_chunks_end(tmp_path: Path, m
         with path.open("rb") as f:
             expected = sum(1 for _ in jsonl_lines(f))  # what the reader makes records of
         for chunk in (3, 4, 7, 2**20):
-            monkeypatch.setattr(checkpoint, "_CHUNK", chunk)
-            assert checkpoint.scan_input(path).lines == expected, (data, chunk)
+            monkeypatch.setattr(identity, "_CHUNK", chunk)
+            assert identity.scan_input(path).lines == expected, (data, chunk)

@@ -41,7 +41,9 @@ def test_quiet_prints_one_line_when_the_exit_code_is_not_0(tmp_path: Path, sim: 
         code, err = invoke("run", str(good), "-o", str(tmp_path / "refused.jsonl"), "--base-url", locked.base_url, "-q")
     assert code == 4
     assert err.splitlines()[-1].startswith("batchrun: stopped early: ")  # after the error logged when it stopped
-    assert err.splitlines()[-1].endswith(f"; run the same command again to continue (report: {tmp_path / 'refused.report.json'})")
+    # Running it again as it is would be refused the same way: the line names the fix first.
+    assert err.splitlines()[-1].endswith("; set OPENAI_API_KEY (or the variable named by --api-key-env), then run the "
+                                         f"command again to continue (report: {tmp_path / 'refused.report.json'})")
 
 
 def test_log_lines_carry_an_iso_date(tmp_path: Path, sim: Simulator) -> None:

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from batchrun import run_batch_sync
 from batchrun.cli import main
 from batchrun.config import RetryPolicy, RunConfig
 from batchrun.errors import ConfigError
-from batchrun.runner import run_batch_sync
 from batchrun.scale.parts import part_config, plan
 from batchrun.simulator import Faults, RateLimits, Simulator, SimulatorConfig, run_in_thread
 from batchrun.stats import RunStats

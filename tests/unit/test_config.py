@@ -18,7 +18,7 @@ from batchrun.batchapi import options as batch_settings
 from batchrun.cli import main
 from batchrun.cli.bounded import Bounded
 from batchrun.config import ApiKey, RetryPolicy, RunConfig, Span, split_base_url, split_header
-from batchrun.disk.checkpoint import InputScan, identity
+from batchrun.disk.identity import InputScan, identity
 from batchrun.errors import ConfigError
 from batchrun.settings import Bounds, Setting
 

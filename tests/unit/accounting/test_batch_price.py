@@ -120,7 +120,8 @@ def test_the_estimate_gives_the_online_and_the_batch_api_price(tmp_path: Path) -
     doc = estimate_file(path, PRICES).to_dict()
     online, batch = doc["cost_usd"], doc["batch_api"]["cost_usd"]
     assert online["high"] == pytest.approx(online["low"] + 2 * 4.0)
-    assert batch == {"low": pytest.approx(online["low"] / 2), "high": pytest.approx(online["high"] / 2)}
+    assert batch == {"low": pytest.approx(online["low"] / 2), "high": pytest.approx(online["high"] / 2),
+                     "expected": pytest.approx(online["expected"] / 2)}
     assert doc["batch_api"]["cost_usd_priced"] == batch
     assert doc["models"]["m"]["batch_api"] == {"cost_usd": batch}
     flagged = estimate_file(path, PRICES.with_batch_discount()).to_dict()

@@ -15,7 +15,9 @@ from batchrun import tokens
 from batchrun.accounting.estimate import Problem, estimate_file
 from batchrun.accounting.pricing import load_prices
 from batchrun.cli import main
+from batchrun.cli.tables import render_estimate
 from batchrun.errors import InputFileError
+from batchrun.money import usd
 from batchrun.tokens import (
     CL100K,
     DEFAULT_MAX_OUTPUT_TOKENS,
@@ -179,14 +181,37 @@ def test_cost_range_uses_the_caps_and_the_stated_default(tmp_path: Path) -> None
     embed, instruct, mini = (doc["models"][m] for m in ("text-embedding-3-small", "gpt-3.5-turbo-instruct",
                                                         "gpt-4o-mini"))
     assert embed["input_tokens"] == 1500 and embed["output_cap_tokens"] == 0
-    assert embed["cost_usd"] == {"low": pytest.approx(1500 * 0.02 / 1e6), "high": pytest.approx(1500 * 0.02 / 1e6)}
+    assert embed["cost_usd"] == {"low": pytest.approx(1500 * 0.02 / 1e6), "high": pytest.approx(1500 * 0.02 / 1e6),
+                                 "expected": pytest.approx(1500 * 0.02 / 1e6)}
     assert instruct["input_tokens"] == 200 and instruct["output_cap_tokens"] == 16 + 30  # legacy default 16
     assert instruct["cost_usd"]["high"] == pytest.approx((200 * 1.5 + 46 * 2.0) / 1e6)
     assert mini["output_cap_tokens"] == 400 + 1000 and mini["requests_without_cap"] == 1
-    low = sum(m["cost_usd"]["low"] for m in doc["models"].values())
-    high = sum(m["cost_usd"]["high"] for m in doc["models"].values())
-    assert doc["cost_usd"] == {"low": pytest.approx(low), "high": pytest.approx(high)}
+    # Expected: a typical answer (500 tokens) within each cap: 200 x 2 choices, then 500 of the default 1,000.
+    assert (instruct["expected_output_tokens"], mini["expected_output_tokens"]) == (16 + 30, 400 + 500)
+    low, high, expected = (sum(m["cost_usd"][end] for m in doc["models"].values()) for end in ("low", "high", "expected"))
+    assert doc["cost_usd"] == {"low": pytest.approx(low), "high": pytest.approx(high), "expected": pytest.approx(expected)}
     assert any("assumes 1,000 output tokens" in note for note in doc["warnings"])
+
+
+def test_the_expected_cost_assumes_typical_answers_and_is_labelled_so(tmp_path: Path) -> None:
+    """Between the range's ends, nearer what a run costs: 500 output tokens a request, 1,500 for
+    a reasoning model, none past a cap. One warning for the requests without a cap, all models."""
+    path = write_jsonl(tmp_path / "in.jsonl", [*(chat_line(i) for i in range(4)),
+                                               *({**chat_line(i), "body": {**chat_line(i)["body"], "model": "o4-mini"}}
+                                                 for i in range(4, 6)),
+                                               chat_line(6, max_tokens=100)])
+    doc = estimate_file(path).to_dict()
+    mini, o4 = doc["models"]["gpt-4o-mini"], doc["models"]["o4-mini"]
+    assert mini["expected_output_tokens"] == 4 * 500 + 100 and o4["expected_output_tokens"] == 2 * 1500
+    assert doc["tokens"]["output_expected"] == 4 * 500 + 100 + 2 * 1500
+    cost = doc["cost_usd"]
+    assert cost["low"] < cost["expected"] < cost["high"]
+    assert doc["expected_output"] == {"answer_tokens": 500, "reasoning_tokens": 1000}
+    uncapped = [note for note in doc["warnings"] if "set no max_tokens" in note]
+    assert uncapped == ["6 requests (gpt-4o-mini 4, o4-mini 2) set no max_tokens: the high estimate assumes 4,096 "
+                        "output tokens each (--default-max-tokens)"]
+    text = " ".join(render_estimate(doc).split())
+    assert f"expected {usd(cost['expected'])} sent online" in text and "(assumed: typical answers of 500" in text
 
 
 def test_an_unpriced_model_has_no_range_and_a_warning(tmp_path: Path) -> None:

@@ -111,19 +111,31 @@ def test_help_has_examples() -> None:
     assert ".results.jsonl" in out and "Exit codes" in out
 
 
-def test_mock_server_serves_until_interrupted() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "batchrun", "mock-server", "--port", "0", "--latency-ms", "1"],
+@pytest.mark.parametrize("any_model", [False, True])
+def test_mock_server_serves_until_interrupted(any_model: bool) -> None:
+    """It answers as OpenAI does: 404 model_not_found to a model it does not know (unless
+    --any-model), and 404 to a base URL without its /v1."""
+    flag = ["--any-model"] if any_model else []
+    proc = subprocess.Popen([sys.executable, "-m", "batchrun", "mock-server", "--port", "0", "--latency-ms", "1", *flag],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert line.startswith("simulator listening on http://127.0.0.1:")
         base_url = line.split()[3]
-        reply = httpx.post(f"{base_url}/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        chat = {"messages": [{"role": "user", "content": "hi"}]}
+        reply = httpx.post(f"{base_url}/chat/completions", json={"model": "gpt-4o-mini", **chat})
         assert reply.status_code == 200 and reply.json()["usage"]["total_tokens"] > 0
+        own = httpx.post(f"{base_url}/chat/completions", json={"model": "my-own-model", **chat})
+        if any_model:
+            assert own.status_code == 200
+        else:
+            assert own.status_code == 404 and own.json()["error"]["code"] == "model_not_found"
+        no_v1 = httpx.post(f"{base_url.removesuffix('/v1')}/chat/completions", json={"model": "gpt-4o-mini", **chat})
+        assert no_v1.status_code == 404
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
-        assert "simulator stopped after 1 requests" in proc.stderr.read()
+        assert "simulator stopped after 3 requests" in proc.stderr.read()
     finally:
         proc.kill()
         proc.wait()
@@ -183,3 +195,12 @@ def test_progress_bar_counts_lines() -> None:
         bar.written(result, stats)
     bar.close(stats)
     assert "3/3" in stream.getvalue() and "ok=3" in stream.getvalue()
+
+
+def test_a_misspelt_model_is_rehearsed_with_mock(tmp_path: Path) -> None:
+    """--mock answers a model that does not exist as OpenAI does: each line fails model_not_found."""
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(3)])
+    code, _, err = invoke("run", str(source), "--mock", "--mock-latency-ms", "1", "--model", "gpt-4o-mni")
+    assert code == 1, err
+    failures = read_jsonl(tmp_path / "in.results.errors.jsonl")
+    assert [f["response"]["body"]["error"]["code"] for f in failures] == ["model_not_found"] * 3

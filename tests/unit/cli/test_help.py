@@ -44,7 +44,7 @@ def test_every_option_is_listed_once_in_its_declared_section(command: str) -> No
     assert isinstance(main, click.Group)
     found = sections(command)
     listed = [flag for flags in found.values() for flag in flags]
-    options = [param for param in main.commands[command].params if isinstance(param, click.Option)]
+    options = [param for param in main.commands[command].params if isinstance(param, click.Option) and not param.hidden]
     assert sorted(listed) == sorted([next(o for o in option.opts if o.startswith("--")) for option in options]
                                     + ["--help"])
     for option in options:

@@ -244,7 +244,8 @@ async def test_a_resumed_run_reports_rates_of_its_own_lines_only(source: Path, t
 
 def _recovered_stats(config: RunConfig) -> tuple[int, dict[str, object], int, bytes]:
     from batchrun.accounting.report import Report
-    from batchrun.disk.checkpoint import Checkpoint, Opened, scan_input
+    from batchrun.disk.checkpoint import Checkpoint, Opened
+    from batchrun.disk.identity import scan_input
     from batchrun.stats import RunStats
 
     stats = RunStats(config.out, config.errors_path, Report())

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from batchrun import run_batch_sync
 from batchrun.config import RunConfig
 from batchrun.disk.runfiles import checked
 from batchrun.errors import ConfigError
-from batchrun.runner import run_batch_sync
 from batchrun.simulator import Simulator
 
 from ...helpers import chat_line, read_jsonl, write_jsonl

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from batchrun import run_batch_sync
 from batchrun.config import RunConfig, Span
 from batchrun.disk import journal
-from batchrun.disk.checkpoint import Checkpoint, check_same_run, scan_input
+from batchrun.disk.checkpoint import Checkpoint
+from batchrun.disk.identity import check_same_run, scan_input
 from batchrun.errors import ConfigError
 from batchrun.records import Result
-from batchrun.runner import run_batch_sync
 from batchrun.scale import parts
 from batchrun.scale.shards import Shard
 from batchrun.simulator import Simulator

@@ -63,6 +63,31 @@ def http_request(body: bytes, extra: str = "", send_body: bool = True) -> bytes:
 # Answers over HTTP
 
 
+@pytest.mark.parametrize(("model", "status"), [
+    ("gpt-4o-mini", 200), ("gpt-4o-mini-2024-07-18", 200), ("o4-mini", 200), ("gpt-4o-mni", 404), ("m", 404)])
+async def test_openai_like_it_answers_a_model_it_does_not_know_404_model_not_found(model: str, status: int) -> None:
+    async with serve(SimulatorConfig(any_model=False, any_root=False)) as sim, client(sim.base_url) as c:
+        response = await c.post("/chat/completions", json={**CHAT_BODY, "model": model})
+        assert response.status_code == status
+        if status == 404:
+            assert response.json()["error"]["code"] == "model_not_found" and model in response.json()["error"]["message"]
+        embedded = await c.post("/embeddings", json={"model": model, "input": "hi"})
+        assert embedded.status_code == status
+
+
+async def test_openai_like_a_path_outside_v1_is_404() -> None:
+    async with serve(SimulatorConfig(any_model=False, any_root=False)) as sim, client(f"http://127.0.0.1:{sim.port}") as c:
+        for path in ("/chat/completions", "/embeddings", "/batches", "/models", "/v2/chat/completions"):
+            response = await c.post(path, json=CHAT_BODY)
+            assert response.status_code == 404 and "Invalid URL" in response.json()["error"]["message"], path
+        assert (await c.post("/v1/chat/completions", json=CHAT_BODY)).status_code == 200
+
+
+async def test_by_default_any_model_and_any_root_are_answered() -> None:
+    async with serve() as sim, client(f"http://127.0.0.1:{sim.port}") as c:
+        assert (await c.post("/chat/completions", json={**CHAT_BODY, "model": "served-model"})).status_code == 200
+
+
 async def test_chat_is_deterministic_over_http() -> None:
     async with serve() as sim, client(sim.base_url) as c:
         first = await c.post("/chat/completions", json=CHAT_BODY)
