@@ -33,6 +33,7 @@ from .errors import (
 )
 from .pacing import SYSTEM_CLOCK, CircuitBreaker, Clock, Pacer, estimate_cost
 from .pacing.quota import Share
+from .plural import counted
 from .records import Job, Result, openai_error, tier_of
 from .retry import Retries, Spent, status_error
 from .scrub import Scrubber
@@ -307,7 +308,8 @@ class Client:
         tail = self._missing.removeprefix("/v1/").lstrip("/")
         return FatalEndpointError(
             f"the endpoint has no {urlsplit(self._url(self._missing)).path} (HTTP 404 for the path to "
-            f"{self._no_such_path} requests, and none succeeded) — check --base-url {self._scrub(self._config.base_url)} "
+            f"{counted(self._no_such_path, 'request')}, and none succeeded) — check --base-url "
+            f"{self._scrub(self._config.base_url)} "
             f"(it should end where `{tail}` can be appended)", f"correct --base-url ({NEW_BASE_URL}), then {AGAIN}")
 
     def _scrub(self, text: str) -> str:

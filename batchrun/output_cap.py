@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# What to do about it, where the report says how many answers were cut.
+ADVICE = ("raise max_tokens / max_completion_tokens in the requests (batchrun label: --param max_tokens=N); "
+          "a reasoning model thinks within it")
+
 
 def hit_output_cap(body: Any) -> bool:
     """Whether an answer stopped at its output cap: a chat or completions choice that finished

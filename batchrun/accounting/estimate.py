@@ -75,6 +75,7 @@ from typing import Any
 
 import orjson
 
+from ..plural import counted
 from ..reader import read_jobs
 from ..records import Job, LineError
 from ..tiers import tiered_path
@@ -212,11 +213,11 @@ class Estimate:
                     if tally.requests_without_cap}
         if uncapped:  # one note for every model: the cure is the same
             each = f" ({', '.join(f'{model} {n:,}' for model, n in uncapped.items())})" if len(uncapped) > 1 else ""
-            notes.append(f"{sum(uncapped.values()):,} requests{each} set no max_tokens: the high estimate assumes "
+            notes.append(f"{counted(sum(uncapped.values()), 'request')}{each} set no max_tokens: the high estimate assumes "
                          f"{self.default_max_output:,} output tokens each (--default-max-tokens)")
         for model, tally in sorted(self.models.items()):
             if self.prices.resolve(model) is None:
-                notes.append(f"no price for model {model!r} ({tally.requests:,} requests): its cost is unknown; "
+                notes.append(f"no price for model {model!r} ({counted(tally.requests, 'request')}): its cost is unknown; "
                              "add it with --prices FILE")
             if tally.images:
                 notes.append(f"{tally.images:,} images in {model} requests are counted at a fixed "

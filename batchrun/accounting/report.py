@@ -69,6 +69,7 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
       "retries": int | null,                     # null: the file does not record attempts
       "rate_limited": int,                       # 429 responses seen (final, and retried when known)
       "hit_output_cap": int,                     # answers cut short (or left empty) by their output cap
+      "output_cap_examples": [str],              # the custom_ids of the first 5 of them
       "tokens": {"prompt", "completion", "total", "cached", "reasoning": int},
       "models": {model: {"requests": int, "succeeded": int, "failed": int,
                          "responses_without_usage": int,
@@ -138,7 +139,7 @@ from ..usage import Usage
 from .histogram import LogHistogram
 from .pricing import BATCH_DISCOUNT, FLEX, PriceTable, load_prices
 from .tally import PerModel, priced_total
-from .timeline import FailureExamples, Timeline
+from .timeline import EXAMPLES_PER_CODE, FailureExamples, Timeline
 
 SCHEMA = "batchrun.report/1"
 UNKNOWN_MODEL = "unknown"
@@ -186,6 +187,7 @@ class Report:
         self.tiers: Counter[str] = Counter()
         self.fallback_lines = 0
         self.fallback_cost: float | None = 0.0  # None once one of them has no price
+        self.cut_examples: list[str] = []  # custom_ids of the first answers that hit the output cap
         self.models = PerModel(ModelTally)
         self.latency = LogHistogram()
         self.timeline = Timeline()
@@ -222,7 +224,7 @@ class Report:
                     custom_id=custom_id if isinstance(custom_id, str) else "",
                     rate_limited=rate_limited, latency_ms=latency_ms, waited_ms=waited_ms,
                     started=_number(extra.get("started_at")), finished=_number(extra.get("finished_at")))
-        self.hit_output_cap += hit_output_cap(body)
+        self._cut(hit_output_cap(body), custom_id if isinstance(custom_id, str) else "")
         self._time(latency_ms, _number(extra.get("wire_ms")), waited_ms)
         self.rate_limited += rate_limited
 
@@ -234,7 +236,7 @@ class Report:
                     tier=result.tier, fell_back=result.fell_back, custom_id=result.custom_id,
                     rate_limited=result.rate_limited, latency_ms=result.latency_ms, waited_ms=result.waited_ms,
                     started=result.started_at, finished=result.finished_at)
-        self.hit_output_cap += result.read_cut()
+        self._cut(result.read_cut(), result.custom_id)
         self._time(result.latency_ms, result.wire_ms, result.waited_ms)
         self.rate_limited += result.rate_limited
 
@@ -312,6 +314,12 @@ class Report:
                               tokens=usage.total if usage is not None else 0, cost_usd=cost or 0.0,
                               latency_ms=latency_ms, waited_ms=waited_ms)
 
+    def _cut(self, cut: bool, custom_id: str) -> None:
+        if cut:
+            self.hit_output_cap += 1
+            if len(self.cut_examples) < EXAMPLES_PER_CODE:
+                self.cut_examples.append(custom_id)
+
     def _time(self, latency_ms: float | None, wire_ms: float | None, waited_ms: float | None) -> None:
         if latency_ms is not None:
             self.latency.add(latency_ms)
@@ -329,8 +337,9 @@ class Report:
         return {"lines": self.lines, "succeeded": self.succeeded, "failed": self.failed,
                 "by_code": dict(self.by_code), "by_status": dict(self.by_status), "retries": self.retries,
                 "lines_with_attempts": self.lines_with_attempts, "rate_limited": self.rate_limited,
-                "hit_output_cap": self.hit_output_cap, "capacity_refused": self.capacity_refused,
-                "tiers": dict(self.tiers), "fallback_lines": self.fallback_lines, "fallback_cost": self.fallback_cost,
+                "hit_output_cap": self.hit_output_cap, "cut_examples": self.cut_examples,
+                "capacity_refused": self.capacity_refused, "tiers": dict(self.tiers),
+                "fallback_lines": self.fallback_lines, "fallback_cost": self.fallback_cost,
                 "models": {name: {"requests": t.requests, "succeeded": t.succeeded, "failed": t.failed,
                                   "without_usage": t.without_usage, "usage": t.usage.as_dict(),
                                   "batch_requests": t.batch_requests, "batch_usage": t.batch_usage.as_dict(),
@@ -344,8 +353,9 @@ class Report:
         """Replace the counters by a `state` (the report of a run so far). A state saved before
         the Batch API was counted has no Batch API counters: none of its lines went through it
         (nor came from the response cache, for one saved before that was counted);
-        one saved before lines were timed has no timeline and no failure examples; one saved
-        before service tiers were counted, no tier counters (none of its lines had a tier).
+        one saved before lines were timed has no timeline and no failure examples; one saved before
+        they were kept, no output cap examples; one saved before service tiers were counted, no
+        tier counters (none of its lines had a tier).
 
         :raises (KeyError, TypeError, ValueError): not a `state`; nothing was changed.
         """
@@ -359,6 +369,7 @@ class Report:
         latency = LogHistogram.restore(state["latency"])
         timeline = Timeline.restore(state.get("timeline"))
         examples = FailureExamples.restore(state.get("failure_examples", {}))
+        cut_examples = [str(custom_id) for custom_id in state.get("cut_examples", [])][:EXAMPLES_PER_CODE]
         counts = [int(state[key]) for key in ("lines", "succeeded", "failed", "retries", "lines_with_attempts",
                                               "rate_limited", "hit_output_cap")]
         by_code, by_status = Counter(state["by_code"]), Counter(state["by_status"])
@@ -371,7 +382,7 @@ class Report:
          self.hit_output_cap) = counts
         self.by_code, self.by_status, self.models, self.latency = by_code, by_status, models, latency
         self.wire_s, self.waited_s = wire_s, waited_s
-        self.timeline, self.failure_examples = timeline, examples
+        self.timeline, self.failure_examples, self.cut_examples = timeline, examples, cut_examples
         self.tiers, self.capacity_refused, self.fallback_lines, self.fallback_cost = (tiers, refused, fallback_lines,
                                                                                       fallback_cost)
 
@@ -392,6 +403,7 @@ class Report:
         self.fallback_lines += other.fallback_lines
         self.fallback_cost = (None if self.fallback_cost is None or other.fallback_cost is None
                               else self.fallback_cost + other.fallback_cost)
+        self.cut_examples = (self.cut_examples + other.cut_examples)[:EXAMPLES_PER_CODE]
         for name, theirs in other.models.items():
             tally = self.models.of(name)
             tally.requests += theirs.requests
@@ -463,13 +475,15 @@ class Report:
                 notes.append(f"no price for {name}: its cost ({tally.usage.total:,} tokens) is unknown, "
                              "not counted in the total; add it with --prices FILE")
             if tally.without_usage:
-                notes.append(f"{tally.without_usage:,} successful {model} responses reported no usage: "
+                notes.append(f"{tally.without_usage:,} successful {model} "
+                             f"{'response' if tally.without_usage == 1 else 'responses'} reported no usage: "
                              "their tokens and cost are not counted")
         if self.unreadable:
             where = ", ".join(self.unreadable_examples)
             more = f" and {self.unreadable - len(self.unreadable_examples):,} more" \
                 if self.unreadable > len(self.unreadable_examples) else ""
-            notes.append(f"{self.unreadable:,} lines are not output records and were skipped: {where}{more}")
+            are = "line is not an output record and was" if self.unreadable == 1 else "lines are not output records and were"
+            notes.append(f"{self.unreadable:,} {are} skipped: {where}{more}")
         return notes
 
     def to_dict(self) -> dict[str, Any]:
@@ -488,6 +502,7 @@ class Report:
             "retries": self.retries if self.lines_with_attempts else None,
             "rate_limited": self.rate_limited,
             "hit_output_cap": self.hit_output_cap,
+            "output_cap_examples": self.cut_examples,
             "tokens": usage.as_dict(),
             "models": {model: self._model_dict(model) for model in sorted(self.models)},
             "cost_usd": total_cost,

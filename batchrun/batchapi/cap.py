@@ -23,6 +23,7 @@ from ..config import RunConfig
 from ..disk.publish import private_file
 from ..errors import ConfigError
 from ..money import usd
+from ..plural import counted
 from ..records import Job
 from .ledger import Ledger, Part
 from .plan import CapSplit, part_file
@@ -89,7 +90,8 @@ class BatchCap:
     def stop_reason(self) -> str:
         lines = sum(part.lines for part in self.held_back)
         worst = sum(self._worst(part) for part in self.held_back)
-        return (f"budget reached (--max-cost): {lines:,} lines in {len(self.held_back)} batches were not submitted — "
+        return (f"budget reached (--max-cost): {counted(lines, 'line')} in {counted(len(self.held_back), 'batch', 'batches')} "
+                "not submitted — "
                 f"their worst case ({usd(worst)}) does not fit under the {usd(self._config.max_cost or 0)} cap beside "
                 f"the {usd(self.committed())} the submitted batches may cost; run again with a higher --max-cost "
                 "to submit them")

@@ -38,6 +38,7 @@ from ..disk.runfiles import checked
 from ..engine import Observer, run_batch
 from ..errors import ConfigError, FatalEndpointError
 from ..pacing import SYSTEM_CLOCK, Clock
+from ..plural import counted
 from ..reader import open_input, read_jobs
 from ..records import Job, LineError, failure
 from ..stats import EXIT_OK, EXIT_STOPPED, RunStats
@@ -165,8 +166,8 @@ async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], f
                           "to collect them (or add --cancel to cancel them), or remove the folder")
     if ledger is not None and config.restart and not options.cancel:
         if ledger.in_flight:
-            raise ConfigError(f"{len(ledger.in_flight)} batches of this run are still at the provider: collect them "
-                              "(run without --restart) or cancel them (--cancel) before starting over")
+            raise ConfigError(f"{counted(len(ledger.in_flight), 'batch', 'batches')} of this run still at the provider: "
+                              "collect them (run without --restart) or cancel them (--cancel) before starting over")
         remove_dir(directory, keep="lock")
         ledger = None
     if ledger is None:
@@ -186,7 +187,7 @@ def _plan(config: RunConfig, options: BatchOptions, same_run: dict[str, Any], no
     ledger = Ledger(config.batches_path, secrets.token_hex(8), now, same_run, parts, retry_failed=retry)
     ledger.save()
     lines = sum(part.lines for part in parts)
-    log.info("planned %d batches for %s lines", len(parts), f"{lines:,}")
+    log.info("planned %s for %s", counted(len(parts), "batch", "batches"), counted(lines, "line"))
     return ledger
 
 
@@ -344,7 +345,7 @@ class _Lifecycle:
 
     async def _cancel(self, parts: list[Part], why: str) -> None:
         if parts:
-            log.warning("%s %d batches", why, len(parts))
+            log.warning("%s %s", why, counted(len(parts), "batch", "batches"))
         for part in parts:
             assert part.batch_id is not None
             try:

@@ -12,6 +12,7 @@ import click
 from ..cache import CacheBroken, default_dir
 from ..cache.store import clear, prune, stats
 from ..errors import ConfigError
+from ..plural import counted
 from ..settings import Bounds
 from .bounded import Duration
 from .group import main
@@ -54,7 +55,7 @@ def stats_command(directory: Path | None) -> None:
 def prune_command(older_than: float, directory: Path | None) -> None:
     """Remove the answers stored longer ago than --older-than."""
     removed = _opened(lambda folder: prune(folder, older_than), directory or default_dir())
-    click.echo(f"removed {removed:,} answers stored more than {older_than / 86_400:g} days ago")
+    click.echo(f"removed {counted(removed, 'answer')} stored more than {older_than / 86_400:g} days ago")
 
 
 @cache.command("clear")
@@ -62,7 +63,7 @@ def prune_command(older_than: float, directory: Path | None) -> None:
 def clear_command(directory: Path | None) -> None:
     """Remove every answer from the cache."""
     removed = _opened(clear, directory or default_dir())
-    click.echo(f"removed {removed:,} answers")
+    click.echo(f"removed {counted(removed, 'answer')}")
 
 
 def _opened(action: Callable[[Path], T], directory: Path) -> T:

@@ -87,10 +87,14 @@ def write_run_page(html_path: Path, report_path: Path, stats: RunStats | None, m
 
 
 def write_html(html_path: Path, page: str) -> None:
-    """Write the page whole or not at all; a failure is a clear error, not a traceback."""
+    """Write the page whole or not at all, and say where on stderr (not under the command's
+    ``--quiet``); a failure is a clear error, not a traceback."""
     from ..disk.publish import write_atomically
 
     try:
         write_atomically(html_path, page.encode())
     except OSError as exc:
         raise click.ClickException(f"cannot write {html_path}: {exc}") from None
+    context = click.get_current_context(silent=True)
+    if context is None or not context.params.get("quiet"):
+        click.echo(f"batchrun: HTML report written to {html_path}", err=True)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..batchapi.lifecycle import Pending
+from ..plural import counted
 from ..stats import EXIT_STOPPED, RunStats
 from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
@@ -159,7 +160,7 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
     labeled = None
     if counts is not None:
         failures = ", ".join(f"{code} {n:,}" for code, n in counts.errors.most_common())
-        labeled = (f"labeled {counts.rows:,} rows into {outcome.output_path}: {counts.ok:,} answered, "
+        labeled = (f"labeled {counted(counts.rows, 'row')} into {outcome.output_path}: {counts.ok:,} answered, "
                    f"{counts.failed:,} with an _error{f' ({failures})' if failures else ''}")
     if not options.quiet:
         if config is not None and stats is not None:

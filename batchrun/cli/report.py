@@ -26,7 +26,9 @@ Examples:
   batchrun report batch_abc123_output.jsonl --batch-discount   # an OpenAI Batch output file
   batchrun report vllm-output.jsonl --prices our-prices.toml
   batchrun report results.jsonl --html report.html
-  batchrun report mon.jsonl tue.jsonl wed.jsonl --html trend.html   # runs side by side
+  batchrun report mon.jsonl tue.jsonl wed.jsonl     # runs side by side, changes against the first
+  batchrun report mon.jsonl tue.jsonl --json        # the same as JSON (schema batchrun.compare/1)
+  batchrun report mon.jsonl tue.jsonl wed.jsonl --html trend.html
 
 \b
 Reads any file in the OpenAI Batch output shape, streamed in constant memory: batchrun's
@@ -53,13 +55,12 @@ the provider's Batch API (their batchrun.batch_id) are priced at its 50%, and co
 def report(output_paths: tuple[Path, ...], prices_path: Path | None, batch_discount: bool, as_json: bool,
            html_path: Path | None) -> None:
     """Usage, cost and latency of OUTPUT, a file of results in the OpenAI Batch output shape;
-    with --html and several OUTPUTs, the runs side by side in the order given."""
+    with several OUTPUTs, the runs side by side in the order given, each one's change against the first."""
+    from ..accounting.compare import compare
     from ..accounting.pricing import load_prices
     from ..accounting.report import report_file
-    from .tables import render_report
+    from .tables import render_comparison, render_report
 
-    if len(output_paths) > 1 and (html_path is None or as_json):
-        raise click.UsageError("several OUTPUT files are compared with --html FILE (and without --json)")
     check_html_extra(html_path)
     check_html_path(html_path)
     prices = load_prices(prices_path, batch_discount=batch_discount)
@@ -70,6 +71,9 @@ def report(output_paths: tuple[Path, ...], prices_path: Path | None, batch_disco
     docs = [counted.to_dict() for counted in reports]
     if len(docs) == 1:
         _print_document(docs[0], render_report(docs[0]), as_json, docs[0]["warnings"])
+    else:
+        compared = compare(docs)
+        _print_document(compared, render_comparison(compared), as_json, compared["warnings"])
     if html_path is not None:
         from ..html.page import render_compare, render_run
 
@@ -183,7 +187,7 @@ PROBLEMS_SHOWN = 20  # bad lines printed one by one; the rest are counted
 
 
 def _print_document(doc: dict[str, object], table: str, as_json: bool, warnings: list[str]) -> None:
-    """A report or estimate on stdout: the table, or the JSON with its warnings also on stderr."""
+    """A report, comparison or estimate on stdout: the table, or the JSON with its warnings also on stderr."""
     if not as_json:
         click.echo(table)
         return

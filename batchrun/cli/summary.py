@@ -9,6 +9,7 @@ import shlex
 from collections.abc import Sequence
 
 from ..accounting.budget import projected_spend
+from ..plural import counted
 from ..stats import EXIT_BUDGET, RunStats
 from .tables import WIDTH, fit, render_report
 
@@ -25,15 +26,21 @@ def format_summary(stats: RunStats, report_path: str, argv: Sequence[str] = ()) 
                            for kind, value in pacer.limits().items()) or "none"
         shedding = pacer.acceptance.noise
         shed = f" (the endpoint shed about {shedding:.0%} of requests at random)" if shedding else ""
-        lines.append(f"pacing: limits {limits}; {pacer.rate_limited:,} responses were 429{shed}")
+        were = "was" if pacer.rate_limited == 1 else "were"
+        lines.append(f"pacing, this start: limits {limits}; {counted(pacer.rate_limited, 'answer')} {were} 429{shed}")
     if stats.carried_over:
-        lines.append(f"resumed: {stats.carried_over:,} lines were finished by an earlier start")
+        lines.append(f"resumed: of the {counted(stats.written, 'line')} above, {stats.carried_over:,} "
+                     f"{'was' if stats.carried_over == 1 else 'were'} finished by earlier starts, "
+                     f"{stats.written - stats.carried_over:,} by this one")
     if stats.stop_reason is None:
         lines.append(f"output: {stats.output_path}")
         lines.append(f"errors: {stats.errors_path}")
     else:
         lines.append(f"stopped early: {stats.stop_reason}")
-    text = [render_report(stats.report.to_dict()).rstrip(), *(fit(line, 2) for line in lines)]
+    if stats.written or stats.stop_reason is None:
+        text = [render_report(stats.report.to_dict()).rstrip(), *(fit(line, 2) for line in lines)]
+    else:  # stopped before any line was done: an all-zero table would bury why, and what next
+        text = [fit(lines[-1], 2)]
     if stats.stop_reason is not None:
         text += _next_step(stats, argv)
     return "\n".join([*text, fit(f"report: {report_path}", 2)])
@@ -90,7 +97,7 @@ def up_to_date_line(stats: RunStats, report_path: str) -> str:
     is up to date): nothing was sent, and the exit code is that run's."""
     failed = f", {stats.failed:,} failed" if stats.failed else ""
     return (f"batchrun: {stats.output_path} is up to date: this input already ran to completion with these options "
-            f"({stats.written:,} lines{failed}; report: {report_path}); nothing was sent")
+            f"({counted(stats.written, 'line')}{failed}; report: {report_path}); nothing was sent")
 
 
 def outcome_line(stats: RunStats, report_path: str) -> str:

@@ -12,31 +12,37 @@ from typing import Any
 
 from ..accounting.pricing import BATCH_DISCOUNT, describe_prices
 from ..money import usd
+from ..output_cap import ADVICE
+from ..plural import counted
 
 WIDTH = 80  # what every line printed to a terminal fits in
 _LABEL = 14  # where a summary row's text starts: "  " + a 10-wide label + "  "
 _MIN_NAME = 12  # a model name is never cut shorter than this
+_CUT_EXAMPLES = 3  # custom_ids named of the answers the output cap cut (the JSON and the page have 5)
 
 
 def render_report(doc: dict[str, Any]) -> str:
     """A ``batchrun.report/1`` document as text for a terminal, without a trailing newline."""
     requests = doc["requests"]
-    rows = [("requests", f"{doc['lines']:,} lines: {requests['succeeded']:,} succeeded, "
+    rows = [("requests", f"{counted(doc['lines'], 'line')}: {requests['succeeded']:,} succeeded, "
                          f"{requests['failed']:,} failed")]
     if requests["by_error_code"]:
         rows.append(("failures", ", ".join(f"{code} {n:,}" for code, n in requests["by_error_code"].items())))
     if doc["hit_output_cap"]:
-        rows.append(("output cap", f"{doc['hit_output_cap']:,} answers hit the output cap (cut short or empty): "
-                                   "allow more output tokens"))
+        rows.append(("output cap", _output_cap(doc)))
     retries = "unknown (not recorded in this file)" if doc["retries"] is None else f"{doc['retries']:,}"
-    rows.append(("retries", f"{retries}; 429s: {doc['rate_limited']:,}"))
+    rate_limited = doc["rate_limited"]
+    rows.append(("retries", f"{retries}; {counted(rate_limited, 'answer')} {'was' if rate_limited == 1 else 'were'} "
+                            "429"))
     tokens = doc["tokens"]
     rows.append(("tokens", f"{tokens['total']:,}: {tokens['prompt']:,} prompt ({tokens['cached']:,} cached), "
                            f"{tokens['completion']:,} completion ({tokens['reasoning']:,} reasoning)"))
     rows.append(("latency", _latency(doc["latency_ms"])))
-    if doc.get("time_s"):
-        rows.append(("time", f"{duration(doc['time_s']['on_the_wire'])} on the wire, "
-                             f"{duration(doc['time_s']['waiting'])} waiting (pacing, backoff), over all lines"))
+    if doc.get("time_s") and doc["latency_ms"]:
+        # Means, not the sums: summed over lines that overlap, hours pass in a minute's run.
+        lines, time_s = doc["latency_ms"]["count"], doc["time_s"]
+        rows.append(("time", f"per line, on average: {_ms(1000 * time_s['on_the_wire'] / lines)} on the wire, "
+                             f"{_ms(1000 * time_s['waiting'] / lines)} waiting to be sent (pacing, backoff)"))
     rows.append(("wall time", _wall(doc)))
     cost = doc["cost_usd"]
     rows.append(("cost", usd(cost) if cost is not None
@@ -80,6 +86,44 @@ def render_estimate(doc: dict[str, Any]) -> str:
                    ("total", total, _range(doc["cost_usd"])), doc, cost_title="cost USD low-high")
 
 
+def render_comparison(doc: dict[str, Any]) -> str:
+    """A ``batchrun.compare/1`` document as text for a terminal: the runs named whole, then a row
+    per run by its number, and under each run after the first its change against the first."""
+    runs = doc["runs"]
+    header = ["lines", "failed", "tokens", "cost USD", "p50", "p95", "time"]
+    table = []
+    for number, run in enumerate(runs, 1):
+        table.append((f"{number}.", _compare_cells(run["figures"], change=False)))
+        if run["change"] is not None:
+            table.append(("change", _compare_cells(run["change"], change=True)))
+    widths = [max(len(h), *(len(cells[i]) for _, cells in table)) + 2 for i, h in enumerate(header)]
+    head = f"  {'run':<8}" + "".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True))
+    lines = [f"batchrun: {counted(len(runs), 'run')} compared, each change against the first",
+             # whole, on a line of its own: a path is never cut, so it can be copied
+             *(f"  {number}. {run['source']}" if run["source"] else f"  {run['label']}"
+               for number, run in enumerate(runs, 1)),
+             "", head, "  " + "-" * (len(head) - 2)]
+    lines += [f"  {name:<8}" + "".join(f"{cell:>{w}}" for cell, w in zip(cells, widths, strict=True))
+              for name, cells in table]
+    lines += [fit(f"warning: {note}", 2) for note in doc["warnings"]]
+    return "\n".join(lines)
+
+
+def _compare_cells(figures: dict[str, Any], *, change: bool) -> list[str]:
+    """The figures of one row of `render_comparison`: a run's, or (``change``) signed differences."""
+    failed = figures["failed_pct"]
+    cells = [f"{figures['lines']:+,}" if change else f"{figures['lines']:,}",
+             "-" if failed is None else f"{failed:+.1f} pt" if change else f"{failed:.1f}%",
+             f"{figures['tokens']:+,}" if change else f"{figures['tokens']:,}"]
+    for key, text in (("cost_usd", usd), ("p50_ms", _ms), ("p95_ms", _ms), ("duration_s", duration)):
+        value = figures[key]
+        if value is None:
+            cells.append("-")
+        else:
+            cells.append(("-" if value < 0 else "+") + text(abs(value)) if change else text(value))
+    return cells
+
+
 def fit(line: str, indent: int = 0) -> str:
     """``line`` wrapped at spaces to `WIDTH`, continued ``indent`` spaces in. A word is never cut:
     a path longer than a whole line keeps its line to itself, so it can still be copied."""
@@ -114,6 +158,13 @@ def _shorten(name: str, width: int) -> str:
         return name
     head = (width - 1) // 2
     return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+
+
+def _output_cap(doc: dict[str, Any]) -> str:
+    examples = doc.get("output_cap_examples") or []  # a report written before they were kept has none
+    named = f", such as {', '.join(examples[:_CUT_EXAMPLES])}" if examples else ""
+    return (f"{doc['hit_output_cap']:,} of {counted(doc['lines'], 'answer')} stopped at the output cap (cut short "
+            f"or empty){named}: {ADVICE}")
 
 
 def _latency(latency: dict[str, Any] | None) -> str:
@@ -183,8 +234,7 @@ def _ms(value: float) -> str:
 
 
 def duration(value: float) -> str:
-    """A time span for people: ``12.3 s`` under two minutes, then ``3m05s``, ``1h02m03s``. The
-    progress bar's own (tqdm's ``05:12``) is tqdm's to draw."""
+    """A time span for people: ``12.3 s`` under two minutes, then ``3m05s``, ``1h02m03s``."""
     if value < 120:
         return f"{value:,.1f} s"
     minutes, seconds = divmod(int(value), 60)

@@ -40,6 +40,7 @@ from ..client import Client, Retrying
 from ..config import RunConfig
 from ..disk.writer import OrderedWriter
 from ..errors import BatchrunError, FatalEndpointError, RequestError
+from ..plural import counted
 from ..records import Job, LineError, Result
 from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from ..tiers import Tiering
@@ -264,7 +265,7 @@ async def _watch_signals(control: Control) -> None:
         async for signum in signals:
             name = signal.Signals(signum).name
             if control.stopping:
-                log.warning("%s again: cancelling the %d requests in flight", name, control.on_the_wire)
+                log.warning("%s again: cancelling %s in flight", name, counted(control.on_the_wire, "request"))
             elif not control.on_the_wire:
                 log.warning("%s: no new requests; none in flight: stopping now", name)
             else:

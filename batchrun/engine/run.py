@@ -47,6 +47,7 @@ from ..disk.snapshot import Snapshot
 from ..disk.writer import OrderedWriter
 from ..errors import ConfigError
 from ..pacing import SYSTEM_CLOCK, Clock
+from ..plural import counted
 from ..reader import Position, open_input, read_jobs, skip_in_steps
 from ..records import Job, Result
 from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
@@ -146,7 +147,8 @@ async def run_batch(
         budget.carry(stats.report.cost()[1] + carried + ledger.carried)
         stats.budget, gate = budget, BudgetGate(budget)
     if recovered.prefix or recovered.finished:
-        log.info("resuming: %s lines were finished by an earlier start", f"{stats.written + len(recovered.finished or {}):,}")
+        log.info("resuming: earlier starts finished %s of the lines (succeeded or failed); the report at the end "
+                 "counts them too", f"{stats.written + len(recovered.finished or {}):,}")
     if observer is not None:
         observer.started(stats)
     control = Control(stats, config.drain_timeout)
@@ -207,7 +209,7 @@ async def run_batch(
             # Every step here is one a crash may stop: the next start completes it, sending nothing.
             checkpoint.close()
             if every_line:
-                stats.stop_reason = (f"interrupted while publishing the output: all {stats.written:,} lines are "
+                stats.stop_reason = (f"interrupted while publishing the output: all {counted(stats.written, 'line')} are "
                                      "answered and kept in the checkpoint; the next start publishes them and sends "
                                      "none again")
             stats.stop_reason = stats.stop_reason or "interrupted while saving the checkpoint"
@@ -231,7 +233,7 @@ def _refuse_batches_beside(config: RunConfig, sources: Sequence[Source]) -> None
     if ledger is None:
         return
     waiting = len(ledger.in_flight)
-    where = f"{waiting} batches of this output are at the provider" if waiting else \
+    where = f"{counted(waiting, 'batch', 'batches')} of this output at the provider" if waiting else \
         "the batches of this output are not written yet"
     raise ConfigError(f"{where} ({config.batches_path}): run the same command with --via batch to collect them, or "
                       "with --via batch --cancel to cancel them; sending their lines online would pay for them twice. "

@@ -14,10 +14,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import jinja2
 
+from ..accounting.compare import compare
+from ..output_cap import ADVICE
+from ..plural import counted
 from . import charts
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("batchrun.html", "templates"),
                           autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_ENV.filters["counted"] = counted
 _ENV.filters["usd"] = lambda v: "unknown" if v is None else f"${v:,.4f}"
 _ENV.filters["num"] = lambda v: "—" if v is None else f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}"
 _ENV.filters["when"] = lambda v: "—" if v is None else datetime.datetime.fromtimestamp(
@@ -59,46 +63,30 @@ def render_run(doc: dict[str, Any], *, latency_histogram: dict[str, Any] | None 
         doc=doc, timeline=timeline, figures=figures, max_cost=max_cost, options=options,
         endpoint=None if base_url is None else endpoint(base_url),
         parts={model: charts.token_parts(m["tokens"]) for model, m in models.items()},
-        examples=doc.get("failure_examples") or {}, title=_label(doc, "batchrun report"))
+        examples=doc.get("failure_examples") or {}, title=_label(doc, "batchrun report"),
+        cut_examples=doc.get("output_cap_examples") or [], advice=ADVICE)
 
 
 def render_compare(docs: Sequence[dict[str, Any]]) -> str:
-    """Runs side by side, in the given order: cost, tokens, latency percentiles, failure rate, duration."""
-    labels = _labels(docs)
-    latency = [doc.get("latency_ms") or {} for doc in docs]
-    rows: list[dict[str, Any]] = [{"label": label, "doc": doc, "failure_rate": _failure_rate(doc), "duration": _duration(doc)}
-                                  for label, doc in zip(labels, docs, strict=True)]
+    """Runs side by side, in the given order: cost, tokens, latency percentiles, failure rate,
+    duration (`accounting.compare`, as the terminal shows them)."""
+    runs = compare(docs)["runs"]
+    labels = [run["label"] for run in runs]
+    shown = [run["figures"] for run in runs]
+    rows: list[dict[str, Any]] = [{"label": run["label"], "doc": doc, "failure_rate": run["figures"]["failed_pct"],
+                                   "duration": run["figures"]["duration_s"]} for run, doc in zip(runs, docs, strict=True)]
     figures = {
-        "cost": charts.per_run(labels, {"cost": [doc.get("cost_usd") for doc in docs]}, "USD", "cmp-cost"),
+        "cost": charts.per_run(labels, {"cost": [f["cost_usd"] for f in shown]}, "USD", "cmp-cost"),
         "tokens": charts.stacked_tokens(labels, [doc["tokens"] for doc in docs], "cmp-tokens"),
-        "latency": charts.per_run(labels, {key: [lat.get(key) for lat in latency] for key in ("p50", "p95", "p99")},
+        "latency": charts.per_run(labels, {key: [f[f"{key}_ms"] for f in shown] for key in ("p50", "p95", "p99")},
                                   "latency (ms)", "cmp-latency"),
-        "failure_rate": charts.per_run(labels, {"failed": [row["failure_rate"] for row in rows]}, "% of lines failed",
+        "failure_rate": charts.per_run(labels, {"failed": [f["failed_pct"] for f in shown]}, "% of lines failed",
                                        "cmp-failures"),
-        "duration": charts.per_run(labels, {"duration": [row["duration"] for row in rows]}, "seconds", "cmp-duration"),
+        "duration": charts.per_run(labels, {"duration": [f["duration_s"] for f in shown]}, "seconds", "cmp-duration"),
     }
     return _ENV.get_template("compare.html.j2").render(rows=rows, figures=figures, title="batchrun: runs compared")
-
-
-def _failure_rate(doc: dict[str, Any]) -> float | None:
-    lines = doc["requests"]["succeeded"] + doc["requests"]["failed"]
-    return 100 * doc["requests"]["failed"] / lines if lines else None
-
-
-def _duration(doc: dict[str, Any]) -> float | None:
-    """The run's wall time; for a file, which has none, from its first line sent to its last answered."""
-    if doc.get("wall_time_s") is not None:
-        return float(doc["wall_time_s"])
-    timeline = doc.get("timeline")
-    return None if timeline is None else float(timeline["end"]) - float(timeline["start"])
 
 
 def _label(doc: dict[str, Any], default: str) -> str:
     source = doc.get("source") or (doc.get("input") or {}).get("path")
     return str(source) if source else default
-
-
-def _labels(docs: Sequence[dict[str, Any]]) -> list[str]:
-    """Each run's name: its file's name, numbered where two runs share one."""
-    names = [_label(doc, "run").rsplit("/", 1)[-1] for doc in docs]
-    return [f"{i + 1}. {name}" for i, name in enumerate(names)]

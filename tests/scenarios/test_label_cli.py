@@ -53,7 +53,9 @@ def test_the_review_sample_on_the_simulator(tmp_path: Path, monkeypatch: pytest.
     assert code == 2 and "already holds a finished label run" in err
     code, _, err = invoke("label", "reviews.csv", "-t", "sentiment.txt", "--labels", SENTIMENT, "--mock",
                           "--retry-failed")
-    assert code == 0 and "resumed: 30 lines" in err  # nothing had failed: nothing was sent again
+    # nothing had failed: nothing was sent again
+    assert code == 0 and "resumed: of the 30 lines above, 30 were finished by earlier starts, 0 by this one" in " ".join(
+        err.split())
 
 
 def test_html_writes_the_runs_page_and_a_path_it_cannot_write_is_refused_first(

@@ -171,9 +171,13 @@ async def test_answers_cut_by_the_output_cap_are_counted_in_the_report_and_the_s
         config = RunConfig(source, base_url=server.base_url, concurrency=4, retry=FAST)
         stats = await run_batch(config)
     assert stats.exit_code == 0 and stats.report.hit_output_cap == 5
-    assert orjson.loads(config.report_path.read_bytes())["hit_output_cap"] == 5
-    assert report_file(config.out).hit_output_cap == 5
-    assert "5 answers hit the output cap" in format_summary(stats, str(config.report_path))
+    cut_ids = ["req-1", "req-3", "req-5", "resp-cut", "cmpl-cut"]
+    saved = orjson.loads(config.report_path.read_bytes())
+    assert saved["hit_output_cap"] == 5 and saved["output_cap_examples"] == cut_ids
+    assert report_file(config.out).to_dict()["output_cap_examples"] == cut_ids
+    summary = " ".join(format_summary(stats, str(config.report_path)).split())
+    assert "5 of 9 answers stopped at the output cap (cut short or empty), such as req-1, req-3, req-5: " in summary
+    assert "max_tokens / max_completion_tokens" in summary and "--param max_tokens=N" in summary
 
 
 def test_a_cut_answer_still_counts_once_its_body_is_let_go() -> None:

@@ -32,30 +32,12 @@ from batchrun.simulator import serve
 from batchrun.stats import EXIT_BUDGET, RunStats
 
 from ..helpers import chat_line, read_jsonl, write_jsonl
+from ..screen import screen
 
 ROOT = Path(__file__).parents[2]
-BAR = re.compile(r"(\d+)/(\d+) \[.*ok=(\d+) failed=(\d+)")
+BAR = re.compile(r"\| ([\d,]+)/([\d,]+) [\d.,-]+ lines/s")
+FRAME = re.compile(r"\| ([\d,]+)/([\d,]+) [^\n]*\x1b\[K\n  failed ([\d,]+)")
 MONEY = re.compile(r"<?\$[\d,.]*\d")
-
-
-def screen(output: str) -> list[str]:
-    """The rows a terminal shows for ``output``: a carriage return moves back to the row's start,
-    and what follows overwrites it."""
-    rows = []
-    for raw in output.replace("\r\n", "\n").split("\n"):
-        row: list[str] = []
-        column = 0
-        for char in raw:
-            if char == "\r":
-                column = 0
-                continue
-            if column < len(row):
-                row[column] = char
-            else:
-                row.append(char)
-            column += 1
-        rows.append("".join(row).rstrip())
-    return rows
 
 
 def result_line(index: int, *, ok: bool, model: str = "gpt-4o-mini", tokens: int = 10, code: str = "server_error",
@@ -97,8 +79,11 @@ def test_log_lines_go_above_the_bar_not_into_it(tmp_path: Path) -> None:
     warnings = [row for row in rows if "WARNING" in row]
     assert len(warnings) == 3, rows
     for row in warnings:
-        assert "req/s" not in row and "%|" not in row, row  # the bar was cleared before the line
-    assert any(BAR.search(row) for row in rows), rows  # and a bar was drawn
+        assert "lines/s" not in row and "failed " not in row, row  # the lines were cleared before it
+    at = next(i for i, row in enumerate(rows) if BAR.search(row))  # the last frame, left on screen
+    assert BAR.search(rows[at]).groups() == ("120", "120"), rows  # type: ignore[union-attr]
+    assert rows[at + 1].startswith("  failed 3 · spent $"), rows
+    assert len(rows[at]) < 120 and len(rows[at + 1]) < 120, rows  # the pty's width: nothing wrapped
 
 
 def test_the_counters_beside_the_bar_agree_with_its_count() -> None:
@@ -111,12 +96,11 @@ def test_the_counters_beside_the_bar_agree_with_its_count() -> None:
         stats.record(result)
         progress.written(result, stats)
     progress.close(stats)
-    frames = [match for segment in terminal.getvalue().split("\r") if (match := BAR.search(segment))]
+    frames = FRAME.findall(terminal.getvalue())
     assert len(frames) > 40
-    for frame in frames:
-        done, _, ok, failed = map(int, frame.groups())
-        assert ok + failed == done, frame.group(0)
-    assert frames[-1].groups() == ("50", "50", "42", "8")
+    for done, _, failed in frames:
+        assert int(failed) == len(range(0, int(done), 7)), (done, failed)  # lines 0, 7, 14, ... failed
+    assert frames[-1] == ("50", "50", "8")
 
 
 # -- the summary -----------------------------------------------------------------------------------

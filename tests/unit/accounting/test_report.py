@@ -415,6 +415,28 @@ def test_reports_of_two_parts_merged_count_what_one_report_of_both_counts(
     assert first.to_dict()["latency_ms"] == pytest.approx(whole.to_dict()["latency_ms"])
 
 
+def _cut_answer(custom_id: str) -> dict[str, Any]:
+    body = {"model": "gpt-4o-mini", "choices": [{"index": 0, "message": {"content": ""}, "finish_reason": "length"}]}
+    return {"custom_id": custom_id, "response": {"status_code": 200, "body": body}, "error": None}
+
+
+def test_the_answers_the_output_cap_cut_are_named_and_the_names_survive_a_resume_and_a_merge() -> None:
+    first, second = Report(builtin_prices()), Report(builtin_prices())
+    for i in range(3):
+        first.add_record(_cut_answer(f"a-{i}"))
+        second.add_record(_cut_answer(f"b-{i}"))
+    restored = Report(builtin_prices())
+    restored.restore(orjson.loads(orjson.dumps(first.state())))
+    assert restored.to_dict()["output_cap_examples"] == ["a-0", "a-1", "a-2"]
+    restored.merge(second)
+    assert restored.to_dict()["hit_output_cap"] == 6
+    assert restored.to_dict()["output_cap_examples"] == ["a-0", "a-1", "a-2", "b-0", "b-1"]  # the first 5
+    old = first.state()
+    del old["cut_examples"]  # a checkpoint written before they were kept
+    restored.restore(old)
+    assert restored.to_dict()["output_cap_examples"] == [] and restored.hit_output_cap == 3
+
+
 # -- service tiers ---------------------------------------------------------------------------------
 
 USAGE = {"prompt_tokens": 1000, "completion_tokens": 2000, "total_tokens": 3000}

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -73,11 +74,40 @@ def test_report_compares_several_runs_in_the_given_order(tmp_path: Path) -> None
     assert rows == [("wed", "30"), ("mon", "10"), ("tue", "20")]
 
 
-def test_several_files_need_html(tmp_path: Path) -> None:
-    out = mock_run(tmp_path, "a", 2)
-    code, printed = invoke("report", str(out), str(out))
-    assert code == 2
-    assert "--html" in printed
+def test_report_compares_several_runs_on_the_terminal_and_as_json_with_changes(tmp_path: Path) -> None:
+    outs = [mock_run(tmp_path, name, lines) for name, lines in (("wed", 30), ("mon", 10), ("tue", 20))]
+    result = CliRunner().invoke(main, ["report", *map(str, outs)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = result.stdout.splitlines()
+    assert rows[0] == "batchrun: 3 runs compared, each change against the first"
+    assert rows[1:4] == [f"  {i}. {out}" for i, out in enumerate(outs, 1)]  # a path is never cut
+    assert all(len(row) <= 80 for row in rows[4:])
+    shown = [(row.split()[0], row.split()[1]) for row in rows[4:] if re.match(r"  (\d\. |change)", row)]
+    assert shown == [("1.", "30"), ("2.", "10"), ("change", "-20"), ("3.", "20"), ("change", "-10")]
+    result = CliRunner().invoke(main, ["report", *map(str, outs), "--json"], catch_exceptions=False)
+    doc = orjson.loads(result.stdout)
+    assert doc["schema"] == "batchrun.compare/1"
+    assert [run["label"] for run in doc["runs"]] == ["1. wed.results.jsonl", "2. mon.results.jsonl",
+                                                     "3. tue.results.jsonl"]
+    first, second = doc["runs"][0], doc["runs"][1]
+    assert first["change"] is None and second["change"]["lines"] == -20
+    assert second["change"]["cost_usd"] == pytest.approx(second["figures"]["cost_usd"] - first["figures"]["cost_usd"])
+
+
+def test_html_says_where_it_wrote_unless_quiet(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "a.jsonl", [chat_line(i) for i in range(3)])
+    page = tmp_path / "a.html"
+    for quiet in ([], ["-q"]):
+        result = CliRunner().invoke(main, ["run", str(source), "--mock", "--mock-latency-ms", "1", "--restart",
+                                           "--html", str(page), *quiet], catch_exceptions=False)
+        assert result.exit_code == 0 and page.exists()
+        said = f"batchrun: HTML report written to {page}" in result.stderr
+        assert said is not bool(quiet), result.stderr
+        page.unlink()
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "a.results.jsonl"), "--html", str(page)],
+                                catch_exceptions=False)
+    assert f"batchrun: HTML report written to {page}" in result.stderr and page.exists()
+    assert "HTML" not in result.stdout  # the report itself stays clean for a pipe
 
 
 def test_without_the_extra_the_error_names_it_before_anything_runs(tmp_path: Path,

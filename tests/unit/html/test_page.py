@@ -104,3 +104,31 @@ def test_a_file_without_wall_time_is_compared_by_its_timeline() -> None:
     bare["wall_time_s"] = None
     table = render_compare([timed, untimed, bare]).split('<section id="runs">', 1)[1].split("</section>", 1)[0]
     assert re.findall(r"<td>([^<]*)</td></tr>", table) == ["42 s", "60 s", "—"]
+
+
+def _text(html: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", "", html).split())
+
+
+def test_answers_cut_by_the_output_cap_are_shown_with_examples_and_what_to_do() -> None:
+    """Every line succeeded, but 369 of 2,000 answers were cut: the page must not say all is well."""
+    doc = {**run_doc(failed=0), "lines": 2000, "hit_output_cap": 369,
+           "output_cap_examples": ["row-17", "row-<42>", "row-99"]}
+    doc["requests"] = {"succeeded": 2000, "failed": 0, "by_error_code": {}, "by_status": {}}
+    html = render_run(doc)
+    text = _text(html)
+    assert "Every line succeeded." not in text
+    assert "Every line succeeded, but not every answer is whole:" in text
+    assert ("369 of 2,000 answers stopped at the output cap (cut short, or empty), such as row-17, row-&lt;42&gt;, "
+            "row-99: raise max_tokens / max_completion_tokens in the requests (batchrun label: --param "
+            "max_tokens=N)") in text
+    assert '<a href="#output-cap">369 cut by the output cap</a>' in html  # in the run's facts too
+    whole = render_run({**doc, "hit_output_cap": 0, "output_cap_examples": []})
+    assert "Every line succeeded." in _text(whole) and "output-cap" not in whole
+
+
+def test_time_per_line_is_a_mean_not_a_sum() -> None:
+    doc = {**run_doc(), "time_s": {"on_the_wire": 1200 * 0.08, "waiting": 1200 * 66.65}}
+    html = render_run(doc)
+    assert ("<th>time per line</th><td class=\"text\">on average 66,650 ms waiting to be sent (pacing, backoff), "
+            "80 ms on the wire</td>") in html
