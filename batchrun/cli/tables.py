@@ -74,8 +74,8 @@ def render_estimate(doc: dict[str, Any]) -> str:
                              f"answers of {typical['answer_tokens']:,} output tokens, +{typical['reasoning_tokens']:,} "
                              "reasoning for o-series and GPT-5, within each cap)"))
     if doc["flex"]["requests"]:
-        rows.append(("flex", f"{_cost_range(doc['flex'])} with --tier flex ({doc['flex']['requests']:,} requests at "
-                             "the Batch API's price, the rest online)"))
+        rows.append(("flex", f"{_cost_range(doc['flex'])} with --tier flex ({counted(doc['flex']['requests'], 'request')} "
+                             "at the Batch API's price, the rest online)"))
     header = ["requests", "input", "output cap", "no cap"]
     table = [(model, [m["requests"], m["input_tokens"], m["output_cap_tokens"], m["requests_without_cap"]],
               _range(m["cost_usd"])) for model, m in doc["models"].items()]
@@ -200,11 +200,11 @@ def _tiers(doc: dict[str, Any]) -> list[tuple[str, str]]:
     if set(tiers) - {"default"} or doc.get("tier_fallback") or doc.get("capacity_refused"):
         text = ", ".join(f"{tier} {n:,}" for tier, n in tiers.items()) or "none named"
         if doc.get("capacity_refused"):
-            text += f"; {doc['capacity_refused']:,} refusals for capacity, retried"
+            text += f"; {counted(doc['capacity_refused'], 'refusal')} for capacity, retried"
         fallback = doc.get("tier_fallback")
         if fallback:
             cost = "cost unknown" if fallback["cost_usd"] is None else usd(fallback["cost_usd"])
-            text += f"; {fallback['lines']:,} lines sent at the standard tier after flex ({cost})"
+            text += f"; {counted(fallback['lines'], 'line')} sent at the standard tier after flex ({cost})"
         rows.append(("tiers", text))
     return rows
 
