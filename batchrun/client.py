@@ -18,6 +18,7 @@ import orjson
 from .config import RunConfig
 from .errors import (
     AuthRefused,
+    CapacityRefused,
     ConnectionRefused,
     FatalEndpointError,
     HTTPStatusError,
@@ -33,10 +34,11 @@ from .errors import (
 from .pacing import SYSTEM_CLOCK, CircuitBreaker, Clock, Pacer, estimate_cost
 from .pacing.quota import Share
 from .plural import counted
-from .records import Job, Result, openai_error
-from .retry import Retries, status_error
+from .records import Job, Result, openai_error, tier_of
+from .retry import Retries, Spent, status_error
 from .scrub import Scrubber
 from .settings import DEFAULT_API_KEY_ENV
+from .tiers import FALLBACK_REFUSALS, FLEX, STANDARD, with_tier
 from .transport import Timeouts, Transport, as_transport
 from .usage import Usage
 
@@ -79,6 +81,8 @@ class Tally:
     waited_s: float = 0.0  # for pacing, the breaker and backoff
     unanswered: int = 0  # retried attempts that were sent but whose answer was lost (maybe billed)
     dispatched: int = 0  # the last attempt's place in the dispatch order
+    refused: int = 0  # refusals for capacity answered to attempts that were retried
+    fell_back: bool = False  # moved from flex to the standard tier (--tier-fallback)
 
 
 @dataclass(slots=True)
@@ -127,6 +131,9 @@ class Client:
         self._auth_failures = 0  # 401/403 in a row
         self._no_such_path = 0  # `NoSuchPath` 404s, before any success
         self._missing = ""  # the endpoint path of the latest
+        # When lines still on flex go at the standard tier (--tier-fallback): from the run's start.
+        fallback = config.tier_fallback
+        self._standard_at = None if fallback is None or config.tier is None else clock.now() + fallback
         self.pacer = pacer or Pacer(
             concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm, clock=clock,
             breaker=CircuitBreaker(threshold=config.outage_threshold, give_up=config.max_outage, clock=clock),
@@ -154,6 +161,7 @@ class Client:
         out its backoff.
         """
         tally = Tally()
+        job = self._tiered(job, tally, Spent())
         try:
             result = await self._attempt(job, tally)
         except RetryableError as exc:
@@ -176,11 +184,13 @@ class Client:
             if wait is None:
                 return _finished(_failure(job, error), tally, self._epoch)
             tally.rate_limited += isinstance(error, RateLimited)
+            tally.refused += isinstance(error, CapacityRefused)
             tally.unanswered += isinstance(error, (TransportError, MalformedResponse))
             if self._on_retry is not None:
                 self._on_retry(job, error, wait)
             tally.waited_s += wait
             await self._clock.sleep(wait)
+            job = self._tiered(job, tally, retries.spent)
             try:
                 result = await self._attempt(job, tally)
             except RetryableError as exc:
@@ -189,6 +199,17 @@ class Client:
                 return _finished(_failure(job, exc), tally, self._epoch)
             else:
                 return _finished(result, tally, self._epoch)
+
+    def _tiered(self, job: Job, tally: Tally, spent: Spent) -> Job:
+        """The job as its next attempt goes: at the standard tier once it was on flex and
+        ``--tier-fallback``'s time has come, or flex refused it for capacity `FALLBACK_REFUSALS`
+        times. An attempt already on the wire is never abandoned for it (it may be billed)."""
+        if job.tier != FLEX or self._standard_at is None:
+            return job
+        if spent.refused < FALLBACK_REFUSALS and self._clock.now() < self._standard_at:
+            return job
+        tally.fell_back = True
+        return with_tier(job, STANDARD)
 
     async def _attempt(self, job: Job, tally: Tally) -> Result:
         tally.attempts += 1
@@ -243,11 +264,12 @@ class Client:
                                       request_id=request_id, body=body)
             model = body.get("model")
             return Result(job.index, job.custom_id, status, request_id, body, None, model=model or job.model,
-                          usage=usage)
-        self.pacer.settle(permit, status, headers)
+                          usage=usage, tier=tier_of(body))
         if suspect:
             content = orjson.dumps(body)  # what error messages quote: decoded, and scrubbed
-        raise self._status_error(status, request_id, body, content, headers, job.url)
+        error = self._status_error(status, request_id, body, content, headers, job.url)
+        self.pacer.settle(permit, status, headers, shed=isinstance(error, CapacityRefused))
+        raise error
 
     def _status_error(self, status: int, request_id: str | None, body: Any, content: bytes,
                       headers: Mapping[str, str], path: str) -> RequestError | FatalEndpointError:
@@ -383,6 +405,8 @@ def _finished(result: Result, tally: Tally, epoch: float) -> Result:
     """:param epoch: the wall time of the client's clock's zero."""
     result.attempts = tally.attempts
     result.rate_limited = tally.rate_limited
+    result.capacity_refused = tally.refused
+    result.fell_back = tally.fell_back
     result.unanswered = tally.unanswered
     result.dispatched = tally.dispatched
     if tally.sent is not None:

@@ -175,6 +175,10 @@ class RunConfig:
     :param model: the model every request is sent with, whatever its line says.
     :param span: run only this part of the input (a shard's: `scale.parts`); ``output_path``
         is then the part's own output.
+    :param tier: the service tier lines are sent at online (``"flex"``: `tiers`); ``None``: as they say.
+    :param tier_fallback: with ``tier``, seconds from the run's start after which a line still
+        unanswered goes at the standard tier (so does one refused for capacity
+        `tiers.FALLBACK_REFUSALS` times); ``None``: never.
     :param limit: send only the first ``limit`` lines (a smoke run, `smoke`): their answers stay in
         the checkpoint, and the run without a limit goes on from them. Not part of the run's
         identity, so not of `request_options`.
@@ -212,6 +216,8 @@ class RunConfig:
     model: str | None = None
     span: Span | None = None
     run_id: str | None = None
+    tier: str | None = declared.TIER.default
+    tier_fallback: float | None = declared.TIER_FALLBACK.default
     limit: int | None = declared.LIMIT.default
 
     def __post_init__(self) -> None:
@@ -219,6 +225,10 @@ class RunConfig:
         output = Path(self.output_path) if self.output_path else default_output_path(self.input_path)
         object.__setattr__(self, "output_path", output)
         self._check_numbers()
+        if self.tier is not None and self.tier not in declared.TIER.choices:
+            raise ConfigError(f"--tier must be one of {', '.join(declared.TIER.choices)}, got {self.tier!r}")
+        if self.tier_fallback is not None and self.tier is None:
+            raise ConfigError("--tier-fallback only applies with --tier")
         if self.restart and self.retry_failed:
             raise ConfigError("--restart and --retry-failed exclude each other: one runs every line, one only the failed")
         try:

@@ -13,6 +13,7 @@
         ├── InvalidResponse        a 2xx that is not an answer: wrong shape, or too large
         └── RetryableError         worth another attempt (`docs/retries.md`)
             ├── RateLimited        429
+            ├── CapacityRefused    the provider lacks capacity (flex's 429 Resource Unavailable, 498, 529)
             ├── ServerError        408, 409, 5xx but 501/505..., or any with x-should-retry: true
             ├── MalformedResponse  a 2xx whose body is not JSON
             └── TransportError     timeout or connection failure, no HTTP response
@@ -114,6 +115,12 @@ class RetryableError(RequestError):
 
 class RateLimited(RetryableError):
     """429: the server declined to do the work now."""
+
+
+class CapacityRefused(RetryableError):
+    """The provider has no capacity for the request now (OpenAI flex's 429 ``Resource
+    Unavailable``, Groq's 498 ``capacity_exceeded``, a 529 ``overloaded_error``): shedding, not a
+    quota, so it slows no other line (`retry.capacity_refused`)."""
 
 
 class ServerError(RetryableError):

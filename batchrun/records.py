@@ -34,6 +34,7 @@ class Job:
     :param url: the endpoint path, e.g. ``/v1/chat/completions``.
     :param body: the request body, already encoded.
     :param max_output: the most output tokens the body allows, when it says (`tokens.max_output`).
+    :param tier: the ``service_tier`` batchrun put in the body (`tiers`); ``None``: none.
     """
 
     index: int
@@ -43,6 +44,7 @@ class Job:
     body: bytes
     model: str | None
     max_output: int | None = None
+    tier: str | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +93,11 @@ class Result:
     carried_over: bool = False
     # Answered through the provider's Batch API, by this batch (`batchapi`); priced at its discount.
     batch_id: str | None = None
+    # The service tier the answer says it was processed at (its body's ``service_tier``), read
+    # before the body is let go; a flex answer is priced at the Batch API's price.
+    tier: str | None = None
+    fell_back: bool = False  # sent at the standard tier after flex (--tier-fallback)
+    capacity_refused: int = 0  # refusals for capacity answered to the attempts that were retried
     # Answered from the response cache (`batchrun.cache`): never sent, and priced at nothing.
     cached: bool = False
 
@@ -151,7 +158,8 @@ class Result:
                    extra.get("finished_at"), model,
                    extra.get("rate_limited", 0), extra.get("wire_ms"), extra.get("waited_ms"),
                    extra.get("unanswered", 0), line=line, carried_over=True, batch_id=batch_of(record),
-                   cached=extra.get("cached") is True)
+                   tier=tier_of(body), fell_back=extra.get("tier_fallback") is True,
+                   capacity_refused=extra.get("capacity_refused", 0), cached=extra.get("cached") is True)
 
     def encode(self, run_id: str) -> bytes:
         """The output line, newline included, in the OpenAI Batch output shape (module docstring).
@@ -185,6 +193,10 @@ class Result:
             extras["unanswered"] = self.unanswered
         if self.batch_id is not None:
             extras["batch_id"] = self.batch_id
+        if self.capacity_refused:
+            extras["capacity_refused"] = self.capacity_refused
+        if self.fell_back:
+            extras["tier_fallback"] = True
         if self.cached:
             extras["cached"] = True
         record = {
@@ -216,6 +228,13 @@ def batch_of(record: Mapping[str, Any]) -> str | None:
     extra = record.get("batchrun")
     batch_id = extra.get("batch_id") if isinstance(extra, dict) else None
     return batch_id if isinstance(batch_id, str) else None
+
+
+def tier_of(body: Any) -> str | None:
+    """The service tier an answer says it was processed at (``service_tier``, as OpenAI echoes
+    it), or ``None`` when it does not say."""
+    tier = body.get("service_tier") if isinstance(body, dict) else None
+    return tier if isinstance(tier, str) and tier else None
 
 
 def failure(record: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -15,7 +15,11 @@ request (`Client.finish` asks it per line, `batchapi.api` through tenacity):
   so that the requests that were told the same wait do not all come back in the same millisecond;
 - stop after ``max_attempts`` failures that are not 429; 429s (the server did no work) are
   bounded by time instead, ``rate_limit_patience``, so a rate-limit storm slows the run down
-  rather than failing lines.
+  rather than failing lines;
+- a refusal for capacity (`capacity_refused`: flex's ``429 Resource Unavailable``, Groq's 498,
+  a 529) is shedding, not a quota: it backs off on its own count and is bounded by a time
+  budget of its own, as long as ``rate_limit_patience`` but never drawn from the quota 429s'
+  (a line that waited out a quota may still wait for capacity, and the other way round).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
 
 from .config import RetryPolicy
-from .errors import FatalEndpointError, HTTPStatusError, RateLimited, RetryableError, ServerError
+from .errors import CapacityRefused, FatalEndpointError, HTTPStatusError, RateLimited, RetryableError, ServerError
 
 # Spread of the extra wait added to a server-given Retry-After, as a share of it.
 RETRY_AFTER_JITTER = 0.1
@@ -35,6 +39,21 @@ RETRY_AFTER_JITTER = 0.1
 # same answer (Not Implemented, HTTP Version Not Supported, a negotiation or loop in its setup,
 # a captive portal's login).
 FINAL_SERVER_STATUSES = frozenset({501, 505, 506, 508, 510, 511})
+# Statuses that mean "no capacity now" whatever the body: Groq's flex tier (498
+# capacity_exceeded) and Anthropic's overloaded (529 overloaded_error).
+CAPACITY_STATUSES = frozenset({498, 529})
+# Error codes and types that say so in a 429's body: OpenAI's flex tier answers 429 "Resource
+# Unavailable" when it has no capacity (its docs' wording; no code is documented), Groq and
+# Anthropic name theirs.
+CAPACITY_CODES = frozenset({"resource_unavailable", "capacity_exceeded", "overloaded_error", "overloaded"})
+
+
+def capacity_refused(status: int, code: str, message: str) -> bool:
+    """Whether an error answer says the provider lacks capacity (shedding), not that a quota
+    is spent: a `CAPACITY_STATUSES` status, or a 429 whose code, type or message says so."""
+    if status in CAPACITY_STATUSES:
+        return True
+    return status == 429 and (code.lower() in CAPACITY_CODES or message.lower().startswith("resource unavailable"))
 
 
 def server_error(status: int) -> bool:
@@ -97,6 +116,8 @@ def status_error(status: int, headers: Mapping[str, str], code: str, message: st
     if 300 <= status < 400:
         return HTTPStatusError(code, f"HTTP {status}: redirected to {location or 'elsewhere'}, not followed (the "
                                "API key goes only to --base-url; point it at the final address)", **kw)
+    if capacity_refused(status, code, message) and headers.get("x-should-retry", "").strip().lower() != "false":
+        return CapacityRefused(code, message, retry_after=parse_retry_after(headers), **kw)
     if worth_retrying(status, headers):
         kind = RateLimited if status == 429 else ServerError
         return kind(code, message, retry_after=parse_retry_after(headers), **kw)
@@ -107,15 +128,19 @@ class Spent(NamedTuple):
     """What one request's failures have used up so far: all that a retry decision reads. (A
     tuple: one is made per retried attempt, and a frozen dataclass costs several times more.)"""
 
-    failures: int = 0  # retryable failures other than 429
-    rate_limited: int = 0  # 429s
+    failures: int = 0  # retryable failures other than 429 and capacity refusals
+    rate_limited: int = 0  # quota 429s
     rate_limited_wait: float = 0.0  # seconds waited after them
+    refused: int = 0  # refusals for capacity (`CapacityRefused`)
+    refused_wait: float = 0.0  # seconds waited after them
 
     def after(self, failure: RetryableError, wait: float) -> Spent:
         """What is spent once ``failure`` is counted and ``wait`` waited."""
         if isinstance(failure, RateLimited):
-            return Spent(self.failures, self.rate_limited + 1, self.rate_limited_wait + wait)
-        return Spent(self.failures + 1, self.rate_limited, self.rate_limited_wait)
+            return self._replace(rate_limited=self.rate_limited + 1, rate_limited_wait=self.rate_limited_wait + wait)
+        if isinstance(failure, CapacityRefused):
+            return self._replace(refused=self.refused + 1, refused_wait=self.refused_wait + wait)
+        return self._replace(failures=self.failures + 1)
 
 
 def next_wait(policy: RetryPolicy, spent: Spent, failure: RetryableError,
@@ -123,8 +148,9 @@ def next_wait(policy: RetryPolicy, spent: Spent, failure: RetryableError,
     """Seconds to wait after ``failure`` before the next attempt, or ``None`` when the request has
     failed for good; a pure function of its arguments (``uniform(a, b)`` draws the jitter).
 
-    A 429 gives up when its wait would take the 429s' waits to ``rate_limit_patience``; any other
-    failure when it is the ``max_attempts``-th.
+    A 429 gives up when its wait would take the 429s' waits to ``rate_limit_patience``, a refusal
+    for capacity when its wait would take theirs there; any other failure when it is the
+    ``max_attempts``-th.
     """
     if failure.retry_after is not None:
         told = min(failure.retry_after, policy.retry_after_max)
@@ -132,10 +158,13 @@ def next_wait(policy: RetryPolicy, spent: Spent, failure: RetryableError,
     else:
         # Each kind of failure backs off on its own count: 429s answered after a server error say
         # nothing about how long that error lasts, nor the other way round.
-        exponent = spent.rate_limited if isinstance(failure, RateLimited) else spent.failures
+        exponent = (spent.rate_limited if isinstance(failure, RateLimited)
+                    else spent.refused if isinstance(failure, CapacityRefused) else spent.failures)
         wait = uniform(0, min(policy.backoff_max, policy.backoff_base * 2**exponent))
     if isinstance(failure, RateLimited):
         return None if spent.rate_limited_wait + wait >= policy.rate_limit_patience else wait
+    if isinstance(failure, CapacityRefused):
+        return None if spent.refused_wait + wait >= policy.rate_limit_patience else wait
     return None if spent.failures + 1 >= policy.max_attempts else wait
 
 

@@ -183,6 +183,17 @@ MAX_OUTAGE = Setting("max_outage", "--max-outage", 1800.0, THROUGHPUT, bounds=WA
                      help="Seconds the endpoint may stay down (dispatch paused, probing) before the run stops.")
 DRAIN_TIMEOUT = Setting("drain_timeout", "--drain-timeout", 30.0, THROUGHPUT, bounds=WAIT_RANGE,
                         help="After Ctrl-C or SIGTERM, seconds in-flight requests get to finish.")
+TIER: Setting[str | None] = Setting(
+    "tier", "--tier", None, THROUGHPUT, choices=("flex",), env="BATCHRUN_TIER",
+    help="Send chat and Responses lines that name no service_tier at this tier: flex is billed at the Batch API's "
+         "prices, answers more slowly (attempts then default to a 15-minute --timeout) and refuses for capacity "
+         "now and then (retried without slowing the run). Models the price table lists without it go at the "
+         "standard tier.")
+TIER_FALLBACK: Setting[float | None] = Setting(
+    "tier_fallback", "--tier-fallback", None, THROUGHPUT, bounds=WAIT_RANGE, kind="duration", choices=("never",),
+    metavar="AFTER|never", env="BATCHRUN_TIER_FALLBACK", default_text="never",
+    help="With --tier: send a line at the standard tier once it is still unanswered this long after the run "
+         "started, or was refused for capacity 3 times.")
 # The library's alone: no option sets them.
 WINDOW_BYTES = Setting("window_bytes", None, DEFAULT_WINDOW_BYTES, THROUGHPUT, bounds=WINDOW_BYTES_RANGE,
                        help="Dispatch also pauses while the lines waiting for their turn hold this many bytes.")
@@ -230,4 +241,4 @@ RETRY_SETTINGS: tuple[Setting[Any], ...] = (MAX_ATTEMPTS, RATE_LIMIT_PATIENCE, B
 RUN_SETTINGS: tuple[Setting[Any], ...] = (
     BASE_URL, API_KEY_ENV, HEADERS, CONCURRENCY, WINDOW, TIMEOUT, CONNECT_TIMEOUT, RPM, TPM, MAX_OUTAGE,
     DRAIN_TIMEOUT, WINDOW_BYTES, OUTAGE_THRESHOLD, MAX_COST, PRICES, BATCH_DISCOUNT, CACHE, RESTART, RETRY_FAILED, LIMIT,
-    MOCK)
+    MOCK, TIER, TIER_FALLBACK)

@@ -53,7 +53,7 @@ from ..money import usd
 from ..records import Job, Result
 from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS
 from .ledger import worst_case
-from .pricing import Price, PriceTable
+from .pricing import FLEX, Price, PriceTable
 
 _NANO = 1_000_000_000
 
@@ -110,15 +110,20 @@ class Budget:
     :param default_max_output: output tokens reserved for a request that states no cap.
     :param exact: count input tokens exactly when an exact tokenizer is installed.
     :param pool: the cap is shared with other processes: reserve from what this one leased.
+    :param flex_reserved: a line sent on the flex tier (`Job.tier`) is reserved at flex's price,
+        the Batch API's; ``False`` when it may still go at the standard tier (``--tier-fallback``).
+        An answer is charged at flex's price when it says it was processed on flex.
     :raises ConfigError: the cap is not positive, or a model has no price.
     """
 
     def __init__(self, cap: float, prices: PriceTable, models: Iterable[str | None], *, spent: float = 0.0,
                  default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS, exact: bool = True,
-                 pool: Pool | None = None) -> None:
+                 pool: Pool | None = None, flex_reserved: bool = False) -> None:
         if not cap > 0 or math.isinf(cap):
             raise ConfigError(f"--max-cost must be a positive number of USD, got {cap}")
         self._table = prices
+        self._flex_table = prices.with_batch_discount()
+        self.flex_reserved = flex_reserved
         self._prices: dict[str, Price] = {}
         unpriced = set()
         for model in models:
@@ -146,7 +151,10 @@ class Budget:
 
     def worst_case(self, job: Job) -> float:
         """The most ``job`` can cost, in USD (see the module docstring)."""
-        return worst_case(job, self._price(job.model), default_max_output=self.default_max_output, exact=self.exact)
+        price = self._price(job.model)
+        if job.tier == FLEX and self.flex_reserved:
+            price = self._flex_table.price(job.model) or price
+        return worst_case(job, price, default_max_output=self.default_max_output, exact=self.exact)
 
     def admit(self, worst: float) -> Verdict:
         """May a request of this worst case be sent now? On GO its worst case is reserved."""
@@ -212,7 +220,7 @@ class Budget:
         if usage is not None:
             # Priced as the model the body names (what was billed); one the table cannot price
             # (a server-side alias of a priced model, say) is charged its reservation.
-            price = self._table.price(result.model)
+            price = (self._flex_table if result.tier == FLEX else self._table).price(result.model)
             return worst if price is None else price.cost(usage)
         if result.status_code is None or result.error is None:
             return worst  # no response (maybe billed), or a success without usage

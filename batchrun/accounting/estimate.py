@@ -25,7 +25,10 @@ a warning; the priced part is still given.
 Each range is given twice: sent online, at the table's prices (``cost_usd``), and through the
 provider's Batch API, at its price (``batch_api``: `pricing.BATCH_DISCOUNT` of the online
 price). ``--batch-discount`` puts the table itself at the Batch API's price, so that both are
-then that price; the discount is never applied twice.
+then that price; the discount is never applied twice. A third range is the run with ``--tier
+flex`` (``flex``): the requests that would go on the flex tier (`tiers`: chat and Responses
+requests naming no tier, of a model the table does not list without flex) at the Batch API's
+price, the others online.
 
 JSON document (`Estimate.to_dict`), schema ``batchrun.estimate/1``::
 
@@ -42,7 +45,9 @@ JSON document (`Estimate.to_dict`), schema ``batchrun.estimate/1``::
                          "expected_output_tokens": int, "requests_without_cap": int, "images": int,
                          "priced_as": str | null,
                          "cost_usd": {"low": float, "high": float, "expected": float} | null,
-                         "batch_api": {"cost_usd": {"low": float, "high": float, "expected": float} | null}}},
+                         "batch_api": {"cost_usd": {"low": float, "high": float, "expected": float} | null},
+                         "flex_requests": int, "flex_input_tokens": int, "flex_output_cap_tokens": int,
+                         "flex_expected_output_tokens": int}},
       "tokens": {"input": int, "output_cap": int, "output_expected": int},
       "cost_usd": {"low": float, "high": float, "expected": float} | null,  # null when a model has no price
       "cost_usd_priced": {"low": float, "high": float, "expected": float},
@@ -50,6 +55,9 @@ JSON document (`Estimate.to_dict`), schema ``batchrun.estimate/1``::
                     "cost_usd_priced": {"low": float, "high": float, "expected": float},
                     "batches": int,                 # how many --via batch plans, at OpenAI's limits
                     "queue_tokens": {model: int}},  # what they enqueue (prompts + output caps)
+      "flex": {"requests": int,                   # requests --tier flex would send on flex
+               "cost_usd": {"low": float, "high": float, "expected": float} | null,  # the file with --tier flex
+               "cost_usd_priced": {"low": float, "high": float, "expected": float}},
       "default_max_output_tokens": int,
       "expected_output": {"answer_tokens": int, "reasoning_tokens": int},  # what "expected" assumes
       "token_counts": {encoding: "exact" | "heuristic"},
@@ -73,6 +81,7 @@ from ..batchapi.plan import QueueNeed
 from ..plural import counted
 from ..reader import read_jobs
 from ..records import Job, LineError
+from ..tiers import tiered_path
 from ..tokens import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     EXPECTED_OUTPUT_TOKENS,
@@ -116,6 +125,10 @@ class ModelEstimate:
     expected_output_tokens: int = 0
     requests_without_cap: int = 0
     images: int = 0
+    flex_requests: int = 0  # of the requests, those --tier flex would send on flex, and their tokens
+    flex_input_tokens: int = 0
+    flex_output_cap_tokens: int = 0
+    flex_expected_output_tokens: int = 0
 
 
 class Estimate:
@@ -158,25 +171,41 @@ class Estimate:
         tally.output_cap_tokens += cap
         typical = TYPICAL_ANSWER_TOKENS + (TYPICAL_REASONING_TOKENS if reasoning_model(model) else 0)
         tally.expected_output_tokens += min(cap, typical)
+        if tiered_path(url) and "service_tier" not in body and self.prices.offers_flex(model) is not False:
+            tally.flex_requests += 1
+            tally.flex_input_tokens += tokens.input
+            tally.flex_output_cap_tokens += cap
+            tally.flex_expected_output_tokens += min(cap, typical)
 
     @property
     def requests(self) -> int:
         return self.lines - self.problems
 
-    def model_cost(self, model: str, *, batch_api: bool = False) -> tuple[float, float, float] | None:
-        """``(low, high, expected)`` USD for one model's requests, sent online or through the
-        Batch API; ``None`` when it has no price."""
+    def model_cost(self, model: str, *, batch_api: bool = False,
+                   flex: bool = False) -> tuple[float, float, float] | None:
+        """``(low, high, expected)`` USD for one model's requests, sent online, through the Batch
+        API, or with ``--tier flex``; ``None`` when it has no price."""
         price = (self._batch_prices if batch_api else self.prices).price(model)
         if price is None:
             return None
         tally = self.models[model]
-        low = price.bound(tally.input_tokens, 0)
-        return low, low + price.bound(0, tally.output_cap_tokens), low + price.bound(0, tally.expected_output_tokens)
+        if not flex:
+            low = price.bound(tally.input_tokens, 0)
+            return low, low + price.bound(0, tally.output_cap_tokens), low + price.bound(0, tally.expected_output_tokens)
+        flex_price = self._batch_prices.price(model)
+        assert flex_price is not None  # the same row, discounted
+        low = price.bound(tally.input_tokens - tally.flex_input_tokens, 0) + flex_price.bound(tally.flex_input_tokens, 0)
+        high = (price.bound(0, tally.output_cap_tokens - tally.flex_output_cap_tokens)
+                + flex_price.bound(0, tally.flex_output_cap_tokens))
+        expected = (price.bound(0, tally.expected_output_tokens - tally.flex_expected_output_tokens)
+                    + flex_price.bound(0, tally.flex_expected_output_tokens))
+        return low, low + high, low + expected
 
-    def cost(self, *, batch_api: bool = False) -> tuple[tuple[float, float, float] | None, tuple[float, float, float]]:
+    def cost(self, *, batch_api: bool = False, flex: bool = False
+             ) -> tuple[tuple[float, float, float] | None, tuple[float, float, float]]:
         """``(total, priced)`` as ``(low, high, expected)``; the total is ``None`` when some model
         has no price."""
-        costs = [self.model_cost(model, batch_api=batch_api) for model in self.models]
+        costs = [self.model_cost(model, batch_api=batch_api, flex=flex) for model in self.models]
         total, low = priced_total(None if cost is None else cost[0] for cost in costs)
         high = priced_total(None if cost is None else cost[1] for cost in costs)[1]
         expected = priced_total(None if cost is None else cost[2] for cost in costs)[1]
@@ -210,6 +239,7 @@ class Estimate:
         """The JSON document of the module docstring."""
         total, priced = self.cost()
         batch_total, batch_priced = self.cost(batch_api=True)
+        flex_total, flex_priced = self.cost(flex=True)
         return {
             "schema": "batchrun.estimate/1",
             "source": self.source,
@@ -226,6 +256,8 @@ class Estimate:
             "cost_usd_priced": _range(priced),
             "batch_api": {"cost_usd": _range(batch_total), "cost_usd_priced": _range(batch_priced),
                           "batches": self.queue.batches, "queue_tokens": dict(sorted(self.queue.tokens.items()))},
+            "flex": {"requests": sum(t.flex_requests for t in self.models.values()), "cost_usd": _range(flex_total),
+                     "cost_usd_priced": _range(flex_priced)},
             "default_max_output_tokens": self.default_max_output,
             "expected_output": {"answer_tokens": TYPICAL_ANSWER_TOKENS, "reasoning_tokens": TYPICAL_REASONING_TOKENS},
             "token_counts": self.token_counts(),

@@ -34,7 +34,8 @@ User file, JSON on any Python, TOML where the standard library has ``tomllib`` (
     output = 8.0
 
 An entry replaces the built-in one of the same id whole; ``cached_input`` defaults to
-``input`` (no caching discount assumed).
+``input`` (no caching discount assumed). ``"flex": true`` says the model has OpenAI's flex
+tier (``--tier flex``), whose lines are priced at the Batch API's discount; it defaults to false.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ from ..usage import Usage
 
 BATCH_DISCOUNT = 0.5
 """The OpenAI Batch API's price multiplier: 50% off input, cached input and output."""
+FLEX = "flex"
+"""OpenAI's flex service tier, priced at the Batch API's rates; a row says whether its model has it."""
 
 _PER_TOKEN = 1e-6  # prices are per 1M tokens
 _DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
@@ -65,11 +68,13 @@ _RESOLVE_CACHE_LIMIT = 4096  # distinct ids remembered; a file has a handful, a 
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per 1M tokens for one model; ``cached_input`` ``None`` means the input price."""
+    """USD per 1M tokens for one model; ``cached_input`` ``None`` means the input price;
+    ``flex``: the model is offered on the flex tier (at `BATCH_DISCOUNT` of these prices)."""
 
     input: float
     output: float
     cached_input: float | None = None
+    flex: bool = False
 
     def cost(self, usage: Usage) -> float:
         """USD for ``usage``: uncached prompt, cached prompt and completion at their rates.
@@ -88,7 +93,7 @@ class Price:
 
     def scaled(self, factor: float) -> Price:
         cached = None if self.cached_input is None else self.cached_input * factor
-        return Price(self.input * factor, self.output * factor, cached)
+        return Price(self.input * factor, self.output * factor, cached, self.flex)
 
 
 class PriceTable:
@@ -131,6 +136,11 @@ class PriceTable:
             return None
         price = self.models[key]
         return price if self.multiplier == 1.0 else price.scaled(self.multiplier)
+
+    def offers_flex(self, model: str | None) -> bool | None:
+        """Whether ``model`` has the flex tier, as its row says; ``None`` when it has no row."""
+        key = self.resolve(model)
+        return None if key is None else self.models[key].flex
 
     def cost(self, model: str | None, usage: Usage) -> float | None:
         """USD for ``usage`` of ``model``; ``None`` when the model has no price."""
@@ -251,10 +261,13 @@ def _parse_models(data: dict[str, Any], where: str) -> dict[str, Price]:
 def _parse_price(entry: Any, where: str) -> Price:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected an object with input and output prices")
-    unknown = set(entry) - {"input", "output", "cached_input"}
+    unknown = set(entry) - {"input", "output", "cached_input", "flex"}
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
-                          "allowed: input, cached_input, output")
+                          "allowed: input, cached_input, output, flex")
+    flex = entry.get("flex", False)
+    if not isinstance(flex, bool):
+        raise ConfigError(f"{where}: flex must be true or false (whether the model has the flex tier), got {flex!r}")
     values = {}
     for field in ("input", "output", "cached_input"):
         value = entry.get(field)
@@ -263,7 +276,7 @@ def _parse_price(entry: Any, where: str) -> Price:
         if not is_number(value) or value < 0:
             raise ConfigError(f"{where}: {field} must be a number >= 0 (USD per 1M tokens), got {value!r}")
         values[field] = float(value)
-    return Price(values["input"], values["output"], values.get("cached_input"))
+    return Price(values["input"], values["output"], values.get("cached_input"), flex)
 
 
 def _parse_aliases(data: dict[str, Any], where: str) -> dict[str, str]:

@@ -16,10 +16,12 @@ in tokens, so that equals the sum of the per-line costs.
 
 Pricing is per line: a line answered through the provider's Batch API (its output names the
 batch, ``batchrun.batch_id``) is priced at the Batch API's price, `pricing.BATCH_DISCOUNT` of
-the online price; every other line at the table's price. So each model's tokens are summed in
-two parts, the Batch API's and the rest. ``--batch-discount`` prices the other lines at the
-Batch API's price too (a file the Batch API answered outside batchrun, such as an OpenAI Batch
-output file, names no batch); the discount is applied once, never twice to a Batch API line. A line answered from the
+the online price, and so is a line whose answer says it was processed on the flex tier
+(``service_tier: "flex"``, as OpenAI echoes it); every other line at the table's price. So
+each model's tokens are summed in three parts, the Batch API's, flex's and the rest.
+``--batch-discount`` prices the other lines at the Batch API's price too (a file the Batch API
+answered outside batchrun, such as an OpenAI Batch output file, names no batch); the discount
+is applied once, never twice to a Batch API line. A line answered from the
 response cache (``batchrun.cached``) was not bought: it costs nothing, and what it saved is
 its usage at the price the other lines pay (the online price, or the Batch API's with
 ``--batch-discount``).
@@ -36,6 +38,9 @@ How a line is read:
 - model: ``response.body.model`` (what was billed), else the request's model when known;
 - tokens: ``response.body.usage`` in any shape `Usage.from_body` reads, on any line that has it;
 - Batch API: ``batchrun.batch_id`` (`records.batch_of`), a live result's ``batch_id``;
+- service tier: the answer's ``service_tier`` (`records.tier_of`); sent at the standard tier
+  after flex: ``batchrun.tier_fallback``; refusals for capacity before the outcome:
+  ``batchrun.capacity_refused``;
 - response cache: ``batchrun.cached`` is ``true``, a live result's ``cached``;
 - retries: ``batchrun.attempts - 1`` where present (OpenAI and vLLM files do not say: null);
 - 429s: final 429 statuses, plus ``batchrun.rate_limited`` where present (the 429 answers a
@@ -80,6 +85,13 @@ JSON document (`Report.to_dict`), schema ``batchrun.report/1``::
                     "cost_usd": float | null,    # what they cost, at its price (part of cost_usd)
                     "saved_usd": float | null} | null,  # what they would have cost online, less that
                                                  # null: no line went through it
+      "flex": {"lines", "cost_usd", "saved_usd"} | null,  # as batch_api, for the lines answered on
+                                                 # the flex tier (at the Batch API's price)
+      "tiers": {tier: int},                      # lines by the service_tier their answer names; {}: none named
+      "tier_fallback": {"lines": int,            # lines sent at the standard tier after flex
+                        "cost_usd": float | null} | null,  # what they cost (at the standard price)
+      "capacity_refused": int,                   # refusals for capacity (flex's 429 Resource Unavailable,
+                                                 # 498, 529) answered before the lines' outcomes
       "cache": {"hits": int,                     # lines answered from the response cache (never sent)
                 "saved_usd": float | null} | null,  # what they would have cost (not in cost_usd)
                                                  # null: no line came from the cache
@@ -122,10 +134,10 @@ from ..errors import InputFileError
 from ..json_numbers import is_int, is_number
 from ..output_cap import hit_output_cap
 from ..reader import jsonl_lines, open_input
-from ..records import Result, batch_of, failure
+from ..records import Result, batch_of, failure, tier_of
 from ..usage import Usage
 from .histogram import LogHistogram
-from .pricing import BATCH_DISCOUNT, PriceTable, load_prices
+from .pricing import BATCH_DISCOUNT, FLEX, PriceTable, load_prices
 from .tally import PerModel, priced_total
 from .timeline import EXAMPLES_PER_CODE, FailureExamples, Timeline
 
@@ -146,6 +158,8 @@ class ModelTally:
     usage: Usage = field(default_factory=Usage)
     batch_requests: int = 0  # of the requests, those answered through the Batch API
     batch_usage: Usage = field(default_factory=Usage)  # of the usage, theirs
+    flex_requests: int = 0  # of the requests, those answered on the flex tier
+    flex_usage: Usage = field(default_factory=Usage)  # of the usage, theirs
     cached_requests: int = 0  # of the requests, those answered from the response cache
     cached_usage: Usage = field(default_factory=Usage)  # of the usage, theirs: not bought
 
@@ -169,6 +183,10 @@ class Report:
         self.lines_with_attempts = 0
         self.rate_limited = 0
         self.hit_output_cap = 0
+        self.capacity_refused = 0
+        self.tiers: Counter[str] = Counter()
+        self.fallback_lines = 0
+        self.fallback_cost: float | None = 0.0  # None once one of them has no price
         self.cut_examples: list[str] = []  # custom_ids of the first answers that hit the output cap
         self.models = PerModel(ModelTally)
         self.latency = LogHistogram()
@@ -198,8 +216,11 @@ class Report:
         rate_limited = rate_limited if is_int(rate_limited) else 0
         latency_ms, waited_ms = _number(extra.get("latency_ms")), _number(extra.get("waited_ms"))
         custom_id = record.get("custom_id")
+        refused = extra.get("capacity_refused")
+        self.capacity_refused += refused if is_int(refused) else 0
         self._count(status, body, Usage.from_body(body), failure(record), model, extra.get("attempts"),
-                    batch=batch_of(record) is not None, cached=extra.get("cached") is True,
+                    batch=batch_of(record) is not None, cached=extra.get("cached") is True, tier=tier_of(body),
+                    fell_back=extra.get("tier_fallback") is True,
                     custom_id=custom_id if isinstance(custom_id, str) else "",
                     rate_limited=rate_limited, latency_ms=latency_ms, waited_ms=waited_ms,
                     started=_number(extra.get("started_at")), finished=_number(extra.get("finished_at")))
@@ -209,9 +230,10 @@ class Report:
 
     def add_result(self, result: Result) -> None:
         """Count one final `Result` of a live run: no encoding or parsing on the way."""
+        self.capacity_refused += result.capacity_refused
         self._count(result.status_code, result.body, result.read_usage(), result.error, result.model,
                     result.attempts or None, batch=result.batch_id is not None, cached=result.cached,
-                    custom_id=result.custom_id,
+                    tier=result.tier, fell_back=result.fell_back, custom_id=result.custom_id,
                     rate_limited=result.rate_limited, latency_ms=result.latency_ms, waited_ms=result.waited_ms,
                     started=result.started_at, finished=result.finished_at)
         self._cut(result.read_cut(), result.custom_id)
@@ -235,10 +257,12 @@ class Report:
         self._rate_lines, self._rate_tokens = lines, tokens
 
     def _count(self, status: int | None, body: Any, usage: Usage | None, error: Any, model: str | None,
-               attempts: Any, *, batch: bool, cached: bool, custom_id: str, rate_limited: int, latency_ms: float | None,
-               waited_ms: float | None, started: float | None, finished: float | None) -> None:
-        """:param rate_limited: / :param started: / :param finished: the 429s the line's retried
-        attempts were answered, and when its answering attempt was sent and answered."""
+               attempts: Any, *, batch: bool, cached: bool, tier: str | None, fell_back: bool, custom_id: str,
+               rate_limited: int, latency_ms: float | None, waited_ms: float | None, started: float | None,
+               finished: float | None) -> None:
+        """:param tier: the service tier its answer names. :param fell_back: sent at the standard
+        tier after flex. :param rate_limited: / :param started: / :param finished: the 429s the
+        line's retried attempts were answered, and when its answering attempt was sent and answered."""
         self.lines += 1
         ok = not error and status is not None and 200 <= status < 300
         self.by_status["none" if status is None else str(status)] += 1
@@ -250,12 +274,22 @@ class Report:
         tally.requests += 1
         tally.batch_requests += batch
         tally.cached_requests += cached
+        flex = tier == FLEX and not batch and not cached
+        tally.flex_requests += flex
+        if tier is not None:
+            self.tiers[tier] += 1
         if usage is not None:
             tally.usage.add(usage)
             if batch:
                 tally.batch_usage.add(usage)
             elif cached:
                 tally.cached_usage.add(usage)
+            elif flex:
+                tally.flex_usage.add(usage)
+        if fell_back:
+            self.fallback_lines += 1
+            cost = self.line_cost(model or UNKNOWN_MODEL, usage, batch=flex) if usage is not None else 0.0
+            self.fallback_cost = None if cost is None or self.fallback_cost is None else self.fallback_cost + cost
         if ok:
             self.succeeded += 1
             tally.succeeded += 1
@@ -274,8 +308,8 @@ class Report:
             retries = attempts - 1
             self.retries += retries
         if finished is not None:
-            cost = self.line_cost(model or UNKNOWN_MODEL, usage, batch=batch) if usage is not None and not cached \
-                else 0.0
+            cost = self.line_cost(model or UNKNOWN_MODEL, usage, batch=batch or flex) \
+                if usage is not None and not cached else 0.0
             self.timeline.add(started, finished, failed=not ok, rate_limited=rate_limited, retries=retries,
                               tokens=usage.total if usage is not None else 0, cost_usd=cost or 0.0,
                               latency_ms=latency_ms, waited_ms=waited_ms)
@@ -304,9 +338,12 @@ class Report:
                 "by_code": dict(self.by_code), "by_status": dict(self.by_status), "retries": self.retries,
                 "lines_with_attempts": self.lines_with_attempts, "rate_limited": self.rate_limited,
                 "hit_output_cap": self.hit_output_cap, "cut_examples": self.cut_examples,
+                "capacity_refused": self.capacity_refused, "tiers": dict(self.tiers),
+                "fallback_lines": self.fallback_lines, "fallback_cost": self.fallback_cost,
                 "models": {name: {"requests": t.requests, "succeeded": t.succeeded, "failed": t.failed,
                                   "without_usage": t.without_usage, "usage": t.usage.as_dict(),
                                   "batch_requests": t.batch_requests, "batch_usage": t.batch_usage.as_dict(),
+                                  "flex_requests": t.flex_requests, "flex_usage": t.flex_usage.as_dict(),
                                   "cached_requests": t.cached_requests, "cached_usage": t.cached_usage.as_dict()}
                            for name, t in self.models.items()},
                 "latency": self.latency.state(), "wire_s": self.wire_s, "waited_s": self.waited_s,
@@ -317,14 +354,16 @@ class Report:
         the Batch API was counted has no Batch API counters: none of its lines went through it
         (nor came from the response cache, for one saved before that was counted);
         one saved before lines were timed has no timeline and no failure examples; one saved before
-        they were kept, no output cap examples.
+        they were kept, no output cap examples; one saved before service tiers were counted, no
+        tier counters (none of its lines had a tier).
 
         :raises (KeyError, TypeError, ValueError): not a `state`; nothing was changed.
         """
         models = PerModel(ModelTally)
         models.update((name, ModelTally(int(t["requests"]), int(t["succeeded"]), int(t["failed"]),
                                         int(t["without_usage"]), _usage(t["usage"]), int(t.get("batch_requests", 0)),
-                                        _usage(t.get("batch_usage", {})), int(t.get("cached_requests", 0)),
+                                        _usage(t.get("batch_usage", {})), int(t.get("flex_requests", 0)),
+                                        _usage(t.get("flex_usage", {})), int(t.get("cached_requests", 0)),
                                         _usage(t.get("cached_usage", {}))))
                       for name, t in state["models"].items())
         latency = LogHistogram.restore(state["latency"])
@@ -335,11 +374,17 @@ class Report:
                                               "rate_limited", "hit_output_cap")]
         by_code, by_status = Counter(state["by_code"]), Counter(state["by_status"])
         wire_s, waited_s = float(state["wire_s"]), float(state["waited_s"])
+        tiers = Counter({str(k): int(v) for k, v in state.get("tiers", {}).items()})
+        refused = int(state.get("capacity_refused", 0))
+        fallback_lines, fallback_cost = int(state.get("fallback_lines", 0)), state.get("fallback_cost", 0.0)
+        fallback_cost = None if fallback_cost is None else float(fallback_cost)
         (self.lines, self.succeeded, self.failed, self.retries, self.lines_with_attempts, self.rate_limited,
          self.hit_output_cap) = counts
         self.by_code, self.by_status, self.models, self.latency = by_code, by_status, models, latency
         self.wire_s, self.waited_s = wire_s, waited_s
         self.timeline, self.failure_examples, self.cut_examples = timeline, examples, cut_examples
+        self.tiers, self.capacity_refused, self.fallback_lines, self.fallback_cost = (tiers, refused, fallback_lines,
+                                                                                      fallback_cost)
 
     def merge(self, other: Report) -> None:
         """Add ``other``'s counters, as if its lines had been counted here too (a sharded run's
@@ -353,6 +398,11 @@ class Report:
         self.lines_with_attempts += other.lines_with_attempts
         self.rate_limited += other.rate_limited
         self.hit_output_cap += other.hit_output_cap
+        self.capacity_refused += other.capacity_refused
+        self.tiers.update(other.tiers)
+        self.fallback_lines += other.fallback_lines
+        self.fallback_cost = (None if self.fallback_cost is None or other.fallback_cost is None
+                              else self.fallback_cost + other.fallback_cost)
         self.cut_examples = (self.cut_examples + other.cut_examples)[:EXAMPLES_PER_CODE]
         for name, theirs in other.models.items():
             tally = self.models.of(name)
@@ -363,6 +413,8 @@ class Report:
             tally.usage.add(theirs.usage)
             tally.batch_requests += theirs.batch_requests
             tally.batch_usage.add(theirs.batch_usage)
+            tally.flex_requests += theirs.flex_requests
+            tally.flex_usage.add(theirs.flex_usage)
             tally.cached_requests += theirs.cached_requests
             tally.cached_usage.add(theirs.cached_usage)
         self.latency.merge(other.latency)
@@ -381,15 +433,15 @@ class Report:
         return total
 
     def model_cost(self, model: str) -> float | None:
-        """USD for one model's tokens, the Batch API's at its price, the cache's at none; 0 when
-        it bought none, ``None`` when it has no price."""
+        """USD for one model's tokens, the Batch API's and flex's at the Batch API's price, the
+        cache's at none; 0 when it bought none, ``None`` when it has no price."""
         tally = self.models[model]
         bought = tally.usage.minus(tally.cached_usage)
         if bought == Usage():  # no tokens cost nothing, priced or not
             return 0.0
-        online = self.prices.cost(_priced(model), bought.minus(tally.batch_usage))
-        batch = self.batch_cost(model)
-        return None if online is None or batch is None else online + batch
+        online = self.prices.cost(_priced(model), bought.minus(tally.batch_usage).minus(tally.flex_usage))
+        batch, flex = self.batch_cost(model), self.flex_cost(model)
+        return None if online is None or batch is None or flex is None else online + batch + flex
 
     def line_cost(self, model: str, usage: Usage, *, batch: bool) -> float | None:
         """USD for one line's ``usage`` of ``model``, at the Batch API's price when it went through
@@ -399,6 +451,11 @@ class Report:
     def batch_cost(self, model: str) -> float | None:
         """USD for the tokens of one model's lines answered through the Batch API, at its price."""
         usage = self.models[model].batch_usage
+        return 0.0 if usage == Usage() else self._batch_prices.cost(_priced(model), usage)
+
+    def flex_cost(self, model: str) -> float | None:
+        """USD for the tokens of one model's lines answered on the flex tier, at the Batch API's price."""
+        usage = self.models[model].flex_usage
         return 0.0 if usage == Usage() else self._batch_prices.cost(_priced(model), usage)
 
     def cache_saved(self, model: str) -> float | None:
@@ -451,6 +508,12 @@ class Report:
             "cost_usd": total_cost,
             "cost_usd_priced": priced,
             "batch_api": self._batch_dict(),
+            "flex": _batch_api("lines", sum(t.flex_requests for t in self.models.values()),
+                               [self.flex_cost(model) for model in self.models]),
+            "tiers": dict(self.tiers.most_common()),
+            "tier_fallback": ({"lines": self.fallback_lines, "cost_usd": self.fallback_cost}
+                              if self.fallback_lines else None),
+            "capacity_refused": self.capacity_refused,
             "cache": _cache(sum(tally.cached_requests for tally in self.models.values()),
                             [self.cache_saved(model) for model in self.models]),
             "prices": self.prices.provenance(),

@@ -91,7 +91,7 @@ class BatchCap:
         lines = sum(part.lines for part in self.held_back)
         worst = sum(self._worst(part) for part in self.held_back)
         return (f"budget reached (--max-cost): {counted(lines, 'line')} in {counted(len(self.held_back), 'batch', 'batches')} "
-                "not submitted — "
+                "held back, not submitted — "
                 f"their worst case ({usd(worst)}) does not fit under the {usd(self._config.max_cost or 0)} cap beside "
                 f"the {usd(self.committed())} the submitted batches may cost; run again with a higher --max-cost "
                 "to submit them")

@@ -53,15 +53,19 @@ class Duration(click.ParamType):  # type: ignore[type-arg]  # generic from click
 
     name = "duration"
 
-    def __init__(self, bounds: Bounds) -> None:
+    def __init__(self, bounds: Bounds, words: tuple[str, ...] = ()) -> None:
         self.bounds = bounds
+        self.words = words  # taken for no duration (None): ``never``
 
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float | None:
         if isinstance(value, float):
             return value
+        if str(value).strip().lower() in self.words:
+            return None
         match = _DURATION.fullmatch(str(value).strip().lower())
         if match is None:
-            self.fail(f"{value!r} is not a duration such as 90s, 30m, 6h or 1d.", param, ctx)
+            also = "".join(f" or {word}" for word in self.words)
+            self.fail(f"{value!r} is not a duration such as 90s, 30m, 6h or 1d{also}.", param, ctx)
         seconds = float(match[1]) * _UNITS[match[2] or "s"]
         if not self.bounds.admits(seconds):
             self.fail(f"{value} is more than {self.bounds.high / 86_400:g} days.", param, ctx)

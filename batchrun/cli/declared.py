@@ -55,12 +55,14 @@ def options(settings: Sequence[Setting[Any]]) -> Callable[[F], F]:
 
 
 def _type(setting: Setting[Any]) -> click.ParamType | None:  # type: ignore[type-arg]  # generic from click 8.2 on
+    if setting.kind == "duration" and setting.bounds is not None:
+        return Duration(setting.bounds, words=setting.choices)  # a word such as "never" stands for None
     if setting.choices:
         return click.Choice(setting.choices)
     if setting.kind == "path":
         return click.Path(path_type=Path)
     if setting.bounds is not None:
-        return Duration(setting.bounds) if setting.kind == "duration" else Bounded(setting.bounds)
+        return Bounded(setting.bounds)
     return None
 
 

@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..runner import run_async
 from ..settings import OUTPUT, SIMULATOR, Setting
 from ..stats import EXIT_STOPPED, RunStats
+from ..tiers import FLEX, FLEX_TIMEOUT
 from .declared import option
 from .progress import BarLogHandler, BarProgress, LogProgress
 
@@ -46,9 +47,9 @@ PROGRESS_INTERVAL = Setting("progress_interval", "--progress-interval", 30.0, OU
 SETTINGS: tuple[Setting[Any], ...] = (
     declared.BASE_URL, declared.API_KEY_ENV, declared.HEADERS, declared.CONCURRENCY, declared.WINDOW,
     declared.MAX_ATTEMPTS, declared.RATE_LIMIT_PATIENCE, declared.TIMEOUT, declared.CONNECT_TIMEOUT, declared.RPM,
-    declared.TPM, declared.MAX_OUTAGE, declared.DRAIN_TIMEOUT, declared.MAX_COST, declared.PRICES,
-    declared.BATCH_DISCOUNT, declared.CACHE, declared.RESTART, declared.RETRY_FAILED, declared.LIMIT, QUIET, VERBOSE,
-    PROGRESS_INTERVAL, declared.MOCK, MOCK_LATENCY_MS)
+    declared.TPM, declared.TIER, declared.TIER_FALLBACK, declared.MAX_OUTAGE, declared.DRAIN_TIMEOUT,
+    declared.MAX_COST, declared.PRICES, declared.BATCH_DISCOUNT, declared.CACHE, declared.RESTART,
+    declared.RETRY_FAILED, declared.LIMIT, QUIET, VERBOSE, PROGRESS_INTERVAL, declared.MOCK, MOCK_LATENCY_MS)
 _RETRY = tuple(setting for setting in SETTINGS if setting in declared.RETRY_SETTINGS)
 _RUN = tuple(setting for setting in SETTINGS
              if setting in declared.RUN_SETTINGS and setting not in (declared.BASE_URL, declared.MOCK))
@@ -79,6 +80,13 @@ def _cache_dir(ctx: click.Context, param: click.Parameter, value: str | None) ->
 _CALLBACKS = {"base_url": _checked_by(split_base_url), "headers": _checked_by(split_header), "cache": _cache_dir}
 # Options whose value may be left out: click takes them as text, the callback makes the value.
 _OPTIONAL_VALUE = {"cache": {"is_flag": False, "flag_value": "", "type": click.STRING}}
+
+
+def _defaulted(name: str) -> bool:
+    """Whether the option ``name`` of the running command was left at its default (neither the
+    command line nor its environment variable set it)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.get_parameter_source(name) in (None, click.core.ParameterSource.DEFAULT)
 
 
 def no_stdio(what: str) -> Callable[[click.Context, click.Parameter, Path | None], Path | None]:
@@ -137,6 +145,8 @@ class EngineOptions:
         :raises ConfigError: as `RunConfig` and `runfiles.checked` do."""
         retry = RetryPolicy(**{setting.name: self._values[setting.name] for setting in _RETRY})
         run = {setting.name: self._values[setting.name] for setting in _RUN}
+        if run["tier"] == FLEX and _defaulted("timeout"):
+            run["timeout"] = FLEX_TIMEOUT
         return checked(RunConfig(input_path, output_path, base_url=base_url, api_key=api_key, retry=retry,
                                  mock=self.mock, organization=os.environ.get("OPENAI_ORG_ID") or None,
                                  project=os.environ.get("OPENAI_PROJECT_ID") or None, **run, **request))

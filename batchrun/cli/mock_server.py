@@ -24,6 +24,7 @@ Examples:
   batchrun mock-server --rate-429 0.05 --retry-after 2 --no-retry-after-ms
   batchrun mock-server --batch-seconds-per-request 0.5 --batch-expire-after 60 --batch-rate-lost 0.01
   batchrun mock-server --batch-queue-tokens 2000000
+  batchrun mock-server --flex-unavailable 0.3 --flex-latency-ms 500
   batchrun run requests.jsonl --base-url http://127.0.0.1:8000/v1
 """
 
@@ -84,12 +85,17 @@ _QUEUE = Bounds(1, 1e12, whole=True)
 @click.option("--batch-queue-tokens", type=Bounded(_QUEUE), default=None, metavar="N",
               help="Batch API: the enqueued token limit per model, as OpenAI's: a batch past it fails validation "
                    "with token_limit_exceeded.")
+@click.option("--flex-unavailable", type=Bounded(_SHARE), default=0.0,
+              help="Share of service_tier=flex requests refused for capacity (429 Resource Unavailable).")
+@click.option("--flex-latency-ms", type=Bounded(MILLISECONDS_RANGE), default=0.0, show_default=True,
+              help="Added to the latency of every service_tier=flex request.")
 def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_429: float, retry_after: float,
                 no_retry_after: bool, no_retry_after_ms: bool, rate_500: float, rate_timeout: float, hang_s: float,
                 rate_drop: float, rate_truncate: float, rate_malformed: float, require_api_key_env: str | None,
                 any_model: bool, seed: int, rpm: int | None, tpm: int | None, token_charge: TokenCharge, no_limit_headers: bool,
                 limits_schedule: tuple[str, ...], batch_seconds_per_request: float, batch_expire_after: float,
-                batch_rate_failed: float, batch_rate_lost: float, batch_queue_tokens: int | None) -> None:
+                batch_rate_failed: float, batch_rate_lost: float, flex_unavailable: float,
+                flex_latency_ms: float, batch_queue_tokens: int | None) -> None:
     """Serve the OpenAI-compatible simulator on loopback until Ctrl-C.
 
     Deterministic answers with realistic usage for /v1/chat/completions, /v1/completions,
@@ -103,10 +109,15 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
 
     The Batch API (/v1/files, /v1/batches) answers each batch's lines with the same answers, one
     every --batch-seconds-per-request, in an order of its own.
+
+    A request with "service_tier": "flex" waits --flex-latency-ms more, or is refused at
+    --flex-unavailable's share with 429 Resource Unavailable; answers to requests that name a
+    tier echo it (service_tier), as OpenAI's do.
     """
     from ..simulator import (
         Batches,
         Faults,
+        FlexTier,
         RateLimits,
         SimulatorConfig,
         parse_schedule,
@@ -128,7 +139,8 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
                                  batches=Batches(seconds_per_request=batch_seconds_per_request,
                                                  expire_after_s=batch_expire_after, rate_failed=batch_rate_failed,
                                                  rate_lost=batch_rate_lost, queue_tokens=batch_queue_tokens),
-                                 any_model=any_model, any_root=False)
+                                 any_model=any_model, any_root=False,
+                                 flex=FlexTier(flex_unavailable, flex_latency_ms))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -148,5 +160,7 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
     counts = [f"{limited:,} of them rate-limited"] if limited else []
     if stats.shed:
         counts.append(f"{stats.shed:,} shed")
+    if stats.flex_unavailable:
+        counts.append(f"{stats.flex_unavailable:,} flex refused for capacity")
     note = f" ({', '.join(counts)})" if counts else ""
     click.echo(f"simulator stopped after {stats.requests:,} requests{note}", err=True)

@@ -75,7 +75,8 @@ def _takes(option: click.Option) -> str:
     if isinstance(kind, Bounded):
         return str(kind.bounds)
     if isinstance(kind, Duration):
-        return f"a duration (90s, 30m, 6h, 1d) up to {kind.bounds.high / 86_400:g} days"
+        words = "".join(f", or `{word}`" for word in kind.words)
+        return f"a duration (90s, 30m, 6h, 1d) up to {kind.bounds.high / 86_400:g} days{words}"
     if isinstance(kind, click.Choice):
         return " or ".join(f"`{choice}`" for choice in kind.choices)
     return option.metavar or kind.name.upper()

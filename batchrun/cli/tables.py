@@ -49,6 +49,7 @@ def render_report(doc: dict[str, Any]) -> str:
                  else f"unknown: {usd(doc['cost_usd_priced'])} for the priced models, plus the unpriced"))
     if doc["batch_api"] is not None:
         rows.append(("Batch API", _batch_api(doc["batch_api"], doc["lines"])))
+    rows += _tiers(doc)
     header = ["requests", "prompt", "completion"]
     table = [(model, [entry["requests"], entry["tokens"]["prompt"], entry["tokens"]["completion"]],
               usd(entry["cost_usd"])) for model, entry in doc["models"].items()]
@@ -72,6 +73,9 @@ def render_estimate(doc: dict[str, Any]) -> str:
     rows.append(("expected", f"{_expected(doc)} {sent}, {_expected(doc['batch_api'])} Batch API (assumed: typical "
                              f"answers of {typical['answer_tokens']:,} output tokens, +{typical['reasoning_tokens']:,} "
                              "reasoning for o-series and GPT-5, within each cap)"))
+    if doc["flex"]["requests"]:
+        rows.append(("flex", f"{_cost_range(doc['flex'])} with --tier flex ({counted(doc['flex']['requests'], 'request')} "
+                             "at the Batch API's price, the rest online)"))
     if doc["batch_api"].get("batches"):  # an estimate of a file; a label --dry-run counts none
         queue = ", ".join(f"{tokens:,} {model}" for model, tokens in doc["batch_api"]["queue_tokens"].items())
         rows.append(("batches", f"{doc['batch_api']['batches']:,} with --via batch, enqueuing {queue} tokens in all "
@@ -187,6 +191,26 @@ def _batch_api(batch: dict[str, Any], lines: int) -> str:
     saved = batch["saved_usd"]
     saving = f"saved {usd(saved)}" if saved is not None else "saving unknown: a model has no price"
     return f"{batch['lines']:,} of {lines:,} lines, priced at {BATCH_DISCOUNT:.0%} of online ({saving})"
+
+
+def _tiers(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The rows of the service tiers (``--tier``), when a line's answer named one that is not the
+    standard tier, or some line went through flex's refusals or fall back. (A report written
+    before tiers were counted has none of these keys.)"""
+    rows = []
+    if doc.get("flex") is not None:
+        rows.append(("flex", _batch_api(doc["flex"], doc["lines"])))
+    tiers = doc.get("tiers") or {}
+    if set(tiers) - {"default"} or doc.get("tier_fallback") or doc.get("capacity_refused"):
+        text = ", ".join(f"{tier} {n:,}" for tier, n in tiers.items()) or "none named"
+        if doc.get("capacity_refused"):
+            text += f"; {counted(doc['capacity_refused'], 'refusal')} for capacity, retried"
+        fallback = doc.get("tier_fallback")
+        if fallback:
+            cost = "cost unknown" if fallback["cost_usd"] is None else usd(fallback["cost_usd"])
+            text += f"; {counted(fallback['lines'], 'line')} sent at the standard tier after flex ({cost})"
+        rows.append(("tiers", text))
+    return rows
 
 
 def _cost_range(doc: dict[str, Any]) -> str:

@@ -43,6 +43,7 @@ from ..errors import BatchrunError, FatalEndpointError, RequestError
 from ..plural import counted
 from ..records import Job, LineError, Result
 from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
+from ..tiers import Tiering
 from .control import Control
 from .sources import Source, StopBefore, first_answer
 
@@ -62,12 +63,12 @@ class Observer(Protocol):
 
 class Pool:
     """What the reader and the workers share: the client, the sources, the cap, the ledger,
-    the sink and the `Control`."""
+    the sink and the `Control`; and the service tier the lines sent online go at (``--tier``)."""
 
     def __init__(self, config: RunConfig, client: Client, sources: Sequence[Source], gate: BudgetGate | None,
-                 ledger: SpendLedger, sink: Sink, control: Control) -> None:
+                 ledger: SpendLedger, sink: Sink, control: Control, tiering: Tiering | None = None) -> None:
         self.config, self.client, self.sources, self.gate = config, client, sources, gate
-        self.ledger, self.sink, self.control = ledger, sink, control
+        self.ledger, self.sink, self.control, self.tiering = ledger, sink, control, tiering
         # Lines a worker took and did not deliver yet: on the wire, or waiting to be tried again.
         self._taken: dict[int, Job] = {}
 
@@ -128,6 +129,8 @@ class Pool:
                             gate.budget.answered(done)
                         sink.put(done)
                     elif isinstance(item, Job):
+                        if self.tiering is not None:
+                            item = self.tiering.shape(item)
                         if gate is not None and (over := await gate.reserve(item)) is not None:
                             control.stop(over, EXIT_BUDGET, grace=None)
                             return

@@ -51,6 +51,7 @@ from ..plural import counted
 from ..reader import Position, open_input, read_jobs, skip_in_steps
 from ..records import Job, Result
 from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
+from ..tiers import Tiering
 from ..transport import Transport
 from .control import BAD_LINE_WARNINGS, Control
 from .document import report_json, run_facts
@@ -167,7 +168,8 @@ async def run_batch(
             sink = Sink(writer, window, config.window_bytes, stats, observer) if cache is None else \
                 KeepingSink(writer, window, config.window_bytes, stats, observer, keep=cache.keep)
             asked: list[Source] = [carryover, *sources] if cache is None else [carryover, cache, *sources]
-            pool = Pool(config, client, asked, gate, ledger, sink, control)
+            tiering = Tiering(config.tier, prices) if config.tier is not None else None
+            pool = Pool(config, client, asked, gate, ledger, sink, control, tiering)
 
             async def periodic() -> None:
                 await _sync_periodically(writer, checkpoint, ledger, control)
@@ -345,7 +347,9 @@ async def _budget(config: RunConfig, prices: PriceTable, size: int, shared: Shar
     if config.max_cost is None:
         return None
     models = await anyio.to_thread.run_sync(_models_in, config, size)
-    return Budget(config.max_cost, prices, models, pool=shared)
+    # A line on flex is reserved at flex's price unless it may still go at the standard tier.
+    return Budget(config.max_cost, prices, models, pool=shared,
+                  flex_reserved=config.tier is not None and config.tier_fallback is None)
 
 
 def _models_in(config: RunConfig, size: int) -> set[str | None]:

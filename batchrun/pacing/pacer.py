@@ -61,6 +61,7 @@ class Pacer:
         self.slots = anyio.CapacityLimiter(concurrency)
         self.meter = RateWindow()
         self.rate_limited = 0
+        self.capacity_refused = 0
         self._seq = 0
         self._line = anyio.Lock()
 
@@ -116,12 +117,21 @@ class Pacer:
                 await self.clock.sleep(min(at - now, RESCHEDULE))
 
     def settle(self, permit: Permit, status: int | None, headers: Mapping[str, str] | None,
-               tokens_used: int | None = None) -> None:
-        """Account for an attempt's outcome (``status`` ``None``: no response arrived)."""
+               tokens_used: int | None = None, *, shed: bool = False) -> None:
+        """Account for an attempt's outcome (``status`` ``None``: no response arrived).
+
+        :param shed: the answer refused the request for want of capacity (`retry.capacity_refused`):
+            nothing was charged, and it is neither a quota's 429 nor the endpoint failing, so it
+            paces nothing and trips no breaker; the line's own backoff is its only wait.
+        """
         self.slots.release_on_behalf_of(permit)
         now = self.clock.now()
-        refused = status == 429
+        refused = status == 429 or shed
         exhausted = self.quota.settle(permit.seq, permit.tokens, headers, refused=refused, now=now)
+        if shed:
+            self.capacity_refused += 1
+            self.breaker.succeeded()
+            return
         if status is None:
             self.breaker.failed("no response")
             return

@@ -33,6 +33,7 @@ from .limits import (
 )
 from .runners import run_forever, run_in_thread
 from .server import STATS_PATH, Simulator, SimulatorConfig, SimulatorStats, serve
+from .tiers import FlexTier
 
 __all__ = [
     "BATCH_ENDPOINTS",
@@ -41,6 +42,7 @@ __all__ = [
     "STATS_PATH",
     "Batches",
     "Faults",
+    "FlexTier",
     "LimitChange",
     "RateLimits",
     "Reply",

@@ -42,6 +42,7 @@ from .faults import (
     unauthorized_reply,
 )
 from .limits import LIMITS_PATH, LimitChange, Limiter, RateLimits, Ticket
+from .tiers import FLEX, FlexPlan, FlexTier, echoed, requested_tier, unavailable_reply
 
 __all__ = ["STATS_PATH", "Simulator", "SimulatorConfig", "SimulatorStats", "serve"]
 
@@ -77,6 +78,7 @@ class SimulatorConfig:
     :param limits_schedule: changes to ``limits`` at given times after the server starts.
     :param batches: the Batch API's processing times, limits, partial failures and lost
         responses (see ``batches.py``).
+    :param flex: the flex service tier's refusals and latency (see ``tiers.py``).
     :param any_model: answer any model a request names (tests and benchmarks name their own);
         without it a model batchrun has no price for is answered 404 ``model_not_found``, as
         OpenAI answers a model that does not exist (`answers.known_model`).
@@ -95,6 +97,7 @@ class SimulatorConfig:
     limits: RateLimits = field(default_factory=RateLimits)
     limits_schedule: tuple[LimitChange, ...] = ()
     batches: Batches = field(default_factory=Batches)
+    flex: FlexTier = field(default_factory=FlexTier)
     any_model: bool = True
     any_root: bool = True
 
@@ -120,6 +123,9 @@ class SimulatorStats:
     (once all are answered, the ``total_tokens`` of their 200s), the charges as made under
     ``"max"`` and ``"sum"`` (see ``limits.py`` for the accounting).
 
+    ``flex_requests`` counts the requests that asked for the flex tier, ``flex_unavailable``
+    those of them refused for capacity (429 Resource Unavailable, also in ``responses``).
+
     The Batch API counts ``files_uploaded``, ``batches_created``, the requests in those
     (``batch_requests``) and ``batches_cancelled`` (cancels that took effect), so a test can tell
     that a client never submitted twice, nor a line it should not have.
@@ -141,6 +147,8 @@ class SimulatorStats:
     batches_created: int = 0
     batch_requests: int = 0
     batches_cancelled: int = 0
+    flex_requests: int = 0
+    flex_unavailable: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot (status codes become string keys, as JSON requires)."""
@@ -161,6 +169,8 @@ class SimulatorStats:
             "batches_created": self.batches_created,
             "batch_requests": self.batch_requests,
             "batches_cancelled": self.batches_cancelled,
+            "flex_requests": self.flex_requests,
+            "flex_unavailable": self.flex_unavailable,
         }
 
 
@@ -192,6 +202,8 @@ class _Request(NamedTuple):
     delay: float
     reply: Reply | None  # under rate limits: the answer or 429, computed at arrival
     ticket: Ticket | None  # under rate limits: the charge, settled when the answer goes out
+    tier: str | None = None  # the service_tier the body names
+    flex_refused: bool = False  # refused for capacity on the flex tier
 
 
 class _Shared:
@@ -203,6 +215,7 @@ class _Shared:
         self.config = config
         self.loop = loop
         self.plan = FaultPlan(config.faults, config.seed, config.latency_ms, config.jitter_ms)
+        self.flex = FlexPlan(config.flex, config.seed)
         self.stats = SimulatorStats()
         # The loop's clock, CLOCK_MONOTONIC (asyncio's loop.time() *is* time.monotonic()), read at
         # full resolution: uvloop's loop.time() rounds down to the millisecond, which would make
@@ -345,7 +358,22 @@ class _Connection(asyncio.Protocol):
             if not authorized:
                 fault = Fault.NONE
         request = _Request(method, path, body, keep_alive, authorized, False, fault, status, delay, reply, ticket)
+        tier = requested_tier(body)
+        if tier is not None:
+            request = self._tiered(request, tier)
         self._pending.append(request)
+
+    def _tiered(self, request: _Request, tier: str) -> _Request:
+        """A request that names a tier: on flex, refused for capacity at its share, else slower."""
+        if tier != FLEX:
+            return request._replace(tier=tier)
+        shared = self._shared
+        shared.stats.flex_requests += 1
+        served = request.authorized and request.fault is Fault.NONE and (
+            request.ticket is None or request.ticket.refusal is None)
+        if served and shared.flex.refuse():
+            return request._replace(tier=tier, flex_refused=True)
+        return request._replace(tier=tier, delay=request.delay + shared.config.flex.latency_ms / 1000)
 
     def _admit(self, method: str, path: str, body: bytes) -> tuple[Reply, Ticket]:
         """Charge an arriving request to the rate limits: its answer, or the 429 that replaces it."""
@@ -420,8 +448,11 @@ class _Connection(asyncio.Protocol):
         else:
             reply = self._reply(request)
             status, headers = reply.status, reply.headers
+            payload = reply.payload
+            if request.tier is not None and status == 200:
+                payload = echoed(payload, request.tier)
             if reply.raw is None:
-                body = orjson.dumps(reply.payload)
+                body = orjson.dumps(payload)
             else:
                 body, content_type = reply.raw, reply.content_type.encode()
         limits = b""
@@ -462,6 +493,9 @@ class _Connection(asyncio.Protocol):
             return rate_limit_reply(faults.retry_after_s, faults.retry_after_ms)
         if request.fault is Fault.SERVER_ERROR:
             return server_error_reply(request.status)
+        if request.flex_refused:
+            self._shared.stats.flex_unavailable += 1
+            return unavailable_reply(self._shared.config.flex.retry_after_s)
         if request.reply is not None:
             return request.reply
         return self._shared.answer(request.method, request.path, request.body)

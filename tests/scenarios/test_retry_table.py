@@ -15,14 +15,12 @@ from ..rawserver import RawServer, Seen, error_body, http, ok, question, replyin
 CLOUDFLARE_PAGE = b"<html><body><h1>Error 522</h1>Connection timed out</body></html>"
 
 
-@pytest.mark.parametrize("status", [520, 521, 522, 523, 524, 529])
+@pytest.mark.parametrize("status", [520, 521, 522, 523, 524])
 async def test_5xx_beyond_504_are_retried(tmp_path: Path, status: int) -> None:
-    """Cloudflare's 52x (an HTML page) and the 529 "overloaded" of Anthropic-compatible proxies."""
+    """Cloudflare's 52x (an HTML page)."""
     def script(seen: Seen, n: int) -> bytes:
         if n >= 2:
             return ok(seen)
-        if status == 529:
-            return http(529, error_body("Overloaded", kind="overloaded_error"))
         return http(status, CLOUDFLARE_PAGE, {"content-type": "text/html"})
 
     with RawServer(replying(script)) as server:
@@ -30,6 +28,23 @@ async def test_5xx_beyond_504_are_retried(tmp_path: Path, status: int) -> None:
         assert [server.count(question(i)) for i in range(3)] == [3] * 3
     assert stats.exit_code == 0 and stats.succeeded == 3 and stats.retries == 6
     assert [o["batchrun"]["attempts"] for o in out] == [3] * 3
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (529, error_body("Overloaded", kind="overloaded_error")),  # Anthropic-compatible proxies
+    (498, error_body("Flex tier capacity exceeded", code="capacity_exceeded")),  # Groq's flex
+    (429, error_body("Resource Unavailable", kind="resource_unavailable")),  # OpenAI's flex
+])
+async def test_refusals_for_capacity_are_retried_past_the_attempts(tmp_path: Path, status: int, body: bytes) -> None:
+    def script(seen: Seen, n: int) -> bytes:
+        return ok(seen) if n >= 4 else http(status, body)
+
+    with RawServer(replying(script)) as server:
+        stats, out = await run(tmp_path, server.base_url, n=3, retry=RetryPolicy(max_attempts=2, backoff_base=0.01,
+                                                                                  backoff_max=0.01))
+        assert [server.count(question(i)) for i in range(3)] == [5] * 3
+    assert stats.exit_code == 0 and stats.succeeded == 3
+    assert [(o["batchrun"]["attempts"], o["batchrun"]["capacity_refused"]) for o in out] == [(5, 4)] * 3
 
 
 @pytest.mark.parametrize("status", [501, 505])

@@ -11,8 +11,8 @@ from email.utils import format_datetime
 import pytest
 
 from batchrun.config import RetryPolicy
-from batchrun.errors import FatalEndpointError, HTTPStatusError, RateLimited, ServerError
-from batchrun.retry import Retries, Spent, next_wait, parse_retry_after, status_error
+from batchrun.errors import CapacityRefused, FatalEndpointError, HTTPStatusError, RateLimited, ServerError
+from batchrun.retry import Retries, Spent, capacity_refused, next_wait, parse_retry_after, status_error
 
 
 @pytest.mark.parametrize(("headers", "expected"), [
@@ -159,3 +159,50 @@ def test_the_classifier_keeps_what_the_server_said() -> None:
     assert (error.code, error.message, error.status_code, error.request_id) == ("rate_limit_exceeded", "slow down", 429, "r1")
     moved = status_error(301, {}, "http_301", "", location="https://other.example/v1")
     assert "https://other.example/v1" in str(moved) and "not followed" in str(moved)
+
+
+# -- refusals for capacity: shedding, not a quota ------------------------------------------------
+
+@pytest.mark.parametrize(("status", "code", "message"), [
+    (429, "resource_unavailable", "Resource Unavailable"),  # the simulator's, after OpenAI flex's
+    (429, "http_429", "Resource Unavailable"),  # OpenAI's wording alone, no code
+    (429, "capacity_exceeded", "Over capacity"),
+    (498, "capacity_exceeded", "Flex tier capacity exceeded"),  # Groq's flex
+    (529, "overloaded_error", "Overloaded"),  # Anthropic-style
+])
+def test_a_refusal_for_capacity_is_shedding(status: int, code: str, message: str) -> None:
+    error = status_error(status, {}, code, message, status_code=status)
+    assert type(error) is CapacityRefused
+    assert capacity_refused(status, code, message)
+
+
+@pytest.mark.parametrize(("status", "code", "message", "kind"), [
+    (429, "rate_limit_exceeded", "Rate limit reached for requests", RateLimited),
+    (503, "http_503", "The engine is currently overloaded", ServerError),
+    (400, "invalid_request_error", "Resource Unavailable", HTTPStatusError),  # only a 429 says it so
+])
+def test_other_refusals_are_not_shedding(status: int, code: str, message: str, kind: type) -> None:
+    assert type(status_error(status, {}, code, message, status_code=status)) is kind
+
+
+def test_a_refusal_for_capacity_the_server_says_not_to_retry_is_final() -> None:
+    error = status_error(429, {"x-should-retry": "false"}, "resource_unavailable", "Resource Unavailable")
+    assert type(error) is HTTPStatusError
+
+
+REFUSED = CapacityRefused("resource_unavailable", "Resource Unavailable")
+
+
+def test_capacity_refusals_do_not_draw_on_the_quota_patience_nor_the_attempts() -> None:
+    spent = Spent(failures=POLICY.max_attempts - 1, rate_limited=9, rate_limited_wait=POLICY.rate_limit_patience - 0.1)
+    assert next_wait(POLICY, spent, LIMITED, top) is None  # the quota's patience is spent
+    assert next_wait(POLICY, spent, SERVER, top) is None  # and the attempts
+    assert next_wait(POLICY, spent, REFUSED, top) == 1.0  # capacity still gets its first backoff
+
+
+def test_capacity_refusals_back_off_on_their_own_count_within_their_own_budget() -> None:
+    assert next_wait(POLICY, Spent(refused=2, refused_wait=3.0), REFUSED, top) == 4.0
+    assert next_wait(POLICY, Spent(failures=3, rate_limited=3), REFUSED, top) == 1.0
+    assert next_wait(POLICY, Spent(refused=5, refused_wait=POLICY.rate_limit_patience - 1.0), REFUSED, top) is None
+    after = Spent().after(REFUSED, 2.5)
+    assert after == Spent(refused=1, refused_wait=2.5)

@@ -265,3 +265,25 @@ def test_a_simulated_run_spends_close_to_the_cap_and_stops() -> None:
     budget, _, sent = simulate(2000 * MICRO, requests, concurrency=8, seed=1)
     assert sent < 1000
     assert 2000 * MICRO - 10 * MICRO < budget.spent <= 2000 * MICRO
+
+
+# -- the flex tier ---------------------------------------------------------------------------------
+
+FLEX_PRICES = PriceTable({"m": Price(input=1.0, output=2.0, cached_input=0.5, flex=True)}, date="2026-01-01")
+
+
+def test_a_line_on_flex_is_reserved_at_the_batch_rate_unless_it_may_fall_back() -> None:
+    line = job({"model": "m", "max_tokens": 1000})
+    flex = Job(line.index, line.line_no, line.custom_id, line.url, line.body, line.model, line.max_output, tier="flex")
+    standard = Budget(1.0, FLEX_PRICES, ["m"]).worst_case(flex)
+    assert Budget(1.0, FLEX_PRICES, ["m"], flex_reserved=True).worst_case(flex) == pytest.approx(standard / 2)
+    assert Budget(1.0, FLEX_PRICES, ["m"], flex_reserved=True).worst_case(line) == pytest.approx(standard)
+
+
+def test_an_answer_processed_on_flex_is_charged_at_the_batch_rate() -> None:
+    budget = Budget(1.0, FLEX_PRICES, ["m"])
+    answer = ok(1000, 1000)
+    answer.tier = "flex"
+    assert budget.cost_of(1.0, answer) == pytest.approx((1000 * 1.0 + 1000 * 2.0) * MICRO / 2)
+    answer.tier = "default"
+    assert budget.cost_of(1.0, answer) == pytest.approx((1000 * 1.0 + 1000 * 2.0) * MICRO)

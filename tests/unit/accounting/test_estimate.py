@@ -361,3 +361,19 @@ def test_without_toktok_the_heuristic_is_used(monkeypatch: pytest.MonkeyPatch) -
         assert not counter.exact and isinstance(counter, tokens.HeuristicCounter)
     finally:
         counter_for.cache_clear()
+
+
+def test_the_flex_range_prices_the_lines_that_would_go_on_flex_at_the_batch_rate(tmp_path: Path) -> None:
+    rows = [{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": "o4-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}},
+            {"custom_id": "b", "method": "POST", "url": "/v1/chat/completions",  # no flex for this model
+             "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}},
+            {"custom_id": "c", "method": "POST", "url": "/v1/embeddings",
+             "body": {"model": "text-embedding-3-small", "input": "hi"}}]
+    doc = estimate_file(write_jsonl(tmp_path / "in.jsonl", rows)).to_dict()
+    assert doc["flex"]["requests"] == 1
+    models = doc["models"]
+    flexed = models["o4-mini"]["batch_api"]["cost_usd"]
+    others = [models[m]["cost_usd"] for m in ("gpt-4o-mini", "text-embedding-3-small")]
+    for end in ("low", "high"):
+        assert doc["flex"]["cost_usd"][end] == pytest.approx(flexed[end] + sum(o[end] for o in others))

@@ -156,3 +156,16 @@ def test_describe_prices_names_date_overrides_and_discount(tmp_path: Path) -> No
     text = describe_prices(load_prices(path, batch_discount=True).provenance())
     assert builtin_prices().date
     assert str(builtin_prices().date) in text and str(path) in text and "batch discount" in text
+
+
+def test_the_table_says_which_models_have_the_flex_tier(tmp_path: Path) -> None:
+    table = builtin_prices()
+    assert table.offers_flex("o4-mini") is True and table.offers_flex("gpt-5-mini-2025-08-07") is True
+    assert table.offers_flex("gpt-4o-mini") is False and table.offers_flex("my-llama") is None
+    own = tmp_path / "p.json"
+    own.write_text('{"models": {"my-llama": {"input": 0.1, "output": 0.2, "flex": true}}}')
+    assert load_prices(own).offers_flex("my-llama") is True
+    assert load_prices(own, batch_discount=True).price("my-llama") == Price(0.05, 0.1, None, True)
+    own.write_text('{"models": {"my-llama": {"input": 0.1, "output": 0.2, "flex": "yes"}}}')
+    with pytest.raises(ConfigError, match="flex must be true or false"):
+        load_prices(own)

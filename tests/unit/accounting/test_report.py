@@ -390,3 +390,54 @@ def test_the_answers_the_output_cap_cut_are_named_and_the_names_survive_a_resume
     del old["cut_examples"]  # a checkpoint written before they were kept
     restored.restore(old)
     assert restored.to_dict()["output_cap_examples"] == [] and restored.hit_output_cap == 3
+
+
+# -- service tiers ---------------------------------------------------------------------------------
+
+USAGE = {"prompt_tokens": 1000, "completion_tokens": 2000, "total_tokens": 3000}
+
+
+def tiered(tier: str | None, **batchrun: Any) -> dict[str, Any]:
+    record = success("o4-mini", USAGE, batchrun={"attempts": 1, **batchrun})
+    if tier is not None:
+        record["response"]["body"]["service_tier"] = tier
+    return record
+
+
+def test_a_line_answered_on_flex_is_priced_at_the_batch_rate_and_counted_by_tier() -> None:
+    prices = builtin_prices()
+    full = prices.cost("o4-mini", Usage(1000, 2000, 3000))
+    assert full is not None
+    report = Report(prices)
+    report.add_record(tiered("flex"))
+    report.add_record(tiered("default", tier_fallback=True, capacity_refused=3))
+    report.add_record(tiered(None))
+    doc = report.to_dict()
+    assert doc["cost_usd"] == pytest.approx(full / 2 + full + full)
+    assert doc["flex"] == {"lines": 1, "cost_usd": pytest.approx(full / 2), "saved_usd": pytest.approx(full / 2)}
+    assert doc["tiers"] == {"flex": 1, "default": 1}
+    assert doc["tier_fallback"] == {"lines": 1, "cost_usd": pytest.approx(full)}
+    assert doc["capacity_refused"] == 3 and doc["batch_api"] is None
+
+
+def test_tier_counters_survive_a_resume_and_merge() -> None:
+    report = Report(builtin_prices())
+    report.add_record(tiered("flex", capacity_refused=2))
+    report.add_record(tiered("default", tier_fallback=True))
+    restored = Report(builtin_prices())
+    restored.restore(orjson.loads(orjson.dumps(report.state())))
+    assert restored.to_dict() == report.to_dict()
+    restored.merge(report)
+    doc = restored.to_dict()
+    assert doc["tiers"] == {"flex": 2, "default": 2} and doc["flex"]["lines"] == 2
+    assert doc["tier_fallback"]["lines"] == 2 and doc["capacity_refused"] == 4
+
+
+def test_a_live_result_counts_as_its_output_line_does() -> None:
+    result = Result(0, "c", 200, "r", {"model": "o4-mini", "usage": USAGE, "service_tier": "flex"}, None,
+                    attempts=2, model="o4-mini", tier="flex", capacity_refused=1)
+    live, from_line = Report(builtin_prices()), Report(builtin_prices())
+    live.add_result(result)
+    from_line.add_record(orjson.loads(result.encode("run")))
+    assert live.to_dict()["flex"] == from_line.to_dict()["flex"]
+    assert live.to_dict()["capacity_refused"] == from_line.to_dict()["capacity_refused"] == 1

@@ -91,7 +91,7 @@ def test_a_batch_fits_when_its_worst_case_and_the_submitted_ones_are_within_the_
     assert not cap.fits(too_big)
     assert cap.held_back == [too_big]
     reason = cap.stop_reason()
-    assert reason.startswith("budget reached (--max-cost): 3 lines in 1 batches were not submitted")
+    assert reason.startswith("budget reached (--max-cost): 3 lines in 1 batch held back, not submitted")
     assert "--max-cost" in reason and "run again with a higher --max-cost" in reason
 
 

@@ -110,3 +110,27 @@ async def test_a_quota_held_by_the_server_is_paced_at_its_refill_not_in_one_burs
 def test_estimate_cost() -> None:
     assert estimate_cost(b"x" * 400, 50) == 150
     assert estimate_cost(b"x" * 400, None) == 100 + 500
+
+
+async def test_refusals_for_capacity_pace_nothing_and_trip_no_breaker() -> None:
+    clock = FakeClock()
+    pacer = make_pacer(clock)
+    for _ in range(50):  # past the breaker's threshold, and all refused
+        permit = await pacer.admit(10)
+        pacer.settle(permit, 529, {}, shed=True)
+        clock.t += 0.1
+    assert pacer.capacity_refused == 50 and pacer.rate_limited == 0
+    assert pacer.breaker.state == CircuitBreaker.CLOSED
+    assert pacer.acceptance.pace is None and pacer.acceptance.state == "free"
+    await pacer.admit(10)
+    assert clock.waits == []
+
+
+async def test_as_quota_429s_the_same_refusals_would_start_a_test() -> None:
+    clock = FakeClock()
+    pacer = make_pacer(clock)
+    for _ in range(50):
+        permit = await pacer.admit(10)
+        pacer.settle(permit, 429, {})
+        clock.t += 0.1
+    assert pacer.acceptance.state != "free"
