@@ -52,7 +52,9 @@ JSON document (`Estimate.to_dict`), schema ``batchrun.estimate/1``::
       "cost_usd": {"low": float, "high": float, "expected": float} | null,  # null when a model has no price
       "cost_usd_priced": {"low": float, "high": float, "expected": float},
       "batch_api": {"cost_usd": {"low": float, "high": float, "expected": float} | null,  # through the Batch API
-                    "cost_usd_priced": {"low": float, "high": float, "expected": float}},
+                    "cost_usd_priced": {"low": float, "high": float, "expected": float},
+                    "batches": int,                 # how many --via batch plans, at OpenAI's limits
+                    "queue_tokens": {model: int}},  # what they enqueue (prompts + output caps)
       "flex": {"requests": int,                   # requests --tier flex would send on flex
                "cost_usd": {"low": float, "high": float, "expected": float} | null,  # the file with --tier flex
                "cost_usd_priced": {"low": float, "high": float, "expected": float}},
@@ -75,6 +77,7 @@ from typing import Any
 
 import orjson
 
+from ..batchapi.plan import QueueNeed
 from ..plural import counted
 from ..reader import read_jobs
 from ..records import Job, LineError
@@ -144,6 +147,7 @@ class Estimate:
         self.by_endpoint: Counter[str] = Counter()
         self.models = PerModel(ModelEstimate)
         self.encodings: dict[str, str] = {}
+        self.queue = QueueNeed()  # the Batch API's batches and queue (`batchapi.queue`)
 
     def add_problem(self, problem: Problem) -> None:
         self.lines += 1
@@ -250,7 +254,8 @@ class Estimate:
                        "output_expected": sum(t.expected_output_tokens for t in self.models.values())},
             "cost_usd": _range(total),
             "cost_usd_priced": _range(priced),
-            "batch_api": {"cost_usd": _range(batch_total), "cost_usd_priced": _range(batch_priced)},
+            "batch_api": {"cost_usd": _range(batch_total), "cost_usd_priced": _range(batch_priced),
+                          "batches": self.queue.batches, "queue_tokens": dict(sorted(self.queue.tokens.items()))},
             "flex": {"requests": sum(t.flex_requests for t in self.models.values()), "cost_usd": _range(flex_total),
                      "cost_usd_priced": _range(flex_priced)},
             "default_max_output_tokens": self.default_max_output,
@@ -294,6 +299,7 @@ def estimate_file(path: Path, prices: PriceTable | None = None, *,
             continue
         assert isinstance(item, Job) and item.model is not None
         estimate.add_request(item.model, item.url, orjson.loads(item.body))
+        estimate.queue.add(item)
     return estimate
 
 

@@ -42,6 +42,8 @@ class Part:
     :param first_index: the input index of its first request.
     :param worst_usd: the most its requests can cost at the Batch API's price (`--max-cost`);
         ``None`` until a capped start needs it.
+    :param tokens: what it enqueues against the provider's batch queue limit (`queue.py`).
+    :param refused: the last batch of it the provider refused for that limit: not its batch.
     """
 
     number: int
@@ -60,6 +62,8 @@ class Part:
     collected: bool = False
     first_index: int = 0
     worst_usd: float | None = None
+    tokens: int = 0
+    refused: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -90,16 +94,18 @@ class Ledger:
         counts from there, and a batch made before it is not this run's.
     :param identity: the input and options (`disk.identity.identity`).
     :param retry_failed: the batches hold the failed lines of a finished output, not every line.
+    :param queue_tokens: the batch queue limit learned from a batch the provider refused (`queue.py`).
     """
 
     def __init__(self, directory: Path, run: str, created: float, identity: dict[str, Any], parts: list[Part],
-                 *, retry_failed: bool = False) -> None:
+                 *, retry_failed: bool = False, queue_tokens: int | None = None) -> None:
         self.dir = directory
         self.run = run
         self.created = created
         self.identity = identity
         self.parts = parts
         self.retry_failed = retry_failed
+        self.queue_tokens = queue_tokens
 
     @staticmethod
     def path(directory: Path) -> Path:
@@ -119,7 +125,7 @@ class Ledger:
                                   f"{doc.get('format')}); collect or cancel its batches with that version")
             parts = [Part(**part) for part in doc["parts"]]
             return cls(directory, doc["run"], float(doc["created"]), doc["identity"], parts,
-                       retry_failed=bool(doc.get("retry_failed")))
+                       retry_failed=bool(doc.get("retry_failed")), queue_tokens=doc.get("queue_tokens"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -132,7 +138,8 @@ class Ledger:
         :raises OSError: it was not written; the previous one stays.
         """
         doc = {"format": FORMAT, "run": self.run, "created": self.created, "identity": self.identity,
-               "retry_failed": self.retry_failed, "parts": [dataclasses.asdict(part) for part in self.parts]}
+               "retry_failed": self.retry_failed,
+               "queue_tokens": self.queue_tokens, "parts": [dataclasses.asdict(part) for part in self.parts]}
         write_atomically(self.path(self.dir), orjson.dumps(doc, option=orjson.OPT_INDENT_2), private=True)
         fsync_dir(self.dir)
 

@@ -21,7 +21,7 @@ import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import compress
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ from ..disk.lock import RunLock
 from ..disk.rundir import make_run_dir
 from ..disk.runfiles import checked
 from ..engine import Observer, run_batch
+from ..engine.sources import Source, first_answer
 from ..errors import ConfigError, FatalEndpointError
 from ..pacing import SYSTEM_CLOCK, Clock
 from ..plural import counted
@@ -48,6 +49,7 @@ from .api import BatchApi, metadata
 from .ledger import ENDED, Ledger, Part, remove_dir
 from .options import FIRST_POLL, BatchOptions
 from .plan import part_file, plan
+from .queue import BatchQueue, refused_for_queue
 
 if TYPE_CHECKING:  # only annotates: loaded when an httpx transport is passed in
     import httpx
@@ -77,6 +79,7 @@ async def run_via_batch(
     clock: Clock = SYSTEM_CLOCK,
     wall: Callable[[], float] = time.time,
     handle_signals: bool = False,
+    sources: Sequence[Source] = (),
 ) -> RunStats | Pending:
     """Run ``config``'s input through the Batch API (module docstring); the engine writes the
     output as an online run's once every batch has ended.
@@ -84,6 +87,8 @@ async def run_via_batch(
     :param wall: seconds since the epoch (the deadline, and when batches were made, span starts).
     :param handle_signals: SIGINT/SIGTERM while submitting or polling stop this start only:
         the batches go on at the provider, and the next start picks them up.
+    :param sources: answers known before anything is sent (`engine.sources`): their lines are
+        not planned into batches, and the engine takes them first.
     :raises ConfigError: / :raises InputFileError: as `engine.run_batch`; or the batches'
         folder belongs to another input or options.
     """
@@ -101,7 +106,7 @@ async def run_via_batch(
     cache = await anyio.to_thread.run_sync(open_cache, config)
     try:
         return await _run(config, options, cache, transport=transport, observer=observer, clock=clock, wall=wall,
-                          handle_signals=handle_signals)
+                          handle_signals=handle_signals, sources=sources)
     finally:
         if cache is not None:
             with anyio.CancelScope(shield=True):
@@ -110,20 +115,21 @@ async def run_via_batch(
 
 async def _run(config: RunConfig, options: BatchOptions, cache: ResponseCache | None, *,
                transport: Transport | httpx.AsyncBaseTransport | None, observer: Observer | None, clock: Clock,
-               wall: Callable[[], float], handle_signals: bool) -> RunStats | Pending:
+               wall: Callable[[], float], handle_signals: bool,
+               sources: Sequence[Source]) -> RunStats | Pending:
     directory = config.batches_path
     # A checkpoint with no batches is an online run's; a finished output is up to date, or
     # another run's: the engine says which (or completes its publishing), sending nothing.
     if not directory.exists() and not config.restart and \
             (config.checkpoint_path.exists() or (config.out.exists() and not config.retry_failed)):
         return await run_batch(config, transport=transport, observer=observer, clock=clock,
-                               handle_signals=handle_signals, via=VIA, cache=cache)
+                               handle_signals=handle_signals, sources=sources, via=VIA, cache=cache)
     created = make_run_dir(directory, config.out)
     lock = RunLock(directory / "lock", config.out)
     lock.acquire()
     try:
         try:
-            ledger = await _ledger(config, options, wall, cache)
+            ledger = await _ledger(config, options, wall, cache, sources)
         except BaseException:
             if created and Ledger.load(directory) is None:  # refused before planning: leave nothing behind
                 remove_dir(directory)
@@ -141,7 +147,8 @@ async def _run(config: RunConfig, options: BatchOptions, cache: ResponseCache | 
         collected = answers.Answers(ledger, online=lifecycle.online, stop=stop)
         try:
             stats = await run_batch(config, transport=transport, observer=observer, clock=clock,
-                                    handle_signals=handle_signals, sources=[collected], via=VIA, cache=cache)
+                                    handle_signals=handle_signals, sources=[*sources, collected], via=VIA,
+                                    cache=cache)
         finally:
             collected.close()
         if stats.stop_reason is None:
@@ -155,7 +162,7 @@ async def _run(config: RunConfig, options: BatchOptions, cache: ResponseCache | 
 
 
 async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], float],
-                  cache: ResponseCache | None) -> Ledger:
+                  cache: ResponseCache | None, sources: Sequence[Source]) -> Ledger:
     """The ledger in the batches' folder, or a new plan (`plan.plan`) when there is none."""
     directory = config.batches_path
     scan = await anyio.to_thread.run_sync(scan_input, config.input_path)
@@ -171,18 +178,19 @@ async def _ledger(config: RunConfig, options: BatchOptions, wall: Callable[[], f
         remove_dir(directory, keep="lock")
         ledger = None
     if ledger is None:
-        ledger = await anyio.to_thread.run_sync(_plan, config, options, same_run, wall(), cache)
+        ledger = await anyio.to_thread.run_sync(_plan, config, options, same_run, wall(), cache, sources)
     return ledger
 
 
 def _plan(config: RunConfig, options: BatchOptions, same_run: dict[str, Any], now: float,
-          cache: ResponseCache | None) -> Ledger:
+          cache: ResponseCache | None, sources: Sequence[Source]) -> Ledger:
     size = same_run["input"]["size"]
     items: Iterator[Job | LineError] = read_jobs(config.input_path, size, model=config.model)
     retry = config.retry_failed and config.out.exists()
     if retry:  # only the lines the finished output failed
         items = compress(items, _failed_lines(config))
-    jobs = (item for item in items if isinstance(item, Job) and (cache is None or not cache.holds(item)))
+    jobs = (item for item in items if isinstance(item, Job) and (cache is None or not cache.holds(item))
+            and first_answer(sources, item) is None)
     parts = plan(jobs, options.limits, config.batches_path, config.input_path, cap.split(config))
     ledger = Ledger(config.batches_path, secrets.token_hex(8), now, same_run, parts, retry_failed=retry)
     ledger.save()
@@ -210,6 +218,7 @@ class _Lifecycle:
         self.transport = transport
         self.api = BatchApi(config, transport, clock)
         self.cap = cap.BatchCap(config, ledger)
+        self.queue = BatchQueue(ledger, options.limits.queue_tokens)
         self.clock = clock
         self.wall = wall
         self.online = False  # the deadline passed: what the batches did not answer goes online
@@ -261,6 +270,8 @@ class _Lifecycle:
             while True:
                 await self._poll()
                 await self._collect()
+                if not self.options.cancel and not self.online:  # what waited for the queue
+                    await self._submit()
                 if all(part.collected or (self.online and part.batch_id is None) or part in self.cap.held_back
                        for part in self.ledger.parts):
                     return None
@@ -277,10 +288,12 @@ class _Lifecycle:
     async def _submit(self) -> None:
         ledger = self.ledger
         for part in ledger.parts:
-            if part.batch_id is not None:
+            if part.batch_id is not None or part.ended or part in self.cap.held_back:
                 continue
             if self.past_deadline():
                 return
+            if not self.queue.fits(part):  # it waits for earlier batches to end
+                continue
             if not self.cap.fits(part):
                 log.warning("batch %d of %d (%s lines) is held back: its worst case does not fit under --max-cost",
                             part.number + 1, len(ledger.parts), f"{part.lines:,}")
@@ -301,7 +314,7 @@ class _Lifecycle:
         for part in self.ledger.parts:
             if part.file_id is not None and part.batch_id is None:
                 found = await self.api.find_batch(metadata(self.ledger.run, part.number), self.ledger.created)
-                if found is not None:
+                if found is not None and found.get("id") != part.refused:
                     await self._record(part, found)
                     log.info("found batch %d of %d, created by an earlier start: %s", part.number + 1,
                              len(self.ledger.parts), part.batch_id)
@@ -311,14 +324,22 @@ class _Lifecycle:
         if not isinstance(batch_id, str) or not batch_id:
             raise FatalEndpointError("POST /v1/batches: the reply has no 'id'")
         part.batch_id = batch_id
-        part.update(batch)
+        self._update(part, batch)
         await anyio.to_thread.run_sync(self.ledger.save)
+
+    def _update(self, part: Part, batch: dict[str, Any]) -> bool:
+        """Take in ``part``'s Batch object; a batch refused for the queue is put back to wait."""
+        message = refused_for_queue(batch)
+        if message is None:
+            return part.update(batch)
+        self.queue.refused(part, message)
+        return True
 
     async def _poll(self) -> None:
         changed = False
         for part in self.ledger.in_flight:
             assert part.batch_id is not None
-            changed |= part.update(await self.api.retrieve(part.batch_id))
+            changed |= self._update(part, await self.api.retrieve(part.batch_id))
         if changed:
             await anyio.to_thread.run_sync(self.ledger.save)
             log.info("%s", self._progress())

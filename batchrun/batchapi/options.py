@@ -29,7 +29,13 @@ BATCH_MAX_BYTES = Setting("batch_max_bytes", "--batch-max-bytes", 200 * 10**6, B
                           bounds=Bounds(1024, 2**40, whole=True), help="Largest request file of one batch, in bytes.")
 BATCH_MIXED_MODELS = Setting("batch_mixed_models", "--batch-mixed-models", False, BATCH_API,
                              help="Let one batch hold several models (OpenAI allows one per batch; some providers more).")
-SETTINGS = (VIA, DETACH, CANCEL, BATCH_DEADLINE, POLL_INTERVAL, BATCH_MAX_REQUESTS, BATCH_MAX_BYTES, BATCH_MIXED_MODELS)
+BATCH_QUEUE_TOKENS: Setting[int | None] = Setting(
+    "batch_queue_tokens", "--batch-queue-tokens", None, BATCH_API, bounds=Bounds(1, 10**12, whole=True), metavar="N",
+    help="With --via batch: the provider's batch queue limit per model, in tokens (OpenAI's tier 1: 2,000,000 for "
+         "gpt-4o-mini). Batches are sized to fit and submitted while the tokens they enqueue (prompts and output "
+         "caps) fit under it, the next as earlier ones end. Default: learned from a batch refused for it.")
+SETTINGS = (VIA, DETACH, CANCEL, BATCH_DEADLINE, POLL_INTERVAL, BATCH_MAX_REQUESTS, BATCH_MAX_BYTES, BATCH_MIXED_MODELS,
+            BATCH_QUEUE_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -39,11 +45,14 @@ class BatchLimits:
     :param max_requests: / :param max_bytes: at most this many lines, and bytes of request
         file, per batch.
     :param one_model: one model per batch (OpenAI requires it); every batch has one endpoint.
+    :param queue_tokens: the provider's batch queue limit per model (`queue.py`): no batch
+        enqueues more tokens than this; ``None``: none known.
     """
 
     max_requests: int = BATCH_MAX_REQUESTS.default
     max_bytes: int = BATCH_MAX_BYTES.default
     one_model: bool = True
+    queue_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,5 +76,6 @@ class BatchOptions:
     def __post_init__(self) -> None:
         BATCH_MAX_REQUESTS.check(self.limits.max_requests)
         BATCH_MAX_BYTES.check(self.limits.max_bytes)
+        BATCH_QUEUE_TOKENS.check(self.limits.queue_tokens)
         POLL_INTERVAL.check(self.poll_interval)
         BATCH_DEADLINE.check(self.deadline)

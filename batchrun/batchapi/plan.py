@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..records import Job
 from .ledger import Part
 from .options import BatchLimits
+from .queue import enqueued_tokens
 
 
 def request_line(job: Job) -> bytes:
@@ -57,7 +58,8 @@ def plan(jobs: Iterable[Job], limits: BatchLimits, directory: Path, source: Path
 
     :param source: the input's path, for messages.
     :param cap: split where ``--max-cost`` is reached, and give every batch its worst case.
-    :raises ConfigError: a line alone is larger than a batch may be (nothing was sent).
+    :raises ConfigError: a line alone is larger than a batch may be, or enqueues more tokens than
+        the queue limit (nothing was sent).
     """
     parts: list[Part] = []
     filling: dict[tuple[str, str | None, bool], _Filling] = {}
@@ -68,6 +70,10 @@ def plan(jobs: Iterable[Job], limits: BatchLimits, directory: Path, source: Path
             if len(line) > limits.max_bytes:
                 raise ConfigError(f"{source}:{job.line_no}: the request is {len(line):,} bytes, more than one batch "
                                   f"may hold (--batch-max-bytes {limits.max_bytes:,}); shorten it or run it online")
+            tokens = enqueued_tokens(job)
+            if limits.queue_tokens is not None and tokens > limits.queue_tokens:
+                raise ConfigError(f"{source}:{job.line_no}: the request enqueues {tokens:,} tokens (its prompt and "
+                                  f"output cap), more than --batch-queue-tokens {limits.queue_tokens:,}")
             worst = 0.0
             if cap is not None:
                 worst = cap.worst(job)
@@ -75,8 +81,7 @@ def plan(jobs: Iterable[Job], limits: BatchLimits, directory: Path, source: Path
                 over = over or used > cap.room
             key = (job.url, job.model if limits.one_model else None, over)
             current = filling.get(key)
-            if current is None or current.part.lines >= limits.max_requests \
-                    or current.part.size + len(line) > limits.max_bytes:
+            if current is None or full(current.part, len(line), tokens, limits):
                 if current is not None:
                     _close(current.file)
                 part = Part(number=len(parts), url=job.url, model=key[1], first_line=job.line_no, first_index=job.index,
@@ -88,6 +93,7 @@ def plan(jobs: Iterable[Job], limits: BatchLimits, directory: Path, source: Path
             current.file.write(line)
             current.part.lines += 1
             current.part.size += len(line)
+            current.part.tokens += tokens
             if current.part.worst_usd is not None:
                 current.part.worst_usd += worst
     finally:
@@ -95,6 +101,34 @@ def plan(jobs: Iterable[Job], limits: BatchLimits, directory: Path, source: Path
             if not left.file.closed:
                 _close(left.file)
     return parts
+
+
+def full(part: Part, size: int, tokens: int, limits: BatchLimits) -> bool:
+    """Whether ``part`` cannot take one more line of ``size`` bytes that enqueues ``tokens``."""
+    return (part.lines >= limits.max_requests or part.size + size > limits.max_bytes
+            or (limits.queue_tokens is not None and part.tokens + tokens > limits.queue_tokens))
+
+
+class QueueNeed:
+    """What a file asks of the Batch API, without writing anything (``batchrun estimate``): the
+    batches `plan` would make of it, and the tokens each model's batches enqueue in all."""
+
+    def __init__(self, limits: BatchLimits | None = None) -> None:
+        self._limits = limits or BatchLimits()
+        self._filling: dict[tuple[str, str | None], Part] = {}
+        self.batches = 0
+        self.tokens: dict[str, int] = {}
+
+    def add(self, job: Job) -> None:
+        size, tokens = len(request_line(job)), enqueued_tokens(job)
+        key = (job.url, job.model if self._limits.one_model else None)
+        part = self._filling.get(key)
+        if part is None or full(part, size, tokens, self._limits):
+            part = self._filling[key] = Part(self.batches, job.url, key[1], job.line_no)
+            self.batches += 1
+        part.lines, part.size, part.tokens = part.lines + 1, part.size + size, part.tokens + tokens
+        model = job.model or ""
+        self.tokens[model] = self.tokens.get(model, 0) + tokens
 
 
 def _close(f: BinaryIO) -> None:

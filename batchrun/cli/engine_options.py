@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from ..cache import default_dir
 from ..config import ApiKey, RetryPolicy, RunConfig, split_base_url, split_header
 from ..disk.runfiles import checked
 from ..engine import run_batch
+from ..engine.sources import Source
 from ..errors import ConfigError
 from ..runner import run_async
 from ..settings import OUTPUT, SIMULATOR, Setting
@@ -161,15 +162,15 @@ class EngineOptions:
         root.setLevel(logging.DEBUG if self.verbose else logging.ERROR if self.quiet else logging.INFO)
         root.propagate = False
 
-    def run(self, config: RunConfig) -> RunStats:
+    def run(self, config: RunConfig, sources: Sequence[Source] = ()) -> RunStats:
         """Run the engine with a progress display: a bar on a terminal, log lines elsewhere."""
-        stats: RunStats = self._run(partial(run_batch, config))
+        stats: RunStats = self._run(partial(run_batch, config, sources=sources))
         return stats
 
-    def run_via_batch(self, config: RunConfig, batch: BatchOptions) -> RunStats | Pending:
+    def run_via_batch(self, config: RunConfig, batch: BatchOptions, sources: Sequence[Source] = ()) -> RunStats | Pending:
         """`run` through the provider's Batch API (`batchapi.lifecycle`): its batches may still
         be running when this returns (`Pending`)."""
-        outcome: RunStats | Pending = self._run(partial(run_via_batch, config, batch))
+        outcome: RunStats | Pending = self._run(partial(run_via_batch, config, batch, sources=sources))
         return outcome
 
     def progress(self) -> BarProgress | LogProgress | None:

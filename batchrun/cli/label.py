@@ -82,8 +82,10 @@ results.jsonl). The rows are answered online, through the provider's Batch API
 (--via batch, with --detach, --cancel, --batch-deadline as for batchrun run), or
 as shards on Ray (--ray): the output is the same. Run the same command again to
 continue after an interruption, or to collect batches still at the provider;
---retry-failed sends the rows with an _error again, with the template and
-options as now given (a fixed prompt), and keeps every answer; `batchrun report
+over a finished output it is up to date, and after rows were added or changed it
+sends only those (with --id-field, matched by id and request). --retry-failed
+sends the rows with an _error again, with the template and options as now given
+(a fixed prompt), and keeps every answer; `batchrun report
 OUT.batch/results.jsonl` shows usage and cost.
 
 \b
@@ -145,7 +147,7 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
     try:
         with options.endpoint() as make_config, LabelRun(job, make_config) as labeling:
             config = labeling.prepare()
-            stats = route.run(options, config) if config is not None else None
+            stats = route.run(options, config, labeling.sources) if config is not None else None
             # Batches still at the provider: nothing to join yet.
             outcome = None if isinstance(stats, Pending) else labeling.finish(stats)
     except KeyboardInterrupt:  # while rendering or joining: the engine handles its own signals
@@ -162,6 +164,9 @@ def label(data_path: Path, template_path: Path, output: Path | None, model: str,
         failures = ", ".join(f"{code} {n:,}" for code, n in counts.errors.most_common())
         labeled = (f"labeled {counted(counts.rows, 'row')} into {outcome.output_path}: {counts.ok:,} answered, "
                    f"{counts.failed:,} with an _error{f' ({failures})' if failures else ''}")
+    if labeling.up_to_date and not options.quiet:
+        click.echo(fit(f"batchrun: {outcome.output_path} is up to date: these rows were already labeled with this "
+                       "template and these options; nothing was sent", 2), err=True)
     if not options.quiet:
         if config is not None and stats is not None:
             click.echo(format_summary(stats, str(config.report_path), command_args()), err=True)

@@ -23,6 +23,7 @@ Examples:
   batchrun mock-server --rpm 600 --tpm 90000 --token-charge max --no-limit-headers
   batchrun mock-server --rate-429 0.05 --retry-after 2 --no-retry-after-ms
   batchrun mock-server --batch-seconds-per-request 0.5 --batch-expire-after 60 --batch-rate-lost 0.01
+  batchrun mock-server --batch-queue-tokens 2000000
   batchrun mock-server --flex-unavailable 0.3 --flex-latency-ms 500
   batchrun run requests.jsonl --base-url http://127.0.0.1:8000/v1
 """
@@ -31,6 +32,7 @@ _PORT = Bounds(0, 65535, whole=True)
 _SHARE = Bounds(0, 1)
 _PER_MINUTE = Bounds(1, 1e12, whole=True)
 _EXPIRY = Bounds(0, 7 * 86_400, low_open=True)
+_QUEUE = Bounds(1, 1e12, whole=True)
 
 
 @main.command("mock-server", epilog=MOCK_EXAMPLES)
@@ -80,6 +82,9 @@ _EXPIRY = Bounds(0, 7 * 86_400, low_open=True)
               help="Batch API: share of lines answered 500 in the output file.")
 @click.option("--batch-rate-lost", type=Bounded(_SHARE), default=0.0,
               help="Batch API: share of lines in neither the output nor the error file.")
+@click.option("--batch-queue-tokens", type=Bounded(_QUEUE), default=None, metavar="N",
+              help="Batch API: the enqueued token limit per model, as OpenAI's: a batch past it fails validation "
+                   "with token_limit_exceeded.")
 @click.option("--flex-unavailable", type=Bounded(_SHARE), default=0.0,
               help="Share of service_tier=flex requests refused for capacity (429 Resource Unavailable).")
 @click.option("--flex-latency-ms", type=Bounded(MILLISECONDS_RANGE), default=0.0, show_default=True,
@@ -90,7 +95,7 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
                 any_model: bool, seed: int, rpm: int | None, tpm: int | None, token_charge: TokenCharge, no_limit_headers: bool,
                 limits_schedule: tuple[str, ...], batch_seconds_per_request: float, batch_expire_after: float,
                 batch_rate_failed: float, batch_rate_lost: float, flex_unavailable: float,
-                flex_latency_ms: float) -> None:
+                flex_latency_ms: float, batch_queue_tokens: int | None) -> None:
     """Serve the OpenAI-compatible simulator on loopback until Ctrl-C.
 
     Deterministic answers with realistic usage for /v1/chat/completions, /v1/completions,
@@ -133,7 +138,7 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
                                  limits_schedule=parse_schedule(";".join(limits_schedule)),
                                  batches=Batches(seconds_per_request=batch_seconds_per_request,
                                                  expire_after_s=batch_expire_after, rate_failed=batch_rate_failed,
-                                                 rate_lost=batch_rate_lost),
+                                                 rate_lost=batch_rate_lost, queue_tokens=batch_queue_tokens),
                                  any_model=any_model, any_root=False,
                                  flex=FlexTier(flex_unavailable, flex_latency_ms))
     except ValueError as exc:

@@ -5,7 +5,7 @@ options, what may be combined, and the one call that runs a `RunConfig` on its r
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -14,6 +14,8 @@ import click
 from ..batchapi.lifecycle import Pending
 from ..batchapi.options import BatchOptions
 from ..config import RunConfig
+from ..engine.sources import Source
+from ..errors import ConfigError
 from ..scale.shards import SHARDS_RANGE
 from ..settings import RAY
 from ..stats import EXIT_STOPPED, RunStats
@@ -34,7 +36,7 @@ _RAY_OPTIONS = [
                       "fewer for a small input."),
 ]
 _BATCH_PARAMS = ("via", "detach", "cancel", "batch_deadline", "poll_interval", "batch_max_requests",
-                 "batch_max_bytes", "batch_mixed_models")
+                 "batch_max_bytes", "batch_mixed_models", "batch_queue_tokens")
 
 
 def route_options(command: F) -> F:
@@ -77,9 +79,17 @@ class Route:
                                    f"with {route}")
         return cls(batch, ray_address, shards)
 
-    def run(self, options: EngineOptions, config: RunConfig) -> RunStats | Pending:
-        """Run ``config`` on this route: `Pending` when its batches are still at the provider."""
+    def run(self, options: EngineOptions, config: RunConfig, sources: Sequence[Source] = ()) -> RunStats | Pending:
+        """Run ``config`` on this route: `Pending` when its batches are still at the provider.
+
+        :param sources: answers found before sending (`engine.sources`), e.g. those ``label``
+            keeps from its earlier run.
+        :raises ConfigError: sources on Ray, whose shards do not take them.
+        """
         if self.ray_address is not None:
+            if sources:
+                raise ConfigError("--ray cannot keep the answers of an earlier run: run without --ray to label "
+                                  "only the new or changed rows, or add --restart to label every row again")
             from ..scale.ray_run import run_on_ray
 
             try:
@@ -89,8 +99,8 @@ class Route:
                 click.echo("\nbatchrun: interrupted; run the same command again to continue", err=True)
                 sys.exit(EXIT_STOPPED)
         if self.batch is not None:
-            return options.run_via_batch(config, self.batch)
-        return options.run(config)
+            return options.run_via_batch(config, self.batch, sources)
+        return options.run(config, sources)
 
 
 def exit_pending(pending: Pending, quiet: bool) -> NoReturn:

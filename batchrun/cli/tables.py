@@ -76,6 +76,10 @@ def render_estimate(doc: dict[str, Any]) -> str:
     if doc["flex"]["requests"]:
         rows.append(("flex", f"{_cost_range(doc['flex'])} with --tier flex ({counted(doc['flex']['requests'], 'request')} "
                              "at the Batch API's price, the rest online)"))
+    if doc["batch_api"].get("batches"):  # an estimate of a file; a label --dry-run counts none
+        queue = ", ".join(f"{tokens:,} {model}" for model, tokens in doc["batch_api"]["queue_tokens"].items())
+        rows.append(("batches", f"{doc['batch_api']['batches']:,} with --via batch, enqueuing {queue} tokens in all "
+                                "(a lower queue limit: --batch-queue-tokens submits them in turn)"))
     header = ["requests", "input", "output cap", "no cap"]
     table = [(model, [m["requests"], m["input_tokens"], m["output_cap_tokens"], m["requests_without_cap"]],
               _range(m["cost_usd"])) for model, m in doc["models"].items()]

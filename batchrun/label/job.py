@@ -16,8 +16,12 @@ Running the same command again continues whatever stopped, because every step is
 the requests are rendered again, byte for byte the same (checked line by line against the
 earlier ones: a changed data file, template or option is refused unless ``--restart``), the
 engine resumes from its checkpoint, and the join, which writes the output to a temporary file
-renamed into place, runs again from the start. A finished output is not overwritten unless
-asked (``--retry-failed`` or ``--restart``), as with ``batchrun run``.
+renamed into place, runs again from the start.
+
+Over a finished output, the same command is up to date, as with ``batchrun run``: nothing is
+sent, the output is joined again, and the exit code is that run's. When the data, template or
+options changed, only the rows whose requests are new are sent; the others keep their answers
+(`previous`). ``--restart`` labels every row again.
 
 ``--retry-failed`` over a finished run may change the template and the request options (the
 prompt being what a user fixes after seeing failures): the rows that have an answer keep it,
@@ -50,9 +54,11 @@ from ..disk import publish
 from ..disk.lock import RunLock
 from ..disk.rundir import make_run_dir
 from ..engine import Observer, run_batch
+from ..engine.sources import Source
 from ..errors import ConfigError
 from ..stats import EXIT_FAILED_LINES, EXIT_OK, EXIT_STOPPED, RunStats
 from ..transport import Transport
+from . import previous
 from .answers import AnswerSpec, FreeText, Labels, load_json_schema
 from .formulas import is_formula
 from .join import JoinCounts, join
@@ -173,7 +179,7 @@ class LabelRun:
 
         with LabelRun(job, engine) as run:
             config = run.prepare()            # render; None if the batch is already finished
-            stats = run_batch(config) if config else None    # or another route's run
+            stats = run_batch(config, sources=run.sources) if config else None  # or another route
             outcome = run.finish(stats)       # join
 
     A start refused before the engine kept anything (a row that cannot be sent, the engine's
@@ -198,6 +204,8 @@ class LabelRun:
         self._bom = False  # whether the data began with a BOM, as the rendering read it
         self._data_stamp: tuple[int, int] | None = None
         self._created = False
+        self._previous: previous.Previous | None = None
+        self.up_to_date = False  # the output already holds this run (`prepare`)
 
     def __enter__(self) -> LabelRun:
         self._created = make_run_dir(self.work.dir, self.job.out)
@@ -209,6 +217,8 @@ class LabelRun:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if self._previous is not None:
+            self._previous.close()
         self._lock.release()
         if kind is not None:
             self._remove_if_new()
@@ -221,30 +231,46 @@ class LabelRun:
     def prepare(self) -> RunConfig | None:
         """Check what earlier runs left, render the requests, and say what the engine must do.
 
-        :returns: the engine's config, or ``None`` when the batch already finished (only the
-            join is left, e.g. after a crash while writing the output).
-        :raises ConfigError: a finished output would be overwritten unasked, or the requests
-            now differ from those of the run being continued.
+        :returns: the engine's config (with `sources`), or ``None`` when the batch already
+            finished (only the join is left: after a crash while writing the output, or the
+            same command again, `up_to_date`).
+        :raises ConfigError: an output no run in the work folder wrote would be overwritten
+            unasked, or the requests now differ from those of the run being continued.
         :raises InputFileError: rows that cannot be sent (nothing was sent).
         """
         work, out, config = self.work, self.job.out, self.config
+        if config.restart:
+            previous.discard(work)
+        incremental = work.previous_results.exists()  # only new rows are being labeled (`previous`)
         running = work.running()
         finished = work.results.exists() and not running
-        started = finished or running
         if not config.restart and work.join_pending():
             self._data_stamp = _stamp(self.job.data_path)
             self._render(compare=True)
             return None
-        if not config.restart:
-            if out.exists() and not started:
+        if not config.restart and not incremental:
+            if out.exists() and not (finished or running):
                 raise ConfigError(f"{out} already exists and {work.dir} holds no run that wrote it: pass --restart "
                                   "to label every row and replace it")
             if out.exists() and finished and not config.retry_failed:
-                raise ConfigError(f"{out} already holds a finished label run: pass --retry-failed to send its "
-                                  "failed rows again, or --restart to label every row again")
+                self._data_stamp = _stamp(self.job.data_path)
+                renderer = Renderer(self.job.data_path, self.job.spec, self.job.id_field, self.job.delimiter)
+                if previous.unchanged(work, (request.line() for request in renderer)):
+                    self.up_to_date = True  # the same command again: nothing to send, the output is joined again
+                    self._render(compare=True)
+                    return None
+                incremental, finished = True, False
+        if incremental:
+            previous.set_aside(work)
+            self._previous = previous.Previous(work, by_id=self.job.id_field is not None)
         self._data_stamp = _stamp(self.job.data_path)
-        self._render(compare=started and not config.restart, new_requests=finished and config.retry_failed)
+        self._render(compare=(finished or running) and not config.restart, new_requests=finished and config.retry_failed)
         return None if finished and not config.retry_failed and not config.restart else config
+
+    @property
+    def sources(self) -> list[Source]:
+        """Where the engine finds answers before sending: the answers kept from the run set aside."""
+        return [self._previous] if self._previous is not None else []
 
     def finish(self, stats: RunStats | None) -> LabelOutcome:
         """Join the answers with the rows into the output, unless the engine stopped early.
@@ -287,6 +313,7 @@ class LabelRun:
             errors.commit()
             writer.commit()
             work.mark_joined(job.out)  # last: from here the results have been joined
+            previous.discard(work)
         except BaseException:
             for target in targets:
                 target.discard()
@@ -364,7 +391,8 @@ async def label_dataset(job: LabelJob, engine: EngineConfig, *,
         config = await anyio.to_thread.run_sync(run.prepare)
         stats = None
         if config is not None:
-            stats = await run_batch(config, transport=transport, observer=observer, handle_signals=handle_signals)
+            stats = await run_batch(config, transport=transport, observer=observer, handle_signals=handle_signals,
+                                    sources=run.sources)
         return await anyio.to_thread.run_sync(run.finish, stats)
 
 

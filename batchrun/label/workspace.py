@@ -26,6 +26,9 @@ class Workspace:
         self.lock = self.dir / "lock"
         self.joined = self.dir / "joined"
         self.rows = self.dir / "rows"
+        # A finished run's requests and results, set aside while only new rows are labeled (`previous`).
+        self.previous_requests = self.dir / "previous.requests.jsonl"
+        self.previous_results = self.dir / "previous.results.jsonl"
 
     def running(self) -> bool:
         """Whether an engine run on the requests is under way (stopped, or still at the provider)."""

@@ -84,6 +84,9 @@ class Batches:
     :param rate_lost: share of lines missing from both files (counted as completed).
     :param quote: text every output body and error message quotes back (``Authorization: Bearer …``).
     :param oversize: bytes of padding in the first line's answer body.
+    :param queue_tokens: the batch queue limit per model, as OpenAI's: a batch whose tokens
+        (`enqueued_tokens`), with those of the model's batches validating, in progress or
+        finalizing, exceed it fails validation with ``token_limit_exceeded``; ``None``: no limit.
     """
 
     validating_s: float = 0.01
@@ -98,6 +101,7 @@ class Batches:
     rate_lost: float = 0.0
     quote: str = ""
     oversize: int = 0
+    queue_tokens: int | None = None
 
     def __post_init__(self) -> None:
         times = (self.validating_s, self.seconds_per_request, self.finalizing_s, self.cancelling_s)
@@ -111,6 +115,8 @@ class Batches:
             raise ValueError("failed_status must be a 4xx or 5xx")
         if self.oversize < 0:
             raise ValueError("oversize must be >= 0")
+        if self.queue_tokens is not None and self.queue_tokens < 1:
+            raise ValueError("queue_tokens must be >= 1")
 
 
 class _Error(Exception):
@@ -276,7 +282,7 @@ class BatchStore:
             raise _Error(400, f"File {file.id} has purpose '{file.purpose}'; a batch needs a 'batch' file.",
                          "input_file_id", "invalid_value")
         batch_id = self._new_id("batch_", 32)
-        errors = self._validate(file, request["endpoint"])
+        errors = self._validate(file, request["endpoint"]) or self._queue_check(file, now)
         fates = [] if errors else [self._fate(batch_id, i) for i in range(len(file.lines))]
         batch = _Batch(batch_id, file, request["endpoint"], metadata, now, errors, fates, sequence=self._serial)
         self._batches[batch.id] = batch
@@ -303,6 +309,21 @@ class BatchStore:
                 errors.append(_error("duplicate_custom_id", message, "custom_id", number))
             seen.add(line.custom_id)
         return errors
+
+    def _queue_check(self, file: _File, now: float) -> list[dict[str, Any]]:
+        """OpenAI's enqueued token limit, checked as the batch is validated."""
+        limit = self._config.queue_tokens
+        if limit is None:
+            return []
+        model = _model(file)
+        enqueued = sum(_enqueued(batch.input) for batch in self._batches.values()
+                       if not batch.errors and _model(batch.input) == model
+                       and self._view(batch, now)["status"] in ("validating", "in_progress", "finalizing"))
+        if enqueued + _enqueued(file) <= limit:
+            return []
+        message = (f"Enqueued token limit reached for {model} in organization org-batchrun-simulator. Limit: "
+                   f"{limit:,} enqueued tokens. Please try again once some in_progress batches have been completed.")
+        return [_error("token_limit_exceeded", message)]
 
     def _fate(self, batch_id: str, index: int) -> Literal["ok", "failed", "lost"]:
         draw = _unit(b"%d:%s:%d" % (self._seed, batch_id.encode(), index))
@@ -479,6 +500,23 @@ class BatchStore:
     def _new_id(self, prefix: str, size: int) -> str:
         self._serial += 1
         return prefix + _hex(b"%d:%s%d" % (self._seed, prefix.encode(), self._serial), size)
+
+
+def _enqueued(file: _File) -> int:
+    """What a batch input file puts in the queue: each line's prompt (a token per 4 bytes of its
+    body) and its output cap (4,096 when it states none)."""
+    total = 0
+    for line in file.lines:
+        body = orjson.loads(line.body)
+        caps = [body.get(name) for name in ("max_completion_tokens", "max_tokens", "max_output_tokens")]
+        cap = next((value for value in caps if isinstance(value, int)), 4096)
+        total += len(line.body) // 4 + cap
+    return total
+
+
+def _model(file: _File) -> str:
+    model = orjson.loads(file.lines[0].body).get("model")
+    return model if isinstance(model, str) else ""
 
 
 def _request_lines(content: bytes) -> tuple[_Line, ...]:

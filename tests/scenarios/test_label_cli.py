@@ -50,7 +50,7 @@ def test_the_review_sample_on_the_simulator(tmp_path: Path, monkeypatch: pytest.
     assert {row[4] for row in out[1:]} == set(SENTIMENT.split(","))
 
     code, _, err = invoke("label", "reviews.csv", "-t", "sentiment.txt", "--labels", SENTIMENT, "--mock")
-    assert code == 2 and "already holds a finished label run" in err
+    assert code == 0 and "reviews.labeled.csv is up to date" in err
     code, _, err = invoke("label", "reviews.csv", "-t", "sentiment.txt", "--labels", SENTIMENT, "--mock",
                           "--retry-failed")
     # nothing had failed: nothing was sent again

@@ -32,3 +32,27 @@ def test_batch_options_shape_the_batches_it_serves(tmp_path: Path) -> None:
             server.stderr.close()
     codes = {record["error"]["code"] for record in read_jsonl(tmp_path / "in.results.jsonl")}
     assert codes == {"batch_result_missing"}  # every line lost, as --batch-rate-lost 1 says
+
+
+def test_a_batch_queue_limit_refuses_a_batch_over_it(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, max_tokens=10) for i in range(3)])
+    server = subprocess.Popen([sys.executable, "-m", "batchrun", "mock-server", "--port", "0",
+                               "--batch-queue-tokens", "20"],
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert server.stderr is not None
+        base_url = server.stderr.readline().split()[3]
+        run = subprocess.run([sys.executable, "-m", "batchrun", "run", str(source), "--base-url", base_url,
+                              "--via", "batch", "--poll-interval", "0.05", "-q"], capture_output=True, text=True,
+                             check=False)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=10) == 0
+    finally:
+        server.kill()
+        server.wait()
+        if server.stderr is not None:
+            server.stderr.close()
+    # The one batch alone is over the limit the refusal states: it would never be accepted.
+    assert run.returncode == 4, run.stderr
+    assert "Limit: 20 enqueued tokens" in run.stderr and "--restart --batch-queue-tokens 20" in run.stderr
+    assert not (tmp_path / "in.results.jsonl").exists()

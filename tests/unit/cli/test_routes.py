@@ -3,6 +3,7 @@ runs a config on it (each route end to end: test_batch_api.py, test_ray.py, test
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,12 @@ from batchrun.batchapi.lifecycle import Pending
 from batchrun.batchapi.options import BatchOptions
 from batchrun.cli.routes import Route
 from batchrun.config import RunConfig
+from batchrun.engine.sources import Source
 from batchrun.stats import RunStats
 
 DEFAULTS: dict[str, Any] = {"ray_address": None, "shards": None, "via": "online", "detach": False, "cancel": False,
                             "batch_deadline": None, "poll_interval": 60.0, "batch_max_requests": 50_000,
-                            "batch_max_bytes": 200 * 10**6, "batch_mixed_models": False}
+                            "batch_max_bytes": 200 * 10**6, "batch_mixed_models": False, "batch_queue_tokens": None}
 
 
 def take(**given: Any) -> tuple[Route, dict[str, Any]]:
@@ -55,11 +57,11 @@ class Engine:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
 
-    def run(self, config: RunConfig) -> RunStats:
+    def run(self, config: RunConfig, sources: Sequence[Source] = ()) -> RunStats:
         self.calls.append(("online", config))
         return RunStats(config.out, config.errors_path)
 
-    def run_via_batch(self, config: RunConfig, batch: BatchOptions) -> Pending:
+    def run_via_batch(self, config: RunConfig, batch: BatchOptions, sources: Sequence[Source] = ()) -> Pending:
         self.calls.append(("batch", batch))
         return Pending("at the provider", 0)
 
