@@ -51,7 +51,7 @@ def test_a_smoke_run_sends_the_first_lines_and_the_full_run_reuses_them(tmp_path
     code, err = invoke("run", str(source), "--base-url", sim.base_url)
     assert code == 0, err
     assert sim.stats.requests == 12  # none of the first five sent again
-    assert "resumed: 5 lines were finished by an earlier start" in err
+    assert "earlier starts finished 5 of the lines" in err
     assert out.read_bytes().startswith(smoke)
     assert [o["custom_id"] for o in read_jsonl(out)] == [f"req-{i}" for i in range(12)]
 
