@@ -127,6 +127,7 @@ Examples:
   batchrun estimate requests.jsonl
   batchrun estimate requests.jsonl --json > estimate.json
   batchrun estimate requests.jsonl --prices our-prices.json --default-max-tokens 1000
+  batchrun estimate tonight.jsonl --like last-night.report.json --cache   # a nightly job
 
 \b
 Checks every line as a run would (JSON, envelope fields, duplicate custom_ids,
@@ -134,10 +135,14 @@ stream=true) and that each request names a model; every bad line is printed with
 file:line. Nothing is sent. The cost range: low = estimated input tokens at the input
 price; high = that plus each request's max_tokens / max_completion_tokens /
 max_output_tokens at the output price (--default-max-tokens when it sets none). Each
-range is shown sent online and through the provider's Batch API (50% of online).
+range is shown sent online, through the provider's Batch API (50% of online) and with
+--tier flex; the expected figure assumes typical answers, or with --like REPORT a previous
+run's mean answer per model. With --cache, the requests the response cache already
+answers cost nothing, and the saving is shown.
 
 \b
-Exit codes: 0 every line is fine, 2 the file cannot be read or has bad lines.
+Exit codes: 0 every line is fine, 2 the file cannot be read or has bad lines (or
+--like names no report).
 """
 
 
