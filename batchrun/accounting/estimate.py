@@ -19,8 +19,18 @@ without a cap), plus `TYPICAL_REASONING_TOKENS` for a reasoning model (`reasonin
 the request's cap (or ``--default-max-tokens``). It is an assumption, not a bound, and labelled
 as one: answers to a task differ from it in length either way.
 
+With ``--like REPORT``, the expected output of a request is instead the mean answer of its
+model in a previous run's report (`like`), within the request's cap; a model that report lacks
+keeps the typical assumption, and a warning says so.
+
 A model with no price has no range (``null``), and the total range is then ``null`` too, with
 a warning; the priced part is still given.
+
+With ``--cache [DIR]``, the requests the response cache already answers (`cache.CacheView`:
+the key a run's cache uses, for the ``--base-url`` given) cost nothing, as in a run: every range
+below is then what the other requests cost, and ``cache`` says how many it answers and what they
+would have cost on each route (``saved_usd``). The tokens and the per-model counts are the
+whole file's.
 
 Each range is given twice: sent online, at the table's prices (``cost_usd``), and through the
 provider's Batch API, at its price (``batch_api``: `pricing.BATCH_DISCOUNT` of the online
@@ -47,7 +57,7 @@ JSON document (`Estimate.to_dict`), schema ``batchrun.estimate/1``::
                          "cost_usd": {"low": float, "high": float, "expected": float} | null,
                          "batch_api": {"cost_usd": {"low": float, "high": float, "expected": float} | null},
                          "flex_requests": int, "flex_input_tokens": int, "flex_output_cap_tokens": int,
-                         "flex_expected_output_tokens": int}},
+                         "flex_expected_output_tokens": int, "cached_requests": int}},
       "tokens": {"input": int, "output_cap": int, "output_expected": int},
       "cost_usd": {"low": float, "high": float, "expected": float} | null,  # null when a model has no price
       "cost_usd_priced": {"low": float, "high": float, "expected": float},
@@ -55,11 +65,17 @@ JSON document (`Estimate.to_dict`), schema ``batchrun.estimate/1``::
                     "cost_usd_priced": {"low": float, "high": float, "expected": float},
                     "batches": int,                 # how many --via batch plans, at OpenAI's limits
                     "queue_tokens": {model: int}},  # what they enqueue (prompts + output caps)
-      "flex": {"requests": int,                   # requests --tier flex would send on flex
+      "flex": {"requests": int,                   # requests --tier flex would send on flex (not cached)
                "cost_usd": {"low": float, "high": float, "expected": float} | null,  # the file with --tier flex
                "cost_usd_priced": {"low": float, "high": float, "expected": float}},
+      "cache": {"dir": str, "requests": int,      # requests the cache answers: never sent, at 0
+                "saved_usd": {"online" | "batch_api" | "flex": {"low", "high", "expected"} | null}}
+               | null,                            # null: no --cache
       "default_max_output_tokens": int,
-      "expected_output": {"answer_tokens": int, "reasoning_tokens": int},  # what "expected" assumes
+      "expected_output": {"answer_tokens": int, "reasoning_tokens": int,  # what "expected" assumes
+                          "like": {"report": str,  # --like: the mean answer per model of its run
+                                   "mean_completion_tokens": {model: float},
+                                   "assumed": [model]} | null},  # models it lacks: typical answers
       "token_counts": {encoding: "exact" | "heuristic"},
       "prices": {"date", "source", "overrides", "multiplier", "batch_discount"},
       "warnings": [str]
@@ -78,6 +94,7 @@ from typing import Any
 import orjson
 
 from ..batchapi.plan import QueueNeed
+from ..cache import CacheView
 from ..plural import counted
 from ..reader import read_jobs
 from ..records import Job, LineError
@@ -85,11 +102,13 @@ from ..tiers import tiered_path
 from ..tokens import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     EXPECTED_OUTPUT_TOKENS,
+    RequestTokens,
     TokenCounter,
     counter_for,
     encoding_for,
     request_tokens,
 )
+from .like import Like
 from .pricing import PriceTable, load_prices
 from .tally import PerModel, priced_total
 
@@ -130,13 +149,24 @@ class ModelEstimate:
     flex_output_cap_tokens: int = 0
     flex_expected_output_tokens: int = 0
 
+    def minus(self, other: ModelEstimate) -> ModelEstimate:
+        """These counters less ``other``'s (a part of them): what the rest of the requests ask for."""
+        return ModelEstimate(**{name: value - getattr(other, name) for name, value in vars(self).items()})
+
 
 class Estimate:
     """What a file asks for, accumulated request by request (see the module docstring)."""
 
     def __init__(self, prices: PriceTable, *, source: str | None = None,
-                 default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS, exact: bool = True) -> None:
+                 default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS, exact: bool = True,
+                 like: Like | None = None, cache_dir: str | None = None) -> None:
+        """:param like: the previous run whose answers' lengths are expected (``--like``).
+        :param cache_dir: the response cache asked (``--cache``), for `add_request`'s ``cached``."""
         self.prices = prices
+        self.like = like
+        self.cache_dir = cache_dir
+        self.cached = PerModel(ModelEstimate)  # the requests the cache answers, counted as in ``models``
+        self.cache_warnings: list[str] = []
         self._batch_prices = prices.with_batch_discount()
         self.source = source
         self.default_max_output = default_max_output
@@ -155,12 +185,16 @@ class Estimate:
         if len(self.problem_lines) < PROBLEM_LINES_KEPT:
             self.problem_lines.append(problem)
 
-    def add_request(self, model: str, url: str, body: dict[str, Any]) -> None:
-        """Count one valid request."""
+    def add_request(self, model: str, url: str, body: dict[str, Any], *, cached: bool = False) -> None:
+        """Count one valid request; ``cached``: the response cache answers it."""
         self.lines += 1
         self.by_endpoint[url] += 1
         tokens = request_tokens(url, body, self._counter(model))
-        tally = self.models.of(model)
+        for tally in (self.models.of(model), *((self.cached.of(model),) if cached else ())):
+            self._count(tally, model, url, body, tokens)
+
+    def _count(self, tally: ModelEstimate, model: str, url: str, body: dict[str, Any],
+               tokens: RequestTokens) -> None:
         tally.requests += 1
         tally.input_tokens += tokens.input
         tally.images += tokens.images
@@ -169,7 +203,7 @@ class Estimate:
             tally.requests_without_cap += 1
             cap = self.default_max_output
         tally.output_cap_tokens += cap
-        typical = TYPICAL_ANSWER_TOKENS + (TYPICAL_REASONING_TOKENS if reasoning_model(model) else 0)
+        typical = self._expected_answer(model)
         tally.expected_output_tokens += min(cap, typical)
         if tiered_path(url) and "service_tier" not in body and self.prices.offers_flex(model) is not False:
             tally.flex_requests += 1
@@ -177,18 +211,28 @@ class Estimate:
             tally.flex_output_cap_tokens += cap
             tally.flex_expected_output_tokens += min(cap, typical)
 
+    def _expected_answer(self, model: str) -> int:
+        """The output tokens a request of ``model`` is expected to produce, before its cap."""
+        mean = None if self.like is None else self.like.mean(model)
+        if mean is not None:
+            return round(mean)
+        return TYPICAL_ANSWER_TOKENS + (TYPICAL_REASONING_TOKENS if reasoning_model(model) else 0)
+
     @property
     def requests(self) -> int:
         return self.lines - self.problems
 
-    def model_cost(self, model: str, *, batch_api: bool = False,
-                   flex: bool = False) -> tuple[float, float, float] | None:
-        """``(low, high, expected)`` USD for one model's requests, sent online, through the Batch
-        API, or with ``--tier flex``; ``None`` when it has no price."""
+    def model_cost(self, model: str, *, batch_api: bool = False, flex: bool = False,
+                   saved: bool = False) -> tuple[float, float, float] | None:
+        """``(low, high, expected)`` USD for one model's requests the cache does not answer, sent
+        online, through the Batch API, or with ``--tier flex`` (``saved``: for those it answers);
+        ``None`` when it has no price."""
         price = (self._batch_prices if batch_api else self.prices).price(model)
         if price is None:
             return None
-        tally = self.models[model]
+        tally = self.cached.get(model, ModelEstimate())
+        if not saved:
+            tally = self.models[model].minus(tally)
         if not flex:
             low = price.bound(tally.input_tokens, 0)
             return low, low + price.bound(0, tally.output_cap_tokens), low + price.bound(0, tally.expected_output_tokens)
@@ -201,11 +245,12 @@ class Estimate:
                     + flex_price.bound(0, tally.flex_expected_output_tokens))
         return low, low + high, low + expected
 
-    def cost(self, *, batch_api: bool = False, flex: bool = False
+    def cost(self, *, batch_api: bool = False, flex: bool = False, saved: bool = False
              ) -> tuple[tuple[float, float, float] | None, tuple[float, float, float]]:
-        """``(total, priced)`` as ``(low, high, expected)``; the total is ``None`` when some model
-        has no price."""
-        costs = [self.model_cost(model, batch_api=batch_api, flex=flex) for model in self.models]
+        """``(total, priced)`` as ``(low, high, expected)``, as `model_cost`; the total is ``None``
+        when some model has no price."""
+        models = self.cached if saved else self.models
+        costs = [self.model_cost(model, batch_api=batch_api, flex=flex, saved=saved) for model in models]
         total, low = priced_total(None if cost is None else cost[0] for cost in costs)
         high = priced_total(None if cost is None else cost[1] for cost in costs)[1]
         expected = priced_total(None if cost is None else cost[2] for cost in costs)[1]
@@ -226,11 +271,20 @@ class Estimate:
             if tally.images:
                 notes.append(f"{tally.images:,} images in {model} requests are counted at a fixed "
                              "765 tokens each (85 with detail=low)")
+        if self.like is not None and (assumed := self._assumed()):
+            notes.append(f"--like: {self.like.source} has no answers of {', '.join(assumed)}: their expected "
+                         f"output is a typical answer's ({TYPICAL_ANSWER_TOKENS:,} tokens, +{TYPICAL_REASONING_TOKENS:,} "
+                         "reasoning for o-series and GPT-5)")
+        notes += self.cache_warnings
         if any(encoding == "heuristic" for encoding in self.token_counts().values()):
             notes.append("input tokens are a heuristic estimate (median error per request 3-5% on English "
                          "text, code and JSON, about 11% on other languages); pip install toktok-rs for "
                          "exact counts")
         return notes
+
+    def _assumed(self) -> list[str]:
+        """The models ``--like``'s report has no answers of."""
+        return [] if self.like is None else [model for model in sorted(self.models) if self.like.mean(model) is None]
 
     def token_counts(self) -> dict[str, str]:
         return dict(sorted(self.encodings.items()))
@@ -256,18 +310,37 @@ class Estimate:
             "cost_usd_priced": _range(priced),
             "batch_api": {"cost_usd": _range(batch_total), "cost_usd_priced": _range(batch_priced),
                           "batches": self.queue.batches, "queue_tokens": dict(sorted(self.queue.tokens.items()))},
-            "flex": {"requests": sum(t.flex_requests for t in self.models.values()), "cost_usd": _range(flex_total),
+            "flex": {"requests": sum(t.flex_requests for t in self.models.values())
+                                 - sum(t.flex_requests for t in self.cached.values()), "cost_usd": _range(flex_total),
                      "cost_usd_priced": _range(flex_priced)},
+            "cache": self._cache_dict(),
             "default_max_output_tokens": self.default_max_output,
-            "expected_output": {"answer_tokens": TYPICAL_ANSWER_TOKENS, "reasoning_tokens": TYPICAL_REASONING_TOKENS},
+            "expected_output": {"answer_tokens": TYPICAL_ANSWER_TOKENS, "reasoning_tokens": TYPICAL_REASONING_TOKENS,
+                                "like": self._like_dict()},
             "token_counts": self.token_counts(),
             "prices": self.prices.provenance(),
             "warnings": self.warnings(),
         }
 
+    def _cache_dict(self) -> dict[str, Any] | None:
+        if self.cache_dir is None:
+            return None
+        saved = {"online": _range(self.cost(saved=True)[0]),
+                 "batch_api": _range(self.cost(saved=True, batch_api=True)[0]),
+                 "flex": _range(self.cost(saved=True, flex=True)[0])}
+        return {"dir": self.cache_dir, "requests": sum(t.requests for t in self.cached.values()), "saved_usd": saved}
+
+    def _like_dict(self) -> dict[str, Any] | None:
+        if self.like is None:
+            return None
+        means = {model: mean for model in sorted(self.models) if (mean := self.like.mean(model)) is not None}
+        return {"report": self.like.source, "mean_completion_tokens": means, "assumed": self._assumed()}
+
     def _model_dict(self, model: str) -> dict[str, Any]:
         tally = self.models[model]
-        return {**vars(tally), "priced_as": self.prices.resolve(model), "cost_usd": _range(self.model_cost(model)),
+        cached = self.cached.get(model, ModelEstimate()).requests
+        return {**vars(tally), "cached_requests": cached, "priced_as": self.prices.resolve(model),
+                "cost_usd": _range(self.model_cost(model)),
                 "batch_api": {"cost_usd": _range(self.model_cost(model, batch_api=True))}}
 
     def _counter(self, model: str) -> TokenCounter:
@@ -283,13 +356,16 @@ def _range(cost: tuple[float, float, float] | None) -> dict[str, float] | None:
 
 def estimate_file(path: Path, prices: PriceTable | None = None, *,
                   default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS, exact: bool = True,
-                  on_problem: Callable[[Problem], None] | None = None) -> Estimate:
+                  on_problem: Callable[[Problem], None] | None = None, like: Like | None = None,
+                  cache: CacheView | None = None, cache_dir: str | None = None) -> Estimate:
     """Stream ``path`` into an `Estimate`; ``on_problem`` sees every bad line as it is found.
 
+    :param cache: the response cache to ask (``--cache``; ``cache_dir`` names it, and is given
+        without a ``cache`` when the cache could not be opened: it then answers nothing).
     :raises InputFileError: the file cannot be opened or read.
     """
     estimate = Estimate(prices if prices is not None else load_prices(), source=str(path),
-                        default_max_output=default_max_output, exact=exact)
+                        default_max_output=default_max_output, exact=exact, like=like, cache_dir=cache_dir)
     for item in read_jobs(path):
         problem = _problem(item, path)
         if problem is not None:
@@ -298,8 +374,13 @@ def estimate_file(path: Path, prices: PriceTable | None = None, *,
                 on_problem(problem)
             continue
         assert isinstance(item, Job) and item.model is not None
-        estimate.add_request(item.model, item.url, orjson.loads(item.body))
-        estimate.queue.add(item)
+        cached = cache is not None and cache.holds(item)
+        estimate.add_request(item.model, item.url, orjson.loads(item.body), cached=cached)
+        if not cached:  # a --via batch run never submits what the cache answers
+            estimate.queue.add(item)
+    if cache is not None and cache.broken is not None:
+        estimate.cache_warnings.append(f"the response cache could not be read to the end ({cache.broken}): "
+                                       "lines after that are counted as not cached")
     return estimate
 
 

@@ -7,7 +7,7 @@ from it, on every route, and not sent or submitted again.
 
 from __future__ import annotations
 
-from .source import ResponseCache, open_cache, request_key
+from .source import CacheView, ResponseCache, open_cache, request_key, view_cache
 from .store import CacheBroken, default_dir
 
-__all__ = ["CacheBroken", "ResponseCache", "default_dir", "open_cache", "request_key"]
+__all__ = ["CacheBroken", "CacheView", "ResponseCache", "default_dir", "open_cache", "request_key", "view_cache"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -40,24 +41,57 @@ def request_key(base_url: str, job: Job) -> bytes:
     return digest.digest()
 
 
-class ResponseCache:
+class CacheView:
+    """Which lines a cache would answer, read only: a run's `ResponseCache`, and ``batchrun
+    estimate --cache``, which must count exactly the lines a run would not send.
+
+    :param store: the database (`store.Store`); closed by `close`.
+    :param base_url: the endpoint's base URL; ``mock``: the built-in simulator's, whatever its port.
+    """
+
+    def __init__(self, store: Store, base_url: str, *, mock: bool = False) -> None:
+        self._store = store
+        self._base_url = _SIMULATOR if mock else base_url
+
+    def holds(self, job: Job) -> bool:
+        """Whether ``job``'s answer is in the cache (the Batch API's plan leaves it out)."""
+        return self._answer(request_key(self._base_url, job)) is not None
+
+    @property
+    def broken(self) -> str | None:
+        """Why the cache stopped being read, if it did (then it holds nothing from there on)."""
+        return self._store.broken
+
+    def close(self) -> None:
+        self._store.close()
+
+    def _answer(self, key: bytes) -> tuple[int, str | None, Any] | None:
+        """The stored answer of ``key``: an entry that does not decode is a miss."""
+        stored = self._store.get(key)
+        if stored is None:
+            return None
+        try:
+            status, request_id, body = orjson.loads(stored)
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            return None
+        if not isinstance(status, int) or not 200 <= status < 300 or not isinstance(request_id, (str, type(None))):
+            return None
+        return status, request_id, body
+
+
+class ResponseCache(CacheView):
     """Answers lines from the cache, and keeps the successes the run writes (module docstring).
 
     :param store: the database (`store.Store`); closed by `close`.
     """
 
     def __init__(self, config: RunConfig, store: Store) -> None:
-        self._store = store
-        self._base_url = _SIMULATOR if config.mock else config.base_url
+        super().__init__(store, config.base_url, mock=config.mock)
         self._scrubber = credentials_scrubber(config)
         # The keys of the lines asked for and not answered, until their answers are kept: at
         # most the lines in flight or waiting to be written (the window).
         self._missed: dict[int, bytes] = {}
         self.hits = 0
-
-    def holds(self, job: Job) -> bool:
-        """Whether ``job``'s answer is in the cache (the Batch API's plan leaves it out)."""
-        return self._answer(request_key(self._base_url, job)) is not None
 
     def take(self, item: Job | LineError) -> Result | None:
         """``item``'s answer from the cache, or ``None``: then its answer is kept when it succeeds."""
@@ -85,22 +119,6 @@ class ResponseCache:
             entry = orjson.dumps([result.status_code, result.request_id, self._scrubber.json(body)])
         self._store.put(key, entry)
 
-    def close(self) -> None:
-        self._store.close()
-
-    def _answer(self, key: bytes) -> tuple[int, str | None, Any] | None:
-        """The stored answer of ``key``: an entry that does not decode is a miss."""
-        stored = self._store.get(key)
-        if stored is None:
-            return None
-        try:
-            status, request_id, body = orjson.loads(stored)
-        except (orjson.JSONDecodeError, TypeError, ValueError):
-            return None
-        if not isinstance(status, int) or not 200 <= status < 300 or not isinstance(request_id, (str, type(None))):
-            return None
-        return status, request_id, body
-
 
 def open_cache(config: RunConfig) -> ResponseCache | None:
     """The cache ``config.cache`` names, or ``None`` without one; one that cannot be used is
@@ -112,3 +130,11 @@ def open_cache(config: RunConfig) -> ResponseCache | None:
     except CacheBroken as exc:
         log.warning("response cache bypassed: %s", exc)
         return None
+
+
+def view_cache(directory: Path, base_url: str, *, mock: bool = False) -> CacheView:
+    """The cache in ``directory``, to read: nothing is made there.
+
+    :raises CacheBroken: no cache there, or not a usable one.
+    """
+    return CacheView(Store(directory, create=False), base_url, mock=mock)

@@ -135,13 +135,13 @@ def _prepare(db: sqlite3.Connection) -> None:
 class Store:
     """The cache of one run: `get` on the event loop, `put` queued to the writer thread.
 
-    :param directory: the cache's folder (made, private, if missing).
+    :param directory: the cache's folder (made, private, if missing and ``create``).
     :raises CacheBroken: as `connect`.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, create: bool = True) -> None:
         self.path = cache_file(directory)
-        self._reader = connect(directory, timeout=READ_TIMEOUT_S)
+        self._reader = connect(directory, timeout=READ_TIMEOUT_S, create=create)
         self._read_lock = threading.Lock()  # the plan of a --via batch run reads from a worker thread
         self._queue: queue.SimpleQueue[tuple[bytes, bytes] | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None

@@ -82,6 +82,17 @@ _CALLBACKS = {"base_url": _checked_by(split_base_url), "headers": _checked_by(sp
 _OPTIONAL_VALUE = {"cache": {"is_flag": False, "flag_value": "", "type": click.STRING}}
 
 
+def cache_option(help_text: str) -> Callable[[F], F]:
+    """``--cache [DIR]`` for a command that only reads the cache (``estimate``): DIR, or the
+    default location, as a run takes it."""
+    return option(declared.CACHE, callback=_cache_dir, help=help_text, **_OPTIONAL_VALUE["cache"])
+
+
+def base_url_option(help_text: str) -> Callable[[F], F]:
+    """``--base-url URL`` (its variable and default as a run's), checked as a run checks it."""
+    return option(declared.BASE_URL, callback=_checked_by(split_base_url), help=help_text)
+
+
 def _defaulted(name: str) -> bool:
     """Whether the option ``name`` of the running command was left at its default (neither the
     command line nor its environment variable set it)."""

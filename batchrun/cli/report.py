@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..settings import Bounds
 from ..stats import EXIT_USAGE
 from .bounded import Bounded
+from .engine_options import base_url_option, cache_option
 from .group import main
 from .html_option import check_html_extra, check_html_path, html_option, write_html
 
@@ -126,6 +127,7 @@ Examples:
   batchrun estimate requests.jsonl
   batchrun estimate requests.jsonl --json > estimate.json
   batchrun estimate requests.jsonl --prices our-prices.json --default-max-tokens 1000
+  batchrun estimate tonight.jsonl --like last-night.report.json --cache   # a nightly job
 
 \b
 Checks every line as a run would (JSON, envelope fields, duplicate custom_ids,
@@ -133,10 +135,14 @@ stream=true) and that each request names a model; every bad line is printed with
 file:line. Nothing is sent. The cost range: low = estimated input tokens at the input
 price; high = that plus each request's max_tokens / max_completion_tokens /
 max_output_tokens at the output price (--default-max-tokens when it sets none). Each
-range is shown sent online and through the provider's Batch API (50% of online).
+range is shown sent online, through the provider's Batch API (50% of online) and with
+--tier flex; the expected figure assumes typical answers, or with --like REPORT a previous
+run's mean answer per model. With --cache, the requests the response cache already
+answers cost nothing, and the saving is shown.
 
 \b
-Exit codes: 0 every line is fine, 2 the file cannot be read or has bad lines.
+Exit codes: 0 every line is fine, 2 the file cannot be read or has bad lines (or
+--like names no report).
 """
 
 
@@ -149,12 +155,24 @@ Exit codes: 0 every line is fine, 2 the file cannot be read or has bad lines.
                    "is always shown).")
 @click.option("--default-max-tokens", type=Bounded(Bounds(0, 10_000_000, whole=True)), default=None,
               help="Output tokens assumed for a request that sets no max_tokens. [default: 4096]")
+@click.option("--like", "like_path", metavar="REPORT", type=click.Path(path_type=Path),
+              help="Expect each model's answers to be as long as in this previous run's report (its .report.json, "
+                   "or batchrun report --json), each within its request's cap.")
+@cache_option("Count the requests the response cache in DIR already answers (as a run with --cache would find "
+              "them, for --base-url): they cost nothing; show what that saves. Nothing is written there. "
+              "Default: off; --cache alone: $XDG_CACHE_HOME/batchrun, else ~/.cache/batchrun.")
+@base_url_option("With --cache: the endpoint the run would send to (a cached answer is kept per endpoint).")
+@click.option("--mock", is_flag=True,
+              help="With --cache: count the answers kept by runs with --mock (the built-in simulator's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON (schema batchrun.estimate/1).")
 def estimate(input_path: Path, prices_path: Path | None, batch_discount: bool, default_max_tokens: int | None,
-             as_json: bool) -> None:
+             like_path: Path | None, cache: Path | None, base_url: str, mock: bool, as_json: bool) -> None:
     """Check every line of INPUT and estimate its tokens and cost, before anything is sent."""
     from ..accounting.estimate import PROBLEM_LINES_KEPT, Problem, estimate_file
+    from ..accounting.like import load_like
     from ..accounting.pricing import load_prices
+    from ..cache import CacheBroken, CacheView, view_cache
+    from ..config import split_base_url
     from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS
     from .tables import render_estimate
 
@@ -168,7 +186,22 @@ def estimate(input_path: Path, prices_path: Path | None, batch_discount: bool, d
 
     prices = load_prices(prices_path, batch_discount=batch_discount)
     cap = DEFAULT_MAX_OUTPUT_TOKENS if default_max_tokens is None else default_max_tokens
-    result = estimate_file(input_path, prices, default_max_output=cap, on_problem=show)
+    like = None if like_path is None else load_like(like_path)
+    held: CacheView | None = None
+    unread = None
+    if cache is not None:
+        try:
+            held = view_cache(cache, split_base_url(base_url)[0], mock=mock)
+        except CacheBroken as exc:  # a run would start a cache there: it holds nothing yet
+            unread = f"the response cache was not read ({exc}): no request is counted as cached"
+    try:
+        result = estimate_file(input_path, prices, default_max_output=cap, on_problem=show, like=like, cache=held,
+                               cache_dir=None if cache is None else str(cache))
+    finally:
+        if held is not None:
+            held.close()
+    if unread is not None:
+        result.cache_warnings.append(unread)
     doc = result.to_dict()
     _print_document(doc, render_estimate(doc), as_json, doc["warnings"])
     if result.problems:

@@ -67,12 +67,16 @@ def render_estimate(doc: dict[str, Any]) -> str:
                            f"up to {doc['tokens']['output_cap']:,} output, {doc['tokens']['output_expected']:,} "
                            "expected"))
     sent = "at the Batch API's price (--batch-discount)" if doc["prices"]["batch_discount"] else "sent online"
+    cache = doc.get("cache")  # a label --dry-run asks no cache
+    if cache is not None:
+        saved = cache["saved_usd"]
+        rows.append(("cache", f"{cache['requests']:,} of {counted(doc['requests'], 'request')} already answered in "
+                              f"{cache['dir']}, at $0: saving {_range(saved['online'])} online, "
+                              f"{_range(saved['batch_api'])} Batch API, {_range(saved['flex'])} flex; the costs "
+                              "below are the other requests'"))
     rows.append(("cost", f"{_cost_range(doc)} {sent}"))
     rows.append(("Batch API", f"{_cost_range(doc['batch_api'])} ({BATCH_DISCOUNT:.0%} of the online price)"))
-    typical = doc["expected_output"]
-    rows.append(("expected", f"{_expected(doc)} {sent}, {_expected(doc['batch_api'])} Batch API (assumed: typical "
-                             f"answers of {typical['answer_tokens']:,} output tokens, +{typical['reasoning_tokens']:,} "
-                             "reasoning for o-series and GPT-5, within each cap)"))
+    rows.append(("expected", _expected_row(doc, sent)))
     if doc["flex"]["requests"]:
         rows.append(("flex", f"{_cost_range(doc['flex'])} with --tier flex ({counted(doc['flex']['requests'], 'request')} "
                              "at the Batch API's price, the rest online)"))
@@ -218,6 +222,23 @@ def _cost_range(doc: dict[str, Any]) -> str:
     if doc["cost_usd"] is not None:
         return _range(doc["cost_usd"])
     return f"unknown: {_range(doc['cost_usd_priced'])} for the priced models, plus the unpriced;"
+
+
+def _expected_row(doc: dict[str, Any], sent: str) -> str:
+    """What an estimate expects on each route, and what it assumes of the answers' lengths."""
+    flex = f", {_expected(doc['flex'])} flex" if doc["flex"]["requests"] else ""
+    figures = f"{_expected(doc)} {sent}, {_expected(doc['batch_api'])} Batch API{flex}"
+    typical = doc["expected_output"]
+    assumed = (f"typical answers of {typical['answer_tokens']:,} output tokens, +{typical['reasoning_tokens']:,} "
+               "reasoning for o-series and GPT-5")
+    like = typical.get("like")
+    if like is None:
+        return f"{figures} (assumed: {assumed}, within each cap)"
+    means = ", ".join(f"{model} {mean:,.0f}" for model, mean in like["mean_completion_tokens"].items())
+    text = f"(like {like['report']}) {figures} (mean output tokens there: {means or 'none'}, within each cap"
+    if like["assumed"]:
+        text += f"; for {', '.join(like['assumed'])}, not in it: {assumed}"
+    return text + ")"
 
 
 def _expected(doc: dict[str, Any]) -> str:

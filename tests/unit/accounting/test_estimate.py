@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from batchrun import tokens
 from batchrun.accounting.estimate import Problem, estimate_file
+from batchrun.accounting.like import load_like
 from batchrun.accounting.pricing import load_prices
 from batchrun.cli import main
 from batchrun.cli.tables import render_estimate
@@ -206,7 +207,7 @@ def test_the_expected_cost_assumes_typical_answers_and_is_labelled_so(tmp_path: 
     assert doc["tokens"]["output_expected"] == 4 * 500 + 100 + 2 * 1500
     cost = doc["cost_usd"]
     assert cost["low"] < cost["expected"] < cost["high"]
-    assert doc["expected_output"] == {"answer_tokens": 500, "reasoning_tokens": 1000}
+    assert doc["expected_output"] == {"answer_tokens": 500, "reasoning_tokens": 1000, "like": None}
     uncapped = [note for note in doc["warnings"] if "set no max_tokens" in note]
     assert uncapped == ["6 requests (gpt-4o-mini 4, o4-mini 2) set no max_tokens: the high estimate assumes 4,096 "
                         "output tokens each (--default-max-tokens)"]
@@ -377,3 +378,68 @@ def test_the_flex_range_prices_the_lines_that_would_go_on_flex_at_the_batch_rate
     others = [models[m]["cost_usd"] for m in ("gpt-4o-mini", "text-embedding-3-small")]
     for end in ("low", "high"):
         assert doc["flex"]["cost_usd"][end] == pytest.approx(flexed[end] + sum(o[end] for o in others))
+
+
+# -- routes: what the response cache holds, and answers like a previous run's -----------------------
+
+class _Held:
+    """A cache answering the lines whose custom_id is in ``ids`` (the real one: tests/scenarios/test_estimate_routes.py)."""
+
+    broken = None
+
+    def __init__(self, ids: set[str]) -> None:
+        self.ids = ids
+
+    def holds(self, job: Any) -> bool:
+        return job.custom_id in self.ids
+
+
+def test_requests_the_cache_answers_cost_nothing_and_their_saving_is_shown_per_route(tmp_path: Path) -> None:
+    lines = [chat_line(i, f"question number {i} " * i, max_tokens=100 + i, model="gpt-5-mini") for i in range(10)]
+    cached_ids = {"req-1", "req-4", "req-7"}
+    path = write_jsonl(tmp_path / "in.jsonl", lines)
+    rest = estimate_file(write_jsonl(tmp_path / "rest.jsonl", [line for line in lines
+                                                               if line["custom_id"] not in cached_ids])).to_dict()
+    held = estimate_file(write_jsonl(tmp_path / "held.jsonl", [line for line in lines
+                                                               if line["custom_id"] in cached_ids])).to_dict()
+    doc = estimate_file(path, cache=_Held(cached_ids), cache_dir="my-cache").to_dict()  # type: ignore[arg-type]
+    assert doc["cache"]["dir"] == "my-cache" and doc["cache"]["requests"] == 3
+    assert doc["models"]["gpt-5-mini"]["cached_requests"] == 3 and doc["requests"] == 10
+    for route in ("cost_usd", "batch_api", "flex"):  # what is left to pay: the other 7 requests, on each route
+        ours, theirs = (d[route] if route == "cost_usd" else d[route]["cost_usd"] for d in (doc, rest))
+        assert ours == pytest.approx(theirs)
+    saved = doc["cache"]["saved_usd"]
+    assert saved["online"] == pytest.approx(held["cost_usd"])
+    assert saved["batch_api"] == pytest.approx(held["batch_api"]["cost_usd"])
+    assert saved["flex"] == pytest.approx(held["flex"]["cost_usd"]) and saved["flex"]["high"] > 0
+    assert doc["flex"]["requests"] == 7
+    assert doc["batch_api"]["queue_tokens"] == rest["batch_api"]["queue_tokens"]  # never submitted in a batch
+    text = " ".join(render_estimate(doc).split())
+    assert "3 of 10 requests already answered in my-cache, at $0: saving" in text
+    assert f"saving {usd(saved['online']['low'])} - {usd(saved['online']['high'])} online" in text
+
+
+def test_without_a_cache_nothing_is_said_of_one(tmp_path: Path) -> None:
+    doc = estimate_file(write_jsonl(tmp_path / "in.jsonl", [chat_line(0)])).to_dict()
+    assert doc["cache"] is None and doc["models"]["gpt-4o-mini"]["cached_requests"] == 0
+    assert "already answered" not in render_estimate(doc)
+
+
+def test_like_a_previous_run_expects_its_mean_answers_within_each_cap(tmp_path: Path) -> None:
+    """gpt-4o-mini answered 3,000 completion tokens over 10 answers with usage (a dated name, as
+    OpenAI bills it): 300 expected a request, 120 for one capped at 120; o4-mini is not in the
+    report, so it keeps the typical 1,500, and a warning says so."""
+    report = tmp_path / "last.report.json"
+    report.write_bytes(orjson.dumps({"schema": "batchrun.report/1", "models": {
+        "gpt-4o-mini-2024-07-18": {"succeeded": 11, "responses_without_usage": 1, "tokens": {"completion": 3000}}}}))
+    path = write_jsonl(tmp_path / "in.jsonl", [chat_line(0), chat_line(1), chat_line(2, max_tokens=120),
+                                               {**chat_line(3), "body": {**chat_line(3)["body"], "model": "o4-mini"}}])
+    doc = estimate_file(path, like=load_like(report)).to_dict()
+    assert doc["models"]["gpt-4o-mini"]["expected_output_tokens"] == 300 + 300 + 120
+    assert doc["models"]["o4-mini"]["expected_output_tokens"] == 1500
+    assert doc["expected_output"]["like"] == {"report": str(report), "mean_completion_tokens": {"gpt-4o-mini": 300.0},
+                                              "assumed": ["o4-mini"]}
+    assert any("has no answers of o4-mini" in note for note in doc["warnings"])
+    text = " ".join(render_estimate(doc).split())
+    assert f"expected (like {report}) {usd(doc['cost_usd']['expected'])} sent online" in text
+    assert "mean output tokens there: gpt-4o-mini 300" in text and "for o4-mini, not in it: typical answers" in text

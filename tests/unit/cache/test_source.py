@@ -7,8 +7,9 @@ import sqlite3
 from pathlib import Path
 
 import orjson
+import pytest
 
-from batchrun.cache import ResponseCache, request_key
+from batchrun.cache import CacheBroken, ResponseCache, request_key, view_cache
 from batchrun.cache.store import Store, cache_file
 from batchrun.config import ApiKey, RunConfig
 from batchrun.records import Job, LineError, Result
@@ -87,3 +88,24 @@ def test_an_entry_that_no_longer_decodes_is_a_miss(tmp_path: Path) -> None:
         again = opened(tmp_path)
         assert again.take(job()) is None, garbage
         again.close()
+
+
+def test_a_view_holds_what_a_run_kept_for_its_endpoint_and_makes_no_cache(tmp_path: Path) -> None:
+    """What ``batchrun estimate --cache`` reads: the run's own key, so exactly the lines it would
+    not send; a folder with no cache is refused, not made."""
+    cache = opened(tmp_path)
+    assert cache.take(job()) is None
+    cache.keep(Result(0, "req-0", 200, "req_abc", ANSWER, None, attempts=1, model="gpt-4o-mini"))
+    cache.close()
+    view = view_cache(tmp_path / "cache", "http://127.0.0.1:9/v1")
+    other = view_cache(tmp_path / "cache", "https://api.openai.com/v1")
+    simulated = view_cache(tmp_path / "cache", "http://127.0.0.1:9/v1", mock=True)
+    try:
+        assert view.holds(job(index=3)) and not view.holds(job(body={"model": "gpt-4o-mini", "temperature": 1}))
+        assert not other.holds(job()) and not simulated.holds(job())
+    finally:
+        for each in (view, other, simulated):
+            each.close()
+    with pytest.raises(CacheBroken, match="holds no response cache"):
+        view_cache(tmp_path / "nothing-here", "http://127.0.0.1:9/v1")
+    assert not (tmp_path / "nothing-here").exists()
