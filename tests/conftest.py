@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
@@ -21,6 +22,17 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith(("OPENAI_", "BATCHRUN_")):
             monkeypatch.delenv(name)
     yield
+
+
+@pytest.fixture(autouse=True)
+def fresh_logger() -> Iterator[None]:
+    """Each test meets batchrun's logger as a library user does: no handler of the CLI's, its
+    records propagating (so ``caplog`` sees them), whatever a CLI test before it set up."""
+    logger = logging.getLogger("batchrun")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    logger.handlers[:], logger.level, logger.propagate = [], logging.NOTSET, True
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture
