@@ -36,17 +36,10 @@ def test_which_lines_go_on_flex(url: str, body: dict[str, Any], tier: str | None
 
 
 def test_a_model_without_flex_is_counted_and_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
-    logger = logging.getLogger("batchrun")  # it may not propagate, nor be at WARNING: the CLI sets it up so
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    logger.addHandler(caplog.handler)
-    try:
-        tiering = Tiering("flex", PRICES)
-        for _ in range(3):
-            tiering.shape(job("/v1/chat/completions", model="plain"))
-    finally:
-        logger.removeHandler(caplog.handler)
-        logger.setLevel(level)
+    caplog.set_level(logging.WARNING, logger="batchrun")
+    tiering = Tiering("flex", PRICES)
+    for _ in range(3):
+        tiering.shape(job("/v1/chat/completions", model="plain"))
     assert tiering.without == {"plain": 3}
     assert sum("no flex tier for plain" in r.getMessage() for r in caplog.records) == 1
 
