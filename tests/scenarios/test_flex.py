@@ -192,34 +192,33 @@ def test_a_batch_deadline_sends_the_rest_online_at_the_tier_given(tmp_path: Path
     assert doc["flex"]["lines"] == len(online) and doc["batch_api"]["lines"] == len(via_batch)
 
 
+@pytest.fixture
+def configs(monkeypatch: pytest.MonkeyPatch) -> list[RunConfig]:
+    """The config of each run the CLI starts; the run itself stops at once, sending nothing."""
+    seen: list[RunConfig] = []
+
+    async def capture(config: RunConfig, **kw: object) -> RunStats:
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("batchrun.cli.engine_options.run_batch", capture)
+    return seen
+
+
 @pytest.mark.parametrize(("args", "timeout"), [(["--tier", "flex"], 900.0),
                                                (["--tier", "flex", "--timeout", "600"], 600.0), ([], 600.0)])
-def test_flex_attempts_default_to_a_15_minute_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_flex_attempts_default_to_a_15_minute_timeout(tmp_path: Path, configs: list[RunConfig],
                                                      args: list[str], timeout: float) -> None:
-    seen: list[RunConfig] = []
-
-    async def capture(config: RunConfig, **kw: object) -> RunStats:
-        seen.append(config)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr("batchrun.cli.engine_options.run_batch", capture)
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(0)])
     invoke("run", str(source), "--mock", "-q", *args)
-    assert [config.timeout for config in seen] == [timeout]
+    assert [config.timeout for config in configs] == [timeout]
 
 
-def test_tier_fallback_takes_a_duration_or_never(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[RunConfig] = []
-
-    async def capture(config: RunConfig, **kw: object) -> RunStats:
-        seen.append(config)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr("batchrun.cli.engine_options.run_batch", capture)
+def test_tier_fallback_takes_a_duration_or_never(tmp_path: Path, configs: list[RunConfig]) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(0)])
     invoke("run", str(source), "--mock", "-q", "--tier", "flex", "--tier-fallback", "30m")
     invoke("run", str(source), "--mock", "-q", "--tier", "flex", "--tier-fallback", "never")
-    assert [config.tier_fallback for config in seen] == [1800.0, None]
+    assert [config.tier_fallback for config in configs] == [1800.0, None]
     code, text = invoke("run", str(source), "--mock", "-q", "--tier-fallback", "30m")
     assert code == 2 and "--tier-fallback only applies with --tier" in text
 
