@@ -72,8 +72,10 @@ async def test_random_5xx_among_successes_are_retried_soon_and_every_line_is_ans
     assert len(chosen) == requests - 400 and len(chosen) > 100  # every 5xx was retried, and waited as chosen
     # Only before the window holds enough answers to tell (the first few) may a line back off.
     assert sum(wait != QUICK for wait in chosen) <= len(chosen) // 20
-    unlucky = max(waits.by_line.values(), key=len)
-    assert len(unlucky) >= 4 and set(unlucky) == {QUICK}  # the longest chain: short waits, not 1, 2, 4, 8 s
+    # Some line failed three times or more (a 30% chance each, 400 lines), and no line waited as
+    # long as three backoffs (1 + 2 + 4 s): not even that one.
+    assert max(map(len, waits.by_line.values())) >= 3
+    assert max(map(sum, waits.by_line.values())) < 7.0
 
 
 @pytest.mark.usefixtures("at_the_cap")
