@@ -456,8 +456,8 @@ def _judge_change(case: Case, run: Run, row: Row) -> None:
 
 
 JUDGES = {"versus-sdk": judge_versus_sdk, "ideal": judge_ideal, "sustained": judge_sustained}
-# The figure whose median picks the repetition a case is judged on.
-MEDIAN_OF = {"versus-sdk": "ratio", "ideal": "ratio", "sustained": "share"}
+# The figure whose median picks the repetition a case is judged on, by kind ("ratio" if not named).
+MEDIAN_OF = {"sustained": "share"}
 
 
 def judge(outcome: Outcome) -> Row:
@@ -467,7 +467,7 @@ def judge(outcome: Outcome) -> Row:
     rows = [JUDGES[case.kind](case, runs) for runs in outcome.repetitions()]
     if len(rows) == 1:
         return rows[0]
-    key = MEDIAN_OF[case.kind]
+    key = MEDIAN_OF.get(case.kind, "ratio")
     values = [row.figures.get(key) for row in rows]
     ranked = sorted(range(len(rows)), key=lambda i: (values[i] is not None, values[i] or 0.0))
     middle = ranked[(len(rows) - 1) // 2]
