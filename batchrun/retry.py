@@ -5,8 +5,9 @@ table: ``docs/retries.md``).
 API's calls (`batchapi.api`) alike: which are worth another attempt (`worth_retrying`, as the
 openai SDK decides it, less the 5xx that name what a server cannot do), which stop every request
 (``insufficient_quota``), which are final. `next_wait` is the one retry policy, a pure function
-of what a request's failures have spent so far (`Spent`); `Retries` holds that state for one
-request (`Client.finish` asks it per line, `batchapi.api` through tenacity):
+of what a request's failures have spent so far (`Spent`) and of how the endpoint answers other
+requests (its failing share, when known); `Retries` holds that state for one request
+(`Client.finish` asks it per line, `batchapi.api` through tenacity):
 
 - retry only `RetryableError`;
 - wait with exponential backoff and full jitter, capped at 8 s as the openai SDK caps it (an
