@@ -179,8 +179,9 @@ class Client:
         """
         job, tally, error = pending.job, pending.tally, pending.error
         retries = Retries(self._config.retry)
+        breaker = self.pacer.breaker  # whether the endpoint answers other lines: a 5xx's wait depends on it
         while True:
-            wait = retries.next_wait(error)
+            wait = retries.next_wait(error, breaker.failing_share())
             if wait is None:
                 return _finished(_failure(job, error), tally, self._epoch)
             tally.rate_limited += isinstance(error, RateLimited)

@@ -5,14 +5,21 @@ table: ``docs/retries.md``).
 API's calls (`batchapi.api`) alike: which are worth another attempt (`worth_retrying`, as the
 openai SDK decides it, less the 5xx that name what a server cannot do), which stop every request
 (``insufficient_quota``), which are final. `next_wait` is the one retry policy, a pure function
-of what a request's failures have spent so far (`Spent`); `Retries` holds that state for one
-request (`Client.finish` asks it per line, `batchapi.api` through tenacity):
+of what a request's failures have spent so far (`Spent`) and of how the endpoint answers other
+requests (its failing share, when known); `Retries` holds that state for one request
+(`Client.finish` asks it per line, `batchapi.api` through tenacity):
 
 - retry only `RetryableError`;
 - wait with exponential backoff and full jitter, capped at 8 s as the openai SDK caps it (an
   endpoint down for longer is the circuit breaker's, see `pacing.breaker`) — unless the server
   said how long (``retry-after-ms`` / ``Retry-After``), which is honoured, plus a little jitter
   so that the requests that were told the same wait do not all come back in the same millisecond;
+- but a failure that is not a 429 (a 5xx, a lost connection) while the endpoint is answering
+  most requests (``failing_share``, the breaker's window across lines, under `FAILING_SHARE`) is
+  that line's bad luck, not an outage: it is tried again after a short wait, full jitter below
+  `QUICK_RETRY` × ``backoff_base``, however often the line failed before. Backing off exponentially
+  would protect nothing — at most ``concurrency`` requests are in flight either way, and a line
+  waiting gives its slot to another — and only stretches the run's tail;
 - stop after ``max_attempts`` failures that are not 429; 429s (the server did no work) are
   bounded by time instead, ``rate_limit_patience``, so a rate-limit storm slows the run down
   rather than failing lines;
@@ -35,6 +42,13 @@ from .errors import CapacityRefused, FatalEndpointError, HTTPStatusError, RateLi
 
 # Spread of the extra wait added to a server-given Retry-After, as a share of it.
 RETRY_AFTER_JITTER = 0.1
+# The share of the endpoint's recent answers, across lines, that failed as an outage fails (no
+# response, a 5xx) from which a line's failure is taken as the endpoint's and backed off
+# exponentially; below it the endpoint answers most requests, and the line retries soon.
+FAILING_SHARE = 0.5
+# The short wait's cap, as a share of ``backoff_base`` (0.5 s by default): enough jitter that the
+# lines that failed together do not come back together, short against the run's tail.
+QUICK_RETRY = 0.5
 # 5xx that name something the server cannot do, not a state it is in: another attempt gets the
 # same answer (Not Implemented, HTTP Version Not Supported, a negotiation or loop in its setup,
 # a captive portal's login).
@@ -144,17 +158,25 @@ class Spent(NamedTuple):
 
 
 def next_wait(policy: RetryPolicy, spent: Spent, failure: RetryableError,
-              uniform: Callable[[float, float], float] = random.uniform) -> float | None:
+              uniform: Callable[[float, float], float] = random.uniform,
+              failing_share: float | None = None) -> float | None:
     """Seconds to wait after ``failure`` before the next attempt, or ``None`` when the request has
     failed for good; a pure function of its arguments (``uniform(a, b)`` draws the jitter).
 
     A 429 gives up when its wait would take the 429s' waits to ``rate_limit_patience``, a refusal
     for capacity when its wait would take theirs there; any other failure when it is the
     ``max_attempts``-th.
+
+    :param failing_share: the share of the endpoint's recent answers, across lines, that were
+        failures of the kind an outage gives (`pacing.CircuitBreaker.failing_share`); ``None``:
+        not known (a lone call, as the Batch API's), which backs off as an outage would.
     """
     if failure.retry_after is not None:
         told = min(failure.retry_after, policy.retry_after_max)
         wait = told + uniform(0, told * RETRY_AFTER_JITTER)
+    elif failing_share is not None and failing_share < FAILING_SHARE \
+            and not isinstance(failure, (RateLimited, CapacityRefused)):
+        wait = uniform(0, policy.backoff_base * QUICK_RETRY)
     else:
         # Each kind of failure backs off on its own count: 429s answered after a server error say
         # nothing about how long that error lasts, nor the other way round.
@@ -176,9 +198,9 @@ class Retries:
         self.spent = Spent()
         self._uniform = rng.uniform if rng is not None else random.uniform
 
-    def next_wait(self, failure: RetryableError) -> float | None:
+    def next_wait(self, failure: RetryableError, failing_share: float | None = None) -> float | None:
         """`next_wait` of what this request has spent; the failure and its wait are counted."""
-        wait = next_wait(self.policy, self.spent, failure, self._uniform)
+        wait = next_wait(self.policy, self.spent, failure, self._uniform, failing_share)
         if wait is not None:
             self.spent = self.spent.after(failure, wait)
         return wait

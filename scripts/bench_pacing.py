@@ -5,6 +5,7 @@ the openai-SDK loop users would otherwise write, each figure judged against its 
     python scripts/bench_pacing.py --quick          # fewer lines, 150 s timeout: a smoke run
     python scripts/bench_pacing.py --cases shed-10-429,quota-rpm-headers --json-out pacing.json
     python scripts/bench_pacing.py --rev HEAD       # clients on committed batchrun/, not the work tree
+    python scripts/bench_pacing.py --quick --cases shed-30-429-30-5xx --repeat 3   # judged on the median of 3
 
 How it runs. batchrun/ is copied from the work tree at the start, and every process below
 imports that copy (bench.py's snapshot), so edits made during a run do not mix in; with
@@ -70,11 +71,22 @@ Figures (the simulator's counters are the truth for requests, answers, 429s and 
 
 In every case batchrun must also answer every line (exit 0, no failed line, within the timeout:
 ``--timeout``, 300 s, 150 s with ``--quick``); a run that did not fails its case whatever its
-figures. The SDK's failed lines are shown beside its rate, not judged. Cases whose simulator
-flags the simulator lacks are skipped, and said so. Prints the targets table, then one row per
-client run; exits 1 when a target was missed. ``--json-out`` saves every run with its samples.
-Takes about 10 minutes when batchrun meets its targets (more when a run goes to its timeout),
-the quick run about 3.
+figures. The SDK's failed lines are shown beside its rate, not judged.
+
+``--repeat N`` runs each case N times over (batchrun, then the SDK loop, then batchrun again ...:
+other load on the machine falls on both alike) and judges the median repetition: the one whose
+ratio (sustained cases: share of the limit) is the median of the N (the lower middle one when N
+is even; the SDK's lines/s is compared within its own repetition, side by side). Repetition k
+gives the simulator ``--seed k-1`` (unless the case sets one), so the repetitions draw other
+faults (a fixed seed deals the same faults in the order requests arrive, and N runs would be
+nearly one), and both clients of a repetition the same. Every batchrun run must still answer
+every line. The targets table shows the median's figures and the range; the runs table every
+run.
+
+Cases whose simulator flags the simulator lacks are skipped, and said so. Prints the targets
+table, then one row per client run; exits 1 when a target was missed. ``--json-out`` saves every
+run with its samples. Takes about 10 minutes when batchrun meets its targets (more when a run goes
+to its timeout), the quick run about 3 (N times that with ``--repeat N``).
 """
 
 from __future__ import annotations
@@ -173,11 +185,17 @@ class Outcome:
 
     case: Case
     lines: int
-    runs: list[Run] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)  # every repetition's, one after the other
     skipped: str | None = None
 
+    def repetitions(self) -> list[list[Run]]:
+        """The runs, one list per repetition of the case (batchrun's first in each)."""
+        size = 2 if self.case.sdk_retries is not None else 1
+        return [self.runs[i:i + size] for i in range(0, len(self.runs), size)]
 
-def run_case(case: Case, quick: bool, spaces: tuple[Workspace, Workspace], timeout_s: float) -> list[Run]:
+
+def run_case(case: Case, quick: bool, spaces: tuple[Workspace, Workspace], timeout_s: float,
+             repeat: int = 1) -> list[Run]:
     lines = case.quick_lines if quick else case.lines
     input_path = spaces[0].path / f"{case.name}.jsonl"
     if case.max_tokens is None:
@@ -191,17 +209,20 @@ def run_case(case: Case, quick: bool, spaces: tuple[Workspace, Workspace], timeo
     if case.sdk_retries is not None:
         clients.append(("openai-sdk", sdk_argv(case.sdk_retries)))
     runs = []
-    for name, argv in clients:
-        run = measure(name, argv, input_path, lines, case.concurrency, case.simulator_flags(), spaces, timeout_s,
-                      change)
-        _progress(case, run)
-        runs.append(run)
+    for number in range(1, repeat + 1):
+        flags = case.simulator_flags()
+        if number > 1 and "--seed" not in flags:  # other faults in each repetition, the same for both clients
+            flags += ["--seed", str(number - 1)]
+        for name, argv in clients:
+            run = measure(name, argv, input_path, lines, case.concurrency, flags, spaces, timeout_s, change)
+            _progress(case, run, f" ({number}/{repeat})" if repeat > 1 else "")
+            runs.append(run)
     return runs
 
 
-def _progress(case: Case, run: Run) -> None:
+def _progress(case: Case, run: Run, number: str) -> None:
     server = run.server
-    text = (f"[{case.name}] {run.client}: {run.ok:,} of {run.lines:,} lines in {run.wall_s:.1f} s "
+    text = (f"[{case.name}] {run.client}{number}: {run.ok:,} of {run.lines:,} lines in {run.wall_s:.1f} s "
             f"({run.rate:,.1f} lines/s); server: {server['requests']:,} requests, "
             f"{server['responses'].get('429', 0):,} 429s")
     print(text + (f"; {run.problem}" if run.problem else ""), file=sys.stderr, flush=True)
@@ -435,6 +456,30 @@ def _judge_change(case: Case, run: Run, row: Row) -> None:
 
 
 JUDGES = {"versus-sdk": judge_versus_sdk, "ideal": judge_ideal, "sustained": judge_sustained}
+# The figure whose median picks the repetition a case is judged on, by kind ("ratio" if not named).
+MEDIAN_OF = {"sustained": "share"}
+
+
+def judge(outcome: Outcome) -> Row:
+    """The case judged on its median repetition (see the docstring), and on every batchrun run
+    having answered every line."""
+    case = outcome.case
+    rows = [JUDGES[case.kind](case, runs) for runs in outcome.repetitions()]
+    if len(rows) == 1:
+        return rows[0]
+    key = MEDIAN_OF.get(case.kind, "ratio")
+    values = [row.figures.get(key) for row in rows]
+    ranked = sorted(range(len(rows)), key=lambda i: (values[i] is not None, values[i] or 0.0))
+    middle = ranked[(len(rows) - 1) // 2]
+    row = rows[middle]
+    known = [v for v in values if v is not None]
+    spread = f"{min(known):.2f}–{max(known):.2f}" if known else "—"
+    row.ratio = f"{row.ratio} (median of {len(rows)}: {spread})"
+    for number, runs in enumerate(outcome.repetitions(), 1):
+        if number != middle + 1:
+            row.missed += [f"run {number}: {text}" for text in _answered_all(runs[0])]
+    row.figures = {**row.figures, "repetition": middle + 1, f"{key}_each": values}
+    return row
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -460,11 +505,13 @@ def runs_table(outcomes: list[Outcome]) -> str:
     lines = ["| case | client | exit | wall s | ok | failed | lines/s | requests | 200 | 429 | 5xx | batchrun pacing |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for outcome in outcomes:
-        for run in outcome.runs:
+        repetitions = outcome.repetitions()
+        for number, run in ((n, run) for n, runs in enumerate(repetitions, 1) for run in runs):
             responses = run.server["responses"]
+            client = f"{run.client} ({number})" if len(repetitions) > 1 else run.client
             errors = sum(n for status, n in responses.items() if status.startswith("5"))
             exit_text = f"{run.status}" + (f" ({run.problem.split(':')[0]})" if run.problem else "")
-            lines.append(f"| {outcome.case.name} | {run.client} | {exit_text} | {run.wall_s:.1f} | {run.ok:,} "
+            lines.append(f"| {outcome.case.name} | {client} | {exit_text} | {run.wall_s:.1f} | {run.ok:,} "
                          f"| {run.failed:,} | {run.rate:,.1f} | {run.server['requests']:,} "
                          f"| {responses.get('200', 0):,} | {responses.get('429', 0):,} | {errors:,} "
                          f"| {_pacing_text(run)} |")
@@ -488,12 +535,13 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def header(env: dict[str, Any], rev: str | None, elapsed_s: float, quick: bool) -> str:
+def header(env: dict[str, Any], rev: str | None, elapsed_s: float, quick: bool, repeat: int) -> str:
     tree = f"git {rev} (the simulator: {env['batchrun_tree']})" if rev else env["batchrun_tree"]
     versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
     load = ", ".join(f"{x:.2f}" for x in env["load_average"])
     return (f"batchrun at {tree}; Python {env['python']}, {env['cpus']} CPUs, load average before the run {load}; "
             f"{versions}. Simulator latency {LATENCY_MS} ms. {'Quick run (indicative). ' if quick else ''}"
+            f"{f'Each case run {repeat} times, judged on the median. ' if repeat > 1 else ''}"
             f"Took {elapsed_s:.0f} s.")
 
 
@@ -509,8 +557,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, help="seconds before a client is killed (default: 300, quick 150)")
     parser.add_argument("--rev", help="run the clients on batchrun/ as committed at this git revision, not the work "
                         "tree (the simulator stays the work tree's)")
+    parser.add_argument("--repeat", type=int, default=1, help="run each case N times and judge the median (see above)")
     parser.add_argument("--json-out", type=Path, help="save every run, its samples and figures as JSON here")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     unknown = set(args.cases) - set(names)
     if unknown:
         parser.error(f"unknown cases: {', '.join(sorted(unknown))}")
@@ -528,7 +579,7 @@ def run_all(args: argparse.Namespace, spaces: tuple[Workspace, Workspace]) -> li
             outcome.skipped = f"the simulator has no {', '.join(missing)}"
             print(f"[{case.name}] skipped: {outcome.skipped}", file=sys.stderr, flush=True)
         else:
-            outcome.runs = run_case(case, args.quick, spaces, timeout_s)
+            outcome.runs = run_case(case, args.quick, spaces, timeout_s, args.repeat)
         outcomes.append(outcome)
     return outcomes
 
@@ -554,9 +605,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="batchrun-pacing-") as tmp:
         env = environment()
         outcomes = run_all(args, make_workspaces(Path(tmp), args.rev))
-    rows = {o.case.name: JUDGES[o.case.kind](o.case, o.runs) for o in outcomes if not o.skipped}
-    print(header(env, args.rev, time.monotonic() - started, args.quick), "", targets_table(outcomes, rows), "",
-          runs_table(outcomes), sep="\n")
+    rows = {o.case.name: judge(o) for o in outcomes if not o.skipped}
+    print(header(env, args.rev, time.monotonic() - started, args.quick, args.repeat), "",
+          targets_table(outcomes, rows), "", runs_table(outcomes), sep="\n")
     if args.json_out:
         save_json(args.json_out, env, args, outcomes, rows)
     if any(row.missed for row in rows.values()):

@@ -8,6 +8,10 @@ that answers 40% of requests is up. While open, dispatch pauses and one probe go
 growing intervals (doubling up to a ceiling); its success closes the circuit, its failure
 reopens it for longer. Past ``give_up`` seconds of continuous outage the run stops (exit 4,
 resumable).
+
+The same window tells a line's retry whether its failure is the endpoint's (`failing_share`,
+read by `retry.next_wait`): an endpoint that answers most requests gets its random failures
+retried soon, one failing generally gets them backed off.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ DEFAULT_FIRST_PROBE = 1.0
 DEFAULT_MAX_PROBE = 60.0
 DOWN_SHARE = 0.9
 WINDOW_PER_THRESHOLD = 5
+# The window of a breaker that never opens (threshold 0), which only `failing_share` reads: the
+# default threshold's.
+WINDOW_WHEN_OFF = 50
 RECHECK = 1.0  # seconds: how often a paused request looks again (a late answer may close it)
 
 
@@ -48,7 +55,7 @@ class CircuitBreaker:
     ) -> None:
         self.state = self.CLOSED
         self._threshold = threshold
-        self._recent: deque[bool] = deque(maxlen=max(threshold * WINDOW_PER_THRESHOLD, 1))
+        self._recent: deque[bool] = deque(maxlen=threshold * WINDOW_PER_THRESHOLD or WINDOW_WHEN_OFF)
         self.failures = 0  # in the window
         self._clean = 0  # successes since the window last held a failure, not yet put in it
         self._first_probe = first_probe
@@ -93,9 +100,7 @@ class CircuitBreaker:
             self._probe_done.set()
 
     def failed(self, why: str) -> None:
-        for _ in range(min(self._clean, self._recent.maxlen or 0)):
-            self._count(False)
-        self._clean = 0
+        self._put_clean()
         self._count(True)
         now = self._clock.now()
         if self.state == self.PROBING:
@@ -114,6 +119,17 @@ class CircuitBreaker:
         """The probe never got an answer (cancelled): let the next request probe instead."""
         if self.state == self.PROBING:
             self._reopen(self._clock.now() - self._interval)
+
+    def failing_share(self) -> float | None:
+        """The share of the recent answers that said "nobody is there", or ``None`` before any."""
+        self._put_clean()
+        return self.failures / len(self._recent) if self._recent else None
+
+    def _put_clean(self) -> None:
+        """Put the successes counted since the window last held a failure in it."""
+        for _ in range(min(self._clean, self._recent.maxlen or 0)):
+            self._count(False)
+        self._clean = 0
 
     def _count(self, failed: bool) -> None:
         if len(self._recent) == self._recent.maxlen:

@@ -11,7 +11,15 @@ from email.utils import format_datetime
 import pytest
 
 from batchrun.config import RetryPolicy
-from batchrun.errors import CapacityRefused, FatalEndpointError, HTTPStatusError, RateLimited, ServerError
+from batchrun.errors import (
+    CapacityRefused,
+    FatalEndpointError,
+    HTTPStatusError,
+    RateLimited,
+    RetryableError,
+    ServerError,
+    TransportError,
+)
 from batchrun.retry import Retries, Spent, capacity_refused, next_wait, parse_retry_after, status_error
 
 
@@ -102,6 +110,42 @@ def test_retry_after_is_honoured_with_a_little_jitter_and_capped() -> None:
     assert next_wait(POLICY, Spent(failures=2), ServerError("c", "m", retry_after=999.0), top) == 22.0
     assert next_wait(RetryPolicy(rate_limit_patience=900.0, retry_after_max=20.0), Spent(),
                      RateLimited("c", "m", retry_after=999.0), lambda low, high: low) == 20.0
+
+
+@pytest.mark.parametrize("failure", [SERVER, TransportError("connection_error", "reset")])
+def test_while_the_endpoint_answers_most_requests_a_failure_is_retried_soon(failure: RetryableError) -> None:
+    """However often the line failed before: its failures are its bad luck, not an outage."""
+    policy = RetryPolicy(max_attempts=12, backoff_base=1.0, backoff_max=8.0)
+    for failures in range(11):
+        assert next_wait(policy, Spent(failures=failures), failure, top, failing_share=0.3) == 0.5
+        assert next_wait(policy, Spent(failures=failures), failure, top, failing_share=0.49) == 0.5
+    assert next_wait(policy, Spent(failures=11), failure, top, failing_share=0.0) is None  # still 12 attempts
+    assert next_wait(RetryPolicy(backoff_base=0.2, backoff_max=8.0), Spent(failures=4), failure, top,
+                     failing_share=0.1) == pytest.approx(0.1)  # a share of the backoff's base
+
+
+@pytest.mark.parametrize("share", [0.5, 0.9, 1.0, None])
+def test_while_failures_are_general_or_unknown_the_backoff_is_exponential(share: float | None) -> None:
+    policy = RetryPolicy(max_attempts=12, backoff_base=1.0, backoff_max=8.0)
+    caps = [next_wait(policy, Spent(failures=n), SERVER, top, failing_share=share) for n in range(5)]
+    assert caps == [1.0, 2.0, 4.0, 8.0, 8.0]
+
+
+def test_the_endpoints_share_changes_neither_429s_nor_a_servers_retry_after() -> None:
+    told = RateLimited("rate_limit_exceeded", "slow", retry_after=1.0)
+    assert next_wait(POLICY, Spent(), told, top, failing_share=0.0) == 1.1
+    assert next_wait(POLICY, Spent(rate_limited=2), LIMITED, top, failing_share=0.0) == 4.0
+    refused = CapacityRefused("resource_unavailable", "Resource Unavailable")
+    assert next_wait(POLICY, Spent(refused=2), refused, top, failing_share=0.0) == 4.0
+    assert next_wait(POLICY, Spent(failures=1), ServerError("c", "m", retry_after=3.0), top, failing_share=0.0) == 3.3
+
+
+def test_retries_pass_the_share_to_the_policy() -> None:
+    retries = Retries(RetryPolicy(max_attempts=12, backoff_base=1.0, backoff_max=8.0), random.Random(5))
+    waits = [retries.next_wait(SERVER, 0.2) for _ in range(6)]
+    assert all(w is not None and w <= 0.5 for w in waits) and retries.spent.failures == 6
+    assert [retries.next_wait(SERVER, 1.0) for _ in range(5)] != [None] * 5  # the count went on
+    assert retries.spent.failures == 11 and retries.next_wait(SERVER, 0.2) is None
 
 
 def test_other_failures_give_up_at_max_attempts() -> None:

@@ -69,3 +69,35 @@ def test_threshold_zero_never_opens() -> None:
     for _ in range(100):
         breaker.failed("HTTP 500")
     assert breaker.state == "closed"
+
+
+def test_the_failing_share_is_over_the_recent_answers() -> None:
+    breaker = CircuitBreaker(threshold=10, give_up=100, clock=FakeClock())
+    assert breaker.failing_share() is None  # no answer yet: nothing known
+    breaker.failed("HTTP 500")
+    assert breaker.failing_share() == 1.0
+    for _ in range(3):
+        breaker.succeeded()  # counted on the fast path, not yet in the window
+    assert breaker.failing_share() == 0.25
+    for _ in range(200):
+        breaker.succeeded()
+    assert breaker.failing_share() == 0.0  # the failure left the window of the last 50
+    rng = random.Random(2)
+    for _ in range(5000):
+        if rng.random() < 0.3:
+            breaker.failed("HTTP 503")
+        else:
+            breaker.succeeded()
+    assert 0.1 <= (breaker.failing_share() or 0) <= 0.5
+    for _ in range(50):
+        breaker.failed("no response")
+    assert breaker.failing_share() == 1.0 and breaker.state == "open"
+
+
+def test_with_the_breaker_off_the_share_is_still_over_fifty_answers() -> None:
+    breaker = CircuitBreaker(threshold=0, give_up=1, clock=FakeClock())
+    for _ in range(30):
+        breaker.succeeded()
+    for _ in range(20):
+        breaker.failed("HTTP 500")
+    assert breaker.failing_share() == 0.4 and breaker.state == "closed"
