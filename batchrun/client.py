@@ -101,6 +101,8 @@ class Client:
         concurrency. Any ``httpx.AsyncBaseTransport`` (``httpx.MockTransport`` in tests) works too.
     :param clock: what pacing and retries read and wait with (tests pass a fake).
     :param on_retry: called with the error and the wait before each retry, for counters and logs.
+    :param before_send: called right before each request goes on the wire (the engine hands the
+        answers it holds to the kernel there: none may be lost with a request in flight beside it).
     :param pacer: paces attempts (default: from the config's concurrency and limits).
     :param share: the default pacer's slice of limits shared with other processes.
     """
@@ -112,6 +114,7 @@ class Client:
         transport: Transport | httpx.AsyncBaseTransport | None = None,
         clock: Clock = SYSTEM_CLOCK,
         on_retry: Callable[[Job, RequestError, float], None] | None = None,
+        before_send: Callable[[], None] | None = None,
         pacer: Pacer | None = None,
         share: Share | None = None,
     ) -> None:
@@ -122,6 +125,7 @@ class Client:
         # its clock readings moved by it, so the hot path reads no second clock.
         self._epoch = time.time() - clock.now()
         self._on_retry = on_retry
+        self._before_send = before_send
         self._scrubber = credentials_scrubber(config)
         self._headers = endpoint_headers(config)
         self._timeouts = Timeouts(connect=config.connect_timeout, total=config.timeout)
@@ -220,6 +224,8 @@ class Client:
         sent = permit.sent
         tally.waited_s += sent - asked
         try:
+            if self._before_send is not None:
+                self._before_send()
             reply = await self._transport.post(self._url(job.url), self._headers, job.body, self._timeouts)
         except TransportError as exc:
             _on_wire(tally, sent, now())
