@@ -27,11 +27,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import types
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Protocol, TypeVar
 
 import anyio
-import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -253,7 +253,7 @@ class Sink:
 
     async def committed(self) -> None:
         """Commit once the other answers of this event-loop turn are put too: they share the write."""
-        await anyio.lowlevel.checkpoint()
+        await _next_turn()
         self.commit()
 
     async def room(self) -> None:
@@ -305,6 +305,14 @@ async def _watch_signals(control: Control) -> None:
                 log.warning("%s: no new requests; waiting up to %g s for the %d in flight "
                             "(again to cancel them)", name, control.drain_timeout, control.on_the_wire)
             control.stop(f"interrupted by {name}", EXIT_STOPPED, grace=control.drain_timeout)
+
+
+@types.coroutine
+def _next_turn() -> Generator[None, None, None]:
+    """Let every task that is ready run before this one goes on: an asyncio task that yields
+    nothing is scheduled again at once (asyncio's own ``sleep(0)``), without the backend lookup
+    of ``anyio.lowlevel.checkpoint``, which cost several times as much."""
+    yield
 
 
 # A memory object stream's `send` and `receive` yield to the event loop even when they could
