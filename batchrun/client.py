@@ -7,6 +7,7 @@ this module has the API key scrubbed from it.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -165,7 +166,8 @@ class Client:
         out its backoff.
         """
         tally = Tally()
-        job = self._tiered(job, tally, Spent())
+        if job.tier == FLEX:
+            job = self._tiered(job, tally, Spent())
         try:
             result = await self._attempt(job, tally)
         except RetryableError as exc:
@@ -219,7 +221,8 @@ class Client:
         tally.attempts += 1
         now = self._clock.now
         asked = now()
-        permit = await self.pacer.admit(estimate_cost(job.body, job.max_output))
+        estimate = estimate_cost(job.body, job.max_output)
+        permit = self.pacer.admit_now(estimate) or await self.pacer.admit(estimate)
         tally.dispatched = permit.seq
         sent = permit.sent
         tally.waited_s += sent - asked
@@ -438,19 +441,23 @@ def missing_answer(path: str, body: Any) -> str | None:
     """What a 2xx body lacks to be the endpoint's answer, or ``None`` when it looks right."""
     if not isinstance(body, dict):
         return f"the body is a JSON {type(body).__name__}, not an object"
-    path = path.partition("?")[0]
-    for suffix, key in _ANSWER_KEYS:
-        if path.endswith(suffix):
-            answer = body.get(key)
-            if not isinstance(answer, list):
-                return f"the body has no {key!r} list"
-            # An error with nothing beside it is a failure however it is sent. With an answer
-            # beside it, the answer is kept as it came, error and all: asking again would buy
-            # it twice.
-            if not answer and body.get("error"):
-                return f"the body holds an 'error' and an empty {key!r} list"
-            return None
+    key = _answer_key(path)
+    if key is None:
+        return None
+    answer = body.get(key)
+    if not isinstance(answer, list):
+        return f"the body has no {key!r} list"
+    # An error with nothing beside it is a failure however it is sent. With an answer beside
+    # it, the answer is kept as it came, error and all: asking again would buy it twice.
+    if not answer and body.get("error"):
+        return f"the body holds an 'error' and an empty {key!r} list"
     return None
+
+
+@functools.lru_cache(maxsize=64)  # a file holds a few paths, each on many lines
+def _answer_key(path: str) -> str | None:
+    path = path.partition("?")[0]
+    return next((key for suffix, key in _ANSWER_KEYS if path.endswith(suffix)), None)
 
 
 def join_url(base_url: str, path: str) -> str:
