@@ -120,7 +120,8 @@ class Pool:
                     except anyio.WouldBlock:
                         sink.commit()  # the lines answered by the sources give their places back
                         await window.acquire()
-                    await sink.room()
+                    if sink.full:
+                        await sink.room()
                     try:
                         done = first_answer(sources, item)
                     except StopBefore as stop:
@@ -256,13 +257,18 @@ class Sink:
         await _next_turn()
         self.commit()
 
+    @property
+    def full(self) -> bool:
+        """Whether the lines waiting for an earlier one hold ``window_bytes`` or more (`room`)."""
+        return self._writer.buffered_bytes >= self._window_bytes
+
     async def room(self) -> None:
         """Wait while the lines waiting for an earlier one hold ``window_bytes`` or more.
 
         The earliest line was dispatched before any of them and its answer (or failure) drains
         them: waiting here stalls the run no more than the window does.
         """
-        while self._writer.buffered_bytes >= self._window_bytes:
+        while self.full:
             self.commit()
             self._drained = anyio.Event()
             await self._drained.wait()
