@@ -219,26 +219,23 @@ def jsonl_lines(f: BinaryIO, position: Position | None = None,
     :param position: go on from there; it follows what is consumed (`read_jobs`).
     :param limit: read no further than this many bytes of the file.
     """
-    for line_no, raw in _numbered(f, position if position is not None else Position(), limit):
+    position = position if position is not None else Position()
+    if position.offset:
+        f.seek(position.offset)
+    for raw in _lines(f, (sys.maxsize if limit is None else limit) - position.offset):
+        position.line_no += 1
         if isinstance(raw, int):
-            yield line_no, raw
-        elif line := _request_bytes(raw, line_no):
-            yield line_no, line
+            position.offset += raw
+            yield position.line_no, raw
+            continue
+        position.offset += len(raw)
+        if line := _request_bytes(raw, position.line_no):
+            yield position.line_no, line
 
 
 def too_long(length: int) -> str:
     """The start of the message for a line `jsonl_lines` gave as its length: "... over the N MiB"."""
     return f"the line is {length / 2**20:,.1f} MiB, over the {MAX_LINE_BYTES // 2**20} MiB"
-
-
-def _numbered(f: BinaryIO, position: Position, limit: int | None) -> Iterator[tuple[int, bytes | int]]:
-    """The physical lines from ``position`` on, numbered; ``position`` follows what is consumed."""
-    if position.offset:
-        f.seek(position.offset)
-    for raw in _lines(f, (sys.maxsize if limit is None else limit) - position.offset):
-        position.offset += raw if isinstance(raw, int) else len(raw)
-        position.line_no += 1
-        yield position.line_no, raw
 
 
 def _request_bytes(raw: bytes, line_no: int) -> bytes:
