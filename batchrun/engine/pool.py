@@ -252,6 +252,15 @@ class Sink:
         if done and self._drained is not None:
             self._drained.set()
 
+    def flush(self) -> None:
+        """`commit`, then hand the files' buffers to the kernel too: a snapshot of the files then
+        agrees with the counters (every line written is counted).
+
+        :raises OSError: writing failed.
+        """
+        self.commit()
+        self._writer.flush()
+
     async def committed(self) -> None:
         """Commit once the other answers of this event-loop turn are put too: they share the write."""
         await _next_turn()

@@ -172,7 +172,7 @@ async def run_batch(
             pool = Pool(config, client, asked, gate, ledger, sink, control, tiering)
 
             async def periodic() -> None:
-                await _sync_periodically(writer, checkpoint, ledger, control)
+                await _sync_periodically(sink, writer, checkpoint, ledger, control)
 
             await pool.run(items, window, periodic, handle_signals)
     except KeyboardInterrupt:
@@ -306,14 +306,14 @@ async def _skip(path: Path, count: int, limit: int, origin: Position | None) -> 
     return position
 
 
-async def _sync_periodically(writer: OrderedWriter, checkpoint: Checkpoint, ledger: SpendLedger,
+async def _sync_periodically(sink: Sink, writer: OrderedWriter, checkpoint: Checkpoint, ledger: SpendLedger,
                              control: Control) -> None:
     """Bound what a power loss can take, and what a resume must read back (`disk/snapshot.py`); a
     disk that fails here stops the run, resumable."""
     try:
         while True:
             await anyio.sleep(SYNC_INTERVAL)
-            writer.flush()
+            sink.flush()
             prefix = _snapshot(writer, checkpoint, control.stats)  # what the bytes about to be fsynced hold
             spend = ledger.encode()
             # Not cancellable mid-way: the files are closed only after this returns.

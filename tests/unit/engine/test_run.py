@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -59,14 +60,15 @@ class Watching:
     first attempts with a 502), and notes each request sent while an answer it gave before is
     not in the checkpoint's files, read back through another descriptor."""
 
-    def __init__(self, checkpoint: Path) -> None:
+    def __init__(self, checkpoint: Path | None) -> None:
+        """:param checkpoint: ``None``: answer as above, noting nothing."""
         self.checkpoint, self.rng = checkpoint, random.Random(3)
         self.answered = 0
         self.behind: list[tuple[int, int]] = []
         self.failed: set[bytes] = set()
 
     async def post(self, url: str, headers: object, body: bytes, timeouts: Timeouts) -> Reply:
-        if self.answered:
+        if self.answered and self.checkpoint is not None:
             kept = len(checkpoint_survivors(self.checkpoint))
             if kept < self.answered:
                 self.behind.append((self.answered, kept))
@@ -92,6 +94,29 @@ async def test_no_request_is_sent_while_an_answer_before_it_is_not_in_the_kernel
     stats = await run_batch(config, transport=endpoint, clock=FakeClock())
     assert (stats.exit_code, stats.succeeded) == (0, 400)
     assert endpoint.failed and endpoint.behind == []
+
+
+async def test_each_saved_snapshot_counts_in_its_report_every_line_it_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot a resume starts from names the lines of the output it vouches for and the
+    report's counters over them: answers written but not yet counted would be lost from the
+    report of every later start."""
+    from batchrun.disk.checkpoint import Checkpoint
+    from batchrun.engine import run as engine
+
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(10_000)])
+    saved: list[tuple[int, int]] = []
+    save = Checkpoint.save_snapshot
+
+    def watched(self: Checkpoint, snapshot: Any) -> None:
+        saved.append((snapshot.lines, snapshot.report["lines"]))
+        save(self, snapshot)
+
+    monkeypatch.setattr(engine, "SYNC_INTERVAL", 0)
+    monkeypatch.setattr(Checkpoint, "save_snapshot", watched)
+    stats = await run_batch(RunConfig(source, base_url=BASE, concurrency=16), transport=Watching(None), clock=FakeClock())
+    assert stats.exit_code == 0 and len(saved) > 2
+    assert [lines for lines, counted in saved if lines != counted] == []
 
 
 async def test_bad_lines_and_failed_requests_keep_their_place(tmp_path: Path) -> None:
