@@ -45,6 +45,9 @@ class BodyBudget:
             if self._room is None:
                 self._room = anyio.Event()
             await self._room.wait()
+        self._grant(holding, size)
+
+    def _grant(self, holding: Holding, size: int) -> None:
         holding.size += size
         self.used += size
         self.peak = max(self.peak, self.used)
@@ -69,6 +72,13 @@ class Holding:
 
     async def take(self, size: int) -> None:
         await self._budget._take(self, size)
+
+    def take_now(self, size: int) -> bool:
+        """Take ``size`` bytes if they fit in the budget now, without waiting; whether it did."""
+        if self._budget.used + size > self._budget.limit:
+            return False
+        self._budget._grant(self, size)
+        return True
 
     def give_back(self) -> None:
         self._budget._give_back(self)

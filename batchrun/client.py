@@ -7,6 +7,7 @@ this module has the API key scrubbed from it.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -101,6 +102,8 @@ class Client:
         concurrency. Any ``httpx.AsyncBaseTransport`` (``httpx.MockTransport`` in tests) works too.
     :param clock: what pacing and retries read and wait with (tests pass a fake).
     :param on_retry: called with the error and the wait before each retry, for counters and logs.
+    :param before_send: called right before each request goes on the wire (the engine hands the
+        answers it holds to the kernel there: none may be lost with a request in flight beside it).
     :param pacer: paces attempts (default: from the config's concurrency and limits).
     :param share: the default pacer's slice of limits shared with other processes.
     """
@@ -112,6 +115,7 @@ class Client:
         transport: Transport | httpx.AsyncBaseTransport | None = None,
         clock: Clock = SYSTEM_CLOCK,
         on_retry: Callable[[Job, RequestError, float], None] | None = None,
+        before_send: Callable[[], None] | None = None,
         pacer: Pacer | None = None,
         share: Share | None = None,
     ) -> None:
@@ -122,6 +126,7 @@ class Client:
         # its clock readings moved by it, so the hot path reads no second clock.
         self._epoch = time.time() - clock.now()
         self._on_retry = on_retry
+        self._before_send = before_send
         self._scrubber = credentials_scrubber(config)
         self._headers = endpoint_headers(config)
         self._timeouts = Timeouts(connect=config.connect_timeout, total=config.timeout)
@@ -161,7 +166,8 @@ class Client:
         out its backoff.
         """
         tally = Tally()
-        job = self._tiered(job, tally, Spent())
+        if job.tier == FLEX:
+            job = self._tiered(job, tally, Spent())
         try:
             result = await self._attempt(job, tally)
         except RetryableError as exc:
@@ -216,11 +222,14 @@ class Client:
         tally.attempts += 1
         now = self._clock.now
         asked = now()
-        permit = await self.pacer.admit(estimate_cost(job.body, job.max_output))
+        estimate = estimate_cost(job.body, job.max_output)
+        permit = self.pacer.admit_now(estimate) or await self.pacer.admit(estimate)
         tally.dispatched = permit.seq
         sent = permit.sent
         tally.waited_s += sent - asked
         try:
+            if self._before_send is not None:
+                self._before_send()
             reply = await self._transport.post(self._url(job.url), self._headers, job.body, self._timeouts)
         except TransportError as exc:
             _on_wire(tally, sent, now())
@@ -433,19 +442,23 @@ def missing_answer(path: str, body: Any) -> str | None:
     """What a 2xx body lacks to be the endpoint's answer, or ``None`` when it looks right."""
     if not isinstance(body, dict):
         return f"the body is a JSON {type(body).__name__}, not an object"
-    path = path.partition("?")[0]
-    for suffix, key in _ANSWER_KEYS:
-        if path.endswith(suffix):
-            answer = body.get(key)
-            if not isinstance(answer, list):
-                return f"the body has no {key!r} list"
-            # An error with nothing beside it is a failure however it is sent. With an answer
-            # beside it, the answer is kept as it came, error and all: asking again would buy
-            # it twice.
-            if not answer and body.get("error"):
-                return f"the body holds an 'error' and an empty {key!r} list"
-            return None
+    key = _answer_key(path)
+    if key is None:
+        return None
+    answer = body.get(key)
+    if not isinstance(answer, list):
+        return f"the body has no {key!r} list"
+    # An error with nothing beside it is a failure however it is sent. With an answer beside
+    # it, the answer is kept as it came, error and all: asking again would buy it twice.
+    if not answer and body.get("error"):
+        return f"the body holds an 'error' and an empty {key!r} list"
     return None
+
+
+@functools.lru_cache(maxsize=64)  # a file holds a few paths, each on many lines
+def _answer_key(path: str) -> str | None:
+    path = path.partition("?")[0]
+    return next((key for suffix, key in _ANSWER_KEYS if path.endswith(suffix)), None)
 
 
 def join_url(base_url: str, path: str) -> str:

@@ -30,7 +30,6 @@ from .tokens import max_output
 BOM = b"\xef\xbb\xbf"
 MAX_LINE_BYTES = 32 * 2**20  # far above any real request; a bigger line is a broken file
 _SKIP_CHUNK = 2**20
-_ENVELOPE_KEYS = ("custom_id", "body")
 # The characters of a URL's path and query (RFC 3986), spelled as they go on the wire: the URL
 # is sent as given, so a space, a control character or a backslash would reach the server raw.
 _URL_CHARS = frozenset(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/?%")
@@ -199,8 +198,14 @@ def request_id(line: bytes, line_no: int) -> str:
     return _custom_id(obj, line_no) if isinstance(obj, dict) else f"line-{line_no}"
 
 
+def _is_envelope(obj: dict[str, Any]) -> bool:
+    """Whether a line is a Batch API envelope (it names a ``custom_id`` or a ``body``) rather than
+    a bare body."""
+    return "custom_id" in obj or "body" in obj
+
+
 def _custom_id(obj: dict[str, Any], line_no: int) -> str:
-    custom_id = obj.get("custom_id") if any(key in obj for key in _ENVELOPE_KEYS) else None
+    custom_id = obj.get("custom_id") if _is_envelope(obj) else None
     return custom_id if isinstance(custom_id, str) and custom_id else f"line-{line_no}"
 
 
@@ -214,26 +219,23 @@ def jsonl_lines(f: BinaryIO, position: Position | None = None,
     :param position: go on from there; it follows what is consumed (`read_jobs`).
     :param limit: read no further than this many bytes of the file.
     """
-    for line_no, raw in _numbered(f, position if position is not None else Position(), limit):
+    position = position if position is not None else Position()
+    if position.offset:
+        f.seek(position.offset)
+    for raw in _lines(f, (sys.maxsize if limit is None else limit) - position.offset):
+        position.line_no += 1
         if isinstance(raw, int):
-            yield line_no, raw
-        elif line := _request_bytes(raw, line_no):
-            yield line_no, line
+            position.offset += raw
+            yield position.line_no, raw
+            continue
+        position.offset += len(raw)
+        if line := _request_bytes(raw, position.line_no):
+            yield position.line_no, line
 
 
 def too_long(length: int) -> str:
     """The start of the message for a line `jsonl_lines` gave as its length: "... over the N MiB"."""
     return f"the line is {length / 2**20:,.1f} MiB, over the {MAX_LINE_BYTES // 2**20} MiB"
-
-
-def _numbered(f: BinaryIO, position: Position, limit: int | None) -> Iterator[tuple[int, bytes | int]]:
-    """The physical lines from ``position`` on, numbered; ``position`` follows what is consumed."""
-    if position.offset:
-        f.seek(position.offset)
-    for raw in _lines(f, (sys.maxsize if limit is None else limit) - position.offset):
-        position.offset += raw if isinstance(raw, int) else len(raw)
-        position.line_no += 1
-        yield position.line_no, raw
 
 
 def _request_bytes(raw: bytes, line_no: int) -> bytes:
@@ -281,7 +283,7 @@ def parse_line(line: bytes, index: int, line_no: int, source: str, model: str | 
     if not isinstance(obj, dict):
         kind = type(obj).__name__
         return LineError(index, line_no, fallback_id, "invalid_request_line", f"{where}: expected a JSON object, got {kind}")
-    if any(key in obj for key in _ENVELOPE_KEYS):
+    if _is_envelope(obj):
         return _parse_envelope(obj, index, line_no, where, fallback_id, model)
     problem = _body_problem(obj)
     if problem:

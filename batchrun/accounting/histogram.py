@@ -44,8 +44,10 @@ class LogHistogram:
             return
         self.count += 1
         self.total += value
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
         if value <= _ZERO:
             self.zeros += 1
         else:

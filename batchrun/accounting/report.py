@@ -137,7 +137,7 @@ from ..reader import jsonl_lines, open_input
 from ..records import Result, batch_of, failure, tier_of
 from ..usage import Usage
 from .histogram import LogHistogram
-from .pricing import BATCH_DISCOUNT, FLEX, PriceTable, load_prices
+from .pricing import BATCH_DISCOUNT, FLEX, Price, PriceTable, load_prices
 from .tally import PerModel, priced_total
 from .timeline import EXAMPLES_PER_CODE, FailureExamples, Timeline
 
@@ -173,6 +173,7 @@ class Report:
     def __init__(self, prices: PriceTable | None = None, *, source: str | None = None) -> None:
         self.prices = prices if prices is not None else load_prices()
         self._batch_prices = self.prices.with_batch_discount()
+        self._line_prices: dict[tuple[str, bool], Price | None] = {}
         self.source = source
         self.lines = 0
         self.succeeded = 0
@@ -446,7 +447,11 @@ class Report:
     def line_cost(self, model: str, usage: Usage, *, batch: bool) -> float | None:
         """USD for one line's ``usage`` of ``model``, at the Batch API's price when it went through
         it; ``None`` when the model has no price."""
-        return (self._batch_prices if batch else self.prices).cost(_priced(model), usage)
+        try:
+            price = self._line_prices[model, batch]
+        except KeyError:  # once per model and route: every line is priced
+            price = self._line_prices[model, batch] = (self._batch_prices if batch else self.prices).price(_priced(model))
+        return None if price is None else price.cost(usage)
 
     def batch_cost(self, model: str) -> float | None:
         """USD for the tokens of one model's lines answered through the Batch API, at its price."""

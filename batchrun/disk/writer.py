@@ -1,9 +1,11 @@
-"""Put results back in input order and hand each to the kernel as it arrives.
+"""Put results back in input order and hand them to the kernel in one write per batch.
 
-Results arrive in completion order. One that is next in input order goes to the ordered output
-at once, with every later one it was holding up; one that is not must wait in the reorder
-buffer, so it goes to the journal instead — the ordered output cannot recover it yet. Either way
-the answer is in the kernel before `add` returns: a killed process loses none of it. A line in
+Results arrive in completion order. One that is next in input order goes to the ordered output,
+with every later one it was holding up; one that is not must wait in the reorder buffer, so it
+goes to the journal instead — the ordered output cannot recover it yet. `add` only queues the
+bytes; `write_pending` hands everything queued to the kernel, one system call per file, so the
+answers that arrive in one event-loop turn share a write. The engine calls it before any request
+is sent (`engine.pool.Sink`): a killed process loses no answer whose slot was reused. A line in
 order is written once, not also to the journal (at concurrency 1 the journal stays empty).
 The errors file is derived from the ordered output (a resume rebuilds it), so it is buffered.
 A waiting result keeps its encoded line, not its parsed body (`Result.shed_body`); the engine
@@ -43,8 +45,11 @@ class OrderedWriter:
         self._pending: dict[int, Result] = {}
         self.buffered_bytes = 0  # of the encoded lines waiting in ``_pending``
         self._out = out
-        # Straight to the kernel through the raw file, one system call a line (a buffered write
+        # Straight to the kernel through the raw file, one system call a batch (a buffered write
         # and a flush took two calls and a copy); nothing else writes to these two files.
+        self._out_queue: list[bytes] = []
+        self._log_queue: list[bytes] = []
+        self._broken: OSError | None = None  # a queued write that failed: the files may be torn
         out.flush()
         log.flush()
         self._out_raw, self._log_raw = _raw(out), _raw(log)
@@ -57,16 +62,21 @@ class OrderedWriter:
         """Results waiting for an earlier line."""
         return len(self._pending)
 
-    def add(self, result: Result) -> list[Result]:
-        """Accept one result and hand it to the kernel; return those written to the ordered output
-        by this call, in order.
+    @property
+    def pending(self) -> bool:
+        """Whether `add` queued bytes that `write_pending` has not handed to the kernel yet."""
+        return bool(self._out_queue or self._log_queue)
 
-        :raises OSError: writing failed; the result may or may not be on disk.
+    def add(self, result: Result) -> list[Result]:
+        """Accept one result and queue its line; return those it puts into the ordered output,
+        in order (each is in the kernel once `write_pending` returns).
+
+        :raises OSError: writing the errors file failed.
         """
         line = result.encode(self.run_id)  # first: a body that cannot be stored turns the result into a failure
         if result.index != self.next_index:
             if not result.carried_over:  # a carried-over line is in the journal or previous.jsonl already
-                _write_all(self._log_raw, journal.encode(result.index, result.ok, line))
+                self._log_queue.append(journal.encode(result.index, result.ok, line))
             result.shed_body()
             self._pending[result.index] = result
             self.buffered_bytes += len(line)
@@ -77,13 +87,12 @@ class OrderedWriter:
             written.append(pending.pop(self.next_index + len(written)))
         self.next_index += len(written)
         if len(written) == 1:
-            _write_all(self._out_raw, line)
+            self._out_queue.append(line)
             size = len(line)
         else:
-            size = 0
-            for data in _pieces([done.encode(self.run_id) for done in written]):
-                _write_all(self._out_raw, data)
-                size += len(data)
+            lines = [done.encode(self.run_id) for done in written]
+            self._out_queue += lines
+            size = sum(map(len, lines))
             self.buffered_bytes -= size - len(line)
         errors = 0
         for done in written:
@@ -93,8 +102,26 @@ class OrderedWriter:
         self.last_custom_id = written[-1].custom_id
         return written
 
+    def write_pending(self) -> None:
+        """Hand what `add` queued to the kernel: the journal's lines, then the ordered output's.
+
+        :raises OSError: writing failed; the lines may or may not be on disk, and `close` fails
+            too (what a next start recovers is the checkpoint's, not these files as they are).
+        """
+        for raw, queue in ((self._log_raw, self._log_queue), (self._out_raw, self._out_queue)):
+            if queue:
+                lines = queue[:]
+                queue.clear()
+                try:
+                    for data in _pieces(lines):
+                        _write_all(raw, data)
+                except OSError as exc:
+                    self._broken = exc
+                    raise
+
     def flush(self) -> None:
-        """Hand the errors file to the kernel too (the other files always are)."""
+        """Hand everything to the kernel, the errors file too."""
+        self.write_pending()
         for f in self._files:
             f.flush()
 
@@ -108,7 +135,11 @@ class OrderedWriter:
         A file whose flush failed is closed all the same (closing drops what could not be
         written), so no buffered bytes are left to land in the file later.
         """
-        first: OSError | None = None
+        first: OSError | None = self._broken
+        try:
+            self.write_pending()
+        except OSError as exc:
+            first = first or exc
         for f in self._files:
             if f.closed:
                 continue

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import types
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -117,8 +118,10 @@ class Pool:
                     try:
                         window.acquire_nowait()
                     except anyio.WouldBlock:
+                        sink.commit()  # the lines answered by the sources give their places back
                         await window.acquire()
-                    await sink.room()
+                    if sink.full:
+                        await sink.room()
                     try:
                         done = first_answer(sources, item)
                     except StopBefore as stop:
@@ -131,6 +134,8 @@ class Pool:
                     elif isinstance(item, Job):
                         if self.tiering is not None:
                             item = self.tiering.shape(item)
+                        if gate is not None:
+                            sink.commit()  # what the cap counts as spent is on disk before it waits
                         if gate is not None and (over := await gate.reserve(item)) is not None:
                             control.stop(over, EXIT_BUDGET, grace=None)
                             return
@@ -139,6 +144,7 @@ class Pool:
                         control.bad_line(item.message)
                         sink.put(Result.from_line_error(item))
                     control.fed += 1
+                sink.commit()
                 control.fed_all = True
 
     async def _run_workers(self, lanes: list[MemoryObjectReceiveStream[Job]]) -> None:
@@ -155,6 +161,7 @@ class Pool:
                 control.abort(str(doomed), next_step=doomed.next_step)
             for result in written:
                 self.sink.put(result)
+            self.sink.commit()
         finally:
             for jobs in lanes:
                 jobs.close()
@@ -176,10 +183,12 @@ class Pool:
                 retries.start_soon(self._guarded, self._retry, outcome)
             else:
                 self._deliver(outcome, job)
+                await self.sink.committed()
 
     async def _retry(self, pending: Retrying) -> None:
         result = await self.client.finish(pending)
         self._deliver(result, pending.job)
+        await self.sink.committed()
 
     def _deliver(self, result: Result, job: Job) -> None:
         """Hand an answer to the files, or hold it (`held.Held`)."""
@@ -197,11 +206,12 @@ class Pool:
 
 
 class Sink:
-    """Where every finished line goes, synchronously: into the files, then counted and shown.
+    """Where every finished line goes: queued for the files by `put`, then handed to the kernel,
+    counted and shown by `commit` — once for all the answers that arrived in one event-loop turn.
 
-    No await between an answer's arrival and `put`: a cancellation (an abort, the end of the
-    grace period) cannot come between them, and no other request can be sent in the slot the
-    answer just freed before the answer is in the kernel.
+    No request is sent while an answer is only queued: the client commits before each request
+    goes on the wire (``Client(before_send=…)``), and a worker commits after its own answer
+    before it takes another line. A kill -9 then loses no answer whose slot was reused.
     """
 
     def __init__(self, writer: OrderedWriter, window: anyio.Semaphore, window_bytes: int, stats: RunStats,
@@ -209,20 +219,57 @@ class Sink:
         self._writer, self._window, self._stats, self._observer = writer, window, stats, observer
         self._window_bytes = window_bytes
         self._drained: anyio.Event | None = None  # set when lines waiting are written
+        self._done: list[Result] = []  # put into the ordered output, not committed yet
 
     def put(self, result: Result) -> None:
-        """:raises OSError: writing failed (the run stops: `Pool._guarded`)."""
-        stats, observer, writer = self._stats, self._observer, self._writer
+        """:raises OSError: writing the errors file failed (the run stops: `Pool._guarded`)."""
+        writer = self._writer
         written = writer.add(result)
-        for done in written:
-            self._window.release()
-            stats.record(done)
+        if written:
+            self._done += written
+        stats = self._stats
+        if writer.buffered > stats.max_buffered:
+            stats.max_buffered = writer.buffered
+        if writer.buffered_bytes > stats.max_buffered_bytes:
+            stats.max_buffered_bytes = writer.buffered_bytes
+
+    def commit(self) -> None:
+        """Hand what was put to the kernel; then count and show the lines it wrote in order, and
+        give back their places in the window.
+
+        :raises OSError: writing failed (the run stops: `Pool._guarded`).
+        """
+        if not self._writer.pending:
+            return
+        self._writer.write_pending()
+        done, self._done = self._done, []
+        stats, observer, window = self._stats, self._observer, self._window
+        for result in done:
+            window.release()
+            stats.record(result)
             if observer is not None:
-                observer.written(done, stats)
-        if written and self._drained is not None:
+                observer.written(result, stats)
+        if done and self._drained is not None:
             self._drained.set()
-        stats.max_buffered = max(stats.max_buffered, writer.buffered)
-        stats.max_buffered_bytes = max(stats.max_buffered_bytes, writer.buffered_bytes)
+
+    def flush(self) -> None:
+        """`commit`, then hand the files' buffers to the kernel too: a snapshot of the files then
+        agrees with the counters (every line written is counted).
+
+        :raises OSError: writing failed.
+        """
+        self.commit()
+        self._writer.flush()
+
+    async def committed(self) -> None:
+        """Commit once the other answers of this event-loop turn are put too: they share the write."""
+        await _next_turn()
+        self.commit()
+
+    @property
+    def full(self) -> bool:
+        """Whether the lines waiting for an earlier one hold ``window_bytes`` or more (`room`)."""
+        return self._writer.buffered_bytes >= self._window_bytes
 
     async def room(self) -> None:
         """Wait while the lines waiting for an earlier one hold ``window_bytes`` or more.
@@ -230,7 +277,8 @@ class Sink:
         The earliest line was dispatched before any of them and its answer (or failure) drains
         them: waiting here stalls the run no more than the window does.
         """
-        while self._writer.buffered_bytes >= self._window_bytes:
+        while self.full:
+            self.commit()
             self._drained = anyio.Event()
             await self._drained.wait()
         self._drained = None
@@ -272,6 +320,14 @@ async def _watch_signals(control: Control) -> None:
                 log.warning("%s: no new requests; waiting up to %g s for the %d in flight "
                             "(again to cancel them)", name, control.drain_timeout, control.on_the_wire)
             control.stop(f"interrupted by {name}", EXIT_STOPPED, grace=control.drain_timeout)
+
+
+@types.coroutine
+def _next_turn() -> Generator[None, None, None]:
+    """Let every task that is ready run before this one goes on: an asyncio task that yields
+    nothing is scheduled again at once (asyncio's own ``sleep(0)``), without the backend lookup
+    of ``anyio.lowlevel.checkpoint``, which cost several times as much."""
+    yield
 
 
 # A memory object stream's `send` and `receive` yield to the event loop even when they could

@@ -156,23 +156,23 @@ async def run_batch(
     own_cache = cache is None and config.cache is not None
     if own_cache:
         cache = await anyio.to_thread.run_sync(open_cache, config)
+    window = anyio.Semaphore(config.window or config.concurrency)
+    sink = Sink(writer, window, config.window_bytes, stats, observer) if cache is None else \
+        KeepingSink(writer, window, config.window_bytes, stats, observer, keep=cache.keep)
     try:
         async with (shared.running() if shared is not None else contextlib.nullcontext()),\
                 Client(config, transport=transport, clock=clock, on_retry=retry_hook(observer, control),
-                       share=shared) as client:
+                       before_send=sink.commit, share=shared) as client:
             stats.pacer, control.wire = client.pacer, client.pacer.slots
             items = smoke.first_lines(read_jobs(config.input_path, limit, start=position, model=config.model,
                                                 duplicates=span.duplicates if span is not None else frozenset()),
                                       config.limit, recovered.prefix)
-            window = anyio.Semaphore(config.window or config.concurrency)
-            sink = Sink(writer, window, config.window_bytes, stats, observer) if cache is None else \
-                KeepingSink(writer, window, config.window_bytes, stats, observer, keep=cache.keep)
             asked: list[Source] = [carryover, *sources] if cache is None else [carryover, cache, *sources]
             tiering = Tiering(config.tier, prices) if config.tier is not None else None
             pool = Pool(config, client, asked, gate, ledger, sink, control, tiering)
 
             async def periodic() -> None:
-                await _sync_periodically(writer, checkpoint, ledger, control)
+                await _sync_periodically(sink, writer, checkpoint, ledger, control)
 
             await pool.run(items, window, periodic, handle_signals)
     except KeyboardInterrupt:
@@ -180,6 +180,10 @@ async def run_batch(
         if not handle_signals:
             raise
     finally:
+        # The answers the pool put last, however it ended, in the files and counted. A failure is
+        # kept by the writer: closing it fails, and says so (`_close_writer`).
+        with contextlib.suppress(OSError):
+            sink.commit()
         stats.finished = time.monotonic()
         if budget is not None and budget.refused is not None and stats.stop_code == EXIT_BUDGET:
             stats.stop_reason = budget.describe_stop(budget.refused)  # with what the requests in flight cost
@@ -302,14 +306,14 @@ async def _skip(path: Path, count: int, limit: int, origin: Position | None) -> 
     return position
 
 
-async def _sync_periodically(writer: OrderedWriter, checkpoint: Checkpoint, ledger: SpendLedger,
+async def _sync_periodically(sink: Sink, writer: OrderedWriter, checkpoint: Checkpoint, ledger: SpendLedger,
                              control: Control) -> None:
     """Bound what a power loss can take, and what a resume must read back (`disk/snapshot.py`); a
     disk that fails here stops the run, resumable."""
     try:
         while True:
             await anyio.sleep(SYNC_INTERVAL)
-            writer.flush()
+            sink.flush()
             prefix = _snapshot(writer, checkpoint, control.stats)  # what the bytes about to be fsynced hold
             spend = ledger.encode()
             # Not cancellable mid-way: the files are closed only after this returns.

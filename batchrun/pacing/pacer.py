@@ -65,6 +65,23 @@ class Pacer:
         self._seq = 0
         self._line = anyio.Lock()
 
+    def admit_now(self, estimate: int) -> Permit | None:
+        """`admit` when nothing can make the attempt wait (the breaker closed, no limit to pace to,
+        a free slot): the permit at once, without a coroutine; ``None`` otherwise (then `admit`)."""
+        quota = self.quota
+        if self.breaker.state != CircuitBreaker.CLOSED or quota.buckets or quota.share is not None \
+                or self.acceptance.pace is not None:
+            return None
+        tokens = quota.charge(estimate)
+        permit = Permit(tokens, self._seq + 1, False, self.clock.now())
+        try:
+            self.slots.acquire_on_behalf_of_nowait(permit)
+        except anyio.WouldBlock:
+            return None
+        self._seq += 1
+        quota.take(tokens, 0.0)
+        return permit
+
     async def admit(self, estimate: int) -> Permit:
         """Wait until an attempt estimated to cost at most ``estimate`` tokens may be sent."""
         probe = await self.breaker.admit() if self.breaker.state != CircuitBreaker.CLOSED else False

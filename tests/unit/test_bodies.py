@@ -35,6 +35,14 @@ async def test_past_the_budget_a_smaller_body_waits_and_the_largest_goes_on() ->
     assert budget.used == 0
 
 
+def test_a_body_that_fits_takes_its_bytes_at_once_and_one_that_does_not_takes_none() -> None:
+    budget = BodyBudget(limit=100)
+    first, second = budget.holding(), budget.holding()
+    assert first.take_now(70) and budget.used == 70
+    assert not second.take_now(40) and budget.used == 70 and second.size == 0  # it must wait: `take`
+    assert second.take_now(30) and budget.used == budget.peak == 100
+
+
 async def test_a_body_past_its_cap_gives_up_and_gives_its_bytes_back() -> None:
     budget = BodyBudget(limit=10**6)
     holding = budget.holding()

@@ -1,5 +1,6 @@
 """`OrderedWriter`: results arrive in any order and leave in input order; each is in the kernel
-(the ordered output or the journal) when `add` returns; the errors file follows the output."""
+(the ordered output or the journal) when `write_pending` returns, all queued ones in one write per
+file; the errors file follows the output."""
 
 from __future__ import annotations
 
@@ -71,16 +72,49 @@ def test_results_leave_in_input_order_whatever_order_they_arrive_in(files: Files
     assert w.next_index == 4 and w.buffered == 0 and w.buffered_bytes == 0 and w.last_custom_id == "req-3"
 
 
-def test_every_answer_is_in_the_kernel_when_add_returns(files: Files) -> None:
+def test_every_answer_is_in_the_kernel_when_write_pending_returns(files: Files) -> None:
     """Read back through another descriptor, with nothing flushed: a kill -9 now loses none."""
     w = files.writer()
     w.add(ok(1))  # waits for line 0: into the journal
-    assert files.journaled() == [1]
+    assert w.pending and files.journaled() == []
+    w.write_pending()
+    assert not w.pending and files.journaled() == [1]
     assert files.out.read_bytes() == b""
     w.add(ok(0))  # in order: into the output, with line 1; not journaled again
+    w.write_pending()
     assert files.ids(files.out) == ["req-0", "req-1"]
     assert files.journaled() == [1]
     w.close(sync=False)
+
+
+def test_the_answers_queued_together_share_one_write_per_file(files: Files, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = writer._write_all
+    monkeypatch.setattr(writer, "_write_all", lambda raw, data: (calls.append(data.count(b"\n")), real(raw, data)))
+    w = files.writer()
+    for index in (3, 1, 0, 2, 4):
+        w.add(ok(index))
+    w.write_pending()
+    assert calls == [2, 5]  # the journal's two lines (3 and 1), then the output's five
+    assert files.ids(files.out) == [f"req-{i}" for i in range(5)]
+    w.close(sync=False)
+
+
+def test_a_failed_write_fails_the_close_too(files: Files, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lines it dropped are counted as written: closing as if all were well would let the run
+    publish a torn output."""
+    w = files.writer()
+    w.add(ok(0))
+
+    def full(raw: object, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer, "_write_all", full)
+    with pytest.raises(OSError):
+        w.write_pending()
+    monkeypatch.undo()
+    with pytest.raises(OSError, match="No space"):
+        w.close(sync=False)
 
 
 def test_a_line_in_order_is_written_once_and_not_journaled(files: Files) -> None:

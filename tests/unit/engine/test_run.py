@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -13,8 +14,9 @@ import pytest
 
 from batchrun import RunConfig, run_batch
 from batchrun.config import RetryPolicy
+from batchrun.transport import Reply, Timeouts
 
-from ...helpers import FakeClock, HeldClock, chat_line, read_jsonl, write_jsonl
+from ...helpers import FakeClock, HeldClock, chat_line, checkpoint_survivors, read_jsonl, write_jsonl
 
 BASE = "http://127.0.0.1:9/v1"
 
@@ -51,6 +53,70 @@ async def test_random_completion_order_gives_input_order(tmp_path: Path) -> None
     assert (usage.completion, usage.cached, usage.reasoning) == (1000, 500, 500)
     assert (tmp_path / "in.results.errors.jsonl").read_bytes() == b""
     assert not (tmp_path / "in.results.jsonl.checkpoint").exists()
+
+
+class Watching:
+    """An endpoint in the process that answers after a few turns of the event loop (a third of the
+    first attempts with a 502), and notes each request sent while an answer it gave before is
+    not in the checkpoint's files, read back through another descriptor."""
+
+    def __init__(self, checkpoint: Path | None) -> None:
+        """:param checkpoint: ``None``: answer as above, noting nothing."""
+        self.checkpoint, self.rng = checkpoint, random.Random(3)
+        self.answered = 0
+        self.behind: list[tuple[int, int]] = []
+        self.failed: set[bytes] = set()
+
+    async def post(self, url: str, headers: object, body: bytes, timeouts: Timeouts) -> Reply:
+        if self.answered and self.checkpoint is not None:
+            kept = len(checkpoint_survivors(self.checkpoint))
+            if kept < self.answered:
+                self.behind.append((self.answered, kept))
+        for _ in range(self.rng.randint(0, 3)):
+            await anyio.lowlevel.checkpoint()
+        if body not in self.failed and self.rng.random() < 0.3:
+            self.failed.add(body)
+            return Reply(502, {}, b"{}")
+        self.answered += 1  # no await from here to the answer being put: only a new request sees it
+        return Reply(200, {}, orjson.dumps({"model": "gpt-4o-mini", "choices": []}))
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_no_request_is_sent_while_an_answer_before_it_is_not_in_the_kernel(tmp_path: Path) -> None:
+    """The answers of one event-loop turn share a write, and retries go out whenever their backoff
+    ends: still, no request leaves before every answer is in the output or the journal, so a kill
+    -9 loses no answer beside the requests in flight."""
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(400)])
+    endpoint = Watching(tmp_path / "in.results.jsonl.checkpoint")
+    config = RunConfig(source, base_url=BASE, concurrency=16, window=64)
+    stats = await run_batch(config, transport=endpoint, clock=FakeClock())
+    assert (stats.exit_code, stats.succeeded) == (0, 400)
+    assert endpoint.failed and endpoint.behind == []
+
+
+async def test_each_saved_snapshot_counts_in_its_report_every_line_it_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot a resume starts from names the lines of the output it vouches for and the
+    report's counters over them: answers written but not yet counted would be lost from the
+    report of every later start."""
+    from batchrun.disk.checkpoint import Checkpoint
+    from batchrun.engine import run as engine
+
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(10_000)])
+    saved: list[tuple[int, int]] = []
+    save = Checkpoint.save_snapshot
+
+    def watched(self: Checkpoint, snapshot: Any) -> None:
+        saved.append((snapshot.lines, snapshot.report["lines"]))
+        save(self, snapshot)
+
+    monkeypatch.setattr(engine, "SYNC_INTERVAL", 0)
+    monkeypatch.setattr(Checkpoint, "save_snapshot", watched)
+    stats = await run_batch(RunConfig(source, base_url=BASE, concurrency=16), transport=Watching(None), clock=FakeClock())
+    assert stats.exit_code == 0 and len(saved) > 2
+    assert [lines for lines, counted in saved if lines != counted] == []
 
 
 async def test_bad_lines_and_failed_requests_keep_their_place(tmp_path: Path) -> None:

@@ -56,6 +56,23 @@ async def test_requests_in_flight_never_exceed_the_slots() -> None:
     assert pacer.slots.borrowed_tokens == 0
 
 
+async def test_admit_now_gives_a_permit_only_when_nothing_could_make_it_wait() -> None:
+    clock = FakeClock()
+    pacer = make_pacer(clock, concurrency=2)
+    first = pacer.admit_now(100)
+    second = pacer.admit_now(100)
+    assert first is not None and second is not None and (first.seq, second.seq) == (1, 2)
+    assert first.tokens == 100 and pacer.slots.borrowed_tokens == 2
+    assert pacer.admit_now(100) is None  # no slot free: `admit` waits for one
+    pacer.settle(first, 200, {})
+    assert pacer.admit_now(100) is not None
+    for _ in range(10):
+        pacer.breaker.failed("HTTP 503")
+    assert pacer.breaker.state != CircuitBreaker.CLOSED and pacer.admit_now(1) is None
+    assert make_pacer(clock, rpm=600).admit_now(1) is None  # a limit to pace to
+    assert clock.waits == []
+
+
 async def test_a_request_waiting_for_its_pace_holds_no_slot() -> None:
     clock = HeldClock()
     pacer = make_pacer(clock, concurrency=1, rpm=60)  # one per second, one slot
