@@ -40,7 +40,7 @@ from ..disk.rundir import make_run_dir
 from ..engine.document import report_json, run_facts
 from ..errors import ConfigError
 from ..stats import RunStats
-from .shards import Shard, duplicates, split
+from .shards import Shard, split
 
 PLAN = "plan.json"
 FORMAT = 1
@@ -96,7 +96,7 @@ def plan(config: RunConfig, count: int) -> Plan:
         check_same_run(saved.same_run, same_run, f"{config.out} has shards of a different run",
                        "run again with --restart to discard them and start over")
         return saved
-    shards = duplicates(config.input_path, split(config.input_path, count, scan.size), scan.size)
+    shards = split(config.input_path, count, scan.size)
     made = Plan(shards, secrets.token_hex(8), same_run, scan.lines)
     if config.retry_failed and config.out.exists():
         _split_output(config, made)
