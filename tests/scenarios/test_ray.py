@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -77,10 +79,15 @@ class Shown:
         self.written.append(stats.written)
 
 
-def test_output_is_the_single_process_runs(sim: Simulator, tmp_path: Path) -> None:
+def test_output_is_the_single_process_runs(sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", rows(300))
     shown = Shown()
+    caplog.set_level(logging.DEBUG, logger="batchrun")
     stats = run_on_ray(RunConfig(source, tmp_path / "ray.jsonl", base_url=sim.base_url), shards=2, display=shown)
+    # -v says where the time went: the split made while joining the cluster, each shard's start and run.
+    [phases] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("phases: ")]
+    assert re.fullmatch(r"phases: split [0-9.]+ s \(beside ray start\), plan [0-9.]+ s, shards [0-9.]+ s \(started "
+                        r"after [0-9.]+, [0-9.]+ s; ran [0-9.]+, [0-9.]+ s\), merge [0-9.]+ s", phases), phases
     # The display followed both shards as one run, to the last line.
     assert shown.total == 300 and shown.written[-1] == 300 and shown.written == sorted(shown.written)
     single = run_batch_sync(RunConfig(source, tmp_path / "one.jsonl", base_url=sim.base_url))
