@@ -185,13 +185,13 @@ def main() -> None:
             source = Path(folder) / f"{name}.jsonl"
             write_input(source, lines)
             ratios, commands = [], []
-            for _ in range(args.repeat):
+            for attempt in range(args.repeat):
                 results = []
-                for label, extra in (("one", ["-q"]), ("ray", ["-v", "--ray", "--shards", "2"])):
+                for label, extra in (("one", ["-q"]), ("ray", ["-q", "-v", "--ray", "--shards", "2"])):
                     server = Server(*flags)
                     try:
-                        results.append(run(server, source, Path(folder) / f"{name}-{label}.jsonl", args.concurrency,
-                                           *extra))
+                        results.append(run(server, source, Path(folder) / f"{name}-{label}-{attempt}.jsonl",
+                                           args.concurrency, *extra))
                     finally:
                         server.close()
                 one, ray = results
