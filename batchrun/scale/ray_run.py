@@ -13,10 +13,10 @@ local runner does one after another: the engine stays the engine.
 - Ctrl-C in the driver cancels the tasks: Ray delivers SIGINT to each worker, where the engine
   drains as a single run does (its requests in flight get ``--drain-timeout``); a second Ctrl-C
   cancels them outright. Either way the run's report is written, as a stopped run's.
-- One `budget.BudgetServer` actor holds the run's rate budget (``--rpm``/``--tpm`` and the limits
+- One actor (`desk.RunDesk`) holds the run's rate budget (``--rpm``/``--tpm`` and the limits
   the shards learn) and its ``--max-cost`` cap; each shard leases slices of them, so none of its
-  requests waits on a call to the actor. One `progress.ProgressBoard` actor holds each shard's
-  counters, which the driver adds up for its progress display.
+  requests waits on a call to the actor. It also holds each shard's counters, which the driver
+  adds up for its progress display.
 - Which cluster: without an address (argument or ``RAY_ADDRESS``), a local cluster of the run's
   own, started for it and stopped after it; never one a ``ray start`` left running, which Ray
   would join by itself and whose workers have not the run's credentials. With an address, or a
@@ -53,10 +53,11 @@ from ..engine import run_batch
 from ..errors import BatchrunError, ConfigError
 from ..runner import run_async
 from ..stats import EXIT_STOPPED, EXIT_USAGE, RunStats
-from .budget import BudgetServer, Grant, Holding, News, ShardBudget, Want
+from .budget import Grant, Holding, News, ShardBudget, Want
+from .desk import RunDesk
 from .parts import Plan, assemble, early_split, finished, part_config, plan, save_stopped, spent_before
 from .phases import Phases
-from .progress import Display, Post, ProgressBoard, ShardPoster, add_up
+from .progress import Display, Post, ShardPoster, add_up
 from .shards import Shard, default_count
 
 log = logging.getLogger("batchrun")
@@ -133,11 +134,10 @@ def _run_shards(ray: Any, config: RunConfig, made: Plan, own: bool, display: Dis
     """Each shard of ``made`` as a task, and their outcomes, in order; the seconds they took."""
     task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_shard)
     where = _Where(os.getcwd(), own, config.api_key is not None)
-    # The run's one rate budget and cap, and its progress; they take no CPU a shard could use.
-    server = ray.remote(BudgetServer).options(num_cpus=0).remote(rpm=config.rpm, tpm=config.tpm,
-                                                                   max_cost=config.max_cost,
-                                                                   spent=spent_before(config, made))
-    board = None if display is None else ray.remote(ProgressBoard).options(num_cpus=0).remote()
+    # The run's one rate budget and cap, and its progress: one actor, taking no CPU a shard could use.
+    server = ray.remote(RunDesk).options(num_cpus=0).remote(rpm=config.rpm, tpm=config.tpm, max_cost=config.max_cost,
+                                                              spent=spent_before(config, made))
+    board = None if display is None else server
     started, submitted = time.monotonic(), time.time()
     with phases.timed("shards"):
         refs = [task.remote(_secretless(part_config(config, shard, made.run_id)), where, shard, server, board)
@@ -273,8 +273,8 @@ def _secretless(part: RunConfig) -> dict[str, Any]:
 
 def _run_shard(settings: dict[str, Any], where: _Where, shard: Shard, server: Any, board: Any) -> ShardOutcome:
     """A shard's task, on a worker: its range through the engine, with SIGINT draining it, its
-    pace and spending leased from the run's `BudgetServer` actor, its progress posted to the
-    `ProgressBoard` actor (``None``: no one shows it). ``settings``: its `part_config`
+    pace and spending leased from the run's `RunDesk` actor (``server``), its progress posted to
+    it too (``board``; ``None``: no one shows it). ``settings``: its `part_config`
     (`_secretless`)."""
     began = time.time()
     try:
@@ -312,7 +312,7 @@ def _work_in(cwd: str, settings: dict[str, Any]) -> None:
 
 
 class _ActorClient:
-    """A `budget.BudgetClient` calling the `BudgetServer` actor (an actor's call is awaitable)."""
+    """A `budget.BudgetClient` calling the `RunDesk` actor (an actor's call is awaitable)."""
 
     def __init__(self, actor: Any) -> None:
         self._actor = actor
