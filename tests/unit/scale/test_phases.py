@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from batchrun.scale.phases import Phases
 
 
 def test_the_line_has_each_phase_in_the_order_it_ended_and_each_shard_s_start_and_run() -> None:
     phases = Phases()
-    with phases.timed("ray start"):
-        with phases.timed("split", beside="ray start"):
-            pass
+    with phases.timed("ray start"), phases.timed("split", beside="ray start"):
+        pass
     with phases.timed("shards"):
         pass
     phases.shards = [(1.234, 15.9), (1.5, 16.0)]
@@ -20,9 +21,6 @@ def test_the_line_has_each_phase_in_the_order_it_ended_and_each_shard_s_start_an
 
 def test_a_phase_that_raises_is_timed_too() -> None:
     phases = Phases()
-    try:
-        with phases.timed("merge"):
-            raise OSError("disk full")
-    except OSError:
-        pass
+    with pytest.raises(OSError), phases.timed("merge"):
+        raise OSError("disk full")
     assert list(phases.took) == ["merge"] and phases.took["merge"] >= 0
