@@ -38,6 +38,26 @@ class IdSet:
             self._grow()
         return True
 
+    def __contains__(self, key: str) -> bool:
+        """Whether ``key`` (or a hash twin) was added."""
+        slots = self._slots
+        mask = len(slots) - 1
+        h = (hash(key) & _MASK64) or 1
+        i = h & mask
+        while (current := slots[i]) != _EMPTY:
+            if current == h:
+                return True
+            i = (i + 1) & mask
+        return False
+
+    def update(self, other: IdSet) -> None:
+        """Add every id ``other`` holds."""
+        for h in other._slots:
+            if h != _EMPTY and self._insert(h):
+                self._count += 1
+                if self._count * 2 > len(self._slots):
+                    self._grow()
+
     def _insert(self, h: int) -> bool:
         slots = self._slots
         mask = len(slots) - 1

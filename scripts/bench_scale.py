@@ -1,18 +1,27 @@
 """One process against ``--ray`` with 2 shards, side by side, on this machine.
 
-    python scripts/bench_scale.py [--lines 200000] [--concurrency 256] [--cases latency-0,latency-50,quota]
+    python scripts/bench_scale.py [--lines 200000] [--concurrency 256] [--cases latency-0,latency-50,quota] [--repeat 1]
 
-For each case a fresh ``batchrun mock-server`` process serves the run (its buckets full, its
+For each case a fresh ``batchrun mock-server`` process serves each run (its buckets full, its
 counters at zero), and ``batchrun run`` runs the same input once as one process and once with
 ``--ray --shards 2`` (a local Ray cluster using every core), each at ``--concurrency`` per
-process. Requests/s are the lines over the run's own wall time from its report (Ray's start,
-about 3 s here, is not in it: the table says how long each command took in all). The quota case
-limits the simulator to 6,000 RPM with ``x-ratelimit-*`` headers, on 12,000 lines: the bucket
-starts full, so a run that keeps to the limit exactly takes 60 s for the other 6,000; the share
-of the limit used is that over the run's wall time.
+process. Two columns per side: requests/s over the run's own wall time from its report (Ray's
+start and stop are not in it), and the whole command's wall time, start-up included, as
+``time batchrun run …`` gives it; the ratios are the one process's over the shards'. CPU is the
+command's whole process tree (Ray's processes and workers included, sampled every 0.2 s) and the
+simulator's. The quota case limits the simulator to 6,000 RPM with ``x-ratelimit-*`` headers,
+on 12,000 lines: the bucket starts full, so a run that keeps to the limit exactly takes 60 s for
+the other 6,000; the share of the limit used is that over the run's wall time.
 
-Targets: latency 0, Ray ≥ 1.5x the single process; latency 50 ms, ≥ 0.95x; quota, 2 shards
-together ≥ 95% of the limit with < 1% 429s.
+Under the table, each ``--ray`` run's phases as its ``-v`` line gives them (`scale.phases`):
+Ray's start, the split, the plan, the shards (how long after submission each started, how long
+each ran), Ray's stop, the merge; "rest" is what the command spent besides (interpreter start,
+imports, exit). Beside the merge, a plain ``cat`` of the output's bytes to a new file, and with
+an fsync, the floor the merge (which fsyncs) is measured against.
+
+Targets: latency 0, Ray ≥ 1.5x the single process over the runs' wall time, and ≥ 1.25x start-up
+included at 100,000 lines (``--lines 100000 --cases latency-0``); latency 50 ms, ≥ 0.95x; quota,
+2 shards together ≥ 95% of the limit with < 1% 429s.
 """
 
 from __future__ import annotations
@@ -20,16 +29,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import psutil  # type: ignore[import-untyped]
 
 QUOTA_RPM = 6000
+SAMPLE_S = 0.2
 
 
 def write_input(path: Path, lines: int) -> None:
@@ -47,31 +62,108 @@ class Server:
                                      stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         assert self.proc.stderr is not None
         self.base_url = self.proc.stderr.readline().split()[3]
+        self.process = psutil.Process(self.proc.pid)
 
     def stats(self) -> dict[str, object]:
         with urllib.request.urlopen(self.base_url.rsplit("/v1", 1)[0] + "/_simulator/stats") as reply:
             result: dict[str, object] = json.loads(reply.read())
         return result
 
+    def cpu_s(self) -> float:
+        times = self.process.cpu_times()
+        return float(times.user + times.system)
+
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait()
 
 
-def run(server: Server, source: Path, out: Path, concurrency: int, *extra: str) -> dict[str, float]:
+class TreeCpu:
+    """CPU seconds of a process and every process under it (Ray's raylet, workers, agents), each
+    as last sampled: one that ends between two samples loses at most `SAMPLE_S` of its time."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.seen: dict[tuple[int, float], float] = {}  # (pid, start time) → CPU seconds
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(SAMPLE_S):
+            self.sample()
+
+    def sample(self) -> None:
+        try:
+            processes = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for process in processes:
+            try:
+                with process.oneshot():
+                    times = process.cpu_times()
+                    self.seen[(process.pid, process.create_time())] = (times.user + times.system + times.children_user
+                                                                        + times.children_system)
+            except psutil.Error:
+                continue
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        return sum(self.seen.values())
+
+
+@dataclass(frozen=True)
+class Result:
+    rps: float  # lines over the run's own wall time (its report's)
+    wall: float
+    command: float  # the whole command's wall time
+    cpu: float  # the command's process tree
+    server_cpu: float
+    requests: float
+    refused: float
+    phases: str  # the --ray run's -v line, without its "phases: "
+    cat: tuple[float, float] = (0.0, 0.0)  # `cat_floor` of its output
+
+
+def run(server: Server, source: Path, out: Path, concurrency: int, *extra: str) -> Result:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "batchrun", "run", str(source), "-o", str(out), "--base-url",
-                           server.base_url, "-c", str(concurrency), "-q", *extra],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"run failed ({done.returncode}): {done.stderr}")
+    proc = subprocess.Popen([sys.executable, "-m", "batchrun", "run", str(source), "-o", str(out), "--base-url",
+                             server.base_url, "-c", str(concurrency), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cpu = TreeCpu(proc.pid)
+    _, stderr = proc.communicate()
+    command = time.monotonic() - started
+    client_cpu = cpu.stop()
+    if proc.returncode != 0:
+        sys.exit(f"run failed ({proc.returncode}): {stderr}")
     report = json.loads(out.with_name(out.name.removesuffix(".jsonl") + ".report.json").read_text())
     stats = server.stats()
     responses = stats["responses"]
     assert isinstance(responses, dict)
-    return {"rps": report["lines"] / report["wall_time_s"], "wall": report["wall_time_s"],
-            "command": time.monotonic() - started, "requests": float(stats["requests"]),  # type: ignore[arg-type]
-            "429": float(responses.get("429", 0))}
+    phases = re.search(r"phases: (.*)", stderr)
+    return Result(report["lines"] / report["wall_time_s"], report["wall_time_s"], command, client_cpu,
+                  server.cpu_s(), float(stats["requests"]), float(responses.get("429", 0)),  # type: ignore[arg-type]
+                  phases.group(1) if phases else "", cat_floor(out) if phases else (0.0, 0.0))
+
+
+def cat_floor(out: Path) -> tuple[float, float]:
+    """Seconds to ``cat`` the output's bytes into a new file, and that plus an fsync of it."""
+    copy = out.with_name(out.name + ".cat")
+    began = time.monotonic()
+    with copy.open("wb") as target:
+        subprocess.run(["cat", str(out)], stdout=target, check=True)
+        copied = time.monotonic() - began
+        os.fsync(target.fileno())
+    synced = time.monotonic() - began
+    copy.unlink()
+    return copied, synced
+
+
+def phase_seconds(line: str) -> float:
+    """The seconds a phases line accounts for, one after another: not a phase beside another, nor
+    each shard's start and run (inside "shards")."""
+    return sum(float(seconds) for seconds in re.findall(r"(?:^|, )[a-z ]+ ([0-9.]+) s(?! \(beside)", line))
 
 
 def main() -> None:
@@ -79,30 +171,50 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--cases", default="latency-0,latency-50,quota")
+    parser.add_argument("--repeat", type=int, default=1, help="pairs of runs per case, one process then --ray")
     args = parser.parse_args()
     cases = {"latency-0": ([], args.lines), "latency-50": (["--latency-ms", "50"], args.lines),
              "quota": (["--latency-ms", "50", "--rpm", str(QUOTA_RPM)], 2 * QUOTA_RPM)}
-    print(f"{'case':<11} {'lines':>7} {'one process':>18} {'--ray, 2 shards':>18} {'ratio':>6}  429s (ray)")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(f"{'case':<11} {'lines':>7} {'one process: req/s, command, CPU':>34} {'--ray, 2 shards: req/s, command, CPU':>38}"
+          f" {'ratio':>6} {'start-up incl.':>14}  simulator CPU; 429s (ray)")
+    notes = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.cases.split(","):
             flags, lines = cases[name]
             source = Path(folder) / f"{name}.jsonl"
             write_input(source, lines)
-            results = []
-            for label, extra in (("one", []), ("ray", ["--ray", "--shards", "2"])):
-                server = Server(*flags)
-                try:
-                    results.append(run(server, source, Path(folder) / f"{name}-{label}.jsonl", args.concurrency,
-                                       *extra))
-                finally:
-                    server.close()
-            one, ray = results
-            cells = [f"{r['rps']:>8,.0f} req/s ({r['command']:.0f} s)" for r in results]
-            share = f"{ray['429'] / ray['requests']:.2%}"
-            if name == "quota":
-                ideal = (lines - QUOTA_RPM) / QUOTA_RPM * 60
-                share += f"; {ideal / ray['wall']:.1%} of {QUOTA_RPM:,} RPM (one process: {ideal / one['wall']:.1%})"
-            print(f"{name:<11} {lines:>7,} {cells[0]:>18} {cells[1]:>18} {ray['rps'] / one['rps']:>5.2f}x  {share}")
+            ratios, commands = [], []
+            for attempt in range(args.repeat):
+                results = []
+                for label, extra in (("one", ["-q"]), ("ray", ["-q", "-v", "--ray", "--shards", "2"])):
+                    server = Server(*flags)
+                    try:
+                        results.append(run(server, source, Path(folder) / f"{name}-{label}-{attempt}.jsonl",
+                                           args.concurrency, *extra))
+                    finally:
+                        server.close()
+                one, ray = results
+                cells = [f"{r.rps:>8,.0f} req/s, {r.command:>5.1f} s, {r.cpu:>5.1f} s" for r in results]
+                share = f"{one.server_cpu:.1f} / {ray.server_cpu:.1f} s; {ray.refused / ray.requests:.2%}"
+                if name == "quota":
+                    ideal = (lines - QUOTA_RPM) / QUOTA_RPM * 60
+                    share += f"; {ideal / ray.wall:.1%} of {QUOTA_RPM:,} RPM (one process: {ideal / one.wall:.1%})"
+                ratio = ray.rps / one.rps
+                command = one.command / ray.command
+                ratios.append(ratio)
+                commands.append(command)
+                print(f"{name:<11} {lines:>7,} {cells[0]:>34} {cells[1]:>38} {ratio:>5.2f}x {command:>13.2f}x  {share}",
+                      flush=True)
+                rest = ray.command - phase_seconds(ray.phases)
+                notes.append(f"  {name} --ray: {ray.phases}; rest {rest:.2f} s; cat of the output {ray.cat[0]:.2f} s, "
+                             f"with fsync {ray.cat[1]:.2f} s")
+            if args.repeat > 1:
+                print(f"{name:<11} median of {args.repeat}: {statistics.median(ratios):.2f}x, start-up included "
+                      f"{statistics.median(commands):.2f}x")
+    print("phases of each --ray run (seconds):")
+    print("\n".join(notes))
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import itertools
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from ..disk.rundir import make_run_dir
 from ..engine.document import report_json, run_facts
 from ..errors import ConfigError
 from ..stats import RunStats
-from .shards import Shard, duplicates, split
+from .shards import Shard, split
 
 PLAN = "plan.json"
 FORMAT = 1
@@ -75,11 +76,14 @@ class Plan:
     lines: int  # request lines in the whole input
 
 
-def plan(config: RunConfig, count: int) -> Plan:
+def plan(config: RunConfig, count: int, laid_out: Callable[[], list[Shard] | None] | None = None) -> Plan:
     """The plan of running ``config`` (without a shard) as ``count`` shards: the one an earlier
     start made (whatever ``count``: its shards' checkpoints hold their ranges), else a new one,
     saved before any shard runs. ``restart`` discards an earlier one, parts and all; with
     ``retry_failed``, a finished output is split into the parts its shards retry.
+
+    :param laid_out: the `shards.split` of the input into ``count`` made meanwhile
+        (`early_split`), used if the input is still as long as it was then.
 
     :raises InputFileError: the input cannot be read, or no line of it is a request.
     :raises ConfigError: the output's directory is missing; the earlier plan is of another input
@@ -96,7 +100,9 @@ def plan(config: RunConfig, count: int) -> Plan:
         check_same_run(saved.same_run, same_run, f"{config.out} has shards of a different run",
                        "run again with --restart to discard them and start over")
         return saved
-    shards = duplicates(config.input_path, split(config.input_path, count, scan.size), scan.size)
+    shards = laid_out() if laid_out is not None else None
+    if not shards or shards[-1].end != scan.size:
+        shards = split(config.input_path, count, scan.size)
     made = Plan(shards, secrets.token_hex(8), same_run, scan.lines)
     if config.retry_failed and config.out.exists():
         _split_output(config, made)
@@ -105,6 +111,21 @@ def plan(config: RunConfig, count: int) -> Plan:
          "shards": [[s.start, s.end, s.first_index, s.first_line, sorted(s.duplicates)] for s in shards]}),
         private=True)
     return made
+
+
+def early_split(config: RunConfig, count: int) -> list[Shard] | None:
+    """The `shards.split` a new `plan` of ``config`` into ``count`` shards will need, made before
+    it (while Ray starts); ``None`` when the plan is an earlier start's, which it keeps.
+
+    :raises InputFileError: the input cannot be read.
+    """
+    if not config.restart and (shards_folder(config.out) / PLAN).exists():
+        return None
+    try:
+        size = config.input_path.stat().st_size
+    except OSError:  # the plan's own reading says what is wrong
+        return None
+    return split(config.input_path, count, size)
 
 
 def finished(config: RunConfig) -> bool:

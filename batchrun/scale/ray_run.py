@@ -13,10 +13,10 @@ local runner does one after another: the engine stays the engine.
 - Ctrl-C in the driver cancels the tasks: Ray delivers SIGINT to each worker, where the engine
   drains as a single run does (its requests in flight get ``--drain-timeout``); a second Ctrl-C
   cancels them outright. Either way the run's report is written, as a stopped run's.
-- One `budget.BudgetServer` actor holds the run's rate budget (``--rpm``/``--tpm`` and the limits
+- One actor (`desk.RunDesk`) holds the run's rate budget (``--rpm``/``--tpm`` and the limits
   the shards learn) and its ``--max-cost`` cap; each shard leases slices of them, so none of its
-  requests waits on a call to the actor. One `progress.ProgressBoard` actor holds each shard's
-  counters, which the driver adds up for its progress display.
+  requests waits on a call to the actor. It also holds each shard's counters, which the driver
+  adds up for its progress display.
 - Which cluster: without an address (argument or ``RAY_ADDRESS``), a local cluster of the run's
   own, started for it and stopped after it; never one a ``ray start`` left running, which Ray
   would join by itself and whose workers have not the run's credentials. With an address, or a
@@ -37,7 +37,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -52,9 +53,11 @@ from ..engine import run_batch
 from ..errors import BatchrunError, ConfigError
 from ..runner import run_async
 from ..stats import EXIT_STOPPED, EXIT_USAGE, RunStats
-from .budget import BudgetServer, Grant, Holding, News, ShardBudget, Want
-from .parts import Plan, assemble, finished, part_config, plan, save_stopped, spent_before
-from .progress import Display, Post, ProgressBoard, ShardPoster, add_up
+from .budget import Grant, Holding, News, ShardBudget, Want
+from .desk import RunDesk
+from .parts import Plan, assemble, early_split, finished, part_config, plan, save_stopped, spent_before
+from .phases import Phases
+from .progress import Display, Post, ShardPoster, add_up
 from .shards import Shard, default_count
 
 log = logging.getLogger("batchrun")
@@ -74,6 +77,8 @@ class ShardOutcome:
     stop_code: int
     sent: int
     tokens: int
+    began: float = 0.0  # when the task began to run (`time.time`)
+    ran_s: float = 0.0  # how long its run took
 
 
 @dataclass(frozen=True)
@@ -101,20 +106,40 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | N
         stats: RunStats = run_async(partial(run_batch, config))
         return stats
     ray: Any = _import_ray()
-    with _connected(ray, config, address) as own:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        size = config.input_path.stat().st_size
-        made = plan(config, shards or default_count(cpus, size))
-        count = len(made.shards)
-        log.info("running %d shard%s on %d CPU%s", count, "" if count == 1 else "s", cpus, "" if cpus == 1 else "s")
-        task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_shard)
-        # The run's one rate budget and cap, and its progress; they take no CPU a shard could use.
-        server = ray.remote(BudgetServer).options(num_cpus=0).remote(rpm=config.rpm, tpm=config.tpm,
-                                                                       max_cost=config.max_cost,
-                                                                       spent=spent_before(config, made))
-        board = None if display is None else ray.remote(ProgressBoard).options(num_cpus=0).remote()
-        where = _Where(os.getcwd(), own, config.api_key is not None)
-        started = time.monotonic()
+    phases = Phases()
+    with ThreadPoolExecutor(1, thread_name_prefix="batchrun-split") as pool:
+        # With the count given, the input is split while Ray starts (a second's pass over 100 MB).
+        early = None if shards is None else pool.submit(_timed, phases, "split", early_split, config, shards)
+        with _connected(ray, config, address, phases) as own:
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            with phases.timed("plan"):
+                made = plan(config, shards or default_count(cpus, config.input_path.stat().st_size),
+                            None if early is None else early.result)
+            count = len(made.shards)
+            log.info("running %d shard%s on %d CPU%s", count, "" if count == 1 else "s", cpus, "" if cpus == 1 else "s")
+            outcomes, wall_s = _run_shards(ray, config, made, own, display, phases)
+    sent, tokens = sum(o.sent for o in outcomes), sum(o.tokens for o in outcomes)
+    stopped = [outcome for outcome in outcomes if outcome.stop_reason is not None]
+    try:
+        if stopped:
+            return _stopped(config, made, stopped[0], wall_s=wall_s, sent=sent, tokens=tokens)
+        with phases.timed("merge"):
+            return assemble(config, made, wall_s=wall_s, sent=sent, tokens=tokens)
+    finally:
+        log.debug("%s", phases.line())
+
+
+def _run_shards(ray: Any, config: RunConfig, made: Plan, own: bool, display: Display | None,
+                phases: Phases) -> tuple[list[ShardOutcome], float]:
+    """Each shard of ``made`` as a task, and their outcomes, in order; the seconds they took."""
+    task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_shard)
+    where = _Where(os.getcwd(), own, config.api_key is not None)
+    # The run's one rate budget and cap, and its progress: one actor, taking no CPU a shard could use.
+    server = ray.remote(RunDesk).options(num_cpus=0).remote(rpm=config.rpm, tpm=config.tpm, max_cost=config.max_cost,
+                                                              spent=spent_before(config, made))
+    board = None if display is None else server
+    started, submitted = time.monotonic(), time.time()
+    with phases.timed("shards"):
         refs = [task.remote(_secretless(part_config(config, shard, made.run_id)), where, shard, server, board)
                 for shard in made.shards]
         watch = _Watch(config, made, display)
@@ -122,18 +147,20 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | N
             outcomes = _gather(ray, refs, partial(watch.look, ray, board))
         finally:
             watch.close()
-    wall_s = time.monotonic() - started
-    sent, tokens = sum(o.sent for o in outcomes), sum(o.tokens for o in outcomes)
-    stopped = [outcome for outcome in outcomes if outcome.stop_reason is not None]
-    if stopped:
-        return _stopped(config, made, stopped[0], wall_s=wall_s, sent=sent, tokens=tokens)
-    return assemble(config, made, wall_s=wall_s, sent=sent, tokens=tokens)
+    phases.shards = [(max(0.0, o.began - submitted), o.ran_s) for o in outcomes]
+    return outcomes, time.monotonic() - started
+
+
+def _timed(phases: Phases, name: str, work: Callable[..., Any], *args: Any) -> Any:
+    with phases.timed(name, beside="ray start"):
+        return work(*args)
 
 
 @contextlib.contextmanager
-def _connected(ray: Any, config: RunConfig, address: str | None) -> Iterator[bool]:
+def _connected(ray: Any, config: RunConfig, address: str | None, phases: Phases) -> Iterator[bool]:
     """Connected to the cluster the run uses (module docstring); inside, whether it is the run's
-    own. Ray's logger is quiet meanwhile unless batchrun's shows debug lines.
+    own. Ray's logger is quiet meanwhile unless batchrun's shows debug lines. The start and the
+    stop (or joining and leaving) are timed in ``phases``.
 
     :raises ConfigError: the credentials cannot reach an existing cluster's workers, or the
         cluster cannot be joined.
@@ -155,7 +182,7 @@ def _connected(ray: Any, config: RunConfig, address: str | None) -> Iterator[boo
             _check_existing(config)
         try:
             # "local": a new cluster even when one is running here (Ray would join that one).
-            with contextlib.nullcontext() if verbose else _stderr_muted():
+            with contextlib.nullcontext() if verbose else _stderr_muted(), phases.timed("ray start"):
                 ray.init(address="local" if own else address, **_INIT)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
             joining = "start a local Ray cluster" if own else f"join the Ray cluster at {address or '$RAY_ADDRESS'}"
@@ -165,7 +192,8 @@ def _connected(ray: Any, config: RunConfig, address: str | None) -> Iterator[boo
         try:
             yield own
         finally:
-            ray.shutdown()  # the run's own cluster stops; from an existing one, the driver leaves
+            with phases.timed("ray stop"):
+                ray.shutdown()  # the run's own cluster stops; from an existing one, the driver leaves
     finally:
         ray_log.setLevel(level)
 
@@ -245,9 +273,10 @@ def _secretless(part: RunConfig) -> dict[str, Any]:
 
 def _run_shard(settings: dict[str, Any], where: _Where, shard: Shard, server: Any, board: Any) -> ShardOutcome:
     """A shard's task, on a worker: its range through the engine, with SIGINT draining it, its
-    pace and spending leased from the run's `BudgetServer` actor, its progress posted to the
-    `ProgressBoard` actor (``None``: no one shows it). ``settings``: its `part_config`
+    pace and spending leased from the run's `RunDesk` actor (``server``), its progress posted to
+    it too (``board``; ``None``: no one shows it). ``settings``: its `part_config`
     (`_secretless`)."""
+    began = time.time()
     try:
         _work_in(where.cwd, settings)
         key, headers = _credentials(settings["api_key_env"], where)
@@ -263,7 +292,7 @@ def _run_shard(settings: dict[str, Any], where: _Where, shard: Shard, server: An
     if board is not None:  # the last count is on the board before the driver hears the task is done
         _import_ray().get(board.post.remote(shard.number, Post.of(stats)))
     return ShardOutcome(shard.number, stats.stop_reason, stats.stop_code, stats.sent_this_start,
-                        stats.tokens_this_start)
+                        stats.tokens_this_start, began, stats.wall_s)
 
 
 def _work_in(cwd: str, settings: dict[str, Any]) -> None:
@@ -283,7 +312,7 @@ def _work_in(cwd: str, settings: dict[str, Any]) -> None:
 
 
 class _ActorClient:
-    """A `budget.BudgetClient` calling the `BudgetServer` actor (an actor's call is awaitable)."""
+    """A `budget.BudgetClient` calling the `RunDesk` actor (an actor's call is awaitable)."""
 
     def __init__(self, actor: Any) -> None:
         self._actor = actor

@@ -2,12 +2,12 @@
 
 Each shard knows the request index and the physical line number it starts at, so its lines get
 the single run's indices, ids, line numbers and messages. A ``custom_id`` repeated across shards
-is found by a second pass (`duplicates`): each shard's reader sees only its own lines.
+is found in the same pass (each shard's reader sees only its own lines).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Span
@@ -52,48 +52,46 @@ def default_count(cpus: int, size: int) -> int:
 
 
 def split(path: Path, count: int, size: int) -> list[Shard]:
-    """``path``'s first ``size`` bytes as at most ``count`` contiguous shards balanced by bytes.
+    """``path``'s first ``size`` bytes as at most ``count`` contiguous shards balanced by bytes,
+    each with the indices of its lines whose ``custom_id`` an earlier shard used.
 
     A shard ends at the end of the first request line past its share; blank lines after it go to
     the next shard, and trailing ones to the last. No shard is without a request line, so a small
     input gives fewer shards; one with no request line at all is one shard (a run of nothing).
 
+    One pass, holding the ids of the shards before the current one (16 bytes each, as a single
+    run does) and those of the current one while a later shard may still come. A duplicate
+    within a shard is its own reader's to find; so is a repeat of an earlier shard's id after
+    its first in the shard.
+
     :raises InputFileError: the file cannot be opened or read.
     """
     cuts: list[tuple[int, int, int]] = [(0, 0, 0)]  # (start, first_index, first_line) of each shard
+    found: list[set[int]] = [set()]
+    earlier, here = IdSet(), IdSet()  # the ids of the shards before this one; of this one
+    repeated: set[str] = set()  # earlier shards' ids this shard has used
     position = Position()
     index = end = lines = 0  # request lines so far; where the last one ended; physical lines to there
     with open_input(path) as f:
-        for _line_no, _line in jsonl_lines(f, position, size):
+        for line_no, line in jsonl_lines(f, position, size):
             if index > cuts[-1][1] and len(cuts) < count and end * count >= size * len(cuts):
                 cuts.append((end, index, lines))
+                found.append(set())
+                earlier.update(here)
+                here, repeated = IdSet(), set()
+            if isinstance(line, bytes):  # a line too long to read has no id to repeat
+                custom_id = request_id(line, line_no)
+                if len(cuts) == 1:  # nothing to repeat yet: the first shard's ids are the earlier ones
+                    earlier.add(custom_id)
+                else:
+                    if custom_id not in repeated and custom_id in earlier:
+                        repeated.add(custom_id)
+                        found[-1].add(index)
+                    if len(cuts) < count:  # a later shard may repeat it
+                        here.add(custom_id)
             index += 1
             end, lines = position.offset, position.line_no
     bounds = [start for start, _, _ in cuts[1:]] + [size]
-    return [Shard(number, len(cuts), start, stop, first_index, first_line)
-            for number, ((start, first_index, first_line), stop) in enumerate(zip(cuts, bounds, strict=True))]
-
-
-def duplicates(path: Path, shards: list[Shard], size: int) -> list[Shard]:
-    """``shards`` with the indices of their lines whose ``custom_id`` an earlier shard used.
-
-    One pass over the whole input, holding every id seen (16 bytes each, as a single run does)
-    and those of the current shard; duplicates within a shard are its own reader's to find.
-
-    :raises InputFileError: the file cannot be opened or read.
-    """
-    seen = IdSet()
-    found: list[set[int]] = [set() for _ in shards]
-    shard, here = 0, IdSet()
-    index = 0
-    with open_input(path) as f:
-        for line_no, line in jsonl_lines(f, Position(), size):
-            while shard + 1 < len(shards) and index >= shards[shard + 1].first_index:
-                shard, here = shard + 1, IdSet()
-            if isinstance(line, bytes):  # a line too long to read has no id to repeat
-                custom_id = request_id(line, line_no)
-                new, new_here = seen.add(custom_id), here.add(custom_id)
-                if not new and new_here:
-                    found[shard].add(index)
-            index += 1
-    return [replace(s, duplicates=frozenset(indices)) for s, indices in zip(shards, found, strict=True)]
+    return [Shard(number, len(cuts), start, stop, first_index, first_line, frozenset(indices))
+            for number, ((start, first_index, first_line), stop, indices)
+            in enumerate(zip(cuts, bounds, found, strict=True))]

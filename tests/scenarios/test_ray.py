@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -48,6 +50,13 @@ def slow() -> Iterator[Simulator]:
         yield simulator
 
 
+def actors() -> dict[str, Any]:
+    """Every actor of the cluster, dead ones too: Ray's debugging table (the state API needs the
+    dashboard, which the tests' cluster has not)."""
+    table: dict[str, Any] = ray._private.state.actors()
+    return table
+
+
 def comparable(record: dict[str, Any]) -> dict[str, Any]:
     """An output line without what differs between two runs: its id and timings."""
     return {key: value for key, value in record.items() if key not in ("id", "batchrun")}
@@ -77,10 +86,18 @@ class Shown:
         self.written.append(stats.written)
 
 
-def test_output_is_the_single_process_runs(sim: Simulator, tmp_path: Path) -> None:
+def test_output_is_the_single_process_runs(sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", rows(300))
     shown = Shown()
+    caplog.set_level(logging.DEBUG, logger="batchrun")
+    before = set(actors())
     stats = run_on_ray(RunConfig(source, tmp_path / "ray.jsonl", base_url=sim.base_url), shards=2, display=shown)
+    # One actor held the budget and the progress: a second would cost a second worker process.
+    assert [actors()[new]["ActorClassName"] for new in set(actors()) - before] == ["RunDesk"]
+    # -v says where the time went: the split made while joining the cluster, each shard's start and run.
+    [phases] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("phases: ")]
+    assert re.fullmatch(r"phases: split [0-9.]+ s \(beside ray start\), plan [0-9.]+ s, shards [0-9.]+ s \(started "
+                        r"after [0-9.]+, [0-9.]+ s; ran [0-9.]+, [0-9.]+ s\), merge [0-9.]+ s", phases), phases
     # The display followed both shards as one run, to the last line.
     assert shown.total == 300 and shown.written[-1] == 300 and shown.written == sorted(shown.written)
     single = run_batch_sync(RunConfig(source, tmp_path / "one.jsonl", base_url=sim.base_url))

@@ -29,3 +29,13 @@ def test_a_key_whose_hash_is_zero_is_remembered_though_zero_marks_an_empty_slot(
     assert ids.add("zero")
     assert not ids.add("zero")
     assert len(ids) == 1
+
+
+def test_membership_and_update_see_every_id_added_and_no_other() -> None:
+    first, second = IdSet(capacity=2), IdSet(capacity=2)
+    for i in range(3000):
+        (first if i % 2 else second).add(f"id-{i}")
+    assert "id-1" in first and "id-0" not in first and "" not in first
+    first.update(second)  # grows past its capacity as it goes
+    assert len(first) == 3000 and all(f"id-{i}" in first for i in range(3000))
+    assert "id-3000" not in first and not first.add("id-2999")

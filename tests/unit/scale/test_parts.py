@@ -51,6 +51,21 @@ def test_the_plan_of_an_earlier_start_is_kept_and_another_input_s_refused(tmp_pa
     assert len(fresh.shards) == 2 and fresh.run_id != made.run_id and fresh.lines == 21
 
 
+def test_a_new_plan_takes_the_split_made_meanwhile_unless_the_input_grew(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(20)])
+    config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE)
+    early = parts.early_split(config, 3)
+    assert early is not None and len(early) == 3
+    made = parts.plan(config, 2, lambda: early)  # the split made while Ray started, not made again
+    assert made.shards == early
+    assert parts.early_split(config, 3) is None  # an earlier start's plan: it is kept, nothing to split
+    assert parts.early_split(replace(config, restart=True), 3) is not None
+
+    write_jsonl(source, [chat_line(i) for i in range(21)])
+    fresh = parts.plan(replace(config, restart=True), 2, lambda: early)  # split before the input grew
+    assert len(fresh.shards) == 2 and fresh.shards[-1].end == source.stat().st_size
+
+
 def test_assembling_waits_for_every_part(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(20)])
     config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE)

@@ -12,7 +12,7 @@ import pytest
 
 from batchrun.reader import BOM, MAX_LINE_BYTES, Position, read_jobs
 from batchrun.records import LineError
-from batchrun.scale.shards import MIN_SHARD_BYTES, Shard, default_count, duplicates, split
+from batchrun.scale.shards import MIN_SHARD_BYTES, Shard, default_count, split
 
 
 def envelope(custom_id: str, text: str = "hi") -> bytes:
@@ -32,7 +32,7 @@ def items(path: Path, shard: Shard | None = None) -> list[tuple[object, ...]]:
 
 def by_shards(path: Path, count: int) -> tuple[list[Shard], list[tuple[object, ...]]]:
     size = path.stat().st_size
-    shards = duplicates(path, split(path, count, size), size)
+    shards = split(path, count, size)
     return shards, [item for shard in shards for item in items(path, shard)]
 
 
