@@ -7,8 +7,6 @@ from typing import Any
 
 from batchrun.accounting.pricing import load_prices
 from batchrun.accounting.report import Report
-from batchrun.scale.budget import Holding, Want
-from batchrun.scale.desk import RunDesk
 from batchrun.scale.progress import POST_EVERY, Post, ProgressBoard, ShardPoster, add_up
 from batchrun.stats import RunStats
 
@@ -56,12 +54,3 @@ def test_the_driver_adds_the_shards_latest_posts_up_into_the_one_stats_it_shows(
     board.post(1, Post.of(shard_stats(30, 40)))
     add_up(shown, board.read(), prices)
     assert shown is held and (shown.written, shown.succeeded, shown.report.usage().total) == (4, 4, 100)
-
-
-def test_the_run_s_one_actor_keeps_the_posts_beside_the_budget() -> None:
-    desk = RunDesk(rpm=60)
-    desk.post(0, Post.of(shard_stats(10)))
-    desk.post(0, Post.of(shard_stats(10, 20)))
-    assert [post.written for post in desk.read().values()] == [2]
-    grant = desk.lease(0, Holding(), Want())
-    assert grant.requests == 1.0  # a second of 60 RPM for the one shard leasing
