@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 import aiohttp
 import anyio
+from multidict import CIMultiDict
 from yarl import URL
 
 from .bodies import DEFAULT_MAX_RESPONSE_BYTES, BodyBudget, collect, too_large
@@ -97,6 +98,9 @@ class AiohttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._routes: dict[str, tuple[URL, URL | None]] = {}
         self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+        # The last headers given (a copy) and their aiohttp form: a client gives the same ones to
+        # every request, and aiohttp would copy a plain dict into a CIMultiDict each time.
+        self._headers: tuple[dict[str, str], CIMultiDict[str]] | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         # Created on first use: aiohttp binds the session to the running event loop.
@@ -125,7 +129,7 @@ class AiohttpTransport:
                 method,
                 target,
                 data=body,
-                headers=headers,
+                headers=self._multidict(headers),
                 proxy=proxy,
                 timeout=self._timeout(timeouts),
                 # Never follow: a redirect to another host must not receive the Authorization header.
@@ -153,6 +157,12 @@ class AiohttpTransport:
             return await collect(resp.content.iter_chunked(_CHUNK), holding, self._max_response_bytes, resp.status)
         finally:
             holding.give_back()
+
+    def _multidict(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
+        last = self._headers
+        if last is None or last[0] != headers:
+            last = self._headers = (dict(headers), CIMultiDict(headers))
+        return last[1]
 
     def _route(self, url: str) -> tuple[URL, URL | None]:
         """The parsed URL and the proxy to reach it through, computed once per URL."""
