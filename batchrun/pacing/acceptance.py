@@ -74,7 +74,7 @@ PACE_BURST = 0.1  # seconds of the pace that may leave at once: a test must not 
 HOLD = 0.98  # pace at this share of the quota's measured rate: its bucket refills, slowly
 RATE_GAP = 2.0  # seconds: two 429s further apart may have a full bucket between them
 RATE_MEMORY = 10.0  # seconds of 429-to-429 spans the quota's rate is measured over
-MIN_SPAN = 0.1  # seconds of such spans before the measure is used: one admission more or less is noise
+MIN_ADMITTED = 8  # admissions between 429s before the measure is used: one more or less is noise
 CLIMB = 1.2  # per period without 429s, while the quota's rate is not measured yet
 PROBE_STEP = 0.1  # the first probe above the measured rate raises the pace this much per period ...
 MIN_PROBE_STEP = 0.01  # ... halved after each probe the quota refused, down to this
@@ -128,11 +128,11 @@ class Acceptance:
     @property
     def measured(self) -> float | None:
         """The quota's rate (requests per second) measured between 429s, while a quota is paced
-        and no shedding is known (`_measure`); ``None`` before `MIN_SPAN` seconds between 429s
-        have been seen."""
+        and no shedding is known (`_measure`); ``None`` before `MIN_ADMITTED` admissions between
+        429s have been seen."""
         if self.noise:
             return None
-        if self._measured_span < MIN_SPAN:
+        if self._measured_admitted < MIN_ADMITTED or self._measured_span <= 0:
             return self._prior
         return self._measured_admitted / self._measured_span
 
@@ -192,7 +192,7 @@ class Acceptance:
             return
         last = self._last_429
         if last is None or now - last > RATE_GAP:
-            self._prior = self.measured  # until the new measure has MIN_SPAN
+            self._prior = self.measured  # until the new measure has MIN_ADMITTED
             self._measured_admitted = self._measured_span = 0.0
         else:
             kept = math.exp(-(now - last) / RATE_MEMORY)
