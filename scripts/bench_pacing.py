@@ -43,6 +43,11 @@ Cases: lines (with --quick), C, and the target.
                         on arrival, nothing refunded. Short prompts with max_tokens 20 (a charge of
                         37 tokens). 300 (200) lines, C=32. Wall time ≤ 1.15x the ideal,
                         (total charge - 6,000) / 100 s; 429s < 1%.
+  tpm-prompt-charge     ``--tpm 60000 --token-charge sum``: charged the prompt's tokens counted from
+                        its messages plus max_tokens (37), while batchrun estimates body bytes / 4
+                        plus max_tokens (53; issue 26). Headers announce the limit. 2,200 (1,900)
+                        lines: the full bucket's 1,621, then the refill, C=64. Sustained rate ≥
+                        95% of the limit; 429s < 1%.
   rpm-learned, rpm-flag, tpm-learned, tpm-flag, rpm-change
                         ``--rpm 6000`` or ``--tpm 600000``, the limits learned from the
                         headers or given to batchrun (``--rpm``/``--tpm``); rpm-change halves the
@@ -158,6 +163,8 @@ CASES = (
          bucket_s=1.0, simulator=("--no-limit-headers",)),
     Case("quota-tpm-headers", "ideal", 300, 200, {"ratio": 1.15, "429_below": 0.01}, concurrency=32, tpm=6000,
          simulator=("--token-charge", "sum"), max_tokens=20),
+    Case("tpm-prompt-charge", "sustained", 2200, 1900, ISSUE_5, tpm=60_000, simulator=("--token-charge", "sum"),
+         max_tokens=20),
     Case("rpm-learned", "sustained", 9000, 7200, ISSUE_5, rpm=6000, max_tokens=60),
     Case("rpm-flag", "sustained", 9000, 7200, ISSUE_5, rpm=6000, batchrun=("--rpm", "6000"), max_tokens=60),
     Case("tpm-learned", "sustained", 17000, 14500, ISSUE_5, tpm=600_000, max_tokens=60),

@@ -124,6 +124,7 @@ class Acceptance:
         self._quiet = 0  # periods without excess 429s since the last cut
         self._step = 0.0  # the probe's last raise
         self._corrected = False  # the first test's pace was cut to the rate measured
+        self._remeasure = False  # a probe ended: pace to the quota as soon as it is measured anew
 
     @property
     def measured(self) -> float | None:
@@ -201,6 +202,12 @@ class Acceptance:
         self._last_429, self._admitted_since_429 = now, 0
         if self.state == QUOTA and self._quiet > self._probe_wait:
             self._end_probe(now)
+        elif self._remeasure and self._measured_admitted >= MIN_ADMITTED:
+            # The 429s after the probe's first measured the quota anew: keep just below it.
+            self._remeasure = False
+            measured = self._measured_admitted / self._measured_span
+            self._set_rate(HOLD * measured, now)
+            log.debug("429s: the quota measured %.1f/s after the probe: pace %.1f/s", measured, HOLD * measured)
         elif self.state == TESTING and self._tests == 1 and not self._corrected:
             # The first test's pace comes from a period of a few hundredths of a second, while
             # 429s come back in bulk: once the quota's rate is measured, and is below the pace,
@@ -215,13 +222,14 @@ class Acceptance:
     def _end_probe(self, now: float) -> None:
         """The first 429 of a probe: the quota's bucket ran dry. Step back to the last pace that
         had none (or to just below the rate measured, if higher) — if that is still above the
-        quota, the 429s that follow measure it anew, and the period cuts to it — and make the
-        next probe wait twice as long and climb half as fast."""
+        quota (its bucket's stock may have hidden the overshoot), the 429s that follow measure it
+        anew, and the pace goes just below it — and make the next probe wait twice as long and
+        climb half as fast."""
         measured = self.measured
         rate = max((self.rate or MIN_RATE) / (1 + self._step), HOLD * measured if measured else 0.0)
         self._probe_step = max(MIN_PROBE_STEP, self._probe_step / 2)
         self._probe_wait = min(MAX_PROBE_WAIT, self._probe_wait * 2)
-        self._quiet = 0
+        self._quiet, self._remeasure = 0, True
         self._set_rate(rate, now)
         log.debug("429s: a 429 ended the probe: pace %.1f/s; the next after %d periods without 429s, %.1f%% a "
                   "period", rate, self._probe_wait, 100 * self._probe_step)

@@ -112,11 +112,23 @@ def test_a_provider_charging_more_than_the_estimate_scales_the_charges_up() -> N
         left_tokens -= 300  # the provider charges three times the estimate
         quota.settle(seq, tokens, announced(1000, left_requests, 100_000, left_tokens), refused=False, now=0.0)
     assert 2.5 < quota.scale <= 3.0
-    short = Quota(None, None, now=0.0)
-    left_requests, left_tokens = 500.0, 50_000.0
-    for seq in range(1, 40):
-        _, tokens = depart(short, 100, 0.0)
-        left_requests -= 1
-        left_tokens -= 30  # charged less than estimated: the estimate stays (it is the upper bound)
-        short.settle(seq, tokens, announced(1000, left_requests, 100_000, left_tokens), refused=False, now=0.0)
-    assert short.scale == 1.0
+    assert quota.scale == pytest.approx(3.0, rel=0.05)  # up at once
+
+
+def test_a_provider_charging_less_than_the_estimate_scales_the_charges_down_to_its_drops() -> None:
+    # It counts the prompt's tokens, not the envelope's bytes: a third of the estimate.
+    for with_requests in (True, False):  # without remaining-requests, the requests sent from here count
+        quota = Quota(None, None, now=0.0)
+        left_requests, left_tokens = 500.0, 50_000.0
+        scales = []
+        for seq in range(1, 400):
+            _, tokens = depart(quota, 100, 0.0)
+            left_requests -= 1
+            left_tokens -= 30
+            headers = announced(1000 if with_requests else None, left_requests, 100_000, left_tokens)
+            quota.settle(seq, tokens, headers, refused=False, now=0.0)
+            scales.append(quota.scale)
+        assert scales[0] == 1.0 and all(b <= a for a, b in pairwise(scales))  # down, gradually
+        assert min(scales) >= 0.3  # never below what the drops show
+        assert quota.scale == pytest.approx(0.3, abs=0.01)
+        assert quota.charge(100) == pytest.approx(30, abs=1)
