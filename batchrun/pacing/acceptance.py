@@ -75,7 +75,7 @@ HOLD = 0.98  # pace at this share of the quota's measured rate: its bucket refil
 RATE_GAP = 2.0  # seconds: two 429s further apart may have a full bucket between them
 RATE_MEMORY = 10.0  # seconds of 429-to-429 spans the quota's rate is measured over
 MIN_ADMITTED = 8  # admissions between 429s before the measure is used: one more or less is noise
-CLIMB = 1.2  # per period without 429s, while the quota's rate is not measured yet
+CLIMB = 1.5  # per period without 429s, while the quota's rate is not measured yet
 PROBE_STEP = 0.1  # the first probe above the measured rate raises the pace this much per period ...
 MIN_PROBE_STEP = 0.01  # ... halved after each probe the quota refused, down to this
 PROBE_WAIT = 2  # periods without excess 429s before the first probe ...
@@ -311,13 +311,14 @@ class Acceptance:
         once, and only after `_probe_wait` such periods in a row probe above it, by
         `_probe_step` a period — it may have been measured low, or been raised. Not measured
         yet, its rate is at least the pace it took without 429s: climb by `CLIMB` a period until
-        they come and measure it. With shedding known, a fiftieth a period."""
+        they come, the first ending the climb as it ends a probe, and the next measuring it. With shedding known, a fiftieth a period."""
         rate, measured = self.rate or MIN_RATE, self.measured
         self._quiet += 1
         if self.noise:
             self._set_rate(RAISE * rate, now)
-        elif measured is None:
+        elif measured is None:  # a climb is a probe of its own: its first 429 ends it
             self._quota_rate = max(self._quota_rate, rate)
+            self._step, self._quiet = CLIMB - 1, max(self._quiet, self._probe_wait + 1)
             self._set_rate(CLIMB * rate, now)
         elif rate < HOLD * measured:
             self._set_rate(HOLD * measured, now)
