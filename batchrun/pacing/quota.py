@@ -30,9 +30,9 @@ from .headers import LimitState, ServerLimits, parse_limits
 REQUESTS, TOKENS = "requests", "tokens"
 MAX_SCALE = 4.0
 MIN_SCALE = 0.1
-SCALE_MEMORY = 0.5  # per measurement (of twenty requests): how slowly the charge scale comes down
+SCALE_MEMORY = 0.5  # per measurement (of a hundred requests): how slowly the charge scale comes down
 ESTIMATE_MEMORY = 0.05  # per request: how fast the mean estimate follows
-REQUESTS_MEASURED = 20.0  # drops are summed over this many requests: fewer are mostly noise
+REQUESTS_MEASURED = 100.0  # drops are summed over this many requests: fewer are mostly noise
 
 
 class Share(Protocol):
