@@ -205,9 +205,9 @@ class Acceptance:
         elif self._remeasure and self._measured_admitted >= MIN_ADMITTED:
             # The 429s after the probe's first measured the quota anew: keep just below it.
             self._remeasure = False
-            measured = self._measured_admitted / self._measured_span
-            self._set_rate(HOLD * measured, now)
-            log.debug("429s: the quota measured %.1f/s after the probe: pace %.1f/s", measured, HOLD * measured)
+            anew = self._measured_admitted / self._measured_span
+            self._set_rate(HOLD * anew, now)
+            log.debug("429s: the quota measured %.1f/s after the probe: pace %.1f/s", anew, HOLD * anew)
         elif self.state == TESTING and self._tests == 1 and not self._corrected:
             # The first test's pace comes from a period of a few hundredths of a second, while
             # 429s come back in bulk: once the quota's rate is measured, and is below the pace,
@@ -308,10 +308,11 @@ class Acceptance:
 
     def _raise(self, now: float) -> None:
         """A period without excess 429s under a quota: back up to just below its measured rate at
-        once, and only after `_probe_wait` such periods in a row probe above it, by
-        `_probe_step` a period — it may have been measured low, or been raised. Not measured
-        yet, its rate is at least the pace it took without 429s: climb by `CLIMB` a period until
-        they come, the first ending the climb as it ends a probe, and the next measuring it. With shedding known, a fiftieth a period."""
+        once, and only after `_probe_wait` such periods in a row probe above it, from
+        `_probe_step` a period, doubling each period up to `PROBE_STEP` — it may have been
+        measured low, or been raised. Not measured yet, its rate is at least the pace it took
+        without 429s: climb by `CLIMB` a period until they come, the first ending the climb as
+        it ends a probe, and the next measuring it. With shedding known, a fiftieth a period."""
         rate, measured = self.rate or MIN_RATE, self.measured
         self._quiet += 1
         if self.noise:
