@@ -13,7 +13,8 @@ that enforce a per-second quota do; the headers still give the per-minute limit.
 server loop's clock, CLOCK_MONOTONIC, read with ``time.monotonic()`` for its full resolution
 (uvloop's ``loop.time()`` keeps only milliseconds); tests inject a fake. A new limit applies at
 once: capacity and refill rate change, and the level is kept but clamped to the new capacity
-(so a raised limit refills at its new rate, a lowered one starts full at most); a limit that did not exist starts full; ``None`` removes a limit.
+(so a raised limit refills at its new rate, a lowered one starts full at most); a limit that
+did not exist starts full; ``None`` removes a limit.
 
 **Accounting** (batchrun's client mirrors the default, so change both together). Providers
 charge tokens differently, and a client's pacing must cope with each; ``RateLimits.token_charge``
