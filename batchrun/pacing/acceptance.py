@@ -74,14 +74,13 @@ PACE_BURST = 0.1  # seconds of the pace that may leave at once: a test must not 
 HOLD = 0.98  # pace at this share of the quota's measured rate: its bucket refills, slowly
 RATE_GAP = 2.0  # seconds: two 429s further apart may have a full bucket between them
 RATE_MEMORY = 10.0  # seconds of 429-to-429 spans the quota's rate is measured over
-MIN_ADMITTED = 8  # admissions between 429s before the measure is used: one more or less is noise
+MIN_ADMITTED = 8  # admissions between 429s before the measure is used: one more or less is noise ...
+MIN_SPAN = 0.5  # ... and seconds of spans: answers that come back in waves make shorter ones noise
 CLIMB = 1.5  # per period without 429s, while the quota's rate is not measured yet
 PROBE_STEP = 0.1  # the first probe above the measured rate raises the pace this much per period ...
 MIN_PROBE_STEP = 0.01  # ... halved after each probe the quota refused, down to this
 PROBE_WAIT = 2  # periods without excess 429s before the first probe ...
 MAX_PROBE_WAIT = 32  # ... doubled after each probe the quota refused, up to this
-
-WINDOW_MOST = (1 - 1 / K + SIGMAS * math.sqrt(0.25 / MIN_ANSWERS)) * MIN_ANSWERS  # 429s of MIN_ANSWERS: most
 
 FREE, TESTING, QUOTA = "free", "testing", "quota"
 
@@ -129,11 +128,11 @@ class Acceptance:
     @property
     def measured(self) -> float | None:
         """The quota's rate (requests per second) measured between 429s, while a quota is paced
-        and no shedding is known (`_measure`); ``None`` before `MIN_ADMITTED` admissions between
-        429s have been seen."""
+        and no shedding is known (`_measure`); ``None`` before `MIN_ADMITTED` admissions and
+        `MIN_SPAN` seconds between 429s have been seen."""
         if self.noise:
             return None
-        if self._measured_admitted < MIN_ADMITTED or self._measured_span <= 0:
+        if self._measured_admitted < MIN_ADMITTED or self._measured_span < MIN_SPAN:
             return self._prior
         return self._measured_admitted / self._measured_span
 
@@ -172,11 +171,6 @@ class Acceptance:
         if self._answers >= MIN_ANSWERS and (now - self._start >= PERIOD or self._recent_refused > (
                 self.noise + (1 - self.noise) * (1 - 1 / K)) * MIN_ANSWERS):
             self._end_period(now)
-        elif self.state == FREE and self._recent_refused > WINDOW_MOST and not self.noise:
-            # The last MIN_ANSWERS answers alone are a period's worth of evidence: a quota that
-            # ran dry is tested now, not after MIN_ANSWERS more requests sent into it.
-            self._answers, self._refused = MIN_ANSWERS, self._recent_refused
-            self._end_period(now)
 
     def _measure(self, refused: bool, now: float) -> None:
         """A quota's bucket is empty whenever it refuses, so what it admitted between two 429s is
@@ -202,7 +196,7 @@ class Acceptance:
         self._last_429, self._admitted_since_429 = now, 0
         if self.state == QUOTA and self._quiet > self._probe_wait:
             self._end_probe(now)
-        elif self._remeasure and self._measured_admitted >= MIN_ADMITTED:
+        elif self._remeasure and self._measured_admitted >= MIN_ADMITTED and self._measured_span >= MIN_SPAN:
             # The 429s after the probe's first measured the quota anew: keep just below it.
             self._remeasure = False
             anew = self._measured_admitted / self._measured_span

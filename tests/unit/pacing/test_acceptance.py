@@ -99,8 +99,8 @@ def test_probes_above_a_quota_back_off_as_its_429s_recur() -> None:
             starts.append(t)
     gaps = [b - a for a, b in pairwise(starts)]
     assert len(gaps) >= 4
-    assert gaps[1] > 1.5 * gaps[0]  # each probe waits twice as long as the one before ...
-    assert min(gaps[1:]) > 30  # ... up to half a minute
+    assert all(later > earlier - 1 for earlier, later in pairwise(gaps))  # each probe waits longer ...
+    assert gaps[2] > 3 * gaps[0] and min(gaps[2:]) > 30  # ... twice as long, up to half a minute
 
 
 def test_shedding_on_top_of_a_quota_is_neither_ignored_nor_chased() -> None:
