@@ -132,3 +132,26 @@ def test_a_provider_charging_less_than_the_estimate_scales_the_charges_down_to_i
         assert min(scales) >= 0.3  # never below what the drops show
         assert quota.scale == pytest.approx(0.3, abs=0.01)
         assert quota.charge(100) == pytest.approx(30, abs=1)
+
+
+def test_a_token_429_below_the_estimate_raises_the_floor_of_the_scale() -> None:
+    # The drops show 30 of 100 in the end, but the provider holds the output cap while a request
+    # runs: a 429 for tokens while charging below the estimate stops the scale coming that low.
+    quota = Quota(None, None, now=0.0)
+    left_requests, left_tokens = 500.0, 50_000.0
+    seq = 0
+    for seq in range(1, 1000):
+        _, tokens = depart(quota, 100, 0.0)
+        left_requests -= 1
+        left_tokens -= 30
+        quota.settle(seq, tokens, announced(1000, left_requests, 100_000, left_tokens), refused=False, now=0.0)
+    low = quota.scale
+    _, tokens = depart(quota, 100, 0.0)
+    quota.settle(seq + 1, tokens, announced(1000, left_requests, 100_000, 50), refused=True, now=0.0)
+    assert quota.scale == pytest.approx(1.25 * low)
+    for seq in range(seq + 2, seq + 1000):
+        _, tokens = depart(quota, 100, 0.0)
+        left_requests -= 1
+        left_tokens -= 30
+        quota.settle(seq, tokens, announced(1000, left_requests, 100_000, left_tokens), refused=False, now=0.0)
+    assert quota.scale == pytest.approx(1.25 * low)  # the drops still show 30: it stays at its floor
