@@ -139,7 +139,7 @@ def test_a_token_429_below_the_estimate_raises_the_floor_of_the_scale() -> None:
     # runs: a 429 for tokens while charging below the estimate stops the scale coming that low.
     quota = Quota(None, None, now=0.0)
     left_requests, left_tokens = 500.0, 50_000.0
-    seq = 0
+    seq = 999
     for seq in range(1, 1000):
         _, tokens = depart(quota, 100, 0.0)
         left_requests -= 1
@@ -149,9 +149,9 @@ def test_a_token_429_below_the_estimate_raises_the_floor_of_the_scale() -> None:
     _, tokens = depart(quota, 100, 0.0)
     quota.settle(seq + 1, tokens, announced(1000, left_requests, 100_000, 50), refused=True, now=0.0)
     assert quota.scale == pytest.approx(1.25 * low)
-    for seq in range(seq + 2, seq + 1000):
+    for later in range(seq + 2, seq + 1000):
         _, tokens = depart(quota, 100, 0.0)
         left_requests -= 1
         left_tokens -= 30
-        quota.settle(seq, tokens, announced(1000, left_requests, 100_000, left_tokens), refused=False, now=0.0)
+        quota.settle(later, tokens, announced(1000, left_requests, 100_000, left_tokens), refused=False, now=0.0)
     assert quota.scale == pytest.approx(1.25 * low)  # the drops still show 30: it stays at its floor
