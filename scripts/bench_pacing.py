@@ -36,10 +36,19 @@ Cases: lines (with --quick), C, and the target.
   quota-rpm-no-headers  ``--rpm 600 --no-limit-headers``: only 429s with Retry-After in whole
                         seconds tell of the limit. 900 (690) lines, C=64. Sustained rate ≥ 90% of
                         the limit; 429s ≤ 3% (the whole run's; the sustained phase's is shown too).
+  quota-rps-no-headers  ``--rpm 3000 --bucket-seconds 1 --no-limit-headers``: a 50 per second
+                        quota whose bucket holds 50 (starts full), only 429s with Retry-After in
+                        whole seconds (issue 26). 1,500 (1,000) lines, C=64. Wall time ≤ 1.05x the
+                        ideal, (lines - 50) / 50 s (≥ 95% of the quota used); 429s ≤ 5%.
   quota-tpm-headers     ``--tpm 6000 --token-charge sum``: each request charged prompt + max_tokens
                         on arrival, nothing refunded. Short prompts with max_tokens 20 (a charge of
                         37 tokens). 300 (200) lines, C=32. Wall time ≤ 1.15x the ideal,
                         (total charge - 6,000) / 100 s; 429s < 1%.
+  tpm-prompt-charge     ``--tpm 60000 --token-charge sum``: charged the prompt's tokens counted from
+                        its messages plus max_tokens (37), while batchrun estimates body bytes / 4
+                        plus max_tokens (53; issue 26). Headers announce the limit. 2,200 (1,900)
+                        lines: the full bucket's 1,621, then the refill, C=64. Sustained rate ≥
+                        95% of the limit; 429s < 1%.
   rpm-learned, rpm-flag, tpm-learned, tpm-flag, rpm-change
                         ``--rpm 6000`` or ``--tpm 600000``, the limits learned from the
                         headers or given to batchrun (``--rpm``/``--tpm``); rpm-change halves the
@@ -138,10 +147,17 @@ class Case:
     sdk_retries: int | None = None  # also run the SDK loop, with this max_retries
     max_tokens: int | None = None  # short prompts with this cap; None: bench.py's inputs
     change_after_s: tuple[float, float] | None = None  # (full, quick): halve the rpm after the first answer
+    bucket_s: float = 60.0  # the simulator's buckets hold this many seconds of their rate
 
     def simulator_flags(self) -> list[str]:
         limits = [*(["--rpm", str(self.rpm)] if self.rpm else []), *(["--tpm", str(self.tpm)] if self.tpm else [])]
+        if self.bucket_s != 60.0:
+            limits += ["--bucket-seconds", f"{self.bucket_s:g}"]
         return ["--latency-ms", str(LATENCY_MS), *limits, *self.simulator]
+
+    def burst(self, limit: int) -> float:
+        """What the simulator's bucket of a ``limit`` per minute holds when full."""
+        return limit * min(self.bucket_s, 60.0) / 60
 
 
 NO_MS = "--no-retry-after-ms"
@@ -155,8 +171,12 @@ CASES = (
     Case("quota-rpm-headers", "ideal", 900, 690, {"ratio": 1.15, "429_below": 0.01}, rpm=600),
     Case("quota-rpm-no-headers", "sustained", 900, 690, {"share": 0.90, "429_at_most": 0.03}, rpm=600,
          simulator=("--no-limit-headers",)),
+    Case("quota-rps-no-headers", "ideal", 1500, 1000, {"ratio": 1.05, "429_at_most": 0.05}, rpm=3000,
+         bucket_s=1.0, simulator=("--no-limit-headers",)),
     Case("quota-tpm-headers", "ideal", 300, 200, {"ratio": 1.15, "429_below": 0.01}, concurrency=32, tpm=6000,
          simulator=("--token-charge", "sum"), max_tokens=20),
+    Case("tpm-prompt-charge", "sustained", 2200, 1900, ISSUE_5, tpm=60_000, simulator=("--token-charge", "sum"),
+         max_tokens=20),
     Case("rpm-learned", "sustained", 9000, 7200, ISSUE_5, rpm=6000, max_tokens=60),
     Case("rpm-flag", "sustained", 9000, 7200, ISSUE_5, rpm=6000, batchrun=("--rpm", "6000"), max_tokens=60),
     Case("tpm-learned", "sustained", 17000, 14500, ISSUE_5, tpm=600_000, max_tokens=60),
@@ -339,11 +359,11 @@ def share_429(run: Run) -> float:
 def ideal_s(case: Case, run: Run) -> float:
     """The least wall time the limit allows: the full bucket at once, then the refill."""
     if case.rpm:
-        return max(run.lines - case.rpm, 0) / (case.rpm / 60)
+        return max(run.lines - case.burst(case.rpm), 0) / (case.rpm / 60)
     assert case.tpm
     admitted = max(run.server["charged_requests"], 1)
     total = run.server["charged_tokens"] * run.lines / admitted
-    return max(total - case.tpm, 0) / (case.tpm / 60)
+    return max(total - case.burst(case.tpm), 0) / (case.tpm / 60)
 
 
 # --- judging -------------------------------------------------------------------------------

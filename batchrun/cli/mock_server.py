@@ -21,6 +21,7 @@ Examples:
   batchrun mock-server --rate-429 0.1 --rate-500 0.05 --rate-drop 0.01 --seed 7
   batchrun mock-server --rpm 600 --tpm 90000 --limits-schedule 20:rpm=300
   batchrun mock-server --rpm 600 --tpm 90000 --token-charge max --no-limit-headers
+  batchrun mock-server --rpm 3000 --bucket-seconds 1 --no-limit-headers
   batchrun mock-server --rate-429 0.05 --retry-after 2 --no-retry-after-ms
   batchrun mock-server --batch-seconds-per-request 0.5 --batch-expire-after 60 --batch-rate-lost 0.01
   batchrun mock-server --batch-queue-tokens 2000000
@@ -33,6 +34,7 @@ _SHARE = Bounds(0, 1)
 _PER_MINUTE = Bounds(1, 1e12, whole=True)
 _EXPIRY = Bounds(0, 7 * 86_400, low_open=True)
 _QUEUE = Bounds(1, 1e12, whole=True)
+_BUCKET = Bounds(0, 60, low_open=True)
 
 
 @main.command("mock-server", epilog=MOCK_EXAMPLES)
@@ -69,6 +71,9 @@ _QUEUE = Bounds(1, 1e12, whole=True)
               help="Tokens a request costs: usage = prompt + max output at arrival, corrected to the usage sent; "
                    "max = the larger of prompt and max output (OpenAI's rule); sum = prompt + max output; "
                    "max and sum are never refunded.")
+@click.option("--bucket-seconds", type=Bounded(_BUCKET), default=60.0, show_default=True,
+              help="Each --rpm/--tpm bucket holds this many seconds of its rate: 60 is a minute's worth, as "
+                   "OpenAI's; --rpm 3000 --bucket-seconds 1 is a 50 per second quota with a burst of 50.")
 @click.option("--no-limit-headers", is_flag=True,
               help="Send no x-ratelimit-* headers, and limit 429s with Retry-After in whole seconds only.")
 @click.option("--limits-schedule", metavar="SECONDS:rpm=N,tpm=N", multiple=True,
@@ -92,7 +97,8 @@ _QUEUE = Bounds(1, 1e12, whole=True)
 def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_429: float, retry_after: float,
                 no_retry_after: bool, no_retry_after_ms: bool, rate_500: float, rate_timeout: float, hang_s: float,
                 rate_drop: float, rate_truncate: float, rate_malformed: float, require_api_key_env: str | None,
-                any_model: bool, seed: int, rpm: int | None, tpm: int | None, token_charge: TokenCharge, no_limit_headers: bool,
+                any_model: bool, seed: int, rpm: int | None, tpm: int | None, token_charge: TokenCharge, bucket_seconds: float,
+                no_limit_headers: bool,
                 limits_schedule: tuple[str, ...], batch_seconds_per_request: float, batch_expire_after: float,
                 batch_rate_failed: float, batch_rate_lost: float, flex_unavailable: float,
                 flex_latency_ms: float, batch_queue_tokens: int | None) -> None:
@@ -132,7 +138,8 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
                         rate_truncate=rate_truncate, rate_malformed=rate_malformed,
                         retry_after_s=None if no_retry_after else retry_after,
                         retry_after_ms=not no_retry_after_ms, hang_s=hang_s, require_api_key=required)
-        limits = RateLimits(rpm, tpm, headers=not no_limit_headers, token_charge=token_charge)
+        limits = RateLimits(rpm, tpm, headers=not no_limit_headers, token_charge=token_charge,
+                            bucket_s=bucket_seconds)
         config = SimulatorConfig(host=host, port=port, latency_ms=latency_ms, jitter_ms=jitter_ms,
                                  faults=faults, seed=seed, limits=limits,
                                  limits_schedule=parse_schedule(";".join(limits_schedule)),
@@ -148,6 +155,8 @@ def mock_server(host: str, port: int, latency_ms: float, jitter_ms: float, rate_
         notes = [f"{name} {value:,}" for name, value in (("rpm", rpm), ("tpm", tpm)) if value]
         if token_charge != "usage":
             notes.append(f"token charge {token_charge}, never refunded")
+        if bucket_seconds < 60 and (rpm or tpm):
+            notes.append(f"buckets of {bucket_seconds:g} s")
         if no_limit_headers:
             notes.append("no x-ratelimit-* headers")
         if no_retry_after_ms and not no_retry_after:

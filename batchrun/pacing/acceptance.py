@@ -71,6 +71,17 @@ MIN_RATE = 0.1  # requests per second: never pace slower than this
 FLOOR_MEMORY = 500  # answers: how slowly the noise floor follows the share seen while free
 PACE_BURST = 0.1  # seconds of the pace that may leave at once: a test must not start with a burst
 
+HOLD = 0.98  # pace at this share of the quota's measured rate: its bucket refills, slowly
+RATE_GAP = 2.0  # seconds: two 429s further apart may have a full bucket between them
+RATE_MEMORY = 10.0  # seconds of 429-to-429 spans the quota's rate is measured over
+MIN_ADMITTED = 8  # admissions between 429s before the measure is used: one more or less is noise ...
+MIN_SPAN = 0.5  # ... and seconds of spans: answers that come back in waves make shorter ones noise
+CLIMB = 1.5  # per period without 429s, while the quota's rate is not measured yet
+PROBE_STEP = 0.1  # the first probe above the measured rate raises the pace this much per period ...
+MIN_PROBE_STEP = 0.01  # ... halved after each probe the quota refused, down to this
+PROBE_WAIT = 2  # periods without excess 429s before the first probe ...
+MAX_PROBE_WAIT = 32  # ... doubled after each probe the quota refused, up to this
+
 FREE, TESTING, QUOTA = "free", "testing", "quota"
 
 log = logging.getLogger("batchrun")
@@ -103,6 +114,27 @@ class Acceptance:
         # were they 429s.
         self._recent: deque[bool] = deque()
         self._recent_refused = 0
+        # The quota's rate, measured from admissions between 429s (`_measure`).
+        self._last_429: float | None = None
+        self._admitted_since_429 = 0
+        self._measured_admitted = self._measured_span = 0.0
+        self._prior: float | None = None  # the last measure, while a new one is short of MIN_SPAN
+        self._probe_step, self._probe_wait = PROBE_STEP, PROBE_WAIT
+        self._quiet = 0  # periods without excess 429s since the last cut
+        self._step = 0.0  # the probe's last raise
+        self._corrected = False  # the first test's pace was cut to the rate measured
+        self._remeasure = False  # a probe ended: pace to the quota as soon as it is measured anew
+
+    @property
+    def measured(self) -> float | None:
+        """The quota's rate (requests per second) measured between 429s, while a quota is paced
+        and no shedding is known (`_measure`); ``None`` before `MIN_ADMITTED` admissions and
+        `MIN_SPAN` seconds between 429s have been seen."""
+        if self.noise:
+            return None
+        if self._measured_admitted < MIN_ADMITTED or self._measured_span < MIN_SPAN:
+            return self._prior
+        return self._measured_admitted / self._measured_span
 
     @property
     def rate(self) -> float | None:
@@ -114,6 +146,8 @@ class Acceptance:
 
         :param sent: when its request was sent.
         """
+        if self.pace is not None:
+            self._measure(refused, now)
         if sent < self._changed:
             return
         self._answers += 1
@@ -138,6 +172,62 @@ class Acceptance:
                 self.noise + (1 - self.noise) * (1 - 1 / K)) * MIN_ANSWERS):
             self._end_period(now)
 
+    def _measure(self, refused: bool, now: float) -> None:
+        """A quota's bucket is empty whenever it refuses, so what it admitted between two 429s is
+        its refill over that span, give or take one, whatever was sent meanwhile. Spans pooled
+        over `RATE_MEMORY` seconds of them measure its rate; a 429 more than `RATE_GAP` after the
+        last one starts a new measure, since the bucket may have filled (and lost refill) in
+        between. Only while paced: the answers of a burst, which met a full bucket and then an
+        empty one, come back mixed.
+
+        The first 429 of a probe (`_raise`) also ends it, at once, and the first test's pace
+        is cut to the rate measured once that is lower."""
+        if not refused:
+            self._admitted_since_429 += 1
+            return
+        last = self._last_429
+        if last is None or now - last > RATE_GAP:
+            self._prior = self.measured  # until the new measure has MIN_ADMITTED
+            self._measured_admitted = self._measured_span = 0.0
+        else:
+            kept = math.exp(-(now - last) / RATE_MEMORY)
+            self._measured_admitted = self._measured_admitted * kept + self._admitted_since_429
+            self._measured_span = self._measured_span * kept + (now - last)
+        self._last_429, self._admitted_since_429 = now, 0
+        if self.state == QUOTA and self._quiet > self._probe_wait:
+            self._end_probe(now)
+        elif self._remeasure and self._measured_admitted >= MIN_ADMITTED and self._measured_span >= MIN_SPAN:
+            # The 429s after the probe's first measured the quota anew: keep just below it.
+            self._remeasure = False
+            anew = self._measured_admitted / self._measured_span
+            self._set_rate(HOLD * anew, now)
+            log.debug("429s: the quota measured %.1f/s after the probe: pace %.1f/s", anew, HOLD * anew)
+        elif self.state == TESTING and self._tests == 1 and not self._corrected:
+            # The first test's pace comes from a period of a few hundredths of a second, while
+            # 429s come back in bulk: once the quota's rate is measured, and is below the pace,
+            # cut to it at once — once, so that shedding is still told by the periods' shares.
+            measured, rate = self.measured, self.rate or 0.0
+            if measured is not None and measured < rate:
+                self._corrected = True
+                self._set_rate(HOLD * measured, now)
+                log.debug("429s: testing; the quota measured %.1f/s, below the pace: pace %.1f/s", measured,
+                          HOLD * measured)
+
+    def _end_probe(self, now: float) -> None:
+        """The first 429 of a probe: the quota's bucket ran dry. Step back to the last pace that
+        had none (or to just below the rate measured, if higher) — if that is still above the
+        quota (its bucket's stock may have hidden the overshoot), the 429s that follow measure it
+        anew, and the pace goes just below it — and make the next probe wait twice as long and
+        climb half as fast."""
+        measured = self.measured
+        rate = max((self.rate or MIN_RATE) / (1 + self._step), HOLD * measured if measured else 0.0)
+        self._probe_step = max(MIN_PROBE_STEP, self._probe_step / 2)
+        self._probe_wait = min(MAX_PROBE_WAIT, self._probe_wait * 2)
+        self._quiet, self._remeasure = 0, True
+        self._set_rate(rate, now)
+        log.debug("429s: a 429 ended the probe: pace %.1f/s; the next after %d periods without 429s, %.1f%% a "
+                  "period", rate, self._probe_wait, 100 * self._probe_step)
+
     def _end_period(self, now: float) -> None:
         elapsed = max(now - self._start, 1e-9)
         share = self._refused / self._answers
@@ -147,7 +237,7 @@ class Acceptance:
         if self.state == FREE:
             most = 1 - 1 / K + SIGMAS * math.sqrt(0.25 / self._answers)  # beyond chance, at any count
             if share > most and self._excess(self._answers, self._refused):
-                self.state, self._tests, self._same = TESTING, 1, 0
+                self.state, self._tests, self._same, self._corrected = TESTING, 1, 0, False
                 self._last_share, self._last_answers = share, self._answers
                 self._last_sent, self._last_taken = sent, taken
                 self._cut(accepted, now)
@@ -159,8 +249,12 @@ class Acceptance:
             self._follow_quota(share, sent, accepted, now)
         if log.isEnabledFor(logging.DEBUG):  # the trace `batchrun run -v` shows of unexplained 429s
             pace = "none" if self.rate is None else f"{self.rate:.1f}/s"
-            log.debug("429s: %d of %d answers (%.0f%%) at %.1f sent/s, %.1f accepted/s; %s, pace %s, floor %.0f%%",
-                      self._refused, self._answers, 100 * share, sent, taken, self.state, pace, 100 * self.noise)
+            measured = "" if self.measured is None else f" (quota measured {self.measured:.1f}/s)"
+            log.debug("429s: %d of %d answers (%.0f%%) at %.1f sent/s, %.1f accepted/s; %s, pace %s%s, floor %.0f%%",
+                      self._refused, self._answers, 100 * share, sent, taken, self.state, pace, measured,
+                      100 * self.noise)
+        if self.state == FREE and not self._refused:
+            self._forget_measure()  # no 429s: nothing left to measure
         self._start, self._answers, self._refused = now, 0, 0
         self._first_refusal, self._accepted_since, self._accepted_until_last = None, 0, 0
 
@@ -204,17 +298,40 @@ class Acceptance:
             if self._beyond >= ANSWERS_TO_END:
                 self._free(now)  # the pace no longer holds anything back
             else:
-                self._set_rate(RAISE * (self.rate or MIN_RATE), now)
+                self._raise(now)
+
+    def _raise(self, now: float) -> None:
+        """A period without excess 429s under a quota: back up to just below its measured rate at
+        once, and only after `_probe_wait` such periods in a row probe above it, from
+        `_probe_step` a period, doubling each period up to `PROBE_STEP` — it may have been
+        measured low, or been raised. Not measured yet, its rate is at least the pace it took
+        without 429s: climb by `CLIMB` a period until they come, the first ending the climb as
+        it ends a probe, and the next measuring it. With shedding known, a fiftieth a period."""
+        rate, measured = self.rate or MIN_RATE, self.measured
+        self._quiet += 1
+        if self.noise:
+            self._set_rate(RAISE * rate, now)
+        elif measured is None:  # a climb is a probe of its own: its first 429 ends it
+            self._quota_rate = max(self._quota_rate, rate)
+            self._step, self._quiet = CLIMB - 1, max(self._quiet, self._probe_wait + 1)
+            self._set_rate(CLIMB * rate, now)
+        elif rate < HOLD * measured:
+            self._set_rate(HOLD * measured, now)
+        elif self._quiet > self._probe_wait:  # each period of the probe without 429s doubles its step
+            self._step = min(PROBE_STEP, self._probe_step * 2 ** (self._quiet - self._probe_wait - 1))
+            self._set_rate(rate * (1 + self._step), now)
 
     def _to_quota(self) -> None:
         self.state, self._checking = QUOTA, False
         self._pooled = self._pooled_refused = self._beyond = 0
 
     def _cut(self, accepted: float, now: float) -> None:
-        """Pace a little below what the server accepted while it refused: the quota's rate."""
-        self._quota_rate = accepted
-        self._pooled = self._pooled_refused = self._beyond = 0
-        self._set_rate(BELOW_ACCEPTED * accepted, now)
+        """Pace a little below the quota's rate: as measured between 429s when it has been, else
+        what the server accepted in the period it refused."""
+        measured = self.measured
+        self._quota_rate = accepted if measured is None else measured
+        self._pooled = self._pooled_refused = self._beyond = self._quiet = 0
+        self._set_rate((BELOW_ACCEPTED * accepted) if measured is None else HOLD * measured, now)
 
     def _accepted_rate(self, elapsed: float) -> float:
         """What the server accepted per second while it was refusing: between the period's first
@@ -248,6 +365,12 @@ class Acceptance:
 
     def _free(self, now: float) -> None:
         self.state, self.pace, self._changed = FREE, None, now
+        self._forget_measure()
+        self._probe_step, self._probe_wait = PROBE_STEP, PROBE_WAIT
+
+    def _forget_measure(self) -> None:
+        self._last_429, self._admitted_since_429, self._prior = None, 0, None
+        self._measured_admitted = self._measured_span = 0.0
 
     def _set_rate(self, rate: float, now: float) -> None:
         self._changed = now

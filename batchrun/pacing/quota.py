@@ -10,9 +10,16 @@ estimate's error never outlives the requests in flight.
 A request is charged at admission what the provider charges then — its prompt estimate plus
 its output cap, the upper bound of the usual rules (OpenAI's larger-of, some servers' sum) —
 and nothing is refunded when the answer turns out shorter: a provider that refunds says so in
-its next ``remaining`` header. When both ``remaining`` headers are sent, the tokens charged per
-request are measured from their drops, and a provider that charges more than the estimate
-(a large default output cap, say) scales every later charge up.
+its next ``remaining`` header. The tokens the provider charged per request are measured from
+the drops of ``remaining-tokens`` between answers (what the bucket lost, its refill added
+back) over the requests it served meanwhile — the drop of ``remaining-requests`` when that
+bucket is not full, else the requests sent from here, when no other process shares the quota.
+Every later charge is scaled to that: up for a provider that charges more than the estimate (a
+large default output cap, say), down for one that counts the prompt's tokens rather than the
+JSON envelope's bytes — down gradually and never below what the latest drops show, up at once.
+Drops show what requests cost in the end; a provider that reserves the output cap on arrival
+and refunds it later holds more while they run, so a 429 for tokens met below the estimate
+raises the floor the scale may come down to, by a quarter each time, up to the estimate.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ from .headers import LimitState, ServerLimits, parse_limits
 
 REQUESTS, TOKENS = "requests", "tokens"
 MAX_SCALE = 4.0
-SCALE_MEMORY = 0.5  # per measurement (of ten requests): how slowly the charge scale forgets
+MIN_SCALE = 0.1
+FLOOR_STEP = 1.25  # a token 429 met below the estimate puts the scale's floor this much higher
+SCALE_MEMORY = 0.5  # per measurement (of a hundred requests): how slowly the charge scale comes down
 ESTIMATE_MEMORY = 0.05  # per request: how fast the mean estimate follows
-REQUESTS_MEASURED = 10.0  # drops are summed over this many requests: fewer are mostly noise
+REQUESTS_MEASURED = 100.0  # drops are summed over this many requests: fewer are mostly noise
 
 
 class Share(Protocol):
@@ -59,10 +68,13 @@ class Quota:
         self._given = {REQUESTS: rpm, TOKENS: tpm}
         self.buckets: dict[str, TokenBucket] = {}
         self.announced: dict[str, float] = {}
-        self.scale = 1.0  # the provider's charge per request over our estimate, never below 1
+        self.scale = 1.0  # the provider's charge per request over our estimate
+        self._floor = MIN_SCALE  # the scale it may come down to: raised by token 429s below 1
         self._pending_requests = self._pending_tokens = 0.0  # charged here, not yet answered
+        self._sent = 0.0  # requests sent from here and not refused, ever
         self._truth_seq = 0
-        self._last: tuple[float, float, float] | None = None  # (time, requests left, tokens left)
+        # (time, requests left, tokens left, requests sent from here) at the last fresh answer
+        self._last: tuple[float, float | None, float, float] | None = None
         self._served = self._charged = 0.0  # since the last measurement of the charge per request
         self._mean_estimate = 0.0  # of recent requests, what a measured charge per request is compared with
         for kind, limit in self._given.items():
@@ -93,6 +105,7 @@ class Quota:
             self.share.take(tokens)
         self._pending_requests += 1.0
         self._pending_tokens += tokens
+        self._sent += 1.0
         self._mean_estimate += (ESTIMATE_MEMORY if self._mean_estimate else 1.0) * (tokens / self.scale
                                                                                   - self._mean_estimate)
 
@@ -101,6 +114,7 @@ class Quota:
         self._release(tokens)
         if not reached_server:
             self._give(tokens)
+            self._sent -= 1.0
             if pace is not None:
                 pace.give(1.0)
 
@@ -115,6 +129,7 @@ class Quota:
         self._release(tokens)
         if refused:
             self._give(tokens)
+            self._sent -= 1.0
         limits = parse_limits(headers) if headers is not None else None
         if self.share is not None:
             self.share.answered(limits, refused, (self._pending_requests, self._pending_tokens))
@@ -125,7 +140,15 @@ class Quota:
         for kind, state, cost in ((REQUESTS, limits.requests, 1.0), (TOKENS, limits.tokens, tokens)):
             if state is not None:
                 self._follow(kind, state, now, fresh)
-                exhausted |= state.remaining is not None and state.remaining < cost
+                short = state.remaining is not None and state.remaining < cost
+                exhausted |= short
+                if refused and kind == TOKENS and self.scale < 1.0 and state.remaining is not None \
+                        and state.remaining < cost / self.scale:
+                    # Charged below the estimate, and refused for tokens: the drops showed what
+                    # requests cost in the end, not what the provider holds while they run (it
+                    # reserves the output cap, then refunds). Never come this low again.
+                    self._floor = min(1.0, self.scale * FLOOR_STEP)
+                    self.scale = max(self.scale, self._floor)
         if fresh:
             self._truth_seq = seq
             self._calibrate(limits.requests, limits.tokens, now)
@@ -140,23 +163,33 @@ class Quota:
 
     def _calibrate(self, requests: LimitState | None, tokens: LimitState | None, now: float) -> None:
         """Tokens the provider charged per request between two answers, against our estimates."""
-        if requests is None or tokens is None or requests.remaining is None or tokens.remaining is None:
+        if tokens is None or tokens.remaining is None:
             return
-        last, self._last = self._last, (now, requests.remaining, tokens.remaining)
+        left = requests.remaining if requests is not None else None
+        last, self._last = self._last, (now, left, tokens.remaining, self._sent)
         if last is None or self._mean_estimate <= 0:
             return
         elapsed = now - last[0]
         # Away from full, each bucket's level drops by what it charged less what it refilled.
-        if max(last[1], requests.remaining) >= requests.limit or max(last[2], tokens.remaining) >= tokens.limit:
+        if max(last[2], tokens.remaining) >= tokens.limit:
             self._served = self._charged = 0.0
             return
-        self._served += last[1] + elapsed * requests.limit / 60 - requests.remaining
+        if requests is not None and left is not None and last[1] is not None \
+                and max(last[1], left) < requests.limit:
+            self._served += last[1] + elapsed * requests.limit / 60 - left
+        elif self.share is None:  # the requests bucket tells nothing (full, or absent): count ours
+            self._served += self._sent - last[3]
+        else:
+            self._served = self._charged = 0.0
+            return
         self._charged += last[2] + elapsed * tokens.limit / 60 - tokens.remaining
         if self._served < REQUESTS_MEASURED:
             return
         if self._charged > 0:
             measured = (self._charged / self._served) / self._mean_estimate
-            self.scale = min(MAX_SCALE, max(1.0, SCALE_MEMORY * self.scale + (1 - SCALE_MEMORY) * measured))
+            # Up at once; down gradually, and never below what these drops show.
+            smoothed = SCALE_MEMORY * self.scale + (1 - SCALE_MEMORY) * measured
+            self.scale = min(MAX_SCALE, max(self._floor, measured, smoothed))
         self._served = self._charged = 0.0
 
     def _release(self, tokens: float) -> None:

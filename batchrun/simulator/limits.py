@@ -7,11 +7,14 @@ not a fault; latency still applies to it, as to every answer.
 
 **Buckets.** One per configured limit: *requests* (capacity ``rpm``) and *tokens* (capacity
 ``tpm``). Each starts full and refills continuously at limit/60 per second, never above its
-capacity, as OpenAI's do. Time is the server loop's clock, CLOCK_MONOTONIC, read with
-``time.monotonic()`` for its full resolution (uvloop's ``loop.time()`` keeps only milliseconds);
-tests inject a fake. A new limit applies at once: capacity and refill rate change, and the level
-is kept but clamped to the new capacity (so a raised limit refills at its new rate, a lowered one
-starts full at most); a limit that did not exist starts full; ``None`` removes a limit.
+capacity, as OpenAI's do. ``RateLimits.bucket_s`` shrinks both capacities to that many seconds
+of their rate (a 50-per-second quota with a burst of 50: ``rpm=3000, bucket_s=1``), as providers
+that enforce a per-second quota do; the headers still give the per-minute limit. Time is the
+server loop's clock, CLOCK_MONOTONIC, read with ``time.monotonic()`` for its full resolution
+(uvloop's ``loop.time()`` keeps only milliseconds); tests inject a fake. A new limit applies at
+once: capacity and refill rate change, and the level is kept but clamped to the new capacity
+(so a raised limit refills at its new rate, a lowered one starts full at most); a limit that
+did not exist starts full; ``None`` removes a limit.
 
 **Accounting** (batchrun's client mirrors the default, so change both together). Providers
 charge tokens differently, and a client's pacing must cope with each; ``RateLimits.token_charge``
@@ -120,12 +123,15 @@ class RateLimits:
     :param token_charge: how tokens are charged: ``"usage"`` (reserve at arrival, refund to the
         usage sent), ``"max"`` (OpenAI's documented rule) or ``"sum"``; the module docstring
         has the formulas. Kept by :class:`LimitChange` and ``POST /_simulator/limits``.
+    :param bucket_s: each bucket holds this many seconds of its rate (at least one request or
+        token); 60, a minute's worth, as OpenAI's. Kept by :class:`LimitChange` too.
     """
 
     rpm: int | None = None
     tpm: int | None = None
     headers: bool = True
     token_charge: TokenCharge = "usage"
+    bucket_s: float = 60.0
 
     def __post_init__(self) -> None:
         for name, value in (("rpm", self.rpm), ("tpm", self.tpm)):
@@ -133,6 +139,8 @@ class RateLimits:
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         if self.token_charge not in get_args(TokenCharge):
             raise ValueError(f"token_charge must be one of {get_args(TokenCharge)}, got {self.token_charge!r}")
+        if not 0 < self.bucket_s <= 60:
+            raise ValueError(f"bucket_s must be above 0 and at most 60 seconds, got {self.bucket_s!r}")
 
     @property
     def enabled(self) -> bool:
@@ -160,7 +168,7 @@ class LimitChange:
         self.apply(RateLimits())  # validates the values
 
     def apply(self, limits: RateLimits) -> RateLimits:
-        """``limits`` with this change made (its ``headers`` and ``token_charge`` kept)."""
+        """``limits`` with this change made (its ``headers``, ``token_charge`` and ``bucket_s`` kept)."""
         rpm = limits.rpm if isinstance(self.rpm, Keep) else self.rpm
         tpm = limits.tpm if isinstance(self.tpm, Keep) else self.tpm
         return dataclasses.replace(limits, rpm=rpm, tpm=tpm)
@@ -221,18 +229,21 @@ def _ceil_ms(seconds: float) -> int:
 
 
 class TokenBucket:
-    """``capacity`` units, refilled continuously at ``capacity / 60`` per second; starts full.
+    """A limit of ``limit`` units per minute: refilled continuously at ``limit / 60`` per second,
+    holding at most ``capacity`` (``bucket_s`` seconds of the rate: by default the whole
+    minute's ``limit``); starts full.
 
     :param name: ``b"requests"`` or ``b"tokens"``, for its header lines.
     """
 
-    __slots__ = ("_full", "_lines", "_name", "_stamp", "capacity", "level", "rate")
+    __slots__ = ("_full", "_lines", "_name", "_seconds", "_stamp", "capacity", "level", "limit", "rate")
 
-    def __init__(self, capacity: int, now: float, name: bytes = b"requests") -> None:
+    def __init__(self, limit: int, now: float, name: bytes = b"requests", bucket_s: float = 60.0) -> None:
         self._name = name
-        self.level = float(capacity)
+        self._seconds = bucket_s
         self._stamp = now
-        self._set_capacity(capacity)
+        self._set_capacity(limit)
+        self.level = self._full
 
     def refill(self, now: float) -> float:
         """Bring the level up to ``now``; returns it."""
@@ -273,17 +284,20 @@ class TokenBucket:
         reset = format_duration((self._full - level) / self.rate).encode()
         return self._lines % (int(level + _EPSILON), reset)
 
-    def resize(self, capacity: int, now: float) -> None:
+    def resize(self, limit: int, now: float, bucket_s: float = 60.0) -> None:
         """A new limit, at once: the level is kept, clamped to the new capacity."""
         level = self.refill(now)  # at the old rate, up to now
-        self._set_capacity(capacity)
+        self._seconds = bucket_s
+        self._set_capacity(limit)
         self.level = min(level, self._full)
 
-    def _set_capacity(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._full = float(capacity)  # compared with float levels: an int would cost a conversion each time
-        self.rate = capacity / 60
-        self._lines = _HEADER_LINES % (self._name, capacity, self._name, self._name)
+    def _set_capacity(self, limit: int) -> None:
+        self.limit = limit
+        self.rate = limit / 60
+        # Compared with float levels: an int would cost a conversion each time.
+        self._full = float(limit) if self._seconds >= 60 else max(1.0, self.rate * self._seconds)
+        self.capacity = math.floor(self._full)
+        self._lines = _HEADER_LINES % (self._name, limit, self._name, self._name)
 
 
 @dataclass(slots=True)  # built per request
@@ -318,8 +332,8 @@ class Limiter:
     def set(self, limits: RateLimits) -> RateLimits:
         """Apply new limits now (see the module docstring); returns them."""
         now = self._clock()
-        self.requests = _resized(self.requests, limits.rpm, now, b"requests")
-        self.tokens = _resized(self.tokens, limits.tpm, now, b"tokens")
+        self.requests = _resized(self.requests, limits.rpm, now, b"requests", limits.bucket_s)
+        self.tokens = _resized(self.tokens, limits.tpm, now, b"tokens", limits.bucket_s)
         self.limits = limits
         self.enabled = limits.enabled
         self._headers = limits.headers
@@ -396,7 +410,7 @@ class Limiter:
         who = f"{model if isinstance(model, str) else 'default'} in organization {_ORG} on {kind} per min ({unit})"
         if wait == math.inf:
             message = (
-                f"Request too large for {who}: Limit {bucket.capacity}, Requested {requested}. "
+                f"Request too large for {who}: Limit {bucket.limit}, Requested {requested}. "
                 "The input or output tokens must be reduced in order to run successfully."
             )
             return Reply(429, error_payload(message, kind, None, "rate_limit_exceeded"))
@@ -405,7 +419,7 @@ class Limiter:
         seconds = max(1, math.ceil(ms / 1000))
         # Without headers the message, too, gives the wait in whole seconds only.
         message = (
-            f"Rate limit reached for {who}: Limit {bucket.capacity}, Used {used}, Requested {requested}. "
+            f"Rate limit reached for {who}: Limit {bucket.limit}, Used {used}, Requested {requested}. "
             f"Please try again in {format_duration(wait) if self._headers else f'{seconds}s'}."
         )
         headers: tuple[tuple[str, str], ...] = (("retry-after", str(seconds)),)
@@ -432,12 +446,13 @@ def charge_of(reply: Reply, body: bytes, rule: TokenCharge = "usage") -> tuple[i
     return total, total
 
 
-def _resized(bucket: TokenBucket | None, limit: int | None, now: float, name: bytes) -> TokenBucket | None:
+def _resized(bucket: TokenBucket | None, limit: int | None, now: float, name: bytes,
+             bucket_s: float) -> TokenBucket | None:
     if limit is None:
         return None
     if bucket is None:
-        return TokenBucket(limit, now, name)
-    bucket.resize(limit, now)
+        return TokenBucket(limit, now, name, bucket_s)
+    bucket.resize(limit, now, bucket_s)
     return bucket
 
 

@@ -48,6 +48,21 @@ async def test_a_quota_without_headers_is_found_and_paced(tmp_path: Path) -> Non
     assert refused <= 0.1 * received
 
 
+async def test_a_per_second_quota_without_headers_is_measured_between_its_429s(tmp_path: Path) -> None:
+    # 100 per second, a burst of 100, only 429s + Retry-After: what it admitted between its 429s
+    # gives its rate, whatever the pace was then.
+    limits = RateLimits(rpm=6000, headers=False, bucket_s=1)
+    async with serve(SimulatorConfig(latency_ms=2, limits=limits)) as sim:
+        stats = await run_batch(RunConfig(lines(tmp_path, 700), base_url=sim.base_url, concurrency=16))
+        refused, received = sim.stats.rate_limited["requests"], sim.stats.requests
+    assert stats.exit_code == 0 and stats.succeeded == 700
+    assert stats.pacer is not None
+    acceptance = stats.pacer.acceptance
+    assert acceptance.state == QUOTA and acceptance.measured is not None
+    assert 90 <= acceptance.measured <= 110
+    assert refused <= 0.2 * received  # in flight when it ran dry, and the test that found it
+
+
 async def test_an_announced_quota_is_used_at_once_then_at_its_refill(tmp_path: Path) -> None:
     async with serve(SimulatorConfig(latency_ms=2, limits=RateLimits(rpm=1200))) as sim:
         stats = await run_batch(RunConfig(lines(tmp_path, 1300), base_url=sim.base_url, concurrency=16))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from itertools import pairwise
 
 from batchrun.pacing.acceptance import FREE, QUOTA, Acceptance
 from batchrun.pacing.bucket import TokenBucket
@@ -36,8 +37,9 @@ def shedding(share: float, seed: int = 7) -> Server:
     return lambda t: rng.random() < share
 
 
-def quota(per_second: float, *, lifted_at: float = float("inf")) -> Server:
-    bucket = TokenBucket(per_second * 60, 0.0, capacity=per_second * 60)  # a minute's worth, full
+def quota(per_second: float, *, burst: float | None = None, lifted_at: float = float("inf")) -> Server:
+    """A quota's bucket, full at the start: ``burst`` (default: a minute's worth), refilled at ``per_second``."""
+    bucket = TokenBucket(per_second * 60, 0.0, capacity=burst or per_second * 60)
 
     def server(t: float) -> bool:
         if t >= lifted_at:
@@ -73,6 +75,32 @@ def test_a_quota_without_headers_is_found_and_kept_to() -> None:
     accepted = sent - refused
     assert accepted >= 0.9 * 10 * 150  # at least 90% of the quota
     assert refused <= 0.03 * sent  # at most 3% refused
+
+
+def test_a_quota_is_measured_between_its_429s_and_kept_to_without_probing_into_it() -> None:
+    # Between two 429s the quota's bucket was empty at both ends: what it admitted in between is
+    # its refill. Paced just below that, a run is refused only when it probes above it.
+    for burst in (50, 3000):  # a per-second quota with a burst of a second, and one of a minute
+        acceptance = Acceptance(0.0)
+        log = drive(acceptance, quota(50, burst=burst), rate=500, until=120)
+        assert acceptance.state == QUOTA
+        assert acceptance.measured is not None and abs(acceptance.measured - 50) < 1
+        sent, refused = window(log, 10, 120)
+        assert sent - refused >= 0.98 * 50 * 110
+        assert refused <= 0.005 * sent  # a fiftieth a period above the quota's rate: about 1%
+
+
+def test_probes_above_a_quota_back_off_as_its_429s_recur() -> None:
+    acceptance = Acceptance(0.0)
+    log = drive(acceptance, quota(50, burst=50), rate=500, until=240)
+    starts: list[float] = []  # when each burst of 429s after the opening began
+    for t, refused in log:
+        if refused and t > 10 and (not starts or t - starts[-1] > 2):
+            starts.append(t)
+    gaps = [b - a for a, b in pairwise(starts)]
+    assert len(gaps) >= 4
+    assert all(later > earlier - 1 for earlier, later in pairwise(gaps))  # each probe waits longer ...
+    assert gaps[2] > 3 * gaps[0] and min(gaps[2:]) > 30  # ... twice as long, up to half a minute
 
 
 def test_shedding_on_top_of_a_quota_is_neither_ignored_nor_chased() -> None:

@@ -106,17 +106,52 @@ def test_a_429_that_the_headers_explain_is_exhaustion() -> None:
 def test_a_provider_charging_more_than_the_estimate_scales_the_charges_up() -> None:
     quota = Quota(None, None, now=0.0)
     left_requests, left_tokens = 500.0, 50_000.0
-    for seq in range(1, 40):
+    for seq in range(1, 220):
         _, tokens = depart(quota, 100, 0.0)
         left_requests -= 1
         left_tokens -= 300  # the provider charges three times the estimate
         quota.settle(seq, tokens, announced(1000, left_requests, 100_000, left_tokens), refused=False, now=0.0)
     assert 2.5 < quota.scale <= 3.0
-    short = Quota(None, None, now=0.0)
+    assert quota.scale == pytest.approx(3.0, rel=0.05)  # up at once
+
+
+def test_a_provider_charging_less_than_the_estimate_scales_the_charges_down_to_its_drops() -> None:
+    # It counts the prompt's tokens, not the envelope's bytes: a third of the estimate.
+    for with_requests in (True, False):  # without remaining-requests, the requests sent from here count
+        quota = Quota(None, None, now=0.0)
+        left_requests, left_tokens = 500.0, 50_000.0
+        scales = []
+        for seq in range(1, 1000):
+            _, tokens = depart(quota, 100, 0.0)
+            left_requests -= 1
+            left_tokens -= 30
+            headers = announced(1000 if with_requests else None, left_requests, 100_000, left_tokens)
+            quota.settle(seq, tokens, headers, refused=False, now=0.0)
+            scales.append(quota.scale)
+        assert scales[0] == 1.0 and all(b <= a for a, b in pairwise(scales))  # down, gradually
+        assert min(scales) >= 0.3  # never below what the drops show
+        assert quota.scale == pytest.approx(0.3, abs=0.01)
+        assert quota.charge(100) == pytest.approx(30, abs=1)
+
+
+def test_a_token_429_below_the_estimate_raises_the_floor_of_the_scale() -> None:
+    # The drops show 30 of 100 in the end, but the provider holds the output cap while a request
+    # runs: a 429 for tokens while charging below the estimate stops the scale coming that low.
+    quota = Quota(None, None, now=0.0)
     left_requests, left_tokens = 500.0, 50_000.0
-    for seq in range(1, 40):
-        _, tokens = depart(short, 100, 0.0)
+    seq = 999
+    for seq in range(1, 1000):
+        _, tokens = depart(quota, 100, 0.0)
         left_requests -= 1
-        left_tokens -= 30  # charged less than estimated: the estimate stays (it is the upper bound)
-        short.settle(seq, tokens, announced(1000, left_requests, 100_000, left_tokens), refused=False, now=0.0)
-    assert short.scale == 1.0
+        left_tokens -= 30
+        quota.settle(seq, tokens, announced(1000, left_requests, 100_000, left_tokens), refused=False, now=0.0)
+    low = quota.scale
+    _, tokens = depart(quota, 100, 0.0)
+    quota.settle(seq + 1, tokens, announced(1000, left_requests, 100_000, 50), refused=True, now=0.0)
+    assert quota.scale == pytest.approx(1.25 * low)
+    for later in range(seq + 2, seq + 1000):
+        _, tokens = depart(quota, 100, 0.0)
+        left_requests -= 1
+        left_tokens -= 30
+        quota.settle(later, tokens, announced(1000, left_requests, 100_000, left_tokens), refused=False, now=0.0)
+    assert quota.scale == pytest.approx(1.25 * low)  # the drops still show 30: it stays at its floor
