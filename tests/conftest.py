@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Iterator
@@ -33,6 +34,15 @@ def fresh_logger() -> Iterator[None]:
     logger.handlers[:], logger.level, logger.propagate = [], logging.NOTSET, True
     yield
     logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@pytest.fixture(autouse=True)
+def own_collector_thresholds() -> Iterator[None]:
+    """A command run in the test process sets the collector's thresholds as it does its own
+    process's (`cli.group.YOUNG_GENERATION`); the next test starts from the defaults again."""
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)
 
 
 @pytest.fixture

@@ -205,3 +205,18 @@ def test_a_misspelt_model_is_rehearsed_with_mock(tmp_path: Path) -> None:
     assert code == 1, err
     failures = read_jsonl(tmp_path / "in.results.errors.jsonl")
     assert [f["response"]["body"]["error"]["code"] for f in failures] == ["model_not_found"] * 3
+
+
+def test_a_command_collects_young_garbage_less_often_and_an_importer_keeps_its_settings(tmp_path: Path) -> None:
+    """The command's process is batchrun's own: its young generation is collected every
+    `YOUNG_GENERATION` allocations, not CPython's 700 (a tenth of a run's CPU). A program that
+    only imports batchrun keeps its own thresholds."""
+    import gc
+
+    from batchrun.cli.group import YOUNG_GENERATION
+
+    gc.set_threshold(700, 10, 10)  # the conftest puts back what was there before
+    import batchrun  # noqa: F401
+    assert gc.get_threshold() == (700, 10, 10)
+    code, _, _ = invoke("report", str(write_jsonl(tmp_path / "out.jsonl", [])))
+    assert code == 0 and gc.get_threshold() == (YOUNG_GENERATION, 10, 10)
