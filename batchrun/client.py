@@ -427,9 +427,10 @@ def _finished(result: Result, tally: Tally, epoch: float) -> Result:
         result.finished_at = round((epoch + tally.answered) * 1000) / 1000
     if tally.attempts > 1:
         result.wire_ms = round(tally.wire_s * 1000, 1)
-    waited_ms = round(tally.waited_s * 1000, 1)
-    if waited_ms:
-        result.waited_ms = waited_ms
+    if tally.waited_s:
+        waited_ms = round(tally.waited_s * 1000, 1)
+        if waited_ms:
+            result.waited_ms = waited_ms
     return result
 
 

@@ -59,12 +59,18 @@ def parse_limits(headers: Mapping[str, str]) -> ServerLimits | None:
 
 
 def _state(headers: Mapping[str, str], kind: str) -> LimitState | None:
-    limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
+    limit_name, reset_name, remaining_name = _NAMES[kind]
+    limit = _number(headers.get(limit_name))
     if limit is None or limit <= 0:
         return None
-    reset_text = headers.get(f"x-ratelimit-reset-{kind}")
+    reset_text = headers.get(reset_name)
     reset = parse_duration(reset_text) if reset_text is not None else None
-    return LimitState(limit, _number(headers.get(f"x-ratelimit-remaining-{kind}")), reset)
+    return LimitState(limit, _number(headers.get(remaining_name)), reset)
+
+
+# The three headers of each limit kind, named once: every answer is read for them.
+_NAMES = {kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-reset-{kind}", f"x-ratelimit-remaining-{kind}")
+          for kind in ("requests", "tokens")}
 
 
 def _number(text: str | None) -> float | None:
