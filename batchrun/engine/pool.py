@@ -29,7 +29,7 @@ import logging
 import signal
 import types
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -49,7 +49,6 @@ from .control import Control
 from .sources import Source, StopBefore, first_answer
 
 log = logging.getLogger("batchrun")
-T = TypeVar("T")
 
 
 class Observer(Protocol):
@@ -139,7 +138,10 @@ class Pool:
                         if gate is not None and (over := await gate.reserve(item)) is not None:
                             control.stop(over, EXIT_BUDGET, grace=None)
                             return
-                        await _send(jobs, item)
+                        try:  # `send` yields to the event loop even when there is room
+                            jobs.send_nowait(item)
+                        except anyio.WouldBlock:
+                            await jobs.send(item)
                     else:
                         control.bad_line(item.message)
                         sink.put(Result.from_line_error(item))
@@ -169,8 +171,13 @@ class Pool:
     async def _work(self, jobs: MemoryObjectReceiveStream[Job], retries: TaskGroup) -> None:
         client, control, gate = self.client, self.control, self.gate
         while True:
-            try:
-                job = await _receive(jobs)
+            try:  # a stream's `receive` yields to the event loop even when a job is there
+                job = jobs.receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    job = await jobs.receive()
+                except anyio.EndOfStream:
+                    return
             except anyio.EndOfStream:
                 return
             if control.stopping:
@@ -328,21 +335,3 @@ def _next_turn() -> Generator[None, None, None]:
     nothing is scheduled again at once (asyncio's own ``sleep(0)``), without the backend lookup
     of ``anyio.lowlevel.checkpoint``, which cost several times as much."""
     yield
-
-
-# A memory object stream's `send` and `receive` yield to the event loop even when they could
-# act at once; these act at once when they can and wait only when they must.
-
-
-async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
-    try:
-        stream.send_nowait(item)
-    except anyio.WouldBlock:
-        await stream.send(item)
-
-
-async def _receive(stream: MemoryObjectReceiveStream[T]) -> T:
-    try:
-        return stream.receive_nowait()
-    except anyio.WouldBlock:
-        return await stream.receive()
