@@ -39,7 +39,7 @@ def fresh_logger() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def own_collector_thresholds() -> Iterator[None]:
     """A command run in the test process sets the collector's thresholds as it does its own
-    process's (`cli.group.YOUNG_GENERATION`); the next test starts from the defaults again."""
+    process's (`runner.own_process`); the next test starts from the defaults again."""
     saved = gc.get_threshold()
     yield
     gc.set_threshold(*saved)

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import gc
-
 import click
 
 from ..errors import BatchrunError
+from ..runner import own_process
 from ..stats import EXIT_USAGE
 from .declared import SectionedCommand
 
 _ARGV = "batchrun.argv"
-# Allocations between two collections of the youngest generation. A run allocates a few dozen
-# short-lived containers per request (futures, dicts, results), so at CPython's 700 the young
-# generation was collected every dozen requests: about a tenth of a run's CPU
-# (`scripts/bench.py`, before and after). The older generations keep their thresholds, so
-# cyclic garbage that survives is still collected within a few million allocations.
-YOUNG_GENERATION = 20_000
 
 
 class BatchrunGroup(click.Group):
@@ -41,8 +34,7 @@ class BatchrunGroup(click.Group):
 @click.version_option(package_name="batchrun")
 def main() -> None:
     """Run JSONL files of LLM requests against OpenAI-compatible endpoints."""
-    # The command's process is batchrun's own; a program that imports batchrun keeps its settings.
-    gc.set_threshold(YOUNG_GENERATION, *gc.get_threshold()[1:])
+    own_process()
 
 
 def command_args() -> list[str]:

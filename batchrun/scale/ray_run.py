@@ -51,7 +51,7 @@ from ..accounting.report import Report
 from ..config import ApiKey, RunConfig
 from ..engine import run_batch
 from ..errors import BatchrunError, ConfigError
-from ..runner import run_async
+from ..runner import own_process, run_async
 from ..stats import EXIT_STOPPED, EXIT_USAGE, RunStats
 from .budget import Grant, Holding, News, ShardBudget, Want
 from .desk import RunDesk
@@ -285,6 +285,7 @@ def _run_shard(settings: dict[str, Any], where: _Where, shard: Shard, server: An
         return ShardOutcome(shard.number, str(exc), EXIT_USAGE, 0, 0)
     shared = ShardBudget(_ActorClient(server), shard.number)
     poster = None if board is None else ShardPoster(lambda post: board.post.remote(shard.number, post))
+    own_process()  # a worker of this run's, as a command's process is its own
     try:
         stats: RunStats = run_async(partial(run_batch, part, handle_signals=True, shared=shared, observer=poster))
     except BatchrunError as exc:  # refused, nothing sent: another run (a killed driver's task) holds its part

@@ -213,7 +213,7 @@ def test_a_command_collects_young_garbage_less_often_and_an_importer_keeps_its_s
     only imports batchrun keeps its own thresholds."""
     import gc
 
-    from batchrun.cli.group import YOUNG_GENERATION
+    from batchrun.runner import YOUNG_GENERATION
 
     gc.set_threshold(700, 10, 10)  # the conftest puts back what was there before
     import batchrun  # noqa: F401
