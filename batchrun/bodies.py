@@ -41,11 +41,14 @@ class BodyBudget:
         return holding
 
     async def _take(self, holding: Holding, size: int) -> None:
-        while self.used + size > self.limit and holding.size < max(h.size for h in self._holders):
+        while not self._fits(size) and holding.size < max(h.size for h in self._holders):
             if self._room is None:
                 self._room = anyio.Event()
             await self._room.wait()
         self._grant(holding, size)
+
+    def _fits(self, size: int) -> bool:
+        return self.used + size <= self.limit
 
     def _grant(self, holding: Holding, size: int) -> None:
         holding.size += size
@@ -75,7 +78,7 @@ class Holding:
 
     def take_now(self, size: int) -> bool:
         """Take ``size`` bytes if they fit in the budget now, without waiting; whether it did."""
-        if self._budget.used + size > self._budget.limit:
+        if not self._budget._fits(size):
             return False
         self._budget._grant(self, size)
         return True

@@ -68,10 +68,9 @@ class Pacer:
     def admit_now(self, estimate: int) -> Permit | None:
         """`admit` when nothing can make the attempt wait (the breaker closed, no limit to pace to,
         a free slot): the permit at once, without a coroutine; ``None`` otherwise (then `admit`)."""
-        quota = self.quota
-        if self.breaker.state != CircuitBreaker.CLOSED or quota.buckets or quota.share is not None \
-                or self.acceptance.pace is not None:
+        if self.breaker.state != CircuitBreaker.CLOSED or not self._paces_nothing():
             return None
+        quota = self.quota
         tokens = quota.charge(estimate)
         permit = Permit(tokens, self._seq + 1, False, self.clock.now())
         try:
@@ -86,8 +85,8 @@ class Pacer:
         """Wait until an attempt estimated to cost at most ``estimate`` tokens may be sent."""
         probe = await self.breaker.admit() if self.breaker.state != CircuitBreaker.CLOSED else False
         tokens = self.quota.charge(estimate)
-        pace = self.acceptance.pace
-        if not self.quota.buckets and pace is None and self.quota.share is None:  # nothing to pace: no coroutine, no clock
+        pace = None
+        if self._paces_nothing():  # no coroutine, no clock
             self.quota.take(tokens, 0.0)
         else:
             try:
@@ -109,6 +108,10 @@ class Pacer:
                     self.breaker.cancelled_probe()
                 raise
         return permit
+
+    def _paces_nothing(self) -> bool:
+        """No limit to keep to: no quota's bucket, no share of one, no pace of the client's own."""
+        return not self.quota.buckets and self.quota.share is None and self.acceptance.pace is None
 
     async def _wait_turn(self, tokens: float) -> TokenBucket | None:
         """Wait until the request fits every limit, then charge it; return the pace it was charged to.
