@@ -3,6 +3,9 @@ settling and releasing give room back and wake whoever waits."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import anyio
 import orjson
 
@@ -30,6 +33,22 @@ def gate(fits: float) -> tuple[BudgetGate, float]:
     return BudgetGate(Budget(worst * fits, PRICES, ["m"])), worst
 
 
+@contextlib.asynccontextmanager
+async def second_waiting(budget_gate: BudgetGate) -> AsyncIterator[list[str | None]]:
+    """Job 0 reserved, and job 1's reservation waiting behind it: the block runs while it waits,
+    and job 1's verdict is in the list once the block and the wait are over."""
+    assert await budget_gate.reserve(job(0)) is None
+    verdicts: list[str | None] = []
+
+    async def second() -> None:
+        verdicts.append(await budget_gate.reserve(job(1)))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second)
+        await anyio.wait_all_tasks_blocked()
+        yield verdicts
+
+
 async def test_a_job_that_fits_is_reserved_at_its_worst_case() -> None:
     budget_gate, worst = gate(2.5)
     assert await budget_gate.reserve(job(0)) is None
@@ -47,15 +66,7 @@ async def test_a_job_that_cannot_fit_even_with_nothing_in_flight_stops_with_the_
 
 async def test_a_job_that_fits_once_another_settles_waits_for_the_settle() -> None:
     budget_gate, worst = gate(1.5)
-    assert await budget_gate.reserve(job(0)) is None
-    verdicts: list[str | None] = []
-
-    async def second() -> None:
-        verdicts.append(await budget_gate.reserve(job(1)))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(second)
-        await anyio.wait_all_tasks_blocked()
+    async with second_waiting(budget_gate) as verdicts:
         assert verdicts == []  # waiting: it fits only once the first is off the budget
         assert budget_gate.settle(job(0), refused(0)) == worst  # the reservation, returned
     assert verdicts == [None]
@@ -65,15 +76,7 @@ async def test_a_job_that_fits_once_another_settles_waits_for_the_settle() -> No
 
 async def test_a_job_not_sent_after_all_gives_its_reservation_back_and_wakes_a_waiter() -> None:
     budget_gate, _ = gate(1.5)
-    assert await budget_gate.reserve(job(0)) is None
-    verdicts: list[str | None] = []
-
-    async def second() -> None:
-        verdicts.append(await budget_gate.reserve(job(1)))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(second)
-        await anyio.wait_all_tasks_blocked()
+    async with second_waiting(budget_gate) as verdicts:
         budget_gate.release(job(0))
     assert verdicts == [None]
     assert budget_gate.reservation(job(0)) is None and budget_gate.budget.in_flight == 1
@@ -81,15 +84,7 @@ async def test_a_job_not_sent_after_all_gives_its_reservation_back_and_wakes_a_w
 
 async def test_a_waiter_that_no_longer_fits_after_a_costly_settle_stops() -> None:
     budget_gate, worst = gate(1.5)
-    assert await budget_gate.reserve(job(0)) is None
-    verdicts: list[str | None] = []
-
-    async def second() -> None:
-        verdicts.append(await budget_gate.reserve(job(1)))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(second)
-        await anyio.wait_all_tasks_blocked()
+    async with second_waiting(budget_gate) as verdicts:
         lost = Result(0, "req-0", None, None, None, {"code": "timeout"})  # no answer: charged its reservation
         budget_gate.settle(job(0), lost)
     assert budget_gate.budget.spent == worst
