@@ -55,6 +55,7 @@ from ..runner import own_process, run_async
 from ..stats import EXIT_STOPPED, EXIT_USAGE, RunStats
 from .budget import Grant, Holding, News, ShardBudget, Want
 from .desk import RunDesk
+from .lean import without_idle_processes
 from .parts import Plan, assemble, early_split, finished, part_config, plan, save_stopped, spent_before
 from .phases import Phases
 from .progress import Display, Post, ShardPoster, add_up
@@ -182,7 +183,8 @@ def _connected(ray: Any, config: RunConfig, address: str | None, phases: Phases)
             _check_existing(config)
         try:
             # "local": a new cluster even when one is running here (Ray would join that one).
-            with contextlib.nullcontext() if verbose else _stderr_muted(), phases.timed("ray start"):
+            with contextlib.nullcontext() if verbose else _stderr_muted(), phases.timed("ray start"), \
+                    without_idle_processes() if own else contextlib.nullcontext():
                 ray.init(address="local" if own else address, **_INIT)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
             joining = "start a local Ray cluster" if own else f"join the Ray cluster at {address or '$RAY_ADDRESS'}"

@@ -348,6 +348,11 @@ def test_ray_without_an_address_runs_its_own_cluster_with_the_credentials(head: 
     assert (done.returncode, done.stderr) == (0, "")
     assert answered == {200: 50}  # every request carried the key
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 50
+    # Its cluster (Ray's latest session) started no autoscaler monitor, log monitor or API server:
+    # each would have its log files there.
+    logs = Path(head["RAY_TMPDIR"]) / "ray" / "session_latest" / "logs"
+    started = {path.name.partition(".")[0] for path in logs.iterdir()}
+    assert {"gcs_server", "raylet"} <= started and not started & {"monitor", "log_monitor", "dashboard"}
 
 
 def test_on_an_existing_cluster_the_key_is_the_nodes_and_paths_the_drivers(head: dict[str, str],
