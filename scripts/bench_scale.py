@@ -18,7 +18,10 @@ Under the table, each ``--ray`` run's phases as its ``-v`` line gives them (`sca
 Ray's start, the split, the plan, the shards (how long after submission each started, how long
 each ran), Ray's stop, the merge; "rest" is what the command spent besides (interpreter start,
 imports, exit). Beside the merge, a plain ``cat`` of the output's bytes to a new file, and with
-an fsync, the floor the merge (which fsyncs) is measured against.
+an fsync, the floor the merge (which fsyncs) is measured against. And what the command spent
+besides its longest shard's run (its start-up and end, all but the shards' requests), with its
+median under the table: the fixed cost, which moves far less with the machine's load than the
+shards' run does.
 
 ``--rev REV`` also runs ``--ray`` with batchrun/ as committed at REV (``git archive``) in each
 repetition, between the two others, in a row of its own beside the same one-process run: a
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -180,6 +184,15 @@ def cat_floor(out: Path) -> tuple[float, float]:
     return copied, synced
 
 
+def fixed_seconds(command: float, line: str) -> float:
+    """What a --ray command spent besides its shards' requests: its wall time less the longest
+    shard's run (Ray's start and stop, the split's and plan's share, each shard's start, the
+    merge, the interpreter's start and exit). It hardly depends on how fast the shards ran, which
+    the machine's load moves most."""
+    ran = re.search(r"; ran ([0-9., ]+) s\)", line)
+    return command - max(float(seconds) for seconds in ran.group(1).split(", ")) if ran else math.nan
+
+
 def phase_seconds(line: str) -> float:
     """The seconds a phases line accounts for, one after another: not a phase beside another, nor
     each shard's start and run (inside "shards")."""
@@ -213,6 +226,7 @@ def main() -> None:
             write_input(source, lines)
             ratios: dict[str, list[float]] = {label: [] for label, _, _ in sides[1:]}
             commands: dict[str, list[float]] = {label: [] for label, _, _ in sides[1:]}
+            fixed: dict[str, list[float]] = {label: [] for label, _, _ in sides[1:]}
             for attempt in range(args.repeat):
                 results = {}
                 for label, where, extra in sides:
@@ -238,12 +252,15 @@ def main() -> None:
                     print(f"{case:<11} {lines:>7,} {cells[0]:>34} {cells[1]:>38} {ratio:>5.2f}x {command:>13.2f}x  "
                           f"{share}", flush=True)
                     rest = ray.command - phase_seconds(ray.phases)
-                    notes.append(f"  {name} --{label}: {ray.phases}; rest {rest:.2f} s; cat of the output "
+                    fixed[label].append(fixed_seconds(ray.command, ray.phases))
+                    notes.append(f"  {name} --{label}: {ray.phases}; rest {rest:.2f} s; besides the longest shard's "
+                                 f"run {fixed[label][-1]:.2f} s; cat of the output "
                                  f"{ray.cat[0]:.2f} s, with fsync {ray.cat[1]:.2f} s")
             if args.repeat > 1:
                 for label in ratios:
                     print(f"{name:<11} {label}: median of {args.repeat}: {statistics.median(ratios[label]):.2f}x, "
-                          f"start-up included {statistics.median(commands[label]):.2f}x")
+                          f"start-up included {statistics.median(commands[label]):.2f}x; the command besides the "
+                          f"longest shard's run {statistics.median(fixed[label]):.2f} s")
     print("phases of each --ray run (seconds):")
     print("\n".join(notes))
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
