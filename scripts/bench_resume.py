@@ -142,7 +142,10 @@ def time_resume(built: Path, code_path: Path, scratch: Path) -> dict[str, float]
     if scratch.exists():
         shutil.rmtree(scratch)
     scratch.mkdir()
-    shutil.copytree(built / "out.jsonl.checkpoint", scratch / "out.jsonl.checkpoint")
+    copy = shutil.copytree(built / "out.jsonl.checkpoint", scratch / "out.jsonl.checkpoint")
+    for file in copy.iterdir():  # as the interrupted run left them: on disk, not owed to it by the page cache
+        with file.open("rb") as f:
+            os.fsync(f.fileno())
     env = {**os.environ, "PYTHONPATH": str(code_path)}
     done = subprocess.run([sys.executable, __file__, "--resume", str(built / "in.jsonl"), str(scratch / "out.jsonl")],
                           env=env, check=True, capture_output=True, text=True)

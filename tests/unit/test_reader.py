@@ -4,9 +4,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from batchrun import reader
 from batchrun.errors import InputFileError
-from batchrun.reader import read_jobs, skip_requests
+from batchrun.reader import Position, read_jobs, skip_in_steps, skip_requests
 from batchrun.records import Job, LineError
 from batchrun.tokens import counter_for, request_tokens
 
@@ -174,6 +177,60 @@ def test_skipping_requests_then_reading_on_is_reading_from_the_start(tmp_path: P
     position = skip_requests(path, skipped, limit=path.stat().st_size)
     assert position.index == skipped
     assert list(read_jobs(path, path.stat().st_size, start=position)) == everything[skipped:]
+
+
+# Valid request lines that start as most files write them, and some that only look like they do:
+# what each one's id is, parsed, is what a resume must keep of it.
+_LOOKALIKES = [
+    b'{"custom_id":"a","body":{"model":"m"},"custom_id":"b"}',            # a later key wins: b
+    b'{"custom_id":"a","body":{"model":"m"},"custom\\u005fid":"c"}',      # the same key, escaped: c
+    b'{"custom_id":"a\\u0062","body":{"model":"m"}}',                     # an escape in the id: ab
+    b'{"custom_id":"\xc3\xa9t\xc3\xa9","body":{"model":"m"}}',          # UTF-8, read as such
+    b'{"custom_id":"d","body":{"model":"m","metadata":{"custom_id":"e"}}}',  # a nested key: d
+    b'{"model":"m","messages":[{"custom_id":"f"}]}',                       # a bare body: line-N
+    b' {"custom_id":"g","body":{"model":"m"}}\r',                          # spaces, a CR
+    b"",                                                                   # a blank line
+]
+
+
+def _plain(i: int) -> bytes:
+    return orjson.dumps({"custom_id": f"id-{i % 7}", "body": {"model": "m", "messages": []}})
+
+
+def _kept(position: Position) -> tuple[int, int, int, list[bool]]:
+    """Where a skip stopped, and which of the ids the lines above can have it kept."""
+    candidates = [f"id-{i}" for i in range(7)] + list("abcdefg") + ["ab", "\u00e9t\u00e9"]
+    candidates += [f"line-{n}" for n in range(1, 32)]
+    return position.offset, position.line_no, len(position.seen), [c in position.seen for c in candidates]
+
+
+@pytest.mark.parametrize("lookalike", _LOOKALIKES)
+def test_a_line_that_looks_read_off_keeps_the_id_parsing_gives(tmp_path: Path, lookalike: bytes) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in (_plain(1), lookalike, _plain(2))))
+    count = 3 - (not lookalike)
+    parsed, read_off = (list(skip_in_steps(path, count, valid=valid))[-1] for valid in (False, True))
+    assert _kept(read_off) == _kept(parsed)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(picks=st.lists(st.one_of(st.integers(0, 20).map(_plain), st.sampled_from(_LOOKALIKES)), max_size=30),
+       block=st.sampled_from([16, 60, 200, 1 << 17]), data=st.data())
+def test_reading_ids_off_valid_lines_keeps_what_parsing_them_keeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    picks: list[bytes], block: int,
+                                                                    data: st.DataObject) -> None:
+    """A resume whose skipped lines are known valid reads most ids off the lines' starts, blocks
+    at a time: where it stops, and every id it keeps, are those of parsing each line, from the
+    start of the file or of a shard's lines."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in picks))
+    monkeypatch.setattr(reader, "_SKIP_BLOCK", block)
+    first = data.draw(st.integers(0, len(picks)))
+    count = data.draw(st.integers(0, len(picks) - first))
+    start = sum(len(line) + 1 for line in picks[:first])
+    parsed, read_off = (list(skip_in_steps(path, count, origin=Position(start, first, first), valid=valid))[-1]
+                        for valid in (False, True))
+    assert _kept(read_off) == _kept(parsed)
 
 
 @pytest.mark.parametrize(
