@@ -216,13 +216,13 @@ def canonical_ids(block: bytes) -> list[str] | None:
     escape. ``None``: some line is not like that, and must be parsed.
     """
     lines = block.count(b"\n")
-    if block.count(b'"custom_id"') != lines or (b"\\u00" in block and _ASCII_ESCAPE.search(block)):
+    if block.count(b'"custom_id"') != lines or (b"\\" in block and _ASCII_ESCAPE.search(block)):
         return None
     found = _CANONICAL_START.findall(b"\n" + block)
     if len(found) != lines:
         return None
     try:
-        return [raw.decode() for raw in found]
+        return list(map(bytes.decode, found))
     except UnicodeDecodeError:
         return None
 
