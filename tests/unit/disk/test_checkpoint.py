@@ -317,4 +317,25 @@ async def test_a_broken_line_in_the_prefix_keeps_no_id_from_a_later_line(source:
     assert stats.exit_code == 1 and 30 <= stats.carried_over < 50 and question(50) in second.sent
     out = read_jsonl(config.out)
     assert (out[2]["custom_id"], out[2]["error"]["code"]) == ("line-3", "invalid_request_line")
+    assert out[2]["error"]["message"].startswith(f"{source}:3: not valid JSON")
     assert (out[50]["custom_id"], out[50]["error"]) == ("req-2", None)
+
+
+async def test_a_later_line_with_a_finished_lines_id_is_still_a_duplicate(source: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resume reads the finished lines' ids off their starts and keeps those the lines left
+    repeat (`reader.skip_in_steps`): such a line is refused as a duplicate, as it is in a run
+    that was never interrupted, and not sent."""
+    monkeypatch.setattr(reader, "_SKIP_BLOCK", 1024)  # blocks within the prefix of this short file
+    rows = [chat_line(i) for i in range(60)]
+    rows[55] = {**chat_line(55), "custom_id": "req-3"}
+    write_jsonl(source, rows)
+    config = RunConfig(source, base_url=BASE, concurrency=4)
+    await interrupted_run(config, staggered(), after=30)
+    second = Endpoint()
+    stats = await run_batch(config, transport=httpx.MockTransport(second))
+    assert stats.exit_code == 1 and 30 <= stats.carried_over < 55 and question(55) not in second.sent
+    out = read_jsonl(config.out)
+    assert (out[55]["custom_id"], out[55]["error"]["code"]) == ("req-3", "duplicate_custom_id")
+    assert out[55]["error"]["message"].startswith(f"{source}:56: custom_id 'req-3' was already used")
+    assert [o["error"] for o in out[:55] + out[56:]] == [None] * 59
