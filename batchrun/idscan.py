@@ -1,5 +1,5 @@
 """Reading the ``custom_id`` of many request lines at once, off their starts, without parsing them:
-what a resume does for the lines an earlier start finished (`reader.skip_in_steps`)."""
+what a resume does for the lines an earlier start finished (`skip.skip_in_steps`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ _NEXT = re.compile(rb"\n" + _FIRST.pattern)
 _KEY_ESCAPE = re.compile(rb"\\u00(?:6[349dDfF]|7[345]|5[fF])")
 
 
-def canonical_ids(block: bytes | bytearray, end: int) -> list[bytes] | None:
+def canonical_ids(block: bytes, end: int) -> list[bytes] | None:
     """The ``custom_id`` of every line of ``block[:end]`` (whole lines, each ending in a newline),
     in UTF-8, if each line is known valid JSON and starts ``{"custom_id":"…"``, as most files
     write them: what parsing the line would give, since ``"custom_id"`` appears once in the line

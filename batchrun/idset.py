@@ -41,7 +41,7 @@ class IdSet:
 
     def add_all(self, keys: Iterable[str]) -> None:
         """`add` each of ``keys``, in one loop: a resume adds the id of every line it skips
-        (`reader.skip_in_steps`), and a call per id was most of that."""
+        (`skip.skip_in_steps`), and a call per id was most of that."""
         slots, mask, count = self._slots, len(self._slots) - 1, self._count
         for key in keys:
             h = (hash(key) & _MASK64) or 1

@@ -4,19 +4,18 @@ Lines are read one at a time; nothing but the duplicate-id table grows with the 
 line never stops the stream: it becomes a `LineError` in its place, so the output still has
 one line per request line.
 
-A resume reads past the lines an earlier start finished with `skip_in_steps` (`skip_requests`
-at once), which keeps only their ``custom_id`` values (a later line may repeat one) and says
-where to go on (`Position`).
+A resume reads past the lines an earlier start finished (`skip.skip_in_steps`), which keeps
+only their ``custom_id`` values (a later line may repeat one) and says where to go on
+(`Position`).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
 import string
 import sys
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,7 +23,6 @@ from typing import Any, BinaryIO
 import orjson
 
 from .errors import InputFileError
-from .idscan import canonical_ids
 from .idset import IdSet
 from .records import DEFAULT_URL, Job, LineError
 from .tokens import max_output
@@ -80,7 +78,7 @@ def read_jobs(path: Path, limit: int | None = None, start: Position | None = Non
 
     :param limit: read no further than this many bytes: the size the run fingerprinted, so
         that lines appended while it runs are neither sent nor make its checkpoint refused.
-    :param start: go on from there (`skip_requests`) instead of from the start of the file.
+    :param start: go on from there (`skip.skip_requests`) instead of from the start of the file.
     :param model: the model every request is sent with, in place of its own (``--model``).
     :param duplicates: indices of lines whose ``custom_id`` a line before ``start`` used, though
         ``start`` has not seen it (a shard's: `scale.shards.duplicates`).
@@ -129,161 +127,6 @@ def require_a_request(f: BinaryIO, path: Path) -> None:
         message += ("; it looks like a CSV/TSV table: did you mean `batchrun label`, which sends a prompt template "
                     "filled from each row?")
     raise InputFileError(message)
-
-
-def skip_requests(path: Path, count: int, limit: int | None = None) -> Position:
-    """Read past the first ``count`` request lines, keeping only what the lines after them need:
-    their ``custom_id`` values, for the duplicate check (`skip_in_steps`, all at once).
-
-    :raises InputFileError: when the file cannot be opened or read.
-    """
-    *_, last = skip_in_steps(path, count, limit)
-    return last
-
-
-def skip_in_steps(path: Path, count: int, limit: int | None = None, origin: Position | None = None, *,
-                  valid: bool = False, after: int | None = None) -> Generator[Position, None, None]:
-    """`skip_requests` a step at a time: the position so far every `SKIP_STEP` lines or so, the
-    last one when done. A resume runs it on the event loop, pausing between steps, since a worker
-    thread holding the GIL for seconds starved the loop in turns of up to a quarter of a second
-    (``scripts/bench_resume.py``). The loop is `jsonl_lines` and `request_id` written out: it runs
-    once per finished line of a resume.
-
-    :param origin: where to start, and the numbers there (a shard's start); its ids are not kept.
-    :param valid: every line skipped is known to be a valid request (an earlier start of the
-        run read these very bytes, and refused none as ``invalid_request_line``): then the ids of
-        lines that start ``{"custom_id":"…"`` are read off a block of them at once
-        (`idscan.canonical_ids`), without parsing them; other blocks are parsed line by line.
-    :param after: how many request lines follow the skipped ones, up to ``limit``. When they are
-        few (`FEW_AFTER`), they are read first (`_later_ids`), and the position keeps only the
-        skipped ids that one of them has: all their duplicate check needs, and no table of every
-        skipped id to fill. Should more follow than that, every id is kept after all.
-    :raises InputFileError: when the file cannot be opened or read.
-    """
-    offset, line_no, index = (origin.offset, origin.line_no, origin.index) if origin is not None else (0, 0, 0)
-    end = sys.maxsize if limit is None else limit
-    later = _later_ids(path, offset, end, after) if after is not None and count > 0 else None
-    position = Position(offset, line_no, index, IdSet(count if later is None else len(later[1])))
-    if count <= 0:
-        yield position
-        return
-    seen, loads, total = position.seen, orjson.loads, count + index
-    # orjson refuses a lone surrogate, so every id parsed is UTF-8 encodable.
-    wanted = None if later is None else {custom_id.encode() for custom_id in later[1]}
-    kept: Callable[[list[str]], Iterable[str]] = (lambda ids: ids) if later is None else later[1].intersection
-    parsed: list[str] = []  # ids of lines parsed one by one, kept at the next step
-    with open_input(path) as f:
-        f.seek(offset)
-        try:
-            while index < total:
-                lines_left = sys.maxsize  # to parse one by one before looking for a block again
-                if valid:
-                    block = f.read(min(_SKIP_BLOCK, end - offset))
-                    cut = block.rfind(b"\n") + 1
-                    read = canonical_ids(block, cut)
-                    if read is not None and index + len(read) > total:  # the skip ends in this block
-                        cut = 0
-                        for _ in range(total - index):
-                            cut = block.index(b"\n", cut) + 1
-                        read = canonical_ids(block, cut)
-                    ids = None if read is None else _decoded(read, wanted)
-                    if read is not None and ids is not None:
-                        seen.add_all(ids)
-                        offset, line_no, index = offset + cut, line_no + len(read), index + len(read)
-                        f.seek(offset)
-                        position.offset, position.line_no, position.index = offset, line_no, index
-                        yield position
-                        continue
-                    f.seek(offset)
-                    lines_left = block.count(b"\n", 0, cut) or 1
-                for raw in _lines(f, end - offset):
-                    line_no += 1
-                    lines_left -= 1
-                    if isinstance(raw, int):  # a line too long to hold: an input error, counted
-                        offset += raw
-                        index += 1
-                    else:
-                        offset += len(raw)
-                        line = _request_bytes(raw, line_no)
-                        if line:
-                            try:
-                                obj = loads(line)
-                            except orjson.JSONDecodeError:
-                                obj = None
-                            parsed.append(_custom_id(obj, line_no) if isinstance(obj, dict) else f"line-{line_no}")
-                            index += 1
-                            if not index % SKIP_STEP:
-                                seen.add_all(kept(parsed))
-                                parsed.clear()
-                                position.offset, position.line_no, position.index = offset, line_no, index
-                                yield position
-                    if index >= total or not lines_left:
-                        break
-                else:
-                    break  # the end of the file, or of ``limit``
-        except OSError as exc:
-            raise InputFileError(f"{path}: read failed: {exc.strerror}") from None
-    if later is not None and offset <= later[0]:  # more lines follow than `_later_ids` read
-        yield from skip_in_steps(path, count, limit, origin, valid=valid)
-        return
-    seen.add_all(kept(parsed))
-    position.offset, position.line_no, position.index = offset, line_no, index
-    yield position
-
-
-def _decoded(ids: list[bytes], wanted: set[bytes] | None) -> list[str] | None:
-    """Which of the ids read off lines (`canonical_ids`) to keep: all, or those ``wanted``.
-    ``None``: one is not UTF-8 (not a line `skip_in_steps` is told is valid), to be parsed."""
-    if wanted is not None:
-        return [custom_id.decode() for custom_id in wanted.intersection(ids)]
-    try:
-        return list(map(bytes.decode, ids))
-    except UnicodeDecodeError:
-        return None
-
-
-SKIP_STEP = 5_000  # lines parsed between pauses of a resume's skip: about 15 ms of work
-_SKIP_BLOCK = 1 << 17  # bytes of lines whose ids `canonical_ids` reads at once: under a millisecond of work
-FEW_AFTER = 1 << 16  # lines after a skip whose ids `_later_ids` holds (a few MB) instead of every skipped one
-_AFTER_WINDOW = 1 << 16  # bytes it reads back for them first, then four times as many, and so on
-_AFTER_BYTES = 1 << 26  # but no more than this
-
-
-def _later_ids(path: Path, start: int, end: int, lines: int) -> tuple[int, set[str]] | None:
-    """The ids of the last ``lines`` request lines before ``end`` (none before ``start``), and
-    where the request line before them starts (``-1``: none does): a skip that ended past that
-    line's start has only these after it. They are read in a window back from ``end``, which
-    grows until it holds one line more, or reaches ``start``.
-
-    :returns: ``None`` when that is more than `FEW_AFTER` lines or `_AFTER_BYTES`, or one of
-        them has no id of its own (the id it gets is its line number, not known from here).
-    :raises InputFileError: when the file cannot be read.
-    """
-    if not 0 <= lines <= FEW_AFTER:
-        return None
-    size = _AFTER_WINDOW
-    with open_input(path) as f:
-        try:
-            end = min(end, os.fstat(f.fileno()).st_size)
-            while True:
-                begin = max(start, end - size)
-                f.seek(begin)
-                found: list[tuple[int, bytes]] = []  # where each line the window holds whole starts, stripped
-                at = begin
-                for number, part in enumerate(f.read(end - begin).split(b"\n")):
-                    # The first part may be the end of a line before the window.
-                    if (number or begin == start) and (line := part.strip()):
-                        found.append((at, line))
-                    at += len(part) + 1
-                if len(found) > lines or begin == start:
-                    break
-                if size >= _AFTER_BYTES:
-                    return None
-                size *= 4
-        except OSError as exc:
-            raise InputFileError(f"{path}: read failed: {exc.strerror}") from None
-    ids = {request_id(line, 0) for _, line in found[max(0, len(found) - lines):]}
-    return None if "line-0" in ids else (found[-lines - 1][0] if len(found) > lines else -1, ids)
 
 
 def request_id(line: bytes, line_no: int) -> str:

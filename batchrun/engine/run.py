@@ -48,8 +48,9 @@ from ..disk.writer import OrderedWriter
 from ..errors import ConfigError
 from ..pacing import SYSTEM_CLOCK, Clock
 from ..plural import counted
-from ..reader import Position, open_input, read_jobs, skip_in_steps
+from ..reader import Position, open_input, read_jobs
 from ..records import Job, Result
+from ..skip import skip_in_steps
 from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from ..tiers import Tiering
 from ..transport import Transport

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun import RunConfig, reader, run_batch
+from batchrun import RunConfig, run_batch, skip
 from batchrun.errors import ConfigError
 from batchrun.runner import run_async
 
@@ -303,9 +303,9 @@ async def test_a_resume_restores_the_prefix_from_its_snapshot_or_reads_it_all(so
 async def test_a_broken_line_in_the_prefix_keeps_no_id_from_a_later_line(source: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A resume reads the finished lines' ids off their starts only when none of them was refused
-    as invalid (`reader.skip_in_steps`): a broken line that starts like a request has no id but
+    as invalid (`skip.skip_in_steps`): a broken line that starts like a request has no id but
     its line number's, and a later line with the id it seems to have is sent."""
-    monkeypatch.setattr(reader, "_SKIP_BLOCK", 1024)  # blocks within the prefix of this short file
+    monkeypatch.setattr(skip, "_SKIP_BLOCK", 1024)  # blocks within the prefix of this short file
     rows = [orjson.dumps(chat_line(i)) for i in range(60)]
     rows[2] = rows[2][:-1]  # its closing brace lost: not JSON
     rows[50] = orjson.dumps({**chat_line(50), "custom_id": "req-2"})
@@ -324,9 +324,9 @@ async def test_a_broken_line_in_the_prefix_keeps_no_id_from_a_later_line(source:
 async def test_a_later_line_with_a_finished_lines_id_is_still_a_duplicate(source: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A resume reads the finished lines' ids off their starts and keeps those the lines left
-    repeat (`reader.skip_in_steps`): such a line is refused as a duplicate, as it is in a run
+    repeat (`skip.skip_in_steps`): such a line is refused as a duplicate, as it is in a run
     that was never interrupted, and not sent."""
-    monkeypatch.setattr(reader, "_SKIP_BLOCK", 1024)  # blocks within the prefix of this short file
+    monkeypatch.setattr(skip, "_SKIP_BLOCK", 1024)  # blocks within the prefix of this short file
     rows = [chat_line(i) for i in range(60)]
     rows[55] = {**chat_line(55), "custom_id": "req-3"}
     write_jsonl(source, rows)
