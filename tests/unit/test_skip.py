@@ -175,3 +175,13 @@ def test_lines_after_a_skip_are_checked_whatever_it_was_told_of_them(tmp_path: P
     assert isinstance(everything[2], LineError) and everything[2].code == "duplicate_custom_id"
     *_, position = skip_in_steps(path, 2, path.stat().st_size, valid=True, after=told)
     assert list(read_jobs(path, path.stat().st_size, start=position)) == everything[2:]
+
+
+@pytest.mark.parametrize(("few", "kept"), [(2, 0), (1, 5)])
+def test_with_more_lines_left_than_few_every_skipped_id_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                few: int, kept: int) -> None:
+    """Reading the lines left first is bounded work: past `skip.FEW_AFTER` of them, it is not done."""
+    monkeypatch.setattr(skip, "FEW_AFTER", few)
+    path = _file(tmp_path / "in.jsonl", [orjson.dumps({"custom_id": f"id-{i}", "body": {}}) for i in range(7)])
+    *_, position = skip_in_steps(path, 5, path.stat().st_size, valid=True, after=2)
+    assert len(position.seen) == kept
