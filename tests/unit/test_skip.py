@@ -121,19 +121,22 @@ def test_reading_on_from_a_skip_is_reading_from_the_start_whatever_ids_it_kept(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, picks: list[bytes], extra: list[bytes], window: int,
         data: st.DataObject) -> None:
     """A skip told how many lines follow it reads them first and keeps only the skipped ids they
-    repeat: reading on from it gives every later line as a read from the start does, duplicates
-    included — also when more or fewer lines follow than it was told, or one of them has no id of
-    its own."""
-    path = _file(tmp_path / "in.jsonl", data.draw(st.permutations(picks + extra)))
+    repeat: reading on from it gives every later line as a read from the start (of the file or of
+    a shard's lines) does, duplicates included — also when more or fewer lines follow than it was
+    told, or one of them has no id of its own."""
+    lines = data.draw(st.permutations(picks + extra))
+    path, size = _file(tmp_path / "in.jsonl", lines), sum(len(line) + 1 for line in lines)
     monkeypatch.setattr(skip, "_AFTER_WINDOW", window)
     monkeypatch.setattr(skip, "_AFTER_BYTES", data.draw(st.sampled_from([window, 1 << 20])))
-    everything = list(read_jobs(path))
+    first = data.draw(st.integers(0, len(lines)))
+    origin = sum(len(line) + 1 for line in lines[:first])
+    everything = list(read_jobs(path, size, start=Position(origin, first, first)))
     count = data.draw(st.integers(0, len(everything)))
     after = max(0, len(everything) - count + data.draw(st.sampled_from([0, -2, 2])))
     valid = not any(isinstance(item, LineError) and item.code == "invalid_request_line" for item in everything[:count])
-    *_, position = skip_in_steps(path, count, path.stat().st_size, valid=valid, after=after)
-    assert position.index == count
-    assert list(read_jobs(path, path.stat().st_size, start=position)) == everything[count:]
+    *_, position = skip_in_steps(path, count, size, Position(origin, first, first), valid=valid, after=after)
+    assert position.index == first + count
+    assert list(read_jobs(path, size, start=position)) == everything[count:]
 
 
 @pytest.mark.parametrize("window", [1 << 16, 60])
