@@ -300,11 +300,13 @@ async def test_a_resume_restores_the_prefix_from_its_snapshot_or_reads_it_all(so
     assert len(read_jsonl(config.errors_path)) == 12
 
 
-async def test_a_broken_line_in_the_prefix_keeps_no_id_from_a_later_line(source: Path,
+@pytest.mark.parametrize("snapshot", [True, False])
+async def test_a_broken_line_in_the_prefix_keeps_no_id_from_a_later_line(source: Path, snapshot: bool,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A resume reads the finished lines' ids off their starts only when none of them was refused
-    as invalid (`skip.skip_in_steps`): a broken line that starts like a request has no id but
-    its line number's, and a later line with the id it seems to have is sent."""
+    as invalid (`skip.skip_in_steps`), as the prefix's counters say, from its snapshot or read
+    whole: a broken line that starts like a request has no id but its line number's, and a later
+    line with the id it seems to have is sent."""
     monkeypatch.setattr(skip, "_SKIP_BLOCK", 1024)  # blocks within the prefix of this short file
     rows = [orjson.dumps(chat_line(i)) for i in range(60)]
     rows[2] = rows[2][:-1]  # its closing brace lost: not JSON
@@ -312,6 +314,9 @@ async def test_a_broken_line_in_the_prefix_keeps_no_id_from_a_later_line(source:
     source.write_bytes(b"".join(row + b"\n" for row in rows))
     config = RunConfig(source, base_url=BASE, concurrency=4)
     await interrupted_run(config, staggered(), after=30)
+    assert (config.checkpoint_path / "prefix.json").exists()
+    if not snapshot:
+        (config.checkpoint_path / "prefix.json").unlink()
     second = Endpoint()
     stats = await run_batch(config, transport=httpx.MockTransport(second))
     assert stats.exit_code == 1 and 30 <= stats.carried_over < 50 and question(50) in second.sent
