@@ -9,6 +9,7 @@ chance in 3·10⁷ for a million ids.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterable
 
 _EMPTY = 0
 _MASK64 = (1 << 64) - 1
@@ -37,6 +38,24 @@ class IdSet:
         if self._count * 2 > len(self._slots):
             self._grow()
         return True
+
+    def add_all(self, keys: Iterable[str]) -> None:
+        """`add` each of ``keys``, in one loop: a resume adds the id of every line it skips
+        (`skip.skip_in_steps`), and a call per id was most of that."""
+        slots, mask, count = self._slots, len(self._slots) - 1, self._count
+        for key in keys:
+            h = (hash(key) & _MASK64) or 1
+            i = h & mask
+            while (current := slots[i]) != _EMPTY and current != h:
+                i = (i + 1) & mask
+            if current == _EMPTY:
+                slots[i] = h
+                count += 1
+                if count * 2 > len(slots):
+                    self._count = count
+                    self._grow()
+                    slots, mask = self._slots, len(self._slots) - 1
+        self._count = count
 
     def __contains__(self, key: str) -> bool:
         """Whether ``key`` (or a hash twin) was added."""

@@ -4,9 +4,9 @@ Lines are read one at a time; nothing but the duplicate-id table grows with the 
 line never stops the stream: it becomes a `LineError` in its place, so the output still has
 one line per request line.
 
-A resume reads past the lines an earlier start finished with `skip_in_steps` (`skip_requests`
-at once), which keeps only their ``custom_id`` values (a later line may repeat one) and says
-where to go on (`Position`).
+A resume reads past the lines an earlier start finished (`skip.skip_in_steps`), which keeps
+only their ``custom_id`` values (a later line may repeat one) and says where to go on
+(`Position`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def read_jobs(path: Path, limit: int | None = None, start: Position | None = Non
 
     :param limit: read no further than this many bytes: the size the run fingerprinted, so
         that lines appended while it runs are neither sent nor make its checkpoint refused.
-    :param start: go on from there (`skip_requests`) instead of from the start of the file.
+    :param start: go on from there (`skip.skip_requests`) instead of from the start of the file.
     :param model: the model every request is sent with, in place of its own (``--model``).
     :param duplicates: indices of lines whose ``custom_id`` a line before ``start`` used, though
         ``start`` has not seen it (a shard's: `scale.shards.duplicates`).
@@ -127,66 +127,6 @@ def require_a_request(f: BinaryIO, path: Path) -> None:
         message += ("; it looks like a CSV/TSV table: did you mean `batchrun label`, which sends a prompt template "
                     "filled from each row?")
     raise InputFileError(message)
-
-
-def skip_requests(path: Path, count: int, limit: int | None = None) -> Position:
-    """Read past the first ``count`` request lines, keeping only what the lines after them need:
-    their ``custom_id`` values, for the duplicate check (`skip_in_steps`, all at once).
-
-    :raises InputFileError: when the file cannot be opened or read.
-    """
-    *_, last = skip_in_steps(path, count, limit)
-    return last
-
-
-def skip_in_steps(path: Path, count: int, limit: int | None = None,
-                  origin: Position | None = None) -> Generator[Position, None, None]:
-    """`skip_requests` a step at a time: the position so far every `SKIP_STEP` lines, the last
-    one when done. Parses each line but builds nothing; a resume runs it on the event loop,
-    pausing between steps, since a worker thread holding the GIL for seconds starved the loop
-    in turns of up to a quarter of a second (``scripts/bench_resume.py``). The loop is
-    `_numbered` and `request_id` written out: it runs once per finished line of a resume.
-
-    :param origin: where to start, and the numbers there (a shard's start); its ids are not kept.
-    :raises InputFileError: when the file cannot be opened or read.
-    """
-    offset, line_no, index = (origin.offset, origin.line_no, origin.index) if origin is not None else (0, 0, 0)
-    position = Position(offset, line_no, index, IdSet(count))
-    if count <= 0:
-        yield position
-        return
-    seen, loads, count = position.seen, orjson.loads, count + index
-    with open_input(path) as f:
-        f.seek(offset)
-        try:
-            for raw in _lines(f, (sys.maxsize if limit is None else limit) - offset):
-                line_no += 1
-                if isinstance(raw, int):  # a line too long to hold: an input error, counted
-                    offset += raw
-                    index += 1
-                else:
-                    offset += len(raw)
-                    line = _request_bytes(raw, line_no)
-                    if not line:
-                        continue
-                    try:
-                        obj = loads(line)
-                    except orjson.JSONDecodeError:
-                        obj = None
-                    seen.add(_custom_id(obj, line_no) if isinstance(obj, dict) else f"line-{line_no}")
-                    index += 1
-                if index >= count:
-                    break
-                if not index % SKIP_STEP:
-                    position.offset, position.line_no, position.index = offset, line_no, index
-                    yield position
-        except OSError as exc:
-            raise InputFileError(f"{path}: read failed: {exc.strerror}") from None
-    position.offset, position.line_no, position.index = offset, line_no, index
-    yield position
-
-
-SKIP_STEP = 5_000  # lines between pauses of a resume's skip: about 15 ms of work
 
 
 def request_id(line: bytes, line_no: int) -> str:

@@ -48,14 +48,15 @@ from ..disk.writer import OrderedWriter
 from ..errors import ConfigError
 from ..pacing import SYSTEM_CLOCK, Clock
 from ..plural import counted
-from ..reader import Position, open_input, read_jobs, skip_in_steps
+from ..reader import Position, open_input, read_jobs
 from ..records import Job, Result
+from ..skip import skip_in_steps
 from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from ..tiers import Tiering
 from ..transport import Transport
 from .control import BAD_LINE_WARNINGS, Control
 from .document import report_json, run_facts
-from .pool import KeepingSink, Observer, Pool, Sink, retry_hook
+from .pool import KeepingSink, Observer, Pool, Sink, retry_hook, send_hook
 from .sources import Source
 
 if TYPE_CHECKING:
@@ -127,8 +128,11 @@ async def run_batch(
         return stats
     try:
         recovered = await anyio.to_thread.run_sync(checkpoint.recover, stats)
-        # The finished lines' ids still go into the duplicate table, but nothing else of them.
-        position = await _skip(config.input_path, recovered.prefix, limit, _origin(config))
+        # Of the finished lines, only the ids a line left may repeat go into the duplicate table.
+        # Lines the prefix refused as invalid are read as a fresh start reads them (`skip_in_steps`).
+        valid = not stats.report.by_code["invalid_request_line"]
+        position = await _skip(config.input_path, recovered.prefix, limit, _origin(config), valid,
+                               scan.lines - recovered.prefix)
         writer = OrderedWriter(*checkpoint.open_files(), next_index=checkpoint.first_index + recovered.prefix,
                                sizes=recovered.sizes,
                                last_custom_id=recovered.last_custom_id, run_id=checkpoint.run_id)
@@ -162,7 +166,7 @@ async def run_batch(
     try:
         async with (shared.running() if shared is not None else contextlib.nullcontext()),\
                 Client(config, transport=transport, clock=clock, on_retry=retry_hook(observer, control),
-                       before_send=sink.commit, share=shared) as client:
+                       before_send=send_hook(sink, control), share=shared) as client:
             stats.pacer, control.wire = client.pacer, client.pacer.slots
             items = smoke.first_lines(read_jobs(config.input_path, limit, start=position, model=config.model,
                                                 duplicates=span.duplicates if span is not None else frozenset()),
@@ -295,10 +299,10 @@ def _origin(config: RunConfig) -> Position | None:
     return None if span is None else Position(span.start, span.first_line, span.first_index)
 
 
-async def _skip(path: Path, count: int, limit: int, origin: Position | None) -> Position:
+async def _skip(path: Path, count: int, limit: int, origin: Position | None, valid: bool, after: int) -> Position:
     """Read past the finished prefix for its ids, letting the loop run between steps (signals,
     the fsync of a previous start's files) and nothing else: there is nothing else to do yet."""
-    steps = skip_in_steps(path, count, limit, origin)
+    steps = skip_in_steps(path, count, limit, origin, valid=valid, after=after)
     with contextlib.closing(steps):
         position = next(steps)
         for position in steps:  # noqa: B007 -- the last one is the answer

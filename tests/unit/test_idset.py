@@ -39,3 +39,14 @@ def test_membership_and_update_see_every_id_added_and_no_other() -> None:
     first.update(second)  # grows past its capacity as it goes
     assert len(first) == 3000 and all(f"id-{i}" in first for i in range(3000))
     assert "id-3000" not in first and not first.add("id-2999")
+
+
+def test_adding_all_at_once_is_adding_one_by_one_across_growth_and_repeats() -> None:
+    keys = [f"id-{i % 7000}" for i in range(10_000)] + ["", "zero"]
+    one_by_one, at_once = IdSet(capacity=4), IdSet(capacity=4)
+    for key in keys:
+        one_by_one.add(key)
+    at_once.add_all(keys)
+    assert len(at_once) == len(one_by_one) == 7002
+    assert all(key in at_once for key in keys) and "id-7000" not in at_once
+    assert not at_once.add("id-6999") and at_once.add("fresh")

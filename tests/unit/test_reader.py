@@ -6,8 +6,9 @@ import orjson
 import pytest
 
 from batchrun.errors import InputFileError
-from batchrun.reader import read_jobs, skip_requests
+from batchrun.reader import read_jobs
 from batchrun.records import Job, LineError
+from batchrun.skip import skip_requests
 from batchrun.tokens import counter_for, request_tokens
 
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun import RunConfig, run_batch
+from batchrun import RunConfig, run_batch, skip
 from batchrun.errors import ConfigError
 from batchrun.runner import run_async
 
@@ -298,3 +298,49 @@ async def test_a_resume_restores_the_prefix_from_its_snapshot_or_reads_it_all(so
     assert stats.written == 60 and stats.failed == 12
     assert [o["custom_id"] for o in read_jsonl(config.out)] == [f"req-{i}" for i in range(60)]
     assert len(read_jsonl(config.errors_path)) == 12
+
+
+@pytest.mark.parametrize("snapshot", [True, False])
+async def test_a_broken_line_in_the_prefix_keeps_no_id_from_a_later_line(source: Path, snapshot: bool,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resume reads the finished lines' ids off their starts only when none of them was refused
+    as invalid (`skip.skip_in_steps`), as the prefix's counters say, from its snapshot or read
+    whole: a broken line that starts like a request has no id but its line number's, and a later
+    line with the id it seems to have is sent."""
+    monkeypatch.setattr(skip, "_SKIP_BLOCK", 1024)  # blocks within the prefix of this short file
+    rows = [orjson.dumps(chat_line(i)) for i in range(60)]
+    rows[2] = rows[2][:-1]  # its closing brace lost: not JSON
+    rows[50] = orjson.dumps({**chat_line(50), "custom_id": "req-2"})
+    source.write_bytes(b"".join(row + b"\n" for row in rows))
+    config = RunConfig(source, base_url=BASE, concurrency=4)
+    await interrupted_run(config, staggered(), after=30)
+    assert (config.checkpoint_path / "prefix.json").exists()
+    if not snapshot:
+        (config.checkpoint_path / "prefix.json").unlink()
+    second = Endpoint()
+    stats = await run_batch(config, transport=httpx.MockTransport(second))
+    assert stats.exit_code == 1 and 30 <= stats.carried_over < 50 and question(50) in second.sent
+    out = read_jsonl(config.out)
+    assert (out[2]["custom_id"], out[2]["error"]["code"]) == ("line-3", "invalid_request_line")
+    assert out[2]["error"]["message"].startswith(f"{source}:3: not valid JSON")
+    assert (out[50]["custom_id"], out[50]["error"]) == ("req-2", None)
+
+
+async def test_a_later_line_with_a_finished_lines_id_is_still_a_duplicate(source: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resume reads the finished lines' ids off their starts and keeps those the lines left
+    repeat (`skip.skip_in_steps`): such a line is refused as a duplicate, as it is in a run
+    that was never interrupted, and not sent."""
+    monkeypatch.setattr(skip, "_SKIP_BLOCK", 1024)  # blocks within the prefix of this short file
+    rows = [chat_line(i) for i in range(60)]
+    rows[55] = {**chat_line(55), "custom_id": "req-3"}
+    write_jsonl(source, rows)
+    config = RunConfig(source, base_url=BASE, concurrency=4)
+    await interrupted_run(config, staggered(), after=30)
+    second = Endpoint()
+    stats = await run_batch(config, transport=httpx.MockTransport(second))
+    assert stats.exit_code == 1 and 30 <= stats.carried_over < 55 and question(55) not in second.sent
+    out = read_jsonl(config.out)
+    assert (out[55]["custom_id"], out[55]["error"]["code"]) == ("req-3", "duplicate_custom_id")
+    assert out[55]["error"]["message"].startswith(f"{source}:56: custom_id 'req-3' was already used")
+    assert [o["error"] for o in out[:55] + out[56:]] == [None] * 59
