@@ -1,6 +1,7 @@
 """One process against ``--ray`` with 2 shards, side by side, on this machine.
 
     python scripts/bench_scale.py [--lines 200000] [--concurrency 256] [--cases latency-0,latency-50,quota] [--repeat 1]
+                                  [--rev REV]
 
 For each case a fresh ``batchrun mock-server`` process serves each run (its buckets full, its
 counters at zero), and ``batchrun run`` runs the same input once as one process and once with
@@ -17,7 +18,15 @@ Under the table, each ``--ray`` run's phases as its ``-v`` line gives them (`sca
 Ray's start, the split, the plan, the shards (how long after submission each started, how long
 each ran), Ray's stop, the merge; "rest" is what the command spent besides (interpreter start,
 imports, exit). Beside the merge, a plain ``cat`` of the output's bytes to a new file, and with
-an fsync, the floor the merge (which fsyncs) is measured against.
+an fsync, the floor the merge (which fsyncs) is measured against. And what the command spent
+besides its longest shard's run (its start-up and end, all but the shards' requests), with its
+median under the table: the fixed cost, which moves far less with the machine's load than the
+shards' run does.
+
+``--rev REV`` also runs ``--ray`` with batchrun/ as committed at REV (``git archive``) in each
+repetition, between the two others, in a row of its own beside the same one-process run: a
+before/after side by side on a machine whose load changes. Each side runs from a copy of its
+batchrun/ made at the start (the work tree's as it is then).
 
 Targets: latency 0, Ray ≥ 1.5x the single process over the runs' wall time, and ≥ 1.25x start-up
 included at 100,000 lines (``--lines 100000 --cases latency-0``); latency 50 ms, ≥ 0.95x; quota,
@@ -28,8 +37,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,6 +54,7 @@ from pathlib import Path
 import orjson
 import psutil  # type: ignore[import-untyped]
 
+REPO = Path(__file__).resolve().parent.parent
 QUOTA_RPM = 6000
 SAMPLE_S = 0.2
 
@@ -126,11 +138,23 @@ class Result:
     cat: tuple[float, float] = (0.0, 0.0)  # `cat_floor` of its output
 
 
-def run(server: Server, source: Path, out: Path, concurrency: int, *extra: str) -> Result:
+def snapshot(folder: Path, rev: str | None = None) -> Path:
+    """``folder`` holding a copy of batchrun/: the work tree's, or as committed at ``rev``."""
+    folder.mkdir()
+    if rev is None:
+        shutil.copytree(REPO / "batchrun", folder / "batchrun", ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        archive = subprocess.run(["git", "archive", rev, "batchrun"], cwd=REPO, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def run(server: Server, code: Path, source: Path, out: Path, concurrency: int, *extra: str) -> Result:
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "batchrun", "run", str(source), "-o", str(out), "--base-url",
                              server.base_url, "-c", str(concurrency), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=code,
+                            env={**os.environ, "PYTHONPATH": str(code)})
     cpu = TreeCpu(proc.pid)
     _, stderr = proc.communicate()
     command = time.monotonic() - started
@@ -160,6 +184,15 @@ def cat_floor(out: Path) -> tuple[float, float]:
     return copied, synced
 
 
+def fixed_seconds(command: float, line: str) -> float:
+    """What a --ray command spent besides its shards' requests: its wall time less the longest
+    shard's run (Ray's start and stop, the split's and plan's share, each shard's start, the
+    merge, the interpreter's start and exit). It hardly depends on how fast the shards ran, which
+    the machine's load moves most."""
+    ran = re.search(r"; ran ([0-9., ]+) s\)", line)
+    return command - max(float(seconds) for seconds in ran.group(1).split(", ")) if ran else math.nan
+
+
 def phase_seconds(line: str) -> float:
     """The seconds a phases line accounts for, one after another: not a phase beside another, nor
     each shard's start and run (inside "shards")."""
@@ -172,7 +205,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--cases", default="latency-0,latency-50,quota")
     parser.add_argument("--repeat", type=int, default=1, help="pairs of runs per case, one process then --ray")
+    parser.add_argument("--rev", help="also run --ray with batchrun/ as committed at this git revision")
     args = parser.parse_args()
+    ray_flags = ["-q", "-v", "--ray", "--shards", "2"]
     cases = {"latency-0": ([], args.lines), "latency-50": (["--latency-ms", "50"], args.lines),
              "quota": (["--latency-ms", "50", "--rpm", str(QUOTA_RPM)], 2 * QUOTA_RPM)}
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
@@ -180,38 +215,52 @@ def main() -> None:
           f" {'ratio':>6} {'start-up incl.':>14}  simulator CPU; 429s (ray)")
     notes = []
     with tempfile.TemporaryDirectory() as folder:
+        code = snapshot(Path(folder) / "snapshot")
+        sides = [("one", code, ["-q"])]
+        if args.rev:
+            sides.append((f"ray@{args.rev}", snapshot(Path(folder) / "snapshot-rev", args.rev), ray_flags))
+        sides.append(("ray", code, ray_flags))
         for name in args.cases.split(","):
             flags, lines = cases[name]
             source = Path(folder) / f"{name}.jsonl"
             write_input(source, lines)
-            ratios, commands = [], []
+            ratios: dict[str, list[float]] = {label: [] for label, _, _ in sides[1:]}
+            commands: dict[str, list[float]] = {label: [] for label, _, _ in sides[1:]}
+            fixed: dict[str, list[float]] = {label: [] for label, _, _ in sides[1:]}
             for attempt in range(args.repeat):
-                results = []
-                for label, extra in (("one", ["-q"]), ("ray", ["-q", "-v", "--ray", "--shards", "2"])):
+                results = {}
+                for label, where, extra in sides:
                     server = Server(*flags)
                     try:
-                        results.append(run(server, source, Path(folder) / f"{name}-{label}-{attempt}.jsonl",
-                                           args.concurrency, *extra))
+                        results[label] = run(server, where, source, Path(folder) / f"{name}-{label}-{attempt}.jsonl",
+                                             args.concurrency, *extra)
                     finally:
                         server.close()
-                one, ray = results
-                cells = [f"{r.rps:>8,.0f} req/s, {r.command:>5.1f} s, {r.cpu:>5.1f} s" for r in results]
-                share = f"{one.server_cpu:.1f} / {ray.server_cpu:.1f} s; {ray.refused / ray.requests:.2%}"
-                if name == "quota":
-                    ideal = (lines - QUOTA_RPM) / QUOTA_RPM * 60
-                    share += f"; {ideal / ray.wall:.1%} of {QUOTA_RPM:,} RPM (one process: {ideal / one.wall:.1%})"
-                ratio = ray.rps / one.rps
-                command = one.command / ray.command
-                ratios.append(ratio)
-                commands.append(command)
-                print(f"{name:<11} {lines:>7,} {cells[0]:>34} {cells[1]:>38} {ratio:>5.2f}x {command:>13.2f}x  {share}",
-                      flush=True)
-                rest = ray.command - phase_seconds(ray.phases)
-                notes.append(f"  {name} --ray: {ray.phases}; rest {rest:.2f} s; cat of the output {ray.cat[0]:.2f} s, "
-                             f"with fsync {ray.cat[1]:.2f} s")
+                one = results["one"]
+                for label, _, _ in sides[1:]:
+                    ray = results[label]
+                    cells = [f"{r.rps:>8,.0f} req/s, {r.command:>5.1f} s, {r.cpu:>5.1f} s" for r in (one, ray)]
+                    share = f"{one.server_cpu:.1f} / {ray.server_cpu:.1f} s; {ray.refused / ray.requests:.2%}"
+                    if name == "quota":
+                        ideal = (lines - QUOTA_RPM) / QUOTA_RPM * 60
+                        share += f"; {ideal / ray.wall:.1%} of {QUOTA_RPM:,} RPM (one process: {ideal / one.wall:.1%})"
+                    ratio = ray.rps / one.rps
+                    command = one.command / ray.command
+                    ratios[label].append(ratio)
+                    commands[label].append(command)
+                    case = name if label == "ray" else f"{name} {label}"
+                    print(f"{case:<11} {lines:>7,} {cells[0]:>34} {cells[1]:>38} {ratio:>5.2f}x {command:>13.2f}x  "
+                          f"{share}", flush=True)
+                    rest = ray.command - phase_seconds(ray.phases)
+                    fixed[label].append(fixed_seconds(ray.command, ray.phases))
+                    notes.append(f"  {name} --{label}: {ray.phases}; rest {rest:.2f} s; besides the longest shard's "
+                                 f"run {fixed[label][-1]:.2f} s; cat of the output "
+                                 f"{ray.cat[0]:.2f} s, with fsync {ray.cat[1]:.2f} s")
             if args.repeat > 1:
-                print(f"{name:<11} median of {args.repeat}: {statistics.median(ratios):.2f}x, start-up included "
-                      f"{statistics.median(commands):.2f}x")
+                for label in ratios:
+                    print(f"{name:<11} {label}: median of {args.repeat}: {statistics.median(ratios[label]):.2f}x, "
+                          f"start-up included {statistics.median(commands[label]):.2f}x; the command besides the "
+                          f"longest shard's run {statistics.median(fixed[label]):.2f} s")
     print("phases of each --ray run (seconds):")
     print("\n".join(notes))
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -35,6 +35,7 @@ import contextlib
 import importlib
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +56,7 @@ from ..runner import own_process, run_async
 from ..stats import EXIT_STOPPED, EXIT_USAGE, RunStats
 from .budget import Grant, Holding, News, ShardBudget, Want
 from .desk import RunDesk
+from .lean import without_idle_processes
 from .parts import Plan, assemble, early_split, finished, part_config, plan, save_stopped, spent_before
 from .phases import Phases
 from .progress import Display, Post, ShardPoster, add_up
@@ -65,6 +67,7 @@ log = logging.getLogger("batchrun")
 SECRETS_ENV = "BATCHRUN_RAY_CREDENTIALS"  # how the run's own cluster's workers get the driver's credentials
 TASK_RETRIES = 3  # a shard's worker or node may die this many times before the run stops
 POLL = 0.25  # seconds between the driver's looks at the shards' progress
+DESK_WAIT = 60.0  # seconds a task looks for the run's actor, which the driver creates right after it
 _INIT = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
 
 
@@ -84,11 +87,13 @@ class ShardOutcome:
 @dataclass(frozen=True)
 class _Where:
     """What a task needs to know of the driver: its working directory, whether the cluster is
-    the run's own (its workers inherited the credentials), and whether the run has a key."""
+    the run's own (its workers inherited the credentials), whether the run has a key, and the
+    name of its actor."""
 
     cwd: str
     own: bool
     keyed: bool
+    desk: str  # the name of the run's `RunDesk` actor
 
 
 def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | None = None,
@@ -133,15 +138,20 @@ def _run_shards(ray: Any, config: RunConfig, made: Plan, own: bool, display: Dis
                 phases: Phases) -> tuple[list[ShardOutcome], float]:
     """Each shard of ``made`` as a task, and their outcomes, in order; the seconds they took."""
     task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_shard)
-    where = _Where(os.getcwd(), own, config.api_key is not None)
-    # The run's one rate budget and cap, and its progress: one actor, taking no CPU a shard could use.
-    server = ray.remote(RunDesk).options(num_cpus=0).remote(rpm=config.rpm, tpm=config.tpm, max_cost=config.max_cost,
-                                                              spent=spent_before(config, made))
-    board = None if display is None else server
+    where = _Where(os.getcwd(), own, config.api_key is not None, f"batchrun-desk-{made.run_id}-{secrets.token_hex(4)}")
+    spent = spent_before(config, made)
     started, submitted = time.monotonic(), time.time()
     with phases.timed("shards"):
-        refs = [task.remote(_secretless(part_config(config, shard, made.run_id)), where, shard, server, board)
+        # The tasks first, then the actor they find by its name: Ray gives the tasks the workers
+        # it prestarted with the cluster and starts one for the actor. The actor first (its handle
+        # a task argument), Ray started a fourth worker, a CPU second while every core is busy.
+        refs = [task.remote(_secretless(part_config(config, shard, made.run_id)), where, shard, display is not None)
                 for shard in made.shards]
+        # The run's one rate budget and cap, and its progress: one actor, taking no CPU a shard
+        # could use. Ray registers a named actor before `.remote` returns.
+        server = ray.remote(RunDesk).options(num_cpus=0, name=where.desk).remote(
+            rpm=config.rpm, tpm=config.tpm, max_cost=config.max_cost, spent=spent)
+        board = None if display is None else server
         watch = _Watch(config, made, display)
         try:
             outcomes = _gather(ray, refs, partial(watch.look, ray, board))
@@ -182,7 +192,8 @@ def _connected(ray: Any, config: RunConfig, address: str | None, phases: Phases)
             _check_existing(config)
         try:
             # "local": a new cluster even when one is running here (Ray would join that one).
-            with contextlib.nullcontext() if verbose else _stderr_muted(), phases.timed("ray start"):
+            with contextlib.nullcontext() if verbose else _stderr_muted(), phases.timed("ray start"), \
+                    without_idle_processes() if own else contextlib.nullcontext():
                 ray.init(address="local" if own else address, **_INIT)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
             joining = "start a local Ray cluster" if own else f"join the Ray cluster at {address or '$RAY_ADDRESS'}"
@@ -271,11 +282,10 @@ def _secretless(part: RunConfig) -> dict[str, Any]:
     return {field.name: getattr(part, field.name) for field in fields(part) if field.name not in ("api_key", "headers")}
 
 
-def _run_shard(settings: dict[str, Any], where: _Where, shard: Shard, server: Any, board: Any) -> ShardOutcome:
+def _run_shard(settings: dict[str, Any], where: _Where, shard: Shard, shown: bool) -> ShardOutcome:
     """A shard's task, on a worker: its range through the engine, with SIGINT draining it, its
-    pace and spending leased from the run's `RunDesk` actor (``server``), its progress posted to
-    it too (``board``; ``None``: no one shows it). ``settings``: its `part_config`
-    (`_secretless`)."""
+    pace and spending leased from the run's `RunDesk` actor (``where.desk``), its progress posted
+    to it too when ``shown``. ``settings``: its `part_config` (`_secretless`)."""
     began = time.time()
     try:
         _work_in(where.cwd, settings)
@@ -283,6 +293,8 @@ def _run_shard(settings: dict[str, Any], where: _Where, shard: Shard, server: An
         part = RunConfig(**settings, api_key=key, headers=headers)
     except ConfigError as exc:  # refused, nothing sent
         return ShardOutcome(shard.number, str(exc), EXIT_USAGE, 0, 0)
+    server = _desk(_import_ray(), where.desk)
+    board = server if shown else None
     shared = ShardBudget(_ActorClient(server), shard.number)
     poster = None if board is None else ShardPoster(lambda post: board.post.remote(shard.number, post))
     own_process()  # a worker of this run's, as a command's process is its own
@@ -294,6 +306,24 @@ def _run_shard(settings: dict[str, Any], where: _Where, shard: Shard, server: An
         _import_ray().get(board.post.remote(shard.number, Post.of(stats)))
     return ShardOutcome(shard.number, stats.stop_reason, stats.stop_code, stats.sent_this_start,
                         stats.tokens_this_start, began, stats.wall_s)
+
+
+def _desk(ray: Any, name: str, pause: Callable[[float], None] = time.sleep) -> Any:
+    """The run's `RunDesk` actor, found by its name. The driver creates it right after it submits
+    the tasks, and Ray registers it before that call returns; but a worker the cluster had idle,
+    with batchrun imported, can start its task sooner.
+
+    :raises ValueError: it is not there after `DESK_WAIT` seconds (the task fails).
+    """
+    waited = 0.0
+    while True:
+        try:
+            return ray.get_actor(name)
+        except ValueError:
+            if waited >= DESK_WAIT:
+                raise
+        pause(0.01)
+        waited += 0.01
 
 
 def _work_in(cwd: str, settings: dict[str, Any]) -> None:

@@ -133,7 +133,7 @@ def test_a_killed_workers_shard_is_retried_and_resumes_sending_nothing_twice(slo
     finally:
         done.set()
         killer.join()
-    assert stats.exit_code == 0
+    assert stats.exit_code == 0, stats.stop_reason  # not a task that found no actor
     assert [r["custom_id"] for r in read_jsonl(out)] == [f"req-{i}" for i in range(400)]
     # The killed shard's answers in its checkpoint were kept: at most its requests in flight went twice.
     assert 400 <= slow.stats.requests - before <= 400 + 4
@@ -342,12 +342,21 @@ def test_ray_without_an_address_runs_its_own_cluster_with_the_credentials(head: 
     found = {name: value for name, value in head.items() if name != "RAY_ADDRESS"}  # found through its file only
     with run_in_thread(SimulatorConfig(faults=Faults(require_api_key=secret))) as locked:
         done = subprocess.run([sys.executable, "-m", "batchrun", "run", "in.jsonl", "-o", "out.jsonl", "--base-url",
-                               locked.base_url, "--ray", "-q"], capture_output=True, text=True, check=False,
-                              cwd=tmp_path, env={**found, "OPENAI_API_KEY": secret})
+                               locked.base_url, "--ray", "--shards", "2", "-q"], capture_output=True, text=True,
+                              check=False, cwd=tmp_path, env={**found, "OPENAI_API_KEY": secret})
         answered = dict(locked.stats.responses)
     assert (done.returncode, done.stderr) == (0, "")
     assert answered == {200: 50}  # every request carried the key
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 50
+    # Its cluster (Ray's latest session) started no autoscaler monitor, log monitor or API server:
+    # each would have its log files there.
+    logs = Path(head["RAY_TMPDIR"]) / "ray" / "session_latest" / "logs"
+    started = {path.name.partition(".")[0] for path in logs.iterdir()}
+    assert {"gcs_server", "raylet"} <= started and not started & {"monitor", "log_monitor", "dashboard"}
+    # Its workers: one per CPU, which Ray starts with the cluster, or one per shard and one for the
+    # actor if more; not another besides (on 2 CPUs, with the actor created before the tasks, a 4th).
+    workers = list(logs.glob("python-core-worker-*.log"))
+    assert len(workers) <= max(os.cpu_count() or 1, 2 + 1), sorted(path.name for path in workers)
 
 
 def test_on_an_existing_cluster_the_key_is_the_nodes_and_paths_the_drivers(head: dict[str, str],
