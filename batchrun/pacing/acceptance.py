@@ -21,7 +21,10 @@ so shedding that eases is not kept as it was.
   shedding learned so far) and chance explain — starts a test. Fewer 429s than that are retried
   line by line, each after its own ``Retry-After``, and slow nothing else down: whether they
   are shedding or a quota a little below the sending rate, sending less would not get more
-  lines answered sooner.
+  lines answered sooner. The run's first burst is watched apart (`first_burst`): when its last
+  requests come back refused after a long run of admissions, a quota's full bucket ran dry, and
+  the test starts at once, just below the most that bucket can refill — not a period later,
+  after each answer meanwhile sent another request into it.
 - **testing** — send a little below the rate the server accepted between the period's first and
   last 429 (under a quota it had nothing to spare then: that is the quota's rate). If the share
   falls by half or to the floor, the 429s followed the rate: a quota. If it stays through two
@@ -256,7 +259,7 @@ class Acceptance:
         taken = (self._answers - self._refused) / elapsed
         if self.state == FREE:
             most = 1 - 1 / K + SIGMAS * math.sqrt(0.25 / self._answers)  # beyond chance, at any count
-            if ceiling is not None or share > most and self._excess(self._answers, self._refused):
+            if ceiling is not None or (share > most and self._excess(self._answers, self._refused)):
                 self.state, self._tests, self._same, self._corrected = TESTING, 1, 0, False
                 self._last_share, self._last_answers = share, self._answers
                 self._last_sent, self._last_taken = sent, taken
