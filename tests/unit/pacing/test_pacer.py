@@ -73,6 +73,32 @@ async def test_admit_now_gives_a_permit_only_when_nothing_could_make_it_wait() -
     assert clock.waits == []
 
 
+async def test_the_first_answers_wait_twice_as_long_as_the_first_burst_took_to_send() -> None:
+    # 64 requests leave 1 ms apart before any answer: for twice those 63 ms after the first answer,
+    # what its slot would send waits, so that the burst's last answers can say whether a quota's
+    # bucket ran dry. Then nothing waits again.
+    clock = FakeClock(start=0.0)
+    pacer = make_pacer(clock)
+    burst = []
+    for _ in range(64):
+        permit = pacer.admit_now(100)
+        assert permit is not None
+        burst.append(permit)
+        clock.t += 0.001
+    clock.t = 0.1
+    pacer.settle(burst[0], 200, {})
+    assert pacer.admit_now(100) is None
+    await pacer.admit(100)
+    assert clock.t == pytest.approx(0.1 + 2 * 0.063)
+    for permit in burst[1:]:
+        pacer.settle(permit, 200, {})
+    waited = len(clock.waits)
+    for _ in range(10):
+        permit = pacer.admit_now(100) or await pacer.admit(100)
+        pacer.settle(permit, 200, {})
+    assert len(clock.waits) == waited
+
+
 async def test_a_request_waiting_for_its_pace_holds_no_slot() -> None:
     clock = HeldClock()
     pacer = make_pacer(clock, concurrency=1, rpm=60)  # one per second, one slot
