@@ -191,6 +191,7 @@ class Acceptance:
             return False
         log.debug("429s: the first burst's last requests were refused after %d admitted: a quota's full bucket, "
                   "refilled at most %.1f/s", burst.admitted, ceiling)
+        self._refused += 1  # this answer's 429, in the period it ends
         self._end_period(now, ceiling)
         return True
 
