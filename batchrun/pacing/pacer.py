@@ -13,12 +13,12 @@ other line from being sent. A 429's ``Retry-After`` delays that request alone (i
 waits it out); nothing holds the whole pool.
 
 With no limits set or announced and the server accepting, `admit` does not wait at all — but
-once, at the start: after the first answer, requests wait for twice as long as the run's first
-burst (the requests sent before any answer came back) took to send. By then that burst's last
-answers are in, and if they were 429s after a run of admissions, a quota's full bucket ran dry
-(`first_burst`) and a pace holds what follows: without the wait, each of the first answers would
-have sent another request into the empty bucket before its 429s could be read. A healthy
-endpoint loses that moment once per run.
+once, at the start: after the first answer, requests wait until the run's first burst (the
+requests sent before any answer came back) has been answered, or for twice as long as it took
+to send, if sooner. If its last answers were 429s after a run of admissions, a quota's full
+bucket ran dry (`first_burst`) and a pace holds what follows: without the wait, each of the
+first answers would have sent another request into the empty bucket before its 429s could be
+read. A healthy endpoint loses that moment once per run.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ from .meter import RateWindow
 from .quota import Quota, Share
 
 RESCHEDULE = 0.5  # seconds: the longest the first request in line goes without looking again
-# The first burst's answers come back about as spread out as it left; the server's own delays
-# spread them further: the slots they free wait this many times as long as it took to send.
+# The first burst's answers come back about as spread out as it left, and the server's own
+# delays spread them further: the first answers wait for the rest at most this many times as
+# long as the burst took to send (a request that hangs must not hold the run).
 BURST_WAIT = 2.0
 
 
@@ -75,7 +76,10 @@ class Pacer:
         self._line = anyio.Lock()
         self._burst: tuple[float, float] | None = None  # when the first and last requests left before any answer
         self._answered = False
-        self._hold_until = 0.0  # the first answers' slots wait until then (0: nothing holds them)
+        self._hold_until = 0.0  # the first answers' slots wait until then at most (0: nothing holds them)
+        self._burst_seq = 0  # the last request of the first burst
+        self._burst_left = 0  # its requests not answered yet, while they hold the rest
+        self._burst_in = anyio.Event()  # ... and when they all are, or the wait is over
 
     def admit_now(self, estimate: int) -> Permit | None:
         """`admit` when nothing can make the attempt wait (the breaker closed, no limit to pace to,
@@ -140,10 +144,30 @@ class Pacer:
         """Wait until the first burst's answers are in (see the module's docstring). Not in the
         line of `_wait_turn`: the requests held would leave it one event-loop turn apart, and
         those arriving meanwhile would queue behind them for the rest of the run."""
-        now = self.clock.now()
-        if now < self._hold_until:
-            await self.clock.sleep(self._hold_until - now)
+        done = self._burst_in
+
+        async def time_out() -> None:
+            await self.clock.sleep(self._hold_until - self.clock.now())
+            done.set()
+
+        async with anyio.create_task_group() as waiting:
+            waiting.start_soon(time_out)
+            await done.wait()
+            waiting.cancel_scope.cancel()
         self._hold_until = 0.0
+
+    def _burst_answered(self, permit: Permit, now: float) -> None:
+        """Count an answer (or a cancellation) of the first burst's; the first starts the wait."""
+        if not self._answered:
+            self._answered = True
+            first, last = self._burst or (now, now)
+            if last > first:
+                self._hold_until = now + BURST_WAIT * (last - first)
+                self._burst_seq = self._burst_left = self._seq
+        if self._burst_left and permit.seq <= self._burst_seq:
+            self._burst_left -= 1
+            if not self._burst_left:
+                self._burst_in.set()
 
     async def _wait_turn(self, tokens: float) -> TokenBucket | None:
         """Wait until the request fits every limit, then charge it; return the pace it was charged to.
@@ -178,11 +202,8 @@ class Pacer:
         """
         self.slots.release_on_behalf_of(permit)
         now = self.clock.now()
-        if not self._answered:
-            self._answered = True
-            first, last = self._burst or (now, now)
-            if last > first:
-                self._hold_until = now + BURST_WAIT * (last - first)
+        if self._burst_left or not self._answered:
+            self._burst_answered(permit, now)
         refused = status == 429 or shed
         exhausted = self.quota.settle(permit.seq, permit.tokens, headers, refused=refused, now=now)
         if shed:
@@ -207,6 +228,8 @@ class Pacer:
     def cancelled(self, permit: Permit) -> None:
         """The attempt was cancelled in flight: give its slot back."""
         self.slots.release_on_behalf_of(permit)
+        if self._burst_left:
+            self._burst_answered(permit, self.clock.now())
         self.quota.cancel(permit.tokens, reached_server=True)
         if permit.probe:
             self.breaker.cancelled_probe()

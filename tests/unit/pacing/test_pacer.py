@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from batchrun.pacing import CircuitBreaker, Pacer, estimate_cost
+from batchrun.pacing.pacer import Permit
 
 from ...helpers import FakeClock, HeldClock
 
@@ -73,18 +74,23 @@ async def test_admit_now_gives_a_permit_only_when_nothing_could_make_it_wait() -
     assert clock.waits == []
 
 
-async def test_the_first_answers_wait_twice_as_long_as_the_first_burst_took_to_send() -> None:
-    # 64 requests leave 1 ms apart before any answer: for twice those 63 ms after the first answer,
-    # what its slot would send waits, so that the burst's last answers can say whether a quota's
-    # bucket ran dry. Then nothing waits again.
-    clock = FakeClock(start=0.0)
-    pacer = make_pacer(clock)
+def send_burst(pacer: Pacer, clock: FakeClock, n: int, apart: float) -> list[Permit]:
     burst = []
-    for _ in range(64):
+    for _ in range(n):
         permit = pacer.admit_now(100)
         assert permit is not None
         burst.append(permit)
-        clock.t += 0.001
+        clock.t += apart
+    return burst
+
+
+async def test_the_first_answers_wait_at_most_twice_as_long_as_the_first_burst_took_to_send() -> None:
+    # 64 requests leave 1 ms apart before any answer: after the first answer, what its slot would
+    # send waits for the burst's last answers (they may show a quota's bucket ran dry), but no
+    # longer than twice those 63 ms. Then nothing waits again.
+    clock = FakeClock(start=0.0)
+    pacer = make_pacer(clock)
+    burst = send_burst(pacer, clock, 64, 0.001)
     clock.t = 0.1
     pacer.settle(burst[0], 200, {})
     assert pacer.admit_now(100) is None
@@ -97,6 +103,29 @@ async def test_the_first_answers_wait_twice_as_long_as_the_first_burst_took_to_s
         permit = pacer.admit_now(100) or await pacer.admit(100)
         pacer.settle(permit, 200, {})
     assert len(clock.waits) == waited
+
+
+async def test_the_wait_ends_as_soon_as_the_first_burst_is_answered() -> None:
+    clock = HeldClock()  # the wait's own timer never fires
+    pacer = make_pacer(clock)
+    burst = send_burst(pacer, clock, 8, 0.001)
+    pacer.settle(burst[0], 200, {})
+    admitted: list[Permit] = []
+
+    async def one_more() -> None:
+        admitted.append(await pacer.admit(100))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one_more)
+        await anyio.wait_all_tasks_blocked()
+        assert admitted == []
+        for permit in burst[1:-1]:
+            pacer.settle(permit, 200, {})
+        await anyio.wait_all_tasks_blocked()
+        assert admitted == []  # one of the burst's is still out
+        pacer.cancelled(burst[-1])  # a cancelled request of the burst is answered as far as the wait goes
+        await anyio.wait_all_tasks_blocked()
+        assert len(admitted) == 1
 
 
 async def test_a_request_waiting_for_its_pace_holds_no_slot() -> None:
