@@ -144,16 +144,17 @@ class Pacer:
         """Wait until the first burst's answers are in (see the module's docstring). Not in the
         line of `_wait_turn`: the requests held would leave it one event-loop turn apart, and
         those arriving meanwhile would queue behind them for the rest of the run."""
-        done = self._burst_in
+        done, left = self._burst_in, self._hold_until - self.clock.now()
+        if left > 0 and not done.is_set():  # (a sleep may not be given a negative time)
 
-        async def time_out() -> None:
-            await self.clock.sleep(self._hold_until - self.clock.now())
-            done.set()
+            async def time_out() -> None:
+                await self.clock.sleep(left)
+                done.set()
 
-        async with anyio.create_task_group() as waiting:
-            waiting.start_soon(time_out)
-            await done.wait()
-            waiting.cancel_scope.cancel()
+            async with anyio.create_task_group() as waiting:
+                waiting.start_soon(time_out)
+                await done.wait()
+                waiting.cancel_scope.cancel()
         self._hold_until = 0.0
 
     def _burst_answered(self, permit: Permit, now: float) -> None:

@@ -128,6 +128,16 @@ async def test_the_wait_ends_as_soon_as_the_first_burst_is_answered() -> None:
         assert len(admitted) == 1
 
 
+async def test_a_request_asked_for_after_the_wait_would_have_ended_does_not_wait() -> None:
+    clock = FakeClock(start=0.0)
+    pacer = make_pacer(clock)
+    burst = send_burst(pacer, clock, 8, 0.001)
+    pacer.settle(burst[0], 200, {})
+    clock.t += 1.0  # past twice the 7 ms the burst took; nobody asked meanwhile
+    await pacer.admit(100)
+    assert clock.waits == []  # not even for a negative time, which anyio's sleep refuses
+
+
 async def test_a_request_waiting_for_its_pace_holds_no_slot() -> None:
     clock = HeldClock()
     pacer = make_pacer(clock, concurrency=1, rpm=60)  # one per second, one slot
