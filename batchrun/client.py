@@ -68,6 +68,11 @@ _SNIPPET = 200  # characters of a body that is not JSON quoted in a message
 _SNIPPET_BYTES = 4096  # read past the snippet's end, so that a key it would cut is found whole
 
 
+class Withheld(Exception):
+    """``before_send`` kept a request off the wire (the run is draining): its line is left
+    unanswered, for the next start."""
+
+
 @dataclass(slots=True)
 class Tally:
     """One line's attempts so far, and where its time went: on the wire, or waiting."""
@@ -103,7 +108,8 @@ class Client:
     :param clock: what pacing and retries read and wait with (tests pass a fake).
     :param on_retry: called with the error and the wait before each retry, for counters and logs.
     :param before_send: called right before each request goes on the wire (the engine hands the
-        answers it holds to the kernel there: none may be lost with a request in flight beside it).
+        answers it holds to the kernel there: none may be lost with a request in flight beside it);
+        ``False`` keeps the request off the wire (`Withheld`).
     :param pacer: paces attempts (default: from the config's concurrency and limits).
     :param share: the default pacer's slice of limits shared with other processes.
     """
@@ -115,7 +121,7 @@ class Client:
         transport: Transport | httpx.AsyncBaseTransport | None = None,
         clock: Clock = SYSTEM_CLOCK,
         on_retry: Callable[[Job, RequestError, float], None] | None = None,
-        before_send: Callable[[], None] | None = None,
+        before_send: Callable[[], bool] | None = None,
         pacer: Pacer | None = None,
         share: Share | None = None,
     ) -> None:
@@ -228,8 +234,8 @@ class Client:
         sent = permit.sent
         tally.waited_s += sent - asked
         try:
-            if self._before_send is not None:
-                self._before_send()
+            if self._before_send is not None and not self._before_send():
+                raise Withheld
             reply = await self._transport.post(self._url(job.url), self._headers, job.body, self._timeouts)
         except TransportError as exc:
             _on_wire(tally, sent, now())
@@ -247,8 +253,8 @@ class Client:
             _on_wire(tally, sent, now())
             self.pacer.settle(permit, exc.status_code, None)
             raise
-        except BaseException:
-            self.pacer.cancelled(permit)
+        except BaseException as exc:
+            self.pacer.cancelled(permit, sent=not isinstance(exc, Withheld))
             raise
         _on_wire(tally, sent, now())
         headers = reply.headers

@@ -111,7 +111,6 @@ class AiohttpTransport:
             # proxies are resolved once per URL instead.
             trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent",),
         )
         return self._session
 

@@ -37,7 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..accounting.ledger import SpendLedger
 from ..accounting.spending import BudgetGate
-from ..client import Client, Retrying
+from ..client import Client, Retrying, Withheld
 from ..config import RunConfig
 from ..disk.writer import OrderedWriter
 from ..errors import BatchrunError, FatalEndpointError, RequestError
@@ -185,7 +185,11 @@ class Pool:
                     gate.release(job)
                 continue  # not sent: the next start does it
             self._taken[job.index] = job
-            outcome = await client.first_attempt(job)
+            try:
+                outcome = await client.first_attempt(job)
+            except Withheld:
+                await self._left_for_the_next_start()
+                return
             if isinstance(outcome, Retrying):
                 retries.start_soon(self._guarded, self._retry, outcome)
             else:
@@ -193,9 +197,20 @@ class Pool:
                 await self.sink.committed()
 
     async def _retry(self, pending: Retrying) -> None:
-        result = await self.client.finish(pending)
+        try:
+            result = await self.client.finish(pending)
+        except Withheld:
+            await self._left_for_the_next_start()
+            return
         self._deliver(result, pending.job)
         await self.sink.committed()
+
+    async def _left_for_the_next_start(self) -> None:
+        """With a line the drain kept off the wire, wait for the drain to end, which cancels this
+        task (the slot it gave back may have been the last one on the wire): the line is left
+        unanswered, as one waiting out its backoff is."""
+        self.control.off_the_wire()
+        await anyio.sleep_forever()
 
     def _deliver(self, result: Result, job: Job) -> None:
         """Hand an answer to the files, or hold it (`held.Held`)."""
@@ -313,6 +328,16 @@ def retry_hook(observer: Observer | None, control: Control) -> Callable[[Job, Re
         control.off_the_wire()
 
     return on_retry
+
+
+def send_hook(sink: Sink, control: Control) -> Callable[[], bool]:
+    """`Client`'s ``before_send``: commit the answers put so far, then say whether a request may
+    go on the wire — not while draining, whose deadline could cut it off once billed."""
+    def may_send() -> bool:
+        sink.commit()
+        return not control.draining
+
+    return may_send
 
 
 async def _watch_signals(control: Control) -> None:

@@ -55,7 +55,7 @@ from ..tiers import Tiering
 from ..transport import Transport
 from .control import BAD_LINE_WARNINGS, Control
 from .document import report_json, run_facts
-from .pool import KeepingSink, Observer, Pool, Sink, retry_hook
+from .pool import KeepingSink, Observer, Pool, Sink, retry_hook, send_hook
 from .sources import Source
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ async def run_batch(
     try:
         async with (shared.running() if shared is not None else contextlib.nullcontext()),\
                 Client(config, transport=transport, clock=clock, on_retry=retry_hook(observer, control),
-                       before_send=sink.commit, share=shared) as client:
+                       before_send=send_hook(sink, control), share=shared) as client:
             stats.pacer, control.wire = client.pacer, client.pacer.slots
             items = smoke.first_lines(read_jobs(config.input_path, limit, start=position, model=config.model,
                                                 duplicates=span.duplicates if span is not None else frozenset()),

@@ -226,12 +226,13 @@ class Pacer:
             self.meter.add(tokens_used or 0)
         self.acceptance.record(refused, permit.sent, now)
 
-    def cancelled(self, permit: Permit) -> None:
-        """The attempt was cancelled in flight: give its slot back."""
+    def cancelled(self, permit: Permit, *, sent: bool = True) -> None:
+        """The attempt was cancelled in flight (``sent``), or before it went on the wire: give its
+        slot back, and its charge too if it was never sent."""
         self.slots.release_on_behalf_of(permit)
         if self._burst_left:
             self._burst_answered(permit, self.clock.now())
-        self.quota.cancel(permit.tokens, reached_server=True)
+        self.quota.cancel(permit.tokens, reached_server=sent)
         if permit.probe:
             self.breaker.cancelled_probe()
 

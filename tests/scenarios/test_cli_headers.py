@@ -43,6 +43,7 @@ def test_headers_and_the_sdks_organization_and_project_reach_the_server(tmp_path
             assert seen.headers["api-key"] == SECRET and seen.headers["x-route"] == "east"
             assert seen.headers["openai-organization"] == "org-42" and seen.headers["openai-project"] == "proj_7"
             assert "authorization" not in seen.headers  # no key was set
+            assert seen.headers["user-agent"] == "batchrun"  # not the HTTP library's
     assert leaks(err, SECRET) == [] and leaking_files(tmp_path, SECRET) == {}
 
 

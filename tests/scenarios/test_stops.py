@@ -18,7 +18,7 @@ from batchrun.accounting.ledger import worst_case
 from batchrun.accounting.pricing import load_prices
 from batchrun.reader import read_jobs
 
-from ..helpers import FakeClock, chat_line, read_jsonl, write_jsonl
+from ..helpers import FakeClock, HeldClock, chat_line, read_jsonl, write_jsonl
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
@@ -128,3 +128,46 @@ async def test_lines_held_back_are_not_written_when_the_budget_stops_the_run(tmp
     assert {"req-1", "req-2"} <= set(second)  # sent again: their refusals were never written
     records = read_jsonl(tmp_path / "in.results.jsonl")
     assert [record["response"]["status_code"] for record in records[:3]] == [200, 200, 200]
+
+
+async def test_a_line_waking_from_its_backoff_during_a_drain_is_not_sent(tmp_path: Path) -> None:
+    """An abort drains the request on the wire; a line whose backoff ends meanwhile is not sent
+    (the drain's deadline could cut it off after the provider billed it): the next start sends it."""
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(7)])
+    config = RunConfig(source, base_url="http://127.0.0.1:9/v1", concurrency=7)
+    clock = HeldClock()  # the backoff lasts until the test ends it
+    aborted = anyio.Event()
+    watcher = StoppingLogged(aborted)
+    logging.getLogger("batchrun").addHandler(watcher)
+    seen: list[str] = []
+
+    async def backoff_during_the_drain(request: httpx.Request) -> httpx.Response:
+        line = custom_id(request)
+        seen.append(line)
+        if line == "req-0":  # a 500, then a backoff
+            return httpx.Response(500, json={"error": {"message": "try again"}}) if seen.count(line) == 1 \
+                else answer(request)
+        if line != "req-1":  # five 401s in a row once req-0 is in its backoff: the run aborts
+            while not clock.sleepers:
+                await anyio.lowlevel.checkpoint()
+            return revoked()
+        await aborted.wait()  # req-1: on the wire through the drain
+        clock.release.set()
+        await anyio.wait_all_tasks_blocked()  # the woken line has sent, or been kept back
+        return answer(request)
+
+    try:
+        await run_batch(config, transport=httpx.MockTransport(backoff_during_the_drain), clock=clock)
+    finally:
+        logging.getLogger("batchrun").removeHandler(watcher)
+    assert aborted.is_set() and clock.waits and seen.count("req-0") == 1
+
+    second: list[str] = []
+    await run(config, _answered, second)
+    assert "req-0" in second and "req-1" not in second  # req-1's answer was kept from the drain
+    assert [record["custom_id"] for record in read_jsonl(tmp_path / "in.results.jsonl")] == \
+        [f"req-{i}" for i in range(7)]
+
+
+async def _answered(request: httpx.Request) -> httpx.Response:
+    return answer(request)

@@ -216,3 +216,14 @@ async def test_as_quota_429s_the_same_refusals_would_start_a_test() -> None:
         pacer.settle(permit, 429, {})
         clock.t += 0.1
     assert pacer.acceptance.state != "free"
+
+
+@pytest.mark.parametrize("sent", [True, False])
+async def test_an_attempt_kept_off_the_wire_gives_its_charge_back_one_cancelled_in_flight_does_not(
+        sent: bool) -> None:
+    clock = FakeClock()
+    pacer = make_pacer(clock, rpm=60)  # a request a second, none in reserve
+    pacer.cancelled(await pacer.admit(10), sent=sent)
+    await pacer.admit(10)
+    assert pacer.slots.borrowed_tokens == 1  # the first one's slot is back either way
+    assert (clock.waits != []) is sent  # the server may have counted one that was sent
