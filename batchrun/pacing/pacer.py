@@ -80,6 +80,7 @@ class Pacer:
         self._burst_seq = 0  # the last request of the first burst
         self._burst_left = 0  # its requests not answered yet, while they hold the rest
         self._burst_in = anyio.Event()  # ... and when they all are, or the wait is over
+        self._timing = False  # a request waiting for the first burst keeps the wait's time
 
     def admit_now(self, estimate: int) -> Permit | None:
         """`admit` when nothing can make the attempt wait (the breaker closed, no limit to pace to,
@@ -143,18 +144,27 @@ class Pacer:
     async def _await_burst(self) -> None:
         """Wait until the first burst's answers are in (see the module's docstring). Not in the
         line of `_wait_turn`: the requests held would leave it one event-loop turn apart, and
-        those arriving meanwhile would queue behind them for the rest of the run."""
-        done, left = self._burst_in, self._hold_until - self.clock.now()
-        if left > 0 and not done.is_set():  # (a sleep may not be given a negative time)
+        those arriving meanwhile would queue behind them for the rest of the run. The first to
+        wait keeps the time for all: a timer each would cost a task per slot."""
+        done = self._burst_in
+        if self._timing:
+            await done.wait()
+        else:
+            self._timing = True
+            try:
+                left = self._hold_until - self.clock.now()
+                if left > 0 and not done.is_set():  # (a sleep may not be given a negative time)
 
-            async def time_out() -> None:
-                await self.clock.sleep(left)
-                done.set()
+                    async def time_out() -> None:
+                        await self.clock.sleep(left)
+                        done.set()
 
-            async with anyio.create_task_group() as waiting:
-                waiting.start_soon(time_out)
-                await done.wait()
-                waiting.cancel_scope.cancel()
+                    async with anyio.create_task_group() as waiting:
+                        waiting.start_soon(time_out)
+                        await done.wait()
+                        waiting.cancel_scope.cancel()
+            finally:
+                done.set()  # over for all, even if the one keeping the time was cancelled
         self._hold_until = 0.0
 
     def _burst_answered(self, permit: Permit, now: float) -> None:

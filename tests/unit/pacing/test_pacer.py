@@ -128,6 +128,29 @@ async def test_the_wait_ends_as_soon_as_the_first_burst_is_answered() -> None:
         assert len(admitted) == 1
 
 
+async def test_one_timer_keeps_the_wait_for_all_and_its_end_lets_them_all_go() -> None:
+    clock = HeldClock()
+    pacer = make_pacer(clock)
+    burst = send_burst(pacer, clock, 8, 0.001)
+    pacer.settle(burst[0], 200, {})
+    admitted: list[Permit] = []
+
+    async def one_more() -> None:
+        admitted.append(await pacer.admit(100))
+
+    async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as keeping:
+            keeping.start_soon(one_more)
+            await anyio.wait_all_tasks_blocked()  # the first to wait keeps the time
+            for _ in range(3):
+                tg.start_soon(one_more)
+            await anyio.wait_all_tasks_blocked()
+            assert clock.sleepers == 1 and admitted == []  # not a timer each
+            keeping.cancel_scope.cancel()  # its line is stopped: the others are let go, not left waiting
+        await anyio.wait_all_tasks_blocked()
+        assert len(admitted) == 3
+
+
 async def test_a_request_asked_for_after_the_wait_would_have_ended_does_not_wait() -> None:
     clock = FakeClock(start=0.0)
     pacer = make_pacer(clock)
