@@ -8,6 +8,7 @@ retried after their ``Retry-After``.
 from __future__ import annotations
 
 import heapq
+import logging
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from batchrun.pacing import acceptance as acceptance_module
-from batchrun.pacing.acceptance import Acceptance
+from batchrun.pacing.acceptance import TESTING, Acceptance
 from batchrun.pacing.first_burst import FirstBurst
 
 from .test_acceptance import Server, quota, shedding
@@ -140,3 +141,13 @@ def test_answers_after_the_first_ones_came_back_are_not_the_burst() -> None:
     for i in range(6):  # sent after the first answer came back at 0.05
         assert watcher.answer(True, 0.06 + i * 0.001, 0.11 + i * 0.001) is None
     assert watcher.answer(False, 0.2, 1.2) is None and watcher.done  # a second after the first answer
+
+
+def test_the_period_the_tail_ends_counts_every_429_of_it(caplog: pytest.LogCaptureFixture) -> None:
+    # The fourth 429 ends the period and starts the test: the -v line counts it with the other three.
+    caplog.set_level(logging.DEBUG, "batchrun")
+    acceptance = Acceptance(0.0)
+    for i in range(54):
+        acceptance.record(i >= 50, i * 0.0005, 0.05 + i * 0.0005)
+    assert acceptance.state == TESTING
+    assert "429s: 4 of 54 answers (7%)" in caplog.text
