@@ -131,6 +131,12 @@ class Acceptance:
         self._burst: FirstBurst | None = FirstBurst()  # until the run's first burst is answered
 
     @property
+    def watching_burst(self) -> bool:
+        """Whether the run's first burst may yet turn out to have emptied a quota's full bucket:
+        false once its tail set a pace, or its answers showed it could not (`first_burst`)."""
+        return self._burst is not None
+
+    @property
     def measured(self) -> float | None:
         """The quota's rate (requests per second) measured between 429s, while a quota is paced
         and no shedding is known (`_measure`); ``None`` before `MIN_ADMITTED` admissions and

@@ -15,7 +15,8 @@ waits it out); nothing holds the whole pool.
 With no limits set or announced and the server accepting, `admit` does not wait at all — but
 once, at the start: after the first answer, requests wait until the run's first burst (the
 requests sent before any answer came back) has been answered, or for twice as long as it took
-to send, if sooner. If its last answers were 429s after a run of admissions, a quota's full
+to send, if sooner — or until its answers have shown whether it emptied a quota's bucket
+(a 429 among its first answers says it did not). If its last answers were 429s after a run of admissions, a quota's full
 bucket ran dry (`first_burst`) and a pace holds what follows: without the wait, each of the
 first answers would have sent another request into the empty bucket before its 429s could be
 read. A healthy endpoint loses that moment once per run.
@@ -235,6 +236,8 @@ class Pacer:
         elif 200 <= status < 300 and self.quota.buckets:  # shown beside the limits, when there are some
             self.meter.add(tokens_used or 0)
         self.acceptance.record(refused, permit.sent, now)
+        if self._burst_left and not self.acceptance.watching_burst:
+            self._burst_in.set()  # the burst has told what it could: the rest of it need not be waited for
 
     def cancelled(self, permit: Permit, *, sent: bool = True) -> None:
         """The attempt was cancelled in flight (``sent``), or before it went on the wire: give its

@@ -128,6 +128,29 @@ async def test_the_wait_ends_as_soon_as_the_first_burst_is_answered() -> None:
         assert len(admitted) == 1
 
 
+async def test_the_wait_ends_once_the_first_burst_has_shown_it_emptied_no_bucket() -> None:
+    # A 429 among the burst's first answers is shedding (or a bucket too small to tell), not the
+    # refused tail of a full bucket: the rest of the burst has nothing to show, and is not waited for.
+    clock = HeldClock()
+    pacer = make_pacer(clock)
+    burst = send_burst(pacer, clock, 30, 0.001)
+    pacer.settle(burst[0], 200, {})
+    admitted: list[Permit] = []
+
+    async def one_more() -> None:
+        admitted.append(await pacer.admit(100))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one_more)
+        await anyio.wait_all_tasks_blocked()
+        pacer.settle(burst[1], 200, {})
+        await anyio.wait_all_tasks_blocked()
+        assert admitted == []
+        pacer.settle(burst[2], 429, {})
+        await anyio.wait_all_tasks_blocked()
+        assert len(admitted) == 1
+
+
 async def test_one_timer_keeps_the_wait_for_all_and_its_end_lets_them_all_go() -> None:
     clock = HeldClock()
     pacer = make_pacer(clock)
