@@ -21,7 +21,10 @@ so shedding that eases is not kept as it was.
   shedding learned so far) and chance explain — starts a test. Fewer 429s than that are retried
   line by line, each after its own ``Retry-After``, and slow nothing else down: whether they
   are shedding or a quota a little below the sending rate, sending less would not get more
-  lines answered sooner.
+  lines answered sooner. The run's first burst is watched apart (`first_burst`): when its last
+  requests come back refused after a long run of admissions, a quota's full bucket ran dry, and
+  the test starts at once, just below the most that bucket can refill — not a period later,
+  after each answer meanwhile sent another request into it.
 - **testing** — send a little below the rate the server accepted between the period's first and
   last 429 (under a quota it had nothing to spare then: that is the quota's rate). If the share
   falls by half or to the floor, the 429s followed the rate: a quota. If it stays through two
@@ -54,6 +57,7 @@ import math
 from collections import deque
 
 from .bucket import TokenBucket
+from .first_burst import FirstBurst
 
 PERIOD = 1.0  # seconds
 MIN_ANSWERS = 20
@@ -124,6 +128,13 @@ class Acceptance:
         self._step = 0.0  # the probe's last raise
         self._corrected = False  # the first test's pace was cut to the rate measured
         self._remeasure = False  # a probe ended: pace to the quota as soon as it is measured anew
+        self._burst: FirstBurst | None = FirstBurst()  # until the run's first burst is answered
+
+    @property
+    def watching_burst(self) -> bool:
+        """Whether the run's first burst may yet turn out to have emptied a quota's full bucket:
+        false once its tail set a pace, or its answers showed it could not (`first_burst`)."""
+        return self._burst is not None
 
     @property
     def measured(self) -> float | None:
@@ -151,6 +162,8 @@ class Acceptance:
         if sent < self._changed:
             return
         self._answers += 1
+        if self._burst is not None and self._watch_burst(refused, sent, now):
+            return
         if not refused and not self._refused and self.state == FREE and not self.noise:
             # A healthy endpoint: a period without a 429 only counts (this runs per answer).
             if now - self._start >= PERIOD:
@@ -171,6 +184,22 @@ class Acceptance:
         if self._answers >= MIN_ANSWERS and (now - self._start >= PERIOD or self._recent_refused > (
                 self.noise + (1 - self.noise) * (1 - 1 / K)) * MIN_ANSWERS):
             self._end_period(now)
+
+    def _watch_burst(self, refused: bool, sent: float, now: float) -> bool:
+        """Whether the answer showed the first burst emptying a quota's full bucket (`first_burst`):
+        then a test starts at once, paced just below the most the quota can refill."""
+        burst = self._burst
+        assert burst is not None
+        ceiling = burst.answer(refused, sent, now)
+        if burst.done:
+            self._burst = None
+        if ceiling is None or self.state != FREE or self.noise:
+            return False
+        log.debug("429s: the first burst's last requests were refused after %d admitted: a quota's full bucket, "
+                  "refilled at most %.1f/s", burst.admitted, ceiling)
+        self._refused += 1  # this answer's 429, in the period it ends
+        self._end_period(now, ceiling)
+        return True
 
     def _measure(self, refused: bool, now: float) -> None:
         """A quota's bucket is empty whenever it refuses, so what it admitted between two 429s is
@@ -228,7 +257,8 @@ class Acceptance:
         log.debug("429s: a 429 ended the probe: pace %.1f/s; the next after %d periods without 429s, %.1f%% a "
                   "period", rate, self._probe_wait, 100 * self._probe_step)
 
-    def _end_period(self, now: float) -> None:
+    def _end_period(self, now: float, ceiling: float | None = None) -> None:
+        """:param ceiling: the quota's rate is at most this (`first_burst`): test it at once."""
         elapsed = max(now - self._start, 1e-9)
         share = self._refused / self._answers
         sent = self._answers / elapsed
@@ -236,11 +266,11 @@ class Acceptance:
         taken = (self._answers - self._refused) / elapsed
         if self.state == FREE:
             most = 1 - 1 / K + SIGMAS * math.sqrt(0.25 / self._answers)  # beyond chance, at any count
-            if share > most and self._excess(self._answers, self._refused):
+            if ceiling is not None or (share > most and self._excess(self._answers, self._refused)):
                 self.state, self._tests, self._same, self._corrected = TESTING, 1, 0, False
                 self._last_share, self._last_answers = share, self._answers
                 self._last_sent, self._last_taken = sent, taken
-                self._cut(accepted, now)
+                self._cut(accepted, now, ceiling)
             elif self.noise:  # shedding drifts: follow it, weighing a period by its answers
                 self.noise += (share - self.noise) * self._answers / (self._answers + FLOOR_MEMORY)
         elif self.state == TESTING:
@@ -325,13 +355,19 @@ class Acceptance:
         self.state, self._checking = QUOTA, False
         self._pooled = self._pooled_refused = self._beyond = 0
 
-    def _cut(self, accepted: float, now: float) -> None:
+    def _cut(self, accepted: float, now: float, ceiling: float | None = None) -> None:
         """Pace a little below the quota's rate: as measured between 429s when it has been, else
-        what the server accepted in the period it refused."""
+        what the server accepted in the period it refused — or, from the first burst, the most
+        it can refill (``ceiling``)."""
         measured = self.measured
-        self._quota_rate = accepted if measured is None else measured
+        if ceiling is not None:
+            self._quota_rate, rate = ceiling, HOLD * ceiling
+        elif measured is None:
+            self._quota_rate, rate = accepted, BELOW_ACCEPTED * accepted
+        else:
+            self._quota_rate, rate = measured, HOLD * measured
         self._pooled = self._pooled_refused = self._beyond = self._quiet = 0
-        self._set_rate((BELOW_ACCEPTED * accepted) if measured is None else HOLD * measured, now)
+        self._set_rate(rate, now)
 
     def _accepted_rate(self, elapsed: float) -> float:
         """What the server accepted per second while it was refusing: between the period's first

@@ -2,15 +2,19 @@
 
 Each test fails when the mechanism it names is switched off: shedding paced as a quota would
 leave the run paced; a quota without headers not paced would retry into it every second; a
+first burst's refused tail not watched would be paced only once a period of refusals ends; a
 quota whose announced capacity is not used would make every line after the first wait; a token
 quota charged by usage would be over-admitted.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import httpx
+import pytest
 
 from batchrun import RunConfig, run_batch, run_batch_sync
 from batchrun.pacing.acceptance import FREE, QUOTA
@@ -61,6 +65,28 @@ async def test_a_per_second_quota_without_headers_is_measured_between_its_429s(t
     assert acceptance.state == QUOTA and acceptance.measured is not None
     assert 90 <= acceptance.measured <= 110
     assert refused <= 0.2 * received  # in flight when it ran dry, and the test that found it
+
+
+async def test_a_full_bucket_emptied_by_the_first_burst_is_paced_from_its_tail(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # 50 per second, a bucket of 50, no headers: the first 64 requests leave long before the first
+    # answer (200 ms), and the last of them are refused. That tail, not a period of refusals,
+    # starts the pacing, at most at the 50 admitted over a second and the burst's length; and
+    # the first answers' slots wait for it (Pacer), rather than send 36 more into the empty
+    # bucket.
+    caplog.set_level(logging.DEBUG, "batchrun")
+    limits = RateLimits(rpm=3000, headers=False, bucket_s=1)
+    async with serve(SimulatorConfig(latency_ms=200, limits=limits)) as sim:
+        stats = await run_batch(RunConfig(lines(tmp_path, 100), base_url=sim.base_url, concurrency=64))
+        refused = sim.stats.rate_limited["requests"]
+    assert stats.exit_code == 0 and stats.succeeded == 100
+    found = re.search(r"first burst's last requests were refused after (\d+) admitted: .* at most ([\d.]+)/s",
+                      caplog.text)
+    assert found is not None
+    admitted, ceiling = int(found[1]), float(found[2])
+    # At most the rate: the refill while the burst was sent is counted over a second and its length.
+    assert 50 <= admitted < 64 and 25 < ceiling <= 51
+    assert refused <= 20  # the burst's 14, and hardly any after it (without the wait about 40)
 
 
 async def test_an_announced_quota_is_used_at_once_then_at_its_refill(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from batchrun.pacing import CircuitBreaker, Pacer, estimate_cost
+from batchrun.pacing.pacer import Permit
 
 from ...helpers import FakeClock, HeldClock
 
@@ -71,6 +72,116 @@ async def test_admit_now_gives_a_permit_only_when_nothing_could_make_it_wait() -
     assert pacer.breaker.state != CircuitBreaker.CLOSED and pacer.admit_now(1) is None
     assert make_pacer(clock, rpm=600).admit_now(1) is None  # a limit to pace to
     assert clock.waits == []
+
+
+def send_burst(pacer: Pacer, clock: FakeClock, n: int, apart: float) -> list[Permit]:
+    burst = []
+    for _ in range(n):
+        permit = pacer.admit_now(100)
+        assert permit is not None
+        burst.append(permit)
+        clock.t += apart
+    return burst
+
+
+async def test_the_first_answers_wait_at_most_twice_as_long_as_the_first_burst_took_to_send() -> None:
+    # 64 requests leave 1 ms apart before any answer: after the first answer, what its slot would
+    # send waits for the burst's last answers (they may show a quota's bucket ran dry), but no
+    # longer than twice those 63 ms. Then nothing waits again.
+    clock = FakeClock(start=0.0)
+    pacer = make_pacer(clock)
+    burst = send_burst(pacer, clock, 64, 0.001)
+    clock.t = 0.1
+    pacer.settle(burst[0], 200, {})
+    assert pacer.admit_now(100) is None
+    await pacer.admit(100)
+    assert clock.t == pytest.approx(0.1 + 2 * 0.063)
+    for permit in burst[1:]:
+        pacer.settle(permit, 200, {})
+    waited = len(clock.waits)
+    for _ in range(10):
+        permit = pacer.admit_now(100) or await pacer.admit(100)
+        pacer.settle(permit, 200, {})
+    assert len(clock.waits) == waited
+
+
+async def test_the_wait_ends_as_soon_as_the_first_burst_is_answered() -> None:
+    clock = HeldClock()  # the wait's own timer never fires
+    pacer = make_pacer(clock)
+    burst = send_burst(pacer, clock, 8, 0.001)
+    pacer.settle(burst[0], 200, {})
+    admitted: list[Permit] = []
+
+    async def one_more() -> None:
+        admitted.append(await pacer.admit(100))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one_more)
+        await anyio.wait_all_tasks_blocked()
+        assert admitted == []
+        for permit in burst[1:-1]:
+            pacer.settle(permit, 200, {})
+        await anyio.wait_all_tasks_blocked()
+        assert admitted == []  # one of the burst's is still out
+        pacer.cancelled(burst[-1])  # a cancelled request of the burst is answered as far as the wait goes
+        await anyio.wait_all_tasks_blocked()
+        assert len(admitted) == 1
+
+
+async def test_the_wait_ends_once_the_first_burst_has_shown_it_emptied_no_bucket() -> None:
+    # A 429 among the burst's first answers is shedding (or a bucket too small to tell), not the
+    # refused tail of a full bucket: the rest of the burst has nothing to show, and is not waited for.
+    clock = HeldClock()
+    pacer = make_pacer(clock)
+    burst = send_burst(pacer, clock, 30, 0.001)
+    pacer.settle(burst[0], 200, {})
+    admitted: list[Permit] = []
+
+    async def one_more() -> None:
+        admitted.append(await pacer.admit(100))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one_more)
+        await anyio.wait_all_tasks_blocked()
+        pacer.settle(burst[1], 200, {})
+        await anyio.wait_all_tasks_blocked()
+        assert admitted == []
+        pacer.settle(burst[2], 429, {})
+        await anyio.wait_all_tasks_blocked()
+        assert len(admitted) == 1
+
+
+async def test_one_timer_keeps_the_wait_for_all_and_its_end_lets_them_all_go() -> None:
+    clock = HeldClock()
+    pacer = make_pacer(clock)
+    burst = send_burst(pacer, clock, 8, 0.001)
+    pacer.settle(burst[0], 200, {})
+    admitted: list[Permit] = []
+
+    async def one_more() -> None:
+        admitted.append(await pacer.admit(100))
+
+    async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as keeping:
+            keeping.start_soon(one_more)
+            await anyio.wait_all_tasks_blocked()  # the first to wait keeps the time
+            for _ in range(3):
+                tg.start_soon(one_more)
+            await anyio.wait_all_tasks_blocked()
+            assert clock.sleepers == 1 and admitted == []  # not a timer each
+            keeping.cancel_scope.cancel()  # its line is stopped: the others are let go, not left waiting
+        await anyio.wait_all_tasks_blocked()
+        assert len(admitted) == 3
+
+
+async def test_a_request_asked_for_after_the_wait_would_have_ended_does_not_wait() -> None:
+    clock = FakeClock(start=0.0)
+    pacer = make_pacer(clock)
+    burst = send_burst(pacer, clock, 8, 0.001)
+    pacer.settle(burst[0], 200, {})
+    clock.t += 1.0  # past twice the 7 ms the burst took; nobody asked meanwhile
+    await pacer.admit(100)
+    assert clock.waits == []  # not even for a negative time, which anyio's sleep refuses
 
 
 async def test_a_request_waiting_for_its_pace_holds_no_slot() -> None:
