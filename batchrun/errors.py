@@ -19,6 +19,9 @@
             └── TransportError     timeout or connection failure, no HTTP response
                 └── ConnectionRefused  nothing listens at the endpoint's address
 
+    StopBefore   a source of answers says the run stops before a line (the engine's own signal,
+                 caught by its pool: it never reaches a user)
+
 A `RequestError` that survives its retries becomes an error record in the output: a failed
 request is data, not a crash. Messages never contain the API key (see `client.py`).
 """
@@ -137,3 +140,15 @@ class TransportError(RetryableError):
 
 class ConnectionRefused(TransportError):
     """The connection was refused: nothing listens at the address (yet, or any more)."""
+
+
+class StopBefore(Exception):
+    """A source of answers (`engine.sources`) says the run must stop before this line: it and
+    every later one are left for a later start.
+
+    :param reason: why, for the summary and the report; :param code: the exit code.
+    """
+
+    def __init__(self, reason: str, code: int) -> None:
+        super().__init__(reason)
+        self.reason, self.code = reason, code

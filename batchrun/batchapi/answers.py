@@ -24,7 +24,7 @@ import orjson
 from ..bodies import DEFAULT_MAX_RESPONSE_BYTES, too_large
 from ..client import missing_answer
 from ..disk.publish import private_file
-from ..engine.sources import StopBefore
+from ..errors import StopBefore
 from ..records import Job, LineError, Result, failure
 from ..scrub import Scrubber
 from ..stats import EXIT_BUDGET

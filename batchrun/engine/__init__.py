@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
+from ..errors import StopBefore
 from .control import BAD_LINE_WARNINGS
 from .document import report_json
 from .pool import Observer
 from .run import run_batch
-from .sources import Source, StopBefore
+from .sources import Source
 
 __all__ = ["BAD_LINE_WARNINGS", "Observer", "Source", "StopBefore", "report_json", "run_batch"]

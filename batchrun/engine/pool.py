@@ -40,13 +40,13 @@ from ..accounting.spending import BudgetGate
 from ..client import Client, Retrying, Withheld
 from ..config import RunConfig
 from ..disk.writer import OrderedWriter
-from ..errors import BatchrunError, FatalEndpointError, RequestError
+from ..errors import BatchrunError, FatalEndpointError, RequestError, StopBefore
 from ..plural import counted
 from ..records import Job, LineError, Result
 from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from ..tiers import Tiering
 from .control import Control
-from .sources import Source, StopBefore, first_answer
+from .sources import Source, first_answer
 
 log = logging.getLogger("batchrun")
 

@@ -33,17 +33,6 @@ class Source(Protocol):
         ...
 
 
-class StopBefore(Exception):
-    """The run must stop before this line: it and every later one are left for a later start.
-
-    :param reason: why, for the summary and the report; :param code: the exit code.
-    """
-
-    def __init__(self, reason: str, code: int) -> None:
-        super().__init__(reason)
-        self.reason, self.code = reason, code
-
-
 def first_answer(sources: Sequence[Source], item: Job | LineError) -> Result | None:
     """The answer of the first source that has one.
 

@@ -15,7 +15,7 @@ def drawn_tree() -> dict[str, str | None]:
     stack: list[tuple[int, str]] = []  # (column of the name, name)
     for line in errors.__doc__.splitlines():
         match = re.match(r"^([ │├└─]*)([A-Z]\w+)(?:\s|$)", line)
-        if match is None or (not match[1].strip() and match[2] != "BatchrunError"):
+        if match is None or not match[1]:  # the tree is indented; the prose around it is not
             continue
         column = len(match[1])
         while stack and stack[-1][0] >= column:

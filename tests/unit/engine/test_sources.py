@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from batchrun.engine.sources import StopBefore, first_answer
+from batchrun.engine.sources import first_answer
+from batchrun.errors import StopBefore
 from batchrun.records import Job, LineError, Result
 from batchrun.stats import EXIT_BUDGET
 
