@@ -14,12 +14,14 @@ its next ``remaining`` header. The tokens the provider charged per request are m
 the drops of ``remaining-tokens`` between answers (what the bucket lost, its refill added
 back) over the requests it served meanwhile — the drop of ``remaining-requests`` when that
 bucket is not full, else the requests sent from here, when no other process shares the quota.
-Every later charge is scaled to that: up for a provider that charges more than the estimate (a
-large default output cap, say), down for one that counts the prompt's tokens rather than the
-JSON envelope's bytes — down gradually and never below what the latest drops show, up at once.
-Drops show what requests cost in the end; a provider that reserves the output cap on arrival
-and refunds it later holds more while they run, so a 429 for tokens met below the estimate
-raises the floor the scale may come down to, by a quarter each time, up to the estimate.
+Every later charge is scaled to that when it is more than the estimate (a large default output
+cap, say): up at once, and back down gradually, never below the estimate. Never below it, though
+a provider that counts the prompt's tokens rather than the JSON envelope's bytes charges less:
+drops show what requests cost in the end, and a provider that reserves the output cap on arrival
+and refunds it later holds more while they run. Charged what the drops showed, a token quota
+learned from the headers met 2–3 % 429s (`scripts/bench_pacing.py --cases tpm-learned`), and
+charged the estimate a prompt-counting provider's quota is still used to 99 % (`--cases
+tpm-prompt-charge`): its `remaining` headers already keep the bucket full.
 """
 
 from __future__ import annotations
@@ -32,8 +34,6 @@ from .headers import LimitState, ServerLimits, parse_limits
 
 REQUESTS, TOKENS = "requests", "tokens"
 MAX_SCALE = 4.0
-MIN_SCALE = 0.1
-FLOOR_STEP = 1.25  # a token 429 met below the estimate puts the scale's floor this much higher
 SCALE_MEMORY = 0.5  # per measurement (of a hundred requests): how slowly the charge scale comes down
 ESTIMATE_MEMORY = 0.05  # per request: how fast the mean estimate follows
 REQUESTS_MEASURED = 100.0  # drops are summed over this many requests: fewer are mostly noise
@@ -68,8 +68,7 @@ class Quota:
         self._given = {REQUESTS: rpm, TOKENS: tpm}
         self.buckets: dict[str, TokenBucket] = {}
         self.announced: dict[str, float] = {}
-        self.scale = 1.0  # the provider's charge per request over our estimate
-        self._floor = MIN_SCALE  # the scale it may come down to: raised by token 429s below 1
+        self.scale = 1.0  # the provider's charge per request over our estimate, never below 1
         self._pending_requests = self._pending_tokens = 0.0  # charged here, not yet answered
         self._sent = 0.0  # requests sent from here and not refused, ever
         self._truth_seq = 0
@@ -142,13 +141,6 @@ class Quota:
                 self._follow(kind, state, now, fresh)
                 short = state.remaining is not None and state.remaining < cost
                 exhausted |= short
-                if refused and kind == TOKENS and self.scale < 1.0 and state.remaining is not None \
-                        and state.remaining < cost / self.scale:
-                    # Charged below the estimate, and refused for tokens: the drops showed what
-                    # requests cost in the end, not what the provider holds while they run (it
-                    # reserves the output cap, then refunds). Never come this low again.
-                    self._floor = min(1.0, self.scale * FLOOR_STEP)
-                    self.scale = max(self.scale, self._floor)
         if fresh:
             self._truth_seq = seq
             self._calibrate(limits.requests, limits.tokens, now)
@@ -187,9 +179,9 @@ class Quota:
             return
         if self._charged > 0:
             measured = (self._charged / self._served) / self._mean_estimate
-            # Up at once; down gradually, and never below what these drops show.
+            # Up at once; down gradually, never below the estimate (module docstring).
             smoothed = SCALE_MEMORY * self.scale + (1 - SCALE_MEMORY) * measured
-            self.scale = min(MAX_SCALE, max(self._floor, measured, smoothed))
+            self.scale = min(MAX_SCALE, max(1.0, measured, smoothed))
         self._served = self._charged = 0.0
 
     def _release(self, tokens: float) -> None:
