@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 import anyio
@@ -84,6 +85,26 @@ def send_burst(pacer: Pacer, clock: FakeClock, n: int, apart: float) -> list[Per
     return burst
 
 
+@dataclass
+class Answered:
+    """A pacer whose first burst has had its first answer, and the requests asked for after it."""
+
+    pacer: Pacer
+    burst: list[Permit]
+    admitted: list[Permit] = field(default_factory=list)
+
+    async def one_more(self) -> None:
+        self.admitted.append(await self.pacer.admit(100))
+
+
+def first_answered(clock: FakeClock, n: int) -> Answered:
+    """``n`` requests sent 1 ms apart before any answer, then the first of them answered."""
+    pacer = make_pacer(clock)
+    burst = send_burst(pacer, clock, n, 0.001)
+    pacer.settle(burst[0], 200, {})
+    return Answered(pacer, burst)
+
+
 async def test_the_first_answers_wait_at_most_twice_as_long_as_the_first_burst_took_to_send() -> None:
     # 64 requests leave 1 ms apart before any answer: after the first answer, what its slot would
     # send waits for the burst's last answers (they may show a quota's bucket ran dry), but no
@@ -106,17 +127,10 @@ async def test_the_first_answers_wait_at_most_twice_as_long_as_the_first_burst_t
 
 
 async def test_the_wait_ends_as_soon_as_the_first_burst_is_answered() -> None:
-    clock = HeldClock()  # the wait's own timer never fires
-    pacer = make_pacer(clock)
-    burst = send_burst(pacer, clock, 8, 0.001)
-    pacer.settle(burst[0], 200, {})
-    admitted: list[Permit] = []
-
-    async def one_more() -> None:
-        admitted.append(await pacer.admit(100))
-
+    answered = first_answered(HeldClock(), 8)  # the wait's own timer never fires
+    pacer, burst, admitted = answered.pacer, answered.burst, answered.admitted
     async with anyio.create_task_group() as tg:
-        tg.start_soon(one_more)
+        tg.start_soon(answered.one_more)
         await anyio.wait_all_tasks_blocked()
         assert admitted == []
         for permit in burst[1:-1]:
@@ -131,17 +145,10 @@ async def test_the_wait_ends_as_soon_as_the_first_burst_is_answered() -> None:
 async def test_the_wait_ends_once_the_first_burst_has_shown_it_emptied_no_bucket() -> None:
     # A 429 among the burst's first answers is shedding (or a bucket too small to tell), not the
     # refused tail of a full bucket: the rest of the burst has nothing to show, and is not waited for.
-    clock = HeldClock()
-    pacer = make_pacer(clock)
-    burst = send_burst(pacer, clock, 30, 0.001)
-    pacer.settle(burst[0], 200, {})
-    admitted: list[Permit] = []
-
-    async def one_more() -> None:
-        admitted.append(await pacer.admit(100))
-
+    answered = first_answered(HeldClock(), 30)
+    pacer, burst, admitted = answered.pacer, answered.burst, answered.admitted
     async with anyio.create_task_group() as tg:
-        tg.start_soon(one_more)
+        tg.start_soon(answered.one_more)
         await anyio.wait_all_tasks_blocked()
         pacer.settle(burst[1], 200, {})
         await anyio.wait_all_tasks_blocked()
@@ -153,20 +160,14 @@ async def test_the_wait_ends_once_the_first_burst_has_shown_it_emptied_no_bucket
 
 async def test_one_timer_keeps_the_wait_for_all_and_its_end_lets_them_all_go() -> None:
     clock = HeldClock()
-    pacer = make_pacer(clock)
-    burst = send_burst(pacer, clock, 8, 0.001)
-    pacer.settle(burst[0], 200, {})
-    admitted: list[Permit] = []
-
-    async def one_more() -> None:
-        admitted.append(await pacer.admit(100))
-
+    answered = first_answered(clock, 8)
+    admitted = answered.admitted
     async with anyio.create_task_group() as tg:
         async with anyio.create_task_group() as keeping:
-            keeping.start_soon(one_more)
+            keeping.start_soon(answered.one_more)
             await anyio.wait_all_tasks_blocked()  # the first to wait keeps the time
             for _ in range(3):
-                tg.start_soon(one_more)
+                tg.start_soon(answered.one_more)
             await anyio.wait_all_tasks_blocked()
             assert clock.sleepers == 1 and admitted == []  # not a timer each
             keeping.cancel_scope.cancel()  # its line is stopped: the others are let go, not left waiting
@@ -176,9 +177,7 @@ async def test_one_timer_keeps_the_wait_for_all_and_its_end_lets_them_all_go() -
 
 async def test_a_request_asked_for_after_the_wait_would_have_ended_does_not_wait() -> None:
     clock = FakeClock(start=0.0)
-    pacer = make_pacer(clock)
-    burst = send_burst(pacer, clock, 8, 0.001)
-    pacer.settle(burst[0], 200, {})
+    pacer = first_answered(clock, 8).pacer
     clock.t += 1.0  # past twice the 7 ms the burst took; nobody asked meanwhile
     await pacer.admit(100)
     assert clock.waits == []  # not even for a negative time, which anyio's sleep refuses
