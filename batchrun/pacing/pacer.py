@@ -34,15 +34,12 @@ from ..tokens import EXPECTED_OUTPUT_TOKENS
 from .acceptance import Acceptance
 from .breaker import CircuitBreaker
 from .bucket import TokenBucket
+from .burst_wait import BurstWait
 from .clock import SYSTEM_CLOCK, Clock
 from .meter import RateWindow
 from .quota import Quota, Share
 
 RESCHEDULE = 0.5  # seconds: the longest the first request in line goes without looking again
-# The first burst's answers come back about as spread out as it left, and the server's own
-# delays spread them further: the first answers wait for the rest at most this many times as
-# long as the burst took to send (a request that hangs must not hold the run).
-BURST_WAIT = 2.0
 
 
 @dataclass(slots=True, eq=False)
@@ -75,13 +72,7 @@ class Pacer:
         self.capacity_refused = 0
         self._seq = 0
         self._line = anyio.Lock()
-        self._burst: tuple[float, float] | None = None  # when the first and last requests left before any answer
-        self._answered = False
-        self._hold_until = 0.0  # the first answers' slots wait until then at most (0: nothing holds them)
-        self._burst_seq = 0  # the last request of the first burst
-        self._burst_left = 0  # its requests not answered yet, while they hold the rest
-        self._burst_in = anyio.Event()  # ... and when they all are, or the wait is over
-        self._timing = False  # a request waiting for the first burst keeps the wait's time
+        self.burst = BurstWait()
 
     def admit_now(self, estimate: int) -> Permit | None:
         """`admit` when nothing can make the attempt wait (the breaker closed, no limit to pace to,
@@ -97,8 +88,8 @@ class Pacer:
             return None
         self._seq += 1
         quota.take(tokens, 0.0)
-        if not self._answered:
-            self._sent_in_burst(permit.sent)
+        if not self.burst.answered:
+            self.burst.sent(permit.sent)
         return permit
 
     async def admit(self, estimate: int) -> Permit:
@@ -107,8 +98,8 @@ class Pacer:
         tokens = self.quota.charge(estimate)
         pace = None
         try:
-            if self._hold_until:
-                await self._await_burst()
+            if self.burst.until:
+                await self.burst.wait(self.clock)
             if self._paces_nothing():  # no coroutine, no clock
                 self.quota.take(tokens, 0.0)
             else:
@@ -119,8 +110,8 @@ class Pacer:
             raise
         self._seq += 1
         permit = Permit(tokens, self._seq, probe, self.clock.now())
-        if not self._answered:
-            self._sent_in_burst(permit.sent)
+        if not self.burst.answered:
+            self.burst.sent(permit.sent)
         try:
             self.slots.acquire_on_behalf_of_nowait(permit)
         except anyio.WouldBlock:
@@ -137,49 +128,7 @@ class Pacer:
         """No limit to keep to: no quota's bucket, no share of one, no pace of the client's own, no
         wait for the first burst's answers."""
         return not self.quota.buckets and self.quota.share is None and self.acceptance.pace is None \
-            and not self._hold_until
-
-    def _sent_in_burst(self, now: float) -> None:
-        self._burst = (now, now) if self._burst is None else (self._burst[0], now)
-
-    async def _await_burst(self) -> None:
-        """Wait until the first burst's answers are in (see the module's docstring). Not in the
-        line of `_wait_turn`: the requests held would leave it one event-loop turn apart, and
-        those arriving meanwhile would queue behind them for the rest of the run. The first to
-        wait keeps the time for all: a timer each would cost a task per slot."""
-        done = self._burst_in
-        if self._timing:
-            await done.wait()
-        else:
-            self._timing = True
-            try:
-                left = self._hold_until - self.clock.now()
-                if left > 0 and not done.is_set():  # (a sleep may not be given a negative time)
-
-                    async def time_out() -> None:
-                        await self.clock.sleep(left)
-                        done.set()
-
-                    async with anyio.create_task_group() as waiting:
-                        waiting.start_soon(time_out)
-                        await done.wait()
-                        waiting.cancel_scope.cancel()
-            finally:
-                done.set()  # over for all, even if the one keeping the time was cancelled
-        self._hold_until = 0.0
-
-    def _burst_answered(self, permit: Permit, now: float) -> None:
-        """Count an answer (or a cancellation) of the first burst's; the first starts the wait."""
-        if not self._answered:
-            self._answered = True
-            first, last = self._burst or (now, now)
-            if last > first:
-                self._hold_until = now + BURST_WAIT * (last - first)
-                self._burst_seq = self._burst_left = self._seq
-        if self._burst_left and permit.seq <= self._burst_seq:
-            self._burst_left -= 1
-            if not self._burst_left:
-                self._burst_in.set()
+            and not self.burst.until
 
     async def _wait_turn(self, tokens: float) -> TokenBucket | None:
         """Wait until the request fits every limit, then charge it; return the pace it was charged to.
@@ -214,8 +163,9 @@ class Pacer:
         """
         self.slots.release_on_behalf_of(permit)
         now = self.clock.now()
-        if self._burst_left or not self._answered:
-            self._burst_answered(permit, now)
+        burst = self.burst
+        if burst.watching:
+            burst.answer(permit.seq, now, self._seq)
         refused = status == 429 or shed
         exhausted = self.quota.settle(permit.seq, permit.tokens, headers, refused=refused, now=now)
         if shed:
@@ -236,15 +186,15 @@ class Pacer:
         elif 200 <= status < 300 and self.quota.buckets:  # shown beside the limits, when there are some
             self.meter.add(tokens_used or 0)
         self.acceptance.record(refused, permit.sent, now)
-        if self._burst_left and not self.acceptance.watching_burst:
-            self._burst_in.set()  # the burst has told what it could: the rest of it need not be waited for
+        if burst.watching and burst.answered and not self.acceptance.watching_burst:
+            burst.over()  # the burst has told what it could: the rest of it need not be waited for
 
     def cancelled(self, permit: Permit, *, sent: bool = True) -> None:
         """The attempt was cancelled in flight (``sent``), or before it went on the wire: give its
         slot back, and its charge too if it was never sent."""
         self.slots.release_on_behalf_of(permit)
-        if self._burst_left:
-            self._burst_answered(permit, self.clock.now())
+        if self.burst.watching:
+            self.burst.cancel(permit.seq)
         self.quota.cancel(permit.tokens, reached_server=sent)
         if permit.probe:
             self.breaker.cancelled_probe()

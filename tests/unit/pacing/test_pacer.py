@@ -142,6 +142,23 @@ async def test_the_wait_ends_as_soon_as_the_first_burst_is_answered() -> None:
         assert len(admitted) == 1
 
 
+async def test_a_request_of_the_burst_cancelled_before_the_first_answer_is_not_waited_for() -> None:
+    clock = HeldClock()  # the wait's own timer never fires
+    pacer = make_pacer(clock)
+    burst = send_burst(pacer, clock, 8, 0.001)
+    pacer.cancelled(burst[-1], sent=False)  # withheld before any answer came back: none will come
+    answered = Answered(pacer, burst)
+    pacer.settle(burst[0], 200, {})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(answered.one_more)
+        await anyio.wait_all_tasks_blocked()
+        assert answered.admitted == []
+        for permit in burst[1:-1]:
+            pacer.settle(permit, 200, {})
+        await anyio.wait_all_tasks_blocked()
+        assert len(answered.admitted) == 1
+
+
 async def test_the_wait_ends_once_the_first_burst_has_shown_it_emptied_no_bucket() -> None:
     # A 429 among the burst's first answers is shedding (or a bucket too small to tell), not the
     # refused tail of a full bucket: the rest of the burst has nothing to show, and is not waited for.
