@@ -3,11 +3,12 @@ the ordered writer, the report — with the endpoint an object in the same proce
 ``scripts/bench.py`` measures, less the HTTP stack and the simulator, so a change to the
 per-line path shows in a few seconds and with little noise.
 
-    python scripts/bench_engine.py [--lines 50000] [--concurrency 256] [--repeat 3] [--spread-ms 0,200]
+    python scripts/bench_engine.py [--lines 50000] [--concurrency 256] [--repeat 3] [--latency-ms 0,200]
 
-``--spread-ms S``: the endpoint answers each request after a random 0-S ms, so that answers
-come back one or two per event-loop turn, as a real server's do at high latency; 0 answers each
-at the next turn, all the requests in flight together. Each batchrun run is timed beside a bare
+``--latency-ms L``: the endpoint answers each request L ms after it was sent, as the simulator
+does, so that answers come back in the order they were sent but spread out, one or two per
+event-loop turn once the requests' start times have spread (as they do against a real server);
+0 answers each at the next turn, all the requests in flight together. Each batchrun run is timed beside a bare
 loop (``--concurrency`` workers on an anyio memory stream, the same answers after the same
 waits, the input parsed and each answer parsed, nothing else), taking turns: the bare loop's
 CPU is the floor that both share, and batchrun's own work is the difference. Figures are CPU
@@ -17,7 +18,6 @@ CPU is the floor that both share, and batchrun's own work is the difference. Fig
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import tempfile
 import time
@@ -42,10 +42,10 @@ ANSWER = orjson.dumps({
 HEADERS = CIMultiDict({"x-request-id": "req_1", "content-type": "application/json"})
 
 
-def waiting(spread_s: float) -> Callable[[], Awaitable[object]]:
-    """The endpoint's wait before each answer: a random one up to ``spread_s``, or the next turn."""
-    if spread_s:
-        return lambda: anyio.sleep(random.uniform(0, spread_s))
+def waiting(latency_s: float) -> Callable[[], Awaitable[object]]:
+    """The endpoint's wait before each answer: ``latency_s``, or the next turn."""
+    if latency_s:
+        return lambda: anyio.sleep(latency_s)
     return anyio.lowlevel.checkpoint
 
 
@@ -107,23 +107,23 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--spread-ms", type=lambda text: [float(part) for part in text.split(",")], default=[0.0, 200.0])
+    parser.add_argument("--latency-ms", type=lambda text: [float(part) for part in text.split(",")], default=[0.0, 200.0])
     args = parser.parse_args()
-    print("| spread | batchrun µs/line | bare loop µs/line | batchrun's own µs/line |")
+    print("| latency | batchrun µs/line | bare loop µs/line | batchrun's own µs/line |")
     print("|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "in.jsonl"
         write_input(source, args.lines)
-        for spread_ms in args.spread_ms:
-            ours, bare = measure(source, Path(tmp), args.lines, args.concurrency, args.repeat, spread_ms)
+        for latency_ms in args.latency_ms:
+            ours, bare = measure(source, Path(tmp), args.lines, args.concurrency, args.repeat, latency_ms)
             own = [a - b for a, b in zip(ours, bare, strict=True)]
-            print(f"| 0-{spread_ms:g} ms | {_figure(ours)} | {_figure(bare)} | {_figure(own)} |")
+            print(f"| {latency_ms:g} ms | {_figure(ours)} | {_figure(bare)} | {_figure(own)} |")
 
 
 def measure(source: Path, tmp: Path, lines: int, concurrency: int, repeat: int,
-            spread_ms: float) -> tuple[list[float], list[float]]:
+            latency_ms: float) -> tuple[list[float], list[float]]:
     """CPU µs per line of batchrun and of the bare loop, ``repeat`` times each, taking turns."""
-    wait = waiting(spread_ms / 1000)
+    wait = waiting(latency_ms / 1000)
     ours, bare = [], []
 
     def floor() -> None:
@@ -131,7 +131,7 @@ def measure(source: Path, tmp: Path, lines: int, concurrency: int, repeat: int,
             raise SystemExit("the bare loop lost answers")
 
     for turn in range(repeat):
-        out = tmp / f"out-{spread_ms:g}-{turn}.jsonl"
+        out = tmp / f"out-{latency_ms:g}-{turn}.jsonl"
         ours.append(cpu_per_line(lambda: run_batchrun(source, out, concurrency, wait), lines))  # noqa: B023 -- called here
         bare.append(cpu_per_line(floor, lines))
     return ours, bare
