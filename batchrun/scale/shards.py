@@ -19,6 +19,14 @@ from ..settings import Bounds
 # 220,000 requests, half a minute of one process at full speed.
 MIN_SHARD_BYTES = 64 * 2**20
 SHARDS_RANGE = Bounds(1, 10_000, whole=True)
+# A sharded run's input is planned as this many parts a shard, each a run of its own; a shard
+# takes the next part when it finishes one, so one that runs slower takes fewer, and at the end
+# a core idles for at most about one part's run, not the difference between two shards' runs.
+PARTS_PER_SHARD = 4
+# A part on a warm worker costs a fraction of a second beyond its requests (the task, the
+# checkpoint, the publishing, new connections); 1 MiB is some 3,500-10,000 requests, a second or
+# more of one process at full speed.
+MIN_PART_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,15 @@ def default_count(cpus: int, size: int) -> int:
     """Shards for an input of ``size`` bytes on ``cpus`` CPUs: one per CPU, but none smaller than
     `MIN_SHARD_BYTES` (a small input runs as one shard)."""
     return max(1, min(cpus, size // MIN_SHARD_BYTES + 1))
+
+
+def part_count(shards: int, size: int) -> int:
+    """Parts for ``shards`` shards of an input of ``size`` bytes: `PARTS_PER_SHARD` each, but
+    none smaller than `MIN_PART_BYTES`, and never fewer than the shards; one shard has nothing to
+    balance, and runs its one part."""
+    if shards == 1:
+        return 1
+    return max(shards, min(shards * PARTS_PER_SHARD, size // MIN_PART_BYTES))
 
 
 def split(path: Path, count: int, size: int) -> list[Shard]:

@@ -94,10 +94,12 @@ def test_output_is_the_single_process_runs(sim: Simulator, tmp_path: Path, caplo
     stats = run_on_ray(RunConfig(source, tmp_path / "ray.jsonl", base_url=sim.base_url), shards=2, display=shown)
     # One actor held the budget and the progress: a second would cost a second worker process.
     assert [actors()[new]["ActorClassName"] for new in set(actors()) - before] == ["RunDesk"]
-    # -v says where the time went: the split made while joining the cluster, each shard's start and run.
+    # -v says where the time went: the split made while joining the cluster, each shard's start,
+    # run and end, its parts (a small input: one a shard), and what a part costs besides its run.
     [phases] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("phases: ")]
     assert re.fullmatch(r"phases: split [0-9.]+ s \(beside ray start\), plan [0-9.]+ s, shards [0-9.]+ s \(started "
-                        r"after [0-9.]+, [0-9.]+ s; ran [0-9.]+, [0-9.]+ s\), merge [0-9.]+ s", phases), phases
+                        r"after [0-9.]+, [0-9.]+ s; ran [0-9.]+, [0-9.]+ s; ended after [0-9.]+, [0-9.]+ s; parts 1, 1; "
+                        r"[0-9.]+ s a part besides its run\), merge [0-9.]+ s", phases), phases
     # The display followed both shards as one run, to the last line.
     assert shown.total == 300 and shown.written[-1] == 300 and shown.written == sorted(shown.written)
     single = run_batch_sync(RunConfig(source, tmp_path / "one.jsonl", base_url=sim.base_url))

@@ -116,11 +116,11 @@ def test_a_stopped_start_s_report_adds_up_what_its_shards_reports_say(sim: Simul
     first = parts.part_config(config, made.shards[0], made.run_id)
     assert run_batch_sync(first).exit_code == 0  # the second shard never ran: no report of its own
     stats = RunStats(config.out, config.errors_path, total_hint=made.lines, started=0.0, finished=2.0)
-    stats.stop_reason, stats.stop_code = "shard 2 of 2: interrupted by SIGINT", 4
+    stats.stop_reason, stats.stop_code = "part 2 of 2: interrupted by SIGINT", 4
     parts.save_stopped(config, made, stats, sent=3)
     report = json.loads(config.report_path.read_text())
     lines = made.shards[1].first_index
     assert (report["status"], report["exit_code"], report["stop_reason"]) == ("stopped", 4,
-                                                                             "shard 2 of 2: interrupted by SIGINT")
+                                                                             "part 2 of 2: interrupted by SIGINT")
     assert (report["lines"], report["lines_finished"], report["input_lines"], report["shards"]) == (lines, lines, 20, 2)
     assert report["requests"]["succeeded"] == lines and (stats.written, stats.carried_over) == (lines, lines - 3)
