@@ -106,7 +106,7 @@ def plan(config: RunConfig, count: int, laid_out: Callable[[], list[Shard] | Non
         return saved
     shards = laid_out() if laid_out is not None else None
     if not shards or shards[-1].end != scan.size:
-        shards = split(config.input_path, part_count(count, scan.size), scan.size)
+        shards = split(config.input_path, part_count(count, scan.lines, config.concurrency), scan.size)
     made = Plan(shards, secrets.token_hex(8), same_run, scan.lines)
     if config.retry_failed and config.out.exists():
         _split_output(config, made)
@@ -127,9 +127,24 @@ def early_split(config: RunConfig, count: int) -> list[Shard] | None:
         return None
     try:
         size = config.input_path.stat().st_size
+        lines = _newlines(config.input_path, size)
     except OSError:  # the plan's own reading says what is wrong
         return None
-    return split(config.input_path, part_count(count, size), size)
+    return split(config.input_path, part_count(count, lines, config.concurrency), size)
+
+
+def _newlines(path: Path, size: int) -> int:
+    """The line ends in ``path``'s first ``size`` bytes, of blank lines too: about its request
+    lines, for how many parts it needs, counted at the disk's speed.
+
+    :raises OSError: it cannot be read.
+    """
+    count = 0
+    with open(path, "rb") as f:
+        while size > 0 and (chunk := f.read(min(size, 2**20))):
+            count += chunk.count(b"\n")
+            size -= len(chunk)
+    return count
 
 
 def finished(config: RunConfig) -> bool:
@@ -204,11 +219,12 @@ def _load(folder: Path) -> Plan | None:
         raise ConfigError(f"{folder / PLAN} cannot be read ({exc}); run again with --restart") from None
 
 
-def assemble(config: RunConfig, made: Plan, *, wall_s: float, sent: int = 0, tokens: int = 0) -> RunStats:
+def assemble(config: RunConfig, made: Plan, *, shards: int, wall_s: float, sent: int = 0, tokens: int = 0) -> RunStats:
     """Put the published parts of ``made``'s shards end to end as the one output and errors file,
     add their reports up into one, and publish the three (module docstring). A second call after
     a crash completes what the first began.
 
+    :param shards: how many parts ran at once (the report's ``shards``).
     :param wall_s: the sharded run's wall time. :param sent: / :param tokens: the lines it sent
         and their tokens (its throughput).
     :returns: the whole run's stats, as a single run of it would end.
@@ -235,18 +251,19 @@ def assemble(config: RunConfig, made: Plan, *, wall_s: float, sent: int = 0, tok
     _concatenate(folder / _ASSEMBLED[1], [part.errors_path for part in parts])
     facts = run_facts(input_path=str(config.input_path), same_run=made.same_run, input_lines=made.lines,
                       lines_finished=stats.written, max_cost=config.max_cost)
-    report = report_json(stats, facts, output_bytes, extra={"shards": len(parts)})
+    report = report_json(stats, facts, output_bytes, extra={"shards": shards, "parts": len(parts)})
     publish.write_atomically(folder / _ASSEMBLED[2], report, private=True)
     finals = (config.out, config.errors_path, config.report_path)
     publish.commit(folder, [(folder / name, publish.link_target(final)) for name, final in zip(_ASSEMBLED, finals, strict=True)])
     return stats
 
 
-def save_stopped(config: RunConfig, made: Plan, stats: RunStats, *, sent: int) -> None:
+def save_stopped(config: RunConfig, made: Plan, stats: RunStats, *, shards: int, sent: int) -> None:
     """Count into ``stats`` (how a start of ``made`` stopped, its wall time) what its shards'
     reports say, as each last stopped or finished, and write it as the report beside the output,
     as a stopped single run's. A shard without a report has finished no line yet.
 
+    :param shards: how many parts ran at once (the report's ``shards``).
     :param sent: the lines this start sent and finished (its throughput).
     :raises OSError: the report could not be written.
     """
@@ -264,7 +281,8 @@ def save_stopped(config: RunConfig, made: Plan, stats: RunStats, *, sent: int) -
     stats.report.source = str(shards_folder(config.out))
     facts = run_facts(input_path=str(config.input_path), same_run=made.same_run, input_lines=made.lines,
                       lines_finished=lines_finished, max_cost=config.max_cost)
-    publish.write_atomically(config.report_path, report_json(stats, facts, extra={"shards": len(made.shards)}))
+    publish.write_atomically(config.report_path, report_json(stats, facts, extra={"shards": shards,
+                                                                                "parts": len(made.shards)}))
 
 
 def _count(report: Report, part_report: dict[str, Any]) -> float:

@@ -129,9 +129,9 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | N
         stopped = [PartOutcome(min(set(todo) - {r.part for r in ran}), "interrupted by SIGINT", EXIT_STOPPED, 0, 0)]
     try:
         if stopped:
-            return _stopped(config, made, stopped[0], wall_s=wall_s, sent=sent, tokens=tokens)
+            return _stopped(config, made, stopped[0], shards=width, wall_s=wall_s, sent=sent, tokens=tokens)
         with phases.timed("merge"):
-            return assemble(config, made, wall_s=wall_s, sent=sent, tokens=tokens)
+            return assemble(config, made, shards=width, wall_s=wall_s, sent=sent, tokens=tokens)
     finally:
         log.debug("%s", phases.line())
 
@@ -329,7 +329,8 @@ def _outcome(ray: Any, ref: Any, number: int) -> PartOutcome:
     return outcome
 
 
-def _stopped(config: RunConfig, made: Plan, first: PartOutcome, *, wall_s: float, sent: int, tokens: int) -> RunStats:
+def _stopped(config: RunConfig, made: Plan, first: PartOutcome, *, shards: int, wall_s: float, sent: int,
+             tokens: int) -> RunStats:
     """A run with stopped shards ends as the first of them: its reason and exit code, and the
     report beside the output (`parts.save_stopped`); every shard's checkpoint is kept for the
     next start.
@@ -345,7 +346,7 @@ def _stopped(config: RunConfig, made: Plan, first: PartOutcome, *, wall_s: float
     stats.stop_reason, stats.stop_code = reason, first.stop_code
     stats.tokens_this_start = tokens
     try:
-        save_stopped(config, made, stats, sent=sent)
+        save_stopped(config, made, stats, shards=shards, sent=sent)
     except OSError as exc:
         log.warning("could not write the report %s: %s", config.report_path, exc)
     return stats

@@ -24,7 +24,7 @@ ray = pytest.importorskip("ray")
 
 from batchrun.scale.ray_run import run_on_ray  # noqa: E402 -- only with Ray installed
 
-PARTS = 8  # what 2 shards plan of any input once a part may be as small as a byte
+PARTS = 8  # what 2 shards plan of any input once a part may be as small as a line
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,7 +37,7 @@ def cluster() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Parts of a few lines: a test's input is planned as 2 shards' `PARTS`."""
-    monkeypatch.setattr(shards, "MIN_PART_BYTES", 1)
+    monkeypatch.setattr(shards, "PART_WAVES", 0)
 
 
 class Shown:
