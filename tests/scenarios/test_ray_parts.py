@@ -24,7 +24,7 @@ ray = pytest.importorskip("ray")
 
 from batchrun.scale.ray_run import run_on_ray  # noqa: E402 -- only with Ray installed
 
-PARTS = 8  # what 2 shards plan of any input once a part may be as small as a line
+PARTS = 2 * shards.PARTS_PER_SHARD  # what 2 shards plan of 400 lines once a part may be as small as a line
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -132,10 +132,10 @@ def test_a_slow_part_holds_up_only_its_slot_and_finished_parts_give_their_leases
             watcher.join()
     assert stats.exit_code == 0, stats.stop_reason
     assert [r["custom_id"] for r in read_jsonl(tmp_path / "out.jsonl")] == [f"req-{i}" for i in range(400)]
-    # 8 parts were planned for 2 shards; the first shard ran the held part only, the second the 7 others.
-    assert "running 2 shards (8 parts)" in caplog.text
-    assert re.search(r"; parts 1, 7; ", phases_line(caplog)), phases_line(caplog)
-    # While the held part ran, it alone held a lease: the 7 that finished had given theirs back.
+    # 16 parts were planned for 2 shards; the first shard ran the held part only, the second the others.
+    assert f"running 2 shards ({PARTS} parts)" in caplog.text
+    assert re.search(rf"; parts 1, {PARTS - 1}; ", phases_line(caplog)), phases_line(caplog)
+    # While the held part ran, it alone held a lease: those that finished had given theirs back.
     assert holders == [[0]]
 
 

@@ -54,8 +54,8 @@ def test_the_plan_of_an_earlier_start_is_kept_and_another_input_s_refused(tmp_pa
 
 def test_a_new_plan_takes_the_split_made_meanwhile_unless_the_input_grew(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shards, "PART_WAVES", 0)  # parts of a line or more: none joined
-    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(20)])
+    monkeypatch.setattr(shards, "PART_WAVES", 0)  # parts of a line or more
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(40)])
     config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE)
     early = parts.early_split(config, 3)
     assert early is not None and len(early) == 3 * shards.PARTS_PER_SHARD
@@ -64,7 +64,7 @@ def test_a_new_plan_takes_the_split_made_meanwhile_unless_the_input_grew(tmp_pat
     assert parts.early_split(config, 3) is None  # an earlier start's plan: it is kept, nothing to split
     assert parts.early_split(replace(config, restart=True), 3) is not None
 
-    write_jsonl(source, [chat_line(i) for i in range(21)])
+    write_jsonl(source, [chat_line(i) for i in range(41)])
     fresh = parts.plan(replace(config, restart=True), 2, lambda: early)  # split before the input grew
     assert len(fresh.shards) == 2 * shards.PARTS_PER_SHARD and fresh.shards[-1].end == source.stat().st_size
 
@@ -130,7 +130,7 @@ def test_a_stopped_start_s_report_adds_up_what_its_shards_reports_say(sim: Simul
 
 
 @pytest.mark.parametrize("early", [False, True])
-def test_a_plan_has_parts_of_twenty_waves_of_requests_four_a_shard_at_most(tmp_path: Path, early: bool) -> None:
+def test_a_plan_has_parts_of_twenty_waves_of_requests_eight_a_shard_at_most(tmp_path: Path, early: bool) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(1000)])
     config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE, concurrency=10)  # 200 lines a part at least
     laid_out = parts.early_split(config, 2) if early else None
@@ -149,8 +149,9 @@ def test_a_plan_of_an_earlier_version_a_part_a_shard_resumes_as_it_is(tmp_path: 
     made = parts.plan(config, 2)
     plan_file = tmp_path / "out.jsonl.shards" / "plan.json"
     saved = json.loads(plan_file.read_text())
-    halves = [[0, saved["shards"][4][0], 0, 0, []], [saved["shards"][4][0], saved["shards"][-1][1], 500, 500, []]]
+    middle = saved["shards"][len(saved["shards"]) // 2]
+    halves = [[0, middle[0], 0, 0, []], [middle[0], saved["shards"][-1][1], middle[2], middle[3], []]]
     plan_file.write_text(json.dumps({**saved, "shards": halves}))
     again = parts.plan(config, 2)
-    assert len(made.shards) == 8 and [(s.start, s.end, s.first_index) for s in again.shards] == \
-        [(0, halves[0][1], 0), (halves[1][0], halves[1][1], 500)]
+    assert len(made.shards) == 2 * shards.PARTS_PER_SHARD
+    assert [(s.start, s.end, s.first_index) for s in again.shards] == [(0, middle[0], 0), (middle[0], halves[1][1], middle[2])]
