@@ -21,10 +21,12 @@ MIN_SHARD_BYTES = 64 * 2**20
 SHARDS_RANGE = Bounds(1, 10_000, whole=True)
 # A sharded run's input is planned as up to this many parts a shard, each a run of its own; a
 # shard takes the next part when it finishes one, so one that runs slower takes fewer, and at the
-# end a core idles for at most about one part's run (an eighth of a shard's), not the difference
-# between two shards' runs. A part on a warm worker costs some 0.04 s besides its requests
-# (measured: the task, the checkpoint, the publishing), so eight cost a shard about 0.3 s.
-PARTS_PER_SHARD = 8
+# end a core idles for at most about one part's run (a quarter of a shard's), not the difference
+# between two shards' runs. A part on a warm worker costs some 0.03 s besides its requests
+# (measured: the task, the checkpoint, the publishing), but it also opens its own connections
+# again, up to ``--concurrency`` of them (TLS handshakes, on a real endpoint): on 2 cores, eight a
+# shard were no faster than four, side by side (docs/ray.md).
+PARTS_PER_SHARD = 4
 # Each part has at least this many times ``--concurrency`` request lines: a part's end, when
 # fewer requests than the concurrency are left to send, waits about one request's latency with
 # the pool part empty, whatever the latency, so a part of 20 such waves loses some 2.5% to it.

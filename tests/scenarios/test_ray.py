@@ -162,8 +162,8 @@ def test_ctrl_c_drains_every_shard_and_the_same_command_finishes(slow: Simulator
     assert sent < 2000
     # The stopped run's report is where the message says, and says how it ended and how far it got.
     report = json.loads((tmp_path / "in.results.report.json").read_text())
-    # 2,000 lines at -c 4: 2 shards ran 16 parts (those not started yet are left for the next start).
-    assert (report["status"], report["exit_code"], report["shards"], report["parts"]) == ("stopped", 4, 2, 16)
+    # 2,000 lines at -c 4: 2 shards ran 8 parts (those not started yet are left for the next start).
+    assert (report["status"], report["exit_code"], report["shards"], report["parts"]) == ("stopped", 4, 2, 8)
     assert "interrupted by SIGINT" in report["stop_reason"]
     assert 0 < report["lines"] <= report["lines_finished"] <= sent
     # -q: nothing from Ray either, such as its notice on a new cluster when RAY_AUTH_MODE is not set

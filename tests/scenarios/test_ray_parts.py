@@ -132,7 +132,7 @@ def test_a_slow_part_holds_up_only_its_slot_and_finished_parts_give_their_leases
             watcher.join()
     assert stats.exit_code == 0, stats.stop_reason
     assert [r["custom_id"] for r in read_jsonl(tmp_path / "out.jsonl")] == [f"req-{i}" for i in range(400)]
-    # 16 parts were planned for 2 shards; the first shard ran the held part only, the second the others.
+    # 8 parts were planned for 2 shards; the first shard ran the held part only, the second the others.
     assert f"running 2 shards ({PARTS} parts)" in caplog.text
     assert re.search(rf"; parts 1, {PARTS - 1}; ", phases_line(caplog)), phases_line(caplog)
     # While the held part ran, it alone held a lease: those that finished had given theirs back.

@@ -130,7 +130,7 @@ def test_a_stopped_start_s_report_adds_up_what_its_shards_reports_say(sim: Simul
 
 
 @pytest.mark.parametrize("early", [False, True])
-def test_a_plan_has_parts_of_twenty_waves_of_requests_eight_a_shard_at_most(tmp_path: Path, early: bool) -> None:
+def test_a_plan_has_parts_of_twenty_waves_of_requests_four_a_shard_at_most(tmp_path: Path, early: bool) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(1000)])
     config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE, concurrency=10)  # 200 lines a part at least
     laid_out = parts.early_split(config, 2) if early else None
