@@ -189,7 +189,7 @@ def fixed_seconds(command: float, line: str) -> float:
     shard's run (Ray's start and stop, the split's and plan's share, each shard's start, the
     merge, the interpreter's start and exit). It hardly depends on how fast the shards ran, which
     the machine's load moves most."""
-    ran = re.search(r"; ran ([0-9., ]+) s\)", line)
+    ran = re.search(r"; ran ([0-9., ]+) s[;)]", line)
     return command - max(float(seconds) for seconds in ran.group(1).split(", ")) if ran else math.nan
 
 

@@ -1,2 +1,2 @@
-"""Running one input as several shards (contiguous parts run as runs of their own), then
-assembling their parts into the one output. Only `ray_run` imports Ray."""
+"""Running one input as several shards: contiguous parts, each a run of its own, a few at a time,
+then assembling them into the one output. Only `ray_run` and `cluster` import Ray."""

@@ -41,5 +41,5 @@ async def run_sharded(config: RunConfig, count: int, **options: Any) -> RunStats
         if stats.stop_reason is not None:
             return stats
         sent, tokens = sent + stats.sent_this_start, tokens + stats.tokens_this_start
-    return await anyio.to_thread.run_sync(lambda: assemble(config, made, wall_s=time.monotonic() - started,
+    return await anyio.to_thread.run_sync(lambda: assemble(config, made, shards=count, wall_s=time.monotonic() - started,
                                                            sent=sent, tokens=tokens))

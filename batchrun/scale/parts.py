@@ -1,14 +1,17 @@
-"""Where a sharded run keeps its shards' parts, and assembling them into the one output.
+"""Where a sharded run keeps its parts, and assembling them into the one output.
 
-Beside ``out.jsonl`` a sharded run keeps ``out.jsonl.shards/`` (private, as a checkpoint):
+A sharded run's input is planned as contiguous parts (`shards.Shard` each), more of them than the
+run has shards when the input is large enough (`shards.part_count`): each shard runs one part
+after another (`slots`). Beside ``out.jsonl`` it keeps ``out.jsonl.shards/`` (private, as a
+checkpoint):
 
-    plan.json                 the shards (`Plan`): the input's identity, the run's id, each range
-    0000.jsonl, 0001.jsonl…   each shard's part once that shard is finished, with its
+    plan.json                 the parts (`Plan`): the input's identity, the run's id, each range
+    0000.jsonl, 0001.jsonl…   each part once it is finished, with its
     0000.errors.jsonl …       errors file and report beside it, as a run publishes them
     0000.report.json …
-    0000.jsonl.checkpoint/ …  a shard's checkpoint until its part is published
+    0000.jsonl.checkpoint/ …  a part's checkpoint until it is published
 
-Every shard is a run of its own (`engine.run_batch` of its `part_config`: its span of the input,
+Every part is a run of its own (`engine.run_batch` of its `part_config`: its span of the input,
 its part as the output, the plan's run id): it resumes from its own checkpoint, and writes the
 ids of the plan's one run id, so the parts put end to end are
 the output a single run would have written. `assemble` does that once every part is published,
@@ -41,7 +44,7 @@ from ..disk.rundir import make_run_dir
 from ..engine.document import report_json, run_facts
 from ..errors import ConfigError
 from ..stats import RunStats
-from .shards import Shard, split
+from .shards import Shard, part_count, split
 
 PLAN = "plan.json"
 FORMAT = 1
@@ -77,12 +80,13 @@ class Plan:
 
 
 def plan(config: RunConfig, count: int, laid_out: Callable[[], list[Shard] | None] | None = None) -> Plan:
-    """The plan of running ``config`` (without a shard) as ``count`` shards: the one an earlier
-    start made (whatever ``count``: its shards' checkpoints hold their ranges), else a new one,
-    saved before any shard runs. ``restart`` discards an earlier one, parts and all; with
-    ``retry_failed``, a finished output is split into the parts its shards retry.
+    """The plan of running ``config`` (without a shard) as ``count`` shards' parts
+    (`shards.part_count`): the one an earlier start made (whatever ``count``: its parts'
+    checkpoints hold their ranges; an earlier version planned a part a shard), else a new one,
+    saved before any part runs. ``restart`` discards an earlier one, parts and all; with
+    ``retry_failed``, a finished output is split into the parts that retry it.
 
-    :param laid_out: the `shards.split` of the input into ``count`` made meanwhile
+    :param laid_out: the `shards.split` of the input into its parts made meanwhile
         (`early_split`), used if the input is still as long as it was then.
 
     :raises InputFileError: the input cannot be read, or no line of it is a request.
@@ -102,7 +106,7 @@ def plan(config: RunConfig, count: int, laid_out: Callable[[], list[Shard] | Non
         return saved
     shards = laid_out() if laid_out is not None else None
     if not shards or shards[-1].end != scan.size:
-        shards = split(config.input_path, count, scan.size)
+        shards = split(config.input_path, part_count(count, scan.lines, config.concurrency), scan.size)
     made = Plan(shards, secrets.token_hex(8), same_run, scan.lines)
     if config.retry_failed and config.out.exists():
         _split_output(config, made)
@@ -114,7 +118,7 @@ def plan(config: RunConfig, count: int, laid_out: Callable[[], list[Shard] | Non
 
 
 def early_split(config: RunConfig, count: int) -> list[Shard] | None:
-    """The `shards.split` a new `plan` of ``config`` into ``count`` shards will need, made before
+    """The `shards.split` a new `plan` of ``config`` as ``count`` shards will need, made before
     it (while Ray starts); ``None`` when the plan is an earlier start's, which it keeps.
 
     :raises InputFileError: the input cannot be read.
@@ -123,9 +127,24 @@ def early_split(config: RunConfig, count: int) -> list[Shard] | None:
         return None
     try:
         size = config.input_path.stat().st_size
+        lines = _newlines(config.input_path, size)
     except OSError:  # the plan's own reading says what is wrong
         return None
-    return split(config.input_path, count, size)
+    return split(config.input_path, part_count(count, lines, config.concurrency), size)
+
+
+def _newlines(path: Path, size: int) -> int:
+    """The line ends in ``path``'s first ``size`` bytes, of blank lines too: about its request
+    lines, for how many parts it needs, counted at the disk's speed.
+
+    :raises OSError: it cannot be read.
+    """
+    count = 0
+    with open(path, "rb") as f:
+        while size > 0 and (chunk := f.read(min(size, 2**20))):
+            count += chunk.count(b"\n")
+            size -= len(chunk)
+    return count
 
 
 def finished(config: RunConfig) -> bool:
@@ -143,22 +162,31 @@ def finished(config: RunConfig) -> bool:
     return not config.retry_failed and (committed or (config.out.exists() and not folder.exists()))
 
 
-def finished_cost(part: RunConfig) -> float | None:
-    """USD a shard's part cost, as its report says when an earlier start finished it (its lines'
-    usage and its lost answers, `accounting.ledger`); ``None``
-    while it runs (its checkpoint carries its spend) or when it is no finished run (a part of a
-    finished output split to be retried)."""
+def finished_report(part: RunConfig) -> dict[str, Any] | None:
+    """A part's report when an earlier start finished it; ``None`` while it runs (its checkpoint
+    carries its spend), or when it is no finished run (a part of a finished output split to be
+    retried): such a part is run (again)."""
     if part.checkpoint_path.exists() or not part.report_path.exists():
         return None
-    report = orjson.loads(part.report_path.read_bytes())
-    return float(report["cost_usd_priced"]) + carried_spend(report) if report.get("status") == "complete" else None
+    report: dict[str, Any] = orjson.loads(part.report_path.read_bytes())
+    return report if report.get("status") == "complete" else None
 
 
-def spent_before(config: RunConfig, made: Plan) -> float:
-    """USD the shards an earlier start finished spent (`finished_cost`); a shard still running
-    tells the budget itself what its checkpoint carries."""
-    costs = (finished_cost(part_config(config, shard, made.run_id)) for shard in made.shards)
-    return sum(cost for cost in costs if cost is not None)
+def finished_parts(config: RunConfig, made: Plan) -> dict[int, dict[str, Any]]:
+    """The reports of the parts of ``made`` an earlier start finished (`finished_report`), by number."""
+    reports = {shard.number: finished_report(part_config(config, shard, made.run_id)) for shard in made.shards}
+    return {number: report for number, report in reports.items() if report is not None}
+
+
+def spent_before(config: RunConfig, made: Plan, done: dict[int, dict[str, Any]] | None = None) -> float:
+    """USD the parts an earlier start finished spent, as their reports say (their lines' usage
+    and their lost answers, `accounting.ledger`); a part still running tells the budget itself
+    what its checkpoint carries.
+
+    :param done: `finished_parts`, when the caller has them.
+    """
+    reports = finished_parts(config, made) if done is None else done
+    return sum(float(report["cost_usd_priced"]) + carried_spend(report) for report in reports.values())
 
 
 def _split_output(config: RunConfig, made: Plan) -> None:
@@ -191,11 +219,12 @@ def _load(folder: Path) -> Plan | None:
         raise ConfigError(f"{folder / PLAN} cannot be read ({exc}); run again with --restart") from None
 
 
-def assemble(config: RunConfig, made: Plan, *, wall_s: float, sent: int = 0, tokens: int = 0) -> RunStats:
+def assemble(config: RunConfig, made: Plan, *, shards: int, wall_s: float, sent: int = 0, tokens: int = 0) -> RunStats:
     """Put the published parts of ``made``'s shards end to end as the one output and errors file,
     add their reports up into one, and publish the three (module docstring). A second call after
     a crash completes what the first began.
 
+    :param shards: how many parts ran at once (the report's ``shards``).
     :param wall_s: the sharded run's wall time. :param sent: / :param tokens: the lines it sent
         and their tokens (its throughput).
     :returns: the whole run's stats, as a single run of it would end.
@@ -222,18 +251,19 @@ def assemble(config: RunConfig, made: Plan, *, wall_s: float, sent: int = 0, tok
     _concatenate(folder / _ASSEMBLED[1], [part.errors_path for part in parts])
     facts = run_facts(input_path=str(config.input_path), same_run=made.same_run, input_lines=made.lines,
                       lines_finished=stats.written, max_cost=config.max_cost)
-    report = report_json(stats, facts, output_bytes, extra={"shards": len(parts)})
+    report = report_json(stats, facts, output_bytes, extra={"shards": shards, "parts": len(parts)})
     publish.write_atomically(folder / _ASSEMBLED[2], report, private=True)
     finals = (config.out, config.errors_path, config.report_path)
     publish.commit(folder, [(folder / name, publish.link_target(final)) for name, final in zip(_ASSEMBLED, finals, strict=True)])
     return stats
 
 
-def save_stopped(config: RunConfig, made: Plan, stats: RunStats, *, sent: int) -> None:
+def save_stopped(config: RunConfig, made: Plan, stats: RunStats, *, shards: int, sent: int) -> None:
     """Count into ``stats`` (how a start of ``made`` stopped, its wall time) what its shards'
     reports say, as each last stopped or finished, and write it as the report beside the output,
     as a stopped single run's. A shard without a report has finished no line yet.
 
+    :param shards: how many parts ran at once (the report's ``shards``).
     :param sent: the lines this start sent and finished (its throughput).
     :raises OSError: the report could not be written.
     """
@@ -251,7 +281,8 @@ def save_stopped(config: RunConfig, made: Plan, stats: RunStats, *, sent: int) -
     stats.report.source = str(shards_folder(config.out))
     facts = run_facts(input_path=str(config.input_path), same_run=made.same_run, input_lines=made.lines,
                       lines_finished=lines_finished, max_cost=config.max_cost)
-    publish.write_atomically(config.report_path, report_json(stats, facts, extra={"shards": len(made.shards)}))
+    publish.write_atomically(config.report_path, report_json(stats, facts, extra={"shards": shards,
+                                                                                "parts": len(made.shards)}))
 
 
 def _count(report: Report, part_report: dict[str, Any]) -> float:

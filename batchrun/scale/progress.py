@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..accounting.pricing import PriceTable
+from ..accounting.pricing import PriceTable, load_prices
 from ..accounting.report import Report
+from ..config import RunConfig
 from ..errors import RequestError
 from ..records import Job, Result
 from ..stats import RunStats
@@ -97,3 +98,40 @@ def add_up(stats: RunStats, posts: dict[int, Post], prices: PriceTable) -> None:
         report.merge(counted)
         written, carried, tokens = written + post.written, carried + post.carried_over, tokens + post.tokens_this_start
     stats.report, stats.written, stats.carried_over, stats.tokens_this_start = report, written, carried, tokens
+
+
+class Watch:
+    """The driver's side of the progress: the parts' posts added up into one `RunStats` (the one
+    object the display reads) and shown.
+
+    :param lines: the request lines of the whole input.
+    :param earlier: the reports of the parts an earlier start finished (which post nothing), by number.
+    """
+
+    def __init__(self, config: RunConfig, lines: int, display: Display | None,
+                 earlier: dict[int, dict[str, Any]]) -> None:
+        self._prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
+        self.stats = RunStats(config.out, config.errors_path, Report(self._prices, source=str(config.out)),
+                              total_hint=lines, simulated=config.mock)
+        self._display = display
+        self._earlier = {number: _finished_post(report, self._prices) for number, report in earlier.items()}
+        if display is not None:
+            add_up(self.stats, self._earlier, self._prices)
+            display.started(self.stats)
+
+    def look(self, read: Callable[[], dict[int, Post]]) -> None:
+        """Show the posts ``read`` gives, with the earlier parts'."""
+        if self._display is not None:
+            add_up(self.stats, {**self._earlier, **read()}, self._prices)
+            self._display.moved(self.stats)
+
+    def close(self) -> None:
+        if self._display is not None:
+            self._display.close(self.stats)
+
+
+def _finished_post(report: dict[str, Any], prices: PriceTable) -> Post:
+    """A finished part's counters, as a post of it: every line carried over."""
+    counted = Report(prices)
+    counted.restore(report["counters"])
+    return Post(counted.lines, counted.lines, 0, report["counters"])

@@ -1,44 +1,40 @@
-"""``batchrun run --ray``: a run's shards (`parts.plan`) as Ray tasks, then `parts.assemble`.
+"""``batchrun run --ray``: a run's parts (`parts.plan`) as Ray tasks, ``--shards`` at once
+(`slots`), then `parts.assemble`.
 
 The only module that imports Ray, and only when a run asks for it (``pip install
-'batchrun-llm[ray]'``). Each shard is one task calling `engine.run_batch` for its range, as the
+'batchrun-llm[ray]'``). Each part is one task calling `engine.run_batch` for its range, as the
 local runner does one after another: the engine stays the engine.
 
-- Its part and checkpoint are in ``out.jsonl.shards/``, which every node must reach (on a real
+- Its output and checkpoint are in ``out.jsonl.shards/``, which every node must reach (on a real
   cluster: shared storage mounted at the same path). Relative paths are the driver's: each task
   works in the driver's working directory.
 - A task whose worker or node dies is retried by Ray (``max_retries``); the retry resumes from
-  the shard's checkpoint, so nothing answered is sent again. A driver killed and started again
-  resumes every shard the same way (the plan is saved before any shard runs).
-- Ctrl-C in the driver cancels the tasks: Ray delivers SIGINT to each worker, where the engine
-  drains as a single run does (its requests in flight get ``--drain-timeout``); a second Ctrl-C
-  cancels them outright. Either way the run's report is written, as a stopped run's.
+  the part's checkpoint, so nothing answered is sent again. A driver killed and started again
+  resumes the same way (the plan is saved before any part runs): the parts it finished are not
+  run again, those it was running resume, the rest start in turn.
+- Ctrl-C in the driver cancels the running tasks: Ray delivers SIGINT to each worker, where the
+  engine drains as a single run does (its requests in flight get ``--drain-timeout``); a second
+  Ctrl-C cancels them outright. Parts not started yet are left for the next start. Either way
+  the run's report is written, as a stopped run's.
 - One actor (`desk.RunDesk`) holds the run's rate budget (``--rpm``/``--tpm`` and the limits
-  the shards learn) and its ``--max-cost`` cap; each shard leases slices of them, so none of its
-  requests waits on a call to the actor. It also holds each shard's counters, which the driver
-  adds up for its progress display.
-- Which cluster: without an address (argument or ``RAY_ADDRESS``), a local cluster of the run's
-  own, started for it and stopped after it; never one a ``ray start`` left running, which Ray
-  would join by itself and whose workers have not the run's credentials. With an address, or a
-  connection this process already made, an existing cluster.
-- Credentials never travel as task arguments (Ray keeps those in its control store). The run's
-  own cluster's processes inherit them from the driver's environment, put there before the
-  cluster starts; on an existing cluster each worker reads the key from ``--api-key-env`` on its
-  node, and a shard whose node has none when the driver had one is refused (nothing sent).
-- Ray's own log lines reach stderr only when batchrun's log shows debug lines (``-v``).
+  the parts learn) and its ``--max-cost`` cap; each running part leases slices of them, so none
+  of its requests waits on a call to the actor, and gives them back when it ends. It also holds
+  each part's counters, which the driver adds up for its progress display.
+- Which cluster, and how the credentials reach its workers: `cluster`. On an existing cluster
+  each worker reads the key from ``--api-key-env`` on its node, and a part whose node has none
+  when the driver had one is refused (nothing sent).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import importlib
 import logging
 import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from functools import partial
@@ -55,25 +51,23 @@ from ..errors import BatchrunError, ConfigError
 from ..runner import own_process, run_async
 from ..stats import EXIT_STOPPED, EXIT_USAGE, RunStats
 from .budget import Grant, Holding, News, ShardBudget, Want
+from .cluster import SECRETS_ENV, connected, import_ray
 from .desk import RunDesk
-from .lean import without_idle_processes
-from .parts import Plan, assemble, early_split, finished, part_config, plan, save_stopped, spent_before
-from .phases import Phases
-from .progress import Display, Post, ShardPoster, add_up
+from .parts import Plan, assemble, early_split, finished, finished_parts, part_config, plan, save_stopped, spent_before
+from .phases import PartTimes, Phases
+from .progress import Display, Post, ShardPoster, Watch
 from .shards import Shard, default_count
+from .slots import Ran, run_parts
 
 log = logging.getLogger("batchrun")
 
-SECRETS_ENV = "BATCHRUN_RAY_CREDENTIALS"  # how the run's own cluster's workers get the driver's credentials
-TASK_RETRIES = 3  # a shard's worker or node may die this many times before the run stops
-POLL = 0.25  # seconds between the driver's looks at the shards' progress
+TASK_RETRIES = 3  # a part's worker or node may die this many times before the run stops
 DESK_WAIT = 60.0  # seconds a task looks for the run's actor, which the driver creates right after it
-_INIT = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
 
 
 @dataclass(frozen=True)
-class ShardOutcome:
-    """What a shard's task sends back: enough to end the run as a single run would."""
+class PartOutcome:
+    """What a part's task sends back: enough to end the run as a single run would."""
 
     number: int
     stop_reason: str | None
@@ -82,6 +76,7 @@ class ShardOutcome:
     tokens: int
     began: float = 0.0  # when the task began to run (`time.time`)
     ran_s: float = 0.0  # how long its run took
+    ended: float = 0.0  # when the task ended (`time.time`)
 
 
 @dataclass(frozen=True)
@@ -102,152 +97,115 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, shards: int | N
 
     :param address: an existing cluster's (``ray://…`` or ``host:port``); ``None``: the one
         ``RAY_ADDRESS`` names, else a local cluster of the run's own, using every core.
-    :param shards: how many; default `shards.default_count` of the cluster's CPUs and the input.
-    :param display: shows the shards' progress added up, as a single run's.
+    :param shards: how many parts run at once; default `shards.default_count` of the cluster's
+        CPUs and the input. The input is planned as more parts than that (`shards.part_count`).
+    :param display: shows the parts' progress added up, as a single run's.
     :raises ConfigError: the run cannot be sharded as given, or the cluster cannot be reached
         (nothing was sent).
     """
     if finished(config):  # up to date, or refused, as a single run judges it
         stats: RunStats = run_async(partial(run_batch, config))
         return stats
-    ray: Any = _import_ray()
+    ray: Any = import_ray()
     phases = Phases()
     with ThreadPoolExecutor(1, thread_name_prefix="batchrun-split") as pool:
         # With the count given, the input is split while Ray starts (a second's pass over 100 MB).
         early = None if shards is None else pool.submit(_timed, phases, "split", early_split, config, shards)
-        with _connected(ray, config, address, phases) as own:
+        with connected(ray, config, address, phases) as own:
             cpus = int(ray.cluster_resources().get("CPU", 1))
+            width = shards or default_count(cpus, config.input_path.stat().st_size)
             with phases.timed("plan"):
-                made = plan(config, shards or default_count(cpus, config.input_path.stat().st_size),
-                            None if early is None else early.result)
-            count = len(made.shards)
-            log.info("running %d shard%s on %d CPU%s", count, "" if count == 1 else "s", cpus, "" if cpus == 1 else "s")
-            outcomes, wall_s = _run_shards(ray, config, made, own, display, phases)
+                made = plan(config, width, None if early is None else early.result)
+                done = finished_parts(config, made)
+            todo = [shard.number for shard in made.shards if shard.number not in done]
+            width = max(1, min(width, len(todo)))
+            log.info("running %d shard%s (%d part%s) on %d CPU%s", width, "" if width == 1 else "s", len(todo),
+                     "" if len(todo) == 1 else "s", cpus, "" if cpus == 1 else "s")
+            ran, wall_s = _run_parts(ray, config, made, (todo, done, width), own, display, phases)
+    outcomes = [r.outcome for r in ran]
     sent, tokens = sum(o.sent for o in outcomes), sum(o.tokens for o in outcomes)
-    stopped = [outcome for outcome in outcomes if outcome.stop_reason is not None]
+    stopped = sorted((o for o in outcomes if o.stop_reason is not None), key=lambda o: o.number)
+    if not stopped and len(ran) < len(todo):  # Ctrl-C before the rest started, and those running finished
+        stopped = [PartOutcome(min(set(todo) - {r.part for r in ran}), "interrupted by SIGINT", EXIT_STOPPED, 0, 0)]
     try:
         if stopped:
-            return _stopped(config, made, stopped[0], wall_s=wall_s, sent=sent, tokens=tokens)
+            return _stopped(config, made, stopped[0], shards=width, wall_s=wall_s, sent=sent, tokens=tokens)
         with phases.timed("merge"):
-            return assemble(config, made, wall_s=wall_s, sent=sent, tokens=tokens)
+            return assemble(config, made, shards=width, wall_s=wall_s, sent=sent, tokens=tokens)
     finally:
         log.debug("%s", phases.line())
 
 
-def _run_shards(ray: Any, config: RunConfig, made: Plan, own: bool, display: Display | None,
-                phases: Phases) -> tuple[list[ShardOutcome], float]:
-    """Each shard of ``made`` as a task, and their outcomes, in order; the seconds they took."""
-    task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_shard)
+def _run_parts(ray: Any, config: RunConfig, made: Plan, work: tuple[list[int], dict[int, dict[str, Any]], int],
+               own: bool, display: Display | None, phases: Phases) -> tuple[list[Ran[PartOutcome]], float]:
+    """The parts of ``made`` still to run, each as a task, ``width`` at once (`slots`); the
+    seconds they took. ``work``: the numbers of the parts to run, the reports of those an earlier
+    start finished, and how many run at once."""
+    todo, done, width = work
     where = _Where(os.getcwd(), own, config.api_key is not None, f"batchrun-desk-{made.run_id}-{secrets.token_hex(4)}")
-    spent = spent_before(config, made)
+    runner = _RayParts(ray, config, made, where, display is not None, spent_before(config, made, done))
     started, submitted = time.monotonic(), time.time()
     with phases.timed("shards"):
-        # The tasks first, then the actor they find by its name: Ray gives the tasks the workers
-        # it prestarted with the cluster and starts one for the actor. The actor first (its handle
-        # a task argument), Ray started a fourth worker, a CPU second while every core is busy.
-        refs = [task.remote(_secretless(part_config(config, shard, made.run_id)), where, shard, display is not None)
-                for shard in made.shards]
-        # The run's one rate budget and cap, and its progress: one actor, taking no CPU a shard
-        # could use. Ray registers a named actor before `.remote` returns.
-        server = ray.remote(RunDesk).options(num_cpus=0, name=where.desk).remote(
-            rpm=config.rpm, tpm=config.tpm, max_cost=config.max_cost, spent=spent)
-        board = None if display is None else server
-        watch = _Watch(config, made, display)
+        watch = Watch(config, made.lines, display, done)
         try:
-            outcomes = _gather(ray, refs, partial(watch.look, ray, board))
+            ran = run_parts(runner, todo, width, partial(runner.look, watch))
         finally:
             watch.close()
-    phases.shards = [(max(0.0, o.began - submitted), o.ran_s) for o in outcomes]
-    return outcomes, time.monotonic() - started
+    phases.parts = [PartTimes(r.slot, max(0.0, r.outcome.began - submitted), max(0.0, r.outcome.ended - submitted),
+                              r.outcome.ran_s) for r in ran if r.outcome.began]
+    return ran, time.monotonic() - started
+
+
+class _RayParts:
+    """A `slots.Runner`: each part a Ray task (`_run_part`), retried by Ray when its worker dies;
+    and the run's actor (`RunDesk`: the one rate budget and cap, and the progress board).
+
+    :param spent: USD the parts an earlier start finished spent.
+    """
+
+    def __init__(self, ray: Any, config: RunConfig, made: Plan, where: _Where, shown: bool, spent: float) -> None:
+        self._ray = ray
+        self._task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_part)
+        self._config, self._made, self._where, self._shown, self._spent = config, made, where, shown, spent
+        self._desk: Any = None
+
+    def look(self, watch: Watch) -> None:
+        """Show the progress the parts posted."""
+        desk = self._desk
+        if desk is not None:
+            watch.look(lambda: self._ray.get(desk.read.remote()))
+
+    def start(self, part: int) -> Any:
+        shard = self._made.shards[part]
+        return self._task.remote(_secretless(part_config(self._config, shard, self._made.run_id)), self._where, shard,
+                                 self._shown)
+
+    def ended(self, running: list[Any], timeout: float) -> list[Any]:
+        if self._desk is None:
+            # Made once the first parts are submitted, which then find it by its name: Ray gives
+            # the tasks the workers it prestarted with the cluster and starts one for the actor.
+            # The actor first (its handle a task argument), Ray started a fourth worker, a CPU
+            # second while every core is busy. Ray registers a named actor before ``.remote``
+            # returns; it takes no CPU a part could use.
+            self._desk = self._ray.remote(RunDesk).options(num_cpus=0, name=self._where.desk).remote(
+                rpm=self._config.rpm, tpm=self._config.tpm, max_cost=self._config.max_cost, spent=self._spent)
+        ready, rest = self._ray.wait(running, num_returns=1, timeout=timeout)
+        if ready and rest:
+            more, _ = self._ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        return list(ready)
+
+    def outcome(self, handle: Any, part: int) -> PartOutcome:
+        return _outcome(self._ray, handle, part)
+
+    def cancel(self, handle: Any, *, force: bool) -> None:
+        with contextlib.suppress(Exception) if force else contextlib.nullcontext():
+            self._ray.cancel(handle, force=force)
 
 
 def _timed(phases: Phases, name: str, work: Callable[..., Any], *args: Any) -> Any:
     with phases.timed(name, beside="ray start"):
         return work(*args)
-
-
-@contextlib.contextmanager
-def _connected(ray: Any, config: RunConfig, address: str | None, phases: Phases) -> Iterator[bool]:
-    """Connected to the cluster the run uses (module docstring); inside, whether it is the run's
-    own. Ray's logger is quiet meanwhile unless batchrun's shows debug lines. The start and the
-    stop (or joining and leaving) are timed in ``phases``.
-
-    :raises ConfigError: the credentials cannot reach an existing cluster's workers, or the
-        cluster cannot be joined.
-    """
-    ray_log = logging.getLogger("ray")
-    level = ray_log.level
-    verbose = log.isEnabledFor(logging.DEBUG)
-    if not verbose:
-        ray_log.setLevel(logging.ERROR)
-    try:
-        if ray.is_initialized():  # the caller's own connection: not to be closed here
-            _check_existing(config)
-            yield False
-            return
-        own = address is None and not os.environ.get("RAY_ADDRESS")
-        if own:
-            os.environ[SECRETS_ENV] = _secrets(config)  # the cluster started now inherits them
-        else:
-            _check_existing(config)
-        try:
-            # "local": a new cluster even when one is running here (Ray would join that one).
-            with contextlib.nullcontext() if verbose else _stderr_muted(), phases.timed("ray start"), \
-                    without_idle_processes() if own else contextlib.nullcontext():
-                ray.init(address="local" if own else address, **_INIT)
-        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
-            joining = "start a local Ray cluster" if own else f"join the Ray cluster at {address or '$RAY_ADDRESS'}"
-            raise ConfigError(f"--ray: cannot {joining}: {str(exc).splitlines()[0]}") from None
-        finally:
-            os.environ.pop(SECRETS_ENV, None)
-        try:
-            yield own
-        finally:
-            with phases.timed("ray stop"):
-                ray.shutdown()  # the run's own cluster stops; from an existing one, the driver leaves
-    finally:
-        ray_log.setLevel(level)
-
-
-@contextlib.contextmanager
-def _stderr_muted() -> Iterator[None]:
-    """File descriptor 2 on /dev/null: Ray's core writes its warnings there before its logging
-    is set up (a line a second while a cluster refuses the connection), which no logger
-    or environment variable silences; the processes it starts meanwhile keep their own logs."""
-    saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
-def _check_existing(config: RunConfig) -> None:
-    """:raises ConfigError: credentials an existing cluster's workers cannot read on their node."""
-    if config.headers or (config.api_key is not None and not os.environ.get(config.api_key_env)):
-        raise ConfigError("on an existing Ray cluster each worker reads the key from "
-                          f"${config.api_key_env} on its node, and nothing else: --header and a "
-                          "user:password@ in --base-url can be used with --ray's own local cluster only")
-
-
-def _import_ray() -> Any:
-    """Ray, typed loosely: its stubs are partial, and mypy runs without it too.
-
-    :raises ConfigError: it is not installed.
-    """
-    try:
-        return importlib.import_module("ray")
-    except ImportError:
-        raise ConfigError("--ray needs Ray: pip install 'batchrun-llm[ray]' (in a checkout: pip install -e '.[ray]')") from None
-
-
-def _secrets(config: RunConfig) -> str:
-    """The credentials, for the environment the run's own cluster's processes inherit."""
-    return orjson.dumps({"authorization": config.api_key.header() if config.api_key else None,
-                         "headers": list(config.headers)}).decode()
 
 
 def _credentials(api_key_env: str, where: _Where) -> tuple[ApiKey | None, tuple[str, ...]]:
@@ -278,12 +236,12 @@ def _credentials(api_key_env: str, where: _Where) -> tuple[ApiKey | None, tuple[
 
 
 def _secretless(part: RunConfig) -> dict[str, Any]:
-    """A shard's `RunConfig` fields but the credentials, which a worker gets itself (`_credentials`)."""
+    """A part's `RunConfig` fields but the credentials, which a worker gets itself (`_credentials`)."""
     return {field.name: getattr(part, field.name) for field in fields(part) if field.name not in ("api_key", "headers")}
 
 
-def _run_shard(settings: dict[str, Any], where: _Where, shard: Shard, shown: bool) -> ShardOutcome:
-    """A shard's task, on a worker: its range through the engine, with SIGINT draining it, its
+def _run_part(settings: dict[str, Any], where: _Where, shard: Shard, shown: bool) -> PartOutcome:
+    """A part's task, on a worker: its range through the engine, with SIGINT draining it, its
     pace and spending leased from the run's `RunDesk` actor (``where.desk``), its progress posted
     to it too when ``shown``. ``settings``: its `part_config` (`_secretless`)."""
     began = time.time()
@@ -292,8 +250,8 @@ def _run_shard(settings: dict[str, Any], where: _Where, shard: Shard, shown: boo
         key, headers = _credentials(settings["api_key_env"], where)
         part = RunConfig(**settings, api_key=key, headers=headers)
     except ConfigError as exc:  # refused, nothing sent
-        return ShardOutcome(shard.number, str(exc), EXIT_USAGE, 0, 0)
-    server = _desk(_import_ray(), where.desk)
+        return PartOutcome(shard.number, str(exc), EXIT_USAGE, 0, 0)
+    server = _desk(import_ray(), where.desk)
     board = server if shown else None
     shared = ShardBudget(_ActorClient(server), shard.number)
     poster = None if board is None else ShardPoster(lambda post: board.post.remote(shard.number, post))
@@ -301,11 +259,11 @@ def _run_shard(settings: dict[str, Any], where: _Where, shard: Shard, shown: boo
     try:
         stats: RunStats = run_async(partial(run_batch, part, handle_signals=True, shared=shared, observer=poster))
     except BatchrunError as exc:  # refused, nothing sent: another run (a killed driver's task) holds its part
-        return ShardOutcome(shard.number, str(exc), EXIT_USAGE, 0, 0)
+        return PartOutcome(shard.number, str(exc), EXIT_USAGE, 0, 0)
     if board is not None:  # the last count is on the board before the driver hears the task is done
-        _import_ray().get(board.post.remote(shard.number, Post.of(stats)))
-    return ShardOutcome(shard.number, stats.stop_reason, stats.stop_code, stats.sent_this_start,
-                        stats.tokens_this_start, began, stats.wall_s)
+        import_ray().get(board.post.remote(shard.number, Post.of(stats)))
+    return PartOutcome(shard.number, stats.stop_reason, stats.stop_code, stats.sent_this_start,
+                       stats.tokens_this_start, began, stats.wall_s, time.time())
 
 
 def _desk(ray: Any, name: str, pause: Callable[[float], None] = time.sleep) -> Any:
@@ -359,73 +317,27 @@ class _ActorClient:
         await self._actor.report.remote(shard, holding, news)
 
 
-class _Watch:
-    """The driver's side of the progress: the shards' posts added up into one `RunStats` (the
-    one object the display reads) and shown."""
-
-    def __init__(self, config: RunConfig, made: Plan, display: Display | None) -> None:
-        self._prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
-        self.stats = RunStats(config.out, config.errors_path, Report(self._prices, source=str(config.out)),
-                              total_hint=made.lines, simulated=config.mock)
-        self._display = display
-        if display is not None:
-            display.started(self.stats)
-
-    def look(self, ray: Any, board: Any) -> None:
-        if self._display is not None:
-            add_up(self.stats, ray.get(board.read.remote()), self._prices)
-            self._display.moved(self.stats)
-
-    def close(self) -> None:
-        if self._display is not None:
-            self._display.close(self.stats)
-
-
-def _gather(ray: Any, refs: list[Any], look: Any) -> list[ShardOutcome]:
-    """Every task's outcome, calling ``look`` every `POLL` seconds meanwhile. Ctrl-C cancels the
-    tasks (they drain); a second one cancels them outright, and they count as interrupted."""
-    try:
-        _wait(ray, refs, look)
-    except KeyboardInterrupt:
-        log.warning("SIGINT: no new requests in any shard; waiting for the requests in flight (again to cancel them)")
-        for ref in refs:
-            ray.cancel(ref)
-        try:
-            _wait(ray, refs, look)
-        except KeyboardInterrupt:
-            for ref in refs:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
-    return [_outcome(ray, ref, number) for number, ref in enumerate(refs)]
-
-
-def _wait(ray: Any, refs: list[Any], look: Any) -> None:
-    pending = refs
-    while pending:
-        _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL)
-        look()
-
-
-def _outcome(ray: Any, ref: Any, number: int) -> ShardOutcome:
+def _outcome(ray: Any, ref: Any, number: int) -> PartOutcome:
     """A finished task's outcome: what it returned (after draining, when cancelled), or a stop
     when Ray dropped it: cancelled outright, or failed past its retries (its checkpoint stays)."""
     try:
-        outcome: ShardOutcome = ray.get(ref)
+        outcome: PartOutcome = ray.get(ref)
     except ray.exceptions.TaskCancelledError:
-        return ShardOutcome(number, "interrupted by SIGINT", EXIT_STOPPED, 0, 0)
+        return PartOutcome(number, "interrupted by SIGINT", EXIT_STOPPED, 0, 0)
     except ray.exceptions.RayError as exc:  # its worker or node died more than TASK_RETRIES times
-        return ShardOutcome(number, f"its Ray task failed: {str(exc).strip().splitlines()[0]}", EXIT_STOPPED, 0, 0)
+        return PartOutcome(number, f"its Ray task failed: {str(exc).strip().splitlines()[0]}", EXIT_STOPPED, 0, 0)
     return outcome
 
 
-def _stopped(config: RunConfig, made: Plan, first: ShardOutcome, *, wall_s: float, sent: int, tokens: int) -> RunStats:
+def _stopped(config: RunConfig, made: Plan, first: PartOutcome, *, shards: int, wall_s: float, sent: int,
+             tokens: int) -> RunStats:
     """A run with stopped shards ends as the first of them: its reason and exit code, and the
     report beside the output (`parts.save_stopped`); every shard's checkpoint is kept for the
     next start.
 
     :raises ConfigError: the first was refused before anything was sent.
     """
-    reason = f"shard {first.number + 1} of {len(made.shards)}: {first.stop_reason}"
+    reason = f"part {first.number + 1} of {len(made.shards)}: {first.stop_reason}"
     if first.stop_code == EXIT_USAGE and not sent:
         raise ConfigError(reason)
     stats = RunStats(config.out, config.errors_path,
@@ -434,7 +346,7 @@ def _stopped(config: RunConfig, made: Plan, first: ShardOutcome, *, wall_s: floa
     stats.stop_reason, stats.stop_code = reason, first.stop_code
     stats.tokens_this_start = tokens
     try:
-        save_stopped(config, made, stats, sent=sent)
+        save_stopped(config, made, stats, shards=shards, sent=sent)
     except OSError as exc:
         log.warning("could not write the report %s: %s", config.report_path, exc)
     return stats

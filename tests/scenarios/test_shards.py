@@ -28,7 +28,7 @@ from ..helpers import OnWritten, chat_line, fail_replacing_onto, read_jsonl, wri
 SAMPLES = Path(__file__).parents[2] / "samples"
 TIMING = ("latency_ms", "wire_ms", "waited_ms", "started_at", "finished_at")  # measured: each run's own
 MEASURED = ("source", "output_bytes", "latency_ms", "time_s", "timeline", "wall_time_s", "throughput_rps", "tokens_per_s",
-            "pacing", "shards")
+            "pacing", "shards", "parts")
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ async def test_every_shard_writes_the_ids_of_the_plan_s_one_run_id(tmp_path: Pat
     made = parts.plan(config, 3)
     for shard in made.shards:
         assert (await run_batch(parts.part_config(config, shard, made.run_id))).exit_code == 1
-    parts.assemble(config, made, wall_s=1.0)
+    parts.assemble(config, made, shards=3, wall_s=1.0)
     lines = read_jsonl(config.out)
     assert [line["id"] for line in lines] == [batch_request_id(made.run_id, i, line["custom_id"])
                                               for i, line in enumerate(lines)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,7 @@ from batchrun.disk.checkpoint import Checkpoint
 from batchrun.disk.identity import check_same_run, scan_input
 from batchrun.errors import ConfigError
 from batchrun.records import Result
-from batchrun.scale import parts
+from batchrun.scale import parts, shards
 from batchrun.scale.shards import Shard
 from batchrun.simulator import Simulator
 from batchrun.stats import RunStats
@@ -51,19 +52,21 @@ def test_the_plan_of_an_earlier_start_is_kept_and_another_input_s_refused(tmp_pa
     assert len(fresh.shards) == 2 and fresh.run_id != made.run_id and fresh.lines == 21
 
 
-def test_a_new_plan_takes_the_split_made_meanwhile_unless_the_input_grew(tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(20)])
+def test_a_new_plan_takes_the_split_made_meanwhile_unless_the_input_grew(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shards, "PART_WAVES", 0)  # parts of a line or more
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(40)])
     config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE)
     early = parts.early_split(config, 3)
-    assert early is not None and len(early) == 3
+    assert early is not None and len(early) == 3 * shards.PARTS_PER_SHARD
     made = parts.plan(config, 2, lambda: early)  # the split made while Ray started, not made again
     assert made.shards == early
     assert parts.early_split(config, 3) is None  # an earlier start's plan: it is kept, nothing to split
     assert parts.early_split(replace(config, restart=True), 3) is not None
 
-    write_jsonl(source, [chat_line(i) for i in range(21)])
+    write_jsonl(source, [chat_line(i) for i in range(41)])
     fresh = parts.plan(replace(config, restart=True), 2, lambda: early)  # split before the input grew
-    assert len(fresh.shards) == 2 and fresh.shards[-1].end == source.stat().st_size
+    assert len(fresh.shards) == 2 * shards.PARTS_PER_SHARD and fresh.shards[-1].end == source.stat().st_size
 
 
 def test_assembling_waits_for_every_part(tmp_path: Path) -> None:
@@ -71,7 +74,7 @@ def test_assembling_waits_for_every_part(tmp_path: Path) -> None:
     config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE)
     made = parts.plan(config, 2)
     with pytest.raises(ConfigError, match=r"0000\.jsonl: shard 0 is not finished"):
-        parts.assemble(config, made, wall_s=1.0)
+        parts.assemble(config, made, shards=2, wall_s=1.0)
     assert not config.out.exists()
 
 
@@ -116,11 +119,39 @@ def test_a_stopped_start_s_report_adds_up_what_its_shards_reports_say(sim: Simul
     first = parts.part_config(config, made.shards[0], made.run_id)
     assert run_batch_sync(first).exit_code == 0  # the second shard never ran: no report of its own
     stats = RunStats(config.out, config.errors_path, total_hint=made.lines, started=0.0, finished=2.0)
-    stats.stop_reason, stats.stop_code = "shard 2 of 2: interrupted by SIGINT", 4
-    parts.save_stopped(config, made, stats, sent=3)
+    stats.stop_reason, stats.stop_code = "part 2 of 2: interrupted by SIGINT", 4
+    parts.save_stopped(config, made, stats, shards=2, sent=3)
     report = json.loads(config.report_path.read_text())
     lines = made.shards[1].first_index
     assert (report["status"], report["exit_code"], report["stop_reason"]) == ("stopped", 4,
-                                                                             "shard 2 of 2: interrupted by SIGINT")
+                                                                             "part 2 of 2: interrupted by SIGINT")
     assert (report["lines"], report["lines_finished"], report["input_lines"], report["shards"]) == (lines, lines, 20, 2)
     assert report["requests"]["succeeded"] == lines and (stats.written, stats.carried_over) == (lines, lines - 3)
+
+
+@pytest.mark.parametrize("early", [False, True])
+def test_a_plan_has_parts_of_twenty_waves_of_requests_four_a_shard_at_most(tmp_path: Path, early: bool) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(1000)])
+    config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE, concurrency=10)  # 200 lines a part at least
+    laid_out = parts.early_split(config, 2) if early else None
+    made = parts.plan(config, 2, None if laid_out is None else lambda: laid_out)
+    assert len(made.shards) == 5 and made.lines == 1000
+    starts = [shard.first_index for shard in made.shards] + [1000]
+    assert all(190 <= end - start <= 210 for start, end in itertools.pairwise(starts))  # balanced by bytes
+    assert len(parts.plan(replace(config, restart=True, concurrency=2), 2).shards) == 2 * shards.PARTS_PER_SHARD
+    assert len(parts.plan(replace(config, restart=True, concurrency=100), 2).shards) == 2
+
+
+def test_a_plan_of_an_earlier_version_a_part_a_shard_resumes_as_it_is(tmp_path: Path) -> None:
+    """A plan saved before the parts outnumbered the shards is a plan of as many parts: kept."""
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(1000)])
+    config = RunConfig(source, tmp_path / "out.jsonl", base_url=BASE, concurrency=2)
+    made = parts.plan(config, 2)
+    plan_file = tmp_path / "out.jsonl.shards" / "plan.json"
+    saved = json.loads(plan_file.read_text())
+    middle = saved["shards"][len(saved["shards"]) // 2]
+    halves = [[0, middle[0], 0, 0, []], [middle[0], saved["shards"][-1][1], middle[2], middle[3], []]]
+    plan_file.write_text(json.dumps({**saved, "shards": halves}))
+    again = parts.plan(config, 2)
+    assert len(made.shards) == 2 * shards.PARTS_PER_SHARD
+    assert [(s.start, s.end, s.first_index) for s in again.shards] == [(0, middle[0], 0), (middle[0], halves[1][1], middle[2])]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from batchrun.scale.ray_run import ShardOutcome, _outcome
+from batchrun.scale.ray_run import PartOutcome, _outcome
 from batchrun.stats import EXIT_STOPPED
 
 
@@ -22,8 +22,8 @@ class WorkerCrashedError(RayError):
     pass
 
 
-def ray_raising(error: Exception | None, outcome: ShardOutcome | None = None) -> Any:
-    def get(ref: object) -> ShardOutcome | None:
+def ray_raising(error: Exception | None, outcome: PartOutcome | None = None) -> Any:
+    def get(ref: object) -> PartOutcome | None:
         if error is not None:
             raise error
         return outcome
@@ -33,7 +33,7 @@ def ray_raising(error: Exception | None, outcome: ShardOutcome | None = None) ->
 
 
 def test_a_task_ray_dropped_is_a_stopped_shard_not_a_traceback() -> None:
-    done = ShardOutcome(1, None, 0, 10, 100)
+    done = PartOutcome(1, None, 0, 10, 100)
     assert _outcome(ray_raising(None, done), object(), 1) is done
     cancelled = _outcome(ray_raising(TaskCancelledError()), object(), 1)
     assert (cancelled.stop_reason, cancelled.stop_code) == ("interrupted by SIGINT", EXIT_STOPPED)

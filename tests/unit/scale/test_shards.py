@@ -12,7 +12,7 @@ import pytest
 
 from batchrun.reader import BOM, MAX_LINE_BYTES, Position, read_jobs
 from batchrun.records import LineError
-from batchrun.scale.shards import MIN_SHARD_BYTES, Shard, default_count, split
+from batchrun.scale.shards import MIN_SHARD_BYTES, PARTS_PER_SHARD, Shard, default_count, part_count, split
 
 
 def envelope(custom_id: str, text: str = "hi") -> bytes:
@@ -146,3 +146,13 @@ def test_the_default_count_is_one_shard_per_cpu_none_under_the_minimum_size() ->
     assert default_count(8, 3 * MIN_SHARD_BYTES) == 4
     assert default_count(8, 100 * MIN_SHARD_BYTES) == 8
     assert default_count(0, 100 * MIN_SHARD_BYTES) == 1
+
+
+def test_two_shards_plan_four_parts_each_none_of_fewer_than_twenty_waves_of_requests() -> None:
+    """A part's end leaves the pool part empty for about one request's latency: a part has at
+    least `PART_WAVES` times the concurrency in lines."""
+    assert part_count(2, 100_000, 256) == 2 * PARTS_PER_SHARD == 8
+    assert part_count(2, 30_000, 256) == 5  # 5,120 lines at least a part
+    assert part_count(2, 2_000, 256) == 2  # never fewer than the shards
+    assert part_count(2, 2_000, 4) == 8
+    assert part_count(1, 100_000, 4) == 1  # one shard has nothing to balance
