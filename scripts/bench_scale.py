@@ -1,6 +1,7 @@
 """One process against ``--ray`` with 2 shards, side by side, on this machine.
 
-    python scripts/bench_scale.py [--lines 200000] [--concurrency 256] [--cases latency-0,latency-50,quota] [--repeat 1]
+    python scripts/bench_scale.py [--lines 200000] [--concurrency 256] [--cases latency-0,latency-50,quota,slow-half]
+                                  [--repeat 1]
                                   [--rev REV]
 
 For each case a fresh ``batchrun mock-server`` process serves each run (its buckets full, its
@@ -12,7 +13,10 @@ start and stop are not in it), and the whole command's wall time, start-up inclu
 command's whole process tree (Ray's processes and workers included, sampled every 0.2 s) and the
 simulator's. The quota case limits the simulator to 6,000 RPM with ``x-ratelimit-*`` headers,
 on 12,000 lines: the bucket starts full, so a run that keeps to the limit exactly takes 60 s for
-the other 6,000; the share of the limit used is that over the run's wall time.
+the other 6,000; the share of the limit used is that over the run's wall time. The slow-half
+case is an input whose lines are not all alike: 40,000 lines at latency 0, the second half
+asking for ``"service_tier": "flex"``, which the simulator answers 200 ms later
+(``--flex-latency-ms 200``); split in two by lines, one shard would get every slow line.
 
 Under the table, each ``--ray`` run's phases as its ``-v`` line gives them (`scale.phases`):
 Ray's start, the split, the plan, the shards (how long after submission each started, how long
@@ -56,13 +60,18 @@ import psutil  # type: ignore[import-untyped]
 
 REPO = Path(__file__).resolve().parent.parent
 QUOTA_RPM = 6000
+SLOW_HALF_LINES = 40_000
 SAMPLE_S = 0.2
 
 
-def write_input(path: Path, lines: int) -> None:
+def write_input(path: Path, lines: int, slow_from: int | None = None) -> None:
+    """:param slow_from: the lines from this one on ask for flex (the slow-half case)."""
     with path.open("wb") as f:
         for i in range(lines):
-            body = {"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": f"question {i}"}]}
+            body: dict[str, object] = {"model": "gpt-4o-mini", "max_tokens": 16,
+                                       "messages": [{"role": "user", "content": f"question {i}"}]}
+            if slow_from is not None and i >= slow_from:
+                body["service_tier"] = "flex"
             f.write(orjson.dumps({"custom_id": f"r{i}", "body": body}) + b"\n")
 
 
@@ -203,13 +212,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--concurrency", type=int, default=256)
-    parser.add_argument("--cases", default="latency-0,latency-50,quota")
+    parser.add_argument("--cases", default="latency-0,latency-50,quota,slow-half")
     parser.add_argument("--repeat", type=int, default=1, help="pairs of runs per case, one process then --ray")
     parser.add_argument("--rev", help="also run --ray with batchrun/ as committed at this git revision")
     args = parser.parse_args()
     ray_flags = ["-q", "-v", "--ray", "--shards", "2"]
-    cases = {"latency-0": ([], args.lines), "latency-50": (["--latency-ms", "50"], args.lines),
-             "quota": (["--latency-ms", "50", "--rpm", str(QUOTA_RPM)], 2 * QUOTA_RPM)}
+    cases: dict[str, tuple[list[str], int, int | None]] = {
+        "latency-0": ([], args.lines, None), "latency-50": (["--latency-ms", "50"], args.lines, None),
+        "quota": (["--latency-ms", "50", "--rpm", str(QUOTA_RPM)], 2 * QUOTA_RPM, None),
+        "slow-half": (["--flex-latency-ms", "200"], SLOW_HALF_LINES, SLOW_HALF_LINES // 2),
+    }
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(f"{'case':<11} {'lines':>7} {'one process: req/s, command, CPU':>34} {'--ray, 2 shards: req/s, command, CPU':>38}"
           f" {'ratio':>6} {'start-up incl.':>14}  simulator CPU; 429s (ray)")
@@ -221,9 +233,9 @@ def main() -> None:
             sides.append((f"ray@{args.rev}", snapshot(Path(folder) / "snapshot-rev", args.rev), ray_flags))
         sides.append(("ray", code, ray_flags))
         for name in args.cases.split(","):
-            flags, lines = cases[name]
+            flags, lines, slow_from = cases[name]
             source = Path(folder) / f"{name}.jsonl"
-            write_input(source, lines)
+            write_input(source, lines, slow_from)
             ratios: dict[str, list[float]] = {label: [] for label, _, _ in sides[1:]}
             commands: dict[str, list[float]] = {label: [] for label, _, _ in sides[1:]}
             fixed: dict[str, list[float]] = {label: [] for label, _, _ in sides[1:]}
