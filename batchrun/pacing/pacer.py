@@ -186,7 +186,7 @@ class Pacer:
         elif 200 <= status < 300 and self.quota.buckets:  # shown beside the limits, when there are some
             self.meter.add(tokens_used or 0)
         self.acceptance.record(refused, permit.sent, now)
-        if burst.watching and burst.answered and not self.acceptance.watching_burst:
+        if burst.watching and not self.acceptance.watching_burst:
             burst.over()  # the burst has told what it could: the rest of it need not be waited for
 
     def cancelled(self, permit: Permit, *, sent: bool = True) -> None:
