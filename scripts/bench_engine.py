@@ -21,25 +21,17 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import orjson
 from bench import write_input
-from multidict import CIMultiDict
+from bench_client import ANSWER, Instant
 
 import batchrun
 from batchrun.runner import run_async
 from batchrun.transport import Reply, Timeouts
-
-ANSWER = orjson.dumps({
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini-2024-07-18",
-    "choices": [{"index": 0, "finish_reason": "stop",
-                 "message": {"role": "assistant", "content": "A short answer of a few words, as the simulator gives."}}],
-    "usage": {"prompt_tokens": 80, "completion_tokens": 12, "total_tokens": 92},
-})
-HEADERS = CIMultiDict({"x-request-id": "req_1", "content-type": "application/json"})
 
 
 def waiting(latency_s: float) -> Callable[[], Awaitable[object]]:
@@ -49,22 +41,16 @@ def waiting(latency_s: float) -> Callable[[], Awaitable[object]]:
     return anyio.lowlevel.checkpoint
 
 
-class InProcess:
-    """A `Transport` that answers every request 200 after ``wait()``."""
+class InProcess(Instant):
+    """`bench_client`'s endpoint in the same process, answering every request 200 after ``wait()``."""
 
     def __init__(self, wait: Callable[[], Awaitable[object]]) -> None:
+        super().__init__(fail_first=False)
         self._wait = wait
 
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> Reply:
+    async def post(self, url: str, headers: object, body: bytes, timeouts: Timeouts) -> Reply:
         await self._wait()
-        return Reply(200, HEADERS, ANSWER)
-
-    async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
-                      timeouts: Timeouts, **kw: object) -> Reply:
-        return await self.post(url, headers, body or b"", timeouts)
-
-    async def aclose(self) -> None:
-        pass
+        return await super().post(url, headers, body, timeouts)
 
 
 def run_batchrun(source: Path, out: Path, concurrency: int, wait: Callable[[], Awaitable[object]]) -> None:
