@@ -25,7 +25,10 @@ imports, exit). Beside the merge, a plain ``cat`` of the output's bytes to a new
 an fsync, the floor the merge (which fsyncs) is measured against. And what the command spent
 besides its longest shard's run (its start-up and end, all but the shards' requests), with its
 median under the table: the fixed cost, which moves far less with the machine's load than the
-shards' run does.
+shards' run does. Then where the command's CPU went, by process (the driver, the shards'
+workers, the run's actor, Ray's agents, GCS and raylet), beside the most it could spend to be
+1.25x one process start-up included: what the cores give in one process's command time / 1.25,
+less what the simulator spent.
 
 ``--rev REV`` also runs ``--ray`` with batchrun/ as committed at REV (``git archive``) in each
 repetition, between the two others, in a row of its own beside the same one-process run: a
@@ -62,6 +65,7 @@ REPO = Path(__file__).resolve().parent.parent
 QUOTA_RPM = 6000
 SLOW_HALF_LINES = 40_000
 SAMPLE_S = 0.2
+TARGET = 1.25  # two shards against one process, start-up included (`cpu_note`)
 
 
 def write_input(path: Path, lines: int, slow_from: int | None = None) -> None:
@@ -99,6 +103,27 @@ class Server:
         self.proc.wait()
 
 
+# What a process of a --ray command is: Ray titles its workers by what they run ("ray::IDLE",
+# "ray::_run_part", "ray::RunDesk.lease", "ray::DashboardAgent"), and its GCS and raylet are
+# programs of their own. The CPU each kind spent is shown under the table.
+TITLES = (("RunDesk", "the run's actor"), ("_run_part", "shards"), ("DashboardAgent", "dashboard agent"),
+          ("RuntimeEnvAgent", "runtime-env agent"))
+PROGRAMS = {"gcs_server": "GCS", "raylet": "raylet"}
+
+
+def kind(process: psutil.Process, root: psutil.Process) -> str | None:
+    """What ``process`` is, ``"driver"`` for the command itself; ``None`` while it cannot be told
+    (a worker not titled yet, or idle: it is named once it runs something)."""
+    if process.pid == root.pid:
+        return "driver"
+    line = process.cmdline()
+    if not line:
+        return None
+    if line[0].startswith("ray::"):
+        return next((name for marker, name in TITLES if marker in line[0]), None)
+    return PROGRAMS.get(Path(line[0]).name)
+
+
 class TreeCpu:
     """CPU seconds of a process and every process under it (Ray's raylet, workers, agents), each
     as last sampled: one that ends between two samples loses at most `SAMPLE_S` of its time."""
@@ -106,6 +131,7 @@ class TreeCpu:
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
         self.seen: dict[tuple[int, float], float] = {}  # (pid, start time) → CPU seconds
+        self.kinds: dict[tuple[int, float], str] = {}  # (pid, start time) → `kind`, once known
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
@@ -123,8 +149,10 @@ class TreeCpu:
             try:
                 with process.oneshot():
                     times = process.cpu_times()
-                    self.seen[(process.pid, process.create_time())] = (times.user + times.system + times.children_user
-                                                                        + times.children_system)
+                    key = (process.pid, process.create_time())
+                    self.seen[key] = times.user + times.system + times.children_user + times.children_system
+                    if key not in self.kinds and (found := kind(process, self.root)) is not None:
+                        self.kinds[key] = found
             except psutil.Error:
                 continue
 
@@ -132,6 +160,14 @@ class TreeCpu:
         self.done.set()
         self.thread.join()
         return sum(self.seen.values())
+
+    def by_kind(self) -> dict[str, float]:
+        """CPU seconds by `kind`, the most first; "other" for processes never told apart."""
+        spent: dict[str, float] = {}
+        for key, seconds in self.seen.items():
+            name = self.kinds.get(key, "other")
+            spent[name] = spent.get(name, 0.0) + seconds
+        return dict(sorted(spent.items(), key=lambda item: -item[1]))
 
 
 @dataclass(frozen=True)
@@ -145,6 +181,7 @@ class Result:
     refused: float
     phases: str  # the --ray run's -v line, without its "phases: "
     cat: tuple[float, float] = (0.0, 0.0)  # `cat_floor` of its output
+    by_kind: dict[str, float] | None = None  # `TreeCpu.by_kind`
 
 
 def snapshot(folder: Path, rev: str | None = None) -> Path:
@@ -177,7 +214,7 @@ def run(server: Server, code: Path, source: Path, out: Path, concurrency: int, *
     phases = re.search(r"phases: (.*)", stderr)
     return Result(report["lines"] / report["wall_time_s"], report["wall_time_s"], command, client_cpu,
                   server.cpu_s(), float(stats["requests"]), float(responses.get("429", 0)),  # type: ignore[arg-type]
-                  phases.group(1) if phases else "", cat_floor(out) if phases else (0.0, 0.0))
+                  phases.group(1) if phases else "", cat_floor(out) if phases else (0.0, 0.0), cpu.by_kind())
 
 
 def cat_floor(out: Path) -> tuple[float, float]:
@@ -206,6 +243,17 @@ def phase_seconds(line: str) -> float:
     """The seconds a phases line accounts for, one after another: not a phase beside another, nor
     each shard's start and run (inside "shards")."""
     return sum(float(seconds) for seconds in re.findall(r"(?:^|, )[a-z ]+ ([0-9.]+) s(?! \(beside)", line))
+
+
+def cpu_note(one: Result, ray: Result) -> str:
+    """Where the --ray command's CPU went, and what it could spend at most to be `TARGET` times as
+    fast as one process start-up included: the cores' seconds in that time, less the simulator's."""
+    spent = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in (ray.by_kind or {}).items())
+    cores = os.cpu_count() or 1
+    budget = cores * one.command / TARGET - ray.server_cpu
+    return (f"{spent}; one process {one.cpu:.1f} s. At {TARGET}x, {cores} cores give the command and the simulator "
+            f"{cores * one.command / TARGET:.1f} CPU s; less the simulator's {ray.server_cpu:.1f} s, the command may "
+            f"spend {budget:.1f} s, {budget - one.cpu:+.1f} s against one process; it spent {ray.cpu:.1f} s")
 
 
 def main() -> None:
@@ -268,6 +316,7 @@ def main() -> None:
                     notes.append(f"  {name} --{label}: {ray.phases}; rest {rest:.2f} s; besides the longest shard's "
                                  f"run {fixed[label][-1]:.2f} s; cat of the output "
                                  f"{ray.cat[0]:.2f} s, with fsync {ray.cat[1]:.2f} s")
+                    notes.append(f"    CPU: {cpu_note(one, ray)}")
             if args.repeat > 1:
                 for label in ratios:
                     print(f"{name:<11} {label}: median of {args.repeat}: {statistics.median(ratios[label]):.2f}x, "
