@@ -95,7 +95,7 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
         try:
             value = float(ms) / 1000
         except ValueError:
-            value = -1
+            value = -1.0
         if value >= 0:
             return value
     raw = headers.get("retry-after")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from typing import Final
 
 import anyio
 
@@ -42,7 +43,10 @@ class CircuitBreaker:
     :param give_up: seconds of continuous outage after which `admit` raises.
     """
 
-    CLOSED, OPEN, PROBING = "closed", "open", "probing"
+    # Final: constants of the class, which a compiled build (setup.py) reads as such.
+    CLOSED: Final = "closed"
+    OPEN: Final = "open"
+    PROBING: Final = "probing"
 
     def __init__(
         self,
