@@ -28,6 +28,9 @@ Clients (programs in scripts/bench_clients/):
                  per line under ``asyncio.gather``, plain asyncio (no uvloop).
   batchrun@REV   the same CLI as committed at REV (``--rev``; ``git archive``), side by side with
                  the work tree's: a change measured before and after on the same machine, at once.
+  batchrun-mypyc the work tree's CLI with its per-line modules compiled (``setup.py``'s
+                 ``BATCHRUN_MYPYC=1``, built in its own copy at the start: about a CPU minute and
+                 a half; needs the bench extra's mypy and setuptools).
   httpx-pool, httpx-sharded, httpx-aiohttp, aiohttp
                  batchrun's engine through its Python API over different httpx transports:
                  one pool with limits C/C; C/8 pools of 8/8 in round robin; the
@@ -81,6 +84,7 @@ import psutil  # type: ignore[import-untyped]
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS_DIR = REPO / "scripts" / "bench_clients"
+COMPILED = "batchrun-mypyc"  # the client whose snapshot is compiled (`Workspace.create`)
 DEFAULT_CLIENTS = ("batchrun", "aiohttp-loop", "openai-sdk")
 QUICK_REQUESTS = 300
 MEMORY_CASES = ((256, 0.0, 20_000), (256, 0.0, 200_000))
@@ -227,13 +231,21 @@ class Workspace:
     env: dict[str, str]
 
     @classmethod
-    def create(cls, path: Path, revs: Sequence[str] = ()) -> Workspace:
+    def create(cls, path: Path, revs: Sequence[str] = (), compiled: bool = False) -> Workspace:
         """Snapshot batchrun/ into ``path`` so every run measures the same code, even while the
         work tree changes under a long bench (and each of ``revs``' batchrun/, for its
-        ``batchrun@REV`` client); the environment loses proxies, OpenAI keys and URLs and
-        batchrun settings (loopback only, defaults only) and puts the snapshot first."""
+        ``batchrun@REV`` client, and with ``compiled`` another, compiled, for ``batchrun-mypyc``);
+        the environment loses proxies, OpenAI keys and URLs and batchrun settings (loopback
+        only, defaults only) and puts the snapshot first."""
         shutil.copytree(REPO / "batchrun", path / "snapshot" / "batchrun",
-                        ignore=shutil.ignore_patterns("__pycache__"))
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+        if compiled:
+            folder = path / "snapshot-mypyc"
+            shutil.copytree(path / "snapshot" / "batchrun", folder / "batchrun")
+            shutil.copy(REPO / "setup.py", folder)
+            subprocess.run([PYTHON, "setup.py", "-q", "build_ext", "--inplace"], cwd=folder, check=True,
+                           capture_output=True, env={**os.environ, "BATCHRUN_MYPYC": "1"})
+            CLIENTS[COMPILED] = _at(folder)
         for rev in revs:
             folder = path / f"snapshot-{rev}"
             folder.mkdir()
@@ -493,7 +505,7 @@ def ratios_table(summaries: list[Summary]) -> str | None:
     rows = ["| C | latency | client | ÷ aiohttp-loop req/s | ÷ aiohttp-loop CPU/req | ÷ openai-sdk req/s |",
             "|---:|---:|---|---:|---:|---:|"]
     for (client, case), own in by_key.items():
-        if client.partition("@")[0] != "batchrun":
+        if client.partition("@")[0] not in ("batchrun", COMPILED):
             continue
         floor, sdk = by_key.get(("aiohttp-loop", case)), by_key.get(("openai-sdk", case))
         if floor is None and sdk is None:
@@ -602,7 +614,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rev", action="append", default=[],
                         help="also offer client batchrun@REV: the CLI as committed at this git revision (repeatable)")
     args = parser.parse_args()
-    unknown = set(args.clients) - set(CLIENTS) - {f"batchrun@{rev}" for rev in args.rev}
+    unknown = set(args.clients) - set(CLIENTS) - {f"batchrun@{rev}" for rev in args.rev} - {COMPILED}
     if unknown:
         parser.error(f"unknown clients: {', '.join(sorted(unknown))}")
     return args
@@ -638,7 +650,8 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="batchrun-bench-") as tmp:
         env = environment()  # the same moment as the snapshot, so the commit it names is the one measured
-        runs = run_cases(cases, clients, repeats, Workspace.create(Path(tmp), args.rev), args.timeout)
+        workspace = Workspace.create(Path(tmp), args.rev, compiled=COMPILED in clients)
+        runs = run_cases(cases, clients, repeats, workspace, args.timeout)
     summaries = summarize(runs)
     print(render(summaries, env, time.monotonic() - started, args.quick))
     if args.json_out:
