@@ -6,11 +6,15 @@ Without it, and in an editable install, batchrun is pure Python: a compiled modu
 its source, and an edit to it would not be run. The compiled build runs the same code; what it
 saves is measured in docs/performance.md ("Compiled"):
 
-    pip install mypy setuptools && BATCHRUN_MYPYC=1 pip install --no-build-isolation .
+    pip install mypy 'setuptools>=77' . && BATCHRUN_MYPYC=1 pip install --no-build-isolation --no-deps --force-reinstall .
     BATCHRUN_MYPYC=1 python setup.py build_ext --inplace     # a tree of batchrun/, as the benchmarks do
+
+mypyc type-checks what it compiles, so batchrun's dependencies must be installed first: the
+first install brings them (and a pure batchrun), the second puts the compiled one in its place.
 """
 
 import os
+import sys
 
 from setuptools import setup
 
@@ -30,7 +34,8 @@ COMPILED = [
 
 
 def compiled() -> list:
-    if os.environ.get("BATCHRUN_MYPYC") != "1":
+    # pip's editable build runs setuptools' editable_wheel command: pure Python there, whatever is asked.
+    if os.environ.get("BATCHRUN_MYPYC") != "1" or "editable_wheel" in sys.argv:
         return []
     from mypyc.build import mypycify
 
