@@ -250,9 +250,10 @@ def cpu_note(one: Result, ray: Result) -> str:
     fast as one process start-up included: the cores' seconds in that time, less the simulator's."""
     spent = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in (ray.by_kind or {}).items())
     cores = os.cpu_count() or 1
-    budget = cores * one.command / TARGET - ray.server_cpu
+    given = cores * one.command / TARGET
+    budget = given - ray.server_cpu
     return (f"{spent}; one process {one.cpu:.1f} s. At {TARGET}x, {cores} cores give the command and the simulator "
-            f"{cores * one.command / TARGET:.1f} CPU s; less the simulator's {ray.server_cpu:.1f} s, the command may "
+            f"{given:.1f} CPU s; less the simulator's {ray.server_cpu:.1f} s, the command may "
             f"spend {budget:.1f} s, {budget - one.cpu:+.1f} s against one process; it spent {ray.cpu:.1f} s")
 
 
