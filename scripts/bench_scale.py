@@ -28,7 +28,9 @@ median under the table: the fixed cost, which moves far less with the machine's 
 shards' run does. Then where the command's CPU went, by process (the driver, the shards'
 workers, the run's actor, Ray's agents, GCS and raylet), beside the most it could spend to be
 1.25x one process start-up included: what the cores give in one process's command time / 1.25,
-less what the simulator spent.
+less what the simulator spent. Last, the best ratio that run's fixed cost leaves: with the
+shards' run as short as the cores allow (one process's CPU and the simulator's, spread over
+every core with none idle) and the fixed cost as measured.
 
 ``--rev REV`` also runs ``--ray`` with batchrun/ as committed at REV (``git archive``) in each
 repetition, between the two others, in a row of its own beside the same one-process run: a
@@ -245,16 +247,23 @@ def phase_seconds(line: str) -> float:
     return sum(float(seconds) for seconds in re.findall(r"(?:^|, )[a-z ]+ ([0-9.]+) s(?! \(beside)", line))
 
 
-def cpu_note(one: Result, ray: Result) -> str:
+def cpu_note(one: Result, ray: Result, fixed: float) -> str:
     """Where the --ray command's CPU went, and what it could spend at most to be `TARGET` times as
-    fast as one process start-up included: the cores' seconds in that time, less the simulator's."""
+    fast as one process start-up included: the cores' seconds in that time, less the simulator's.
+    Then the best this run's ``fixed`` seconds (`fixed_seconds`) leave: the shards' run cannot take
+    less than the lines' CPU and the simulator's spread over every core, and the lines cost two
+    shards at least what they cost one process."""
     spent = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in (ray.by_kind or {}).items())
     cores = os.cpu_count() or 1
     given = cores * one.command / TARGET
     budget = given - ray.server_cpu
+    shortest = (one.cpu + ray.server_cpu) / cores
     return (f"{spent}; one process {one.cpu:.1f} s. At {TARGET}x, {cores} cores give the command and the simulator "
             f"{given:.1f} CPU s; less the simulator's {ray.server_cpu:.1f} s, the command may "
-            f"spend {budget:.1f} s, {budget - one.cpu:+.1f} s against one process; it spent {ray.cpu:.1f} s")
+            f"spend {budget:.1f} s, {budget - one.cpu:+.1f} s against one process; it spent {ray.cpu:.1f} s. "
+            f"The shards' run takes at least ({one.cpu:.1f} + {ray.server_cpu:.1f}) / {cores} = {shortest:.1f} s; "
+            f"with the {fixed:.2f} s besides it, the command is at best {one.command / (shortest + fixed):.2f}x "
+            f"one process")
 
 
 def main() -> None:
@@ -317,7 +326,7 @@ def main() -> None:
                     notes.append(f"  {name} --{label}: {ray.phases}; rest {rest:.2f} s; besides the longest shard's "
                                  f"run {fixed[label][-1]:.2f} s; cat of the output "
                                  f"{ray.cat[0]:.2f} s, with fsync {ray.cat[1]:.2f} s")
-                    notes.append(f"    CPU: {cpu_note(one, ray)}")
+                    notes.append(f"    CPU: {cpu_note(one, ray, fixed[label][-1])}")
             if args.repeat > 1:
                 for label in ratios:
                     print(f"{name:<11} {label}: median of {args.repeat}: {statistics.median(ratios[label]):.2f}x, "
