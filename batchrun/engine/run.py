@@ -25,11 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
-import orjson
 
 from .. import smoke
 from ..accounting.budget import Budget
-from ..accounting.ledger import SpendLedger, carried_spend, worst_case
+from ..accounting.ledger import SpendLedger, worst_case
 from ..accounting.pricing import PriceTable, load_prices
 from ..accounting.report import Report
 from ..accounting.spending import BudgetGate
@@ -38,7 +37,7 @@ from ..batchapi.ledger import Ledger
 from ..cache import ResponseCache, open_cache
 from ..client import Client
 from ..config import RunConfig
-from ..disk.checkpoint import Checkpoint, Opened, Recovered
+from ..disk.checkpoint import Checkpoint, Opened
 from ..disk.identity import InputScan, identity, scan_input
 from ..disk.publish import write_atomically
 from ..disk.resume import Carryover
@@ -54,6 +53,7 @@ from ..skip import skip_in_steps
 from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from ..tiers import Tiering
 from ..transport import Transport
+from .carry import carried_cost, carried_ledger
 from .control import BAD_LINE_WARNINGS, Control
 from .document import report_json, run_facts
 from .pool import KeepingSink, Observer, Pool, Sink, retry_hook, send_hook
@@ -136,7 +136,7 @@ async def run_batch(
         writer = OrderedWriter(*checkpoint.open_files(), next_index=checkpoint.first_index + recovered.prefix,
                                sizes=recovered.sizes,
                                last_custom_id=recovered.last_custom_id, run_id=checkpoint.run_id)
-        ledger = SpendLedger(prices, carried=await anyio.to_thread.run_sync(_carried_ledger, config, checkpoint))
+        ledger = SpendLedger(prices, carried=await anyio.to_thread.run_sync(carried_ledger, config, checkpoint))
     except BaseException:
         checkpoint.close()
         raise
@@ -147,7 +147,7 @@ async def run_batch(
         # Everything this output will carry over was paid for, by whichever earlier start: the
         # ordered prefix (counted by now), the journal, a finished output being retried, and
         # the answers that were lost on the way (the ledger).
-        carried = await anyio.to_thread.run_sync(_carried_cost, recovered, checkpoint, prices)
+        carried = await anyio.to_thread.run_sync(carried_cost, recovered, checkpoint, prices)
         budget.carry(stats.report.cost()[1] + carried + ledger.carried)
         stats.budget, gate = budget, BudgetGate(budget)
     if recovered.prefix or recovered.finished:
@@ -253,34 +253,6 @@ def _count_published(out: Path, stats: RunStats) -> None:
     with out.open("rb") as f:
         for index, line in enumerate(f):
             stats.record(Result.from_line(index, line))
-
-
-def _carried_ledger(config: RunConfig, checkpoint: Checkpoint) -> float:
-    """USD earlier starts' lost answers may have cost: the checkpoint's ledger, or, for a new
-    checkpoint retrying a finished output, that output's report's."""
-    saved = checkpoint.load_spend()
-    if saved is None and checkpoint.previous.exists():
-        with contextlib.suppress(OSError, orjson.JSONDecodeError):
-            saved = orjson.loads(config.report_path.read_bytes())
-    return carried_spend(saved)
-
-
-def _carried_cost(recovered: Recovered, checkpoint: Checkpoint, prices: PriceTable) -> float:
-    """USD spent on the lines past the ordered prefix that earlier starts finished."""
-    spent = Report(prices)
-
-    def charge(index: int, line: bytes) -> None:
-        with contextlib.suppress(ValueError):  # unreadable: the line is done again, and charged then
-            spent.add_result(Result.from_line(index, line))
-
-    for entry in (recovered.finished or {}).values():
-        charge(entry.index, entry.line)
-    if recovered.previous is not None:
-        with checkpoint.open_previous() as f:
-            for index, line in enumerate(f):
-                if index >= recovered.prefix:
-                    charge(index, line)
-    return spent.cost()[1]
 
 
 def _charge_unsettled(jobs: list[Job], gate: BudgetGate | None, ledger: SpendLedger, prices: PriceTable) -> None:

@@ -15,6 +15,9 @@ Every call carries the shard's whole `Holding` (what it holds unused, USD reserv
 USD spent), which the server records as it is rather than adding up deltas: a repeated or lost
 call changes nothing for good, and a shard restarted from its checkpoint starts afresh. A shard
 not heard from for `LEASE_TTL` seconds is gone: what it held returns to the run, its spend stays.
+A part's spend is known before it runs (what an earlier start of it spent, read from its report or
+checkpoint): it counts under the cap from the run's start, and a part that runs again replaces
+it with its own word once that is larger — its own carries the same spend and then more.
 
 The quotas start full, as a provider's do: the first slices are taken from a full bucket at once.
 Until a limit is known the slices are unlimited. The ``remaining`` a shard reports is the
@@ -31,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -111,12 +114,14 @@ class BudgetServer:
 
     :param rpm: / :param tpm: the user's limits (``None``: only what the shards report).
     :param max_cost: the run's cap in USD (``None``: no cap).
-    :param spent: USD spent before any shard started that no shard reports (0 normally).
+    :param spent: USD each part spent before this start, by part number: a part that waits for
+        its turn still counts what it spent.
     :param now: the server's clock (seconds).
     """
 
     def __init__(self, *, rpm: float | None = None, tpm: float | None = None, max_cost: float | None = None,
-                 spent: float = 0.0, now: Callable[[], float] = time.monotonic, lease_ttl: float = LEASE_TTL) -> None:
+                 spent: Mapping[int, float] | None = None, now: Callable[[], float] = time.monotonic,
+                 lease_ttl: float = LEASE_TTL) -> None:
         self._now = now
         self._given = {REQUESTS: rpm, TOKENS: tpm}
         self.buckets: dict[str, TokenBucket] = {}
@@ -127,7 +132,8 @@ class BudgetServer:
         self.cap = None if max_cost is None else math.floor(max_cost * NANO)
         self.lease_ttl = lease_ttl
         self.shards: dict[int, _Shard] = {}
-        self.gone_spent = math.floor(spent * NANO)  # nano-USD of shards that left, expired, or were done before
+        # Nano-USD of each part not running now: done before, waiting for its turn, or gone.
+        self.parked = {number: math.floor(usd * NANO) for number, usd in (spent or {}).items()}
         self.refused = 0
 
     def lease(self, shard: int, holding: Holding, want: Want) -> Grant:
@@ -165,7 +171,7 @@ class BudgetServer:
             if bucket is not None and math.isfinite(held) and held > 0:
                 bucket.give(held)
         self.shards.pop(shard, None)
-        self.gone_spent += holding.spent
+        self._park(shard, holding.spent)
 
     def report(self, shard: int, holding: Holding, news: News) -> None:
         """Follow the limits and ``remaining`` an answer of ``shard``'s announced."""
@@ -197,8 +203,9 @@ class BudgetServer:
                     bucket.set_level(truth - unseen, now)
 
     def spent(self) -> int:
-        """Nano-USD the run has spent, as the shards last said."""
-        return self.gone_spent + sum(s.holding.spent for s in self.shards.values())
+        """Nano-USD the run has spent, as the shards last said, and the parts not running before."""
+        running = sum(max(s.holding.spent, self.parked.get(number, 0)) for number, s in self.shards.items())
+        return running + sum(usd for number, usd in self.parked.items() if number not in self.shards)
 
     def limits(self) -> dict[str, float]:
         """The per-minute limits being shared now."""
@@ -220,8 +227,13 @@ class BudgetServer:
         for number, other in list(self.shards.items()):
             if now - other.seen > self.lease_ttl:  # gone without a word: its spend stays, the rest returns
                 del self.shards[number]
-                self.gone_spent += other.holding.spent
+                self._park(number, other.holding.spent)
         self.shards[shard] = _Shard(holding, now)
+
+    def _park(self, shard: int, spent: int) -> None:
+        # The larger of the two: a part started again says it spent 0 until its first request,
+        # then what its checkpoint carries, which misses what a killed worker had settled unwritten.
+        self.parked[shard] = max(spent, self.parked.get(shard, 0))
 
 
 def _finite(value: float) -> float:

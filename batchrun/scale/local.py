@@ -22,7 +22,8 @@ async def run_sharded(config: RunConfig, count: int, **options: Any) -> RunStats
 
     A finished output (`parts.finished`) is a single run's to judge: up to date, or refused.
     ``--max-cost`` is one cap, kept as on Ray: every shard leases from one `BudgetServer`,
-    here in this process, which starts from what the shards an earlier start finished spent.
+    here in this process, which starts from what each part spent in earlier starts, finished
+    or not.
 
     :returns: the whole run's stats; a shard that stopped (interrupted, the budget, the endpoint)
         ends the run with its stats, whose exit code is the one a single run would give, and the

@@ -41,6 +41,7 @@ from ..disk import publish
 from ..disk.identity import check_same_run, identity, scan_input
 from ..disk.publish import private_file
 from ..disk.rundir import make_run_dir
+from ..engine.carry import spent_so_far
 from ..engine.document import report_json, run_facts
 from ..errors import ConfigError
 from ..stats import RunStats
@@ -178,15 +179,22 @@ def finished_parts(config: RunConfig, made: Plan) -> dict[int, dict[str, Any]]:
     return {number: report for number, report in reports.items() if report is not None}
 
 
-def spent_before(config: RunConfig, made: Plan, done: dict[int, dict[str, Any]] | None = None) -> float:
-    """USD the parts an earlier start finished spent, as their reports say (their lines' usage
-    and their lost answers, `accounting.ledger`); a part still running tells the budget itself
-    what its checkpoint carries.
+def spent_before(config: RunConfig, made: Plan, done: dict[int, dict[str, Any]] | None = None) -> dict[int, float]:
+    """USD each part spent in earlier starts, by number: a finished part's, as its report says
+    (its lines' usage and its lost answers, `accounting.ledger`); with ``--max-cost``, an
+    unfinished one's, as its checkpoint says (`engine.carry.spent_so_far`). A part waiting for
+    its turn has spent that much, whichever parts run first.
 
     :param done: `finished_parts`, when the caller has them.
+    :raises ConfigError: a part's checkpoint is one its start would refuse.
     """
     reports = finished_parts(config, made) if done is None else done
-    return sum(float(report["cost_usd_priced"]) + carried_spend(report) for report in reports.values())
+    spent = {number: float(report["cost_usd_priced"]) + carried_spend(report) for number, report in reports.items()}
+    if config.max_cost is not None:
+        for shard in made.shards:
+            if shard.number not in spent:
+                spent[shard.number] = spent_so_far(part_config(config, shard, made.run_id))
+    return spent
 
 
 def _split_output(config: RunConfig, made: Plan) -> None:

@@ -160,10 +160,11 @@ class _RayParts:
     """A `slots.Runner`: each part a Ray task (`_run_part`), retried by Ray when its worker dies;
     and the run's actor (`RunDesk`: the one rate budget and cap, and the progress board).
 
-    :param spent: USD the parts an earlier start finished spent.
+    :param spent: USD each part spent in earlier starts (`parts.spent_before`).
     """
 
-    def __init__(self, ray: Any, config: RunConfig, made: Plan, where: _Where, shown: bool, spent: float) -> None:
+    def __init__(self, ray: Any, config: RunConfig, made: Plan, where: _Where, shown: bool,
+                 spent: dict[int, float]) -> None:
         self._ray = ray
         self._task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_part)
         self._config, self._made, self._where, self._shown, self._spent = config, made, where, shown, spent

@@ -217,6 +217,25 @@ async def test_max_cost_is_one_cap_across_the_shards(tmp_path: Path) -> None:
     assert resumed.report.cost()[0] == pytest.approx(single.report.cost()[0])
 
 
+async def test_a_stopped_part_s_spend_counts_before_it_runs_again(tmp_path: Path) -> None:
+    """A later part stopped mid-run (as a --ray start leaves the parts it was running) spent
+    money: a start that runs the earlier parts first keeps within the cap with it counted."""
+    source = Path(shutil.copy(SAMPLES / "chat.jsonl", tmp_path / "chat.jsonl"))
+    async with serve() as sim:
+        config = RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url, concurrency=4)
+        made = parts.plan(config, 3)
+        last = parts.part_config(config, made.shards[2], made.run_id)
+        with anyio.CancelScope() as scope:
+            await run_batch(last, observer=OnWritten(40, scope.cancel))
+        before = spent(config)
+        assert before > 0 and not last.out.exists()
+
+        cap = 2 * before  # less than the first two parts need
+        stopped = await run_sharded(replace(config, max_cost=cap), 3)
+    assert stopped.exit_code == 3 and "--max-cost" in (stopped.stop_reason or "")
+    assert spent(config) <= cap
+
+
 async def test_retry_failed_retries_a_sharded_run_s_failed_lines_shard_by_shard(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i) for i in range(40)])
     flaky = SimulatorConfig(faults=Faults(rate_500=0.3), seed=4)

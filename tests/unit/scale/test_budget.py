@@ -83,6 +83,17 @@ def test_a_shard_that_dies_holding_dollars_gives_them_back_when_its_lease_expire
     assert grant.dollars >= NANO // 2 and grant.spent == NANO // 4  # what it spent stays spent
 
 
+def test_a_part_s_earlier_spend_counts_before_it_runs_and_once_when_it_does() -> None:
+    clock = FakeClock()
+    server = BudgetServer(max_cost=1.0, spent={0: 0.25, 2: 0.5}, now=clock.now)  # 2 waits for its turn
+    assert server.lease(1, NOTHING, Want(need=NANO // 4 + 1)).stop  # 0.75 already spent
+    assert server.lease(2, NOTHING, Want()).spent == 3 * NANO // 4  # running, not yet said: still counted
+    server.lease(2, Holding(spent=NANO // 2 + 100), Want())  # its own word carries the same, and more
+    assert server.spent() == 3 * NANO // 4 + 100
+    clock.t += LEASE_TTL + 1
+    assert server.lease(1, NOTHING, Want()).spent == 3 * NANO // 4 + 100  # gone: its spend stays, once
+
+
 def test_a_shard_that_dies_no_longer_takes_a_share_of_the_rate() -> None:
     clock = FakeClock()
     server = BudgetServer(rpm=600, now=clock.now)

@@ -1,0 +1,70 @@
+"""What earlier starts of a run paid for, which its next start carries against ``--max-cost``:
+the lines they finished, and what their lost answers may have cost (`accounting.ledger`)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import orjson
+
+from ..accounting.ledger import carried_spend
+from ..accounting.pricing import PriceTable, load_prices
+from ..accounting.report import Report
+from ..config import RunConfig
+from ..disk.checkpoint import Checkpoint, Opened, Recovered
+from ..disk.identity import scan_input
+from ..records import Result
+from ..stats import RunStats
+
+
+def carried_ledger(config: RunConfig, checkpoint: Checkpoint) -> float:
+    """USD earlier starts' lost answers may have cost: the checkpoint's ledger, or, for a new
+    checkpoint retrying a finished output, that output's report's."""
+    saved = checkpoint.load_spend()
+    if saved is None and checkpoint.previous.exists():
+        with contextlib.suppress(OSError, orjson.JSONDecodeError):
+            saved = orjson.loads(config.report_path.read_bytes())
+    return carried_spend(saved)
+
+
+def carried_cost(recovered: Recovered, checkpoint: Checkpoint, prices: PriceTable) -> float:
+    """USD spent on the lines past the ordered prefix that earlier starts finished."""
+    spent = Report(prices)
+
+    def charge(index: int, line: bytes) -> None:
+        with contextlib.suppress(ValueError):  # unreadable: the line is done again, and charged then
+            spent.add_result(Result.from_line(index, line))
+
+    for entry in (recovered.finished or {}).values():
+        charge(entry.index, entry.line)
+    if recovered.previous is not None:
+        with checkpoint.open_previous() as f:
+            for index, line in enumerate(f):
+                if index >= recovered.prefix:
+                    charge(index, line)
+    return spent.cost()[1]
+
+
+def spent_so_far(config: RunConfig) -> float:
+    """USD the unfinished earlier starts of ``config`` spent, as its checkpoint tells it (0 when
+    it has none, or its output is finished): what `run_batch` carries against the cap when it
+    starts it again. Recovering repairs the checkpoint as that start would.
+
+    :raises ConfigError: that start would refuse the checkpoint (another run holds it, or it is
+        of another input or options).
+    """
+    if not config.checkpoint_path.is_dir():
+        return 0.0
+    prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
+    span = config.span
+    checkpoint = Checkpoint(config)
+    opened = checkpoint.open(scan_input(config.input_path, (span.start, span.end) if span else None),
+                             restart=False, retry_failed=config.retry_failed)
+    if opened is not Opened.RUN:
+        return 0.0
+    try:
+        stats = RunStats(config.out, config.errors_path, Report(prices))
+        recovered = checkpoint.recover(stats)
+        return stats.report.cost()[1] + carried_cost(recovered, checkpoint, prices) + carried_ledger(config, checkpoint)
+    finally:
+        checkpoint.close()
