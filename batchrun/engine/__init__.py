@@ -1,6 +1,7 @@
 """The one engine every route runs through: `run`, `label`, each Ray shard, the Batch API.
 
     run.py        a run's lifecycle: checkpoint → what was spent → the pool → publish → report
+    carry.py      what earlier starts paid for, which the next start carries against --max-cost
     sources.py    where a line's answer comes from, asked in order before it is sent online
     pool.py       the reader, the workers and the ordered sink, under one task group
     control.py    how the pool is told to stop: a stop drains, an abort drains, a disk failure ends it
