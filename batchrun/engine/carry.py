@@ -4,6 +4,7 @@ the lines they finished, and what their lost answers may have cost (`accounting.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import orjson
 
@@ -30,32 +31,34 @@ def carried_ledger(config: RunConfig, checkpoint: Checkpoint) -> float:
 def carried_cost(recovered: Recovered, checkpoint: Checkpoint, prices: PriceTable) -> float:
     """USD spent on the lines past the ordered prefix that earlier starts finished."""
     spent = Report(prices)
-
-    def charge(index: int, line: bytes) -> None:
-        with contextlib.suppress(ValueError):  # unreadable: the line is done again, and charged then
-            spent.add_result(Result.from_line(index, line))
-
     for entry in (recovered.finished or {}).values():
-        charge(entry.index, entry.line)
+        _charge(spent, entry.index, entry.line)
     if recovered.previous is not None:
         with checkpoint.open_previous() as f:
             for index, line in enumerate(f):
                 if index >= recovered.prefix:
-                    charge(index, line)
+                    _charge(spent, index, line)
     return spent.cost()[1]
+
+
+def _charge(spent: Report, index: int, line: bytes) -> None:
+    with contextlib.suppress(ValueError):  # unreadable: the line is done again, and charged then
+        spent.add_result(Result.from_line(index, line))
 
 
 def spent_so_far(config: RunConfig) -> float:
     """USD the unfinished earlier starts of ``config`` spent, as its checkpoint tells it (0 when
     it has none, or its output is finished): what `run_batch` carries against the cap when it
-    starts it again. Recovering repairs the checkpoint as that start would.
+    starts it again. Recovering repairs the checkpoint as that start would. With
+    ``retry_failed`` and no checkpoint yet, the finished output's lines, which the retry's
+    checkpoint will carry.
 
     :raises ConfigError: that start would refuse the checkpoint (another run holds it, or it is
         of another input or options).
     """
-    if not config.checkpoint_path.is_dir():
-        return 0.0
     prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
+    if not config.checkpoint_path.is_dir():
+        return _output_cost(config.out, prices) if config.retry_failed and config.out.exists() else 0.0
     span = config.span
     checkpoint = Checkpoint(config)
     opened = checkpoint.open(scan_input(config.input_path, (span.start, span.end) if span else None),
@@ -68,3 +71,11 @@ def spent_so_far(config: RunConfig) -> float:
         return stats.report.cost()[1] + carried_cost(recovered, checkpoint, prices) + carried_ledger(config, checkpoint)
     finally:
         checkpoint.close()
+
+
+def _output_cost(path: Path, prices: PriceTable) -> float:
+    spent = Report(prices)
+    with path.open("rb") as f:
+        for index, line in enumerate(f):
+            _charge(spent, index, line)
+    return spent.cost()[1]

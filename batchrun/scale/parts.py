@@ -182,8 +182,9 @@ def finished_parts(config: RunConfig, made: Plan) -> dict[int, dict[str, Any]]:
 def spent_before(config: RunConfig, made: Plan, done: dict[int, dict[str, Any]] | None = None) -> dict[int, float]:
     """USD each part spent in earlier starts, by number: a finished part's, as its report says
     (its lines' usage and its lost answers, `accounting.ledger`); with ``--max-cost``, an
-    unfinished one's, as its checkpoint says (`engine.carry.spent_so_far`). A part waiting for
-    its turn has spent that much, whichever parts run first.
+    unfinished one's, as its checkpoint says, or its lines about to be retried
+    (`engine.carry.spent_so_far`). A part waiting for its turn has spent that much, whichever
+    parts run first.
 
     :param done: `finished_parts`, when the caller has them.
     :raises ConfigError: a part's checkpoint is one its start would refuse.

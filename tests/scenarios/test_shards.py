@@ -255,3 +255,18 @@ async def test_retry_failed_retries_a_sharded_run_s_failed_lines_shard_by_shard(
     assert not parts.shards_folder(config.out).exists()
     assembled = orjson.loads(config.report_path.read_bytes())
     assert assembled["requests"]["succeeded"] == 40 and assembled["shards"] == 3
+
+
+async def test_retry_failed_counts_every_part_s_earlier_lines_under_the_cap(tmp_path: Path) -> None:
+    # A small output cap: a line's worst case is near what it costs, far below what 40 lines did.
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, max_completion_tokens=20) for i in range(40)])
+    with run_in_thread(SimulatorConfig(faults=Faults(rate_500=0.3), seed=4)) as sim:
+        config = RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url, retry=RetryPolicy(max_attempts=1),
+                           outage_threshold=0)
+        first = await run_sharded(config, 3)
+    assert first.exit_code == 1 and first.failed
+    paid = first.report.cost()[1]
+    with run_in_thread(SimulatorConfig()) as sim:
+        # The lines the first start answered used up the cap: the parts that retry later count too.
+        again = await run_sharded(replace(config, base_url=sim.base_url, retry_failed=True, max_cost=paid * 1.001), 3)
+        assert again.exit_code == 3 and sim.stats.requests == 0
