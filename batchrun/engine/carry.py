@@ -56,9 +56,12 @@ def spent_so_far(config: RunConfig) -> float:
     :raises ConfigError: that start would refuse the checkpoint (another run holds it, or it is
         of another input or options).
     """
+    fresh = not config.checkpoint_path.is_dir()
+    if fresh and not (config.retry_failed and config.out.exists()):
+        return 0.0
     prices = load_prices(config.prices_path, batch_discount=config.batch_discount)
-    if not config.checkpoint_path.is_dir():
-        return _output_cost(config.out, prices) if config.retry_failed and config.out.exists() else 0.0
+    if fresh:
+        return _output_cost(config.out, prices)
     span = config.span
     checkpoint = Checkpoint(config)
     opened = checkpoint.open(scan_input(config.input_path, (span.start, span.end) if span else None),
