@@ -92,6 +92,9 @@ def test_a_part_s_earlier_spend_counts_before_it_runs_and_once_when_it_does() ->
     assert server.spent() == 3 * NANO // 4 + 100
     clock.t += LEASE_TTL + 1
     assert server.lease(1, NOTHING, Want()).spent == 3 * NANO // 4 + 100  # gone: its spend stays, once
+    server.lease(2, NOTHING, Want())  # its task run again (a worker died): from its checkpoint
+    server.lease(2, Holding(spent=NANO // 2 + 100), Want())
+    assert server.spent() == 3 * NANO // 4 + 100  # not twice
 
 
 def test_a_shard_that_dies_no_longer_takes_a_share_of_the_rate() -> None:
