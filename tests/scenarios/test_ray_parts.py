@@ -10,6 +10,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,21 @@ def test_a_stopped_driver_resumes_without_running_its_finished_parts_again(
     assert sent_first < sim.stats.requests - before
     assert shown.written[0] >= sum(json.loads(report)["lines"] for report in reports.values())
     assert shown.written[-1] == 400
+
+
+def test_a_start_with_fewer_shards_counts_every_stopped_part_s_spend_from_the_start(
+        sim: Simulator, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [chat_line(i, max_tokens=64) for i in range(400)])
+    config = RunConfig(source, tmp_path / "out.jsonl", base_url=sim.base_url, concurrency=4, max_cost=0.008)
+    assert run_on_ray(config, shards=2).exit_code == 3
+    reports = [json.loads(path.read_bytes()) for path in (tmp_path / "out.jsonl.shards").glob("*.report.json")]
+    # The cap stops the running parts (both, unless one had just finished its lines):
+    # tests/scenarios/test_shards.py stops a part by hand where it must be more than one.
+    assert sum(report["status"] != "complete" for report in reports) >= 1
+    spent = sum(report["cost_usd_priced"] + report["spend"]["lost_answers_usd"] for report in reports)
+
+    before = sim.stats.requests
+    # One shard: the stopped parts run one after the other. The cap is what every part already
+    # spent, so the first of them to run again may send nothing, whatever the second spent.
+    again = run_on_ray(replace(config, max_cost=spent * 1.001), shards=1)
+    assert again.exit_code == 3 and sim.stats.requests == before
