@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .api import estimate, label_file, label_file_sync, report, run_batch, run_batch_sync
-    from .batchapi.lifecycle import Pending, run_via_batch
+    from .batchapi.lifecycle import run_via_batch
     from .batchapi.options import BatchLimits, BatchOptions
+    from .batchapi.pending import Pending
     from .config import ApiKey, RetryPolicy, RunConfig
     from .engine import Observer
     from .errors import (
@@ -74,7 +75,7 @@ __all__ = [
 # of batchrun — a Ray shard's worker, the run's actor, the CLI — imports that part only.
 _HOMES = {
     **dict.fromkeys(("estimate", "label_file", "label_file_sync", "report", "run_batch", "run_batch_sync"), ".api"),
-    "Pending": ".batchapi.lifecycle", "run_via_batch": ".batchapi.lifecycle",
+    "Pending": ".batchapi.pending", "run_via_batch": ".batchapi.lifecycle",
     "BatchLimits": ".batchapi.options", "BatchOptions": ".batchapi.options",
     **dict.fromkeys(("ApiKey", "RetryPolicy", "RunConfig"), ".config"),
     "Observer": ".engine",

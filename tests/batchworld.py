@@ -12,8 +12,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from batchrun.batchapi.lifecycle import Pending, run_via_batch
+from batchrun.batchapi.lifecycle import run_via_batch
 from batchrun.batchapi.options import BatchOptions
+from batchrun.batchapi.pending import Pending
 from batchrun.config import RunConfig
 from batchrun.engine import run_batch
 from batchrun.runner import run_async

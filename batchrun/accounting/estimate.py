@@ -94,7 +94,7 @@ from typing import Any
 import orjson
 
 from ..batchapi.plan import QueueNeed
-from ..cache import CacheView
+from ..cache.source import CacheView
 from ..plural import counted
 from ..reader import read_jobs
 from ..records import Job, LineError

@@ -22,14 +22,13 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from itertools import compress
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
 
-from ..cache import ResponseCache, open_cache
+from ..cache.source import ResponseCache, open_cache
 from ..config import RunConfig
 from ..disk.identity import identity, scan_input
 from ..disk.lock import RunLock
@@ -48,6 +47,7 @@ from . import answers, cap
 from .api import BatchApi, metadata
 from .ledger import ENDED, Ledger, Part, remove_dir
 from .options import FIRST_POLL, BatchOptions
+from .pending import Pending
 from .plan import part_file, plan
 from .queue import BatchQueue, refused_for_queue
 
@@ -57,17 +57,6 @@ if TYPE_CHECKING:  # only annotates: loaded when an httpx transport is passed in
 log = logging.getLogger("batchrun")
 
 VIA = "batch"  # the route, in the run's identity (`identity.identity`)
-
-
-@dataclass(frozen=True)
-class Pending:
-    """The batches are at the provider, not all ended: nothing is written yet.
-
-    :param message: what happened and what to run next.
-    """
-
-    message: str
-    exit_code: int
 
 
 async def run_via_batch(

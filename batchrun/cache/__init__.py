@@ -4,10 +4,3 @@ from it, on every route, and not sent or submitted again.
     source.py   the engine's source of cached answers, and where a run's successes are kept
     store.py    the SQLite database (WAL), shared by the processes using one cache at once
 """
-
-from __future__ import annotations
-
-from .source import CacheView, ResponseCache, open_cache, request_key, view_cache
-from .store import CacheBroken, default_dir
-
-__all__ = ["CacheBroken", "CacheView", "ResponseCache", "default_dir", "open_cache", "request_key", "view_cache"]

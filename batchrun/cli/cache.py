@@ -9,8 +9,7 @@ from typing import TypeVar
 
 import click
 
-from ..cache import CacheBroken, default_dir
-from ..cache.store import clear, prune, stats
+from ..cache.store import CacheBroken, clear, default_dir, prune, stats
 from ..errors import ConfigError
 from ..plural import counted
 from ..settings import Bounds

@@ -11,25 +11,25 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .. import settings as declared
-from ..batchapi.lifecycle import Pending, run_via_batch
 from ..batchapi.options import BatchOptions
-from ..cache import default_dir
+from ..batchapi.pending import Pending
+from ..cache.store import default_dir
 from ..config import ApiKey, RetryPolicy, RunConfig, split_base_url, split_header
 from ..disk.runfiles import checked
-from ..engine import run_batch
-from ..engine.sources import Source
 from ..errors import ConfigError
-from ..runner import run_async
 from ..settings import OUTPUT, SIMULATOR, Setting
 from ..stats import EXIT_STOPPED, RunStats
 from ..tiers import FLEX, FLEX_TIMEOUT
 from .declared import option
 from .progress import BarLogHandler, BarProgress, LogProgress
+
+if TYPE_CHECKING:
+    from ..engine.sources import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -175,12 +175,16 @@ class EngineOptions:
 
     def run(self, config: RunConfig, sources: Sequence[Source] = ()) -> RunStats:
         """Run the engine with a progress display: a bar on a terminal, log lines elsewhere."""
+        from ..engine import run_batch  # the engine and its HTTP stack, loaded by a command that runs
+
         stats: RunStats = self._run(partial(run_batch, config, sources=sources))
         return stats
 
     def run_via_batch(self, config: RunConfig, batch: BatchOptions, sources: Sequence[Source] = ()) -> RunStats | Pending:
         """`run` through the provider's Batch API (`batchapi.lifecycle`): its batches may still
         be running when this returns (`Pending`)."""
+        from ..batchapi.lifecycle import run_via_batch
+
         outcome: RunStats | Pending = self._run(partial(run_via_batch, config, batch, sources=sources))
         return outcome
 
@@ -190,6 +194,8 @@ class EngineOptions:
                 else LogProgress(self.progress_interval))
 
     def _run(self, job: Callable[..., Any]) -> Any:
+        from ..runner import run_async
+
         progress = self.progress()
         try:
             outcome = run_async(partial(job, observer=progress, handle_signals=True))

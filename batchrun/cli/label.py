@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..batchapi.lifecycle import Pending
+from ..batchapi.pending import Pending
 from ..plural import counted
 from ..stats import EXIT_STOPPED, RunStats
 from .engine_options import EngineOptions, engine_options, no_stdio

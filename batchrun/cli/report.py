@@ -171,7 +171,8 @@ def estimate(input_path: Path, prices_path: Path | None, batch_discount: bool, d
     from ..accounting.estimate import PROBLEM_LINES_KEPT, Problem, estimate_file
     from ..accounting.like import load_like
     from ..accounting.pricing import load_prices
-    from ..cache import CacheBroken, CacheView, view_cache
+    from ..cache.source import CacheView, view_cache
+    from ..cache.store import CacheBroken
     from ..config import split_base_url
     from ..tokens import DEFAULT_MAX_OUTPUT_TOKENS
     from .tables import render_estimate

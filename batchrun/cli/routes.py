@@ -7,14 +7,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from ..batchapi.lifecycle import Pending
 from ..batchapi.options import BatchOptions
+from ..batchapi.pending import Pending
 from ..config import RunConfig
-from ..engine.sources import Source
 from ..errors import ConfigError
 from ..scale.shards import SHARDS_RANGE
 from ..settings import RAY
@@ -23,6 +22,9 @@ from .batch_options import batch_options, make_batch_options
 from .bounded import Bounded
 from .declared import DeclaredOption
 from .engine_options import EngineOptions
+
+if TYPE_CHECKING:
+    from ..engine.sources import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ..batchapi.lifecycle import Pending
+from ..batchapi.pending import Pending
 from .engine_options import EngineOptions, engine_options, no_stdio
 from .group import command_args, main
 from .html_option import check_html_extra, check_html_path, html_option, write_run_page

@@ -34,7 +34,7 @@ from ..accounting.report import Report
 from ..accounting.spending import BudgetGate
 from ..batchapi.answers import Answers
 from ..batchapi.ledger import Ledger
-from ..cache import ResponseCache, open_cache
+from ..cache.source import ResponseCache, open_cache
 from ..client import Client
 from ..config import RunConfig
 from ..disk.checkpoint import Checkpoint, Opened

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrun.batchapi.lifecycle import Pending
 from batchrun.batchapi.options import BatchLimits, BatchOptions
+from batchrun.batchapi.pending import Pending
 from batchrun.cli.tables import render_report
 from batchrun.config import RunConfig
 from batchrun.disk.checkpoint import Checkpoint

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrun.batchapi.lifecycle import Pending
 from batchrun.batchapi.options import BatchLimits, BatchOptions
+from batchrun.batchapi.pending import Pending
 from batchrun.config import ApiKey, RetryPolicy
 from batchrun.errors import ConfigError
 from batchrun.simulator import Batches, Faults, Simulator, SimulatorConfig, run_in_thread

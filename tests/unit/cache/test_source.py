@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchrun.cache import CacheBroken, ResponseCache, request_key, view_cache
-from batchrun.cache.store import Store, cache_file
+from batchrun.cache.source import ResponseCache, request_key, view_cache
+from batchrun.cache.store import CacheBroken, Store, cache_file
 from batchrun.config import ApiKey, RunConfig
 from batchrun.records import Job, LineError, Result
 

@@ -4,6 +4,8 @@ in their order (`settings.GROUPS`), each option in its own, the help texts in on
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import click
 import pytest
@@ -57,3 +59,14 @@ def test_the_help_texts_start_in_one_column_in_every_section() -> None:
     starts = {len(line) - len(line[2:].split("  ", 1)[1].lstrip()) for line in result.output.splitlines()
               if re.match(r"^  -", line) and "  " in line[2:].strip()}
     assert len(starts) == 1, starts
+
+
+def test_help_loads_neither_the_engine_nor_its_http_stack() -> None:
+    """``batchrun --help`` (and every command's options) come from the command line's modules
+    alone: the engine, the client and aiohttp load when a command runs them."""
+    code = ("import sys, runpy\n"
+            "sys.argv = ['batchrun', 'run', '--help']\n"
+            "try:\n    runpy.run_module('batchrun', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('aiohttp', 'batchrun.client', 'batchrun.engine', 'httpx') if m in sys.modules))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "--max-cost" in shown.stdout and shown.stdout.splitlines()[-1] == "[]"

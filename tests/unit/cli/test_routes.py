@@ -10,8 +10,8 @@ from typing import Any
 import click
 import pytest
 
-from batchrun.batchapi.lifecycle import Pending
 from batchrun.batchapi.options import BatchOptions
+from batchrun.batchapi.pending import Pending
 from batchrun.cli.routes import Route
 from batchrun.config import RunConfig
 from batchrun.engine.sources import Source
