@@ -201,7 +201,7 @@ def configs(monkeypatch: pytest.MonkeyPatch) -> list[RunConfig]:
         seen.append(config)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("batchrun.cli.engine_options.run_batch", capture)
+    monkeypatch.setattr("batchrun.engine.run_batch", capture)  # where the command looks it up when it runs
     return seen
 
 
