@@ -28,8 +28,15 @@ def carried_ledger(config: RunConfig, checkpoint: Checkpoint) -> float:
     return carried_spend(saved)
 
 
-def carried_cost(recovered: Recovered, checkpoint: Checkpoint, prices: PriceTable) -> float:
-    """USD spent on the lines past the ordered prefix that earlier starts finished."""
+def carried(stats: RunStats, recovered: Recovered, checkpoint: Checkpoint, prices: PriceTable, lost: float) -> float:
+    """USD a start carries against the cap, all paid for by whichever earlier start: the ordered
+    prefix (``stats``, as `Checkpoint.recover` counted it), the lines past it that earlier starts
+    finished (the journal, a finished output being retried), and ``lost``, what their lost
+    answers may have cost (`carried_ledger`)."""
+    return stats.report.cost()[1] + _cost_past_prefix(recovered, checkpoint, prices) + lost
+
+
+def _cost_past_prefix(recovered: Recovered, checkpoint: Checkpoint, prices: PriceTable) -> float:
     spent = Report(prices)
     for entry in (recovered.finished or {}).values():
         _charge(spent, entry.index, entry.line)
@@ -71,7 +78,7 @@ def spent_so_far(config: RunConfig) -> float:
     try:
         stats = RunStats(config.out, config.errors_path, Report(prices))
         recovered = checkpoint.recover(stats)
-        return stats.report.cost()[1] + carried_cost(recovered, checkpoint, prices) + carried_ledger(config, checkpoint)
+        return carried(stats, recovered, checkpoint, prices, carried_ledger(config, checkpoint))
     finally:
         checkpoint.close()
 

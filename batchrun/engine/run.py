@@ -53,7 +53,7 @@ from ..skip import skip_in_steps
 from ..stats import EXIT_BUDGET, EXIT_STOPPED, RunStats
 from ..tiers import Tiering
 from ..transport import Transport
-from .carry import carried_cost, carried_ledger
+from .carry import carried, carried_ledger
 from .control import BAD_LINE_WARNINGS, Control
 from .document import report_json, run_facts
 from .pool import KeepingSink, Observer, Pool, Sink, retry_hook, send_hook
@@ -144,11 +144,7 @@ async def run_batch(
     carryover = Carryover(recovered, retry_failed=config.retry_failed)
     gate = None
     if budget is not None:
-        # Everything this output will carry over was paid for, by whichever earlier start: the
-        # ordered prefix (counted by now), the journal, a finished output being retried, and
-        # the answers that were lost on the way (the ledger).
-        carried = await anyio.to_thread.run_sync(carried_cost, recovered, checkpoint, prices)
-        budget.carry(stats.report.cost()[1] + carried + ledger.carried)
+        budget.carry(await anyio.to_thread.run_sync(carried, stats, recovered, checkpoint, prices, ledger.carried))
         stats.budget, gate = budget, BudgetGate(budget)
     if recovered.prefix or recovered.finished:
         log.info("resuming: earlier starts finished %s of the lines (succeeded or failed); the report at the end "
